@@ -1,0 +1,83 @@
+//! `weapp sim`: the local WeChat API simulator.
+
+use std::net::SocketAddr;
+
+use weapp_sim::{ClockMode, SimConfig};
+
+use super::CmdResult;
+
+/// Arguments of `weapp sim`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "WEAPP_SIM_LISTEN", default_value = "127.0.0.1:9400")]
+    listen: SocketAddr,
+    /// Register an app at start, as APPID:SECRET (repeatable). More can be added through
+    /// `POST /_sim/apps`.
+    #[arg(long = "app", value_name = "APPID:SECRET", value_parser = parse_app)]
+    apps: Vec<(String, String)>,
+    /// Let the clock follow wall time (codes and tokens then expire on their own). By default
+    /// it is virtual and moves only through `POST /_sim/clock`.
+    #[arg(long)]
+    real_time: bool,
+}
+
+fn parse_app(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((a, s))
+            if !a.is_empty() && !s.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            Ok((a.to_owned(), s.to_owned()))
+        }
+        _ => Err(format!("expected APPID:SECRET, got `{s}`")),
+    }
+}
+
+/// Runs the simulator until ctrl-c / SIGTERM.
+pub async fn run(args: Args) -> CmdResult {
+    let apps = args.apps.clone();
+    let handle = weapp_sim::spawn(SimConfig {
+        listen: Some(args.listen),
+        apps: args.apps,
+        clock: if args.real_time {
+            ClockMode::Real
+        } else {
+            ClockMode::Virtual
+        },
+    })
+    .await
+    .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    println!("{}", handle.url());
+    for (appid, _) in &apps {
+        eprintln!("registered app {appid}");
+    }
+    eprintln!(
+        "weapp-sim listening; control API under {}/_sim/ (ctrl-c to stop)",
+        handle.url()
+    );
+    shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,81 @@
+//! `weapp token`: get an app's access token through the same manager the SDK uses, optionally
+//! shared through Redis with every other process of the app.
+
+use std::sync::Arc;
+
+use weapp::token::redis::RedisStore;
+use weapp::{AppSecret, Client, TokenMode};
+
+use super::CmdResult;
+
+/// Arguments of `weapp token`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The mini program's appid.
+    #[arg(long, env = "WEAPP_APPID")]
+    appid: String,
+    /// The AppSecret (prefer the environment variable: it stays out of shell history).
+    #[arg(long, env = "WEAPP_SECRET", hide_env_values = true)]
+    secret: String,
+    /// API base URL (a `weapp sim` URL, or a broker's mirror).
+    #[arg(long, env = "WEAPP_API_BASE", default_value = weapp::DEFAULT_BASE_URL)]
+    api_base: String,
+    /// `stable` (stable_token, the default) or `classic` (/cgi-bin/token).
+    #[arg(long, default_value = "stable")]
+    mode: TokenMode,
+    /// `memory` (this process only) or a `redis://…` URL shared with other processes.
+    #[arg(long, env = "WEAPP_TOKEN_STORE", default_value = "memory")]
+    store: String,
+    /// Key prefix in Redis.
+    #[arg(long, env = "WEAPP_REDIS_PREFIX", default_value = "weapp")]
+    redis_prefix: String,
+    /// Get a new token even if the current one is fresh (stable mode: force_refresh, 20/day).
+    #[arg(long)]
+    force: bool,
+    /// Print `{"access_token", "expires_in", "expires_at"}` instead of the bare token.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the token.
+pub async fn run(args: Args) -> CmdResult {
+    let mut builder = Client::builder(&args.appid, AppSecret::new(args.secret))
+        .base_url(&args.api_base)
+        .token_mode(args.mode);
+    if args.store.starts_with("redis://") || args.store.starts_with("rediss://") {
+        let store = RedisStore::connect(&args.store, args.redis_prefix)
+            .await
+            .map_err(|e| format!("{e}"))?;
+        builder = builder.token_store(Arc::new(store));
+    } else if args.store != "memory" {
+        return Err(format!(
+            "--store must be `memory` or a redis:// URL, not `{}`",
+            args.store
+        ));
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
+    let manager = client
+        .token_manager()
+        .ok_or("no token manager configured")?;
+    let token = if args.force {
+        manager.force_refresh().await
+    } else {
+        manager.current().await
+    }
+    .map_err(|e| e.to_string())?;
+    if args.json {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let out = serde_json::json!({
+            "access_token": token.access_token.expose(),
+            "expires_in": (token.expires_at_ms - now_ms) / 1000,
+            "expires_at": token.expires_at_ms / 1000,
+        });
+        println!("{out}");
+    } else {
+        println!("{}", token.access_token.expose());
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The `weapp` command: run the WeChat simulator, fetch and share access tokens, decrypt open
+//! data. Thin by design: parse arguments, set up logging, run a subcommand, turn its error into
+//! one line on stderr and a non-zero exit.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// weapp — the server side of WeChat Mini Programs.
+#[derive(Debug, Parser)]
+#[command(name = "weapp", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter (e.g. `info`, `weapp=debug`); logs go to stderr.
+    #[arg(long, global = true, env = "WEAPP_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the local WeChat API simulator and print its base URL.
+    Sim(commands::sim::Args),
+    /// Fetch (or read the shared) access token of an app and print it.
+    Token(commands::token::Args),
+    /// Decrypt a mini program `encryptedData` blob and print the JSON.
+    Decrypt(commands::decrypt::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weapp: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sim(args) => commands::sim::run(args).await,
+            Command::Token(args) => commands::token::run(args).await,
+            Command::Decrypt(args) => commands::decrypt::run(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("weapp: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The `weapp` binary, run as a user runs it, against weapp-sim and a private Redis.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::json;
+use weapp_sim::TokenKind;
+use weapp_test_support::{free_port, sim_with_app, unique_prefix, RedisServer};
+
+fn weapp() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weapp"));
+    c.env_remove("WEAPP_SECRET").env_remove("WEAPP_APPID");
+    c
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_processes_sharing_redis_cause_one_fetch() {
+    let redis = RedisServer::start();
+    let (sim, appid, secret) = sim_with_app().await;
+    let prefix = unique_prefix("cli");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            weapp()
+                .args([
+                    "token",
+                    "--appid",
+                    &appid,
+                    "--api-base",
+                    sim.url(),
+                    "--mode",
+                    "classic",
+                ])
+                .args(["--store", &redis.url(), "--redis-prefix", &prefix])
+                .env("WEAPP_SECRET", &secret)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap();
+    for o in &outputs {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    let first = stdout(&outputs[0]);
+    assert!(first.len() > 100, "a real token: {first}");
+    assert!(
+        outputs.iter().all(|o| stdout(o) == first),
+        "all 8 processes print the same token"
+    );
+    assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_json_and_force_gets_a_new_one() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let run = |extra: &[&str]| {
+        weapp()
+            .args([
+                "token",
+                "--appid",
+                &appid,
+                "--secret",
+                &secret,
+                "--api-base",
+                sim.url(),
+                "--json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let a = run(&[]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let a: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    assert!(a["expires_in"].as_i64().unwrap() > 7000);
+    let b = run(&["--force"]);
+    let b: serde_json::Value = serde_json::from_str(&stdout(&b)).unwrap();
+    assert_ne!(a["access_token"], b["access_token"]);
+    assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Stable), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_errors_are_one_line_with_a_nonzero_exit() {
+    let (sim, appid, _secret) = sim_with_app().await;
+    let o = weapp()
+        .args([
+            "token",
+            "--appid",
+            &appid,
+            "--secret",
+            "wrong-secret",
+            "--api-base",
+            sim.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("40125"), "{err}");
+    assert!(err.contains("rid"), "{err}");
+    assert!(
+        !err.contains("wrong-secret"),
+        "the secret never appears: {err}"
+    );
+    assert!(stdout(&o).is_empty());
+
+    let o = weapp()
+        .args([
+            "token",
+            "--appid",
+            &appid,
+            "--secret",
+            "s",
+            "--store",
+            "mysql://x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--store"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypt_prints_the_json_and_fails_clearly() {
+    let (sim, appid, _secret) = sim_with_app().await;
+    let (_, openid) = sim.sim().login(&appid, None, None, false).unwrap();
+    let key = sim
+        .sim()
+        .user(&appid, &openid)
+        .unwrap()
+        .session_key
+        .unwrap();
+    let (data, iv) = sim
+        .sim()
+        .open_data(&appid, &openid, json!({"nickName": "测试"}))
+        .unwrap();
+    let run = |appid: &str, key: &str, iv: &str, data: &str| {
+        weapp()
+            .args([
+                "decrypt",
+                "--appid",
+                appid,
+                "--session-key",
+                key,
+                "--iv",
+                iv,
+                "--data",
+                data,
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = run(&appid, &key, &iv, &data);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["nickName"], "测试");
+    assert_eq!(v["watermark"]["appid"], appid.as_str());
+
+    for (args, needle) in [
+        ((appid.as_str(), key.as_str(), iv.as_str(), "%%%"), "base64"),
+        (
+            ("wxsomeoneelse", key.as_str(), iv.as_str(), data.as_str()),
+            "does not match",
+        ),
+        (
+            (appid.as_str(), "AAAA", iv.as_str(), data.as_str()),
+            "key must be 16 bytes",
+        ),
+    ] {
+        let o = run(args.0, args.1, args.2, args.3);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(stdout(&o).is_empty());
+    }
+}
+
+#[test]
+fn sim_prints_its_url_and_serves_the_control_api() {
+    let port = free_port();
+    let mut child = weapp()
+        .args([
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--app",
+            "wxcli0000000001:s3cret",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), format!("http://127.0.0.1:{port}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let body: serde_json::Value = rt.block_on(async {
+        reqwest::get(format!(
+            "{}/cgi-bin/token?grant_type=client_credential&appid=wxcli0000000001&secret=s3cret",
+            line.trim()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(body["expires_in"], 7200);
+
+    let o = weapp().args(["sim", "--app", "no-colon"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("APPID:SECRET"));
+}

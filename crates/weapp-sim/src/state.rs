@@ -1,0 +1,1141 @@
+//! The simulator's world: apps, tokens, users, one-time codes, quotas, faults and the clock.
+//!
+//! All of it sits behind one mutex held only for short, non-async sections, so every request
+//! sees and changes a consistent world. Time is virtual: it starts at the wall-clock time of
+//! creation and moves only through [`Sim::advance`] (unless the simulator runs in real time).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Lifetime of an access token (seconds).
+pub const TOKEN_TTL: i64 = 7200;
+/// How long a superseded token keeps working (seconds).
+pub const TOKEN_OVERLAP: i64 = 300;
+/// Lifetime of a login or phone code (seconds).
+pub const CODE_TTL: i64 = 300;
+/// Classic `/cgi-bin/token` fetches per day.
+pub const CLASSIC_DAILY_QUOTA: u32 = 2000;
+/// `stable_token` calls per minute / per day.
+pub const STABLE_MINUTE_QUOTA: u32 = 10_000;
+/// `stable_token` calls per day.
+pub const STABLE_DAILY_QUOTA: u32 = 500_000;
+/// Forced `stable_token` refreshes per day.
+pub const STABLE_FORCE_DAILY: u32 = 20;
+/// Minimum spacing of forced refreshes (seconds).
+pub const STABLE_FORCE_SPACING: i64 = 30;
+/// `jscode2session` redemptions per user per minute (the legacy documented figure).
+pub const JSCODE_PER_USER_MINUTE: u32 = 100;
+/// `clear_quota` calls per month.
+pub const CLEAR_QUOTA_MONTHLY: u32 = 10;
+
+/// A WeChat error as the simulator answers it.
+#[derive(Debug, Clone)]
+pub struct WxError {
+    /// errcode
+    pub code: i64,
+    /// errmsg without the rid
+    pub msg: String,
+}
+
+impl WxError {
+    /// An error with a code and message.
+    pub fn new(code: i64, msg: impl Into<String>) -> Self {
+        Self {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+pub(crate) fn invalid_credential() -> WxError {
+    WxError::new(
+        40001,
+        "invalid credential, access_token is invalid or not latest",
+    )
+}
+
+/// Which token endpoint issued a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// `/cgi-bin/token`
+    Classic,
+    /// `/cgi-bin/stable_token`
+    Stable,
+}
+
+#[derive(Debug, Clone)]
+struct TokenRec {
+    appid: String,
+    expires_at: i64,
+    /// Set when superseded: the token works until then (and never past `expires_at`).
+    valid_until: Option<i64>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Slot {
+    current: Option<(String, i64)>,
+    previous: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Code {
+    appid: String,
+    openid: String,
+    issued_at: i64,
+    used: bool,
+    phone: Option<String>,
+}
+
+/// A simulated user of one app.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    /// openid in this app
+    pub openid: String,
+    /// unionid, when the app is bound to an open platform account
+    pub unionid: Option<String>,
+    /// the current session_key (base64 of 16 bytes)
+    pub session_key: Option<String>,
+    /// the phone number handed out by getPhoneNumber
+    pub phone: String,
+    #[serde(skip)]
+    blocked: bool,
+    #[serde(skip)]
+    jscode_minute: (i64, u32),
+    #[serde(skip)]
+    encrypt_keys: Vec<Value>,
+}
+
+#[derive(Debug, Clone)]
+struct Payment {
+    openid: String,
+    transaction_id: Option<String>,
+    mch_id: Option<String>,
+    out_trade_no: Option<String>,
+    paid_at: i64,
+}
+
+#[derive(Debug)]
+struct App {
+    secret: String,
+    unionid: bool,
+    classic: Slot,
+    stable: Slot,
+    last_force: Option<i64>,
+    counters: HashMap<&'static str, (i64, u32)>,
+    users: HashMap<String, User>,
+    payments: Vec<Payment>,
+    clear_quota: (i64, u32),
+}
+
+impl App {
+    fn new(secret: String, unionid: bool) -> Self {
+        Self {
+            secret,
+            unionid,
+            classic: Slot::default(),
+            stable: Slot::default(),
+            last_force: None,
+            counters: HashMap::new(),
+            users: HashMap::new(),
+            payments: Vec::new(),
+            clear_quota: (0, 0),
+        }
+    }
+
+    /// Counts one call against `limit` per `period` (a day or minute index); false if over.
+    fn take(&mut self, name: &'static str, period: i64, limit: u32) -> bool {
+        let entry = self.counters.entry(name).or_insert((period, 0));
+        if entry.0 != period {
+            *entry = (period, 0);
+        }
+        if entry.1 >= limit {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+}
+
+/// An injected fault: see the control API's `POST /_sim/faults`.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct Fault {
+    /// Request path it applies to, e.g. `/cgi-bin/token`.
+    pub path: String,
+    /// Answer this errcode (HTTP 200 JSON).
+    pub errcode: Option<i64>,
+    /// Answer this HTTP status with a non-JSON body.
+    pub http_status: Option<u16>,
+    /// Delay before answering (or before passing on, if nothing else is set).
+    pub latency_ms: Option<u64>,
+    /// Probability of applying per matching request (default 1).
+    pub rate: Option<f64>,
+    /// Apply this many times, then disappear (default: until cleared).
+    pub count: Option<u32>,
+}
+
+/// A recorded failing request, for `rid/get`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RidRecord {
+    /// Unix seconds.
+    pub invoke_time: i64,
+    /// The path.
+    pub request_url: String,
+    /// The errcode answered.
+    pub errcode: i64,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    apps: HashMap<String, App>,
+    tokens: HashMap<String, TokenRec>,
+    codes: HashMap<String, Code>,
+    phone_codes: HashMap<String, Code>,
+    plugin_codes: HashMap<String, Code>,
+    faults: Vec<Fault>,
+    calls: HashMap<String, u64>,
+    issued: HashMap<String, HashMap<TokenKind, u64>>,
+    rids: HashMap<String, RidRecord>,
+    rid_order: VecDeque<String>,
+    offset_ms: i64,
+}
+
+/// How the simulator's clock moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockMode {
+    /// Frozen at start; moves only when advanced (the default; deterministic tests).
+    #[default]
+    Virtual,
+    /// Follows the wall clock, plus any advances (for long-running sandboxes).
+    Real,
+}
+
+struct Shared {
+    world: Mutex<World>,
+    start_ms: i64,
+    started: Instant,
+    mode: ClockMode,
+}
+
+/// The simulator state. Cheap to clone; clones share the world.
+#[derive(Clone)]
+pub struct Sim {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("now", &self.now())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Self::new(ClockMode::Virtual)
+    }
+}
+
+pub(crate) fn random_alnum(n: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let v: Vec<u8> = (0..bytes).map(|_| rand::random()).collect();
+    hex::encode(v)
+}
+
+fn random_key() -> String {
+    B64.encode(rand::random::<[u8; 16]>())
+}
+
+/// Beijing time, where WeChat's daily quotas reset at midnight.
+fn day_of(now_ms: i64) -> i64 {
+    (now_ms / 1000 + 8 * 3600).div_euclid(86_400)
+}
+
+fn minute_of(now_ms: i64) -> i64 {
+    (now_ms / 1000).div_euclid(60)
+}
+
+fn month_of(now_ms: i64) -> i64 {
+    day_of(now_ms).div_euclid(30)
+}
+
+/// Result type of simulator operations.
+pub type WxResult<T> = Result<T, WxError>;
+
+impl Sim {
+    /// A fresh, empty simulator.
+    pub fn new(mode: ClockMode) -> Self {
+        let start_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Self {
+            shared: Arc::new(Shared {
+                world: Mutex::new(World::default()),
+                start_ms,
+                started: Instant::now(),
+                mode,
+            }),
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.shared.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_in(&self, w: &World) -> i64 {
+        let real = match self.shared.mode {
+            ClockMode::Virtual => 0,
+            ClockMode::Real => self.shared.started.elapsed().as_millis() as i64,
+        };
+        self.shared.start_ms + real + w.offset_ms
+    }
+
+    /// The simulator's current time, Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        let w = self.world();
+        self.now_in(&w)
+    }
+
+    /// The simulator's current time, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.now_ms() / 1000
+    }
+
+    /// Moves the clock forward; returns the new time in Unix seconds.
+    pub fn advance(&self, secs: i64) -> i64 {
+        let mut w = self.world();
+        w.offset_ms += secs.max(0) * 1000;
+        self.now_in(&w) / 1000
+    }
+
+    /// Registers (or updates) an app. Missing values are generated. Returns `(appid, secret)`.
+    pub fn add_app(
+        &self,
+        appid: Option<String>,
+        secret: Option<String>,
+        unionid: bool,
+    ) -> (String, String) {
+        let appid = appid.unwrap_or_else(|| format!("wx{}", random_hex(8)));
+        let mut w = self.world();
+        let secret = match (w.apps.get_mut(&appid), secret) {
+            (Some(app), Some(s)) => {
+                app.secret = s.clone();
+                app.unionid |= unionid;
+                s
+            }
+            (Some(app), None) => {
+                app.unionid |= unionid;
+                app.secret.clone()
+            }
+            (None, s) => {
+                let s = s.unwrap_or_else(|| random_hex(16));
+                w.apps.insert(appid.clone(), App::new(s.clone(), unionid));
+                s
+            }
+        };
+        (appid, secret)
+    }
+
+    /// Clears every dynamic thing — tokens, users, codes, quotas, faults, statistics, clock
+    /// offset — but keeps the registered apps and their secrets.
+    pub fn reset(&self) {
+        let mut w = self.world();
+        let apps: Vec<(String, String, bool)> = w
+            .apps
+            .iter()
+            .map(|(id, a)| (id.clone(), a.secret.clone(), a.unionid))
+            .collect();
+        *w = World::default();
+        for (id, secret, unionid) in apps {
+            w.apps.insert(id, App::new(secret, unionid));
+        }
+    }
+
+    /// What `wx.login()` does: creates the user if needed, rotates their session_key, and
+    /// returns a fresh one-time code and the openid.
+    ///
+    /// # Errors
+    /// 40013 for an unknown app.
+    pub fn login(
+        &self,
+        appid: &str,
+        openid: Option<String>,
+        unionid: Option<String>,
+        blocked: bool,
+    ) -> WxResult<(String, String)> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = w
+            .apps
+            .get_mut(appid)
+            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        let openid = openid.unwrap_or_else(|| format!("o{}", random_alnum(27)));
+        let app_unionid = app.unionid;
+        let user = app.users.entry(openid.clone()).or_insert_with(|| User {
+            openid: openid.clone(),
+            unionid: None,
+            session_key: None,
+            phone: format!("13{:09}", rand::thread_rng().gen_range(0..1_000_000_000u64)),
+            blocked: false,
+            jscode_minute: (0, 0),
+            encrypt_keys: Vec::new(),
+        });
+        if let Some(u) = unionid {
+            user.unionid = Some(u);
+        } else if app_unionid && user.unionid.is_none() {
+            user.unionid = Some(format!("o{}", random_alnum(27)));
+        }
+        user.blocked = blocked;
+        user.session_key = Some(random_key());
+        let code = random_alnum(32);
+        w.codes.insert(
+            code.clone(),
+            Code {
+                appid: appid.into(),
+                openid: openid.clone(),
+                issued_at: now,
+                used: false,
+                phone: None,
+            },
+        );
+        Ok((code, openid))
+    }
+
+    fn issue_code(
+        &self,
+        table: fn(&mut World) -> &mut HashMap<String, Code>,
+        appid: &str,
+        openid: &str,
+        phone: Option<String>,
+    ) -> WxResult<String> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = w
+            .apps
+            .get(appid)
+            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        if !app.users.contains_key(openid) {
+            return Err(WxError::new(40003, "invalid openid"));
+        }
+        let code = random_alnum(32);
+        table(&mut w).insert(
+            code.clone(),
+            Code {
+                appid: appid.into(),
+                openid: openid.into(),
+                issued_at: now,
+                used: false,
+                phone,
+            },
+        );
+        Ok(code)
+    }
+
+    /// What the getPhoneNumber button hands over: a one-time code for the user's number
+    /// (`phone` overrides and remembers the number).
+    ///
+    /// # Errors
+    /// 40013 unknown app, 40003 unknown user.
+    pub fn phone_code(&self, appid: &str, openid: &str, phone: Option<String>) -> WxResult<String> {
+        if let Some(p) = &phone {
+            let mut w = self.world();
+            if let Some(u) = w.apps.get_mut(appid).and_then(|a| a.users.get_mut(openid)) {
+                u.phone = p.clone();
+            }
+        }
+        self.issue_code(|w| &mut w.phone_codes, appid, openid, phone)
+    }
+
+    /// A one-time plugin code for `getpluginopenpid`.
+    ///
+    /// # Errors
+    /// 40013 unknown app, 40003 unknown user.
+    pub fn plugin_code(&self, appid: &str, openid: &str) -> WxResult<String> {
+        self.issue_code(|w| &mut w.plugin_codes, appid, openid, None)
+    }
+
+    /// Records a payment by a user (for `getpaidunionid`).
+    ///
+    /// # Errors
+    /// 40013 unknown app, 40003 unknown user.
+    pub fn record_payment(
+        &self,
+        appid: &str,
+        openid: &str,
+        transaction_id: Option<String>,
+        mch_id: Option<String>,
+        out_trade_no: Option<String>,
+    ) -> WxResult<()> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = w
+            .apps
+            .get_mut(appid)
+            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        if !app.users.contains_key(openid) {
+            return Err(WxError::new(40003, "invalid openid"));
+        }
+        app.payments.push(Payment {
+            openid: openid.into(),
+            transaction_id,
+            mch_id,
+            out_trade_no,
+            paid_at: now,
+        });
+        Ok(())
+    }
+
+    /// A user's state.
+    pub fn user(&self, appid: &str, openid: &str) -> Option<User> {
+        self.world().apps.get(appid)?.users.get(openid).cloned()
+    }
+
+    /// Encrypts `data` (a JSON object) for the user the way the mini program receives
+    /// `encryptedData`: a watermark is added and the user's current session_key is the key.
+    /// Returns `(encryptedData, iv)`.
+    ///
+    /// # Errors
+    /// 40013 unknown app, 40003 unknown user, 87007 user without a session_key, 47001 when
+    /// `data` is not an object.
+    pub fn open_data(&self, appid: &str, openid: &str, data: Value) -> WxResult<(String, String)> {
+        let now = self.now();
+        let key = {
+            let w = self.world();
+            let app = w
+                .apps
+                .get(appid)
+                .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+            let user = app
+                .users
+                .get(openid)
+                .ok_or_else(|| WxError::new(40003, "invalid openid"))?;
+            user.session_key
+                .clone()
+                .ok_or_else(|| WxError::new(87007, "session_key is not existed or expired"))?
+        };
+        let Value::Object(mut map) = data else {
+            return Err(WxError::new(
+                47001,
+                "data format error: data must be an object",
+            ));
+        };
+        map.insert(
+            "watermark".into(),
+            json!({"timestamp": now, "appid": appid}),
+        );
+        let iv: [u8; 16] = rand::random();
+        let key = B64
+            .decode(key)
+            .map_err(|_| WxError::new(-1, "system error"))?;
+        let plain = serde_json::to_vec(&Value::Object(map)).unwrap_or_default();
+        Ok((
+            B64.encode(crate::crypto::aes128_cbc_encrypt(&key, &iv, &plain)),
+            B64.encode(iv),
+        ))
+    }
+
+    /// Adds a fault.
+    pub fn add_fault(&self, fault: Fault) {
+        self.world().faults.push(fault);
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.world().faults.clear();
+    }
+
+    /// Counts a call and decides whether a fault applies to it (consuming one of its count).
+    pub(crate) fn on_call(&self, path: &str) -> Option<Fault> {
+        let mut w = self.world();
+        *w.calls.entry(path.to_owned()).or_default() += 1;
+        let mut hit = None;
+        for (i, f) in w.faults.iter_mut().enumerate() {
+            if f.path != path || f.count == Some(0) {
+                continue;
+            }
+            if rand::random::<f64>() >= f.rate.unwrap_or(1.0) {
+                continue;
+            }
+            if let Some(c) = f.count.as_mut() {
+                *c -= 1;
+            }
+            hit = Some((i, f.clone()));
+            break;
+        }
+        w.faults.retain(|f| f.count != Some(0));
+        hit.map(|(_, f)| f)
+    }
+
+    /// Records a rid issued with an error, keeping the latest 10,000.
+    pub(crate) fn record_rid(&self, path: &str, code: i64) -> String {
+        let rid = format!("{}-{}-{}", random_hex(4), random_hex(4), random_hex(4));
+        let mut w = self.world();
+        let now = self.now_in(&w) / 1000;
+        w.rids.insert(
+            rid.clone(),
+            RidRecord {
+                invoke_time: now,
+                request_url: path.to_owned(),
+                errcode: code,
+            },
+        );
+        w.rid_order.push_back(rid.clone());
+        if w.rid_order.len() > 10_000 {
+            if let Some(old) = w.rid_order.pop_front() {
+                w.rids.remove(&old);
+            }
+        }
+        rid
+    }
+
+    /// A recorded rid.
+    pub fn rid(&self, rid: &str) -> Option<RidRecord> {
+        self.world().rids.get(rid).cloned()
+    }
+
+    /// `{calls: {path: n}, tokens_issued: {appid: {classic: n, stable: n}}}`.
+    pub fn stats(&self) -> Value {
+        let w = self.world();
+        let issued: serde_json::Map<String, Value> = w
+            .issued
+            .iter()
+            .map(|(appid, m)| {
+                (
+                    appid.clone(),
+                    json!({
+                        "classic": m.get(&TokenKind::Classic).copied().unwrap_or(0),
+                        "stable": m.get(&TokenKind::Stable).copied().unwrap_or(0),
+                    }),
+                )
+            })
+            .collect();
+        json!({"calls": w.calls, "tokens_issued": issued})
+    }
+
+    /// How many tokens of `kind` were issued to `appid`.
+    pub fn tokens_issued(&self, appid: &str, kind: TokenKind) -> u64 {
+        self.world()
+            .issued
+            .get(appid)
+            .and_then(|m| m.get(&kind))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many times `path` was called.
+    pub fn calls(&self, path: &str) -> u64 {
+        self.world().calls.get(path).copied().unwrap_or(0)
+    }
+
+    fn check_app<'w>(
+        w: &'w mut World,
+        appid: Option<&str>,
+        secret: Option<&str>,
+        bad_secret: i64,
+    ) -> WxResult<&'w mut App> {
+        let appid = appid
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| WxError::new(41002, "appid missing"))?;
+        let secret = secret
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| WxError::new(41004, "appsecret missing"))?;
+        let app = w
+            .apps
+            .get_mut(appid)
+            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        if !bool::from(subtle_eq(app.secret.as_bytes(), secret.as_bytes())) {
+            return Err(if bad_secret == 40001 {
+                invalid_credential()
+            } else {
+                WxError::new(40125, "invalid appsecret")
+            });
+        }
+        Ok(app)
+    }
+
+    fn mint(w: &mut World, appid: &str, kind: TokenKind, now: i64) -> (String, i64) {
+        let token = format!(
+            "{}_{}",
+            if kind == TokenKind::Classic {
+                "SIMC"
+            } else {
+                "SIMS"
+            },
+            random_alnum(128)
+        );
+        let expires_at = now + TOKEN_TTL * 1000;
+        w.tokens.insert(
+            token.clone(),
+            TokenRec {
+                appid: appid.into(),
+                expires_at,
+                valid_until: None,
+            },
+        );
+        *w.issued
+            .entry(appid.into())
+            .or_default()
+            .entry(kind)
+            .or_default() += 1;
+        (token, expires_at)
+    }
+
+    fn supersede(w: &mut World, token: &str, until: i64) {
+        if let Some(rec) = w.tokens.get_mut(token) {
+            rec.valid_until = Some(rec.valid_until.map_or(until, |u| u.min(until)));
+        }
+    }
+
+    /// `GET /cgi-bin/token`: a new token on every call; the previous one keeps working for 300 s,
+    /// anything older dies.
+    ///
+    /// # Errors
+    /// 40002, 41002, 41004, 40013, 40001 (wrong secret), 45009 (2000/day).
+    pub fn classic_token(
+        &self,
+        grant_type: Option<&str>,
+        appid: Option<&str>,
+        secret: Option<&str>,
+    ) -> WxResult<(String, i64)> {
+        if grant_type != Some("client_credential") {
+            return Err(WxError::new(40002, "invalid grant_type"));
+        }
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = Self::check_app(&mut w, appid, secret, 40001)?;
+        if !app.take("classic_token", day_of(now), CLASSIC_DAILY_QUOTA) {
+            return Err(WxError::new(45009, "reach max api daily quota limit"));
+        }
+        let old_prev = app.classic.previous.take();
+        let old_cur = app.classic.current.take();
+        let appid = appid.unwrap_or_default();
+        if let Some(t) = old_prev {
+            Self::supersede(&mut w, &t, now);
+        }
+        if let Some((t, _)) = &old_cur {
+            Self::supersede(&mut w, t, now + TOKEN_OVERLAP * 1000);
+        }
+        let (token, expires_at) = Self::mint(&mut w, appid, TokenKind::Classic, now);
+        let app = w.apps.get_mut(appid).expect("checked above");
+        app.classic.previous = old_cur.map(|(t, _)| t);
+        app.classic.current = Some((token.clone(), expires_at));
+        Ok((token, TOKEN_TTL))
+    }
+
+    /// `POST /cgi-bin/stable_token`: the same token while it has more than 300 s left, a new one
+    /// (old one valid to its expiry) after; `force` replaces it at once (old one gets ≤ 300 s),
+    /// at most 20 times a day and not within 30 s of the last forced refresh.
+    ///
+    /// # Errors
+    /// 40002, 41002, 41004, 40013, 40125, 45009, 45011.
+    pub fn stable_token(
+        &self,
+        grant_type: Option<&str>,
+        appid: Option<&str>,
+        secret: Option<&str>,
+        force: bool,
+    ) -> WxResult<(String, i64)> {
+        if grant_type != Some("client_credential") {
+            return Err(WxError::new(40002, "invalid grant_type"));
+        }
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = Self::check_app(&mut w, appid, secret, 40125)?;
+        if !app.take("stable_day", day_of(now), STABLE_DAILY_QUOTA) {
+            return Err(WxError::new(45009, "reach max api daily quota limit"));
+        }
+        if !app.take("stable_minute", minute_of(now), STABLE_MINUTE_QUOTA) {
+            return Err(WxError::new(
+                45011,
+                "api minute-quota reach limit, must slower, retry next minute",
+            ));
+        }
+        let appid = appid.unwrap_or_default().to_owned();
+        let current = app.stable.current.clone();
+        let remaining = |exp: i64| (exp - now) / 1000;
+        if force {
+            let recently = app
+                .last_force
+                .is_some_and(|t| now - t < STABLE_FORCE_SPACING * 1000);
+            if let (true, Some((t, exp))) = (recently, &current) {
+                if *exp > now {
+                    return Ok((t.clone(), remaining(*exp)));
+                }
+            }
+            if !app.take("stable_force", day_of(now), STABLE_FORCE_DAILY) {
+                return Err(WxError::new(45009, "reach max api daily quota limit"));
+            }
+            app.last_force = Some(now);
+            let old_prev = app.stable.previous.take();
+            if let Some(t) = old_prev {
+                Self::supersede(&mut w, &t, now);
+            }
+            if let Some((t, _)) = &current {
+                Self::supersede(&mut w, t, now + TOKEN_OVERLAP * 1000);
+            }
+        } else {
+            match &current {
+                Some((t, exp)) if *exp - now > TOKEN_OVERLAP * 1000 => {
+                    return Ok((t.clone(), remaining(*exp)));
+                }
+                _ => {
+                    // Rotation: the old token keeps working until its own expiry.
+                    let old_prev = app.stable.previous.take();
+                    if let Some(t) = old_prev {
+                        Self::supersede(&mut w, &t, now);
+                    }
+                }
+            }
+        }
+        let (token, expires_at) = Self::mint(&mut w, &appid, TokenKind::Stable, now);
+        let app = w.apps.get_mut(&appid).expect("checked above");
+        app.stable.previous = current.map(|(t, _)| t);
+        app.stable.current = Some((token.clone(), expires_at));
+        Ok((token, TOKEN_TTL))
+    }
+
+    /// Validates an access token from a query string; returns its appid.
+    ///
+    /// # Errors
+    /// 41001 missing, 42001 expired, 40001 unknown or superseded.
+    pub fn check_token(&self, token: Option<&str>) -> WxResult<String> {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| WxError::new(41001, "access_token missing"))?;
+        let w = self.world();
+        let now = self.now_in(&w);
+        let rec = w.tokens.get(token).ok_or_else(invalid_credential)?;
+        if now >= rec.expires_at {
+            return Err(WxError::new(42001, "access_token expired"));
+        }
+        if rec.valid_until.is_some_and(|u| now >= u) {
+            return Err(invalid_credential());
+        }
+        Ok(rec.appid.clone())
+    }
+
+    /// `jscode2session`.
+    ///
+    /// # Errors
+    /// 41002/41004/40013/40125 credentials, 40029 unknown/expired/foreign code, 40163 used code,
+    /// 40226 blocked user, 45011 over 100 redemptions per user per minute.
+    pub fn code_to_session(
+        &self,
+        appid: Option<&str>,
+        secret: Option<&str>,
+        js_code: Option<&str>,
+        grant_type: Option<&str>,
+    ) -> WxResult<Value> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        Self::check_app(&mut w, appid, secret, 40125)?;
+        if grant_type.is_some_and(|g| g != "authorization_code") {
+            return Err(WxError::new(40002, "invalid grant_type"));
+        }
+        let appid = appid.unwrap_or_default();
+        let js_code = js_code
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| WxError::new(40029, "invalid code"))?;
+        let code = match w.codes.get_mut(js_code) {
+            Some(c) if c.appid == appid && now - c.issued_at < CODE_TTL * 1000 => c,
+            _ => return Err(WxError::new(40029, "invalid code")),
+        };
+        if code.used {
+            return Err(WxError::new(40163, "code been used"));
+        }
+        let openid = code.openid.clone();
+        let user = w
+            .apps
+            .get_mut(appid)
+            .and_then(|a| a.users.get_mut(&openid))
+            .ok_or_else(|| WxError::new(40029, "invalid code"))?;
+        let minute = minute_of(now);
+        if user.jscode_minute.0 != minute {
+            user.jscode_minute = (minute, 0);
+        }
+        if user.jscode_minute.1 >= JSCODE_PER_USER_MINUTE {
+            return Err(WxError::new(
+                45011,
+                "api minute-quota reach limit, must slower, retry next minute",
+            ));
+        }
+        user.jscode_minute.1 += 1;
+        if user.blocked {
+            return Err(WxError::new(40226, "code blocked"));
+        }
+        let mut out = json!({"openid": user.openid, "session_key": user.session_key});
+        if let Some(u) = &user.unionid {
+            out["unionid"] = json!(u);
+        }
+        if let Some(c) = w.codes.get_mut(js_code) {
+            c.used = true;
+        }
+        Ok(out)
+    }
+
+    fn signed_user(
+        &self,
+        w: &mut World,
+        appid: &str,
+        openid: Option<&str>,
+        signature: Option<&str>,
+        sig_method: Option<&str>,
+    ) -> WxResult<String> {
+        if sig_method != Some("hmac_sha256") {
+            return Err(WxError::new(87008, "invalid sig_method"));
+        }
+        let openid = openid
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| WxError::new(40003, "invalid openid"))?;
+        let user = w
+            .apps
+            .get_mut(appid)
+            .and_then(|a| a.users.get_mut(openid))
+            .ok_or_else(|| WxError::new(40003, "invalid openid"))?;
+        let key = user
+            .session_key
+            .clone()
+            .ok_or_else(|| WxError::new(87007, "session_key is not existed or expired"))?;
+        let expected = crate::crypto::hmac_sha256_hex(key.as_bytes(), b"");
+        let given = signature.unwrap_or_default().to_ascii_lowercase();
+        if !bool::from(subtle_eq(expected.as_bytes(), given.as_bytes())) {
+            return Err(WxError::new(87009, "invalid signature"));
+        }
+        Ok(openid.to_owned())
+    }
+
+    /// `checksession`: 87009 unless the signature was made with the current session_key.
+    ///
+    /// # Errors
+    /// 87008, 40003, 87007, 87009.
+    pub fn check_session(
+        &self,
+        appid: &str,
+        openid: Option<&str>,
+        signature: Option<&str>,
+        sig_method: Option<&str>,
+    ) -> WxResult<()> {
+        let mut w = self.world();
+        self.signed_user(&mut w, appid, openid, signature, sig_method)
+            .map(|_| ())
+    }
+
+    /// `resetusersessionkey`: a new key replaces the current one at once.
+    ///
+    /// # Errors
+    /// As [`Sim::check_session`].
+    pub fn reset_session_key(
+        &self,
+        appid: &str,
+        openid: Option<&str>,
+        signature: Option<&str>,
+        sig_method: Option<&str>,
+    ) -> WxResult<Value> {
+        let mut w = self.world();
+        let openid = self.signed_user(&mut w, appid, openid, signature, sig_method)?;
+        let user = w
+            .apps
+            .get_mut(appid)
+            .and_then(|a| a.users.get_mut(&openid))
+            .expect("checked");
+        let key = random_key();
+        user.session_key = Some(key.clone());
+        Ok(json!({"openid": openid, "session_key": key}))
+    }
+
+    /// `getuserencryptkey`: the user's last three keys, creating one on first use.
+    ///
+    /// # Errors
+    /// As [`Sim::check_session`].
+    pub fn user_encrypt_key(
+        &self,
+        appid: &str,
+        openid: Option<&str>,
+        signature: Option<&str>,
+        sig_method: Option<&str>,
+    ) -> WxResult<Value> {
+        let mut w = self.world();
+        let now = self.now_in(&w) / 1000;
+        let openid = self.signed_user(&mut w, appid, openid, signature, sig_method)?;
+        let user = w
+            .apps
+            .get_mut(appid)
+            .and_then(|a| a.users.get_mut(&openid))
+            .expect("checked");
+        if user.encrypt_keys.is_empty() {
+            user.encrypt_keys.push(json!({
+                "encrypt_key": random_key(),
+                "version": 1,
+                "expire_in": 3600,
+                "iv": hex::encode(rand::random::<[u8; 16]>()),
+                "create_time": now,
+            }));
+        }
+        Ok(json!({"key_info_list": user.encrypt_keys}))
+    }
+
+    fn redeem(
+        &self,
+        table: fn(&mut World) -> &mut HashMap<String, Code>,
+        appid: &str,
+        code: Option<&str>,
+    ) -> WxResult<Code> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let code = code
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| WxError::new(40029, "invalid code"))?;
+        let entry = table(&mut w)
+            .get_mut(code)
+            .ok_or_else(|| WxError::new(40029, "invalid code"))?;
+        if entry.appid != appid {
+            return Err(WxError::new(40013, "invalid appid"));
+        }
+        if entry.used || now - entry.issued_at >= CODE_TTL * 1000 {
+            return Err(WxError::new(40029, "invalid code"));
+        }
+        entry.used = true;
+        Ok(entry.clone())
+    }
+
+    /// `getuserphonenumber`.
+    ///
+    /// # Errors
+    /// 40029 unknown/expired/used code, 40013 code of another app.
+    pub fn phone_number(&self, appid: &str, code: Option<&str>) -> WxResult<Value> {
+        let c = self.redeem(|w| &mut w.phone_codes, appid, code)?;
+        let phone = match c.phone {
+            Some(p) => p,
+            None => self
+                .user(appid, &c.openid)
+                .map(|u| u.phone)
+                .unwrap_or_default(),
+        };
+        let (country, pure) = match phone.strip_prefix('+') {
+            Some(rest) => {
+                let (cc, num) = rest.split_once(' ').unwrap_or(("86", rest));
+                (cc.parse::<i64>().unwrap_or(86), num.to_owned())
+            }
+            None => (86, phone.clone()),
+        };
+        Ok(json!({"phone_info": {
+            "phoneNumber": phone,
+            "purePhoneNumber": pure,
+            // WeChat documents a string and sends a number.
+            "countryCode": country,
+            "watermark": {"timestamp": self.now(), "appid": appid},
+        }}))
+    }
+
+    /// `getpluginopenpid`.
+    ///
+    /// # Errors
+    /// 40029 unknown/expired/used code, 40013 code of another app.
+    pub fn plugin_openpid(&self, appid: &str, code: Option<&str>) -> WxResult<Value> {
+        let c = self.redeem(|w| &mut w.plugin_codes, appid, code)?;
+        let digest = crate::crypto::hmac_sha256_hex(appid.as_bytes(), c.openid.as_bytes());
+        Ok(json!({"openpid": format!("p{}", &digest[..27])}))
+    }
+
+    /// `getpaidunionid`: only within 5 minutes of a recorded payment.
+    ///
+    /// # Errors
+    /// 40003 unknown user, 89300 no such (recent) trade, 89002 app without open platform.
+    pub fn paid_unionid(
+        &self,
+        appid: &str,
+        openid: Option<&str>,
+        transaction_id: Option<&str>,
+        mch_id: Option<&str>,
+        out_trade_no: Option<&str>,
+    ) -> WxResult<Value> {
+        let w = self.world();
+        let now = self.now_in(&w);
+        let app = w
+            .apps
+            .get(appid)
+            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        let openid = openid.unwrap_or_default();
+        let user = app
+            .users
+            .get(openid)
+            .ok_or_else(|| WxError::new(40003, "invalid openid"))?;
+        if transaction_id.is_none() && (mch_id.is_none() || out_trade_no.is_none()) {
+            return Err(WxError::new(40097, "invalid args"));
+        }
+        let found = app.payments.iter().any(|p| {
+            p.openid == openid
+                && now - p.paid_at < 300_000
+                && match transaction_id {
+                    Some(t) => p.transaction_id.as_deref() == Some(t),
+                    None => {
+                        p.mch_id.as_deref() == mch_id && p.out_trade_no.as_deref() == out_trade_no
+                    }
+                }
+        });
+        if !found {
+            return Err(WxError::new(89300, "invalid trade"));
+        }
+        match &user.unionid {
+            Some(u) => Ok(json!({"unionid": u})),
+            None => Err(WxError::new(89002, "open not exists")),
+        }
+    }
+
+    /// `clear_quota` / `clear_quota/v2`: resets the app's daily counters, 10 times a month.
+    ///
+    /// # Errors
+    /// 40013 unknown app, 48006 monthly limit reached.
+    pub fn clear_quota(&self, appid: &str) -> WxResult<()> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = w
+            .apps
+            .get_mut(appid)
+            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        let month = month_of(now);
+        if app.clear_quota.0 != month {
+            app.clear_quota = (month, 0);
+        }
+        if app.clear_quota.1 >= CLEAR_QUOTA_MONTHLY {
+            return Err(WxError::new(
+                48006,
+                "forbid to clear quota because of reaching the limit",
+            ));
+        }
+        app.clear_quota.1 += 1;
+        app.counters.clear();
+        Ok(())
+    }
+
+    /// Checks an app's secret (for `clear_quota/v2`).
+    ///
+    /// # Errors
+    /// 41002, 41004, 40013, 40125.
+    pub fn check_secret(&self, appid: Option<&str>, secret: Option<&str>) -> WxResult<()> {
+        let mut w = self.world();
+        Self::check_app(&mut w, appid, secret, 40125).map(|_| ())
+    }
+}
+
+fn subtle_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b)
+}

@@ -1,0 +1,219 @@
+//! The WeChat-facing routes: same paths, parameters, bodies and errcodes as api.weixin.qq.com.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::state::{Sim, WxError, WxResult};
+
+type Params = Query<HashMap<String, String>>;
+
+/// Every WeChat answer is HTTP 200 JSON. `errmsg` of an error ends with `, rid: …`, the id
+/// `rid/get` looks up.
+pub(crate) fn wx_json(body: Value) -> Response {
+    let mut resp = (StatusCode::OK, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; encoding=utf-8"),
+    );
+    resp
+}
+
+pub(crate) fn wx_error(sim: &Sim, path: &str, err: &WxError) -> Response {
+    let rid = sim.record_rid(path, err.code);
+    wx_json(json!({"errcode": err.code, "errmsg": format!("{}, rid: {rid}", err.msg)}))
+}
+
+/// `{"errcode":0,"errmsg":"ok", ...fields}`.
+fn ok_with(fields: Value) -> Value {
+    let mut out = json!({"errcode": 0, "errmsg": "ok"});
+    if let (Some(o), Value::Object(f)) = (out.as_object_mut(), fields) {
+        o.extend(f);
+    }
+    out
+}
+
+fn answer(sim: &Sim, path: &str, result: WxResult<Value>) -> Response {
+    match result {
+        Ok(v) => wx_json(v),
+        Err(e) => wx_error(sim, path, &e),
+    }
+}
+
+fn p<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
+    q.get(k).map(String::as_str)
+}
+
+fn json_body(body: &Bytes) -> WxResult<Value> {
+    if body.is_empty() {
+        return Err(WxError::new(44002, "empty post data"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(WxError::new(47001, "data format error")),
+    }
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Value::as_str)
+}
+
+async fn classic_token(State(sim): State<Sim>, Query(q): Params) -> Response {
+    let r = sim
+        .classic_token(p(&q, "grant_type"), p(&q, "appid"), p(&q, "secret"))
+        .map(|(t, e)| json!({"access_token": t, "expires_in": e}));
+    answer(&sim, "/cgi-bin/token", r)
+}
+
+async fn stable_token(State(sim): State<Sim>, body: Bytes) -> Response {
+    let r = json_body(&body).and_then(|b| {
+        let force = b
+            .get("force_refresh")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        sim.stable_token(s(&b, "grant_type"), s(&b, "appid"), s(&b, "secret"), force)
+            .map(|(t, e)| json!({"access_token": t, "expires_in": e}))
+    });
+    answer(&sim, "/cgi-bin/stable_token", r)
+}
+
+async fn stable_token_get(State(sim): State<Sim>) -> Response {
+    wx_error(
+        &sim,
+        "/cgi-bin/stable_token",
+        &WxError::new(43002, "require POST method"),
+    )
+}
+
+async fn jscode2session(State(sim): State<Sim>, Query(q): Params) -> Response {
+    let r = sim.code_to_session(
+        p(&q, "appid"),
+        p(&q, "secret"),
+        p(&q, "js_code"),
+        p(&q, "grant_type"),
+    );
+    answer(&sim, "/sns/jscode2session", r)
+}
+
+/// Validates `access_token`, then runs `f` with the token's appid.
+fn with_token(
+    sim: &Sim,
+    path: &str,
+    q: &HashMap<String, String>,
+    f: impl FnOnce(&str) -> WxResult<Value>,
+) -> Response {
+    answer(
+        sim,
+        path,
+        sim.check_token(p(q, "access_token"))
+            .and_then(|appid| f(&appid)),
+    )
+}
+
+async fn checksession(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxa/checksession", &q, |appid| {
+        sim.check_session(
+            appid,
+            p(&q, "openid"),
+            p(&q, "signature"),
+            p(&q, "sig_method"),
+        )
+        .map(|()| json!({"errcode": 0, "errmsg": "ok"}))
+    })
+}
+
+async fn resetusersessionkey(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxa/resetusersessionkey", &q, |appid| {
+        sim.reset_session_key(
+            appid,
+            p(&q, "openid"),
+            p(&q, "signature"),
+            p(&q, "sig_method"),
+        )
+        .map(ok_with)
+    })
+}
+
+async fn getuserencryptkey(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxa/business/getuserencryptkey", &q, |appid| {
+        sim.user_encrypt_key(
+            appid,
+            p(&q, "openid"),
+            p(&q, "signature"),
+            p(&q, "sig_method"),
+        )
+        .map(ok_with)
+    })
+}
+
+async fn getuserphonenumber(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/business/getuserphonenumber", &q, |appid| {
+        let b = json_body(&body)?;
+        sim.phone_number(appid, s(&b, "code")).map(ok_with)
+    })
+}
+
+async fn getpluginopenpid(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/getpluginopenpid", &q, |appid| {
+        let b = json_body(&body)?;
+        sim.plugin_openpid(appid, s(&b, "code")).map(ok_with)
+    })
+}
+
+async fn getpaidunionid(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxa/getpaidunionid", &q, |appid| {
+        sim.paid_unionid(
+            appid,
+            p(&q, "openid"),
+            p(&q, "transaction_id"),
+            p(&q, "mch_id"),
+            p(&q, "out_trade_no"),
+        )
+        .map(ok_with)
+    })
+}
+
+async fn clear_quota(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/cgi-bin/clear_quota", &q, |token_appid| {
+        let b = json_body(&body)?;
+        let appid = s(&b, "appid").ok_or_else(|| WxError::new(41002, "appid missing"))?;
+        if appid != token_appid {
+            return Err(WxError::new(40013, "invalid appid"));
+        }
+        sim.clear_quota(appid)
+            .map(|()| json!({"errcode": 0, "errmsg": "ok"}))
+    })
+}
+
+async fn clear_quota_v2(State(sim): State<Sim>, Query(q): Params) -> Response {
+    let r = sim
+        .check_secret(p(&q, "appid"), p(&q, "appsecret"))
+        .and_then(|()| sim.clear_quota(p(&q, "appid").unwrap_or_default()))
+        .map(|()| json!({"errcode": 0, "errmsg": "ok"}));
+    answer(&sim, "/cgi-bin/clear_quota/v2", r)
+}
+
+/// Routes for the WeChat API paths.
+pub(crate) fn router() -> Router<Sim> {
+    Router::new()
+        .route("/cgi-bin/token", get(classic_token))
+        .route(
+            "/cgi-bin/stable_token",
+            post(stable_token).get(stable_token_get),
+        )
+        .route("/sns/jscode2session", get(jscode2session))
+        .route("/wxa/checksession", get(checksession))
+        .route("/wxa/resetusersessionkey", get(resetusersessionkey))
+        .route("/wxa/business/getuserencryptkey", post(getuserencryptkey))
+        .route("/wxa/business/getuserphonenumber", post(getuserphonenumber))
+        .route("/wxa/getpluginopenpid", post(getpluginopenpid))
+        .route("/wxa/getpaidunionid", get(getpaidunionid))
+        .route("/cgi-bin/clear_quota", post(clear_quota))
+        .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))
+}

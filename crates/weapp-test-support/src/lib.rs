@@ -1,0 +1,116 @@
+//! Test support for the weapp workspace: simulators and private Redis servers on free ports,
+//! so test runs never share state with each other or with services on the machine.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use weapp_sim::{spawn as spawn_sim, Sim, SimConfig, SimHandle};
+
+/// A simulator with one registered app; returns the handle, appid and secret.
+pub async fn sim_with_app() -> (SimHandle, String, String) {
+    let handle = spawn_sim(SimConfig::default())
+        .await
+        .expect("start simulator");
+    let (appid, secret) = handle.sim().add_app(None, None, false);
+    (handle, appid, secret)
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A private `redis-server` on a free port, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (from `$PATH`) with persistence off.
+    ///
+    /// # Panics
+    /// When redis-server is not installed or does not come up within 5 seconds: the tests that
+    /// use it cannot mean anything without it.
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (CI installs it; see .ci/run)");
+            let mut server = RedisServer {
+                child: Some(child),
+                port,
+            };
+            if server.wait_ready(Duration::from_secs(5)) {
+                return server;
+            }
+            server.stop();
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return false;
+            }
+            if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.port))).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (to test behaviour while Redis is down).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A key prefix unique to this call, for tests that must use a shared Redis.
+pub fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("weapp-test:{name}:{}:{nanos}", std::process::id())
+}

@@ -1,0 +1,301 @@
+//! [`Client`]: one app's handle to the WeChat server API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::http::{is_transient, never_sent, Auth, Endpoint, FromResponse, Http, RetryPolicy};
+use crate::secret::{AccessToken, AppSecret};
+use crate::token::{
+    MemoryStore, TokenKey, TokenManager, TokenMode, TokenPolicy, TokenSource, TokenStore,
+};
+
+/// WeChat's production API host.
+pub const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
+
+struct ClientInner {
+    appid: String,
+    secret: AppSecret,
+    http: Http,
+    tokens: Arc<dyn TokenSource>,
+    manager: Option<TokenManager>,
+}
+
+/// A client for one mini program. Cheap to clone; clones share the HTTP connection pool and the
+/// token cache.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), weapp::Error> {
+/// use weapp::{AppSecret, Client};
+/// let client = Client::builder("wx1234567890abcdef", AppSecret::new("secret"))
+///     .base_url("http://127.0.0.1:9000") // e.g. a `weapp sim`
+///     .build()?;
+/// let session = client.auth().code_to_session("081xYz").await?;
+/// println!("{}", session.openid);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("appid", &self.inner.appid)
+            .field("base_url", &self.inner.http.base_url)
+            .field("secret", &self.inner.secret)
+            .field("tokens", &self.inner.tokens)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Starts building a client for `appid`.
+    pub fn builder(appid: impl Into<String>, secret: impl Into<AppSecret>) -> ClientBuilder {
+        ClientBuilder::new(appid.into(), secret.into())
+    }
+
+    /// The appid.
+    pub fn appid(&self) -> &str {
+        &self.inner.appid
+    }
+
+    /// The base URL every endpoint is resolved against.
+    pub fn base_url(&self) -> &str {
+        &self.inner.http.base_url
+    }
+
+    pub(crate) fn secret(&self) -> &AppSecret {
+        &self.inner.secret
+    }
+
+    /// The token source in use.
+    pub fn token_source(&self) -> &Arc<dyn TokenSource> {
+        &self.inner.tokens
+    }
+
+    /// The built-in token manager, unless a custom [`TokenSource`] was supplied.
+    pub fn token_manager(&self) -> Option<&TokenManager> {
+        self.inner.manager.as_ref()
+    }
+
+    /// A valid access token (fetched or refreshed if due).
+    ///
+    /// # Errors
+    /// See [`TokenSource::token`].
+    pub async fn access_token(&self) -> Result<AccessToken> {
+        self.inner.tokens.token().await
+    }
+
+    /// Sends one endpoint through the common pipeline.
+    ///
+    /// - The access token is added for [`Auth::AccessToken`] endpoints; on 40001/40014/42001 it
+    ///   is invalidated (compare-and-swap) and the call is retried **once** with a fresh token.
+    /// - -1, 5xx and transport failures are retried with jittered backoff — for idempotent
+    ///   endpoints only; a non-idempotent one gets [`Error::OutcomeUnknown`] unless the request
+    ///   provably never left (connection refused).
+    /// - 45011 and 45009 are returned at once (see [`Error::retry_after`]).
+    ///
+    /// # Errors
+    /// The typed [`Error`] of the last attempt.
+    pub async fn send<E: Endpoint>(&self, ep: &E) -> Result<E::Output> {
+        if E::AUTH == Auth::None {
+            return self.inner.http.call_untokened(ep).await;
+        }
+        let http = &self.inner.http;
+        let body = ep.body()?;
+        let query = ep.query();
+        let mut token_retried = false;
+        let mut attempt = 0;
+        loop {
+            let token = self.inner.tokens.token().await?;
+            let result = http
+                .send_once(E::METHOD, E::PATH, &query, Some(&token), &body)
+                .await
+                .and_then(|raw| E::Output::from_response(raw, E::PATH));
+            let err = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if err.is_token_invalid() && !token_retried {
+                token_retried = true;
+                tracing::info!(endpoint = E::PATH, errcode = ?err.errcode(), "access token rejected; invalidating and retrying once");
+                self.inner.tokens.invalidate(&token).await?;
+                continue;
+            }
+            if is_transient(&err) && attempt < http.retry.max_retries {
+                if !E::IDEMPOTENT && !never_sent(&err) {
+                    return Err(Error::OutcomeUnknown {
+                        endpoint: E::PATH.into(),
+                        source: Box::new(err),
+                    });
+                }
+                attempt += 1;
+                tracing::debug!(endpoint = E::PATH, attempt, error = %err, "transient failure, retrying");
+                tokio::time::sleep(http.retry.delay(attempt)).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[must_use]
+pub struct ClientBuilder {
+    appid: String,
+    secret: AppSecret,
+    base_url: String,
+    http_client: Option<reqwest::Client>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    token_mode: TokenMode,
+    token_store: Option<Arc<dyn TokenStore>>,
+    token_source: Option<Arc<dyn TokenSource>>,
+    token_policy: TokenPolicy,
+    clock: Arc<dyn Clock>,
+    retry: RetryPolicy,
+}
+
+impl ClientBuilder {
+    fn new(appid: String, secret: AppSecret) -> Self {
+        Self {
+            appid,
+            secret,
+            base_url: DEFAULT_BASE_URL.into(),
+            http_client: None,
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            token_mode: TokenMode::Stable,
+            token_store: None,
+            token_source: None,
+            token_policy: TokenPolicy::default(),
+            clock: Arc::new(SystemClock),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Where every endpoint — the token endpoints included — is sent. Default
+    /// `https://api.weixin.qq.com`; point it at `weapp sim` or a broker's mirror.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Uses this reqwest client (for proxies, custom TLS roots, shared pools). The builder's
+    /// timeouts then do not apply: configure them on the client.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Whole-request timeout (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connect timeout (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// `stable_token` (default) or the classic `/cgi-bin/token`.
+    pub fn token_mode(mut self, mode: TokenMode) -> Self {
+        self.token_mode = mode;
+        self
+    }
+
+    /// Where tokens are cached and locked (default: a private [`MemoryStore`]). Use the Redis
+    /// store to share one token among processes.
+    pub fn token_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.token_store = Some(store);
+        self
+    }
+
+    /// Replaces the built-in token manager (e.g. with a remote broker).
+    pub fn token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.token_source = Some(source);
+        self
+    }
+
+    /// Refresh margin, lock TTL, polling and local caching of the token manager.
+    pub fn token_policy(mut self, policy: TokenPolicy) -> Self {
+        self.token_policy = policy;
+        self
+    }
+
+    /// The clock used for token expiry (tests inject a manual one).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Retry policy for transient failures.
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty appid or an unparseable base URL.
+    pub fn build(self) -> Result<Client> {
+        if self.appid.trim().is_empty() {
+            return Err(Error::InvalidArgument("appid must not be empty".into()));
+        }
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "base_url `{base_url}` is not an http(s) URL"
+                )))
+            }
+        }
+        let client = match self.http_client {
+            Some(c) => c,
+            None => reqwest::Client::builder()
+                .timeout(self.timeout)
+                .connect_timeout(self.connect_timeout)
+                .user_agent(concat!("weapp-rs/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| Error::InvalidArgument(format!("http client: {e}")))?,
+        };
+        let http = Http {
+            client,
+            base_url,
+            retry: self.retry,
+        };
+        let (tokens, manager): (Arc<dyn TokenSource>, _) = match self.token_source {
+            Some(source) => (source, None),
+            None => {
+                let store = self
+                    .token_store
+                    .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(self.clock.clone())));
+                let manager = TokenManager::new(
+                    TokenKey::new(self.appid.clone(), self.token_mode),
+                    self.secret.clone(),
+                    http.clone(),
+                    store,
+                    self.clock,
+                    self.token_policy,
+                );
+                (Arc::new(manager.clone()), Some(manager))
+            }
+        };
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                appid: self.appid,
+                secret: self.secret,
+                http,
+                tokens,
+                manager,
+            }),
+        })
+    }
+}

@@ -1,0 +1,407 @@
+//! The one path every API call takes: build the request, attach the access token, send, and
+//! decode WeChat's errcode envelope or its bytes.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{split_rid, ErrCode, Error, Result};
+use crate::secret::AccessToken;
+
+/// HTTP method of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+}
+
+/// How an endpoint authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `access_token` in the query string (almost every API).
+    AccessToken,
+    /// Nothing added: the token endpoints, jscode2session and clear_quota/v2 authenticate with
+    /// the app secret in their own parameters.
+    None,
+}
+
+/// A request body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// A JSON document (already serialized; non-ASCII sent raw as WeChat expects).
+    Json(Vec<u8>),
+}
+
+impl Body {
+    /// Serializes `value` as a JSON body.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the value cannot be serialized.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Body> {
+        serde_json::to_vec(value)
+            .map(Body::Json)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+}
+
+/// One WeChat API call. Every typed call in this crate implements it, so the token handling,
+/// retries and error decoding are the same for all of them.
+pub trait Endpoint: Send + Sync {
+    /// What a successful call returns.
+    type Output: FromResponse;
+    /// The path, e.g. `/sns/jscode2session`.
+    const PATH: &'static str;
+    /// The HTTP method.
+    const METHOD: Method = Method::Post;
+    /// How the call authenticates.
+    const AUTH: Auth = Auth::AccessToken;
+    /// Whether repeating the call is harmless. Non-idempotent calls (message sends) are never
+    /// retried after a failure whose outcome is unknown.
+    const IDEMPOTENT: bool = true;
+
+    /// Query parameters (without `access_token`).
+    fn query(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// The request body.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the request cannot be encoded.
+    fn body(&self) -> Result<Body> {
+        Ok(Body::Empty)
+    }
+}
+
+/// A response as received: status, content type and bytes.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    fn is_json(&self) -> bool {
+        self.content_type
+            .as_deref()
+            .is_some_and(|c| c.contains("json") || c.starts_with("text/plain"))
+            || self.body.first() == Some(&b'{')
+    }
+}
+
+/// Decodes a successful response into a value. Implemented for every JSON response type
+/// (through [`JsonResponse`]) and for [`Binary`].
+pub trait FromResponse: Sized {
+    /// Decodes `raw`, turning an errcode envelope into [`Error::Api`].
+    ///
+    /// # Errors
+    /// [`Error::Api`] for a non-zero errcode, [`Error::Decode`] for an unexpected shape.
+    fn from_response(raw: RawResponse, endpoint: &'static str) -> Result<Self>;
+}
+
+/// Marker for JSON response types: the errcode envelope is checked, then the body is decoded.
+pub trait JsonResponse: DeserializeOwned {}
+
+impl<T: JsonResponse> FromResponse for T {
+    fn from_response(raw: RawResponse, endpoint: &'static str) -> Result<Self> {
+        let value = decode_envelope(&raw, endpoint)?;
+        serde_json::from_value(value).map_err(|e| Error::Decode {
+            endpoint: endpoint.into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A binary success body (a mini program code image, a media file) and its content type.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    /// `Content-Type`, e.g. `image/png`.
+    pub content_type: String,
+    /// The bytes.
+    pub bytes: Bytes,
+}
+
+impl FromResponse for Binary {
+    fn from_response(raw: RawResponse, endpoint: &'static str) -> Result<Self> {
+        // Binary endpoints answer errors as JSON; tell them apart by Content-Type.
+        if raw
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.contains("json"))
+        {
+            decode_envelope(&raw, endpoint)?;
+            return Err(Error::Decode {
+                endpoint: endpoint.into(),
+                message: "expected bytes, got a JSON body without an error".into(),
+            });
+        }
+        check_status(&raw, endpoint)?;
+        Ok(Binary {
+            content_type: raw
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            bytes: raw.body,
+        })
+    }
+}
+
+/// A JSON success body kept as an untyped value (for generic calls).
+impl JsonResponse for serde_json::Value {}
+
+fn check_status(raw: &RawResponse, endpoint: &'static str) -> Result<()> {
+    if raw.status == 200 {
+        Ok(())
+    } else {
+        Err(Error::HttpStatus {
+            endpoint: endpoint.into(),
+            status: raw.status,
+        })
+    }
+}
+
+/// Parses a JSON body and fails with [`Error::Api`] when it carries a non-zero errcode.
+/// An absent errcode means success (token, jscode2session and datacube answers have none).
+pub(crate) fn decode_envelope(
+    raw: &RawResponse,
+    endpoint: &'static str,
+) -> Result<serde_json::Value> {
+    if !raw.is_json() {
+        check_status(raw, endpoint)?;
+        return Err(Error::Decode {
+            endpoint: endpoint.into(),
+            message: format!(
+                "expected JSON, got {}",
+                raw.content_type.as_deref().unwrap_or("no content type")
+            ),
+        });
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&raw.body) {
+        Ok(v) => v,
+        Err(e) => {
+            check_status(raw, endpoint)?;
+            return Err(Error::Decode {
+                endpoint: endpoint.into(),
+                message: e.to_string(),
+            });
+        }
+    };
+    match value.get("errcode").and_then(serde_json::Value::as_i64) {
+        Some(0) | None => {
+            check_status(raw, endpoint)?;
+            Ok(value)
+        }
+        Some(code) => {
+            let errmsg = value.get("errmsg").and_then(|m| m.as_str()).unwrap_or("");
+            let (message, rid) = split_rid(errmsg);
+            Err(Error::Api {
+                code: ErrCode::from(code),
+                message,
+                rid,
+                endpoint: endpoint.into(),
+            })
+        }
+    }
+}
+
+/// Retry policy for failures that may pass on their own (-1, transport errors, 5xx).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 disables retrying).
+    pub max_retries: u32,
+    /// Backoff before the first retry; doubles each time, with full jitter.
+    pub base_delay: Duration,
+    /// Upper bound of one backoff.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The jittered delay before retry number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        // Full jitter: uniformly in [exp/2, exp], so a fleet does not retry in lockstep.
+        let half = exp / 2;
+        half + exp.mul_f64(rand::random::<f64>() * 0.5)
+    }
+}
+
+/// True for failures worth a backoff-and-retry (when the call is idempotent).
+pub(crate) fn is_transient(err: &Error) -> bool {
+    match err {
+        Error::Api { code, .. } => *code == ErrCode::SystemError,
+        Error::Transport { .. } => true,
+        Error::HttpStatus { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// True when the request certainly never reached WeChat (connection refused), so even a
+/// non-idempotent call may be retried.
+pub(crate) fn never_sent(err: &Error) -> bool {
+    matches!(err, Error::Transport { source, .. } if source.is_connect())
+}
+
+/// The shared HTTP layer: a reqwest client and the base URL every endpoint is resolved against.
+#[derive(Debug, Clone)]
+pub(crate) struct Http {
+    pub(crate) client: reqwest::Client,
+    pub(crate) base_url: String,
+    pub(crate) retry: RetryPolicy,
+}
+
+impl Http {
+    /// Sends one request, no retries. The URL (which may carry a token or secret) never
+    /// appears in the returned error.
+    pub(crate) async fn send_once(
+        &self,
+        method: Method,
+        path: &'static str,
+        query: &[(&'static str, String)],
+        token: Option<&AccessToken>,
+        body: &Body,
+    ) -> Result<RawResponse> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut req = match method {
+            Method::Get => self.client.get(url),
+            Method::Post => self.client.post(url),
+        };
+        if let Some(token) = token {
+            req = req.query(&[("access_token", token.expose())]);
+        }
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Body::Json(bytes) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes.clone());
+        }
+        let transport = |e: reqwest::Error| Error::Transport {
+            endpoint: Cow::Borrowed(path),
+            source: e.without_url(),
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.bytes().await.map_err(transport)?;
+        Ok(RawResponse {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// Sends with the retry policy for transient failures, for calls that need no token
+    /// (token fetches, jscode2session).
+    pub(crate) async fn call_untokened<E: Endpoint>(&self, ep: &E) -> Result<E::Output> {
+        let body = ep.body()?;
+        let query = ep.query();
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .send_once(E::METHOD, E::PATH, &query, None, &body)
+                .await
+                .and_then(|raw| E::Output::from_response(raw, E::PATH));
+            match result {
+                Err(e) if attempt < self.retry.max_retries && is_transient(&e) => {
+                    if !E::IDEMPOTENT && !never_sent(&e) {
+                        return Err(Error::OutcomeUnknown {
+                            endpoint: E::PATH.into(),
+                            source: Box::new(e),
+                        });
+                    }
+                    attempt += 1;
+                    tracing::debug!(endpoint = E::PATH, attempt, error = %e, "transient failure, retrying");
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(ct: &str, body: &str) -> RawResponse {
+        RawResponse {
+            status: 200,
+            content_type: Some(ct.into()),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn absent_errcode_is_success_and_nonzero_is_typed() {
+        assert!(decode_envelope(&raw("application/json", r#"{"access_token":"x"}"#), "/t").is_ok());
+        assert!(decode_envelope(
+            &raw("application/json", r#"{"errcode":0,"errmsg":"ok"}"#),
+            "/t"
+        )
+        .is_ok());
+        let err = decode_envelope(
+            &raw(
+                "application/json",
+                r#"{"errcode":40029,"errmsg":"invalid code, rid: 1-2-3"}"#,
+            ),
+            "/sns/jscode2session",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Api { code: ErrCode::InvalidCode, rid: Some(r), .. } if r == "1-2-3")
+        );
+    }
+
+    #[test]
+    fn binary_is_told_from_json_by_content_type() {
+        let ok = Binary::from_response(raw("image/png", "\u{89}PNG"), "/wxa/getwxacode").unwrap();
+        assert_eq!(ok.content_type, "image/png");
+        let err = Binary::from_response(
+            raw(
+                "application/json; encoding=utf-8",
+                r#"{"errcode":45029,"errmsg":"limit"}"#,
+            ),
+            "/wxa/getwxacode",
+        )
+        .unwrap_err();
+        assert_eq!(err.errcode(), Some(ErrCode::QrcodeCountOutOfLimit));
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_jittered() {
+        let p = RetryPolicy::default();
+        for attempt in 1..10 {
+            let d = p.delay(attempt);
+            assert!(d <= p.max_delay, "{d:?}");
+            assert!(d >= p.base_delay / 2);
+        }
+    }
+}

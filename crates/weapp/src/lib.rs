@@ -1,0 +1,37 @@
+//! # weapp — the server side of WeChat Mini Programs, in Rust
+//!
+//! A typed async client for the mini program server API with token management that is correct
+//! across many processes, strict crypto and typed errors.
+//!
+//! - [`Client`]: one app's handle; every call goes through one pipeline that adds the access
+//!   token, decodes WeChat's errcode envelope and retries what is safe to retry.
+//! - [`token`]: `stable_token` by default, single-flight refresh, fenced writes and
+//!   compare-and-swap invalidation, in memory or in Redis (feature `redis`).
+//! - [`crypto`]: `encryptedData` with a watermark check, rawData and login-state signatures.
+//! - [`Error`]: `Error::Api { code, message, rid, endpoint }` with [`ErrCode`] for every
+//!   documented code.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), weapp::Error> {
+//! use weapp::{AppSecret, Client};
+//!
+//! let client = Client::builder("wx1234567890abcdef", AppSecret::new("your-secret")).build()?;
+//! let session = client.auth().code_to_session("code-from-wx.login").await?;
+//! // Keep session.session_key on the server; hand the user your own session token.
+//! let phone = client.auth().get_phone_number("code-from-getPhoneNumber").await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod client;
+pub mod clock;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod secret;
+pub mod token;
+
+pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
+pub use error::{CryptoError, ErrCode, Error, Result, StoreError};
+pub use secret::{AccessToken, AppSecret, SessionKey};
+pub use token::{TokenManager, TokenMode, TokenSource};

@@ -1,0 +1,477 @@
+//! Token management against weapp-sim and real Redis: single flight, fencing, CAS
+//! invalidation, retry rules, degraded mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use weapp::clock::ManualClock;
+use weapp::token::redis::RedisStore;
+use weapp::token::{Lease, MemoryStore, StoredToken, TokenKey, TokenPolicy, TokenStore};
+use weapp::{AccessToken, AppSecret, Client, ErrCode, Error, TokenMode};
+use weapp_sim::{Fault, TokenKind};
+use weapp_test_support::{sim_with_app, unique_prefix, RedisServer};
+
+fn builder(url: &str, appid: &str, secret: &str) -> weapp::ClientBuilder {
+    Client::builder(appid, AppSecret::new(secret)).base_url(url)
+}
+
+async fn join_all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.expect("task panicked"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_concurrent_callers_cause_exactly_one_fetch() {
+    for mode in [TokenMode::Stable, TokenMode::Classic] {
+        let (sim, appid, secret) = sim_with_app().await;
+        let client = builder(sim.url(), &appid, &secret)
+            .token_mode(mode)
+            .build()
+            .unwrap();
+        let tasks = (0..1000)
+            .map(|_| {
+                let c = client.clone();
+                tokio::spawn(async move { c.access_token().await.unwrap() })
+            })
+            .collect();
+        let tokens = join_all(tasks).await;
+        assert!(
+            tokens.windows(2).all(|w| w[0] == w[1]),
+            "everyone got the same token"
+        );
+        let kind = if mode == TokenMode::Stable {
+            TokenKind::Stable
+        } else {
+            TokenKind::Classic
+        };
+        assert_eq!(sim.sim().tokens_issued(&appid, kind), 1, "{mode:?}");
+        let path = if mode == TokenMode::Stable {
+            "/cgi-bin/stable_token"
+        } else {
+            "/cgi-bin/token"
+        };
+        assert_eq!(sim.sim().calls(path), 1, "{mode:?}: one upstream call");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_clients_sharing_redis_fetch_once() {
+    let redis = RedisServer::start();
+    let (sim, appid, secret) = sim_with_app().await;
+    let prefix = unique_prefix("eight");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        // Independent clients, each with its own connection: as separate processes would be.
+        let store = RedisStore::connect(&redis.url(), prefix.clone())
+            .await
+            .unwrap();
+        clients.push(
+            builder(sim.url(), &appid, &secret)
+                .token_mode(TokenMode::Classic)
+                .token_store(Arc::new(store))
+                .build()
+                .unwrap(),
+        );
+    }
+    let tasks = clients
+        .iter()
+        .flat_map(|c| (0..50).map(move |_| c.clone()))
+        .map(|c| tokio::spawn(async move { c.access_token().await.unwrap() }))
+        .collect();
+    let tokens = join_all(tasks).await;
+    assert_eq!(tokens.len(), 400);
+    assert!(tokens.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storm_of_40001_on_one_stale_token_refreshes_once() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let client = builder(sim.url(), &appid, &secret)
+        .token_mode(TokenMode::Classic)
+        .build()
+        .unwrap();
+    let (code, openid) = sim.sim().login(&appid, None, None, false).unwrap();
+    let session = client.auth().code_to_session(&code).await.unwrap();
+    let stale = client.access_token().await.unwrap();
+    // Someone else (a forgotten laptop) fetches twice: our cached token is now dead.
+    sim.sim()
+        .classic_token(Some("client_credential"), Some(&appid), Some(&secret))
+        .unwrap();
+    sim.sim()
+        .classic_token(Some("client_credential"), Some(&appid), Some(&secret))
+        .unwrap();
+    assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 3);
+
+    let tasks = (0..100)
+        .map(|_| {
+            let (c, o, k) = (client.clone(), openid.clone(), session.session_key.clone());
+            tokio::spawn(async move { c.auth().check_session_key(&o, &k).await })
+        })
+        .collect();
+    for r in join_all(tasks).await {
+        r.expect("every caller succeeds after the single refresh");
+    }
+    assert_eq!(
+        sim.sim().tokens_issued(&appid, TokenKind::Classic),
+        4,
+        "exactly one refresh"
+    );
+    assert_ne!(client.access_token().await.unwrap(), stale);
+}
+
+#[tokio::test]
+async fn expired_token_is_replaced_and_the_call_retried_once() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let client = builder(sim.url(), &appid, &secret).build().unwrap();
+    let (code, openid) = sim.sim().login(&appid, None, None, false).unwrap();
+    let key = client
+        .auth()
+        .code_to_session(&code)
+        .await
+        .unwrap()
+        .session_key;
+    client
+        .auth()
+        .check_session_key(&openid, &key)
+        .await
+        .unwrap();
+    sim.sim().advance(7200);
+    // Our clock still thinks the token is fresh; WeChat answers 42001; we recover.
+    client
+        .auth()
+        .check_session_key(&openid, &key)
+        .await
+        .unwrap();
+    assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Stable), 2);
+    assert_eq!(sim.sim().calls("/wxa/checksession"), 3);
+}
+
+#[tokio::test]
+async fn token_invalid_twice_in_a_row_is_not_retried_forever() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let client = builder(sim.url(), &appid, &secret).build().unwrap();
+    sim.sim().add_fault(Fault {
+        path: "/wxa/checksession".into(),
+        errcode: Some(40001),
+        http_status: None,
+        latency_ms: None,
+        rate: None,
+        count: None,
+    });
+    let err = client
+        .auth()
+        .check_session_key("o1", &weapp::SessionKey::new("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.errcode(), Some(ErrCode::InvalidCredential));
+    assert!(err.rid().is_some(), "errors carry the rid");
+    assert_eq!(
+        sim.sim().calls("/wxa/checksession"),
+        2,
+        "one retry, no more"
+    );
+}
+
+#[tokio::test]
+async fn refresh_happens_a_margin_before_expiry() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let clock = ManualClock::starting_now();
+    let client = builder(sim.url(), &appid, &secret)
+        .token_mode(TokenMode::Classic)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let first = client.token_manager().unwrap().current().await.unwrap();
+    assert_eq!(first.expires_at_ms - first.refresh_at_ms, 300_000);
+    clock.advance_secs(7200 - 301);
+    assert_eq!(
+        client.access_token().await.unwrap(),
+        first.access_token,
+        "still fresh"
+    );
+    clock.advance_secs(2);
+    assert_ne!(
+        client.access_token().await.unwrap(),
+        first.access_token,
+        "refreshed inside the margin"
+    );
+    assert_eq!(sim.sim().calls("/cgi-bin/token"), 2);
+}
+
+#[tokio::test]
+async fn daily_quota_error_is_not_retried() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let client = builder(sim.url(), &appid, &secret)
+        .token_mode(TokenMode::Classic)
+        .build()
+        .unwrap();
+    for _ in 0..weapp_sim::CLASSIC_DAILY_QUOTA {
+        sim.sim()
+            .classic_token(Some("client_credential"), Some(&appid), Some(&secret))
+            .unwrap();
+    }
+    let before = sim.sim().calls("/cgi-bin/token");
+    let err = client.access_token().await.unwrap_err();
+    assert_eq!(err.errcode(), Some(ErrCode::DailyQuotaExceeded));
+    assert!(!err.is_retryable());
+    assert_eq!(
+        sim.sim().calls("/cgi-bin/token"),
+        before + 1,
+        "45009 fails fast"
+    );
+    // clear_quota/v2 (secret-authenticated) restores service.
+    let http = reqwest::Client::new();
+    let resp: serde_json::Value = http
+        .post(format!(
+            "{}/cgi-bin/clear_quota/v2?appid={appid}&appsecret={secret}",
+            sim.url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["errcode"], 0);
+    client.access_token().await.unwrap();
+}
+
+#[tokio::test]
+async fn system_error_is_retried_with_backoff_and_minute_quota_carries_a_hint() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let client = builder(sim.url(), &appid, &secret).build().unwrap();
+    let fault = |errcode, count| Fault {
+        path: "/cgi-bin/stable_token".into(),
+        errcode: Some(errcode),
+        http_status: None,
+        latency_ms: None,
+        rate: None,
+        count: Some(count),
+    };
+    sim.sim().add_fault(fault(-1, 2));
+    client.access_token().await.unwrap();
+    assert_eq!(sim.sim().calls("/cgi-bin/stable_token"), 3);
+
+    let client = builder(sim.url(), &appid, &secret).build().unwrap();
+    sim.sim().add_fault(fault(45011, 1));
+    let err = client.access_token().await.unwrap_err();
+    assert_eq!(err.errcode(), Some(ErrCode::MinuteQuotaExceeded));
+    assert!(err
+        .retry_after()
+        .is_some_and(|d| d <= Duration::from_secs(60)));
+    assert_eq!(
+        sim.sim().calls("/cgi-bin/stable_token"),
+        4,
+        "45011 not retried in a loop"
+    );
+}
+
+#[tokio::test]
+async fn http_failures_are_typed_and_transport_errors_hide_the_url() {
+    let (sim, appid, secret) = sim_with_app().await;
+    sim.sim().add_fault(Fault {
+        path: "/cgi-bin/stable_token".into(),
+        errcode: None,
+        http_status: Some(502),
+        latency_ms: None,
+        rate: None,
+        count: None,
+    });
+    let client = builder(sim.url(), &appid, &secret).build().unwrap();
+    let err = client.access_token().await.unwrap_err();
+    assert!(
+        matches!(err, Error::HttpStatus { status: 502, .. }),
+        "{err:?}"
+    );
+
+    // Nothing listens on this port: a transport error that must not echo the secret-bearing URL.
+    let port = weapp_test_support::free_port();
+    let client = builder(&format!("http://127.0.0.1:{port}"), &appid, &secret)
+        .token_mode(TokenMode::Classic)
+        .build()
+        .unwrap();
+    let err = client.access_token().await.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }));
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(&secret), "{text}");
+}
+
+async fn fencing_contract(store: &dyn TokenStore) {
+    let key = TokenKey::new(format!("wxfence{}", rand_suffix()), TokenMode::Classic);
+    let tok = |s: &str, v: u64| StoredToken {
+        access_token: AccessToken::new(s),
+        expires_at_ms: i64::MAX / 2,
+        refresh_at_ms: i64::MAX / 4,
+        version: v,
+    };
+    let slow: Lease = store
+        .try_lock(&key, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .try_lock(&key, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "one lease at a time"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let fast = store
+        .try_lock(&key, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fast.fence > slow.fence);
+    assert!(store.store(&key, &tok("NEW", fast.fence)).await.unwrap());
+    assert!(
+        !store.store(&key, &tok("OLD", slow.fence)).await.unwrap(),
+        "stale writer refused"
+    );
+    assert_eq!(
+        store
+            .load(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .access_token
+            .expose(),
+        "NEW"
+    );
+    // The slow refresher's unlock must not release the fast one's lock.
+    store.unlock(&key, &slow).await.unwrap();
+    assert!(store
+        .try_lock(&key, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_none());
+    store.unlock(&key, &fast).await.unwrap();
+
+    // CAS invalidation: a stale token does not remove the current one; the current one goes once.
+    assert!(!store
+        .invalidate(&key, &AccessToken::new("OLD"))
+        .await
+        .unwrap());
+    assert!(store
+        .invalidate(&key, &AccessToken::new("NEW"))
+        .await
+        .unwrap());
+    assert!(!store
+        .invalidate(&key, &AccessToken::new("NEW"))
+        .await
+        .unwrap());
+    assert!(store.load(&key).await.unwrap().is_none());
+    // Fencing survives invalidation.
+    assert!(!store.store(&key, &tok("OLD", slow.fence)).await.unwrap());
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[tokio::test]
+async fn stale_writer_cannot_overwrite_a_newer_token_in_memory() {
+    fencing_contract(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn stale_writer_cannot_overwrite_a_newer_token_in_redis() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), unique_prefix("fence"))
+        .await
+        .unwrap();
+    fencing_contract(&store).await;
+}
+
+#[tokio::test]
+async fn redis_down_serves_the_local_copy_and_does_not_fetch_per_call() {
+    let mut redis = RedisServer::start();
+    let (sim, appid, secret) = sim_with_app().await;
+    let clock = ManualClock::starting_now();
+    let store = RedisStore::connect(&redis.url(), unique_prefix("down"))
+        .await
+        .unwrap();
+    let client = builder(sim.url(), &appid, &secret)
+        .token_mode(TokenMode::Classic)
+        .token_store(Arc::new(store))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let first = client.access_token().await.unwrap();
+    redis.stop();
+    for _ in 0..20 {
+        assert_eq!(client.access_token().await.unwrap(), first);
+    }
+    assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 1);
+    // The local copy comes due while Redis is still down: one fetch, then served locally.
+    clock.advance_secs(7000);
+    let second = client.access_token().await.unwrap();
+    assert_ne!(second, first);
+    for _ in 0..20 {
+        assert_eq!(client.access_token().await.unwrap(), second);
+    }
+    assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 2);
+}
+
+#[tokio::test]
+async fn local_cache_skips_the_store_on_the_hot_path() {
+    let mut redis = RedisServer::start();
+    let (sim, appid, secret) = sim_with_app().await;
+    let store = RedisStore::connect(&redis.url(), unique_prefix("hot"))
+        .await
+        .unwrap();
+    let client = builder(sim.url(), &appid, &secret)
+        .token_store(Arc::new(store))
+        .token_policy(TokenPolicy {
+            local_cache: Duration::from_secs(60),
+            ..TokenPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let token = client.access_token().await.unwrap();
+    redis.stop();
+    // With Redis gone, any store read would fail (and log); the cache answers by itself.
+    assert_eq!(client.access_token().await.unwrap(), token);
+}
+
+#[tokio::test]
+async fn force_refresh_replaces_a_stable_token() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let client = builder(sim.url(), &appid, &secret).build().unwrap();
+    let manager = client.token_manager().unwrap();
+    let a = manager.current().await.unwrap();
+    let b = manager.force_refresh().await.unwrap();
+    assert_ne!(a.access_token, b.access_token);
+    assert!(b.version > a.version);
+    assert_eq!(client.access_token().await.unwrap(), b.access_token);
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_secrets() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let client = builder(sim.url(), &appid, &secret).build().unwrap();
+    let token = client.access_token().await.unwrap();
+    let (code, _) = sim.sim().login(&appid, None, None, false).unwrap();
+    let session = client.auth().code_to_session(&code).await.unwrap();
+    let stored = client.token_manager().unwrap().current().await.unwrap();
+    let dump = format!(
+        "{client:?} {session:?} {token:?} {token} {stored:?} {:?}",
+        client.token_manager()
+    );
+    for secret_value in [
+        secret.as_str(),
+        token.expose(),
+        session.session_key.expose(),
+    ] {
+        assert!(!dump.contains(secret_value), "leaked in: {dump}");
+    }
+    assert!(dump.contains("***"));
+}
