@@ -55,6 +55,14 @@ impl WxError {
     }
 }
 
+impl std::fmt::Display for WxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (errcode {})", self.msg, self.code)
+    }
+}
+
+impl std::error::Error for WxError {}
+
 pub(crate) fn invalid_credential() -> WxError {
     WxError::new(
         40001,

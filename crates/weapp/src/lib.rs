@@ -35,3 +35,8 @@ pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
 pub use error::{CryptoError, ErrCode, Error, Result, StoreError};
 pub use secret::{AccessToken, AppSecret, SessionKey};
 pub use token::{TokenManager, TokenMode, TokenSource};
+
+/// The README's Rust examples, compiled as doc tests so they cannot drift from the API.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,522 @@
+//! weapp-sim over raw HTTP, checked against the shapes and rules in wechat-api.md — not against
+//! the SDK, so a serde mistake shared by both cannot pass.
+
+use serde_json::{json, Value};
+use weapp_sim::{spawn, Sim, SimConfig, SimHandle};
+
+struct T {
+    h: SimHandle,
+    http: reqwest::Client,
+    appid: String,
+    secret: String,
+}
+
+impl T {
+    async fn new() -> Self {
+        let h = spawn(SimConfig::default()).await.unwrap();
+        let (appid, secret) = h
+            .sim()
+            .add_app(Some("wx00000000000000aa".into()), None, false);
+        T {
+            h,
+            http: reqwest::Client::new(),
+            appid,
+            secret,
+        }
+    }
+    fn sim(&self) -> &Sim {
+        self.h.sim()
+    }
+    async fn get(&self, path_and_query: &str) -> (u16, Option<String>, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path_and_query}", self.h.url()))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = r.text().await.unwrap();
+        (
+            status,
+            ct,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    async fn post(&self, path_and_query: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path_and_query}", self.h.url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    async fn classic(&self) -> String {
+        let (_, _, v) = self
+            .get(&format!(
+                "/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
+                self.appid, self.secret
+            ))
+            .await;
+        v["access_token"].as_str().expect("token").to_owned()
+    }
+    async fn stable(&self, force: bool) -> Value {
+        self.post(
+            "/cgi-bin/stable_token",
+            json!({"grant_type": "client_credential", "appid": self.appid, "secret": self.secret, "force_refresh": force}),
+        )
+        .await
+        .1
+    }
+    /// 0 when the token is accepted (the probe then fails on its own argument: 40003),
+    /// otherwise the token error.
+    async fn probe(&self, token: &str) -> i64 {
+        let (_, _, v) = self
+            .get(&format!(
+                "/wxa/getpaidunionid?access_token={token}&openid=nobody&transaction_id=1"
+            ))
+            .await;
+        match v["errcode"].as_i64().unwrap() {
+            40003 => 0,
+            other => other,
+        }
+    }
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    k.sort_unstable();
+    k
+}
+
+/// `errmsg` is `<text>, rid: <8hex>-<8hex>-<8hex>`.
+fn assert_wx_error(v: &Value, code: i64, text: &str) {
+    assert_eq!(keys(v), ["errcode", "errmsg"], "{v}");
+    assert_eq!(v["errcode"], code, "{v}");
+    let msg = v["errmsg"].as_str().unwrap();
+    let (t, rid) = msg
+        .split_once(", rid: ")
+        .unwrap_or_else(|| panic!("no rid in {msg}"));
+    assert_eq!(t, text);
+    let parts: Vec<&str> = rid.split('-').collect();
+    assert_eq!(parts.len(), 3, "{rid}");
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.len() == 8 && p.chars().all(|c| c.is_ascii_hexdigit())),
+        "{rid}"
+    );
+}
+
+#[tokio::test]
+async fn golden_token_and_session_shapes() {
+    let t = T::new().await;
+    let (status, ct, v) = t
+        .get(&format!(
+            "/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
+            t.appid, t.secret
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(ct.unwrap().starts_with("application/json"));
+    assert_eq!(
+        keys(&v),
+        ["access_token", "expires_in"],
+        "no errcode on success"
+    );
+    assert_eq!(v["expires_in"], 7200);
+    assert!(v["access_token"].as_str().unwrap().len() <= 512);
+    assert_eq!(keys(&t.stable(false).await), ["access_token", "expires_in"]);
+
+    let (code, openid) = t.sim().login(&t.appid, None, None, false).unwrap();
+    let (_, _, v) = t
+        .get(&format!(
+            "/sns/jscode2session?appid={}&secret={}&js_code={code}&grant_type=authorization_code",
+            t.appid, t.secret
+        ))
+        .await;
+    assert_eq!(
+        keys(&v),
+        ["openid", "session_key"],
+        "unionid absent without open platform: {v}"
+    );
+    assert_eq!(v["openid"], openid.as_str());
+    let key = v["session_key"].as_str().unwrap();
+    assert_eq!(key.len(), 24);
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .unwrap()
+            .len(),
+        16
+    );
+
+    let (_, _, v) = t
+        .get(&format!(
+            "/sns/jscode2session?appid={}&secret={}&js_code={code}&grant_type=authorization_code",
+            t.appid, t.secret
+        ))
+        .await;
+    assert_wx_error(&v, 40163, "code been used");
+    let (_, _, v) = t
+        .get(&format!(
+            "/sns/jscode2session?appid={}&secret=nope&js_code={code}&grant_type=authorization_code",
+            t.appid
+        ))
+        .await;
+    assert_wx_error(&v, 40125, "invalid appsecret");
+    let (_, _, v) = t
+        .get("/sns/jscode2session?appid=wxunknown&secret=x&js_code=y")
+        .await;
+    assert_wx_error(&v, 40013, "invalid appid");
+    let (_, _, v) = t
+        .get("/cgi-bin/token?grant_type=client_credential&secret=x")
+        .await;
+    assert_wx_error(&v, 41002, "appid missing");
+    let (_, _, v) = t
+        .get(&format!(
+            "/cgi-bin/token?grant_type=client_credential&appid={}",
+            t.appid
+        ))
+        .await;
+    assert_wx_error(&v, 41004, "appsecret missing");
+    let (_, _, v) = t
+        .get(&format!(
+            "/cgi-bin/token?grant_type=password&appid={}&secret=x",
+            t.appid
+        ))
+        .await;
+    assert_wx_error(&v, 40002, "invalid grant_type");
+    let (_, _, v) = t.get("/cgi-bin/stable_token").await;
+    assert_wx_error(&v, 43002, "require POST method");
+    let (_, v) = t
+        .post("/cgi-bin/stable_token", json!("not an object"))
+        .await;
+    assert_wx_error(&v, 47001, "data format error");
+    let (_, _, v) = t.get("/wxa/checksession?openid=x").await;
+    assert_wx_error(&v, 41001, "access_token missing");
+    let (_, _, v) = t.get("/wxa/checksession?access_token=forged").await;
+    assert_wx_error(
+        &v,
+        40001,
+        "invalid credential, access_token is invalid or not latest",
+    );
+    let (status, _, _) = t.get("/no/such/api").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn golden_phone_number_shape_has_a_numeric_country_code() {
+    let t = T::new().await;
+    let (_, openid) = t.sim().login(&t.appid, None, None, false).unwrap();
+    let code = t
+        .sim()
+        .phone_code(&t.appid, &openid, Some("13800138000".into()))
+        .unwrap();
+    let token = t.classic().await;
+    let (_, v) = t
+        .post(
+            &format!("/wxa/business/getuserphonenumber?access_token={token}"),
+            json!({"code": code}),
+        )
+        .await;
+    let now = t.sim().now();
+    // The documented example, with our values.
+    let golden = json!({
+        "errcode": 0, "errmsg": "ok",
+        "phone_info": {
+            "phoneNumber": "13800138000", "purePhoneNumber": "13800138000", "countryCode": 86,
+            "watermark": {"timestamp": now, "appid": t.appid}
+        }
+    });
+    assert_eq!(v, golden);
+    let (_, v) = t
+        .post(
+            &format!("/wxa/business/getuserphonenumber?access_token={token}"),
+            json!({"code": code}),
+        )
+        .await;
+    assert_wx_error(&v, 40029, "invalid code");
+}
+
+#[tokio::test]
+async fn classic_token_keeps_one_predecessor_for_300_seconds() {
+    let t = T::new().await;
+    let t1 = t.classic().await;
+    let t2 = t.classic().await;
+    assert_eq!(
+        t.probe(&t1).await,
+        0,
+        "overlap: the previous token still works"
+    );
+    t.sim().advance(299);
+    assert_eq!(t.probe(&t1).await, 0);
+    t.sim().advance(1);
+    assert_eq!(t.probe(&t1).await, 40001, "overlap over");
+    assert_eq!(t.probe(&t2).await, 0);
+
+    let t3 = t.classic().await;
+    let t4 = t.classic().await;
+    assert_eq!(
+        t.probe(&t2).await,
+        40001,
+        "two fetches later a token is dead at once"
+    );
+    assert_eq!(t.probe(&t3).await, 0);
+    t.sim().advance(7200);
+    assert_eq!(t.probe(&t4).await, 42001, "expired");
+    let (_, _, v) = t.get(&format!("/wxa/checksession?access_token={t4}")).await;
+    assert_wx_error(&v, 42001, "access_token expired");
+}
+
+#[tokio::test]
+async fn stable_token_is_stable_rotates_late_and_force_has_rules() {
+    let t = T::new().await;
+    let a = t.stable(false).await;
+    let tok_a = a["access_token"].as_str().unwrap().to_owned();
+    t.sim().advance(1000);
+    let again = t.stable(false).await;
+    assert_eq!(
+        again["access_token"],
+        tok_a.as_str(),
+        "same token while valid"
+    );
+    assert_eq!(again["expires_in"], 6200, "remaining lifetime");
+    // A classic fetch never touches the stable token.
+    let classic = t.classic().await;
+    assert_eq!(t.probe(&tok_a).await, 0);
+    assert_ne!(classic, tok_a);
+
+    t.sim().advance(5899); // 301 s left
+    assert_eq!(t.stable(false).await["expires_in"], 301);
+    t.sim().advance(1); // 300 s left: rotation
+    let b = t.stable(false).await;
+    let tok_b = b["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(tok_b, tok_a);
+    assert_eq!(b["expires_in"], 7200);
+    assert_eq!(
+        t.probe(&tok_a).await,
+        0,
+        "the old one works until its own expiry"
+    );
+    t.sim().advance(300);
+    assert_eq!(t.probe(&tok_a).await, 42001);
+
+    // Force: a new token at once; the old one gets ≤ 300 s.
+    let c = t.stable(true).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(c, tok_b);
+    assert_eq!(t.probe(&tok_b).await, 0);
+    // Within 30 s a second force does not refresh.
+    t.sim().advance(10);
+    assert_eq!(t.stable(true).await["access_token"], c.as_str());
+    // Two forces 30 s apart kill a leaked token.
+    t.sim().advance(20);
+    let d = t.stable(true).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(d, c);
+    assert_eq!(t.probe(&tok_b).await, 40001, "leaked token dead");
+    assert_eq!(t.probe(&c).await, 0);
+
+    // 20 forced refreshes a day (c and d were the first two), then 45009.
+    for _ in 0..18 {
+        t.sim().advance(31);
+        assert!(t.stable(true).await["access_token"].is_string());
+    }
+    t.sim().advance(31);
+    assert_wx_error(
+        &t.stable(true).await,
+        45009,
+        "reach max api daily quota limit",
+    );
+    assert!(
+        t.stable(false).await["access_token"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 100,
+        "normal mode still fine"
+    );
+}
+
+#[tokio::test]
+async fn codes_live_five_minutes() {
+    let t = T::new().await;
+    let (code, _) = t.sim().login(&t.appid, None, None, false).unwrap();
+    t.sim().advance(299);
+    let (_, _, v) = t
+        .get(&format!(
+            "/sns/jscode2session?appid={}&secret={}&js_code={code}",
+            t.appid, t.secret
+        ))
+        .await;
+    assert!(v["openid"].is_string(), "{v}");
+    let (code, _) = t.sim().login(&t.appid, None, None, false).unwrap();
+    t.sim().advance(300);
+    let (_, _, v) = t
+        .get(&format!(
+            "/sns/jscode2session?appid={}&secret={}&js_code={code}",
+            t.appid, t.secret
+        ))
+        .await;
+    assert_wx_error(&v, 40029, "invalid code");
+}
+
+#[tokio::test]
+async fn control_api_matches_the_design() {
+    let t = T::new().await;
+    let (s, v) = t.post("/_sim/apps", json!({"unionid": true})).await;
+    assert_eq!(s, 200);
+    assert_eq!(keys(&v), ["appid", "secret"]);
+    let appid = v["appid"].as_str().unwrap().to_owned();
+    let (_, v) = t.post("/_sim/login", json!({"appid": appid})).await;
+    assert_eq!(keys(&v), ["code", "openid"]);
+    let openid = v["openid"].as_str().unwrap().to_owned();
+    let (_, _, user) = t
+        .get(&format!("/_sim/users?appid={appid}&openid={openid}"))
+        .await;
+    assert_eq!(user["openid"], openid.as_str());
+    assert!(
+        user["unionid"].is_string(),
+        "app registered with unionid: true"
+    );
+    assert_eq!(user["session_key"].as_str().unwrap().len(), 24);
+    let (_, v) = t
+        .post(
+            "/_sim/phone-code",
+            json!({"appid": appid, "openid": openid}),
+        )
+        .await;
+    assert_eq!(keys(&v), ["code"]);
+    let (_, v) = t
+        .post(
+            "/_sim/open-data",
+            json!({"appid": appid, "openid": openid, "data": {"x": 1}}),
+        )
+        .await;
+    assert_eq!(keys(&v), ["encryptedData", "iv"]);
+    let before = t.sim().now();
+    let (_, v) = t.post("/_sim/clock", json!({"advance_secs": 60})).await;
+    assert_eq!(v["now"], before + 60);
+
+    // Faults: count and HTTP status.
+    let (s, _) = t
+        .post(
+            "/_sim/faults",
+            json!({"path": "/cgi-bin/token", "errcode": -1, "count": 1}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, _, v) = t.get("/cgi-bin/token?grant_type=client_credential").await;
+    assert_wx_error(&v, -1, "system error");
+    let (_, _, v) = t.get("/cgi-bin/token?grant_type=client_credential").await;
+    assert_eq!(v["errcode"], 41002, "the fault was used up");
+    t.post(
+        "/_sim/faults",
+        json!({"path": "/cgi-bin/token", "http_status": 503, "latency_ms": 50}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (s, _, _) = t.get("/cgi-bin/token").await;
+    assert_eq!(s, 503);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+    let r = t
+        .http
+        .delete(format!("{}/_sim/faults", t.h.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    t.classic().await;
+
+    let (_, _, stats) = t.get("/_sim/stats").await;
+    assert_eq!(stats["calls"]["/cgi-bin/token"], 4);
+    assert_eq!(
+        stats["tokens_issued"][t.appid.as_str()],
+        json!({"classic": 1, "stable": 0})
+    );
+
+    // Bad input: clear 4xx, JSON error naming the problem, no state change.
+    let (s, v) = t.post("/_sim/login", json!({"appid": "wxnosuchapp"})).await;
+    assert_eq!(s, 404);
+    assert!(v["error"].as_str().unwrap().contains("invalid appid"));
+    let (s, v) = t
+        .post("/_sim/login", json!({"appid": appid, "bogus": 1}))
+        .await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().contains("bogus"), "{v}");
+    let (s, _) = t.post("/_sim/clock", json!({"advance_secs": -5})).await;
+    assert_eq!(s, 400);
+    let (s, _) = t
+        .post("/_sim/faults", json!({"path": "/x", "rate": 2.0}))
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = t
+        .post(
+            "/_sim/open-data",
+            json!({"appid": appid, "openid": openid, "data": [1]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        t.sim().now(),
+        before + 60,
+        "rejected clock change changed nothing"
+    );
+
+    // Reset clears state but keeps apps.
+    let (s, _) = t.post("/_sim/reset", json!({})).await;
+    assert_eq!(s, 200);
+    let (_, _, stats) = t.get("/_sim/stats").await;
+    assert_eq!(stats, json!({"calls": {}, "tokens_issued": {}}));
+    let (s, _, _) = t
+        .get(&format!("/_sim/users?appid={appid}&openid={openid}"))
+        .await;
+    assert_eq!(s, 404);
+    t.classic().await;
+}
+
+#[tokio::test]
+async fn open_data_is_aes_128_cbc_under_the_current_session_key() {
+    use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let t = T::new().await;
+    let (_, openid) = t.sim().login(&t.appid, None, None, false).unwrap();
+    let (data, iv) = t
+        .sim()
+        .open_data(&t.appid, &openid, json!({"k": "v"}))
+        .unwrap();
+    let key = b64
+        .decode(
+            t.sim()
+                .user(&t.appid, &openid)
+                .unwrap()
+                .session_key
+                .unwrap(),
+        )
+        .unwrap();
+    let plain = cbc::Decryptor::<aes::Aes128>::new_from_slices(&key, &b64.decode(iv).unwrap())
+        .unwrap()
+        .decrypt_padded_vec_mut::<Pkcs7>(&b64.decode(data).unwrap())
+        .unwrap();
+    let v: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(v["k"], "v");
+    assert_eq!(v["watermark"]["appid"], t.appid.as_str());
+    assert_eq!(v["watermark"]["timestamp"], t.sim().now());
+}
