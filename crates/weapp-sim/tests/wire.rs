@@ -442,10 +442,30 @@ async fn control_api_matches_the_design() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // rate 0 never fires; rate 1 always does.
+    t.post(
+        "/_sim/faults",
+        json!({"path": "/cgi-bin/token", "errcode": 45009, "rate": 0.0}),
+    )
+    .await;
+    let (_, _, v) = t.get("/cgi-bin/token?grant_type=client_credential").await;
+    assert_eq!(v["errcode"], 41002);
+    t.post(
+        "/_sim/faults",
+        json!({"path": "/cgi-bin/token", "errcode": 45009, "rate": 1.0, "count": 1}),
+    )
+    .await;
+    let (_, _, v) = t.get("/cgi-bin/token?grant_type=client_credential").await;
+    assert_eq!(v["errcode"], 45009);
+    t.http
+        .delete(format!("{}/_sim/faults", t.h.url()))
+        .send()
+        .await
+        .unwrap();
     t.classic().await;
 
     let (_, _, stats) = t.get("/_sim/stats").await;
-    assert_eq!(stats["calls"]["/cgi-bin/token"], 4);
+    assert_eq!(stats["calls"]["/cgi-bin/token"], 6);
     assert_eq!(
         stats["tokens_issued"][t.appid.as_str()],
         json!({"classic": 1, "stable": 0})

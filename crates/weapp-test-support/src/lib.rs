@@ -39,7 +39,25 @@ impl RedisServer {
     /// use it cannot mean anything without it.
     pub fn start() -> Self {
         for _ in 0..5 {
-            let port = free_port();
+            if let Some(server) = Self::start_on(free_port()) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Starts it again on the same port after [`RedisServer::stop`] (empty: nothing persists).
+    ///
+    /// # Panics
+    /// When it does not come back within 5 seconds.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut fresh = Self::start_on(self.port).expect("redis-server restarts on its port");
+        self.child = fresh.child.take();
+    }
+
+    fn start_on(port: u16) -> Option<Self> {
+        {
             let child = Command::new("redis-server")
                 .args([
                     "--port",
@@ -60,11 +78,11 @@ impl RedisServer {
                 port,
             };
             if server.wait_ready(Duration::from_secs(5)) {
-                return server;
+                return Some(server);
             }
             server.stop();
+            None
         }
-        panic!("redis-server did not start");
     }
 
     fn wait_ready(&mut self, within: Duration) -> bool {

@@ -475,3 +475,52 @@ async fn debug_output_never_shows_secrets() {
     }
     assert!(dump.contains("***"));
 }
+
+#[tokio::test]
+async fn store_is_used_again_after_redis_comes_back() {
+    let mut redis = RedisServer::start();
+    let (sim, appid, secret) = sim_with_app().await;
+    let prefix = unique_prefix("back");
+    let policy = TokenPolicy {
+        store_cooldown: Duration::from_millis(100),
+        ..TokenPolicy::default()
+    };
+    let url = redis.url();
+    let a = builder(sim.url(), &appid, &secret)
+        .token_mode(TokenMode::Classic)
+        .token_store(Arc::new(
+            RedisStore::connect(&url, prefix.clone()).await.unwrap(),
+        ))
+        .token_policy(policy.clone())
+        .build()
+        .unwrap();
+    let first = a.access_token().await.unwrap();
+    redis.stop();
+    assert_eq!(
+        a.access_token().await.unwrap(),
+        first,
+        "served locally while down"
+    );
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The restarted Redis is empty: one process refreshes and publishes; the rest share it.
+    let second = loop {
+        match a.access_token().await {
+            Ok(t) if t != first => break t,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let b = builder(sim.url(), &appid, &secret)
+        .token_mode(TokenMode::Classic)
+        .token_store(Arc::new(
+            RedisStore::connect(&url, prefix.clone()).await.unwrap(),
+        ))
+        .build()
+        .unwrap();
+    assert_eq!(
+        b.access_token().await.unwrap(),
+        second,
+        "the new token went into Redis"
+    );
+    assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 2);
+}
