@@ -13,8 +13,11 @@ use clap::{Parser, Subcommand};
 #[command(name = "weapp", version, about, propagate_version = true)]
 struct Cli {
     /// Log filter (e.g. `info`, `weapp=debug`); logs go to stderr.
-    #[arg(long, global = true, env = "WEAPP_LOG", default_value = "warn")]
+    #[arg(long, global = true, env = "WEAPP_LOG", default_value = "info")]
     log: String,
+    /// Log line format: `text` or `json`.
+    #[arg(long, global = true, env = "WEAPP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,17 +30,34 @@ enum Command {
     Token(commands::token::Args),
     /// Decrypt a mini program `encryptedData` blob and print the JSON.
     Decrypt(commands::decrypt::Args),
+    /// Run the login/session service and token broker (`--sandbox`: against a built-in simulator).
+    Serve(commands::serve::Args),
+    /// Run the whole login journey in-process against the sandbox and print each step.
+    Demo(commands::demo::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // One-shot commands stay quiet unless asked; the long-running ones log at `--log`.
+    let quiet = matches!(
+        cli.command,
+        Command::Token(_) | Command::Decrypt(_) | Command::Demo(_)
+    );
+    let filter = if quiet && cli.log == "info" {
+        "warn"
+    } else {
+        cli.log.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -50,6 +70,8 @@ fn main() -> ExitCode {
             Command::Sim(args) => commands::sim::run(args).await,
             Command::Token(args) => commands::token::run(args).await,
             Command::Decrypt(args) => commands::decrypt::run(args),
+            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Demo(args) => commands::demo::run(args).await,
         }
     });
     match result {

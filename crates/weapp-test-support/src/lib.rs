@@ -132,3 +132,70 @@ pub fn unique_prefix(name: &str) -> String {
         .unwrap_or(0);
     format!("weapp-test:{name}:{}:{nanos}", std::process::id())
 }
+
+/// A PostgreSQL database created for one test and dropped afterwards, on the server named by
+/// `WEAPP_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
+#[derive(Debug)]
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    /// Creates `weapp_test_<random>`.
+    ///
+    /// # Panics
+    /// When PostgreSQL is unreachable: tests that need it cannot mean anything without it.
+    pub async fn create() -> Self {
+        use sqlx::Connection;
+        let admin_url = std::env::var("WEAPP_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("weapp_test_{}_{}", std::process::id(), free_port());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {admin_url} (set WEAPP_TEST_POSTGRES_URL): {e}")
+            });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        PgDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any runtime guarantee: use a private one on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}

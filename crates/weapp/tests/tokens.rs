@@ -452,6 +452,7 @@ async fn force_refresh_replaces_a_stable_token() {
     assert_ne!(a.access_token, b.access_token);
     assert!(b.version > a.version);
     assert_eq!(client.access_token().await.unwrap(), b.access_token);
+    assert_eq!(manager.fetch_count(), 2);
 }
 
 #[tokio::test]

@@ -55,29 +55,7 @@ pub async fn run(args: Args) -> CmdResult {
         "weapp-sim listening; control API under {}/_sim/ (ctrl-c to stop)",
         handle.url()
     );
-    shutdown_signal().await;
+    super::shutdown_signal().await;
     handle.shutdown().await;
     Ok(())
-}
-
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

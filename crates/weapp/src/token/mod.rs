@@ -15,6 +15,7 @@ pub mod store;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,8 @@ struct ManagerInner {
     flight: tokio::sync::Mutex<()>,
     /// While set and in the future, the store is considered down and is not consulted.
     store_down_until: Mutex<Option<Instant>>,
+    /// Successful upstream fetches by this manager (for metrics).
+    fetches: AtomicU64,
 }
 
 /// Fetches, caches and refreshes one app's access token. Cheap to clone; clones share
@@ -185,8 +188,14 @@ impl TokenManager {
                 local: Mutex::new(None),
                 flight: tokio::sync::Mutex::new(()),
                 store_down_until: Mutex::new(None),
+                fetches: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// How many tokens this manager fetched from upstream (not counting other processes').
+    pub fn fetch_count(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
     }
 
     /// The app and mode this manager serves.
@@ -427,6 +436,7 @@ impl TokenManager {
         let now = self.now();
         let lifetime_ms = response.expires_in * 1000;
         let margin_ms = (inner.policy.refresh_margin.as_millis() as i64).min(lifetime_ms / 2);
+        inner.fetches.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             expires_in = response.expires_in,
             version,

@@ -100,6 +100,19 @@ impl RedisStore {
         })
     }
 
+    /// Checks that Redis answers.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it does not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(store_err("PING"))
+    }
+
     fn key(&self, key: &TokenKey, suffix: &str) -> String {
         format!(
             "{}:{{{}:{}}}:{suffix}",

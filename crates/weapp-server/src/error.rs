@@ -1,0 +1,178 @@
+//! [`AppError`]: every failure a handler can return, one variant per HTTP meaning. The body is
+//! always `{"error": {"code", "message", "wechat_errcode"?, "rid"?}}`; internal errors are
+//! logged and answered with a generic message.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use weapp::ErrCode;
+
+/// A handler failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is malformed or names something invalid.
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable code, e.g. `invalid_json`.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// 401: missing, unknown or expired credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such resource (e.g. an app that is not configured).
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: body over the limit.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 429: slow down.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a retry may pass.
+        retry_after_secs: u64,
+    },
+    /// WeChat (or the network to it) failed.
+    #[error(transparent)]
+    WeChat(#[from] weapp::Error),
+    /// Anything else: logged in full, answered as a bare 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// A 400 with a code and a message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AppError::Internal(e.to_string())
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// Details of an error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `invalid_code`, `unauthorized`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// WeChat's errcode, when WeChat refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wechat_errcode: Option<i64>,
+    /// WeChat's request id, for WeChat support.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+}
+
+/// How a WeChat failure is presented: the caller's fault (400), a rate limit (429), WeChat or
+/// our WeChat credentials in trouble (502), or WeChat refusing for now (503).
+fn wechat_status(err: &weapp::Error) -> (StatusCode, &'static str) {
+    use weapp::Error as E;
+    match err {
+        E::Api { code, .. } => match code {
+            ErrCode::InvalidCode
+            | ErrCode::CodeBeenUsed
+            | ErrCode::CodeBlocked
+            | ErrCode::InvalidAppid => (StatusCode::BAD_REQUEST, "invalid_code"),
+            ErrCode::MinuteQuotaExceeded => {
+                (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
+            }
+            ErrCode::DailyQuotaExceeded => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream_quota_exhausted")
+            }
+            ErrCode::SystemError => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+            c if c.is_token_invalid()
+                || matches!(c, ErrCode::InvalidAppSecret | ErrCode::IpNotInWhitelist) =>
+            {
+                (StatusCode::BAD_GATEWAY, "upstream_auth_failed")
+            }
+            _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        },
+        E::Crypto(_) => (StatusCode::BAD_REQUEST, "decrypt_failed"),
+        E::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+        E::OutcomeUnknown { .. } => (StatusCode::BAD_GATEWAY, "upstream_outcome_unknown"),
+        _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code, wechat_errcode, rid) = match &self {
+            AppError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code, None, None),
+            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None, None),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None, None),
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None, None),
+            AppError::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                None,
+                None,
+            ),
+            AppError::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None, None)
+            }
+            AppError::WeChat(e) => {
+                let (s, c) = wechat_status(e);
+                (s, c, e.errcode().map(|c| c.code()), e.rid())
+            }
+            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, None),
+        };
+        let message = match &self {
+            AppError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error".to_owned()
+            }
+            AppError::WeChat(e) => {
+                if status.is_server_error() {
+                    tracing::warn!(error = %e, "upstream failure");
+                } else {
+                    tracing::info!(error = %e, "upstream refused the request");
+                }
+                e.to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = serde_json::to_vec(&ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                wechat_errcode,
+                rid: rid.map(str::to_owned),
+            },
+        })
+        .unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let retry = match &self {
+            AppError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            AppError::WeChat(e) => e.retry_after().map(|d| d.as_secs().max(1)),
+            _ => None,
+        };
+        if let Some(secs) = retry {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}

@@ -1,0 +1,150 @@
+//! # weapp-server — login/session service and access-token broker for WeChat Mini Programs
+//!
+//! - `POST /v1/login`: a `wx.login()` code becomes an opaque session token of ours; the user's
+//!   session_key stays on the server, encrypted at rest.
+//! - `GET /v1/apps/{appid}/access_token`: the central token broker (中控), one refresher per app
+//!   for the whole fleet (Redis lock with fencing), served from memory on the hot path.
+//! - SQLite by default, PostgreSQL + Redis for fleets.
+//!
+//! Embed it with [`run`] / [`spawn`], or run `weapp serve`.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod sandbox;
+pub mod seal;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+pub use config::Config;
+pub use state::AppState;
+use tokio::net::TcpListener;
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests
+/// and stops the token refreshers.
+///
+/// # Errors
+/// Setup failures (database, Redis, configuration) as a message; listener I/O errors.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let state = AppState::build(config).await?;
+    serve(state, listener, shutdown).await
+}
+
+async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let refreshers = state.spawn_refreshers(stop_rx.clone());
+    let purger = spawn_session_purger(state.clone(), stop_rx);
+    let app = http::router(state);
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| e.to_string());
+    let _ = stop_tx.send(true);
+    for task in refreshers {
+        let _ = task.await;
+    }
+    let _ = purger.await;
+    tracing::info!("server stopped");
+    served
+}
+
+/// Deletes expired sessions every ten minutes.
+fn spawn_session_purger(
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match state.store.purge_expired_sessions(state::now_ms()).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired sessions deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
+/// A server running in the background (tests, `weapp demo`). Dropping it stops the server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    url: String,
+    state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl ServerHandle {
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops gracefully and waits.
+    ///
+    /// # Errors
+    /// What the server loop returned.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.map_err(|e| e.to_string())?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Builds the state and serves on `config.listen` in the background.
+///
+/// # Errors
+/// Setup failures, or the address cannot be bound.
+pub async fn spawn(config: Config) -> Result<ServerHandle, String> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = AppState::build(config).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(state.clone(), listener, async move {
+        let _ = rx.await;
+    }));
+    Ok(ServerHandle {
+        url: format!("http://{addr}"),
+        state,
+        stop: Some(tx),
+        task: Some(task),
+    })
+}

@@ -1,0 +1,80 @@
+//! Zero-setup mode: an in-process weapp-sim stands in for WeChat, the configured apps (or one
+//! demo app) are registered there, and the real service runs against it on SQLite.
+
+use std::net::SocketAddr;
+
+use weapp_sim::{ClockMode, SimConfig, SimHandle};
+
+use crate::config::{AppConfig, ClientConfig, Config};
+
+/// The demo app registered when the configuration has none.
+pub const DEMO_APPID: &str = "wxdemo0000000001";
+
+/// What the sandbox set up.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// The configuration to serve with (apps pointed at the simulator).
+    pub config: Config,
+    /// The simulator; keep it alive as long as the server.
+    pub sim: SimHandle,
+    /// A broker key generated for the demo client, when the configuration had no clients.
+    pub demo_client_key: Option<String>,
+}
+
+/// Starts the simulator and rewrites `config` to use it.
+///
+/// # Errors
+/// The simulator cannot listen, or an app's secret cannot be resolved.
+pub async fn prepare(
+    mut config: Config,
+    sim_listen: Option<SocketAddr>,
+) -> Result<Sandbox, String> {
+    let sim = weapp_sim::spawn(SimConfig {
+        listen: Some(sim_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))),
+        apps: Vec::new(),
+        clock: ClockMode::Real,
+    })
+    .await
+    .map_err(|e| format!("sandbox simulator: {e}"))?;
+    if config.apps.is_empty() {
+        let secret = hex::encode(rand::random::<[u8; 16]>());
+        config.apps.push(AppConfig {
+            appid: DEMO_APPID.into(),
+            secret: Some(secret),
+            secret_env: None,
+            api_base: sim.url().to_owned(),
+            token_mode: weapp::TokenMode::Stable,
+            push: None,
+        });
+    }
+    for app in &mut config.apps {
+        let secret = app.resolve_secret().map_err(|e| e.to_string())?;
+        sim.sim().add_app(
+            Some(app.appid.clone()),
+            Some(secret.expose().to_owned()),
+            true,
+        );
+        app.api_base = sim.url().to_owned();
+    }
+    if config.data_key.is_none() {
+        // Sandbox data is throwaway: an ephemeral key, no warning about a stored one.
+        config.data_key = Some(crate::seal::DataKey::generate_base64());
+    }
+    let mut demo_client_key = None;
+    if config.clients.is_empty() {
+        let key = format!("wck_{}", hex::encode(rand::random::<[u8; 20]>()));
+        config.clients.push(ClientConfig {
+            name: "sandbox".into(),
+            key: Some(key.clone()),
+            key_env: None,
+            key_sha256: None,
+            apps: config.apps.iter().map(|a| a.appid.clone()).collect(),
+        });
+        demo_client_key = Some(key);
+    }
+    Ok(Sandbox {
+        config,
+        sim,
+        demo_client_key,
+    })
+}

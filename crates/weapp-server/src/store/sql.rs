@@ -1,0 +1,240 @@
+//! The SQL implementations. SQLite and PostgreSQL run the same statements (numbered `$N`
+//! parameters, `ON CONFLICT … DO UPDATE`, `RETURNING`); only the migrations differ, so one
+//! macro generates both implementations from one definition.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::Row;
+
+use super::{Store, StoreError, UserRecord};
+
+/// Migrations compiled into the binary.
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> futures_core_box::BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+mod futures_core_box {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+const PG_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+const USER_COLUMNS: &str = "id, appid, openid, unionid, session_key_enc, phone_number, pure_phone_number, country_code, created_at";
+
+fn user_from<R: Row>(row: &R) -> Result<UserRecord, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Vec<u8>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        appid: row.try_get("appid")?,
+        openid: row.try_get("openid")?,
+        unionid: row.try_get("unionid")?,
+        session_key_enc: row.try_get("session_key_enc")?,
+        phone_number: row.try_get("phone_number")?,
+        pure_phone_number: row.try_get("pure_phone_number")?,
+        country_code: row.try_get("country_code")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+macro_rules! sql_store {
+    ($name:ident, $pool:ty, $kind:literal) => {
+        #[async_trait]
+        impl Store for $name {
+            async fn upsert_user(&self, appid: &str, openid: &str, unionid: Option<&str>, session_key_enc: &[u8], now: i64) -> Result<UserRecord, StoreError> {
+                let sql = format!(
+                    "INSERT INTO users (appid, openid, unionid, session_key_enc, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (appid, openid) DO UPDATE SET \
+                       unionid = COALESCE(excluded.unionid, users.unionid), \
+                       session_key_enc = excluded.session_key_enc, \
+                       updated_at = excluded.updated_at \
+                     RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(appid)
+                    .bind(openid)
+                    .bind(unionid)
+                    .bind(session_key_enc)
+                    .bind(now)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(user_from(&row)?)
+            }
+
+            async fn create_session(&self, token_hash: &[u8], user_id: i64, now: i64, expires_at: i64) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(token_hash)
+                    .bind(user_id)
+                    .bind(now)
+                    .bind(expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn session_user(&self, token_hash: &[u8], now: i64) -> Result<Option<(UserRecord, i64)>, StoreError> {
+                let sql = format!(
+                    "SELECT {}, s.expires_at AS session_expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.token_hash = $1 AND s.expires_at > $2",
+                    USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+                );
+                let row = sqlx::query(&sql).bind(token_hash).bind(now).fetch_optional(&self.pool).await?;
+                match row {
+                    Some(r) => Ok(Some((user_from(&r)?, r.try_get("session_expires_at")?))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
+                let r = sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn set_phone(&self, user_id: i64, phone: &str, pure: &str, country_code: &str, now: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE users SET phone_number = $1, pure_phone_number = $2, country_code = $3, updated_at = $4 WHERE id = $5")
+                    .bind(phone)
+                    .bind(pure)
+                    .bind(country_code)
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn users_by_unionid(&self, unionid: &str) -> Result<Vec<(String, String)>, StoreError> {
+                let rows = sqlx::query("SELECT appid, openid FROM users WHERE unionid = $1 ORDER BY appid")
+                    .bind(unionid)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Ok((r.try_get("appid")?, r.try_get("openid")?))).collect()
+            }
+
+            async fn meta_get_or_insert(&self, key: &str, default: &str) -> Result<String, StoreError> {
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(default)
+                    .execute(&self.pool)
+                    .await?;
+                let row = sqlx::query("SELECT value FROM meta WHERE key = $1").bind(key).fetch_one(&self.pool).await?;
+                Ok(row.try_get("value")?)
+            }
+
+            async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+                let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+        }
+    };
+}
+
+/// SQLite (WAL mode, foreign keys on), the single-node default.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: sqlx::SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `url` (`sqlite://file.db`).
+    ///
+    /// # Errors
+    /// The file cannot be opened or migrated.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        Migrator::new(Embedded(SQLITE_MIGRATIONS))
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?
+            .run(&pool)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+}
+
+/// PostgreSQL, for fleets of instances.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: sqlx::PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies migrations (under sqlx's advisory lock, so concurrent
+    /// instances starting together migrate once).
+    ///
+    /// # Errors
+    /// Unreachable server or failed migration.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Migrator::new(Embedded(PG_MIGRATIONS))
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?
+            .run(&pool)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+}
+
+sql_store!(SqliteStore, sqlx::SqlitePool, "sqlite");
+sql_store!(PgStore, sqlx::PgPool, "postgres");
