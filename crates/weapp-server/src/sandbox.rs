@@ -19,6 +19,8 @@ pub struct Sandbox {
     pub sim: SimHandle,
     /// A broker key generated for the demo client, when the configuration had no clients.
     pub demo_client_key: Option<String>,
+    /// The generated secret of the demo app, when the configuration had no apps.
+    pub demo_app_secret: Option<String>,
 }
 
 /// Starts the simulator and rewrites `config` to use it.
@@ -36,8 +38,10 @@ pub async fn prepare(
     })
     .await
     .map_err(|e| format!("sandbox simulator: {e}"))?;
+    let mut demo_app_secret = None;
     if config.apps.is_empty() {
         let secret = hex::encode(rand::random::<[u8; 16]>());
+        demo_app_secret = Some(secret.clone());
         config.apps.push(AppConfig {
             appid: DEMO_APPID.into(),
             secret: Some(secret),
@@ -76,5 +80,6 @@ pub async fn prepare(
         config,
         sim,
         demo_client_key,
+        demo_app_secret,
     })
 }

@@ -211,7 +211,13 @@ async fn wechat_failures_become_json_errors_with_errcode_and_rid() {
         )
         .await;
     assert_eq!(s, 502, "{v}");
-    assert_eq!(v["error"]["code"], "upstream_unavailable");
+    // A 5xx on a one-time-code exchange may have consumed the code: not retried, and said so.
+    assert_eq!(v["error"]["code"], "upstream_outcome_unknown", "{v}");
+    assert_eq!(
+        w.sim.sim().calls("/sns/jscode2session"),
+        4,
+        "no blind retry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,7 +50,10 @@ pub async fn run(args: Args) -> CmdResult {
         let sandbox = weapp_server::sandbox::prepare(config, args.sim_listen).await?;
         println!("sandbox WeChat simulator: {}", sandbox.sim.url());
         for app in &sandbox.config.apps {
-            println!("  app {} (secret in your config, or generated)", app.appid);
+            match &sandbox.demo_app_secret {
+                Some(secret) => println!("  app {} secret {secret}", app.appid),
+                None => println!("  app {} (secret from your config)", app.appid),
+            }
         }
         if let Some(key) = &sandbox.demo_client_key {
             println!("  broker client key: {key}");

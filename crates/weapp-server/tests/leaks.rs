@@ -1,0 +1,232 @@
+//! Runs a full session of traffic and asserts that no response body and no log line (at TRACE,
+//! from every crate) contains a session_key the simulator issued or an app secret — and that no
+//! log line contains an access token.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::{sqlite_url, world, KEY};
+use serde_json::json;
+use weapp::TokenMode;
+use weapp_sim::Fault;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_a_response_or_a_log_line() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let w = world().await;
+    let server = weapp_server::spawn(w.config(&sqlite_url(), None, TokenMode::Classic))
+        .await
+        .unwrap();
+    let url = server.url().to_owned();
+    let mut bodies: Vec<String> = Vec::new();
+    let mut session_keys: Vec<String> = Vec::new();
+    let mut record = |s: u16, v: serde_json::Value| {
+        bodies.push(v.to_string());
+        s
+    };
+
+    for round in 0..3 {
+        let (code, openid) = w
+            .sim
+            .sim()
+            .login(&w.appid, Some("oLEAK".into()), None, false)
+            .unwrap();
+        session_keys.push(
+            w.sim
+                .sim()
+                .user(&w.appid, &openid)
+                .unwrap()
+                .session_key
+                .unwrap(),
+        );
+        let (s, v) = w
+            .call(
+                "POST",
+                format!("{url}/v1/login"),
+                None,
+                Some(json!({"appid": w.appid, "code": code})),
+            )
+            .await;
+        assert_eq!(record(s, v.clone()), 200);
+        let token = v["token"].as_str().unwrap().to_owned();
+        let (s, v) = w
+            .call(
+                "POST",
+                format!("{url}/v1/login"),
+                None,
+                Some(json!({"appid": w.appid, "code": code})),
+            )
+            .await;
+        assert_eq!(record(s, v), 400);
+        let (s, v) = w
+            .call("GET", format!("{url}/v1/me"), Some(&token), None)
+            .await;
+        assert_eq!(record(s, v), 200);
+        let phone = w.sim.sim().phone_code(&w.appid, &openid, None).unwrap();
+        let (s, v) = w
+            .call(
+                "POST",
+                format!("{url}/v1/me/phone"),
+                Some(&token),
+                Some(json!({"code": phone})),
+            )
+            .await;
+        assert_eq!(record(s, v), 200);
+        let (data, iv) = w
+            .sim
+            .sim()
+            .open_data(&w.appid, &openid, json!({"round": round}))
+            .unwrap();
+        let (s, v) = w
+            .call(
+                "POST",
+                format!("{url}/v1/me/decrypt"),
+                Some(&token),
+                Some(json!({"encrypted_data": data, "iv": iv})),
+            )
+            .await;
+        assert_eq!(record(s, v), 200);
+        let (s, v) = w
+            .call(
+                "POST",
+                format!("{url}/v1/me/decrypt"),
+                Some(&token),
+                Some(json!({"encrypted_data": "AAAA", "iv": iv})),
+            )
+            .await;
+        assert_eq!(record(s, v), 400);
+        let (s, v) = w
+            .call("POST", format!("{url}/v1/logout"), Some(&token), None)
+            .await;
+        record(s, v);
+    }
+    // Broker, mirror and failure paths.
+    let (s, v) = w
+        .call(
+            "GET",
+            format!("{url}/v1/apps/{}/access_token", w.appid),
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let access_token = v["access_token"].as_str().unwrap().to_owned();
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{url}/v1/apps/{}/access_token/invalidate", w.appid),
+            Some(KEY),
+            Some(json!({"access_token": access_token})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let new_token = v["access_token"].as_str().unwrap().to_owned();
+    let (s, v) = w
+        .call(
+            "GET",
+            format!(
+                "{url}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",
+                w.appid, w.secret
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(record(s, v), 200);
+    let (s, v) = w
+        .call(
+            "GET",
+            format!(
+                "{url}/cgi-bin/token?grant_type=client_credential&appid={}&secret=wrong-{}",
+                w.appid, w.secret
+            ),
+            None,
+            None,
+        )
+        .await;
+    record(s, v);
+    w.sim.sim().add_fault(Fault {
+        path: "/sns/jscode2session".into(),
+        errcode: None,
+        http_status: Some(500),
+        latency_ms: None,
+        rate: None,
+        count: None,
+    });
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{url}/v1/login"),
+            None,
+            Some(json!({"appid": w.appid, "code": "c"})),
+        )
+        .await;
+    assert_eq!(record(s, v), 502);
+    server.shutdown().await.unwrap();
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("login") && logs.contains("fetched access token"),
+        "the capture works"
+    );
+    assert!(
+        logs.lines().count() > 50,
+        "TRACE from every crate was captured"
+    );
+    for (i, body) in bodies.iter().enumerate() {
+        for key in &session_keys {
+            assert!(
+                !body.contains(key.as_str()),
+                "response {i} contains a session_key: {body}"
+            );
+        }
+        assert!(
+            !body.contains(&w.secret),
+            "response {i} contains the app secret: {body}"
+        );
+    }
+    for line in logs.lines() {
+        for key in &session_keys {
+            assert!(
+                !line.contains(key.as_str()),
+                "log line contains a session_key: {line}"
+            );
+        }
+        assert!(
+            !line.contains(&w.secret),
+            "log line contains the app secret: {line}"
+        );
+        for t in [&access_token, &new_token] {
+            assert!(
+                !line.contains(t.as_str()),
+                "log line contains an access token: {line}"
+            );
+        }
+        assert!(
+            !line.contains(KEY),
+            "log line contains a client key: {line}"
+        );
+    }
+}
