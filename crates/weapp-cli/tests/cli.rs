@@ -233,3 +233,117 @@ fn sim_prints_its_url_and_serves_the_control_api() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("APPID:SECRET"));
 }
+
+#[test]
+fn demo_runs_the_whole_journey() {
+    let o = weapp().arg("demo").output().unwrap();
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    for step in [
+        "POST /v1/login",
+        "GET /v1/me",
+        "POST /v1/me/phone",
+        "POST /v1/me/decrypt",
+        "access_token",
+        "POST /v1/logout",
+    ] {
+        assert!(out.contains(step), "missing step {step}:\n{out}");
+    }
+    assert!(out.contains("all 9 steps passed"), "{out}");
+}
+
+#[test]
+fn serve_sandbox_prints_what_to_use_and_serves() {
+    let port = free_port();
+    let db = std::env::temp_dir().join(format!("weapp-cli-serve-{port}.db"));
+    let mut child = weapp()
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--database-url", &format!("sqlite://{}", db.display())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.contains("listening") {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        printed.push_str(&line);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let health: serde_json::Value = rt.block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    assert!(
+        printed.contains("sandbox WeChat simulator: http://127.0.0.1:"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("app wxdemo0000000001 secret "),
+        "{printed}"
+    );
+    assert!(printed.contains("broker client key: wck_"), "{printed}");
+    assert_eq!(health["status"], "ok");
+}
+
+#[test]
+fn serve_rejects_a_bad_config_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("weapp-cli-badconf-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("listen = 5\n", "listen"),
+        ("[[apps]]\nappid = \"wx1\"\n", "secret"),
+        (
+            "[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\ncolour = \"red\"\n",
+            "colour",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.join(format!("{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let o = weapp()
+            .args([
+                "serve",
+                "--config",
+                path.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--database-url",
+                &format!("sqlite://{}/db{i}.db", dir.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{text}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("weapp: error: "), "{err}");
+        assert!(last.contains(needle), "{needle} not in: {last}");
+    }
+    let o = weapp()
+        .args(["serve", "--config", "/nonexistent/weapp.toml"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot read /nonexistent/weapp.toml"));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -145,6 +145,22 @@ impl Default for Config {
     }
 }
 
+/// `line L, column C: message` — toml's own Display draws a multi-line caret diagram.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            let source = text[line_start..].lines().next().unwrap_or("").trim();
+            format!("line {line}, column {column} (`{source}`): {message}")
+        }
+        None => message,
+    }
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -162,7 +178,8 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
-                toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError(format!("{}: {}", p.display(), one_line(&text, &e))))?
             }
             None => Config::default(),
         };

@@ -20,14 +20,7 @@ async fn journey(database_url: &str, redis: Option<String>) {
         .sim()
         .login(&w.appid, None, Some("oUNION1".into()), false)
         .unwrap();
-    let (s, v) = w
-        .call(
-            "POST",
-            format!("{url}/v1/login"),
-            None,
-            Some(json!({"appid": w.appid, "code": code})),
-        )
-        .await;
+    let (s, v) = w.post_login(&url, &w.appid, &code).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["openid"], openid.as_str());
     assert_eq!(v["unionid"], "oUNION1");
@@ -107,14 +100,7 @@ async fn journey(database_url: &str, redis: Option<String>) {
         .sim()
         .login(&w.other_appid, None, Some("oUNION1".into()), false)
         .unwrap();
-    let (s, _) = w
-        .call(
-            "POST",
-            format!("{url}/v1/login"),
-            None,
-            Some(json!({"appid": w.other_appid, "code": code})),
-        )
-        .await;
+    let (s, _) = w.post_login(&url, &w.other_appid, &code).await;
     assert_eq!(s, 200);
     let (_, me) = w
         .call("GET", format!("{url}/v1/me"), Some(&token), None)
@@ -172,15 +158,9 @@ async fn wechat_failures_become_json_errors_with_errcode_and_rid() {
     assert_eq!(v["error"]["wechat_errcode"], 40163);
     assert_eq!(v["error"]["rid"].as_str().unwrap().len(), 26);
 
-    let fault = |errcode| Fault {
-        path: "/sns/jscode2session".into(),
-        errcode: Some(errcode),
-        http_status: None,
-        latency_ms: None,
-        rate: None,
-        count: Some(1),
-    };
-    w.sim.sim().add_fault(fault(45011));
+    w.sim
+        .sim()
+        .add_fault(Fault::errcode("/sns/jscode2session", 45011).times(1));
     let (code, _) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
     let (s, headers, v) = w
         .call_full(
@@ -194,22 +174,10 @@ async fn wechat_failures_become_json_errors_with_errcode_and_rid() {
     assert!(headers.get("retry-after").is_some());
     assert_eq!(v["error"]["wechat_errcode"], 45011);
 
-    w.sim.sim().add_fault(Fault {
-        path: "/sns/jscode2session".into(),
-        errcode: None,
-        http_status: Some(502),
-        latency_ms: None,
-        rate: None,
-        count: None,
-    });
-    let (s, v) = w
-        .call(
-            "POST",
-            format!("{url}/v1/login"),
-            None,
-            Some(json!({"appid": w.appid, "code": "x"})),
-        )
-        .await;
+    w.sim
+        .sim()
+        .add_fault(Fault::http_status("/sns/jscode2session", 502));
+    let (s, v) = w.post_login(url, &w.appid, "x").await;
     assert_eq!(s, 502, "{v}");
     // A 5xx on a one-time-code exchange may have consumed the code: not retried, and said so.
     assert_eq!(v["error"]["code"], "upstream_outcome_unknown", "{v}");
@@ -550,14 +518,9 @@ async fn shutdown_finishes_in_flight_requests() {
     let server = weapp_server::spawn(w.config(&sqlite_url(), None, TokenMode::Stable))
         .await
         .unwrap();
-    w.sim.sim().add_fault(Fault {
-        path: "/sns/jscode2session".into(),
-        errcode: None,
-        http_status: None,
-        latency_ms: Some(400),
-        rate: None,
-        count: Some(1),
-    });
+    w.sim
+        .sim()
+        .add_fault(Fault::latency("/sns/jscode2session", 400).times(1));
     let (code, _) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
     let url = format!("{}/v1/login", server.url());
     let http = w.http.clone();

@@ -190,6 +190,50 @@ pub struct Fault {
     pub count: Option<u32>,
 }
 
+impl Fault {
+    fn on(path: &str) -> Self {
+        Fault {
+            path: path.to_owned(),
+            errcode: None,
+            http_status: None,
+            latency_ms: None,
+            rate: None,
+            count: None,
+        }
+    }
+
+    /// `path` answers WeChat error `code` (HTTP 200 JSON with a rid).
+    pub fn errcode(path: &str, code: i64) -> Self {
+        Fault {
+            errcode: Some(code),
+            ..Self::on(path)
+        }
+    }
+
+    /// `path` answers HTTP `status` with a non-JSON body.
+    pub fn http_status(path: &str, status: u16) -> Self {
+        Fault {
+            http_status: Some(status),
+            ..Self::on(path)
+        }
+    }
+
+    /// `path` answers normally, `ms` milliseconds late.
+    pub fn latency(path: &str, ms: u64) -> Self {
+        Fault {
+            latency_ms: Some(ms),
+            ..Self::on(path)
+        }
+    }
+
+    /// Only the next `n` matching requests are affected.
+    #[must_use]
+    pub fn times(mut self, n: u32) -> Self {
+        self.count = Some(n);
+        self
+    }
+}
+
 /// A recorded failing request, for `rid/get`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RidRecord {

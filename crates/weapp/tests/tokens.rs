@@ -154,14 +154,8 @@ async fn expired_token_is_replaced_and_the_call_retried_once() {
 async fn token_invalid_twice_in_a_row_is_not_retried_forever() {
     let (sim, appid, secret) = sim_with_app().await;
     let client = builder(sim.url(), &appid, &secret).build().unwrap();
-    sim.sim().add_fault(Fault {
-        path: "/wxa/checksession".into(),
-        errcode: Some(40001),
-        http_status: None,
-        latency_ms: None,
-        rate: None,
-        count: None,
-    });
+    sim.sim()
+        .add_fault(Fault::errcode("/wxa/checksession", 40001));
     let err = client
         .auth()
         .check_session_key("o1", &weapp::SessionKey::new("x"))
@@ -244,14 +238,7 @@ async fn daily_quota_error_is_not_retried() {
 async fn system_error_is_retried_with_backoff_and_minute_quota_carries_a_hint() {
     let (sim, appid, secret) = sim_with_app().await;
     let client = builder(sim.url(), &appid, &secret).build().unwrap();
-    let fault = |errcode, count| Fault {
-        path: "/cgi-bin/stable_token".into(),
-        errcode: Some(errcode),
-        http_status: None,
-        latency_ms: None,
-        rate: None,
-        count: Some(count),
-    };
+    let fault = |errcode, count| Fault::errcode("/cgi-bin/stable_token", errcode).times(count);
     sim.sim().add_fault(fault(-1, 2));
     client.access_token().await.unwrap();
     assert_eq!(sim.sim().calls("/cgi-bin/stable_token"), 3);
@@ -273,14 +260,8 @@ async fn system_error_is_retried_with_backoff_and_minute_quota_carries_a_hint() 
 #[tokio::test]
 async fn http_failures_are_typed_and_transport_errors_hide_the_url() {
     let (sim, appid, secret) = sim_with_app().await;
-    sim.sim().add_fault(Fault {
-        path: "/cgi-bin/stable_token".into(),
-        errcode: None,
-        http_status: Some(502),
-        latency_ms: None,
-        rate: None,
-        count: None,
-    });
+    sim.sim()
+        .add_fault(Fault::http_status("/cgi-bin/stable_token", 502));
     let client = builder(sim.url(), &appid, &secret).build().unwrap();
     let err = client.access_token().await.unwrap_err();
     assert!(

@@ -52,6 +52,24 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[(
     include_str!("../../migrations/postgres/0001_init.sql"),
 )];
 
+/// Applies the embedded `migrations` that `conn` has not seen yet.
+async fn migrate<'a, A>(
+    migrations: &'static [(i64, &'static str, &'static str)],
+    conn: A,
+) -> Result<(), sqlx::Error>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    let as_error = |e: sqlx::migrate::MigrateError| sqlx::Error::Migrate(Box::new(e));
+    Migrator::new(Embedded(migrations))
+        .await
+        .map_err(as_error)?
+        .run(conn)
+        .await
+        .map_err(as_error)
+}
+
 const USER_COLUMNS: &str = "id, appid, openid, unionid, session_key_enc, phone_number, pure_phone_number, country_code, created_at";
 
 fn user_from<R: Row>(row: &R) -> Result<UserRecord, sqlx::Error>
@@ -198,12 +216,7 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        Migrator::new(Embedded(SQLITE_MIGRATIONS))
-            .await
-            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?
-            .run(&pool)
-            .await
-            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        migrate(SQLITE_MIGRATIONS, &pool).await?;
         Ok(Self { pool })
     }
 }
@@ -226,12 +239,7 @@ impl PgStore {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(url)
             .await?;
-        Migrator::new(Embedded(PG_MIGRATIONS))
-            .await
-            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?
-            .run(&pool)
-            .await
-            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        migrate(PG_MIGRATIONS, &pool).await?;
         Ok(Self { pool })
     }
 }

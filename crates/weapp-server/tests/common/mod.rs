@@ -117,6 +117,17 @@ impl World {
         )
     }
 
+    /// `POST {base}/v1/login {appid, code}`.
+    pub async fn post_login(&self, base: &str, appid: &str, code: &str) -> (u16, Value) {
+        self.call(
+            "POST",
+            format!("{base}/v1/login"),
+            None,
+            Some(serde_json::json!({"appid": appid, "code": code})),
+        )
+        .await
+    }
+
     /// wx.login + POST /v1/login on `server`; returns (session token, openid).
     pub async fn login(&self, server: &ServerHandle, openid: Option<&str>) -> (String, String) {
         let (code, openid) = self
