@@ -8,6 +8,8 @@
 //! - [`token`]: `stable_token` by default, single-flight refresh, fenced writes and
 //!   compare-and-swap invalidation, in memory or in Redis (feature `redis`).
 //! - [`crypto`]: `encryptedData` with a watermark check, rawData and login-state signatures.
+//! - [`push`]: receiving WeChat's signed, encrypted pushes: verification, decryption, typed
+//!   messages, a handler router with an axum integration (feature `axum`).
 //! - [`Error`]: `Error::Api { code, message, rid, endpoint }` with [`ErrCode`] for every
 //!   documented code.
 //!
@@ -28,6 +30,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod push;
 pub mod secret;
 pub mod token;
 
