@@ -34,6 +34,8 @@ enum Command {
     Serve(commands::serve::Args),
     /// Run the whole login journey in-process against the sandbox and print each step.
     Demo(commands::demo::Args),
+    /// Verify, decrypt or build WeChat message-push payloads.
+    Push(commands::push::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
     // One-shot commands stay quiet unless asked; the long-running ones log at `--log`.
     let quiet = matches!(
         cli.command,
-        Command::Token(_) | Command::Decrypt(_) | Command::Demo(_)
+        Command::Token(_) | Command::Decrypt(_) | Command::Demo(_) | Command::Push(_)
     );
     let filter = if quiet && cli.log == "info" {
         "warn"
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
             Command::Decrypt(args) => commands::decrypt::run(args),
             Command::Serve(args) => commands::serve::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Push(args) => commands::push::run(args),
         }
     });
     match result {

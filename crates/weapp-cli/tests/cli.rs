@@ -347,3 +347,121 @@ fn serve_rejects_a_bad_config_with_one_line() {
     assert!(stderr(&o).contains("cannot read /nonexistent/weapp.toml"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn push_commands_verify_decrypt_and_build_payloads() {
+    // The decrypt vector of the specification.
+    let encrypt = "RgqEoJj5A4EMYlLvWO1F86ioRjZfaex/gePD0gOXTxpsq5Yj4GNglrBb8I2BAJVODGajiFnXBu7mCPatfjsu6IHCrsTyeDXzF6Bv283dGymzxh6ydJRvZsryDyZbLTE7rhnus50qGPMfp2wASFlzEgMW9z1ef/RD8XzaFYgm7iTdaXpXaG4+BiYyolBug/gYNx410cvkKR2/nPwBiT+P4hIiOAQqGp/TywZBtDh1yCF2KOd0gpiMZ5jSw3e29mTvmUHzkVQiMS6td7vXUaWOMZnYZlF3So2SjHnwh4jYFxdgpkHHqIrH/54SNdshoQgWYEvccTKe7FS709/5t6NMxuGhcUGAPOQipvWTT4dShyqio7mlsl5noTrb++x6En749zCpQVhDpbV6GDnTbcX2e8K9QaNWHp91eBdCRxthuL0=";
+    let key = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+    let common = [
+        "--token",
+        "123456",
+        "--timestamp",
+        "1411525903",
+        "--nonce",
+        "461056294",
+    ];
+    let o = weapp()
+        .args([
+            "push",
+            "decrypt",
+            "--aes-key",
+            key,
+            "--appid",
+            "wx49f0ab532d5d035a",
+            "--msg-signature",
+            "74d92dfeb87ba7c714f89d98870ae5eb62dff26d",
+            "--encrypt",
+            encrypt,
+        ])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("<Content><![CDATA[test]]></Content>"));
+
+    let o = weapp()
+        .args([
+            "push",
+            "verify",
+            "--signature",
+            "74d92dfeb87ba7c714f89d98870ae5eb62dff26d",
+            "--encrypt",
+            encrypt,
+        ])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = weapp()
+        .args(["push", "verify", "--signature", "0000"])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(stderr(&o).lines().count(), 1);
+    assert!(stderr(&o).contains("-40001"));
+    let o = weapp()
+        .args([
+            "push",
+            "decrypt",
+            "--aes-key",
+            key,
+            "--appid",
+            "wxother",
+            "--msg-signature",
+            "74d92dfeb87ba7c714f89d98870ae5eb62dff26d",
+            "--encrypt",
+            encrypt,
+        ])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("-40005"), "{}", stderr(&o));
+
+    // encrypt → decrypt with the CLI alone.
+    let o = weapp()
+        .args([
+            "push",
+            "encrypt",
+            "--token",
+            "tok",
+            "--aes-key",
+            key,
+            "--appid",
+            "wx1",
+            "--message",
+            r#"{"MsgType":"text","Content":"hi"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let built: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let o = weapp()
+        .args([
+            "push",
+            "decrypt",
+            "--token",
+            "tok",
+            "--aes-key",
+            key,
+            "--appid",
+            "wx1",
+        ])
+        .args([
+            "--timestamp",
+            built["timestamp"].as_str().unwrap(),
+            "--nonce",
+            built["nonce"].as_str().unwrap(),
+        ])
+        .args([
+            "--msg-signature",
+            built["msg_signature"].as_str().unwrap(),
+            "--encrypt",
+            built["encrypt"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), r#"{"MsgType":"text","Content":"hi"}"#);
+}

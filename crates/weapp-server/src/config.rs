@@ -33,6 +33,15 @@ fn default_timeout() -> u64 {
 fn default_body_limit() -> usize {
     64 * 1024
 }
+fn default_retry_base() -> u64 {
+    1000
+}
+fn default_retry_max() -> u64 {
+    600
+}
+fn default_timeout_webhook() -> u64 {
+    10
+}
 fn default_prefix() -> String {
     "weapp".into()
 }
@@ -72,6 +81,15 @@ pub struct Config {
     /// Maximum request body in bytes. Default 64 KiB.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// First webhook retry delay in milliseconds; it doubles per attempt. Default 1000.
+    #[serde(default = "default_retry_base")]
+    pub webhook_retry_base_ms: u64,
+    /// Longest delay between webhook retries, in seconds. Default 600.
+    #[serde(default = "default_retry_max")]
+    pub webhook_retry_max_secs: u64,
+    /// Timeout of one webhook request, in seconds. Default 10.
+    #[serde(default = "default_timeout_webhook")]
+    pub webhook_timeout_secs: u64,
     /// The mini programs served.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -115,9 +133,17 @@ pub struct PushConfig {
     /// Where verified events are delivered.
     #[serde(default)]
     pub webhook_url: Option<String>,
-    /// Key of the webhook signature.
+    /// Key of the webhook signature (required with `webhook_url`).
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// Refuse pushes whose timestamp is further than this from now, and replays within it.
+    /// Default 300; 0 disables (the durable MsgId de-duplication still applies).
+    #[serde(default = "default_replay_window")]
+    pub replay_window_secs: u64,
+}
+
+fn default_replay_window() -> u64 {
+    300
 }
 
 /// A caller of the token broker.
@@ -281,6 +307,28 @@ impl AppConfig {
                 "app {}: set `secret` or `secret_env`",
                 self.appid
             ))),
+        }
+    }
+}
+
+impl PushConfig {
+    /// Checks the token, the AES key and the webhook settings.
+    ///
+    /// # Errors
+    /// A message naming the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.token.is_empty() {
+            return Err("token must not be empty".into());
+        }
+        if let Some(k) = &self.encoding_aes_key {
+            weapp::push::EncodingAesKey::new(k).map_err(|e| e.to_string())?;
+        }
+        match (&self.webhook_url, &self.webhook_secret) {
+            (Some(u), _) if !u.starts_with("http://") && !u.starts_with("https://") => {
+                Err("webhook_url must be an http(s) URL".into())
+            }
+            (Some(_), None) => Err("webhook_url needs a webhook_secret to sign deliveries".into()),
+            _ => Ok(()),
         }
     }
 }

@@ -4,6 +4,8 @@
 //!   session_key stays on the server, encrypted at rest.
 //! - `GET /v1/apps/{appid}/access_token`: the central token broker (中控), one refresher per app
 //!   for the whole fleet (Redis lock with fencing), served from memory on the hot path.
+//! - `GET|POST /v1/apps/{appid}/push`: WeChat's signed, encrypted pushes, verified, stored
+//!   durably (de-duplicated) and delivered to a signed webhook at least once.
 //! - SQLite by default, PostgreSQL + Redis for fleets.
 //!
 //! Embed it with [`run`] / [`spawn`], or run `weapp serve`.
@@ -17,6 +19,7 @@ pub mod sandbox;
 pub mod seal;
 pub mod state;
 pub mod store;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,7 +49,8 @@ async fn serve(
 ) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let refreshers = state.spawn_refreshers(stop_rx.clone());
-    let purger = spawn_session_purger(state.clone(), stop_rx);
+    let purger = spawn_session_purger(state.clone(), stop_rx.clone());
+    let outbox = webhook::spawn_outbox(state.clone(), stop_rx);
     let app = http::router(state);
     let served = axum::serve(
         listener,
@@ -60,6 +64,7 @@ async fn serve(
         let _ = task.await;
     }
     let _ = purger.await;
+    let _ = outbox.await;
     tracing::info!("server stopped");
     served
 }

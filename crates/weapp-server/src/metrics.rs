@@ -10,6 +10,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     logins: Mutex<BTreeMap<(String, &'static str), u64>>,
     upstream_errors: Mutex<BTreeMap<(String, i64), u64>>,
+    pushes: Mutex<BTreeMap<(String, &'static str), u64>>,
+    webhooks: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -54,6 +56,16 @@ impl Metrics {
         bump(&self.upstream_errors, (appid.to_owned(), errcode));
     }
 
+    /// Counts a push: `accepted`, `duplicate`, `refused`.
+    pub fn push(&self, appid: &str, outcome: &'static str) {
+        bump(&self.pushes, (appid.to_owned(), outcome));
+    }
+
+    /// Counts a webhook attempt: `ok` or `failed`.
+    pub fn webhook(&self, appid: &str, outcome: &'static str) {
+        bump(&self.webhooks, (appid.to_owned(), outcome));
+    }
+
     /// The text exposition.
     pub fn render(&self, tokens: &[TokenGauge]) -> String {
         let mut out = String::new();
@@ -90,6 +102,27 @@ impl Metrics {
                 "weapp_upstream_errors_total{{appid=\"{}\",errcode=\"{code}\"}} {n}",
                 escape(appid)
             );
+        }
+        for (name, help, map) in [
+            (
+                "weapp_pushes_total",
+                "Pushes received by app and outcome.",
+                &self.pushes,
+            ),
+            (
+                "weapp_webhook_deliveries_total",
+                "Webhook attempts by app and outcome.",
+                &self.webhooks,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((appid, outcome), n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{appid=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(appid)
+                );
+            }
         }
         let _ = writeln!(out, "# HELP weapp_token_refreshes_total Access tokens fetched from WeChat by this instance.\n# TYPE weapp_token_refreshes_total counter");
         for t in tokens {

@@ -35,6 +35,19 @@ pub struct AppRuntime {
     pub manager: TokenManager,
     /// (version, expires_at) of the token last seen, and when (Unix ms): the token age metric.
     seen: Mutex<Option<((u64, i64), i64)>>,
+    /// Message push settings, when configured.
+    pub push: Option<PushRuntime>,
+}
+
+/// An app's push receiver and webhook.
+#[derive(Debug)]
+pub struct PushRuntime {
+    /// Verifies and opens pushes.
+    pub receiver: weapp::push::Receiver,
+    /// Where events go.
+    pub webhook_url: Option<String>,
+    /// Signs deliveries.
+    pub webhook_secret: Option<String>,
 }
 
 impl AppRuntime {
@@ -103,6 +116,8 @@ pub struct Inner {
     pub login_limiter: RateLimiter,
     /// The configuration the server started with.
     pub config: Config,
+    /// Wakes the outbox worker when an event is stored.
+    pub outbox: tokio::sync::Notify,
 }
 
 impl std::ops::Deref for AppState {
@@ -167,6 +182,27 @@ impl AppState {
                 .build()
                 .map_err(|e| format!("app {}: {e}", app.appid))?;
             let manager = client.token_manager().expect("built-in manager").clone();
+            let push = match &app.push {
+                Some(p) => {
+                    let mut receiver = weapp::push::Receiver::new(
+                        weapp::push::PushConfig::new(
+                            &app.appid,
+                            &p.token,
+                            p.encoding_aes_key.as_deref(),
+                        )
+                        .map_err(|e| format!("app {}: push: {e}", app.appid))?,
+                    );
+                    if p.replay_window_secs > 0 {
+                        receiver = receiver.with_replay_protection(p.replay_window_secs);
+                    }
+                    Some(PushRuntime {
+                        receiver,
+                        webhook_url: p.webhook_url.clone(),
+                        webhook_secret: p.webhook_secret.clone(),
+                    })
+                }
+                None => None,
+            };
             apps.insert(
                 app.appid.clone(),
                 Arc::new(AppRuntime {
@@ -175,6 +211,7 @@ impl AppState {
                     client,
                     manager,
                     seen: Mutex::new(None),
+                    push,
                 }),
             );
         }
@@ -198,6 +235,7 @@ impl AppState {
             metrics: Metrics::default(),
             login_limiter: RateLimiter::new(config.login_rate_limit_per_minute),
             config,
+            outbox: tokio::sync::Notify::new(),
         })))
     }
 

@@ -229,6 +229,74 @@ async fn users(State(sim): State<Sim>, Query(q): Query<HashMap<String, String>>)
     }
 }
 
+async fn push_config(
+    State(sim): State<Sim>,
+    axum::extract::Path(appid): axum::extract::Path<String>,
+    raw: axum::body::Bytes,
+) -> Response {
+    let target: crate::push::PushTarget = try_resp!(body(&raw));
+    match sim.set_push_target(&appid, target) {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushReq {
+    appid: String,
+    message: serde_json::Map<String, Value>,
+}
+
+async fn push(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
+    let req: PushReq = try_resp!(body(&raw));
+    match sim.push(&req.appid, req.message).await {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserMessageReq {
+    appid: String,
+    openid: String,
+    kind: String,
+    content: Option<String>,
+}
+
+async fn user_message(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
+    let req: UserMessageReq = try_resp!(body(&raw));
+    match sim
+        .user_message(&req.appid, &req.openid, &req.kind, req.content)
+        .await
+    {
+        Ok(d) => Json(json!({"pushed": d})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantReq {
+    appid: String,
+    openid: String,
+    template_id: String,
+    count: Option<u32>,
+}
+
+async fn subscribe_grant(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
+    let req: GrantReq = try_resp!(body(&raw));
+    let count = req.count.unwrap_or(1);
+    if count == 0 {
+        return control_error(StatusCode::BAD_REQUEST, "count must be at least 1");
+    }
+    match sim.subscribe_grant(&req.appid, &req.openid, &req.template_id, count).await {
+        Ok(d) => Json(json!({"pushed": d, "remaining": sim.grants(&req.appid, &req.openid, &req.template_id)})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
 /// Routes under `/_sim/`.
 pub(crate) fn router() -> Router<Sim> {
     Router::new()
@@ -243,4 +311,8 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset", post(reset))
         .route("/_sim/users", get(users))
+        .route("/_sim/apps/{appid}/push-config", post(push_config))
+        .route("/_sim/push", post(push))
+        .route("/_sim/user-message", post(user_message))
+        .route("/_sim/subscribe-grant", post(subscribe_grant))
 }

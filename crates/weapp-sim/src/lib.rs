@@ -19,6 +19,7 @@
 
 mod control;
 pub mod crypto;
+pub mod push;
 mod state;
 mod wechat;
 
@@ -32,9 +33,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use push::{Attempt, Delivery, PushFormat, PushMode, PushTarget};
 pub use state::{
-    ClockMode, Fault, RidRecord, Sim, TokenKind, User, WxError, WxResult, CLASSIC_DAILY_QUOTA,
-    CODE_TTL, JSCODE_PER_USER_MINUTE, STABLE_FORCE_DAILY, TOKEN_OVERLAP, TOKEN_TTL,
+    ClockMode, Fault, RidRecord, Sim, TokenKind, User, UserAction, WxError, WxResult,
+    CLASSIC_DAILY_QUOTA, CODE_TTL, JSCODE_PER_USER_MINUTE, STABLE_FORCE_DAILY, TOKEN_OVERLAP,
+    TOKEN_TTL,
 };
 
 /// Applies an injected fault for the request's path, if one matches; counts every WeChat call.

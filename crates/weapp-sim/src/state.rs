@@ -131,9 +131,23 @@ struct Payment {
     paid_at: i64,
 }
 
+/// A user action in the customer-service conversation (what opens the reply windows).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserAction {
+    /// `text` or `enter_session`.
+    pub kind: String,
+    /// Unix ms.
+    pub at: i64,
+}
+
 #[derive(Debug)]
 struct App {
     secret: String,
+    push: Option<crate::push::PushTarget>,
+    /// Last customer-service action per openid.
+    user_actions: HashMap<String, UserAction>,
+    /// Remaining subscribe-message grants per (openid, template_id).
+    grants: HashMap<(String, String), u32>,
     unionid: bool,
     classic: Slot,
     stable: Slot,
@@ -148,6 +162,9 @@ impl App {
     fn new(secret: String, unionid: bool) -> Self {
         Self {
             secret,
+            push: None,
+            user_actions: HashMap::new(),
+            grants: HashMap::new(),
             unionid,
             classic: Slot::default(),
             stable: Slot::default(),
@@ -272,6 +289,8 @@ pub enum ClockMode {
 
 struct Shared {
     world: Mutex<World>,
+    /// Delivers pushes to the configured URLs.
+    http: reqwest::Client,
     start_ms: i64,
     started: Instant,
     mode: ClockMode,
@@ -340,6 +359,7 @@ impl Sim {
         Self {
             shared: Arc::new(Shared {
                 world: Mutex::new(World::default()),
+                http: reqwest::Client::new(),
                 start_ms,
                 started: Instant::now(),
                 mode,
@@ -406,17 +426,19 @@ impl Sim {
     }
 
     /// Clears every dynamic thing — tokens, users, codes, quotas, faults, statistics, clock
-    /// offset — but keeps the registered apps and their secrets.
+    /// offset — but keeps the registered apps, their secrets and push settings.
     pub fn reset(&self) {
         let mut w = self.world();
-        let apps: Vec<(String, String, bool)> = w
+        let apps: Vec<(String, String, bool, Option<crate::push::PushTarget>)> = w
             .apps
             .iter()
-            .map(|(id, a)| (id.clone(), a.secret.clone(), a.unionid))
+            .map(|(id, a)| (id.clone(), a.secret.clone(), a.unionid, a.push.clone()))
             .collect();
         *w = World::default();
-        for (id, secret, unionid) in apps {
-            w.apps.insert(id, App::new(secret, unionid));
+        for (id, secret, unionid, push) in apps {
+            let mut app = App::new(secret, unionid);
+            app.push = push;
+            w.apps.insert(id, app);
         }
     }
 
@@ -1190,4 +1212,182 @@ impl Sim {
 fn subtle_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
     use subtle::ConstantTimeEq;
     a.ct_eq(b)
+}
+
+impl Sim {
+    /// Sets where and how WeChat pushes this app's messages.
+    ///
+    /// # Errors
+    /// 40013 unknown app; 47001 with the reason for invalid settings.
+    pub fn set_push_target(&self, appid: &str, target: crate::push::PushTarget) -> WxResult<()> {
+        target.validate().map_err(|e| WxError::new(47001, e))?;
+        let mut w = self.world();
+        let app = w
+            .apps
+            .get_mut(appid)
+            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        app.push = Some(target);
+        Ok(())
+    }
+
+    /// Pushes `message` (MsgType and its fields; ToUserName and CreateTime are filled in) to
+    /// the app's configured URL, the way WeChat would, and reports what happened. This is also
+    /// the hook the simulator's own pushes (user messages, subscribe popups, media checks) use.
+    ///
+    /// # Errors
+    /// 40013 unknown app; 47001 when no push URL is configured or `MsgType` is missing.
+    pub async fn push(
+        &self,
+        appid: &str,
+        message: serde_json::Map<String, Value>,
+    ) -> WxResult<crate::push::Delivery> {
+        if !message.contains_key("MsgType") {
+            return Err(WxError::new(47001, "message needs a MsgType"));
+        }
+        let (target, now) = {
+            let w = self.world();
+            let app = w
+                .apps
+                .get(appid)
+                .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+            let target = app.push.clone().ok_or_else(|| {
+                WxError::new(
+                    47001,
+                    "no push URL configured for this app (POST /_sim/apps/{appid}/push-config)",
+                )
+            })?;
+            (target, self.now_in(&w) / 1000)
+        };
+        let message = crate::push::complete(appid, message, now);
+        let (url, body) = crate::push::build(&target, appid, &message, now);
+        Ok(crate::push::deliver(
+            &self.shared.http,
+            &url,
+            &body,
+            target.format,
+            Value::Object(message),
+        )
+        .await)
+    }
+
+    fn has_push(&self, appid: &str) -> bool {
+        self.world()
+            .apps
+            .get(appid)
+            .is_some_and(|a| a.push.is_some())
+    }
+
+    /// A user writes to customer service (`text`) or enters the session (`enter_session`):
+    /// recorded (it opens the reply windows) and pushed if the app has a push URL.
+    ///
+    /// # Errors
+    /// 40013, 40003, 40097 for an unknown kind.
+    pub async fn user_message(
+        &self,
+        appid: &str,
+        openid: &str,
+        kind: &str,
+        content: Option<String>,
+    ) -> WxResult<Option<crate::push::Delivery>> {
+        let message = match kind {
+            "text" => {
+                json!({"FromUserName": openid, "MsgType": "text", "Content": content.unwrap_or_default(), "MsgId": rand::thread_rng().gen_range(1..i64::MAX)})
+            }
+            "enter_session" => {
+                json!({"FromUserName": openid, "MsgType": "event", "Event": "user_enter_tempsession", "SessionFrom": content.unwrap_or_default()})
+            }
+            other => {
+                return Err(WxError::new(
+                    40097,
+                    format!("invalid args: kind must be text or enter_session, not {other}"),
+                ))
+            }
+        };
+        {
+            let mut w = self.world();
+            let now = self.now_in(&w);
+            let app = w
+                .apps
+                .get_mut(appid)
+                .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+            if !app.users.contains_key(openid) {
+                return Err(WxError::new(40003, "invalid openid"));
+            }
+            app.user_actions.insert(
+                openid.to_owned(),
+                UserAction {
+                    kind: kind.to_owned(),
+                    at: now,
+                },
+            );
+        }
+        self.push_if_configured(appid, message).await
+    }
+
+    /// What the `wx.requestSubscribeMessage` popup does when the user accepts: grants `count`
+    /// sends of `template_id`, and pushes `subscribe_msg_popup_event` if configured.
+    ///
+    /// # Errors
+    /// 40013, 40003.
+    pub async fn subscribe_grant(
+        &self,
+        appid: &str,
+        openid: &str,
+        template_id: &str,
+        count: u32,
+    ) -> WxResult<Option<crate::push::Delivery>> {
+        {
+            let mut w = self.world();
+            let app = w
+                .apps
+                .get_mut(appid)
+                .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+            if !app.users.contains_key(openid) {
+                return Err(WxError::new(40003, "invalid openid"));
+            }
+            *app.grants
+                .entry((openid.to_owned(), template_id.to_owned()))
+                .or_default() += count;
+        }
+        let message = json!({"FromUserName": openid, "MsgType": "event", "Event": "subscribe_msg_popup_event",
+            "List": [{"TemplateId": template_id, "SubscribeStatusString": "accept", "PopupScene": "0"}]});
+        self.push_if_configured(appid, message).await
+    }
+
+    /// Remaining grants of `template_id` for a user.
+    pub fn grants(&self, appid: &str, openid: &str, template_id: &str) -> u32 {
+        self.world()
+            .apps
+            .get(appid)
+            .and_then(|a| {
+                a.grants
+                    .get(&(openid.to_owned(), template_id.to_owned()))
+                    .copied()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The user's last customer-service action.
+    pub fn last_user_action(&self, appid: &str, openid: &str) -> Option<UserAction> {
+        self.world()
+            .apps
+            .get(appid)?
+            .user_actions
+            .get(openid)
+            .cloned()
+    }
+
+    async fn push_if_configured(
+        &self,
+        appid: &str,
+        message: Value,
+    ) -> WxResult<Option<crate::push::Delivery>> {
+        if !self.has_push(appid) {
+            return Ok(None);
+        }
+        let Value::Object(map) = message else {
+            unreachable!("built as an object")
+        };
+        self.push(appid, map).await.map(Some)
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod decrypt;
 pub mod demo;
+pub mod push;
 pub mod serve;
 pub mod sim;
 pub mod token;

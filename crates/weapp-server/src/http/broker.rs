@@ -57,7 +57,7 @@ pub struct InvalidateResponse {
 }
 
 /// Authenticates a broker client and checks it may read `appid`.
-fn authorize<'s>(
+pub(crate) fn authorize<'s>(
     state: &'s AppState,
     headers: &HeaderMap,
     appid: &str,

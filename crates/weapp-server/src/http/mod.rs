@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod ops;
+pub mod push;
 pub mod session;
 
 use std::net::{IpAddr, SocketAddr};
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(session::router(&state))
         .merge(broker::router())
+        .merge(push::router())
         .merge(ops::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))

@@ -21,6 +21,7 @@ use crate::state::AppState;
         crate::http::session::decrypt, crate::http::session::logout,
         crate::http::broker::access_token, crate::http::broker::invalidate,
         crate::http::broker::cgi_token, crate::http::broker::cgi_stable_token,
+        crate::http::push::verify, crate::http::push::receive, crate::http::push::events,
         healthz, readyz, metrics,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),

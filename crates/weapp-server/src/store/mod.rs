@@ -9,6 +9,9 @@ use async_trait::async_trait;
 
 pub use sql::{PgStore, SqliteStore};
 
+/// `next_attempt_at` of events that have no webhook to go to: never due (they can be pulled).
+pub const NEVER: i64 = i64::MAX;
+
 /// A storage failure (the database is unreachable, a constraint failed, …).
 #[derive(Debug, thiserror::Error)]
 #[error("database: {0}")]
@@ -35,6 +38,25 @@ pub struct UserRecord {
     pub country_code: Option<String>,
     /// Unix ms.
     pub created_at: i64,
+}
+
+/// A received push in the event log.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// Increasing id (the `after` cursor of the events API).
+    pub id: i64,
+    /// The app.
+    pub appid: String,
+    /// `text`, `subscribe_msg_popup_event`, …
+    pub kind: String,
+    /// The message's fields as JSON text.
+    pub payload: String,
+    /// Unix ms when it was received.
+    pub created_at: i64,
+    /// Unix ms when the webhook acknowledged it.
+    pub delivered_at: Option<i64>,
+    /// Delivery attempts so far.
+    pub attempts: u32,
 }
 
 /// What every storage backend provides. Timestamps are Unix milliseconds.
@@ -95,6 +117,46 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
+
+    /// Appends a push to the event log unless (appid, dedup_key) is already there. Returns the
+    /// event id and whether it was new.
+    async fn insert_event(
+        &self,
+        appid: &str,
+        dedup_key: &str,
+        kind: &str,
+        payload: &str,
+        now: i64,
+        next_attempt_at: i64,
+    ) -> Result<(i64, bool), StoreError>;
+
+    /// Leases up to `limit` undelivered events that are due, until `lease_until`. An event is
+    /// leased to one caller at a time; a lease that runs out (a crashed instance) frees it.
+    async fn claim_due_events(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Records a successful delivery.
+    async fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError>;
+
+    /// Records a failed attempt and when to try again.
+    async fn mark_failed(
+        &self,
+        id: i64,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Events of `appid` with id > `after`, oldest first.
+    async fn events_after(
+        &self,
+        appid: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError>;
 }
 
 /// Opens the database named by `url` and applies pending migrations.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::Row;
 
-use super::{Store, StoreError, UserRecord};
+use super::{EventRecord, Store, StoreError, UserRecord};
 
 /// Migrations compiled into the binary.
 #[derive(Debug)]
@@ -41,16 +41,51 @@ mod futures_core_box {
     pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
-const PG_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "push events",
+        include_str!("../../migrations/sqlite/0002_push_events.sql"),
+    ),
+];
+const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "push events",
+        include_str!("../../migrations/postgres/0002_push_events.sql"),
+    ),
+];
+
+const EVENT_COLUMNS: &str = "id, appid, kind, payload, created_at, delivered_at, attempts";
+
+fn event_from<R: Row>(row: &R) -> Result<EventRecord, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i32: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        appid: row.try_get("appid")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        created_at: row.try_get("created_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+        attempts: row.try_get::<i32, _>("attempts")? as u32,
+    })
+}
 
 /// Applies the embedded `migrations` that `conn` has not seen yet.
 async fn migrate<'a, A>(
@@ -189,6 +224,79 @@ macro_rules! sql_store {
 
             fn kind(&self) -> &'static str {
                 $kind
+            }
+
+            async fn insert_event(&self, appid: &str, dedup_key: &str, kind: &str, payload: &str, now: i64, next_attempt_at: i64) -> Result<(i64, bool), StoreError> {
+                let row = sqlx::query(
+                    "INSERT INTO push_events (appid, dedup_key, kind, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (appid, dedup_key) DO NOTHING RETURNING id",
+                )
+                .bind(appid)
+                .bind(dedup_key)
+                .bind(kind)
+                .bind(payload)
+                .bind(now)
+                .bind(next_attempt_at)
+                .fetch_optional(&self.pool)
+                .await?;
+                if let Some(r) = row {
+                    return Ok((r.try_get("id")?, true));
+                }
+                let r = sqlx::query("SELECT id FROM push_events WHERE appid = $1 AND dedup_key = $2")
+                    .bind(appid)
+                    .bind(dedup_key)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok((r.try_get("id")?, false))
+            }
+
+            async fn claim_due_events(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+                let ids = sqlx::query(
+                    "SELECT id FROM push_events WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+                     AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT $2",
+                )
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut claimed = Vec::with_capacity(ids.len());
+                for r in ids {
+                    let id: i64 = r.try_get("id")?;
+                    // Conditional update: of several instances racing for one event, one wins.
+                    let sql = format!(
+                        "UPDATE push_events SET lease_until = $1 WHERE id = $2 AND delivered_at IS NULL \
+                         AND (lease_until IS NULL OR lease_until < $3) RETURNING {EVENT_COLUMNS}"
+                    );
+                    if let Some(row) = sqlx::query(&sql).bind(lease_until).bind(id).bind(now).fetch_optional(&self.pool).await? {
+                        claimed.push(event_from(&row)?);
+                    }
+                }
+                Ok(claimed)
+            }
+
+            async fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE push_events SET delivered_at = $1, attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn mark_failed(&self, id: i64, next_attempt_at: i64, error: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE push_events SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = $3")
+                    .bind(next_attempt_at)
+                    .bind(error)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn events_after(&self, appid: &str, after: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+                let sql = format!("SELECT {EVENT_COLUMNS} FROM push_events WHERE appid = $1 AND id > $2 ORDER BY id LIMIT $3");
+                let rows = sqlx::query(&sql).bind(appid).bind(after).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(event_from(r)?)).collect()
             }
         }
     };

@@ -1,0 +1,178 @@
+//! Webhook delivery of received pushes: an outbox over the event log, at least once, with
+//! exponential backoff, leases so that a fleet delivers each event from one instance at a time,
+//! and restarts that lose nothing (an unacknowledged event is simply due again).
+//!
+//! Each delivery is `POST webhook_url` with the JSON `{id, appid, type, created_at, payload}` and
+//! `Weapp-Signature: t=<unix>,v1=<hex hmac_sha256(webhook_secret, "<t>.<body>")>`.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::state::{now_ms, AppState};
+use crate::store::EventRecord;
+
+/// How long a claimed event stays reserved for one instance.
+const LEASE_MS: i64 = 60_000;
+
+fn mac(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+    m.update(t.to_string().as_bytes());
+    m.update(b".");
+    m.update(body);
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// The `Weapp-Signature` header value for `body` signed at `t` (Unix seconds).
+pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+    format!("t={t},v1={}", mac(secret, t, body))
+}
+
+/// Checks a `Weapp-Signature` header: well formed, signed with `secret`, and `t` within
+/// `tolerance_secs` of `now_secs`. For webhook consumers written in Rust.
+pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64, tolerance_secs: i64) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => v1 = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    (now_secs - t).abs() <= tolerance_secs
+        && bool::from(mac(secret, t, body).as_bytes().ct_eq(v1.as_bytes()))
+}
+
+/// The JSON body of a delivery.
+pub fn body(event: &EventRecord) -> Vec<u8> {
+    let payload: serde_json::Value =
+        serde_json::from_str(&event.payload).unwrap_or(serde_json::Value::Null);
+    serde_json::to_vec(&serde_json::json!({
+        "id": event.id,
+        "appid": event.appid,
+        "type": event.kind,
+        "created_at": event.created_at / 1000,
+        "payload": payload,
+    }))
+    .unwrap_or_default()
+}
+
+/// The delay before attempt `attempts + 1`: base × 2^attempts, capped, with ±20 % jitter.
+fn backoff(state: &AppState, attempts: u32) -> Duration {
+    let base = Duration::from_millis(state.config.webhook_retry_base_ms.max(1));
+    let max = Duration::from_secs(state.config.webhook_retry_max_secs.max(1));
+    let d = base.saturating_mul(1u32 << attempts.min(20)).min(max);
+    d.mul_f64(0.8 + rand::random::<f64>() * 0.4)
+}
+
+async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecord) {
+    let push = state.app(&event.appid).and_then(|a| a.push.as_ref());
+    let Some((url, secret)) =
+        push.and_then(|p| Some((p.webhook_url.as_deref()?, p.webhook_secret.as_deref()?)))
+    else {
+        // The webhook was removed from the configuration: keep the event for the pull API.
+        let _ = state
+            .store
+            .mark_failed(event.id, crate::store::NEVER, "no webhook configured")
+            .await;
+        return;
+    };
+    let body = body(&event);
+    let signature = sign(secret, now_ms() / 1000, &body);
+    let result = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("weapp-signature", signature)
+        .body(body)
+        .timeout(Duration::from_secs(state.config.webhook_timeout_secs))
+        .send()
+        .await;
+    let outcome = match result {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+        Err(e) => Err(e.without_url().to_string()),
+    };
+    let stored = match outcome {
+        Ok(()) => {
+            state.metrics.webhook(&event.appid, "ok");
+            state.store.mark_delivered(event.id, now_ms()).await
+        }
+        Err(error) => {
+            state.metrics.webhook(&event.appid, "failed");
+            let next = now_ms() + backoff(state, event.attempts).as_millis() as i64;
+            tracing::info!(event = event.id, appid = %event.appid, attempts = event.attempts + 1, %error, "webhook delivery failed; will retry");
+            state.store.mark_failed(event.id, next, &error).await
+        }
+    };
+    if let Err(e) = stored {
+        // The lease runs out and the event is retried: at least once, never lost.
+        tracing::warn!(event = event.id, error = %e, "could not record the delivery outcome");
+    }
+}
+
+/// Runs until `stop` flips: claims due events in batches and delivers them, waking on new
+/// events or every 250 ms.
+pub fn spawn_outbox(
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            let now = now_ms();
+            match state.store.claim_due_events(now, now + LEASE_MS, 32).await {
+                Ok(events) if !events.is_empty() => {
+                    // Concurrently: one slow webhook does not hold up the batch's others.
+                    let mut batch = tokio::task::JoinSet::new();
+                    for event in events {
+                        let (state, http) = (state.clone(), http.clone());
+                        batch.spawn(async move { deliver_one(&state, &http, event).await });
+                    }
+                    while batch.join_next().await.is_some() {}
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox: cannot read due events"),
+            }
+            tokio::select! {
+                () = state.outbox.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.changed() => break,
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_expire() {
+        let h = sign("whsec", 1_700_000_000, b"{\"id\":1}");
+        assert!(h.starts_with("t=1700000000,v1="));
+        assert!(verify("whsec", &h, b"{\"id\":1}", 1_700_000_100, 300));
+        assert!(
+            !verify("whsec", &h, b"{\"id\":2}", 1_700_000_100, 300),
+            "body tampered"
+        );
+        assert!(
+            !verify("other", &h, b"{\"id\":1}", 1_700_000_100, 300),
+            "wrong secret"
+        );
+        assert!(
+            !verify("whsec", &h, b"{\"id\":1}", 1_700_001_000, 300),
+            "too old"
+        );
+        assert!(!verify("whsec", "garbage", b"", 0, 300));
+    }
+}

@@ -1,0 +1,319 @@
+//! Delivering pushes the way WeChat does: sign, optionally encrypt (compatible or safe mode),
+//! render as XML or JSON, POST with a 5-second timeout, and try up to 3 times. Independent of the
+//! SDK's implementation on purpose.
+
+use std::time::{Duration, Instant};
+
+use aes::cipher::{block_padding::NoPadding, BlockEncryptMut, KeyIvInit};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha1::{Digest, Sha1};
+
+/// How WeChat secures pushes to this URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushMode {
+    /// Plaintext, `signature` only.
+    Plain,
+    /// Plaintext fields plus `Encrypt`.
+    Compatible,
+    /// Only `ToUserName` and `Encrypt`.
+    Safe,
+}
+
+/// The body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushFormat {
+    /// `<xml>…</xml>`
+    Xml,
+    /// JSON
+    Json,
+}
+
+/// An app's push configuration, as set in the WeChat console.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushTarget {
+    /// The server URL.
+    pub url: String,
+    /// The Token.
+    pub token: String,
+    /// The 43-character EncodingAESKey (required unless `mode` is plain).
+    #[serde(default)]
+    pub encoding_aes_key: Option<String>,
+    /// Security mode.
+    pub mode: PushMode,
+    /// Body format.
+    pub format: PushFormat,
+}
+
+impl PushTarget {
+    /// Checks the settings the way the console does.
+    ///
+    /// # Errors
+    /// A message naming the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
+            return Err("url must be http(s)".into());
+        }
+        if self.token.len() < 3
+            || self.token.len() > 32
+            || !self.token.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err("token must be 3–32 letters or digits".into());
+        }
+        match (&self.encoding_aes_key, self.mode) {
+            (None, PushMode::Plain) => Ok(()),
+            (None, _) => Err("encoding_aes_key is required in compatible and safe mode".into()),
+            (Some(k), _) if aes_key(k).is_none() => {
+                Err("encoding_aes_key must be 43 base64 characters".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// HTTP status, if a response came.
+    pub status: Option<u16>,
+    /// Response body (first 4 KiB).
+    pub body: Option<String>,
+    /// Transport error or timeout.
+    pub error: Option<String>,
+    /// Milliseconds taken.
+    pub elapsed_ms: u64,
+}
+
+/// What happened to a push.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// True when an attempt got HTTP 200 within 5 seconds.
+    pub delivered: bool,
+    /// Every attempt, in order.
+    pub attempts: Vec<Attempt>,
+    /// The plaintext message that was pushed.
+    pub message: Value,
+}
+
+fn aes_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 43 {
+        return None;
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    engine.decode(format!("{text}=")).ok()?.try_into().ok()
+}
+
+fn sha1_sorted(parts: &[&str]) -> String {
+    let mut v = parts.to_vec();
+    v.sort_unstable();
+    hex::encode(Sha1::digest(v.concat().as_bytes()))
+}
+
+fn encrypt(key: &[u8; 32], msg: &str, appid: &str) -> String {
+    let mut buf: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
+    buf.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    buf.extend_from_slice(msg.as_bytes());
+    buf.extend_from_slice(appid.as_bytes());
+    let pad = 32 - buf.len() % 32;
+    buf.extend(std::iter::repeat_n(pad as u8, pad));
+    let len = buf.len();
+    cbc::Encryptor::<aes::Aes256>::new_from_slices(key, &key[..16])
+        .expect("32-byte key")
+        .encrypt_padded_mut::<NoPadding>(&mut buf, len)
+        .expect("whole blocks");
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+/// WeChat-style XML: strings in CDATA, numbers bare, arrays repeated, objects nested.
+pub fn to_xml(v: &Value) -> String {
+    fn el(out: &mut String, name: &str, v: &Value) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| el(out, name, i)),
+            Value::Object(m) => {
+                out.push_str(&format!("<{name}>"));
+                m.iter().for_each(|(k, v)| el(out, k, v));
+                out.push_str(&format!("</{name}>"));
+            }
+            Value::String(s) => out.push_str(&format!(
+                "<{name}><![CDATA[{}]]></{name}>",
+                s.replace("]]>", "]]]]><![CDATA[>")
+            )),
+            Value::Null => out.push_str(&format!("<{name}></{name}>")),
+            other => out.push_str(&format!("<{name}>{other}</{name}>")),
+        }
+    }
+    let mut out = String::new();
+    el(&mut out, "xml", v);
+    out
+}
+
+/// In XML, WeChat wraps a subscribe event's `List` in an event-specific element
+/// (`<SubscribeMsgPopupEvent><List>…</List></SubscribeMsgPopupEvent>`); in JSON it is bare.
+fn xml_shape(v: &Value) -> Value {
+    let wrapper = match v.get("Event").and_then(Value::as_str) {
+        Some("subscribe_msg_popup_event") => "SubscribeMsgPopupEvent",
+        Some("subscribe_msg_change_event") => "SubscribeMsgChangeEvent",
+        Some("subscribe_msg_sent_event") => "SubscribeMsgSentEvent",
+        _ => return v.clone(),
+    };
+    let mut out = v.clone();
+    if let Some(map) = out.as_object_mut() {
+        if let Some(list) = map.remove("List") {
+            map.insert(wrapper.into(), json!({"List": list}));
+        }
+    }
+    out
+}
+
+/// Builds the URL and body of one push of `message` (already completed with ToUserName and
+/// CreateTime) for `appid` under `target`, signed at `timestamp`.
+pub fn build(
+    target: &PushTarget,
+    appid: &str,
+    message: &Map<String, Value>,
+    timestamp: i64,
+) -> (String, String) {
+    let ts = timestamp.to_string();
+    let nonce = format!("{}", rand::random::<u32>());
+    let render = |v: &Value| match target.format {
+        PushFormat::Json => v.to_string(),
+        PushFormat::Xml => to_xml(&xml_shape(v)),
+    };
+    let plain = render(&Value::Object(message.clone()));
+    let mut query = vec![
+        ("signature", sha1_sorted(&[&target.token, &ts, &nonce])),
+        ("timestamp", ts.clone()),
+        ("nonce", nonce.clone()),
+    ];
+    if let Some(openid) = message.get("FromUserName").and_then(Value::as_str) {
+        query.push(("openid", openid.to_owned()));
+    }
+    let body = match (
+        target.mode,
+        target.encoding_aes_key.as_deref().and_then(aes_key),
+    ) {
+        (PushMode::Plain, _) | (_, None) => plain,
+        (mode, Some(key)) => {
+            let enc = encrypt(&key, &plain, appid);
+            query.push(("encrypt_type", "aes".into()));
+            query.push((
+                "msg_signature",
+                sha1_sorted(&[&target.token, &ts, &nonce, &enc]),
+            ));
+            let mut envelope = if mode == PushMode::Compatible {
+                message.clone()
+            } else {
+                Map::new()
+            };
+            if mode == PushMode::Safe {
+                envelope.insert(
+                    "ToUserName".into(),
+                    message.get("ToUserName").cloned().unwrap_or(Value::Null),
+                );
+            }
+            envelope.insert("Encrypt".into(), Value::String(enc));
+            render(&Value::Object(envelope))
+        }
+    };
+    let qs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect();
+    let sep = if target.url.contains('?') { '&' } else { '?' };
+    (format!("{}{sep}{}", target.url, qs.join("&")), body)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// POSTs a built push up to 3 times, each with a 5-second timeout, stopping at the first 200.
+pub async fn deliver(
+    http: &reqwest::Client,
+    url: &str,
+    body: &str,
+    format: PushFormat,
+    message: Value,
+) -> Delivery {
+    let content_type = match format {
+        PushFormat::Xml => "text/xml",
+        PushFormat::Json => "application/json",
+    };
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let result = http
+            .post(url)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let attempt = match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                Attempt {
+                    status: Some(status),
+                    body: Some(text.chars().take(4096).collect()),
+                    error: None,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                }
+            }
+            Err(e) => Attempt {
+                status: None,
+                body: None,
+                error: Some(if e.is_timeout() {
+                    "timed out after 5 s".into()
+                } else {
+                    e.without_url().to_string()
+                }),
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            },
+        };
+        let ok = attempt.status == Some(200);
+        attempts.push(attempt);
+        if ok {
+            return Delivery {
+                delivered: true,
+                attempts,
+                message,
+            };
+        }
+    }
+    Delivery {
+        delivered: false,
+        attempts,
+        message,
+    }
+}
+
+/// The original id (`gh_…`) the simulator gives an app: stable per appid.
+pub fn original_id(appid: &str) -> String {
+    format!("gh_{}", &hex::encode(Sha1::digest(appid.as_bytes()))[..12])
+}
+
+/// Fills in `ToUserName` and `CreateTime` like WeChat.
+pub fn complete(appid: &str, mut message: Map<String, Value>, now_secs: i64) -> Map<String, Value> {
+    message
+        .entry("ToUserName")
+        .or_insert_with(|| json!(original_id(appid)));
+    message
+        .entry("CreateTime")
+        .or_insert_with(|| json!(now_secs));
+    message
+}
