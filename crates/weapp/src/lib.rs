@@ -40,6 +40,6 @@ pub use secret::{AccessToken, AppSecret, SessionKey};
 pub use token::{TokenManager, TokenMode, TokenSource};
 
 /// The README's Rust examples, compiled as doc tests so they cannot drift from the API.
-#[cfg(all(doctest, feature = "redis"))]
+#[cfg(all(doctest, feature = "redis", feature = "axum"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
