@@ -277,6 +277,24 @@ struct World {
     offset_ms: i64,
 }
 
+impl World {
+    fn app_mut(&mut self, appid: &str) -> WxResult<&mut App> {
+        self.apps
+            .get_mut(appid)
+            .ok_or_else(|| WxError::new(40013, "invalid appid"))
+    }
+
+    /// The app, provided `openid` is one of its users.
+    fn app_with_user(&mut self, appid: &str, openid: &str) -> WxResult<&mut App> {
+        let app = self.app_mut(appid)?;
+        if app.users.contains_key(openid) {
+            Ok(app)
+        } else {
+            Err(WxError::new(40003, "invalid openid"))
+        }
+    }
+}
+
 /// How the simulator's clock moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClockMode {
@@ -456,10 +474,7 @@ impl Sim {
     ) -> WxResult<(String, String)> {
         let mut w = self.world();
         let now = self.now_in(&w);
-        let app = w
-            .apps
-            .get_mut(appid)
-            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        let app = w.app_mut(appid)?;
         let openid = openid.unwrap_or_else(|| format!("o{}", random_alnum(27)));
         let app_unionid = app.unionid;
         let user = app.users.entry(openid.clone()).or_insert_with(|| User {
@@ -501,13 +516,7 @@ impl Sim {
     ) -> WxResult<String> {
         let mut w = self.world();
         let now = self.now_in(&w);
-        let app = w
-            .apps
-            .get(appid)
-            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-        if !app.users.contains_key(openid) {
-            return Err(WxError::new(40003, "invalid openid"));
-        }
+        w.app_with_user(appid, openid)?;
         let code = random_alnum(32);
         table(&mut w).insert(
             code.clone(),
@@ -559,13 +568,7 @@ impl Sim {
     ) -> WxResult<()> {
         let mut w = self.world();
         let now = self.now_in(&w);
-        let app = w
-            .apps
-            .get_mut(appid)
-            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-        if !app.users.contains_key(openid) {
-            return Err(WxError::new(40003, "invalid openid"));
-        }
+        let app = w.app_with_user(appid, openid)?;
         app.payments.push(Payment {
             openid: openid.into(),
             transaction_id,
@@ -730,10 +733,7 @@ impl Sim {
         let secret = secret
             .filter(|s| !s.is_empty())
             .ok_or_else(|| WxError::new(41004, "appsecret missing"))?;
-        let app = w
-            .apps
-            .get_mut(appid)
-            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        let app = w.app_mut(appid)?;
         if !bool::from(subtle_eq(app.secret.as_bytes(), secret.as_bytes())) {
             return Err(if bad_secret == 40001 {
                 invalid_credential()
@@ -1180,10 +1180,7 @@ impl Sim {
     pub fn clear_quota(&self, appid: &str) -> WxResult<()> {
         let mut w = self.world();
         let now = self.now_in(&w);
-        let app = w
-            .apps
-            .get_mut(appid)
-            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        let app = w.app_mut(appid)?;
         let month = month_of(now);
         if app.clear_quota.0 != month {
             app.clear_quota = (month, 0);
@@ -1222,10 +1219,7 @@ impl Sim {
     pub fn set_push_target(&self, appid: &str, target: crate::push::PushTarget) -> WxResult<()> {
         target.validate().map_err(|e| WxError::new(47001, e))?;
         let mut w = self.world();
-        let app = w
-            .apps
-            .get_mut(appid)
-            .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        let app = w.app_mut(appid)?;
         app.push = Some(target);
         Ok(())
     }
@@ -1306,13 +1300,7 @@ impl Sim {
         {
             let mut w = self.world();
             let now = self.now_in(&w);
-            let app = w
-                .apps
-                .get_mut(appid)
-                .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-            if !app.users.contains_key(openid) {
-                return Err(WxError::new(40003, "invalid openid"));
-            }
+            let app = w.app_with_user(appid, openid)?;
             app.user_actions.insert(
                 openid.to_owned(),
                 UserAction {
@@ -1338,13 +1326,7 @@ impl Sim {
     ) -> WxResult<Option<crate::push::Delivery>> {
         {
             let mut w = self.world();
-            let app = w
-                .apps
-                .get_mut(appid)
-                .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-            if !app.users.contains_key(openid) {
-                return Err(WxError::new(40003, "invalid openid"));
-            }
+            let app = w.app_with_user(appid, openid)?;
             *app.grants
                 .entry((openid.to_owned(), template_id.to_owned()))
                 .or_default() += count;
