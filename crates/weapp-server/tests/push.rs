@@ -456,3 +456,62 @@ async fn the_simulator_pushes_user_messages_and_subscribe_popups_on_its_own() {
     assert_eq!(got[1]["type"], "subscribe_msg_popup_event");
     assert_eq!(got[1]["payload"]["List"][0]["TemplateId"], "TPL1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_check_verdicts_arrive_as_pushes() {
+    let w = world().await;
+    let sink = Sink::start().await;
+    let server = weapp_server::spawn(push_config(&w, &sqlite_url(), &sink))
+        .await
+        .unwrap();
+    w.sim
+        .sim()
+        .set_push_target(
+            &w.appid,
+            target(&server, &w.appid, PushMode::Safe, PushFormat::Json),
+        )
+        .unwrap();
+    let (_, openid) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
+    let sdk = weapp::Client::builder(&w.appid, weapp::AppSecret::new(w.secret.clone()))
+        .base_url(w.sim.url())
+        .build()
+        .unwrap();
+    use weapp::api::security::{MediaType, Scene};
+    let risky = sdk
+        .security()
+        .media_check_async(
+            "https://cdn.example.com/risky.jpg",
+            MediaType::Image,
+            Scene::Comment,
+            &openid,
+        )
+        .await
+        .unwrap();
+    let clean = sdk
+        .security()
+        .media_check_async(
+            "https://cdn.example.com/cat.jpg",
+            MediaType::Image,
+            Scene::Comment,
+            &openid,
+        )
+        .await
+        .unwrap();
+    let got = sink.wait_for(2).await;
+    let verdict = |trace: &str| {
+        got.iter()
+            .find(|e| e["payload"]["trace_id"] == trace)
+            .cloned()
+            .unwrap_or_else(|| panic!("no verdict for {trace}: {got:?}"))
+    };
+    let v = verdict(&risky.trace_id);
+    assert_eq!(v["type"], "wxa_media_check");
+    assert_eq!(
+        v["payload"]["result"],
+        json!({"suggest": "risky", "label": 20002})
+    );
+    assert_eq!(
+        verdict(&clean.trace_id)["payload"]["result"]["suggest"],
+        "pass"
+    );
+}

@@ -1359,7 +1359,65 @@ impl Sim {
             .cloned()
     }
 
-    async fn push_if_configured(
+    /// `media_check_async`: validates the request and returns `(trace_id, verdict event)`. The
+    /// verdict is deterministic — a `media_url` containing `risky` or `porn` is risky (label
+    /// 20002), one containing `review` needs review (21000), anything else passes (100) — and is
+    /// pushed as `wxa_media_check` shortly after the call returns.
+    ///
+    /// # Errors
+    /// 40097 for invalid arguments (version must be 2, media_type 1|2, scene 1–4, an http(s)
+    /// URL), 40003 for an unknown openid.
+    pub fn media_check_async(
+        &self,
+        appid: &str,
+        body: &Value,
+    ) -> WxResult<(String, serde_json::Map<String, Value>)> {
+        let invalid = |what: &str| WxError::new(40097, format!("invalid args: {what}"));
+        let url = body
+            .get("media_url")
+            .and_then(Value::as_str)
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .ok_or_else(|| invalid("media_url"))?;
+        let media_type = body
+            .get("media_type")
+            .and_then(Value::as_i64)
+            .filter(|t| matches!(t, 1 | 2))
+            .ok_or_else(|| invalid("media_type"))?;
+        body.get("version")
+            .and_then(Value::as_i64)
+            .filter(|v| *v == 2)
+            .ok_or_else(|| invalid("version must be 2"))?;
+        body.get("scene")
+            .and_then(Value::as_i64)
+            .filter(|s| (1..=4).contains(s))
+            .ok_or_else(|| invalid("scene"))?;
+        let openid = body
+            .get("openid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| WxError::new(40003, "invalid openid"))?;
+        self.world().app_with_user(appid, openid)?;
+        let lower = url.to_ascii_lowercase();
+        let (suggest, label) = if lower.contains("risky") || lower.contains("porn") {
+            ("risky", 20002)
+        } else if lower.contains("review") {
+            ("review", 21000)
+        } else {
+            ("pass", 100)
+        };
+        let trace_id = format!("{}-{}", random_hex(12), media_type);
+        let event = json!({
+            "FromUserName": openid, "MsgType": "event", "Event": "wxa_media_check",
+            "appid": appid, "trace_id": trace_id, "version": 2, "errcode": 0, "errmsg": "ok",
+            "result": {"suggest": suggest, "label": label},
+            "detail": [{"strategy": "content_model", "errcode": 0, "suggest": suggest, "label": label, "prob": 90}],
+        });
+        let Value::Object(event) = event else {
+            unreachable!("built as an object")
+        };
+        Ok((trace_id, event))
+    }
+
+    pub(crate) async fn push_if_configured(
         &self,
         appid: &str,
         message: Value,

@@ -159,6 +159,27 @@ async fn getuserphonenumber(State(sim): State<Sim>, Query(q): Params, body: Byte
     })
 }
 
+async fn media_check_async(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    let mut verdict = None;
+    let resp = with_token(&sim, "/wxa/media_check_async", &q, |appid| {
+        let b = json_body(&body)?;
+        let (trace_id, event) = sim.media_check_async(appid, &b)?;
+        verdict = Some((appid.to_owned(), event));
+        Ok(ok_with(json!({"trace_id": trace_id})))
+    });
+    if let Some((appid, event)) = verdict {
+        // The verdict arrives later, as WeChat's does: after the call has been answered.
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if let Err(e) = sim.push_if_configured(&appid, Value::Object(event)).await {
+                tracing::warn!(appid, error = %e, "media check verdict not pushed");
+            }
+        });
+    }
+    resp
+}
+
 async fn getpluginopenpid(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
     with_token(&sim, "/wxa/getpluginopenpid", &q, |appid| {
         let b = json_body(&body)?;
@@ -213,6 +234,7 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/wxa/business/getuserencryptkey", post(getuserencryptkey))
         .route("/wxa/business/getuserphonenumber", post(getuserphonenumber))
         .route("/wxa/getpluginopenpid", post(getpluginopenpid))
+        .route("/wxa/media_check_async", post(media_check_async))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

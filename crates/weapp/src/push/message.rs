@@ -415,17 +415,25 @@ impl PushMessage {
             .unwrap_or(&self.msg_type)
     }
 
-    /// What WeChat's retries of this push share: the `MsgId` when there is one, else
-    /// `FromUserName`, `CreateTime` and the event name.
+    /// What WeChat's retries of this push share: the `MsgId` when there is one; for events,
+    /// `FromUserName`, `CreateTime`, the event name and a digest of every field. A retry resends
+    /// the identical message, while two different events of one user in the same second (two
+    /// media-check verdicts, say) must not be mistaken for one.
     pub fn dedup_key(&self) -> String {
+        use sha2::{Digest, Sha256};
         match int(&self.raw, "MsgId").or_else(|| int(&self.raw, "MsgID")) {
             Some(id) => format!("msg:{id}"),
-            None => format!(
-                "evt:{}:{}:{}",
-                self.from_user_name,
-                self.create_time,
-                self.type_name()
-            ),
+            None => {
+                // serde_json objects are key-sorted, so equal trees serialize equally.
+                let digest = Sha256::digest(self.raw.to_string().as_bytes());
+                format!(
+                    "evt:{}:{}:{}:{}",
+                    self.from_user_name,
+                    self.create_time,
+                    self.type_name(),
+                    &hex::encode(digest)[..16]
+                )
+            }
         }
     }
 }
@@ -472,7 +480,23 @@ mod tests {
             (list[1].template_id.as_str(), list[1].status.as_str()),
             ("T2", "reject")
         );
-        assert_eq!(m.dedup_key(), "evt:oU:1:subscribe_msg_popup_event");
+        assert!(
+            m.dedup_key()
+                .starts_with("evt:oU:1:subscribe_msg_popup_event:"),
+            "{}",
+            m.dedup_key()
+        );
+        assert_eq!(
+            m.dedup_key(),
+            PushMessage::parse(xml, Format::Xml).unwrap().dedup_key(),
+            "a retry has the same key"
+        );
+        let other = PushMessage::parse(&xml.replace("T2", "T3"), Format::Xml).unwrap();
+        assert_ne!(
+            m.dedup_key(),
+            other.dedup_key(),
+            "another event in the same second does not"
+        );
 
         let one = json!({"ToUserName": "gh", "FromUserName": "oU", "CreateTime": 1, "MsgType": "event", "Event": "subscribe_msg_change_event",
                          "List": {"TemplateId": "T1", "SubscribeStatusString": "reject"}});
