@@ -48,6 +48,8 @@ struct AppReq {
     secret: Option<String>,
     #[serde(default)]
     unionid: bool,
+    /// Published pages (default `["pages/index/index"]`), for `check_path`.
+    pages: Option<Vec<String>>,
 }
 
 async fn apps(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
@@ -61,6 +63,11 @@ async fn apps(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
         }
     }
     let (appid, secret) = sim.add_app(req.appid, req.secret, req.unionid);
+    if let Some(pages) = req.pages {
+        if let Err(e) = sim.set_pages(&appid, pages) {
+            return from_wx(e);
+        }
+    }
     Json(json!({"appid": appid, "secret": secret})).into_response()
 }
 

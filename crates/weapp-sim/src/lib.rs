@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod push;
 mod state;
 mod wechat;
+pub mod wxacode;
 
 use std::future::Future;
 use std::net::SocketAddr;

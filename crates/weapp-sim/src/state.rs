@@ -148,6 +148,10 @@ struct App {
     user_actions: HashMap<String, UserAction>,
     /// Remaining subscribe-message grants per (openid, template_id).
     grants: HashMap<(String, String), u32>,
+    /// Published pages (for `check_path`).
+    pages: Vec<String>,
+    /// getwxacode + createwxaqrcode codes made so far (lifetime).
+    qrcodes_used: u64,
     unionid: bool,
     classic: Slot,
     stable: Slot,
@@ -165,6 +169,11 @@ impl App {
             push: None,
             user_actions: HashMap::new(),
             grants: HashMap::new(),
+            pages: crate::wxacode::DEFAULT_PAGES
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            qrcodes_used: 0,
             unionid,
             classic: Slot::default(),
             stable: Slot::default(),
@@ -1429,5 +1438,78 @@ impl Sim {
             unreachable!("built as an object")
         };
         self.push(appid, map).await.map(Some)
+    }
+}
+
+impl Sim {
+    /// Replaces an app's published pages (what `check_path` accepts).
+    ///
+    /// # Errors
+    /// 40013 unknown app.
+    pub fn set_pages(&self, appid: &str, pages: Vec<String>) -> WxResult<()> {
+        self.world().app_mut(appid)?.pages = pages;
+        Ok(())
+    }
+
+    /// Counts one limited code (getwxacode / createwxaqrcode); returns the number used.
+    ///
+    /// # Errors
+    /// 45029 past the lifetime quota.
+    pub fn take_lifetime_code(&self, appid: &str) -> WxResult<u64> {
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        if app.qrcodes_used >= crate::wxacode::LIFETIME_QUOTA {
+            return Err(WxError::new(45029, "qrcode count out of limit"));
+        }
+        app.qrcodes_used += 1;
+        Ok(app.qrcodes_used)
+    }
+
+    /// Sets the lifetime counter (to test the quota without making 100,000 codes).
+    ///
+    /// # Errors
+    /// 40013 unknown app.
+    pub fn set_codes_used(&self, appid: &str, used: u64) -> WxResult<()> {
+        self.world().app_mut(appid)?.qrcodes_used = used;
+        Ok(())
+    }
+
+    /// How many limited codes the app has made.
+    pub fn codes_used(&self, appid: &str) -> u64 {
+        self.world().apps.get(appid).map_or(0, |a| a.qrcodes_used)
+    }
+
+    /// Checks an unlimited code's page and the per-minute rate.
+    ///
+    /// # Errors
+    /// 41030 invalid page, 45011 over 5000 a minute.
+    pub fn check_unlimited(
+        &self,
+        appid: &str,
+        page: Option<&str>,
+        check_path: bool,
+    ) -> WxResult<()> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = w.app_mut(appid)?;
+        if let Some(page) = page {
+            if page.starts_with('/') || page.contains('?') {
+                return Err(WxError::new(41030, "invalid page rid"));
+            }
+            if check_path && !app.pages.iter().any(|p| p == page) {
+                return Err(WxError::new(41030, "invalid page rid"));
+            }
+        }
+        if !app.take(
+            "wxacode_unlimited",
+            minute_of(now),
+            crate::wxacode::UNLIMITED_PER_MINUTE,
+        ) {
+            return Err(WxError::new(
+                45011,
+                "api minute-quota reach limit, must slower, retry next minute",
+            ));
+        }
+        Ok(())
     }
 }

@@ -220,6 +220,95 @@ async fn clear_quota_v2(State(sim): State<Sim>, Query(q): Params) -> Response {
     answer(&sim, "/cgi-bin/clear_quota/v2", r)
 }
 
+fn png(bytes: Vec<u8>, used: Option<u64>) -> Response {
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("image/png"),
+    );
+    if let Some(n) = used {
+        resp.headers_mut().insert("Num-Used", HeaderValue::from(n));
+    }
+    resp
+}
+
+/// Runs a code endpoint: token check, then `f` returns the image or an error.
+fn image_call(
+    sim: &Sim,
+    path: &str,
+    q: &HashMap<String, String>,
+    f: impl FnOnce(&str) -> WxResult<(Vec<u8>, Option<u64>)>,
+) -> Response {
+    match sim
+        .check_token(p(q, "access_token"))
+        .and_then(|appid| f(&appid))
+    {
+        Ok((bytes, used)) => png(bytes, used),
+        Err(e) => wx_error(sim, path, &e),
+    }
+}
+
+fn path_arg(b: &Value, max: usize) -> WxResult<String> {
+    let path = s(b, "path").filter(|p| !p.is_empty()).ok_or_else(|| {
+        WxError::new(
+            40159,
+            "invalid length for path, or the data is not json string",
+        )
+    })?;
+    if path.chars().count() > max {
+        return Err(WxError::new(
+            40159,
+            "invalid length for path, or the data is not json string",
+        ));
+    }
+    if path.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv.split('=').next() == Some("scancode_time"))
+    }) {
+        return Err(WxError::new(85096, "not allow include scancode_time field"));
+    }
+    Ok(path.to_owned())
+}
+
+async fn getwxacode(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    image_call(&sim, "/wxa/getwxacode", &q, |appid| {
+        let b = json_body(&body)?;
+        let path = path_arg(&b, 1024)?;
+        let width = crate::wxacode::width(&b)?;
+        crate::wxacode::env_version(&b, 40097)?;
+        let used = sim.take_lifetime_code(appid)?;
+        Ok((crate::wxacode::render(&path, width, &b)?, Some(used)))
+    })
+}
+
+async fn createwxaqrcode(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    image_call(&sim, "/cgi-bin/wxaapp/createwxaqrcode", &q, |appid| {
+        let b = json_body(&body)?;
+        let path = path_arg(&b, 128)?;
+        let width = crate::wxacode::width(&b)?;
+        let used = sim.take_lifetime_code(appid)?;
+        Ok((crate::wxacode::render(&path, width, &b)?, Some(used)))
+    })
+}
+
+async fn getwxacodeunlimit(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    image_call(&sim, "/wxa/getwxacodeunlimit", &q, |appid| {
+        let b = json_body(&body)?;
+        let scene = s(&b, "scene").unwrap_or_default();
+        crate::wxacode::check_scene(scene)?;
+        let page = s(&b, "page").filter(|p| !p.is_empty());
+        let check_path = b.get("check_path").and_then(Value::as_bool).unwrap_or(true);
+        let width = crate::wxacode::width(&b)?;
+        crate::wxacode::env_version(&b, 40097)?;
+        sim.check_unlimited(appid, page, check_path)?;
+        let content = format!(
+            "{}?scene={scene}",
+            page.unwrap_or(crate::wxacode::DEFAULT_PAGES[0])
+        );
+        Ok((crate::wxacode::render(&content, width, &b)?, None))
+    })
+}
+
 /// Routes for the WeChat API paths.
 pub(crate) fn router() -> Router<Sim> {
     Router::new()
@@ -235,6 +324,9 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/wxa/business/getuserphonenumber", post(getuserphonenumber))
         .route("/wxa/getpluginopenpid", post(getpluginopenpid))
         .route("/wxa/media_check_async", post(media_check_async))
+        .route("/wxa/getwxacode", post(getwxacode))
+        .route("/wxa/getwxacodeunlimit", post(getwxacodeunlimit))
+        .route("/cgi-bin/wxaapp/createwxaqrcode", post(createwxaqrcode))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

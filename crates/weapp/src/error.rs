@@ -96,6 +96,10 @@ pub enum ErrCode {
     OpenNotExists,
     /// 89300: invalid trade.
     InvalidTrade,
+    /// 40159: invalid path length.
+    InvalidPathLength,
+    /// 40169: invalid scene length.
+    InvalidSceneLength,
     /// Any other code.
     Other(i64),
 }
@@ -145,6 +149,8 @@ impl ErrCode {
         (87014, ErrCode::RiskyContent),
         (89002, ErrCode::OpenNotExists),
         (89300, ErrCode::InvalidTrade),
+        (40159, ErrCode::InvalidPathLength),
+        (40169, ErrCode::InvalidSceneLength),
     ];
 
     /// The numeric code.
@@ -422,6 +428,21 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         cur = e.source();
     }
     out
+}
+
+/// An error found before sending, carrying the errcode WeChat would have answered, so callers
+/// handle both alike (`rid` is `None`: WeChat never saw it).
+pub(crate) fn rejected_locally(
+    endpoint: &'static str,
+    code: i64,
+    message: impl Into<String>,
+) -> Error {
+    Error::Api {
+        code: ErrCode::from(code),
+        message: format!("{} (checked before sending)", message.into()),
+        rid: None,
+        endpoint: endpoint.into(),
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -2,8 +2,9 @@
 
 pub mod auth;
 pub mod security;
+pub mod wxacode;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http::JsonResponse;
 
@@ -13,3 +14,16 @@ use crate::http::JsonResponse;
 pub struct Ack {}
 
 impl JsonResponse for Ack {}
+
+/// Which version of the mini program a code or link opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvVersion {
+    /// The published version (default).
+    #[default]
+    Release,
+    /// The trial version.
+    Trial,
+    /// The development version.
+    Develop,
+}
