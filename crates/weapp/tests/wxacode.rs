@@ -135,7 +135,7 @@ async fn documented_failures() {
             .unwrap_err(),
         client
             .wxacode()
-            .unlimited(&"x".repeat(33))
+            .unlimited("x".repeat(33))
             .send()
             .await
             .unwrap_err(),
