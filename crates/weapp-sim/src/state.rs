@@ -152,6 +152,8 @@ struct App {
     pages: Vec<String>,
     /// getwxacode + createwxaqrcode codes made so far (lifetime).
     qrcodes_used: u64,
+    /// Token-authenticated calls per path today: (day, count).
+    daily_calls: HashMap<String, (i64, u64)>,
     unionid: bool,
     classic: Slot,
     stable: Slot,
@@ -174,6 +176,7 @@ impl App {
                 .map(|p| p.to_string())
                 .collect(),
             qrcodes_used: 0,
+            daily_calls: HashMap::new(),
             unionid,
             classic: Slot::default(),
             stable: Slot::default(),
@@ -265,10 +268,19 @@ impl Fault {
 pub struct RidRecord {
     /// Unix seconds.
     pub invoke_time: i64,
-    /// The path.
+    /// Milliseconds spent (the simulator answers at once).
+    pub cost_in_ms: i64,
+    /// The path (never the query: it may hold a token or secret).
     pub request_url: String,
+    /// The request body (not kept by the simulator).
+    pub request_body: String,
     /// The errcode answered.
+    #[serde(skip)]
     pub errcode: i64,
+    /// The response body answered.
+    pub response_body: String,
+    /// The caller's address.
+    pub client_ip: String,
 }
 
 #[derive(Debug, Default)]
@@ -670,7 +682,7 @@ impl Sim {
     }
 
     /// Records a rid issued with an error, keeping the latest 10,000.
-    pub(crate) fn record_rid(&self, path: &str, code: i64) -> String {
+    pub(crate) fn record_rid(&self, path: &str, code: i64, msg: &str) -> String {
         let rid = format!("{}-{}-{}", random_hex(4), random_hex(4), random_hex(4));
         let mut w = self.world();
         let now = self.now_in(&w) / 1000;
@@ -678,8 +690,13 @@ impl Sim {
             rid.clone(),
             RidRecord {
                 invoke_time: now,
+                cost_in_ms: 0,
                 request_url: path.to_owned(),
+                request_body: String::new(),
                 errcode: code,
+                response_body: json!({"errcode": code, "errmsg": format!("{msg}, rid: {rid}")})
+                    .to_string(),
+                client_ip: "127.0.0.1".into(),
             },
         );
         w.rid_order.push_back(rid.clone());
@@ -1202,6 +1219,7 @@ impl Sim {
         }
         app.clear_quota.1 += 1;
         app.counters.clear();
+        app.daily_calls.clear();
         Ok(())
     }
 
@@ -1511,5 +1529,84 @@ impl Sim {
             ));
         }
         Ok(())
+    }
+}
+
+/// Daily limit and per-minute rate `quota/get` reports for a path (0: no per-minute limit).
+fn quota_of(path: &str) -> (u64, u64) {
+    match path {
+        "/cgi-bin/token" => (u64::from(CLASSIC_DAILY_QUOTA), 0),
+        "/cgi-bin/stable_token" => (
+            u64::from(STABLE_DAILY_QUOTA),
+            u64::from(STABLE_MINUTE_QUOTA),
+        ),
+        "/wxa/getwxacode" | "/cgi-bin/wxaapp/createwxaqrcode" => {
+            (crate::wxacode::LIFETIME_QUOTA, 0)
+        }
+        "/wxa/getwxacodeunlimit" => (
+            u64::from(crate::wxacode::UNLIMITED_PER_MINUTE) * 1440,
+            u64::from(crate::wxacode::UNLIMITED_PER_MINUTE),
+        ),
+        "/wxa/generatescheme" | "/wxa/generate_urllink" => (500_000, 6000),
+        "/wxa/msg_sec_check" => (2_000_000, 4000),
+        _ => (100_000, 0),
+    }
+}
+
+impl Sim {
+    /// Counts a token-authenticated call of `path` by `appid` (for `quota/get`).
+    pub(crate) fn count_app_call(&self, appid: &str, path: &str) {
+        let mut w = self.world();
+        let day = day_of(self.now_in(&w));
+        if let Some(app) = w.apps.get_mut(appid) {
+            let e = app.daily_calls.entry(path.to_owned()).or_insert((day, 0));
+            if e.0 != day {
+                *e = (day, 0);
+            }
+            e.1 += 1;
+        }
+    }
+
+    /// `openapi/quota/get` for a known WeChat path.
+    ///
+    /// # Errors
+    /// 76022 for `/sns/` paths, 76021 for unknown paths.
+    pub fn quota(&self, appid: &str, cgi_path: &str, known: bool) -> WxResult<Value> {
+        if cgi_path.starts_with("/sns/") {
+            return Err(WxError::new(
+                76022,
+                "could not use this cgi_path, no permission",
+            ));
+        }
+        if !known {
+            return Err(WxError::new(76021, "cgi_path not found, please check"));
+        }
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let day = day_of(now);
+        let app = w.app_mut(appid)?;
+        let used = match cgi_path {
+            "/cgi-bin/token" => app
+                .counters
+                .get("classic_token")
+                .filter(|(d, _)| *d == day)
+                .map_or(0, |(_, n)| u64::from(*n)),
+            "/cgi-bin/stable_token" => app
+                .counters
+                .get("stable_day")
+                .filter(|(d, _)| *d == day)
+                .map_or(0, |(_, n)| u64::from(*n)),
+            "/wxa/getwxacode" | "/cgi-bin/wxaapp/createwxaqrcode" => app.qrcodes_used,
+            p => app
+                .daily_calls
+                .get(p)
+                .filter(|(d, _)| *d == day)
+                .map_or(0, |(_, n)| *n),
+        };
+        let (limit, per_minute) = quota_of(cgi_path);
+        Ok(json!({
+            "quota": {"daily_limit": limit, "used": used, "remain": limit.saturating_sub(used)},
+            "rate_limit": {"call_count": per_minute, "refresh_second": if per_minute > 0 { 60 } else { 0 }},
+        }))
     }
 }

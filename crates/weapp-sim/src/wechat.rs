@@ -26,7 +26,7 @@ pub(crate) fn wx_json(body: Value) -> Response {
 }
 
 pub(crate) fn wx_error(sim: &Sim, path: &str, err: &WxError) -> Response {
-    let rid = sim.record_rid(path, err.code);
+    let rid = sim.record_rid(path, err.code, &err.msg);
     wx_json(json!({"errcode": err.code, "errmsg": format!("{}, rid: {rid}", err.msg)}))
 }
 
@@ -111,8 +111,10 @@ fn with_token(
     answer(
         sim,
         path,
-        sim.check_token(p(q, "access_token"))
-            .and_then(|appid| f(&appid)),
+        sim.check_token(p(q, "access_token")).and_then(|appid| {
+            sim.count_app_call(&appid, path);
+            f(&appid)
+        }),
     )
 }
 
@@ -239,10 +241,10 @@ fn image_call(
     q: &HashMap<String, String>,
     f: impl FnOnce(&str) -> WxResult<(Vec<u8>, Option<u64>)>,
 ) -> Response {
-    match sim
-        .check_token(p(q, "access_token"))
-        .and_then(|appid| f(&appid))
-    {
+    match sim.check_token(p(q, "access_token")).and_then(|appid| {
+        sim.count_app_call(&appid, path);
+        f(&appid)
+    }) {
         Ok((bytes, used)) => png(bytes, used),
         Err(e) => wx_error(sim, path, &e),
     }
@@ -309,6 +311,51 @@ async fn getwxacodeunlimit(State(sim): State<Sim>, Query(q): Params, body: Bytes
     })
 }
 
+async fn quota_get(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/cgi-bin/openapi/quota/get", &q, |appid| {
+        let b = json_body(&body)?;
+        let cgi_path =
+            s(&b, "cgi_path").ok_or_else(|| WxError::new(40097, "invalid args: cgi_path"))?;
+        sim.quota(appid, cgi_path, PATHS.contains(&cgi_path))
+            .map(ok_with)
+    })
+}
+
+async fn rid_get(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/cgi-bin/openapi/rid/get", &q, |_| {
+        let b = json_body(&body)?;
+        let rid = s(&b, "rid").unwrap_or_default();
+        if rid.split('-').count() != 3 {
+            return Err(WxError::new(76002, "rid is error"));
+        }
+        let record = sim
+            .rid(rid)
+            .ok_or_else(|| WxError::new(76001, "rid not found"))?;
+        Ok(ok_with(json!({"request": record})))
+    })
+}
+
+/// Every WeChat path the simulator serves (what `quota/get` knows).
+const PATHS: &[&str] = &[
+    "/cgi-bin/token",
+    "/cgi-bin/stable_token",
+    "/sns/jscode2session",
+    "/wxa/checksession",
+    "/wxa/resetusersessionkey",
+    "/wxa/business/getuserencryptkey",
+    "/wxa/business/getuserphonenumber",
+    "/wxa/getpluginopenpid",
+    "/wxa/getpaidunionid",
+    "/cgi-bin/clear_quota",
+    "/cgi-bin/clear_quota/v2",
+    "/wxa/media_check_async",
+    "/wxa/getwxacode",
+    "/wxa/getwxacodeunlimit",
+    "/cgi-bin/wxaapp/createwxaqrcode",
+    "/cgi-bin/openapi/quota/get",
+    "/cgi-bin/openapi/rid/get",
+];
+
 /// Routes for the WeChat API paths.
 pub(crate) fn router() -> Router<Sim> {
     Router::new()
@@ -327,6 +374,8 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/wxa/getwxacode", post(getwxacode))
         .route("/wxa/getwxacodeunlimit", post(getwxacodeunlimit))
         .route("/cgi-bin/wxaapp/createwxaqrcode", post(createwxaqrcode))
+        .route("/cgi-bin/openapi/quota/get", post(quota_get))
+        .route("/cgi-bin/openapi/rid/get", post(rid_get))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

@@ -100,6 +100,14 @@ pub enum ErrCode {
     InvalidPathLength,
     /// 40169: invalid scene length.
     InvalidSceneLength,
+    /// 76001: rid not found.
+    RidNotFound,
+    /// 76002: malformed rid.
+    RidInvalid,
+    /// 76021: cgi_path not found.
+    CgiPathNotFound,
+    /// 76022: cgi_path not supported by quota/get (`/sns/` paths).
+    CgiPathNoPermission,
     /// Any other code.
     Other(i64),
 }
@@ -151,6 +159,10 @@ impl ErrCode {
         (89300, ErrCode::InvalidTrade),
         (40159, ErrCode::InvalidPathLength),
         (40169, ErrCode::InvalidSceneLength),
+        (76001, ErrCode::RidNotFound),
+        (76002, ErrCode::RidInvalid),
+        (76021, ErrCode::CgiPathNotFound),
+        (76022, ErrCode::CgiPathNoPermission),
     ];
 
     /// The numeric code.

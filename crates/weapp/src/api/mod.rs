@@ -1,6 +1,7 @@
 //! The API domains, one handler each, reached from [`crate::Client`].
 
 pub mod auth;
+pub mod openapi;
 pub mod security;
 pub mod wxacode;
 
