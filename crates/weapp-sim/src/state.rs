@@ -296,6 +296,10 @@ struct World {
     rids: HashMap<String, RidRecord>,
     rid_order: VecDeque<String>,
     offset_ms: i64,
+    /// Schemes and URL links by ticket / code.
+    links: HashMap<String, crate::links::LinkRecord>,
+    /// Permanent short links made per app.
+    permanent_short_links: HashMap<String, u64>,
 }
 
 impl World {
@@ -1608,5 +1612,79 @@ impl Sim {
             "quota": {"daily_limit": limit, "used": used, "remain": limit.saturating_sub(used)},
             "rate_limit": {"call_count": per_minute, "refresh_second": if per_minute > 0 { 60 } else { 0 }},
         }))
+    }
+}
+
+impl Sim {
+    /// `generatescheme` / `generatenfcscheme` / `generate_urllink`: validates `src` (the
+    /// `jump_wxa` object, or the body for URL links), stores the link, returns its ticket.
+    ///
+    /// # Errors
+    /// 40165, 40212, 85402, 85401, 44993 (500,000 a day).
+    pub fn make_link(&self, appid: &str, src: &Value, expiry_body: &Value) -> WxResult<String> {
+        let mut w = self.world();
+        let now_ms = self.now_in(&w);
+        let now = now_ms / 1000;
+        let expire = crate::links::expiry(expiry_body, now)?;
+        let app = w.app_mut(appid)?;
+        let record = crate::links::record(appid, src, &app.pages, now, expire)?;
+        if !app.take("links_day", day_of(now_ms), crate::links::DAILY_LINKS) {
+            return Err(WxError::new(44993, "reach max api daily quota limit"));
+        }
+        let ticket = crate::links::ticket();
+        w.links.insert(ticket.clone(), record);
+        Ok(ticket)
+    }
+
+    /// Resolves a ticket made by this app.
+    ///
+    /// # Errors
+    /// 85403 unknown (or another app's, or expired) ticket.
+    pub fn query_link(&self, appid: &str, ticket: &str) -> WxResult<Value> {
+        let w = self.world();
+        let now = self.now_in(&w) / 1000;
+        match w.links.get(ticket) {
+            Some(r) if r.appid == appid && (r.expire_time == 0 || r.expire_time > now) => {
+                Ok(crate::links::info(r))
+            }
+            _ => Err(WxError::new(85403, "scheme not exist")),
+        }
+    }
+
+    /// `genwxashortlink`.
+    ///
+    /// # Errors
+    /// 40066 invalid page_url, 40165 unpublished page, 40225 title over 20, 85400 permanent quota.
+    pub fn short_link(&self, appid: &str, body: &Value) -> WxResult<String> {
+        let page_url = body.get("page_url").and_then(Value::as_str).unwrap_or("");
+        if page_url.is_empty() || page_url.chars().count() > 1024 {
+            return Err(WxError::new(40066, "invalid url"));
+        }
+        let title = body.get("page_title").and_then(Value::as_str).unwrap_or("");
+        if title.chars().count() > 20 {
+            return Err(WxError::new(40225, "invalid page title"));
+        }
+        let (page, query) = page_url.split_once('?').unwrap_or((page_url, ""));
+        crate::links::check_query(query)?;
+        let permanent = body
+            .get("is_permanent")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        if !app.pages.iter().any(|p| p == page.trim_start_matches('/')) {
+            return Err(WxError::new(40165, "invalid weapp pagepath"));
+        }
+        if permanent {
+            let made = w.permanent_short_links.entry(appid.to_owned()).or_default();
+            if *made >= crate::links::PERMANENT_SHORT_LINKS {
+                return Err(WxError::new(
+                    85400,
+                    "permanent short link count exceeds limit",
+                ));
+            }
+            *made += 1;
+        }
+        Ok(format!("#小程序://{appid}/{}", crate::links::ticket()))
     }
 }

@@ -335,6 +335,72 @@ async fn rid_get(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Respo
     })
 }
 
+async fn generatescheme(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/generatescheme", &q, |appid| {
+        let b = json_body(&body)?;
+        let jump = b.get("jump_wxa").cloned().unwrap_or_else(|| json!({}));
+        let t = sim.make_link(appid, &jump, &b)?;
+        Ok(ok_with(
+            json!({"openlink": format!("weixin://dl/business/?t={t}")}),
+        ))
+    })
+}
+
+async fn generatenfcscheme(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/generatenfcscheme", &q, |appid| {
+        let b = json_body(&body)?;
+        s(&b, "model_id")
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| WxError::new(40097, "invalid args: model_id"))?;
+        let jump = b.get("jump_wxa").cloned().unwrap_or_else(|| json!({}));
+        let t = sim.make_link(appid, &jump, &json!({}))?;
+        Ok(ok_with(
+            json!({"openlink": format!("weixin://dl/business/?t={t}")}),
+        ))
+    })
+}
+
+async fn queryscheme(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/queryscheme", &q, |appid| {
+        let b = json_body(&body)?;
+        let scheme = s(&b, "scheme").unwrap_or_default();
+        let ticket = scheme.split("t=").nth(1).unwrap_or(scheme);
+        let info = sim.query_link(appid, ticket)?;
+        Ok(ok_with(
+            json!({"scheme_info": info, "quota_info": {"remain_visit_quota": crate::links::VISITS}}),
+        ))
+    })
+}
+
+async fn generate_urllink(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/generate_urllink", &q, |appid| {
+        let b = json_body(&body)?;
+        let t = sim.make_link(appid, &b, &b)?;
+        Ok(ok_with(
+            json!({"url_link": format!("https://wxaurl.cn/{t}")}),
+        ))
+    })
+}
+
+async fn query_urllink(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/query_urllink", &q, |appid| {
+        let b = json_body(&body)?;
+        let link = s(&b, "url_link").unwrap_or_default();
+        let ticket = link.rsplit('/').next().unwrap_or(link);
+        let info = sim.query_link(appid, ticket)?;
+        Ok(ok_with(
+            json!({"url_link_info": info, "quota_info": {"remain_visit_quota": crate::links::VISITS}}),
+        ))
+    })
+}
+
+async fn genwxashortlink(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/genwxashortlink", &q, |appid| {
+        let b = json_body(&body)?;
+        Ok(ok_with(json!({"link": sim.short_link(appid, &b)?})))
+    })
+}
+
 /// Every WeChat path the simulator serves (what `quota/get` knows).
 const PATHS: &[&str] = &[
     "/cgi-bin/token",
@@ -376,6 +442,12 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/cgi-bin/wxaapp/createwxaqrcode", post(createwxaqrcode))
         .route("/cgi-bin/openapi/quota/get", post(quota_get))
         .route("/cgi-bin/openapi/rid/get", post(rid_get))
+        .route("/wxa/generatescheme", post(generatescheme))
+        .route("/wxa/generatenfcscheme", post(generatenfcscheme))
+        .route("/wxa/queryscheme", post(queryscheme))
+        .route("/wxa/generate_urllink", post(generate_urllink))
+        .route("/wxa/query_urllink", post(query_urllink))
+        .route("/wxa/genwxashortlink", post(genwxashortlink))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

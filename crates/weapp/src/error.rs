@@ -100,6 +100,26 @@ pub enum ErrCode {
     InvalidPathLength,
     /// 40169: invalid scene length.
     InvalidSceneLength,
+    /// 85403: scheme or link not found (or expired).
+    SchemeNotFound,
+    /// 40165: invalid (unpublished) page path.
+    InvalidPagePath,
+    /// 85401: expiry not between 1 minute and 30 days.
+    InvalidExpiry,
+    /// 40212: invalid query.
+    InvalidQuery,
+    /// 40225: invalid page title.
+    InvalidTitle,
+    /// 85400: permanent short link quota reached.
+    PermanentQuotaExceeded,
+    /// 40066: invalid url.
+    InvalidUrl,
+    /// 85402: invalid env_version.
+    InvalidEnvVersion,
+    /// 44990: over 100 link generations a second.
+    LinkRateLimited,
+    /// 44993: over 500,000 link generations a day.
+    LinkDailyQuotaExceeded,
     /// 76001: rid not found.
     RidNotFound,
     /// 76002: malformed rid.
@@ -159,6 +179,16 @@ impl ErrCode {
         (89300, ErrCode::InvalidTrade),
         (40159, ErrCode::InvalidPathLength),
         (40169, ErrCode::InvalidSceneLength),
+        (85403, ErrCode::SchemeNotFound),
+        (40165, ErrCode::InvalidPagePath),
+        (85401, ErrCode::InvalidExpiry),
+        (40212, ErrCode::InvalidQuery),
+        (40225, ErrCode::InvalidTitle),
+        (85400, ErrCode::PermanentQuotaExceeded),
+        (40066, ErrCode::InvalidUrl),
+        (85402, ErrCode::InvalidEnvVersion),
+        (44990, ErrCode::LinkRateLimited),
+        (44993, ErrCode::LinkDailyQuotaExceeded),
         (76001, ErrCode::RidNotFound),
         (76002, ErrCode::RidInvalid),
         (76021, ErrCode::CgiPathNotFound),
