@@ -92,7 +92,7 @@ pub fn record(
         .unwrap_or("")
         .trim_start_matches('/')
         .to_owned();
-    if !path.is_empty() && !pages.iter().any(|p| *p == path) {
+    if !path.is_empty() && !pages.contains(&path) {
         return Err(WxError::new(40165, "invalid weapp pagepath"));
     }
     let query = src
