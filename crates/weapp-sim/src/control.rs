@@ -304,6 +304,16 @@ async fn subscribe_grant(State(sim): State<Sim>, raw: axum::body::Bytes) -> Resp
     }
 }
 
+async fn messages(State(sim): State<Sim>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let (Some(appid), Some(openid)) = (q.get("appid"), q.get("openid")) else {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            "appid and openid query parameters are required",
+        );
+    };
+    Json(json!({"messages": sim.messages(appid, openid)})).into_response()
+}
+
 /// Routes under `/_sim/`.
 pub(crate) fn router() -> Router<Sim> {
     Router::new()
@@ -322,4 +332,5 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/_sim/push", post(push))
         .route("/_sim/user-message", post(user_message))
         .route("/_sim/subscribe-grant", post(subscribe_grant))
+        .route("/_sim/messages", get(messages))
 }

@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod links;
 pub mod push;
 mod state;
+pub mod subscribe;
 mod wechat;
 pub mod wxacode;
 

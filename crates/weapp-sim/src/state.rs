@@ -154,6 +154,10 @@ struct App {
     qrcodes_used: u64,
     /// Token-authenticated calls per path today: (day, count).
     daily_calls: HashMap<String, (i64, u64)>,
+    /// Private subscribe templates.
+    templates: Vec<crate::subscribe::PrivateTemplate>,
+    /// Subscribe messages delivered.
+    messages: Vec<Value>,
     unionid: bool,
     classic: Slot,
     stable: Slot,
@@ -177,6 +181,8 @@ impl App {
                 .collect(),
             qrcodes_used: 0,
             daily_calls: HashMap::new(),
+            templates: Vec::new(),
+            messages: Vec::new(),
             unionid,
             classic: Slot::default(),
             stable: Slot::default(),
@@ -1686,5 +1692,148 @@ impl Sim {
             *made += 1;
         }
         Ok(format!("#小程序://{appid}/{}", crate::links::ticket()))
+    }
+}
+
+impl Sim {
+    /// `addtemplate`.
+    ///
+    /// # Errors
+    /// 200012 over 50 private templates, 200014, 200020, 200021.
+    pub fn add_template(&self, appid: &str, body: &Value) -> WxResult<String> {
+        let tid = body
+            .get("tid")
+            .and_then(|t| t.as_i64().or_else(|| t.as_str()?.parse().ok()))
+            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+        let kids: Vec<i64> = body
+            .get("kidList")
+            .and_then(Value::as_array)
+            .ok_or_else(|| WxError::new(200020, "invalid kidList"))?
+            .iter()
+            .map(|k| {
+                k.as_i64()
+                    .ok_or_else(|| WxError::new(200020, "invalid kidList"))
+            })
+            .collect::<WxResult<_>>()?;
+        let scene = body.get("sceneDesc").and_then(Value::as_str).unwrap_or("");
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        if app.templates.len() >= 50 {
+            return Err(WxError::new(200012, "private template count reach limit"));
+        }
+        let id = random_alnum(43);
+        let t = crate::subscribe::instantiate(tid, &kids, scene, id.clone())
+            .map_err(|(c, m)| WxError::new(c, m))?;
+        app.templates.push(t);
+        Ok(id)
+    }
+
+    /// `deltemplate`.
+    ///
+    /// # Errors
+    /// 40037 unknown template.
+    pub fn del_template(&self, appid: &str, id: &str) -> WxResult<()> {
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        let before = app.templates.len();
+        app.templates.retain(|t| t.pri_tmpl_id != id);
+        if app.templates.len() == before {
+            return Err(WxError::new(40037, "invalid template_id"));
+        }
+        Ok(())
+    }
+
+    /// `gettemplate`.
+    ///
+    /// # Errors
+    /// 40013.
+    pub fn templates(&self, appid: &str) -> WxResult<Value> {
+        let mut w = self.world();
+        Ok(json!(w.app_mut(appid)?.templates))
+    }
+
+    /// `message/subscribe/send`: needs a grant (one grant, one message) and valid values.
+    ///
+    /// # Errors
+    /// 40003, 40037, 43101 no grant, 47003 naming the field, 47001 bad state or lang.
+    pub fn send_subscribe(&self, appid: &str, body: &Value) -> WxResult<Value> {
+        let touser = body.get("touser").and_then(Value::as_str).unwrap_or("");
+        let template_id = body
+            .get("template_id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let state = body
+            .get("miniprogram_state")
+            .and_then(Value::as_str)
+            .unwrap_or("formal");
+        let lang = body.get("lang").and_then(Value::as_str).unwrap_or("zh_CN");
+        if !matches!(state, "developer" | "trial" | "formal")
+            || !matches!(lang, "zh_CN" | "en_US" | "zh_HK" | "zh_TW")
+        {
+            return Err(WxError::new(
+                47001,
+                "data format error: miniprogram_state or lang",
+            ));
+        }
+        let mut w = self.world();
+        let now = self.now_in(&w) / 1000;
+        let app = w.app_with_user(appid, touser)?;
+        let template = app
+            .templates
+            .iter()
+            .find(|t| t.pri_tmpl_id == template_id)
+            .cloned()
+            .ok_or_else(|| WxError::new(40037, "invalid template_id"))?;
+        let data = body
+            .get("data")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for key in &template.keys {
+            let value = data
+                .get(key)
+                .and_then(|v| v.get("value"))
+                .and_then(Value::as_str);
+            match value {
+                Some(v) if crate::subscribe::value_ok(crate::subscribe::rule_of(key), v) => {}
+                Some(_) => {
+                    return Err(WxError::new(
+                        47003,
+                        format!("argument invalid! data.{key}.value invalid"),
+                    ))
+                }
+                None => {
+                    return Err(WxError::new(
+                        47003,
+                        format!("argument invalid! data.{key}.value is empty"),
+                    ))
+                }
+            }
+        }
+        let grant = app
+            .grants
+            .get_mut(&(touser.to_owned(), template_id.to_owned()));
+        match grant {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => return Err(WxError::new(43101, "user refuse to accept the msg")),
+        }
+        let msg_id = rand::thread_rng().gen_range(1..i64::MAX);
+        app.messages.push(json!({
+            "openid": touser, "template_id": template_id, "page": body.get("page"), "data": data,
+            "miniprogram_state": state, "lang": lang, "sent_at": now, "msgid": msg_id,
+        }));
+        Ok(json!({"msgid": msg_id}))
+    }
+
+    /// Subscribe messages delivered to a user.
+    pub fn messages(&self, appid: &str, openid: &str) -> Vec<Value> {
+        let w = self.world();
+        w.apps.get(appid).map_or_else(Vec::new, |a| {
+            a.messages
+                .iter()
+                .filter(|m| m["openid"] == openid)
+                .cloned()
+                .collect()
+        })
     }
 }

@@ -401,6 +401,87 @@ async fn genwxashortlink(State(sim): State<Sim>, Query(q): Params, body: Bytes) 
     })
 }
 
+async fn getcategory(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/getcategory", &q, |_| {
+        let data: Vec<Value> = crate::subscribe::CATEGORIES
+            .iter()
+            .map(|(id, name)| json!({"id": id, "name": name}))
+            .collect();
+        Ok(ok_with(json!({"data": data})))
+    })
+}
+
+async fn getpubtemplatetitles(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/getpubtemplatetitles", &q, |_| {
+        let ids = p(&q, "ids")
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| WxError::new(200018, "category ids missing"))?;
+        let ids: Vec<i64> = ids
+            .split(',')
+            .map(|i| {
+                i.trim()
+                    .parse()
+                    .map_err(|_| WxError::new(200019, "invalid category ids"))
+            })
+            .collect::<WxResult<_>>()?;
+        let start: usize = p(&q, "start")
+            .unwrap_or("0")
+            .parse()
+            .map_err(|_| WxError::new(200016, "invalid start"))?;
+        let limit: usize = p(&q, "limit")
+            .unwrap_or("30")
+            .parse()
+            .ok()
+            .filter(|l| (1..=30).contains(l))
+            .ok_or_else(|| WxError::new(200017, "invalid limit"))?;
+        let all = crate::subscribe::titles(&ids);
+        let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+        Ok(ok_with(json!({"count": all.len(), "data": page})))
+    })
+}
+
+async fn getpubtemplatekeywords(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/getpubtemplatekeywords", &q, |_| {
+        let tid: i64 = p(&q, "tid")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+        let t = crate::subscribe::LIBRARY
+            .iter()
+            .find(|t| t.0 == tid)
+            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+        let data: Vec<Value> = t.3.iter().map(|(kid, name, example, rule)| json!({"kid": kid, "name": name, "example": example, "rule": rule})).collect();
+        Ok(ok_with(json!({"count": data.len(), "data": data})))
+    })
+}
+
+async fn addtemplate(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/addtemplate", &q, |appid| {
+        let b = json_body(&body)?;
+        Ok(ok_with(json!({"priTmplId": sim.add_template(appid, &b)?})))
+    })
+}
+
+async fn deltemplate(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/deltemplate", &q, |appid| {
+        let b = json_body(&body)?;
+        sim.del_template(appid, s(&b, "priTmplId").unwrap_or_default())?;
+        Ok(json!({"errcode": 0, "errmsg": "ok"}))
+    })
+}
+
+async fn gettemplate(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/gettemplate", &q, |appid| {
+        Ok(ok_with(json!({"data": sim.templates(appid)?})))
+    })
+}
+
+async fn subscribe_send(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/cgi-bin/message/subscribe/send", &q, |appid| {
+        let b = json_body(&body)?;
+        sim.send_subscribe(appid, &b).map(ok_with)
+    })
+}
+
 /// Every WeChat path the simulator serves (what `quota/get` knows).
 const PATHS: &[&str] = &[
     "/cgi-bin/token",
@@ -448,6 +529,19 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/wxa/generate_urllink", post(generate_urllink))
         .route("/wxa/query_urllink", post(query_urllink))
         .route("/wxa/genwxashortlink", post(genwxashortlink))
+        .route("/wxaapi/newtmpl/getcategory", get(getcategory))
+        .route(
+            "/wxaapi/newtmpl/getpubtemplatetitles",
+            get(getpubtemplatetitles),
+        )
+        .route(
+            "/wxaapi/newtmpl/getpubtemplatekeywords",
+            get(getpubtemplatekeywords),
+        )
+        .route("/wxaapi/newtmpl/addtemplate", post(addtemplate))
+        .route("/wxaapi/newtmpl/deltemplate", post(deltemplate))
+        .route("/wxaapi/newtmpl/gettemplate", get(gettemplate))
+        .route("/cgi-bin/message/subscribe/send", post(subscribe_send))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod openapi;
 pub mod security;
+pub mod subscribe;
 pub mod url_link;
 pub mod wxacode;
 
