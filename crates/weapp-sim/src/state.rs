@@ -138,6 +138,10 @@ pub struct UserAction {
     pub kind: String,
     /// Unix ms.
     pub at: i64,
+    /// Replies sent since.
+    pub replies: u32,
+    /// Whether "typing" is shown.
+    pub typing: bool,
 }
 
 #[derive(Debug)]
@@ -306,6 +310,8 @@ struct World {
     links: HashMap<String, crate::links::LinkRecord>,
     /// Permanent short links made per app.
     permanent_short_links: HashMap<String, u64>,
+    /// Temporary media by id: (appid, content type, bytes, created_at ms).
+    media: HashMap<String, (String, String, Vec<u8>, i64)>,
 }
 
 impl World {
@@ -1343,6 +1349,8 @@ impl Sim {
                 UserAction {
                     kind: kind.to_owned(),
                     at: now,
+                    replies: 0,
+                    typing: false,
                 },
             );
         }
@@ -1835,5 +1843,173 @@ impl Sim {
                 .cloned()
                 .collect()
         })
+    }
+}
+
+/// How long temporary media lives (3 days).
+pub const MEDIA_TTL_SECS: i64 = 3 * 86_400;
+
+impl Sim {
+    /// `message/custom/send`: allowed within 48 h of a user message (5 replies) or 1 minute
+    /// of entering the session (2 replies).
+    ///
+    /// # Errors
+    /// 40003, 40008 unknown msgtype, 40007 unknown media, 44004 empty text, 45015 window
+    /// closed, 45047 replies used up.
+    pub fn send_custom(&self, appid: &str, body: &Value) -> WxResult<()> {
+        let touser = body.get("touser").and_then(Value::as_str).unwrap_or("");
+        let msgtype = body.get("msgtype").and_then(Value::as_str).unwrap_or("");
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let media_ok = |w: &World, id: &str| {
+            w.media
+                .get(id)
+                .is_some_and(|(a, _, _, at)| a == appid && now - at < MEDIA_TTL_SECS * 1000)
+        };
+        let content = body.get(msgtype);
+        match msgtype {
+            "text" => {
+                if content
+                    .and_then(|c| c.get("content"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
+                    return Err(WxError::new(44004, "empty content"));
+                }
+            }
+            "image" => {
+                let id = content
+                    .and_then(|c| c.get("media_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !media_ok(&w, id) {
+                    return Err(WxError::new(40007, "invalid media_id"));
+                }
+            }
+            "link" => {
+                let has = |k: &str| {
+                    content
+                        .and_then(|c| c.get(k))
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| !v.is_empty())
+                };
+                if !(has("title") && has("url")) {
+                    return Err(WxError::new(
+                        40097,
+                        "invalid args: link needs title and url",
+                    ));
+                }
+            }
+            "miniprogrampage" => {
+                let id = content
+                    .and_then(|c| c.get("thumb_media_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !media_ok(&w, id) {
+                    return Err(WxError::new(40007, "invalid media_id"));
+                }
+            }
+            _ => return Err(WxError::new(40008, "invalid message type")),
+        }
+        let app = w.app_with_user(appid, touser)?;
+        let action = app.user_actions.get_mut(touser).ok_or_else(|| {
+            WxError::new(
+                45015,
+                "response out of time limit or subscription is canceled",
+            )
+        })?;
+        let (window_ms, max) = if action.kind == "enter_session" {
+            (60_000, 2)
+        } else {
+            (48 * 3_600_000, 5)
+        };
+        if now - action.at >= window_ms {
+            return Err(WxError::new(
+                45015,
+                "response out of time limit or subscription is canceled",
+            ));
+        }
+        if action.replies >= max {
+            return Err(WxError::new(45047, "out of response count limit"));
+        }
+        action.replies += 1;
+        action.typing = false;
+        app.messages.push(json!({"openid": touser, "custom": true, "msgtype": msgtype, "content": content, "sent_at": now / 1000}));
+        Ok(())
+    }
+
+    /// `message/custom/typing`.
+    ///
+    /// # Errors
+    /// 40003, 45072 bad command, 45080 no user message in the last 30 s, 45081 already typing.
+    pub fn typing(&self, appid: &str, body: &Value) -> WxResult<()> {
+        let touser = body.get("touser").and_then(Value::as_str).unwrap_or("");
+        let command = body.get("command").and_then(Value::as_str).unwrap_or("");
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = w.app_with_user(appid, touser)?;
+        let typing = match command {
+            "Typing" => true,
+            "CancelTyping" => false,
+            _ => return Err(WxError::new(45072, "command invalid")),
+        };
+        let action = app
+            .user_actions
+            .get_mut(touser)
+            .filter(|a| now - a.at < 30_000)
+            .ok_or_else(|| WxError::new(45080, "has not sent message to user in 30 seconds"))?;
+        if typing && action.typing {
+            return Err(WxError::new(45081, "already typing"));
+        }
+        action.typing = typing;
+        Ok(())
+    }
+
+    /// `media/upload?type=image`.
+    ///
+    /// # Errors
+    /// 40004 not an image type, 40005 empty or not an image.
+    pub fn upload_media(
+        &self,
+        appid: &str,
+        kind: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> WxResult<Value> {
+        if kind != "image" {
+            return Err(WxError::new(40004, "invalid media type"));
+        }
+        if bytes.is_empty()
+            || !(content_type.starts_with("image/")
+                || bytes.starts_with(b"\x89PNG")
+                || bytes.starts_with(&[0xff, 0xd8]))
+        {
+            return Err(WxError::new(40005, "invalid file type"));
+        }
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        w.app_mut(appid)?;
+        let id = random_alnum(64);
+        w.media.insert(
+            id.clone(),
+            (appid.to_owned(), content_type.to_owned(), bytes, now),
+        );
+        Ok(json!({"type": "image", "media_id": id, "created_at": now / 1000}))
+    }
+
+    /// `media/get`.
+    ///
+    /// # Errors
+    /// 40007 unknown, foreign or expired (3 days).
+    pub fn get_media(&self, appid: &str, id: &str) -> WxResult<(String, Vec<u8>)> {
+        let w = self.world();
+        let now = self.now_in(&w);
+        match w.media.get(id) {
+            Some((a, ct, bytes, at)) if a == appid && now - at < MEDIA_TTL_SECS * 1000 => {
+                Ok((ct.clone(), bytes.clone()))
+            }
+            _ => Err(WxError::new(40007, "invalid media_id")),
+        }
     }
 }

@@ -482,6 +482,66 @@ async fn subscribe_send(State(sim): State<Sim>, Query(q): Params, body: Bytes) -
     })
 }
 
+async fn custom_send(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/cgi-bin/message/custom/send", &q, |appid| {
+        sim.send_custom(appid, &json_body(&body)?)
+            .map(|()| json!({"errcode": 0, "errmsg": "ok"}))
+    })
+}
+
+async fn custom_typing(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/cgi-bin/message/custom/typing", &q, |appid| {
+        sim.typing(appid, &json_body(&body)?)
+            .map(|()| json!({"errcode": 0, "errmsg": "ok"}))
+    })
+}
+
+async fn media_upload(
+    State(sim): State<Sim>,
+    Query(q): Params,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let appid = match sim.check_token(p(&q, "access_token")) {
+        Ok(a) => a,
+        Err(e) => return wx_error(&sim, "/cgi-bin/media/upload", &e),
+    };
+    sim.count_app_call(&appid, "/cgi-bin/media/upload");
+    let mut file = None;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("media") {
+            let ct = field
+                .content_type()
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            if let Ok(bytes) = field.bytes().await {
+                file = Some((ct, bytes.to_vec()));
+            }
+        }
+    }
+    let result = match file {
+        Some((ct, bytes)) => sim.upload_media(&appid, p(&q, "type").unwrap_or(""), &ct, bytes),
+        None => Err(WxError::new(41005, "media data missing")),
+    };
+    answer(&sim, "/cgi-bin/media/upload", result)
+}
+
+async fn media_get(State(sim): State<Sim>, Query(q): Params) -> Response {
+    let result = sim
+        .check_token(p(&q, "access_token"))
+        .and_then(|appid| sim.get_media(&appid, p(&q, "media_id").unwrap_or("")));
+    match result {
+        Ok((ct, bytes)) => {
+            let mut resp = (StatusCode::OK, bytes).into_response();
+            if let Ok(v) = HeaderValue::from_str(&ct) {
+                resp.headers_mut()
+                    .insert(axum::http::header::CONTENT_TYPE, v);
+            }
+            resp
+        }
+        Err(e) => wx_error(&sim, "/cgi-bin/media/get", &e),
+    }
+}
+
 /// Every WeChat path the simulator serves (what `quota/get` knows).
 const PATHS: &[&str] = &[
     "/cgi-bin/token",
@@ -542,6 +602,10 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/wxaapi/newtmpl/deltemplate", post(deltemplate))
         .route("/wxaapi/newtmpl/gettemplate", get(gettemplate))
         .route("/cgi-bin/message/subscribe/send", post(subscribe_send))
+        .route("/cgi-bin/message/custom/send", post(custom_send))
+        .route("/cgi-bin/message/custom/typing", post(custom_typing))
+        .route("/cgi-bin/media/upload", post(media_upload))
+        .route("/cgi-bin/media/get", get(media_get))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

@@ -120,6 +120,18 @@ pub enum ErrCode {
     LinkRateLimited,
     /// 44993: over 500,000 link generations a day.
     LinkDailyQuotaExceeded,
+    /// 40007: invalid media_id.
+    InvalidMediaId,
+    /// 40004: invalid media type.
+    InvalidMediaType,
+    /// 40008: invalid message type.
+    InvalidMessageType,
+    /// 45072: invalid typing command.
+    TypingCommandInvalid,
+    /// 45080: no message exchanged with the user in the last 30 s.
+    NoRecentExchange,
+    /// 45081: already typing.
+    AlreadyTyping,
     /// 76001: rid not found.
     RidNotFound,
     /// 76002: malformed rid.
@@ -189,6 +201,12 @@ impl ErrCode {
         (85402, ErrCode::InvalidEnvVersion),
         (44990, ErrCode::LinkRateLimited),
         (44993, ErrCode::LinkDailyQuotaExceeded),
+        (40007, ErrCode::InvalidMediaId),
+        (40004, ErrCode::InvalidMediaType),
+        (40008, ErrCode::InvalidMessageType),
+        (45072, ErrCode::TypingCommandInvalid),
+        (45080, ErrCode::NoRecentExchange),
+        (45081, ErrCode::AlreadyTyping),
         (76001, ErrCode::RidNotFound),
         (76002, ErrCode::RidInvalid),
         (76021, ErrCode::CgiPathNotFound),

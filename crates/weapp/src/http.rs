@@ -37,6 +37,17 @@ pub enum Body {
     Empty,
     /// A JSON document (already serialized; non-ASCII sent raw as WeChat expects).
     Json(Vec<u8>),
+    /// A multipart form with one file field (`media` for uploads).
+    File {
+        /// Form field name.
+        field: &'static str,
+        /// File name sent with it.
+        filename: String,
+        /// Its content type, e.g. `image/png`.
+        content_type: String,
+        /// The bytes.
+        bytes: bytes::Bytes,
+    },
 }
 
 impl Body {
@@ -294,10 +305,26 @@ impl Http {
         if !query.is_empty() {
             req = req.query(query);
         }
-        if let Body::Json(bytes) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes.clone());
+        match body {
+            Body::Empty => {}
+            Body::Json(bytes) => {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(bytes.clone());
+            }
+            Body::File {
+                field,
+                filename,
+                content_type,
+                bytes,
+            } => {
+                // Rebuilt per attempt: a form is consumed by sending it.
+                let part = reqwest::multipart::Part::stream(bytes.clone())
+                    .file_name(filename.clone())
+                    .mime_str(content_type)
+                    .map_err(|e| Error::InvalidArgument(format!("content type: {e}")))?;
+                req = req.multipart(reqwest::multipart::Form::new().part(*field, part));
+            }
         }
         let transport = |e: reqwest::Error| Error::Transport {
             endpoint: Cow::Borrowed(path),

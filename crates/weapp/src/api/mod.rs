@@ -1,6 +1,8 @@
 //! The API domains, one handler each, reached from [`crate::Client`].
 
 pub mod auth;
+pub mod customer_service;
+pub mod media;
 pub mod openapi;
 pub mod security;
 pub mod subscribe;
