@@ -120,6 +120,9 @@ pub struct User {
     jscode_minute: (i64, u32),
     #[serde(skip)]
     encrypt_keys: Vec<Value>,
+    /// Last visit (a login or a message), Unix ms: content checks need one within 2 hours.
+    #[serde(skip)]
+    last_seen: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -522,7 +525,9 @@ impl Sim {
             blocked: false,
             jscode_minute: (0, 0),
             encrypt_keys: Vec::new(),
+            last_seen: now,
         });
+        user.last_seen = now;
         if let Some(u) = unionid {
             user.unionid = Some(u);
         } else if app_unionid && user.unionid.is_none() {
@@ -1344,6 +1349,9 @@ impl Sim {
             let mut w = self.world();
             let now = self.now_in(&w);
             let app = w.app_with_user(appid, openid)?;
+            if let Some(u) = app.users.get_mut(openid) {
+                u.last_seen = now;
+            }
             app.user_actions.insert(
                 openid.to_owned(),
                 UserAction {
@@ -2011,5 +2019,123 @@ impl Sim {
             }
             _ => Err(WxError::new(40007, "invalid media_id")),
         }
+    }
+}
+
+/// The simulator's deterministic content verdicts: (keyword, label, suggest). Anything without
+/// one of these keywords passes with label 100.
+pub const VERDICT_KEYWORDS: &[(&str, i64, &str)] = &[
+    ("加微信", 10001, "review"),
+    ("政治敏感", 20001, "risky"),
+    ("色情", 20002, "risky"),
+    ("porn", 20002, "risky"),
+    ("傻逼", 20003, "risky"),
+    ("赌博", 20006, "risky"),
+    ("刷单", 20008, "risky"),
+    ("低俗", 20012, "risky"),
+    ("盗版", 20013, "review"),
+];
+
+impl Sim {
+    fn recent_visitor(&self, appid: &str, openid: &str) -> WxResult<()> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = w.app_with_user(appid, openid)?;
+        let seen = app.users.get(openid).map_or(0, |u| u.last_seen);
+        if now - seen > 2 * 3_600_000 {
+            return Err(WxError::new(61010, "user is not visited in 2 hours"));
+        }
+        Ok(())
+    }
+
+    /// `msg_sec_check` (v2 with `version: 2`, else v1).
+    ///
+    /// # Errors
+    /// v1: 87014 for risky content. v2: 40097 bad arguments, 40003, 61010 not a visitor in the
+    /// last 2 hours.
+    pub fn msg_sec_check(&self, appid: &str, body: &Value) -> WxResult<Value> {
+        let content = body.get("content").and_then(Value::as_str).unwrap_or("");
+        if content.chars().count() > 2500 {
+            return Err(WxError::new(
+                40097,
+                "invalid args: content over 2500 characters",
+            ));
+        }
+        let hit = VERDICT_KEYWORDS
+            .iter()
+            .find(|(k, _, _)| content.contains(k));
+        if body.get("version").and_then(Value::as_i64) != Some(2) {
+            return match hit {
+                Some(_) => Err(WxError::new(87014, "risky content")),
+                None => Ok(json!({"errcode": 0, "errmsg": "ok"})),
+            };
+        }
+        body.get("scene")
+            .and_then(Value::as_i64)
+            .filter(|s| (1..=4).contains(s))
+            .ok_or_else(|| WxError::new(40097, "invalid args: scene"))?;
+        let openid = body
+            .get("openid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| WxError::new(40003, "invalid openid"))?;
+        self.recent_visitor(appid, openid)?;
+        let (label, suggest, keyword) =
+            hit.map_or((100, "pass", None), |(k, l, s)| (*l, *s, Some(*k)));
+        let mut detail = json!({"strategy": "content_model", "errcode": 0, "suggest": suggest, "label": label, "prob": 90});
+        if let Some(k) = keyword {
+            detail["keyword"] = json!(k);
+        }
+        Ok(
+            json!({"errcode": 0, "errmsg": "ok", "result": {"suggest": suggest, "label": label}, "detail": [detail], "trace_id": format!("{}", random_hex(12))}),
+        )
+    }
+
+    /// `img_sec_check`: an image whose bytes contain `RISKY` is risky.
+    ///
+    /// # Errors
+    /// 87014 risky, 40005 empty file.
+    pub fn img_sec_check(&self, bytes: &[u8]) -> WxResult<()> {
+        if bytes.is_empty() {
+            return Err(WxError::new(40005, "invalid file type"));
+        }
+        if bytes.windows(5).any(|w| w == b"RISKY") {
+            return Err(WxError::new(87014, "risky content"));
+        }
+        Ok(())
+    }
+
+    /// `getuserriskrank`: a deterministic rank per openid (0 for `is_test`).
+    ///
+    /// # Errors
+    /// 40013 appid of another app, 40003, 40097 bad scene or missing client_ip.
+    pub fn risk_rank(&self, appid: &str, body: &Value) -> WxResult<Value> {
+        if body.get("appid").and_then(Value::as_str) != Some(appid) {
+            return Err(WxError::new(40013, "invalid appid"));
+        }
+        body.get("scene")
+            .and_then(Value::as_i64)
+            .filter(|s| (0..=2).contains(s))
+            .ok_or_else(|| WxError::new(40097, "invalid args: scene"))?;
+        body.get("client_ip")
+            .and_then(Value::as_str)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| WxError::new(40097, "invalid args: client_ip"))?;
+        let openid = body.get("openid").and_then(Value::as_str).unwrap_or("");
+        self.world().app_with_user(appid, openid)?;
+        let rank = if body
+            .get("is_test")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            0
+        } else {
+            openid
+                .bytes()
+                .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)))
+                % 5
+        };
+        Ok(
+            json!({"errcode": 0, "errmsg": "getuserriskrank succ", "risk_rank": rank, "unoin_id": rand::thread_rng().gen_range(1..i64::MAX)}),
+        )
     }
 }

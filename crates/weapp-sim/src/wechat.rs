@@ -542,6 +542,42 @@ async fn media_get(State(sim): State<Sim>, Query(q): Params) -> Response {
     }
 }
 
+async fn msg_sec_check(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/msg_sec_check", &q, |appid| {
+        sim.msg_sec_check(appid, &json_body(&body)?)
+    })
+}
+
+async fn img_sec_check(
+    State(sim): State<Sim>,
+    Query(q): Params,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let appid = match sim.check_token(p(&q, "access_token")) {
+        Ok(a) => a,
+        Err(e) => return wx_error(&sim, "/wxa/img_sec_check", &e),
+    };
+    sim.count_app_call(&appid, "/wxa/img_sec_check");
+    let mut bytes = Vec::new();
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("media") {
+            bytes = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        }
+    }
+    answer(
+        &sim,
+        "/wxa/img_sec_check",
+        sim.img_sec_check(&bytes)
+            .map(|()| json!({"errcode": 0, "errmsg": "ok"})),
+    )
+}
+
+async fn getuserriskrank(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/getuserriskrank", &q, |appid| {
+        sim.risk_rank(appid, &json_body(&body)?)
+    })
+}
+
 /// Every WeChat path the simulator serves (what `quota/get` knows).
 const PATHS: &[&str] = &[
     "/cgi-bin/token",
@@ -606,6 +642,9 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/cgi-bin/message/custom/typing", post(custom_typing))
         .route("/cgi-bin/media/upload", post(media_upload))
         .route("/cgi-bin/media/get", get(media_get))
+        .route("/wxa/msg_sec_check", post(msg_sec_check))
+        .route("/wxa/img_sec_check", post(img_sec_check))
+        .route("/wxa/getuserriskrank", post(getuserriskrank))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

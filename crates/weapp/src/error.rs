@@ -132,6 +132,8 @@ pub enum ErrCode {
     NoRecentExchange,
     /// 45081: already typing.
     AlreadyTyping,
+    /// 61010: the user has not visited the mini program in the last 2 hours.
+    NotRecentVisitor,
     /// 76001: rid not found.
     RidNotFound,
     /// 76002: malformed rid.
@@ -207,6 +209,7 @@ impl ErrCode {
         (45072, ErrCode::TypingCommandInvalid),
         (45080, ErrCode::NoRecentExchange),
         (45081, ErrCode::AlreadyTyping),
+        (61010, ErrCode::NotRecentVisitor),
         (76001, ErrCode::RidNotFound),
         (76002, ErrCode::RidInvalid),
         (76021, ErrCode::CgiPathNotFound),
