@@ -19,6 +19,7 @@
 
 mod control;
 pub mod crypto;
+pub mod datacube;
 pub mod links;
 pub mod push;
 mod state;

@@ -316,8 +316,9 @@ async fn quota_get(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Res
         let b = json_body(&body)?;
         let cgi_path =
             s(&b, "cgi_path").ok_or_else(|| WxError::new(40097, "invalid args: cgi_path"))?;
-        sim.quota(appid, cgi_path, PATHS.contains(&cgi_path))
-            .map(ok_with)
+        let known =
+            PATHS.contains(&cgi_path) || cgi_path.starts_with("/datacube/getweanalysisappid");
+        sim.quota(appid, cgi_path, known).map(ok_with)
     })
 }
 
@@ -578,6 +579,25 @@ async fn getuserriskrank(State(sim): State<Sim>, Query(q): Params, body: Bytes) 
     })
 }
 
+async fn datacube(
+    State(sim): State<Sim>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let path = format!("/datacube/{name}");
+    let result = sim.check_token(p(&q, "access_token")).and_then(|appid| {
+        sim.count_app_call(&appid, &path);
+        let call = name
+            .strip_prefix("getweanalysisappid")
+            .ok_or_else(|| WxError::new(40097, "invalid args: unknown datacube call"))?;
+        let b = json_body(&body)?;
+        crate::datacube::answer(&appid, call, &b, crate::datacube::beijing_day(sim.now_ms()))
+    });
+    // Success bodies carry no errcode, as WeChat's datacube answers.
+    answer(&sim, &path, result)
+}
+
 /// Every WeChat path the simulator serves (what `quota/get` knows).
 const PATHS: &[&str] = &[
     "/cgi-bin/token",
@@ -645,6 +665,7 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/wxa/msg_sec_check", post(msg_sec_check))
         .route("/wxa/img_sec_check", post(img_sec_check))
         .route("/wxa/getuserriskrank", post(getuserriskrank))
+        .route("/datacube/{name}", post(datacube))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

@@ -132,6 +132,12 @@ pub enum ErrCode {
     NoRecentExchange,
     /// 45081: already typing.
     AlreadyTyping,
+    /// 61500: date format error.
+    DateFormatError,
+    /// 61501: date range error.
+    DateRangeError,
+    /// 61503: data not ready yet.
+    DataNotReady,
     /// 61010: the user has not visited the mini program in the last 2 hours.
     NotRecentVisitor,
     /// 76001: rid not found.
@@ -210,6 +216,9 @@ impl ErrCode {
         (45080, ErrCode::NoRecentExchange),
         (45081, ErrCode::AlreadyTyping),
         (61010, ErrCode::NotRecentVisitor),
+        (61500, ErrCode::DateFormatError),
+        (61501, ErrCode::DateRangeError),
+        (61503, ErrCode::DataNotReady),
         (76001, ErrCode::RidNotFound),
         (76002, ErrCode::RidInvalid),
         (76021, ErrCode::CgiPathNotFound),

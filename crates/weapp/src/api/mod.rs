@@ -1,5 +1,6 @@
 //! The API domains, one handler each, reached from [`crate::Client`].
 
+pub mod analytics;
 pub mod auth;
 pub mod customer_service;
 pub mod media;
