@@ -36,6 +36,10 @@ enum Command {
     Demo(commands::demo::Args),
     /// Verify, decrypt or build WeChat message-push payloads.
     Push(commands::push::Args),
+    /// Call any WeChat API with the access token handled (like `gh api`).
+    Api(commands::api::Args),
+    /// Make a mini program code image.
+    Qrcode(commands::qrcode::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,7 +47,12 @@ fn main() -> ExitCode {
     // One-shot commands stay quiet unless asked; the long-running ones log at `--log`.
     let quiet = matches!(
         cli.command,
-        Command::Token(_) | Command::Decrypt(_) | Command::Demo(_) | Command::Push(_)
+        Command::Token(_)
+            | Command::Decrypt(_)
+            | Command::Demo(_)
+            | Command::Push(_)
+            | Command::Api(_)
+            | Command::Qrcode(_)
     );
     let filter = if quiet && cli.log == "info" {
         "warn"
@@ -75,6 +84,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => commands::serve::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Push(args) => commands::push::run(args),
+            Command::Api(args) => commands::api::run(args).await,
+            Command::Qrcode(args) => commands::qrcode::run(args).await,
         }
     });
     match result {

@@ -465,3 +465,127 @@ fn push_commands_verify_decrypt_and_build_payloads() {
         .unwrap();
     assert_eq!(stdout(&o), r#"{"MsgType":"text","Content":"hi"}"#);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_any_endpoint_and_qrcode_writes_an_image() {
+    let (sim, appid, secret) = sim_with_app().await;
+    let dir = std::env::temp_dir().join(format!("weapp-cli-api-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = [
+        "--appid",
+        appid.as_str(),
+        "--secret",
+        secret.as_str(),
+        "--api-base",
+        sim.url(),
+    ];
+
+    let o = weapp()
+        .args(["api"])
+        .args(app)
+        .args([
+            "POST",
+            "/cgi-bin/openapi/quota/get",
+            "--json",
+            r#"{"cgi_path":"/cgi-bin/stable_token"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["quota"]["daily_limit"], 500000);
+
+    let png = dir.join("u.png");
+    let o = weapp()
+        .args(["api"])
+        .args(app)
+        .args([
+            "POST",
+            "/wxa/getwxacodeunlimit",
+            "--json",
+            r#"{"scene":"a=1"}"#,
+            "-o",
+            png.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let o = weapp()
+        .args(["api"])
+        .args(app)
+        .args([
+            "POST",
+            "/wxa/getwxacodeunlimit",
+            "--json",
+            r#"{"scene":"a=1"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("-o FILE"), "{}", stderr(&o));
+
+    let upload = dir.join("card.png");
+    std::fs::write(&upload, b"\x89PNG\r\n\x1a\nx").unwrap();
+    let o = weapp()
+        .args(["api"])
+        .args(app)
+        .args([
+            "POST",
+            "/cgi-bin/media/upload?type=image",
+            "--form",
+            &format!("media=@{}", upload.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let media: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(media["type"], "image");
+
+    let o = weapp()
+        .args(["api"])
+        .args(app)
+        .args([
+            "GET",
+            "/wxa/checksession?openid=nobody&signature=x&sig_method=hmac_sha256",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("40003") && err.contains("rid"), "{err}");
+
+    let code = dir.join("code.png");
+    let o = weapp()
+        .args(["qrcode"])
+        .args(app)
+        .args([
+            "--path",
+            "pages/index/index?id=7",
+            "--width",
+            "430",
+            "-o",
+            code.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&code).unwrap().starts_with(b"\x89PNG"));
+    let o = weapp()
+        .args(["qrcode"])
+        .args(app)
+        .args(["--scene", "bad scene", "-o", code.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("40129"), "{}", stderr(&o));
+    let o = weapp()
+        .args(["qrcode"])
+        .args(app)
+        .args(["-o", code.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "--scene or --path is required");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::http::{is_transient, never_sent, Auth, Endpoint, FromResponse, Http, RetryPolicy};
+use crate::http::{Auth, Body, Call, Endpoint, Http, Method, RawOutput, RetryPolicy};
 use crate::secret::{AccessToken, AppSecret};
 use crate::token::{
     MemoryStore, TokenKey, TokenManager, TokenMode, TokenPolicy, TokenSource, TokenStore,
@@ -101,44 +101,45 @@ impl Client {
     /// # Errors
     /// The typed [`Error`] of the last attempt.
     pub async fn send<E: Endpoint>(&self, ep: &E) -> Result<E::Output> {
-        if E::AUTH == Auth::None {
-            return self.inner.http.call_untokened(ep).await;
+        let call = Call::of(ep)?;
+        self.inner
+            .http
+            .execute(&call, Some(self.inner.tokens.as_ref()))
+            .await
+    }
+
+    /// Calls any API path through the same pipeline (token, retries, errcode decoding) — for
+    /// endpoints this crate does not wrap yet. `path` may carry a query string. The call is
+    /// treated as not idempotent (never retried after an unknown outcome).
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    ///
+    /// ```no_run
+    /// # async fn run(client: weapp::Client) -> Result<(), weapp::Error> {
+    /// use weapp::http::{Body, Method, RawOutput};
+    /// let body = Body::json(&serde_json::json!({"cgi_path": "/cgi-bin/token"}))?;
+    /// if let RawOutput::Json(v) = client.call_raw(Method::Post, "/cgi-bin/openapi/quota/get", body).await? {
+    ///     println!("{v}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_raw(&self, method: Method, path: &str, body: Body) -> Result<RawOutput> {
+        if !path.starts_with('/') {
+            return Err(Error::InvalidArgument("path must start with /".into()));
         }
-        let http = &self.inner.http;
-        let body = ep.body()?;
-        let query = ep.query();
-        let mut token_retried = false;
-        let mut attempt = 0;
-        loop {
-            let token = self.inner.tokens.token().await?;
-            let result = http
-                .send_once(E::METHOD, E::PATH, &query, Some(&token), &body)
-                .await
-                .and_then(|raw| E::Output::from_response(raw, E::PATH));
-            let err = match result {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            if err.is_token_invalid() && !token_retried {
-                token_retried = true;
-                tracing::info!(endpoint = E::PATH, errcode = ?err.errcode(), "access token rejected; invalidating and retrying once");
-                self.inner.tokens.invalidate(&token).await?;
-                continue;
-            }
-            if is_transient(&err) && attempt < http.retry.max_retries {
-                if !E::IDEMPOTENT && !never_sent(&err) {
-                    return Err(Error::OutcomeUnknown {
-                        endpoint: E::PATH.into(),
-                        source: Box::new(err),
-                    });
-                }
-                attempt += 1;
-                tracing::debug!(endpoint = E::PATH, attempt, error = %err, "transient failure, retrying");
-                tokio::time::sleep(http.retry.delay(attempt)).await;
-                continue;
-            }
-            return Err(err);
-        }
+        let call = Call {
+            method,
+            path,
+            auth: Auth::AccessToken,
+            idempotent: false,
+            query: Vec::new(),
+            body,
+        };
+        self.inner
+            .http
+            .execute(&call, Some(self.inner.tokens.as_ref()))
+            .await
     }
 }
 

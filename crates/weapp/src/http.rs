@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::{split_rid, ErrCode, Error, Result};
 use crate::secret::AccessToken;
+use crate::token::TokenSource;
 
 /// HTTP method of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,17 +119,17 @@ pub trait FromResponse: Sized {
     ///
     /// # Errors
     /// [`Error::Api`] for a non-zero errcode, [`Error::Decode`] for an unexpected shape.
-    fn from_response(raw: RawResponse, endpoint: &'static str) -> Result<Self>;
+    fn from_response(raw: RawResponse, endpoint: &str) -> Result<Self>;
 }
 
 /// Marker for JSON response types: the errcode envelope is checked, then the body is decoded.
 pub trait JsonResponse: DeserializeOwned {}
 
 impl<T: JsonResponse> FromResponse for T {
-    fn from_response(raw: RawResponse, endpoint: &'static str) -> Result<Self> {
+    fn from_response(raw: RawResponse, endpoint: &str) -> Result<Self> {
         let value = decode_envelope(&raw, endpoint)?;
         serde_json::from_value(value).map_err(|e| Error::Decode {
-            endpoint: endpoint.into(),
+            endpoint: Cow::Owned(endpoint.to_owned()),
             message: e.to_string(),
         })
     }
@@ -144,7 +145,7 @@ pub struct Binary {
 }
 
 impl FromResponse for Binary {
-    fn from_response(raw: RawResponse, endpoint: &'static str) -> Result<Self> {
+    fn from_response(raw: RawResponse, endpoint: &str) -> Result<Self> {
         // Binary endpoints answer errors as JSON; tell them apart by Content-Type.
         if raw
             .content_type
@@ -153,7 +154,7 @@ impl FromResponse for Binary {
         {
             decode_envelope(&raw, endpoint)?;
             return Err(Error::Decode {
-                endpoint: endpoint.into(),
+                endpoint: Cow::Owned(endpoint.to_owned()),
                 message: "expected bytes, got a JSON body without an error".into(),
             });
         }
@@ -170,12 +171,12 @@ impl FromResponse for Binary {
 /// A JSON success body kept as an untyped value (for generic calls).
 impl JsonResponse for serde_json::Value {}
 
-fn check_status(raw: &RawResponse, endpoint: &'static str) -> Result<()> {
+fn check_status(raw: &RawResponse, endpoint: &str) -> Result<()> {
     if raw.status == 200 {
         Ok(())
     } else {
         Err(Error::HttpStatus {
-            endpoint: endpoint.into(),
+            endpoint: Cow::Owned(endpoint.to_owned()),
             status: raw.status,
         })
     }
@@ -183,14 +184,11 @@ fn check_status(raw: &RawResponse, endpoint: &'static str) -> Result<()> {
 
 /// Parses a JSON body and fails with [`Error::Api`] when it carries a non-zero errcode.
 /// An absent errcode means success (token, jscode2session and datacube answers have none).
-pub(crate) fn decode_envelope(
-    raw: &RawResponse,
-    endpoint: &'static str,
-) -> Result<serde_json::Value> {
+pub(crate) fn decode_envelope(raw: &RawResponse, endpoint: &str) -> Result<serde_json::Value> {
     if !raw.is_json() {
         check_status(raw, endpoint)?;
         return Err(Error::Decode {
-            endpoint: endpoint.into(),
+            endpoint: Cow::Owned(endpoint.to_owned()),
             message: format!(
                 "expected JSON, got {}",
                 raw.content_type.as_deref().unwrap_or("no content type")
@@ -202,7 +200,7 @@ pub(crate) fn decode_envelope(
         Err(e) => {
             check_status(raw, endpoint)?;
             return Err(Error::Decode {
-                endpoint: endpoint.into(),
+                endpoint: Cow::Owned(endpoint.to_owned()),
                 message: e.to_string(),
             });
         }
@@ -219,7 +217,7 @@ pub(crate) fn decode_envelope(
                 code: ErrCode::from(code),
                 message,
                 rid,
-                endpoint: endpoint.into(),
+                endpoint: Cow::Owned(endpoint.to_owned()),
             })
         }
     }
@@ -289,7 +287,7 @@ impl Http {
     pub(crate) async fn send_once(
         &self,
         method: Method,
-        path: &'static str,
+        path: &str,
         query: &[(&'static str, String)],
         token: Option<&AccessToken>,
         body: &Body,
@@ -327,7 +325,7 @@ impl Http {
             }
         }
         let transport = |e: reqwest::Error| Error::Transport {
-            endpoint: Cow::Borrowed(path),
+            endpoint: Cow::Owned(path.to_owned()),
             source: e.without_url(),
         };
         let resp = req.send().await.map_err(transport)?;
@@ -345,31 +343,100 @@ impl Http {
         })
     }
 
-    /// Sends with the retry policy for transient failures, for calls that need no token
-    /// (token fetches, jscode2session).
-    pub(crate) async fn call_untokened<E: Endpoint>(&self, ep: &E) -> Result<E::Output> {
-        let body = ep.body()?;
-        let query = ep.query();
+    /// The one request pipeline: adds the access token (from `tokens`, when the call needs one),
+    /// decodes the answer, invalidates a rejected token (compare-and-swap) and retries once,
+    /// and retries transient failures with jittered backoff — idempotent calls only; others get
+    /// [`Error::OutcomeUnknown`] unless the request provably never left.
+    pub(crate) async fn execute<O: FromResponse>(
+        &self,
+        call: &Call<'_>,
+        tokens: Option<&dyn TokenSource>,
+    ) -> Result<O> {
+        let mut token_retried = false;
         let mut attempt = 0;
         loop {
+            let token = match (call.auth, tokens) {
+                (Auth::AccessToken, Some(t)) => Some(t.token().await?),
+                _ => None,
+            };
             let result = self
-                .send_once(E::METHOD, E::PATH, &query, None, &body)
+                .send_once(
+                    call.method,
+                    call.path,
+                    &call.query,
+                    token.as_ref(),
+                    &call.body,
+                )
                 .await
-                .and_then(|raw| E::Output::from_response(raw, E::PATH));
-            match result {
-                Err(e) if attempt < self.retry.max_retries && is_transient(&e) => {
-                    if !E::IDEMPOTENT && !never_sent(&e) {
-                        return Err(Error::OutcomeUnknown {
-                            endpoint: E::PATH.into(),
-                            source: Box::new(e),
-                        });
-                    }
-                    attempt += 1;
-                    tracing::debug!(endpoint = E::PATH, attempt, error = %e, "transient failure, retrying");
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                .and_then(|raw| O::from_response(raw, call.path));
+            let err = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if let (Some(token), Some(tokens)) = (&token, tokens) {
+                if err.is_token_invalid() && !token_retried {
+                    token_retried = true;
+                    tracing::info!(endpoint = call.path, errcode = ?err.errcode(), "access token rejected; invalidating and retrying once");
+                    tokens.invalidate(token).await?;
+                    continue;
                 }
-                other => return other,
             }
+            if is_transient(&err) && attempt < self.retry.max_retries {
+                if !call.idempotent && !never_sent(&err) {
+                    return Err(Error::OutcomeUnknown {
+                        endpoint: Cow::Owned(call.path.to_owned()),
+                        source: Box::new(err),
+                    });
+                }
+                attempt += 1;
+                tracing::debug!(endpoint = call.path, attempt, error = %err, "transient failure, retrying");
+                tokio::time::sleep(self.retry.delay(attempt)).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+}
+
+/// One request, as the pipeline sees it.
+pub(crate) struct Call<'a> {
+    pub(crate) method: Method,
+    pub(crate) path: &'a str,
+    pub(crate) auth: Auth,
+    pub(crate) idempotent: bool,
+    pub(crate) query: Vec<(&'static str, String)>,
+    pub(crate) body: Body,
+}
+
+impl<'a> Call<'a> {
+    /// The call an endpoint describes.
+    pub(crate) fn of<E: Endpoint>(ep: &E) -> Result<Call<'static>> {
+        Ok(Call {
+            method: E::METHOD,
+            path: E::PATH,
+            auth: E::AUTH,
+            idempotent: E::IDEMPOTENT,
+            query: ep.query(),
+            body: ep.body()?,
+        })
+    }
+}
+
+/// The answer of a raw call: JSON (errcode checked) or bytes, told apart by Content-Type.
+#[derive(Debug, Clone)]
+pub enum RawOutput {
+    /// A JSON answer without a non-zero errcode.
+    Json(serde_json::Value),
+    /// A binary answer.
+    Bytes(Binary),
+}
+
+impl FromResponse for RawOutput {
+    fn from_response(raw: RawResponse, endpoint: &str) -> Result<Self> {
+        if raw.is_json() {
+            decode_envelope(&raw, endpoint).map(RawOutput::Json)
+        } else {
+            Binary::from_response(raw, endpoint).map(RawOutput::Bytes)
         }
     }
 }

@@ -141,3 +141,48 @@ async fn value_rules_are_checked_locally_and_by_the_simulator() {
         .unwrap_err();
     assert_eq!(err.errcode(), Some(ErrCode::Other(200014)));
 }
+
+#[tokio::test]
+async fn a_send_whose_outcome_is_unknown_is_reported_not_retried() {
+    use weapp_sim::Fault;
+    let (sim, appid, secret) = sim_with_app().await;
+    let client = Client::builder(&appid, AppSecret::new(secret))
+        .base_url(sim.url())
+        .build()
+        .unwrap();
+    let id = client
+        .subscribe()
+        .add_template(1003, &[1, 2], "")
+        .await
+        .unwrap();
+    let (_, openid) = sim.sim().login(&appid, None, None, false).unwrap();
+    sim.sim()
+        .subscribe_grant(&appid, &openid, &id, 1)
+        .await
+        .unwrap();
+    sim.sim()
+        .add_fault(Fault::errcode("/cgi-bin/message/subscribe/send", -1).times(1));
+    let data = SubscribeData::new()
+        .set("time1", "12:30")
+        .unwrap()
+        .set("thing2", "广州")
+        .unwrap();
+    let err = client
+        .subscribe()
+        .send(&openid, &id, data.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    assert_eq!(err.errcode(), Some(ErrCode::SystemError));
+    assert_eq!(
+        sim.sim().calls("/cgi-bin/message/subscribe/send"),
+        1,
+        "not retried"
+    );
+    // An idempotent call under the same fault is retried and succeeds.
+    sim.sim()
+        .add_fault(Fault::errcode("/wxaapi/newtmpl/gettemplate", -1).times(1));
+    assert_eq!(client.subscribe().templates().await.unwrap().len(), 1);
+    assert_eq!(sim.sim().calls("/wxaapi/newtmpl/gettemplate"), 2);
+}

@@ -1,9 +1,12 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run`, which returns a one-line
 //! error message on failure.
 
+pub mod api;
+pub mod app;
 pub mod decrypt;
 pub mod demo;
 pub mod push;
+pub mod qrcode;
 pub mod serve;
 pub mod sim;
 pub mod token;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result, StoreError};
-use crate::http::{Auth, Body, Endpoint, Http, JsonResponse, Method};
+use crate::http::{Auth, Body, Call, Endpoint, Http, JsonResponse, Method};
 use crate::secret::{AccessToken, AppSecret};
 pub use store::{Lease, MemoryStore, StoredToken, TokenKey, TokenMode, TokenStore};
 
@@ -402,25 +402,31 @@ impl TokenManager {
     async fn fetch(&self, force: bool, version: u64) -> Result<StoredToken> {
         let inner = &*self.inner;
         let appid = inner.key.appid.as_str();
-        let response = match inner.key.mode {
+        let response: TokenResponse = match inner.key.mode {
             TokenMode::Classic => {
                 inner
                     .http
-                    .call_untokened(&ClassicTokenRequest {
-                        appid,
-                        secret: &inner.secret,
-                    })
+                    .execute(
+                        &Call::of(&ClassicTokenRequest {
+                            appid,
+                            secret: &inner.secret,
+                        })?,
+                        None,
+                    )
                     .await?
             }
             TokenMode::Stable => {
                 inner
                     .http
-                    .call_untokened(&StableTokenRequest {
-                        grant_type: "client_credential",
-                        appid,
-                        secret: inner.secret.expose(),
-                        force_refresh: force,
-                    })
+                    .execute(
+                        &Call::of(&StableTokenRequest {
+                            grant_type: "client_credential",
+                            appid,
+                            secret: inner.secret.expose(),
+                            force_refresh: force,
+                        })?,
+                        None,
+                    )
                     .await?
             }
         };
