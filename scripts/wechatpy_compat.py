@@ -91,6 +91,39 @@ def main(base):
     stats = control(base, "/_sim/stats")
     check("the 40001 cost exactly one refetch", stats["tokens_issued"][app["appid"]]["classic"] == 4, stats)
 
+    # Mini program code (binary answer): wechatpy returns the raw response.
+    res = client.wxa.get_wxa_code_unlimited("id=42", page="pages/index/index", width=430)
+    check("get_wxa_code_unlimited returns a PNG", res.headers.get("Content-Type") == "image/png" and res.content.startswith(b"\x89PNG"), res)
+
+    # Subscribe message: a template, a grant from the popup, one send, then 43101.
+    tpl = client.post(WECHAT + "/wxaapi/newtmpl/addtemplate", data={"tid": "1003", "kidList": [1, 2], "sceneDesc": "login"})
+    template_id = tpl["priTmplId"]
+    control(base, "/_sim/subscribe-grant", {"appid": app["appid"], "openid": login["openid"], "template_id": template_id})
+    data = {"time1": {"value": "12:30"}, "thing2": {"value": "广州"}}
+    sent = client.wxa.send_subscribe_message(login["openid"], template_id, data, page="pages/index/index")
+    check("send_subscribe_message succeeds with a grant", sent.get("errcode") == 0, sent)
+    messages = control(base, f"/_sim/messages?appid={app['appid']}&openid={login['openid']}")["messages"]
+    check("the message was delivered with its data", len(messages) == 1 and messages[0]["data"]["thing2"]["value"] == "广州", messages)
+    try:
+        client.wxa.send_subscribe_message(login["openid"], template_id, data)
+        check("a second send without a grant fails", False)
+    except WeChatClientException as e:
+        check("a second send without a grant is 43101", e.errcode == 43101, e)
+    control(base, "/_sim/subscribe-grant", {"appid": app["appid"], "openid": login["openid"], "template_id": template_id})
+    try:
+        client.wxa.send_subscribe_message(login["openid"], template_id, {"time1": {"value": "25:99"}, "thing2": {"value": "x"}})
+        check("a bad value fails", False)
+    except WeChatClientException as e:
+        check("a bad value is 47003 naming the field", e.errcode == 47003 and "time1" in (e.errmsg or ""), e)
+
+    # Text security (v1, as wechatpy calls it).
+    check("check_text_security passes clean text", client.wxa.check_text_security("今天天气不错").get("errcode") == 0)
+    try:
+        client.wxa.check_text_security("一起来赌博吧")
+        check("risky text fails", False)
+    except WeChatClientException as e:
+        check("risky text is 87014", e.errcode == 87014, e)
+
     print(f"wechatpy-compat: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
