@@ -242,3 +242,51 @@ mod tests {
         assert_eq!(parse("2023116"), None);
     }
 }
+
+/// The performance modules the simulator knows: (module, table id, Chinese name).
+pub const PERFORMANCE_MODULES: &[(&str, &str, &str)] = &[
+    ("10021", "startup_total_cost", "启动总耗时"),
+    ("10022", "download_code_cost", "代码包下载耗时"),
+    ("10023", "first_render_cost", "首次渲染耗时"),
+    ("10024", "page_switch_cost", "页面切换耗时"),
+];
+
+/// `wxa/business/performance/boot`: one table of daily values (ms, as strings) for the module
+/// over `time.begin_timestamp..=time.end_timestamp` (at most 30 days).
+///
+/// # Errors
+/// 40097 for an unknown module or a bad time range.
+pub fn performance(appid: &str, body: &Value) -> WxResult<Value> {
+    let bad = |what: &str| WxError::new(40097, format!("invalid args: {what}"));
+    let module = body
+        .get("module")
+        .and_then(|m| {
+            m.as_str()
+                .map(str::to_owned)
+                .or_else(|| m.as_i64().map(|n| n.to_string()))
+        })
+        .ok_or_else(|| bad("module"))?;
+    let (_, id, zh) = PERFORMANCE_MODULES
+        .iter()
+        .find(|m| m.0 == module)
+        .ok_or_else(|| bad("module"))?;
+    let time = body.get("time").ok_or_else(|| bad("time"))?;
+    let begin = time
+        .get("begin_timestamp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad("time.begin_timestamp"))?;
+    let end = time
+        .get("end_timestamp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad("time.end_timestamp"))?;
+    let (first, last) = (beijing_day(begin * 1000), beijing_day(end * 1000));
+    if last < first || last - first > 30 {
+        return Err(bad("time range must be 0-30 days"));
+    }
+    let fields: Vec<Value> = (first..=last)
+        .map(|d| json!({"refdate": fmt(d), "value": (300 + n(appid, d, id, 2700)).to_string()}))
+        .collect();
+    Ok(
+        json!({"errcode": 0, "errmsg": "ok", "data": {"body": {"tables": [{"id": id, "zh": zh, "lines": [{"fields": fields}]}]}}}),
+    )
+}

@@ -598,6 +598,12 @@ async fn datacube(
     answer(&sim, &path, result)
 }
 
+async fn performance(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/business/performance/boot", &q, |appid| {
+        crate::datacube::performance(appid, &json_body(&body)?)
+    })
+}
+
 /// Every WeChat path the simulator serves (what `quota/get` knows).
 const PATHS: &[&str] = &[
     "/cgi-bin/token",
@@ -666,6 +672,7 @@ pub(crate) fn router() -> Router<Sim> {
         .route("/wxa/img_sec_check", post(img_sec_check))
         .route("/wxa/getuserriskrank", post(getuserriskrank))
         .route("/datacube/{name}", post(datacube))
+        .route("/wxa/business/performance/boot", post(performance))
         .route("/wxa/getpaidunionid", get(getpaidunionid))
         .route("/cgi-bin/clear_quota", post(clear_quota))
         .route("/cgi-bin/clear_quota/v2", post(clear_quota_v2))

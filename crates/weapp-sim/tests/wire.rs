@@ -540,3 +540,172 @@ async fn open_data_is_aes_128_cbc_under_the_current_session_key() {
     assert_eq!(v["watermark"]["appid"], t.appid.as_str());
     assert_eq!(v["watermark"]["timestamp"], t.sim().now());
 }
+
+#[tokio::test]
+async fn golden_shapes_of_the_api_domains() {
+    let t = T::new().await;
+    t.sim()
+        .set_pages(&t.appid, vec!["pages/index/index".into()])
+        .unwrap();
+    let token = t.classic().await;
+    let post = |path: &str, body: Value| {
+        let url = format!("{path}?access_token={token}");
+        let t = &t;
+        async move { t.post(&url, body).await.1 }
+    };
+    // §5: generate → {errcode, errmsg, openlink}; query → scheme_info + quota_info.
+    let v = post("/wxa/generatescheme", json!({"jump_wxa": {"path": "pages/index/index", "query": "a=1"}, "expire_type": 1, "expire_interval": 2})).await;
+    assert_eq!(keys(&v), ["errcode", "errmsg", "openlink"]);
+    let v = post(
+        "/wxa/queryscheme",
+        json!({"scheme": v["openlink"], "query_type": 0}),
+    )
+    .await;
+    assert_eq!(keys(&v), ["errcode", "errmsg", "quota_info", "scheme_info"]);
+    assert_eq!(
+        keys(&v["scheme_info"]),
+        [
+            "appid",
+            "create_time",
+            "env_version",
+            "expire_time",
+            "path",
+            "query"
+        ]
+    );
+    assert_eq!(keys(&v["quota_info"]), ["remain_visit_quota"]);
+    // §12: quota/get.
+    let v = post(
+        "/cgi-bin/openapi/quota/get",
+        json!({"cgi_path": "/cgi-bin/token"}),
+    )
+    .await;
+    assert_eq!(keys(&v), ["errcode", "errmsg", "quota", "rate_limit"]);
+    assert_eq!(keys(&v["quota"]), ["daily_limit", "remain", "used"]);
+    assert_eq!(keys(&v["rate_limit"]), ["call_count", "refresh_second"]);
+    // §8: msg_sec_check v2.
+    let (_, openid) = t.sim().login(&t.appid, None, None, false).unwrap();
+    let v = post(
+        "/wxa/msg_sec_check",
+        json!({"content": "hello", "version": 2, "scene": 1, "openid": openid}),
+    )
+    .await;
+    assert_eq!(
+        keys(&v),
+        ["detail", "errcode", "errmsg", "result", "trace_id"]
+    );
+    assert_eq!(v["result"], json!({"suggest": "pass", "label": 100}));
+    assert_eq!(
+        keys(&v["detail"][0]),
+        ["errcode", "label", "prob", "strategy", "suggest"]
+    );
+    let v = post("/wxa/msg_sec_check", json!({"content": "色情"})).await;
+    assert_wx_error(&v, 87014, "risky content");
+    // §9: datacube success has no errcode; visittrend rows have exactly the documented fields.
+    let yesterday = {
+        let d = (t.sim().now() + 8 * 3600) / 86_400 - 1;
+        let (mut y, mut r) = (1970i64, d);
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        while r >= if leap(y) { 366 } else { 365 } {
+            r -= if leap(y) { 366 } else { 365 };
+            y += 1;
+        }
+        let ms = [
+            31,
+            if leap(y) { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let mut m = 0;
+        while r >= ms[m] {
+            r -= ms[m];
+            m += 1;
+        }
+        format!("{y:04}{:02}{:02}", m + 1, r + 1)
+    };
+    let v = post(
+        "/datacube/getweanalysisappiddailyvisittrend",
+        json!({"begin_date": yesterday, "end_date": yesterday}),
+    )
+    .await;
+    assert_eq!(keys(&v), ["list"]);
+    assert_eq!(
+        keys(&v["list"][0]),
+        [
+            "ref_date",
+            "session_cnt",
+            "stay_time_session",
+            "stay_time_uv",
+            "visit_depth",
+            "visit_pv",
+            "visit_uv",
+            "visit_uv_new"
+        ]
+    );
+    let v = post(
+        "/datacube/getweanalysisappiddailysummarytrend",
+        json!({"begin_date": yesterday, "end_date": yesterday}),
+    )
+    .await;
+    assert_eq!(
+        keys(&v["list"][0]),
+        ["ref_date", "share_pv", "share_uv", "visit_total"]
+    );
+    // §6: template management answers.
+    let v = t
+        .get(&format!(
+            "/wxaapi/newtmpl/getpubtemplatekeywords?access_token={token}&tid=1001"
+        ))
+        .await
+        .2;
+    assert_eq!(keys(&v), ["count", "data", "errcode", "errmsg"]);
+    assert_eq!(keys(&v["data"][0]), ["example", "kid", "name", "rule"]);
+    let v = post(
+        "/wxaapi/newtmpl/addtemplate",
+        json!({"tid": "1001", "kidList": [1, 2], "sceneDesc": "x"}),
+    )
+    .await;
+    assert_eq!(keys(&v), ["errcode", "errmsg", "priTmplId"]);
+    let v = t
+        .get(&format!("/wxaapi/newtmpl/gettemplate?access_token={token}"))
+        .await
+        .2;
+    assert_eq!(
+        keys(&v["data"][0]),
+        ["content", "example", "priTmplId", "title", "type"]
+    );
+    // §7: media upload.
+    let form = reqwest::multipart::Form::new().part(
+        "media",
+        reqwest::multipart::Part::bytes(b"\x89PNG\r\n".to_vec())
+            .file_name("a.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let v: Value = t
+        .http
+        .post(format!(
+            "{}/cgi-bin/media/upload?access_token={token}&type=image",
+            t.h.url()
+        ))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&v),
+        ["created_at", "media_id", "type"],
+        "no errcode on success, as documented"
+    );
+}

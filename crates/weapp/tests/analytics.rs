@@ -191,3 +191,35 @@ fn weekday_of(s: &str) -> i64 {
 fn not_a_monday() -> String {
     (-30..-20).map(day).find(|d| weekday_of(d) != 0).unwrap()
 }
+
+#[tokio::test]
+async fn performance_data_per_day() {
+    use weapp::api::analytics::PerformanceModule;
+    let (sim, a) = client_for("wxanalytics0000004").await;
+    let now = sim.sim().now();
+    let tables = a
+        .analytics()
+        .performance(
+            PerformanceModule::FirstRender,
+            now - 6 * 86_400,
+            now,
+            &[("networktype", "wifi")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tables[0].id, "first_render_cost");
+    assert_eq!(tables[0].lines[0].fields.len(), 7);
+    assert!(tables[0].lines[0]
+        .fields
+        .iter()
+        .all(|f| f.value.parse::<u32>().is_ok()));
+    let err = a
+        .analytics()
+        .performance(PerformanceModule::StartupTotal, now, now - 1, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.errcode(), err.rid()),
+        (Some(weapp::ErrCode::InvalidArgs), None)
+    );
+}

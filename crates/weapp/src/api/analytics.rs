@@ -486,6 +486,137 @@ impl AnalyticsApi {
     }
 }
 
+/// Which performance figure (`module` of `wxa/business/performance/boot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PerformanceModule {
+    /// 10021: total startup time.
+    StartupTotal,
+    /// 10022: code package download time.
+    CodeDownload,
+    /// 10023: first render time.
+    FirstRender,
+    /// 10024: page switch time.
+    PageSwitch,
+}
+
+/// One value of a performance table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PerformanceField {
+    /// yyyymmdd
+    pub refdate: String,
+    /// Milliseconds, as WeChat sends them (a string).
+    pub value: String,
+}
+
+/// A line of a performance table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PerformanceLine {
+    /// Its values.
+    pub fields: Vec<PerformanceField>,
+}
+
+/// A performance table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PerformanceTable {
+    /// Table id, e.g. `startup_total_cost`.
+    pub id: String,
+    /// Chinese name.
+    pub zh: String,
+    /// Lines.
+    pub lines: Vec<PerformanceLine>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PerfBody {
+    tables: Vec<PerformanceTable>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PerfData {
+    body: PerfBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct PerfResponse {
+    data: PerfData,
+}
+
+impl JsonResponse for PerfResponse {}
+
+#[derive(Serialize)]
+struct PerfTime {
+    begin_timestamp: i64,
+    end_timestamp: i64,
+}
+
+#[derive(Serialize)]
+struct Performance {
+    time: PerfTime,
+    module: String,
+    params: Vec<serde_json::Value>,
+}
+
+impl Endpoint for Performance {
+    type Output = PerfResponse;
+    const PATH: &'static str = "/wxa/business/performance/boot";
+    fn body(&self) -> Result<Body> {
+        Body::json(self)
+    }
+}
+
+impl AnalyticsApi {
+    /// Performance data (运维中心): daily values of `module` between two Unix times (≤ 30 days),
+    /// optionally filtered by `(field, value)` pairs such as `("networktype", "wifi")`.
+    ///
+    /// # Errors
+    /// Local: an end before the start or a range over 30 days (40097); WeChat 40097.
+    ///
+    /// ```no_run
+    /// # async fn run(client: weapp::Client) -> Result<(), weapp::Error> {
+    /// use weapp::api::analytics::PerformanceModule;
+    /// let tables = client.analytics().performance(PerformanceModule::StartupTotal, 1_699_000_000, 1_699_600_000, &[("networktype", "wifi")]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn performance(
+        &self,
+        module: PerformanceModule,
+        begin: i64,
+        end: i64,
+        filters: &[(&str, &str)],
+    ) -> Result<Vec<PerformanceTable>> {
+        if end < begin || end - begin > 30 * 86_400 {
+            return Err(rejected_locally(
+                Performance::PATH_,
+                40097,
+                "the time range must be 0-30 days",
+            ));
+        }
+        let module = match module {
+            PerformanceModule::StartupTotal => "10021",
+            PerformanceModule::CodeDownload => "10022",
+            PerformanceModule::FirstRender => "10023",
+            PerformanceModule::PageSwitch => "10024",
+        };
+        let params = filters
+            .iter()
+            .map(|(f, v)| serde_json::json!({"field": f, "value": v}))
+            .collect();
+        let call = Performance {
+            time: PerfTime {
+                begin_timestamp: begin,
+                end_timestamp: end,
+            },
+            module: module.into(),
+            params,
+        };
+        self.client.send(&call).await.map(|r| r.data.body.tables)
+    }
+}
+
 trait PathOf {
     const PATH_: &'static str;
 }
