@@ -222,27 +222,6 @@ pub fn beijing_day(now_ms: i64) -> i64 {
     (now_ms / 1000 + 8 * 3600).div_euclid(86_400)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn calendar_round_trips() {
-        for d in [-1000, 0, 19_000, 19_675, 20_000, 30_000] {
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d);
-        }
-        assert_eq!(parse("20231106"), Some(days_from_civil(2023, 11, 6)));
-        assert_eq!(
-            (days_from_civil(2023, 11, 6) + 3).rem_euclid(7),
-            0,
-            "2023-11-06 was a Monday"
-        );
-        assert_eq!(parse("20230231"), None);
-        assert_eq!(parse("2023116"), None);
-    }
-}
-
 /// The performance modules the simulator knows: (module, table id, Chinese name).
 pub const PERFORMANCE_MODULES: &[(&str, &str, &str)] = &[
     ("10021", "startup_total_cost", "启动总耗时"),
@@ -289,4 +268,25 @@ pub fn performance(appid: &str, body: &Value) -> WxResult<Value> {
     Ok(
         json!({"errcode": 0, "errmsg": "ok", "data": {"body": {"tables": [{"id": id, "zh": zh, "lines": [{"fields": fields}]}]}}}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_round_trips() {
+        for d in [-1000, 0, 19_000, 19_675, 20_000, 30_000] {
+            let (y, m, dd) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, dd), d);
+        }
+        assert_eq!(parse("20231106"), Some(days_from_civil(2023, 11, 6)));
+        assert_eq!(
+            (days_from_civil(2023, 11, 6) + 3).rem_euclid(7),
+            0,
+            "2023-11-06 was a Monday"
+        );
+        assert_eq!(parse("20230231"), None);
+        assert_eq!(parse("2023116"), None);
+    }
 }
