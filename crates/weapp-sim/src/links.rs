@@ -8,6 +8,8 @@ use crate::state::{random_alnum, WxError, WxResult};
 
 /// Scheme + URL Link generations per day (shared).
 pub const DAILY_LINKS: u32 = 500_000;
+/// Scheme + URL Link generations per second.
+pub const PER_SECOND: u32 = 100;
 /// Permanent short links per app.
 pub const PERMANENT_SHORT_LINKS: u64 = 100_000;
 /// Visits a generated link allows (reported as `remain_visit_quota`).

@@ -1650,6 +1650,9 @@ impl Sim {
         let expire = crate::links::expiry(expiry_body, now)?;
         let app = w.app_mut(appid)?;
         let record = crate::links::record(appid, src, &app.pages, now, expire)?;
+        if !app.take("links_second", now_ms / 1000, crate::links::PER_SECOND) {
+            return Err(WxError::new(44990, "reach max api per second limit"));
+        }
         if !app.take("links_day", day_of(now_ms), crate::links::DAILY_LINKS) {
             return Err(WxError::new(44993, "reach max api daily quota limit"));
         }

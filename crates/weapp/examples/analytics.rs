@@ -49,9 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in a.visit_page(&day).await?.list {
         println!("{}: {} visits", p.page_path, p.page_visit_pv);
     }
-    println!(
-        "7-day portrait provinces: {}",
-        a.user_portrait(&day, 7).await?.visit_uv["province"]
-    );
+    for p in a.user_portrait(&day, 7).await?.visit_uv.province {
+        println!("{}: {} users over 7 days", p.name, p.value);
+    }
     Ok(())
 }

@@ -77,7 +77,8 @@ async fn every_call_answers_with_stable_data() {
     let dist = a.analytics().visit_distribution(&yesterday).await.unwrap();
     assert_eq!(dist.list[0].index, "access_source_session_cnt");
     let portrait = a.analytics().user_portrait(&yesterday, 7).await.unwrap();
-    assert!(portrait.visit_uv["province"].is_array());
+    assert_eq!(portrait.visit_uv.province[0].name, "广东省");
+    assert!(!portrait.visit_uv_new.ages.is_empty());
 
     // A Monday at least a week back, and the first of a past month.
     let mut monday_offset = -8;

@@ -140,6 +140,17 @@ async fn link_rules_are_enforced_locally_and_by_the_simulator() {
         .unwrap_err();
     assert_eq!(err.errcode(), Some(ErrCode::InvalidPagePath));
 
+    // 100 a second (the virtual clock stands still, so they all fall in one second).
+    for _ in 0..100 {
+        client.url_link().link().send().await.unwrap();
+    }
+    assert_eq!(
+        client.url_link().link().send().await.unwrap_err().errcode(),
+        Some(ErrCode::LinkRateLimited)
+    );
+    sim.sim().advance(1);
+    client.url_link().link().send().await.unwrap();
+
     let before = sim.sim().calls("/wxa/generatescheme")
         + sim.sim().calls("/wxa/genwxashortlink")
         + sim.sim().calls("/wxa/generate_urllink");

@@ -5,7 +5,6 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::client::Client;
 use crate::error::{rejected_locally, Result};
@@ -231,17 +230,48 @@ pub struct VisitDistribution {
     pub list: Vec<Distribution>,
 }
 
-/// `userportrait`: the new and the active users by province, city, gender, platform, device
-/// and age (kept as sent: `{province: [{id, name, value}], …}`).
+/// One bucket of a portrait dimension.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PortraitItem {
+    /// Bucket id (absent for devices).
+    #[serde(default)]
+    pub id: Option<i64>,
+    /// Bucket name (广东省, 男, iPhone, 18-24岁, …).
+    pub name: String,
+    /// Users.
+    pub value: u64,
+}
+
+/// Users by province, city, gender, platform, device and age.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct PortraitDimensions {
+    /// By province.
+    pub province: Vec<PortraitItem>,
+    /// By city.
+    pub city: Vec<PortraitItem>,
+    /// By gender.
+    pub genders: Vec<PortraitItem>,
+    /// By platform.
+    pub platforms: Vec<PortraitItem>,
+    /// By device model.
+    pub devices: Vec<PortraitItem>,
+    /// By age band.
+    pub ages: Vec<PortraitItem>,
+}
+
+/// `userportrait`: the new and the active users of a period.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct UserPortrait {
     /// The period.
     pub ref_date: String,
     /// New users.
-    pub visit_uv_new: Value,
+    pub visit_uv_new: PortraitDimensions,
     /// Active users.
-    pub visit_uv: Value,
+    pub visit_uv: PortraitDimensions,
 }
 
 #[derive(Debug, Deserialize)]
