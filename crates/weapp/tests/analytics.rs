@@ -4,48 +4,7 @@ use weapp::{AppSecret, Client};
 use weapp_sim::{spawn, SimConfig};
 
 fn day(offset_days: i64) -> String {
-    // Beijing date, `offset_days` from today.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + 8 * 3600
-        + offset_days * 86_400;
-    let days = secs.div_euclid(86_400);
-    let (mut y, mut rest) = (1970, days);
-    loop {
-        let len = if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-            366
-        } else {
-            365
-        };
-        if rest < len {
-            break;
-        }
-        rest -= len;
-        y += 1;
-    }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let months = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    let mut m = 0;
-    while rest >= months[m] {
-        rest -= months[m];
-        m += 1;
-    }
-    format!("{y:04}{:02}{:02}", m + 1, rest + 1)
+    weapp_test_support::beijing_date(offset_days)
 }
 
 async fn client_for(appid: &str) -> (weapp_sim::SimHandle, Client) {
