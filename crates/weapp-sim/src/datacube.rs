@@ -42,7 +42,8 @@ fn parse(s: &str) -> Option<i64> {
     (civil_from_days(days) == (y, m, d)).then_some(days)
 }
 
-fn fmt(days: i64) -> String {
+/// `yyyymmdd` of a day counted from 1970-01-01.
+pub fn yyyymmdd(days: i64) -> String {
     let (y, m, d) = civil_from_days(days);
     format!("{y:04}{m:02}{d:02}")
 }
@@ -143,10 +144,10 @@ pub fn answer(appid: &str, name: &str, body: &Value, today: i64) -> WxResult<Val
     };
     let (begin, end) = dates(body, &period, today)?;
     let ref_date = match period {
-        Period::Week => format!("{}-{}", fmt(begin), fmt(end)),
-        Period::Month => fmt(begin)[..6].to_owned(),
-        Period::Portrait if begin != end => format!("{}-{}", fmt(begin), fmt(end)),
-        _ => fmt(begin),
+        Period::Week => format!("{}-{}", yyyymmdd(begin), yyyymmdd(end)),
+        Period::Month => yyyymmdd(begin)[..6].to_owned(),
+        Period::Portrait if begin != end => format!("{}-{}", yyyymmdd(begin), yyyymmdd(end)),
+        _ => yyyymmdd(begin),
     };
     Ok(match name {
         "dailysummarytrend" => {
@@ -263,7 +264,9 @@ pub fn performance(appid: &str, body: &Value) -> WxResult<Value> {
         return Err(bad("time range must be 0-30 days"));
     }
     let fields: Vec<Value> = (first..=last)
-        .map(|d| json!({"refdate": fmt(d), "value": (300 + n(appid, d, id, 2700)).to_string()}))
+        .map(
+            |d| json!({"refdate": yyyymmdd(d), "value": (300 + n(appid, d, id, 2700)).to_string()}),
+        )
         .collect();
     Ok(
         json!({"errcode": 0, "errmsg": "ok", "data": {"body": {"tables": [{"id": id, "zh": zh, "lines": [{"fields": fields}]}]}}}),

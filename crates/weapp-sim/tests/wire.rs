@@ -602,35 +602,8 @@ async fn golden_shapes_of_the_api_domains() {
     let v = post("/wxa/msg_sec_check", json!({"content": "色情"})).await;
     assert_wx_error(&v, 87014, "risky content");
     // §9: datacube success has no errcode; visittrend rows have exactly the documented fields.
-    let yesterday = {
-        let d = (t.sim().now() + 8 * 3600) / 86_400 - 1;
-        let (mut y, mut r) = (1970i64, d);
-        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        while r >= if leap(y) { 366 } else { 365 } {
-            r -= if leap(y) { 366 } else { 365 };
-            y += 1;
-        }
-        let ms = [
-            31,
-            if leap(y) { 29 } else { 28 },
-            31,
-            30,
-            31,
-            30,
-            31,
-            31,
-            30,
-            31,
-            30,
-            31,
-        ];
-        let mut m = 0;
-        while r >= ms[m] {
-            r -= ms[m];
-            m += 1;
-        }
-        format!("{y:04}{:02}{:02}", m + 1, r + 1)
-    };
+    let yesterday =
+        weapp_sim::datacube::yyyymmdd(weapp_sim::datacube::beijing_day(t.sim().now_ms()) - 1);
     let v = post(
         "/datacube/getweanalysisappiddailyvisittrend",
         json!({"begin_date": yesterday, "end_date": yesterday}),

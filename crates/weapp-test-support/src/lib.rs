@@ -202,35 +202,9 @@ impl Drop for PgDatabase {
 
 /// The Beijing date `offset_days` from today as `yyyymmdd` (analytics dates).
 pub fn beijing_date(offset_days: i64) -> String {
-    let secs = std::time::SystemTime::now()
+    let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let mut rest = (secs + 8 * 3600).div_euclid(86_400) + offset_days;
-    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let mut y = 1970;
-    while rest >= if leap(y) { 366 } else { 365 } {
-        rest -= if leap(y) { 366 } else { 365 };
-        y += 1;
-    }
-    let months = [
-        31,
-        if leap(y) { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    let mut m = 0;
-    while rest >= months[m] {
-        rest -= months[m];
-        m += 1;
-    }
-    format!("{y:04}{:02}{:02}", m + 1, rest + 1)
+    weapp_sim::datacube::yyyymmdd(weapp_sim::datacube::beijing_day(now_ms) + offset_days)
 }
