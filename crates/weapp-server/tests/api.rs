@@ -540,3 +540,23 @@ async fn shutdown_finishes_in_flight_requests() {
         "the slow login completed during shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_its_deadline_gets_408() {
+    let w = world().await;
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    config.request_timeout_secs = 1;
+    let server = weapp_server::spawn(config).await.unwrap();
+    w.sim
+        .sim()
+        .add_fault(Fault::latency("/sns/jscode2session", 2500).times(1));
+    let (code, _) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
+    let started = std::time::Instant::now();
+    let (s, v) = w.post_login(server.url(), &w.appid, &code).await;
+    assert_eq!(s, 408, "{v}");
+    assert_eq!(v["error"]["code"], "timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2000),
+        "answered at the deadline, not after upstream"
+    );
+}
