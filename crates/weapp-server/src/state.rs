@@ -265,9 +265,11 @@ impl AppState {
         g
     }
 
-    /// Starts one refresher per app: it keeps the token fresh ahead of expiry (one refresher
-    /// fleet-wide thanks to the store's lock) and re-reads the shared store so this instance
-    /// picks up other instances' refreshes. They stop when `shutdown` flips to true.
+    /// Starts one refresher per app: the SDK's background refresher keeps the token fresh
+    /// ahead of expiry (one refresher fleet-wide thanks to the store's lease, jittered across
+    /// apps), so broker reads never wait on WeChat while a valid token exists; a watcher
+    /// re-reads the token every [`REFRESH_INTERVAL`] for the metrics and records failures.
+    /// They stop when `shutdown` flips to true.
     pub fn spawn_refreshers(
         &self,
         shutdown: tokio::sync::watch::Receiver<bool>,
@@ -279,12 +281,16 @@ impl AppState {
                 let state = self.clone();
                 let mut shutdown = shutdown.clone();
                 tokio::spawn(async move {
+                    let refresher = app.manager.start_refresher();
                     loop {
                         match app.token().await {
                             Ok(_) => {}
                             Err(e) => {
-                                state.metrics.upstream_error(&app.appid, e.errcode().map_or(-2, |c| c.code()));
-                                tracing::warn!(appid = %app.appid, error = %e, "background token refresh failed");
+                                state.metrics.upstream_error(
+                                    &app.appid,
+                                    e.errcode().map_or(-2, |c| c.code()),
+                                );
+                                tracing::warn!(appid = %app.appid, error = %e, "token unavailable");
                             }
                         }
                         tokio::select! {
@@ -295,6 +301,7 @@ impl AppState {
                             break;
                         }
                     }
+                    refresher.stop().await;
                     tracing::debug!(appid = %app.appid, "token refresher stopped");
                 })
             })

@@ -53,14 +53,22 @@ async fn faults(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let Some(fault) = sim.on_call(&path) else {
         return next.run(req).await;
     };
-    if let Some(ms) = fault.latency_ms {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    if let Some(status) = fault.http_status {
+    let delay = fault.latency_ms.map(std::time::Duration::from_millis);
+    let answer = if let Some(body) = fault.body {
+        let status = fault
+            .http_status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK);
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    } else if let Some(status) = fault.http_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        return (status, "simulated upstream failure").into_response();
-    }
-    if let Some(code) = fault.errcode {
+        (status, "simulated upstream failure").into_response()
+    } else if let Some(code) = fault.errcode {
         let msg = match code {
             -1 => "system error",
             45009 => "reach max api daily quota limit",
@@ -68,9 +76,19 @@ async fn faults(State(sim): State<Sim>, req: Request, next: Next) -> Response {
             40001 => "invalid credential, access_token is invalid or not latest",
             _ => "simulated fault",
         };
-        return wechat::wx_error(&sim, &path, &WxError::new(code, msg));
+        wechat::wx_error(&sim, &path, &WxError::new(code, msg))
+    } else {
+        // Only late: do the work now, in a task of its own, so it happens even if the caller
+        // disconnects while waiting for the answer.
+        match tokio::spawn(next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
     }
-    next.run(req).await
+    answer
 }
 
 async fn not_found(State(sim): State<Sim>, req: Request) -> Response {

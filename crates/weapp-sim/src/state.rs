@@ -224,8 +224,14 @@ pub struct Fault {
     pub errcode: Option<i64>,
     /// Answer this HTTP status with a non-JSON body.
     pub http_status: Option<u16>,
-    /// Delay before answering (or before passing on, if nothing else is set).
+    /// Delay before answering. With nothing else set, the request is processed at once and
+    /// only the answer is late — like a slow WeChat, which has done the work (issued a token,
+    /// sent a message) even when the caller gave up waiting.
     pub latency_ms: Option<u64>,
+    /// Answer this body (as `application/json`, with `http_status` or 200) instead of the real
+    /// answer: for garbage, truncated or implausible responses.
+    #[serde(default)]
+    pub body: Option<String>,
     /// Probability of applying per matching request (default 1).
     pub rate: Option<f64>,
     /// Apply this many times, then disappear (default: until cleared).
@@ -239,6 +245,7 @@ impl Fault {
             errcode: None,
             http_status: None,
             latency_ms: None,
+            body: None,
             rate: None,
             count: None,
         }
@@ -264,6 +271,15 @@ impl Fault {
     pub fn latency(path: &str, ms: u64) -> Self {
         Fault {
             latency_ms: Some(ms),
+            ..Self::on(path)
+        }
+    }
+
+    /// `path` answers `body` verbatim (HTTP 200, `application/json`): garbage, a truncated
+    /// document, an implausible value.
+    pub fn body(path: &str, body: impl Into<String>) -> Self {
+        Fault {
+            body: Some(body.into()),
             ..Self::on(path)
         }
     }

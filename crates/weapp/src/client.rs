@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::http::{Auth, Body, Call, Endpoint, Http, Method, RawOutput, RetryPolicy};
+use crate::http::{Body, Call, Endpoint, Http, Method, RawOutput, RetryPolicy};
 use crate::secret::{AccessToken, AppSecret};
 use crate::token::{
     MemoryStore, TokenKey, TokenManager, TokenMode, TokenPolicy, TokenSource, TokenStore,
@@ -109,11 +109,13 @@ impl Client {
     }
 
     /// Calls any API path through the same pipeline (token, retries, errcode decoding) — for
-    /// endpoints this crate does not wrap yet. `path` may carry a query string. The call is
-    /// treated as not idempotent (never retried after an unknown outcome).
+    /// endpoints this crate does not wrap yet. `path` may carry a query string; it is sent as
+    /// query parameters and never appears in errors or log lines (it may hold a secret, as
+    /// `clear_quota/v2`'s `appsecret` does). The call is treated as not idempotent (never
+    /// retried after an unknown outcome).
     ///
     /// # Errors
-    /// As [`Client::send`].
+    /// As [`Client::send`]; [`Error::InvalidArgument`] for a path that does not start with `/`.
     ///
     /// ```no_run
     /// # async fn run(client: weapp::Client) -> Result<(), weapp::Error> {
@@ -125,17 +127,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn call_raw(&self, method: Method, path: &str, body: Body) -> Result<RawOutput> {
-        if !path.starts_with('/') {
-            return Err(Error::InvalidArgument("path must start with /".into()));
-        }
-        let call = Call {
-            method,
-            path,
-            auth: Auth::AccessToken,
-            idempotent: false,
-            query: Vec::new(),
-            body,
-        };
+        let call = Call::raw(method, path, body)?;
         self.inner
             .http
             .execute(&call, Some(self.inner.tokens.as_ref()))
@@ -223,7 +215,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Refresh margin, lock TTL, polling and local caching of the token manager.
+    /// Refresh margin, lease, fetch deadline, polling, caching and failure handling of the
+    /// token manager (checked by [`ClientBuilder::build`]).
     pub fn token_policy(mut self, policy: TokenPolicy) -> Self {
         self.token_policy = policy;
         self
@@ -244,10 +237,17 @@ impl ClientBuilder {
     /// Builds the client.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty appid or an unparseable base URL.
+    /// [`Error::InvalidArgument`] for an empty appid, an unparseable base URL, a zero timeout
+    /// or a token policy that cannot work ([`TokenPolicy::validate`]).
     pub fn build(self) -> Result<Client> {
         if self.appid.trim().is_empty() {
             return Err(Error::InvalidArgument("appid must not be empty".into()));
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::InvalidArgument("timeouts must be positive".into()));
+        }
+        if self.token_source.is_none() {
+            self.token_policy.validate()?;
         }
         let base_url = self.base_url.trim_end_matches('/').to_owned();
         match reqwest::Url::parse(&base_url) {

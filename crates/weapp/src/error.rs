@@ -349,13 +349,14 @@ impl CryptoError {
     }
 }
 
-/// A token store failure (Redis unreachable, corrupt value, …).
-#[derive(Debug, thiserror::Error)]
+/// A token store failure (Redis unreachable, corrupt value, …). Cheap to clone: the cause is
+/// shared, so one failure can be handed to every caller that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("token store: {message}")]
 pub struct StoreError {
     message: String,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StoreError {
@@ -366,13 +367,16 @@ impl StoreError {
     ) -> Self {
         Self {
             message: message.into(),
-            source,
+            source: source.map(std::sync::Arc::from),
         }
     }
 }
 
 /// Everything that can go wrong in a call.
-#[derive(Debug, thiserror::Error)]
+///
+/// Errors are cheap to clone (causes are shared): when one token refresh fails, every caller
+/// that waited on it receives the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// WeChat answered with a non-zero errcode.
@@ -389,13 +393,22 @@ pub enum Error {
     },
     /// The request did not complete (connect, timeout, TLS, body). Never carries the URL,
     /// which may contain the access token.
-    #[error("{endpoint}: transport error: {}", error_chain(source))]
+    #[error("{endpoint}: transport error: {}", error_chain(source.as_ref()))]
     Transport {
         /// The API path.
         endpoint: Cow<'static, str>,
         /// The cause, with its URL removed.
         #[source]
-        source: reqwest::Error,
+        source: std::sync::Arc<reqwest::Error>,
+    },
+    /// The call (all its attempts) did not finish within its deadline. For a call that changes
+    /// something at WeChat (a classic token fetch, a send) the outcome is unknown.
+    #[error("{endpoint}: no answer within {} ms", after.as_millis())]
+    TimedOut {
+        /// The API path.
+        endpoint: Cow<'static, str>,
+        /// The deadline that passed.
+        after: Duration,
     },
     /// WeChat answered with an HTTP status other than 200 and no errcode body.
     #[error("{endpoint}: unexpected HTTP status {status}")]
@@ -465,7 +478,7 @@ impl Error {
             Error::Api { code, .. } => {
                 matches!(code, ErrCode::SystemError | ErrCode::MinuteQuotaExceeded)
             }
-            Error::Transport { .. } => true,
+            Error::Transport { .. } | Error::TimedOut { .. } => true,
             Error::HttpStatus { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }

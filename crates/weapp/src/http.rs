@@ -74,9 +74,19 @@ pub trait Endpoint: Send + Sync {
     const METHOD: Method = Method::Post;
     /// How the call authenticates.
     const AUTH: Auth = Auth::AccessToken;
-    /// Whether repeating the call is harmless. Non-idempotent calls (message sends) are never
-    /// retried after a failure whose outcome is unknown.
-    const IDEMPOTENT: bool = true;
+    /// Whether repeating the call is harmless. Off by default: a call is retried after a
+    /// transient failure only when its endpoint opts in (reads, checks). Everything else —
+    /// sends, one-time-code exchanges, and calls that spend a quota (a lifetime of 100,000
+    /// codes, permanent links, uploads) — gets [`crate::Error::OutcomeUnknown`] instead of a
+    /// blind retry when WeChat may have acted on it.
+    const IDEMPOTENT: bool = false;
+
+    /// Whether this particular request may be repeated; [`Endpoint::IDEMPOTENT`] unless the
+    /// answer depends on the arguments (a temporary short link may be retried, a permanent
+    /// one may not).
+    fn idempotent(&self) -> bool {
+        Self::IDEMPOTENT
+    }
 
     /// Query parameters (without `access_token`).
     fn query(&self) -> Vec<(&'static str, String)> {
@@ -288,7 +298,7 @@ impl Http {
         &self,
         method: Method,
         path: &str,
-        query: &[(&'static str, String)],
+        query: &[(Cow<'static, str>, String)],
         token: Option<&AccessToken>,
         body: &Body,
     ) -> Result<RawResponse> {
@@ -326,7 +336,7 @@ impl Http {
         }
         let transport = |e: reqwest::Error| Error::Transport {
             endpoint: Cow::Owned(path.to_owned()),
-            source: e.without_url(),
+            source: std::sync::Arc::new(e.without_url()),
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
@@ -343,10 +353,24 @@ impl Http {
         })
     }
 
+    /// One attempt of `call` with `token`: send, then decode. No retries, no invalidation.
+    pub(crate) async fn attempt<O: FromResponse>(
+        &self,
+        call: &Call<'_>,
+        token: Option<&AccessToken>,
+    ) -> Result<O> {
+        let raw = self
+            .send_once(call.method, call.path, &call.query, token, &call.body)
+            .await?;
+        O::from_response(raw, call.path)
+    }
+
     /// The one request pipeline: adds the access token (from `tokens`, when the call needs one),
     /// decodes the answer, invalidates a rejected token (compare-and-swap) and retries once,
-    /// and retries transient failures with jittered backoff — idempotent calls only; others get
-    /// [`Error::OutcomeUnknown`] unless the request provably never left.
+    /// and retries transient failures with jittered backoff — idempotent calls only. A call
+    /// that is not idempotent gets [`Error::OutcomeUnknown`] for every failure that leaves its
+    /// effect in doubt (transport errors, timeouts, 5xx, -1, an undecodable 200), whatever
+    /// the retry budget, unless the request provably never left (connection refused).
     pub(crate) async fn execute<O: FromResponse>(
         &self,
         call: &Call<'_>,
@@ -359,17 +383,7 @@ impl Http {
                 (Auth::AccessToken, Some(t)) => Some(t.token().await?),
                 _ => None,
             };
-            let result = self
-                .send_once(
-                    call.method,
-                    call.path,
-                    &call.query,
-                    token.as_ref(),
-                    &call.body,
-                )
-                .await
-                .and_then(|raw| O::from_response(raw, call.path));
-            let err = match result {
+            let err = match self.attempt(call, token.as_ref()).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
@@ -381,13 +395,14 @@ impl Http {
                     continue;
                 }
             }
-            if is_transient(&err) && attempt < self.retry.max_retries {
-                if !call.idempotent && !never_sent(&err) {
-                    return Err(Error::OutcomeUnknown {
-                        endpoint: Cow::Owned(call.path.to_owned()),
-                        source: Box::new(err),
-                    });
-                }
+            if !call.idempotent && outcome_in_doubt(&err) && !never_sent(&err) {
+                return Err(Error::OutcomeUnknown {
+                    endpoint: Cow::Owned(call.path.to_owned()),
+                    source: Box::new(err),
+                });
+            }
+            let retry = is_transient(&err) && (call.idempotent || never_sent(&err));
+            if retry && attempt < self.retry.max_retries {
                 attempt += 1;
                 tracing::debug!(endpoint = call.path, attempt, error = %err, "transient failure, retrying");
                 tokio::time::sleep(self.retry.delay(attempt)).await;
@@ -398,13 +413,20 @@ impl Http {
     }
 }
 
+/// True when WeChat may or may not have acted on the request: it may have been processed
+/// although the answer was lost, garbled, or said "system busy".
+pub(crate) fn outcome_in_doubt(err: &Error) -> bool {
+    is_transient(err) || matches!(err, Error::Decode { .. })
+}
+
 /// One request, as the pipeline sees it.
 pub(crate) struct Call<'a> {
     pub(crate) method: Method,
+    /// The path without a query string: it names the endpoint in errors and log lines.
     pub(crate) path: &'a str,
     pub(crate) auth: Auth,
     pub(crate) idempotent: bool,
-    pub(crate) query: Vec<(&'static str, String)>,
+    pub(crate) query: Vec<(Cow<'static, str>, String)>,
     pub(crate) body: Body,
 }
 
@@ -415,9 +437,45 @@ impl<'a> Call<'a> {
             method: E::METHOD,
             path: E::PATH,
             auth: E::AUTH,
-            idempotent: E::IDEMPOTENT,
-            query: ep.query(),
+            idempotent: ep.idempotent(),
+            query: ep
+                .query()
+                .into_iter()
+                .map(|(k, v)| (Cow::Borrowed(k), v))
+                .collect(),
             body: ep.body()?,
+        })
+    }
+
+    /// A call to `path_and_query` (e.g. `/cgi-bin/clear_quota/v2?appid=…`): the query string is
+    /// split off into parameters, so it never reaches an error or a log line (it may carry a
+    /// secret).
+    pub(crate) fn raw(method: Method, path_and_query: &'a str, body: Body) -> Result<Call<'a>> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        if !path.starts_with('/') || path.contains('#') {
+            return Err(Error::InvalidArgument(
+                "path must start with / and carry no fragment".into(),
+            ));
+        }
+        let query = match query {
+            Some(q) => reqwest::Url::parse(&format!("http://x/?{q}"))
+                .map_err(|_| Error::InvalidArgument("the path's query string is malformed".into()))?
+                .query_pairs()
+                .filter(|(k, _)| k != "access_token")
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Call {
+            method,
+            path,
+            auth: Auth::AccessToken,
+            idempotent: false,
+            query,
+            body,
         })
     }
 }

@@ -2,8 +2,10 @@
 //! shared through Redis with every other process of the app.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use weapp::token::redis::RedisStore;
+use weapp::token::TokenPolicy;
 use weapp::{AppSecret, Client, TokenMode};
 
 use super::CmdResult;
@@ -35,13 +37,30 @@ pub struct Args {
     /// Print `{"access_token", "expires_in", "expires_at"}` instead of the bare token.
     #[arg(long)]
     json: bool,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    timeout_ms: u64,
+    /// How long this process's refresh lease in Redis lasts without renewal (it is renewed
+    /// while a fetch runs; it is how long a crashed process blocks the others).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    lock_ttl_ms: u64,
+    /// The bound on one whole refresh (every attempt) in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    fetch_timeout_ms: u64,
 }
 
 /// Prints the token.
 pub async fn run(args: Args) -> CmdResult {
     let mut builder = Client::builder(&args.appid, AppSecret::new(args.secret))
         .base_url(&args.api_base)
-        .token_mode(args.mode);
+        .token_mode(args.mode)
+        .timeout(Duration::from_millis(args.timeout_ms))
+        .connect_timeout(Duration::from_millis(args.timeout_ms.min(5_000)))
+        .token_policy(TokenPolicy {
+            lock_ttl: Duration::from_millis(args.lock_ttl_ms),
+            fetch_timeout: Duration::from_millis(args.fetch_timeout_ms),
+            ..TokenPolicy::default()
+        });
     if args.store.starts_with("redis://") || args.store.starts_with("rediss://") {
         let store = RedisStore::connect(&args.store, args.redis_prefix)
             .await

@@ -298,6 +298,7 @@ macro_rules! datacube {
             impl Endpoint for $name {
                 type Output = $out;
                 const PATH: &'static str = $path;
+                const IDEMPOTENT: bool = true;
                 fn body(&self) -> Result<Body> {
                     Body::json(&self.0)
                 }
@@ -593,6 +594,7 @@ struct Performance {
 impl Endpoint for Performance {
     type Output = PerfResponse;
     const PATH: &'static str = "/wxa/business/performance/boot";
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }

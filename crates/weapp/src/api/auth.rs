@@ -197,6 +197,7 @@ const ENCRYPT_KEY: u8 = 2;
 impl Endpoint for Signed<'_, CHECK, Ack> {
     type Output = Ack;
     const PATH: &'static str = "/wxa/checksession";
+    const IDEMPOTENT: bool = true;
     const METHOD: Method = Method::Get;
     fn query(&self) -> Vec<(&'static str, String)> {
         Signed::query(self)
@@ -217,6 +218,7 @@ impl Endpoint for Signed<'_, RESET, ResetSessionKey> {
 impl Endpoint for Signed<'_, ENCRYPT_KEY, EncryptKeyResponse> {
     type Output = EncryptKeyResponse;
     const PATH: &'static str = "/wxa/business/getuserencryptkey";
+    const IDEMPOTENT: bool = true;
     fn query(&self) -> Vec<(&'static str, String)> {
         Signed::query(self)
     }
@@ -268,6 +270,7 @@ struct PaidUnionid<'a> {
 impl Endpoint for PaidUnionid<'_> {
     type Output = UnionidResponse;
     const PATH: &'static str = "/wxa/getpaidunionid";
+    const IDEMPOTENT: bool = true;
     const METHOD: Method = Method::Get;
     fn query(&self) -> Vec<(&'static str, String)> {
         let mut q = vec![("openid", self.openid.to_owned())];

@@ -58,6 +58,7 @@ struct Get<'a> {
 impl Endpoint for Get<'_> {
     type Output = Binary;
     const PATH: &'static str = "/cgi-bin/media/get";
+    const IDEMPOTENT: bool = true;
     const METHOD: Method = Method::Get;
     fn query(&self) -> Vec<(&'static str, String)> {
         vec![("media_id", self.media_id.into())]

@@ -89,6 +89,7 @@ struct QuotaGet<'a> {
 impl Endpoint for QuotaGet<'_> {
     type Output = QuotaInfo;
     const PATH: &'static str = "/cgi-bin/openapi/quota/get";
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }
@@ -136,6 +137,7 @@ struct RidGet<'a> {
 impl Endpoint for RidGet<'_> {
     type Output = RidResponse;
     const PATH: &'static str = "/cgi-bin/openapi/rid/get";
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }
@@ -175,8 +177,16 @@ impl OpenApiApi {
             .send(&ClearQuota {
                 appid: self.client.appid(),
             })
-            .await
-            .map(|_| ())
+            .await?;
+        self.quota_restored();
+        Ok(())
+    }
+
+    /// A reset succeeded: a remembered 45009 of the token endpoint no longer holds.
+    fn quota_restored(&self) {
+        if let Some(m) = self.client.token_manager() {
+            m.forget_failures();
+        }
     }
 
     /// Resets the quotas authenticating with the AppSecret — works when the token quota itself
@@ -196,8 +206,9 @@ impl OpenApiApi {
                 appid: self.client.appid(),
                 secret: self.client.secret().expose(),
             })
-            .await
-            .map(|_| ())
+            .await?;
+        self.quota_restored();
+        Ok(())
     }
 
     /// The request behind a `rid` from an error message (see [`Error::rid`]).

@@ -255,6 +255,7 @@ impl MsgSecCheck {
 impl Endpoint for MsgSecCheck {
     type Output = TextCheck;
     const PATH: &'static str = "/wxa/msg_sec_check";
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }
@@ -276,6 +277,7 @@ struct ImgSecCheck {
 impl Endpoint for ImgSecCheck {
     type Output = Ack;
     const PATH: &'static str = "/wxa/img_sec_check";
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Ok(self.body.clone())
     }
@@ -368,6 +370,7 @@ impl UserRiskRank {
 impl Endpoint for UserRiskRank {
     type Output = RiskRank;
     const PATH: &'static str = "/wxa/getuserriskrank";
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }

@@ -438,6 +438,7 @@ macro_rules! get_endpoint {
         impl Endpoint for $name {
             type Output = $out;
             const PATH: &'static str = $path;
+            const IDEMPOTENT: bool = true;
             const METHOD: Method = Method::Get;
             fn query(&self) -> Vec<(&'static str, String)> {
                 self.0.clone()

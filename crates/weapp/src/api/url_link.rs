@@ -374,6 +374,10 @@ impl JsonResponse for LinkOut {}
 impl Endpoint for ShortLink {
     type Output = LinkOut;
     const PATH: &'static str = "/wxa/genwxashortlink";
+    fn idempotent(&self) -> bool {
+        // A temporary link may be made twice; a permanent one spends 1 of 100,000.
+        !self.is_permanent
+    }
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }
@@ -427,6 +431,7 @@ struct QueryScheme<'a> {
 impl Endpoint for QueryScheme<'_> {
     type Output = LinkInfo;
     const PATH: &'static str = "/wxa/queryscheme";
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }
@@ -441,6 +446,7 @@ struct QueryUrlLink<'a> {
 impl Endpoint for QueryUrlLink<'_> {
     type Output = LinkInfo;
     const PATH: &'static str = "/wxa/query_urllink";
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }

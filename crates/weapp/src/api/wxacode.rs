@@ -255,6 +255,8 @@ impl UnlimitedWxacode {
 impl Endpoint for UnlimitedWxacode {
     type Output = Binary;
     const PATH: &'static str = "/wxa/getwxacodeunlimit";
+    // Unlimited in number (5000/min): making the same code twice is harmless.
+    const IDEMPOTENT: bool = true;
     fn body(&self) -> Result<Body> {
         Body::json(self)
     }

@@ -2,25 +2,43 @@
 //!
 //! Keys, per app and token mode (the braces are a Redis Cluster hash tag, so every key one
 //! script touches lives in the same slot):
-//! - `{prefix}:{<appid>:<mode>}:token` — the [`StoredToken`] as JSON, expiring with the token;
+//! - `{prefix}:{<appid>:<mode>}:token` — the [`StoredToken`] as JSON with a schema version
+//!   (`"v": 1`), expiring with the token;
 //! - `…:written` — the highest version ever written (the fencing watermark);
-//! - `…:lock` — the refresher's lease id, `SET NX PX`;
-//! - `…:fence` — a counter `INCR`ed for every lease.
+//! - `…:lock` — the refresher's lease id, `SET NX PX`, renewed while its fetch runs;
+//! - `…:fence` — the last fence handed out.
 //!
 //! Every read-modify-write is a Lua script, so it is atomic on the server.
+//!
+//! Faults this store is built to survive:
+//! - **fence behind the watermark** (the `fence` key evicted, a failover to a replica that
+//!   missed writes, a restore): a lease's fence is `max(INCR fence, written + 1, Redis time in
+//!   ms)`, so its holder's write is never refused because of a lost counter;
+//! - **FLUSHALL or a restart** (every key gone): the time floor keeps fences of leases taken
+//!   afterwards above those taken before, so a refresher that was mid-fetch during the flush
+//!   cannot overwrite a newer token;
+//! - **a corrupt or foreign value** under the token key: it reads as absent (logged), and the
+//!   next refresh overwrites it under the lock; a value of a newer schema than this code knows
+//!   reads as absent too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
+use serde::{Deserialize, Serialize};
 
-use super::store::{Lease, StoredToken, TokenKey, TokenStore};
+use super::store::{Lease, StoreState, StoredToken, TokenKey, TokenStore};
+use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::secret::AccessToken;
 
+/// The schema version written into every stored value.
+pub const SCHEMA_VERSION: u32 = 1;
+
 const STORE: &str = r"
-local written = tonumber(redis.call('GET', KEYS[2]) or '0')
+local written = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 if tonumber(ARGV[2]) <= written then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
@@ -30,7 +48,8 @@ return 1
 const INVALIDATE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
-if cjson.decode(cur).access_token == ARGV[1] then
+local ok, t = pcall(cjson.decode, cur)
+if ok and type(t) == 'table' and t.access_token == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -38,10 +57,15 @@ return 0
 ";
 
 const LOCK: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
-end
-return 0
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+local fence = redis.pcall('INCR', KEYS[2])
+if type(fence) ~= 'number' then fence = 0 end
+local written = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = math.max(fence, written + 1, now)
+if f ~= fence then redis.call('SET', KEYS[2], string.format('%d', f)) end
+return f
 ";
 
 const UNLOCK: &str = r"
@@ -49,13 +73,39 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// The value under the token key.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    v: u32,
+    #[serde(flatten)]
+    token: &'a StoredToken,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    /// Absent in values written before schema versions existed (same layout as version 1).
+    #[serde(default)]
+    v: u32,
+    #[serde(flatten)]
+    token: StoredToken,
+}
+
 /// Redis-backed token store. Cheap to clone; clones share one multiplexed connection that
 /// reconnects on its own after Redis comes back.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
-    scripts: std::sync::Arc<[Script; 4]>,
+    scripts: Arc<[Script; 5]>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -70,6 +120,26 @@ fn store_err(context: &str) -> impl FnOnce(redis::RedisError) -> StoreError + '_
     move |e| StoreError::new(format!("redis {context}"), Some(Box::new(e)))
 }
 
+/// Decodes a stored value; anything undecodable, or of a schema newer than ours, is absent.
+fn decode(key: &str, raw: &str) -> Option<StoredToken> {
+    match serde_json::from_str::<WireIn>(raw) {
+        Ok(w) if w.v <= SCHEMA_VERSION => Some(w.token),
+        Ok(w) => {
+            tracing::warn!(
+                key,
+                schema = w.v,
+                "token value has a newer schema than this build; treating it as absent"
+            );
+            None
+        }
+        Err(e) => {
+            // The error text names the position, never the value (which may hold a token).
+            tracing::warn!(key, error = %e, "undecodable token value; treating it as absent (the next refresh overwrites it)");
+            None
+        }
+    }
+}
+
 impl RedisStore {
     /// Connects to `url` (`redis://host:port/db`) with keys under `prefix` (e.g. `weapp`).
     ///
@@ -77,9 +147,15 @@ impl RedisStore {
     /// its local copy quickly instead of stalling every call.
     ///
     /// # Errors
-    /// [`StoreError`] when the URL is invalid or the first connection fails.
+    /// [`StoreError`] when the URL is invalid or the first connection fails. The message never
+    /// contains the URL (it may carry a password).
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(store_err("url"))?;
+        let client = redis::Client::open(url).map_err(|_| {
+            StoreError::new(
+                "redis url is not valid (expected redis://host:port/db)",
+                None,
+            )
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_millis(500))
             .set_response_timeout(Duration::from_secs(1))
@@ -91,13 +167,23 @@ impl RedisStore {
         Ok(Self {
             conn,
             prefix: prefix.into(),
-            scripts: std::sync::Arc::new([
+            scripts: Arc::new([
                 Script::new(STORE),
                 Script::new(INVALIDATE),
                 Script::new(LOCK),
                 Script::new(UNLOCK),
+                Script::new(RENEW),
             ]),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Computes key lifetimes with `clock` (the same clock the token manager uses, so a token
+    /// stamped in virtual time gets the right TTL).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Checks that Redis answers.
@@ -113,7 +199,8 @@ impl RedisStore {
             .map_err(store_err("PING"))
     }
 
-    fn key(&self, key: &TokenKey, suffix: &str) -> String {
+    /// The Redis key of `suffix` (`token`, `written`, `lock`, `fence`) for `key`.
+    pub fn redis_key(&self, key: &TokenKey, suffix: &str) -> String {
         format!(
             "{}:{{{}:{}}}:{suffix}",
             self.prefix,
@@ -127,30 +214,42 @@ impl RedisStore {
 impl TokenStore for RedisStore {
     async fn load(&self, key: &TokenKey) -> Result<Option<StoredToken>, StoreError> {
         let mut conn = self.conn.clone();
+        let name = self.redis_key(key, "token");
         let raw: Option<String> = redis::cmd("GET")
-            .arg(self.key(key, "token"))
+            .arg(&name)
             .query_async(&mut conn)
             .await
             .map_err(store_err("GET"))?;
-        raw.map(|s| {
-            serde_json::from_str(&s)
-                .map_err(|e| StoreError::new("corrupt token value in redis", Some(Box::new(e))))
+        Ok(raw.and_then(|s| decode(&name, &s)))
+    }
+
+    async fn load_state(&self, key: &TokenKey) -> Result<StoreState, StoreError> {
+        let mut conn = self.conn.clone();
+        let name = self.redis_key(key, "token");
+        let (raw, written): (Option<String>, Option<String>) = redis::cmd("MGET")
+            .arg(&name)
+            .arg(self.redis_key(key, "written"))
+            .query_async(&mut conn)
+            .await
+            .map_err(store_err("MGET"))?;
+        Ok(StoreState {
+            token: raw.and_then(|s| decode(&name, &s)),
+            // An unparsable watermark is as good as lost.
+            written: Some(written.and_then(|w| w.parse().ok()).unwrap_or(0)),
         })
-        .transpose()
     }
 
     async fn store(&self, key: &TokenKey, token: &StoredToken) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(token)
-            .map_err(|e| StoreError::new("encode token", Some(Box::new(e))))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let ttl = (token.expires_at_ms - now).max(1000);
+        let json = serde_json::to_string(&WireOut {
+            v: SCHEMA_VERSION,
+            token,
+        })
+        .map_err(|e| StoreError::new("encode token", Some(Box::new(e))))?;
+        let ttl = (token.expires_at_ms - self.clock.now_ms()).max(1000);
         let mut conn = self.conn.clone();
         let written: i64 = self.scripts[0]
-            .key(self.key(key, "token"))
-            .key(self.key(key, "written"))
+            .key(self.redis_key(key, "token"))
+            .key(self.redis_key(key, "written"))
             .arg(json)
             .arg(token.version)
             .arg(ttl)
@@ -163,7 +262,7 @@ impl TokenStore for RedisStore {
     async fn invalidate(&self, key: &TokenKey, stale: &AccessToken) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let removed: i64 = self.scripts[1]
-            .key(self.key(key, "token"))
+            .key(self.redis_key(key, "token"))
             .arg(stale.expose())
             .invoke_async(&mut conn)
             .await
@@ -175,10 +274,11 @@ impl TokenStore for RedisStore {
         let id = hex::encode(rand::random::<[u8; 16]>());
         let mut conn = self.conn.clone();
         let fence: u64 = self.scripts[2]
-            .key(self.key(key, "lock"))
-            .key(self.key(key, "fence"))
+            .key(self.redis_key(key, "lock"))
+            .key(self.redis_key(key, "fence"))
+            .key(self.redis_key(key, "written"))
             .arg(&id)
-            .arg(ttl.as_millis() as u64)
+            .arg(ttl.as_millis().max(1) as u64)
             .invoke_async(&mut conn)
             .await
             .map_err(store_err("lock"))?;
@@ -188,11 +288,45 @@ impl TokenStore for RedisStore {
     async fn unlock(&self, key: &TokenKey, lease: &Lease) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: i64 = self.scripts[3]
-            .key(self.key(key, "lock"))
+            .key(self.redis_key(key, "lock"))
             .arg(&lease.id)
             .invoke_async(&mut conn)
             .await
             .map_err(store_err("unlock"))?;
         Ok(())
+    }
+
+    async fn renew(
+        &self,
+        key: &TokenKey,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let renewed: i64 = self.scripts[4]
+            .key(self.redis_key(key, "lock"))
+            .arg(&lease.id)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_err("renew"))?;
+        Ok(renewed == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_of_older_and_newer_schemas_and_garbage() {
+        let legacy = r#"{"access_token":"A","expires_at_ms":10,"refresh_at_ms":5,"version":3}"#;
+        assert_eq!(decode("k", legacy).unwrap().version, 3);
+        let v1 = r#"{"v":1,"access_token":"A","expires_at_ms":10,"refresh_at_ms":5,"version":4}"#;
+        assert_eq!(decode("k", v1).unwrap().version, 4);
+        let v9 = r#"{"v":9,"access_token":"A","expires_at_ms":10,"refresh_at_ms":5,"version":4}"#;
+        assert!(decode("k", v9).is_none());
+        assert!(decode("k", "\u{0}garbage").is_none());
+        assert!(decode("k", r#"{"access_token":5}"#).is_none());
     }
 }

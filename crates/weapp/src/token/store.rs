@@ -7,7 +7,12 @@
 //! - [`TokenStore::invalidate`] is *compare-and-swap*: it removes the token only if it is still
 //!   the one the caller saw fail. A storm of 40001s on one stale token removes it once.
 //! - [`TokenStore::try_lock`] grants at most one live lease per key; each lease carries a fence
-//!   value strictly greater than every earlier lease's.
+//!   value strictly greater than every earlier lease's **and** than every version written, so
+//!   a fence counter that was lost or fell behind (eviction, failover, a restore) can never
+//!   make the holder's write be refused.
+//! - [`TokenStore::renew`] extends a lease only while its holder still owns it.
+//! - An undecodable stored value reads as absent (and is overwritten by the next refresh), so
+//!   one corrupt or foreign value cannot switch a fleet into degraded mode.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -99,6 +104,20 @@ impl StoredToken {
     }
 }
 
+/// What a store holds for one key: the token, and the fencing watermark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreState {
+    /// The current token, if any (expired or not).
+    pub token: Option<StoredToken>,
+    /// The highest version ever written for the key (0 for a store that has never been written
+    /// or has lost its contents), or `None` when the store cannot tell.
+    ///
+    /// The token manager uses it to tell a store that *lost* its token (flushed, restarted:
+    /// the watermark is gone too, so a process may put back the token it still holds) from one
+    /// whose token was *invalidated* (the watermark remains, so nobody re-publishes it).
+    pub written: Option<u64>,
+}
+
 /// Proof of holding the refresh lock for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -126,6 +145,20 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
 
     /// Releases the lock if `lease` still holds it (compare-and-delete).
     async fn unlock(&self, key: &TokenKey, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Extends `lease` to `ttl` from now if it still holds the lock. Returns `false` when the
+    /// lock has passed to someone else (or expired): the holder must then stop starting new
+    /// upstream attempts.
+    async fn renew(&self, key: &TokenKey, lease: &Lease, ttl: Duration)
+        -> Result<bool, StoreError>;
+
+    /// The token together with the fencing watermark. The default knows no watermark.
+    async fn load_state(&self, key: &TokenKey) -> Result<StoreState, StoreError> {
+        Ok(StoreState {
+            token: self.load(key).await?,
+            written: None,
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -205,7 +238,8 @@ impl TokenStore for MemoryStore {
             if matches!(&s.lock, Some((_, until)) if *until > now) {
                 return None;
             }
-            s.fence += 1;
+            // Never behind what was written: a lost counter cannot fence out its own holder.
+            s.fence = (s.fence + 1).max(s.written + 1);
             let id = hex::encode(rand::random::<[u8; 16]>());
             s.lock = Some((id.clone(), now + ttl.as_millis() as i64));
             Some(Lease { id, fence: s.fence })
@@ -219,5 +253,28 @@ impl TokenStore for MemoryStore {
             }
         });
         Ok(())
+    }
+
+    async fn renew(
+        &self,
+        key: &TokenKey,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        Ok(self.with_slot(key, |s| match &mut s.lock {
+            Some((id, until)) if *id == lease.id && *until > now => {
+                *until = now + ttl.as_millis() as i64;
+                true
+            }
+            _ => false,
+        }))
+    }
+
+    async fn load_state(&self, key: &TokenKey) -> Result<StoreState, StoreError> {
+        Ok(self.with_slot(key, |s| StoreState {
+            token: s.token.clone(),
+            written: Some(s.written),
+        }))
     }
 }
