@@ -44,7 +44,10 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("appid", &self.inner.appid)
-            .field("base_url", &self.inner.http.base_url)
+            .field(
+                "base_url",
+                &crate::http::redact_url(&self.inner.http.base_url),
+            )
             .field("secret", &self.inner.secret)
             .field("tokens", &self.inner.tokens)
             .finish()
@@ -128,10 +131,21 @@ impl Client {
     /// ```
     pub async fn call_raw(&self, method: Method, path: &str, body: Body) -> Result<RawOutput> {
         let call = Call::raw(method, path, body)?;
-        self.inner
+        let out = self
+            .inner
             .http
             .execute(&call, Some(self.inner.tokens.as_ref()))
-            .await
+            .await?;
+        if matches!(
+            call.path,
+            "/cgi-bin/clear_quota" | "/cgi-bin/clear_quota/v2"
+        ) {
+            // The quota was reset: a remembered 45009 no longer holds.
+            if let Some(m) = &self.inner.manager {
+                m.forget_failures();
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -254,7 +268,8 @@ impl ClientBuilder {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "base_url `{base_url}` is not an http(s) URL"
+                    "base_url `{}` is not an http(s) URL",
+                    crate::http::redact_url(&base_url)
                 )))
             }
         }

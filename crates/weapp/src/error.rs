@@ -148,6 +148,14 @@ pub enum ErrCode {
     CgiPathNotFound,
     /// 76022: cgi_path not supported by quota/get (`/sns/` paths).
     CgiPathNoPermission,
+    /// 89501: calls from this IP await the administrator's confirmation.
+    IpAwaitsConfirmation,
+    /// 89503: calls from this IP need the administrator's confirmation.
+    IpNeedsConfirmation,
+    /// 89506: the administrator refused this IP twice within 24 h; no calls for 24 h.
+    IpRefusedForADay,
+    /// 89507: the administrator refused this IP within the hour; no calls for 1 h.
+    IpRefusedForAnHour,
     /// Any other code.
     Other(i64),
 }
@@ -223,6 +231,10 @@ impl ErrCode {
         (76002, ErrCode::RidInvalid),
         (76021, ErrCode::CgiPathNotFound),
         (76022, ErrCode::CgiPathNoPermission),
+        (89501, ErrCode::IpAwaitsConfirmation),
+        (89503, ErrCode::IpNeedsConfirmation),
+        (89506, ErrCode::IpRefusedForADay),
+        (89507, ErrCode::IpRefusedForAnHour),
     ];
 
     /// The numeric code.

@@ -419,6 +419,31 @@ pub(crate) fn outcome_in_doubt(err: &Error) -> bool {
     is_transient(err) || matches!(err, Error::Decode { .. })
 }
 
+/// `url` without credentials or query string, for logs, errors and `Debug` (a base URL may
+/// carry `user:password@`, a path the secret).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string().trim_end_matches('/').to_owned()
+        }
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+/// Paths that take no `access_token` (they carry the app secret themselves).
+pub(crate) const TOKENLESS: &[&str] = &[
+    "/cgi-bin/token",
+    "/cgi-bin/stable_token",
+    "/sns/jscode2session",
+    "/cgi-bin/clear_quota/v2",
+];
+
 /// One request, as the pipeline sees it.
 pub(crate) struct Call<'a> {
     pub(crate) method: Method,
@@ -469,10 +494,16 @@ impl<'a> Call<'a> {
                 .collect(),
             None => Vec::new(),
         };
+        // The calls that authenticate with the secret in their own parameters take no token.
+        let auth = if TOKENLESS.contains(&path) {
+            Auth::None
+        } else {
+            Auth::AccessToken
+        };
         Ok(Call {
             method,
             path,
-            auth: Auth::AccessToken,
+            auth,
             idempotent: false,
             query,
             body,

@@ -34,6 +34,13 @@ struct World {
 impl World {
     async fn new() -> Self {
         let (sim, appid, secret) = sim_with_app().await;
+        // Start every world one minute into a Beijing day, so no test crosses a quota day by
+        // accident, whatever the time of the run.
+        let now = sim.sim().now_ms();
+        let day = 86_400_000;
+        let offset = 8 * 3_600_000;
+        let next_midnight = ((now + offset) / day + 1) * day - offset;
+        sim.sim().advance((next_midnight - now) / 1000 + 60);
         let clock = ManualClock::new(sim.sim().now_ms());
         World {
             sim,
@@ -138,11 +145,14 @@ async fn a_slow_upstream_cannot_make_the_lease_expire_mid_fetch() {
         ..TokenPolicy::default()
     };
     let mut tasks = Vec::new();
+    let mut stores = Vec::new();
     for i in 0..6u64 {
+        let store = Arc::new(Counting::new(w.redis_store(&redis, &prefix).await));
+        stores.push(store.clone());
         let client = w
             .builder(TokenMode::Classic)
             .timeout(Duration::from_millis(1000))
-            .token_store(Arc::new(w.redis_store(&redis, &prefix).await))
+            .token_store(store)
             .token_policy(policy.clone())
             .build()
             .unwrap();
@@ -158,6 +168,8 @@ async fn a_slow_upstream_cannot_make_the_lease_expire_mid_fetch() {
     );
     // The slow calls were processed by WeChat (their answers were late, not lost): every token
     // issued was issued under the one lease, within its retry budget.
+    let leases: usize = stores.iter().map(|s| s.leases()).sum();
+    assert_eq!(leases, 1, "one lease for the whole refresh");
     let issued = w.issued(TokenKind::Classic);
     assert!(
         issued <= 3,
@@ -192,7 +204,11 @@ async fn a_client_without_timeouts_cannot_hang_the_refresh() {
         .unwrap_err();
     assert!(matches!(err, Error::TimedOut { .. }), "{err:?}");
     assert!(err.is_retryable());
-    // The fault is spent; the next refresh works.
+    // The failure is remembered briefly (1 s, doubling): not asked again at once.
+    assert!(client.access_token().await.is_err());
+    assert_eq!(w.calls(STABLE), 1);
+    // The fault is spent; after the back-off the next refresh works.
+    w.advance(2);
     client.access_token().await.unwrap();
 }
 
@@ -490,7 +506,7 @@ async fn a_forced_refresh_happens_while_the_store_is_down() {
     assert_ne!(forced.access_token, first, "not silently ignored");
     assert_eq!(w.calls(STABLE), 2);
     assert_eq!(client.access_token().await.unwrap(), forced.access_token);
-    assert!(!w.accepted(&first) || w.accepted(&forced.access_token));
+    assert!(w.accepted(&forced.access_token));
 }
 
 // ------------------------------------------------------------------ 5. and 6. a misbehaving store
@@ -499,7 +515,7 @@ async fn a_forced_refresh_happens_while_the_store_is_down() {
 /// the next lease must still be able to write, or every call would fetch.
 #[tokio::test]
 async fn a_fence_behind_the_watermark_does_not_fence_out_its_holder() {
-    for lose in ["DEL", "SET"] {
+    for lose in ["DEL", "SET", "AHEAD"] {
         let w = World::new().await;
         let redis = RedisServer::start();
         let prefix = unique_prefix("fence");
@@ -509,7 +525,18 @@ async fn a_fence_behind_the_watermark_does_not_fence_out_its_holder() {
         let first = manager(&client).current().await.unwrap();
         let mut conn = redis_conn(&redis).await;
         let fence = key(&w, TokenMode::Classic, &prefix, "fence");
-        if lose == "DEL" {
+        if lose == "AHEAD" {
+            // Versions written by a clock far ahead: only `written + 1` keeps the next
+            // lease's write from being refused.
+            let ten_years_ahead = w.clock.now_ms() + 10 * 365 * 86_400_000;
+            let _: () = redis::cmd("SET")
+                .arg(key(&w, TokenMode::Classic, &prefix, "written"))
+                .arg(ten_years_ahead)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        if lose == "DEL" || lose == "AHEAD" {
             let _: () = redis::cmd("DEL")
                 .arg(&fence)
                 .query_async(&mut conn)
@@ -666,11 +693,22 @@ async fn an_invalidated_token_is_not_put_back() {
 struct Counting {
     inner: RedisStore,
     ops: AtomicUsize,
+    leases: AtomicUsize,
 }
 
 impl Counting {
+    fn new(inner: RedisStore) -> Self {
+        Counting {
+            inner,
+            ops: AtomicUsize::new(0),
+            leases: AtomicUsize::new(0),
+        }
+    }
     fn ops(&self) -> usize {
         self.ops.load(Ordering::SeqCst)
+    }
+    fn leases(&self) -> usize {
+        self.leases.load(Ordering::SeqCst)
     }
     fn tick(&self) {
         self.ops.fetch_add(1, Ordering::SeqCst);
@@ -697,7 +735,11 @@ impl TokenStore for Counting {
     }
     async fn try_lock(&self, key: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
         self.tick();
-        self.inner.try_lock(key, ttl).await
+        let lease = self.inner.try_lock(key, ttl).await?;
+        if lease.is_some() {
+            self.leases.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(lease)
     }
     async fn unlock(&self, key: &TokenKey, lease: &Lease) -> Result<(), StoreError> {
         self.tick();
@@ -721,10 +763,7 @@ async fn a_hanging_store_costs_one_timeout_not_one_per_call() {
     let w = World::new().await;
     let redis = RedisServer::start();
     let prefix = unique_prefix("hang");
-    let store = Arc::new(Counting {
-        inner: w.redis_store(&redis, &prefix).await,
-        ops: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Counting::new(w.redis_store(&redis, &prefix).await));
     let client = w
         .builder(TokenMode::Classic)
         .token_store(store.clone())
@@ -961,6 +1000,38 @@ async fn a_timed_out_classic_fetch_is_repeated_only_under_the_lease() {
     assert_eq!(w.calls(CLASSIC), 3);
 }
 
+/// Two classic calls whose answers were lost have issued two tokens: the one every caller holds
+/// is dead. A refresher that gave up then (its retry budget spent on a `-1` and the two lost
+/// answers) left the fleet without a token; under its lease it goes on until it has one.
+#[tokio::test]
+async fn a_classic_fetch_in_doubt_goes_on_under_its_lease_until_it_has_a_token() {
+    let w = World::new().await;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("doubt");
+    let client = w
+        .builder(TokenMode::Classic)
+        .timeout(Duration::from_millis(300))
+        .token_store(Arc::new(w.redis_store(&redis, &prefix).await))
+        .build()
+        .unwrap();
+    w.sim.sim().add_fault(Fault::errcode(CLASSIC, -1).times(1));
+    w.sim.sim().add_fault(Fault::latency(CLASSIC, 600).times(2));
+    client
+        .access_token()
+        .await
+        .expect("a token despite two lost answers");
+    assert_eq!(w.calls(CLASSIC), 4, "-1, two lost answers, then the token");
+    // It is the one WeChat issued last, so it works.
+    client.openapi().quota("/cgi-bin/token").await.unwrap();
+    assert_eq!(
+        w.sim
+            .sim()
+            .tokens_issued(&w.appid, weapp_sim::TokenKind::Classic),
+        3,
+        "the two lost answers issued tokens too"
+    );
+}
+
 /// A store whose every operation fails (Redis unreachable).
 #[derive(Debug)]
 struct DownStore;
@@ -1012,6 +1083,55 @@ async fn a_query_in_a_raw_path_stays_out_of_errors() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains(&w.secret), "{text}");
     assert!(text.contains("/cgi-bin/clear_quota/v2"), "{text}");
+}
+
+/// Captures every log line of the current thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The same, for log lines: every level, every crate, over a failing and a retried raw call
+/// and a token refresh.
+#[tokio::test]
+async fn a_query_in_a_raw_path_stays_out_of_log_lines() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let w = World::new().await;
+    let client = w.client(TokenMode::Classic);
+    let path = format!(
+        "/cgi-bin/clear_quota/v2?appid={}&appsecret={}",
+        w.appid, w.secret
+    );
+    w.sim
+        .sim()
+        .add_fault(Fault::errcode("/cgi-bin/clear_quota/v2", -1).times(1));
+    let _ = client.call_raw(Method::Post, &path, Body::Empty).await;
+    client
+        .call_raw(Method::Post, &path, Body::Empty)
+        .await
+        .unwrap();
+    let token = client.access_token().await.unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("fetched access token"),
+        "logging was captured"
+    );
+    assert!(!text.contains(&w.secret), "{text}");
+    assert!(!text.contains(token.expose()), "{text}");
 }
 
 // ---------------------------------------------------------------------- 10. expiry arithmetic
@@ -1159,11 +1279,281 @@ async fn with_a_refresher_callers_never_wait_on_wechat() {
     }
     assert_ne!(next, first);
     assert_eq!(w.calls(CLASSIC), 2);
+
+    // Nobody calls now: the refresher alone refreshes once the token is due (plus its jitter).
+    w.advance(7200 - 300 + 61);
+    let mut waited = 0;
+    while w.calls(CLASSIC) < 3 && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        w.calls(CLASSIC),
+        3,
+        "refreshed ahead of expiry without any caller"
+    );
     refresher.stop().await;
     w.advance(7200);
     // Stopped: nobody refreshes ahead any more; a caller does.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(w.calls(CLASSIC), 2);
-    client.access_token().await.unwrap();
     assert_eq!(w.calls(CLASSIC), 3);
+    client.access_token().await.unwrap();
+    assert_eq!(w.calls(CLASSIC), 4);
+}
+
+// ------------------------------------------------------------- 12. flights that fail strangely
+
+/// A store whose `try_lock` panics once: the refresh task dies mid-way.
+#[derive(Debug)]
+struct PanicsOnce {
+    inner: weapp::token::MemoryStore,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl TokenStore for PanicsOnce {
+    async fn load(&self, key: &TokenKey) -> Result<Option<StoredToken>, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn store(&self, key: &TokenKey, token: &StoredToken) -> Result<bool, StoreError> {
+        self.inner.store(key, token).await
+    }
+    async fn invalidate(&self, key: &TokenKey, stale: &AccessToken) -> Result<bool, StoreError> {
+        self.inner.invalidate(key, stale).await
+    }
+    async fn try_lock(&self, key: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("a store bug");
+        }
+        self.inner.try_lock(key, ttl).await
+    }
+    async fn unlock(&self, key: &TokenKey, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.unlock(key, lease).await
+    }
+    async fn renew(
+        &self,
+        key: &TokenKey,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.renew(key, lease, ttl).await
+    }
+}
+
+/// A refresh task that dies (here: a panic in the store) answers its waiters with an error and
+/// frees its slot; the next refresh works, and a forced refresh does not spin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_task_that_dies_does_not_poison_the_manager() {
+    let w = World::new().await;
+    let store = Arc::new(PanicsOnce {
+        inner: weapp::token::MemoryStore::with_clock(Arc::new(w.clock.clone())),
+        armed: std::sync::atomic::AtomicBool::new(true),
+    });
+    let client = w
+        .builder(TokenMode::Stable)
+        .token_store(store)
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), client.access_token())
+        .await
+        .expect("answered, not hung")
+        .unwrap_err();
+    assert!(err.to_string().contains("without an answer"), "{err}");
+    w.advance(2); // past the short back-off
+    client.access_token().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), manager(&client).force_refresh())
+        .await
+        .expect("no spin")
+        .unwrap();
+}
+
+/// Forced refreshes have their own budget (20 a day). Running out of it says nothing about
+/// normal refreshes, which keep working.
+#[tokio::test]
+async fn a_spent_force_budget_does_not_block_normal_refreshes() {
+    let w = World::new().await;
+    let client = w.client(TokenMode::Stable);
+    client.access_token().await.unwrap();
+    for _ in 0..weapp_sim::STABLE_FORCE_DAILY {
+        w.advance(31); // forced refreshes closer than 30 s apart do not rotate
+        manager(&client).force_refresh().await.unwrap();
+    }
+    w.advance(31);
+    let err = manager(&client).force_refresh().await.unwrap_err();
+    assert_eq!(err.errcode(), Some(ErrCode::DailyQuotaExceeded));
+    // WeChat rejects the current token: a normal refresh still works (stable_token hands the
+    // same token back while it lives — WeChat's word that it is current).
+    let current = client.access_token().await.unwrap();
+    client.token_source().invalidate(&current).await.unwrap();
+    let calls = w.calls(STABLE);
+    client.access_token().await.unwrap();
+    assert_eq!(w.calls(STABLE), calls + 1, "a normal refresh happened");
+    client.access_token().await.unwrap();
+    assert_eq!(w.calls(STABLE), calls + 1, "and its token is used");
+    assert!(
+        manager(&client).force_refresh().await.is_err(),
+        "forced ones stay refused"
+    );
+}
+
+/// Another process (here: a plain HTTP call, as an operator's script would make) clears the
+/// quota: a process that remembers 45009 notices at its next probe, not at midnight.
+#[tokio::test]
+async fn a_quota_cleared_elsewhere_is_noticed_at_the_next_probe() {
+    let w = World::new().await;
+    for _ in 0..weapp_sim::CLASSIC_DAILY_QUOTA {
+        let _ =
+            w.sim
+                .sim()
+                .classic_token(Some("client_credential"), Some(&w.appid), Some(&w.secret));
+    }
+    let client = w
+        .builder(TokenMode::Classic)
+        .token_policy(TokenPolicy {
+            quota_probe_interval: Duration::from_secs(120),
+            ..TokenPolicy::default()
+        })
+        .build()
+        .unwrap();
+    assert!(client.access_token().await.is_err());
+    let resp: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/cgi-bin/clear_quota/v2?appid={}&appsecret={}",
+            w.sim.url(),
+            w.appid,
+            w.secret
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["errcode"], 0);
+    let calls = w.calls(CLASSIC);
+    assert!(client.access_token().await.is_err(), "still remembered");
+    assert_eq!(w.calls(CLASSIC), calls);
+    w.advance(121);
+    client.access_token().await.unwrap();
+    assert_eq!(w.calls(CLASSIC), calls + 1, "one probe");
+}
+
+/// `call_raw` to a token-less path (`clear_quota/v2`) works while 45009 is remembered, and
+/// forgets it.
+#[tokio::test]
+async fn a_raw_clear_quota_works_while_the_token_quota_is_spent() {
+    let w = World::new().await;
+    for _ in 0..weapp_sim::CLASSIC_DAILY_QUOTA {
+        let _ =
+            w.sim
+                .sim()
+                .classic_token(Some("client_credential"), Some(&w.appid), Some(&w.secret));
+    }
+    let client = w.client(TokenMode::Classic);
+    assert!(client.access_token().await.is_err());
+    let path = format!(
+        "/cgi-bin/clear_quota/v2?appid={}&appsecret={}",
+        w.appid, w.secret
+    );
+    client
+        .call_raw(Method::Post, &path, Body::Empty)
+        .await
+        .unwrap();
+    client.access_token().await.unwrap();
+}
+
+/// A lease lost mid-fetch (it expired, or someone took it): no further attempt under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_attempt_starts_under_a_lease_that_was_lost() {
+    let w = World::new().await;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("lost");
+    w.sim
+        .sim()
+        .add_fault(Fault::latency(CLASSIC, 1500).times(2));
+    let client = w
+        .builder(TokenMode::Classic)
+        .timeout(Duration::from_millis(1000))
+        .token_store(Arc::new(w.redis_store(&redis, &prefix).await))
+        .token_policy(TokenPolicy {
+            lock_ttl: Duration::from_millis(1200),
+            ..TokenPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let caller = tokio::spawn(async move { client.access_token().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Someone else's lease replaces ours (as after an expiry and a takeover).
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::cmd("SET")
+        .arg(key(&w, TokenMode::Classic, &prefix, "lock"))
+        .arg("someone-else")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = caller.await.unwrap().unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(w.calls(CLASSIC), 1, "the timed-out call was not repeated");
+}
+
+/// A token rejected while the store was down is not re-adopted from the store when it comes
+/// back (its invalidation was skipped during the cooldown), and is removed from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rejected_during_an_outage_is_not_readopted() {
+    let w = World::new().await;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("readopt");
+    let policy = TokenPolicy {
+        store_cooldown: Duration::from_millis(300),
+        ..TokenPolicy::default()
+    };
+    let client = w
+        .redis_client(TokenMode::Classic, &redis, &prefix, policy)
+        .await;
+    let stale = client.access_token().await.unwrap();
+    let mut admin = redis_conn(&redis).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg("1500")
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // WeChat rejects it while the store cannot be reached.
+    let _ = client.access_token().await; // marks the store down (one timeout)
+    client.token_source().invalidate(&stale).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let fresh = client.access_token().await.unwrap();
+    assert_ne!(fresh, stale, "the rejected token was not re-adopted");
+    let stored = w
+        .redis_store(&redis, &prefix)
+        .await
+        .load(&TokenKey::new(&w.appid, TokenMode::Classic))
+        .await
+        .unwrap()
+        .map(|t| t.access_token);
+    assert_eq!(stored, Some(fresh));
+}
+
+/// While the store is down, a failed upstream fetch that provably never left does not use up
+/// the one-fetch-per-interval allowance, and the allowance is reset when the store is back.
+#[tokio::test]
+async fn a_degraded_fetch_that_never_left_is_not_charged() {
+    let w = World::new().await;
+    // Nothing listens on this port: every request is refused before it leaves.
+    let port = weapp_test_support::free_port();
+    let client = Client::builder(&w.appid, AppSecret::new(&w.secret))
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .clock(Arc::new(w.clock.clone()))
+        .token_store(Arc::new(DownStore))
+        .build()
+        .unwrap();
+    let first = client.access_token().await.unwrap_err();
+    assert!(matches!(first, Error::Transport { .. }), "{first:?}");
+    w.advance(2); // past the short back-off of the failure itself
+    let second = client.access_token().await.unwrap_err();
+    assert!(
+        matches!(second, Error::Transport { .. }),
+        "tried again, not refused by the degraded interval: {second:?}"
+    );
 }

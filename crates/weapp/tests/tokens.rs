@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weapp::clock::ManualClock;
+use weapp::clock::{Clock, ManualClock};
 use weapp::token::redis::RedisStore;
 use weapp::token::{Lease, MemoryStore, StoredToken, TokenKey, TokenPolicy, TokenStore};
 use weapp::{AccessToken, AppSecret, Client, ErrCode, Error, TokenMode};
@@ -276,8 +276,8 @@ async fn fencing_contract(store: &dyn TokenStore) {
     let key = TokenKey::new(format!("wxfence{}", rand_suffix()), TokenMode::Classic);
     let tok = |s: &str, v: u64| StoredToken {
         access_token: AccessToken::new(s),
-        expires_at_ms: i64::MAX / 2,
-        refresh_at_ms: i64::MAX / 4,
+        expires_at_ms: weapp::clock::SystemClock.now_ms() + 7_200_000,
+        refresh_at_ms: weapp::clock::SystemClock.now_ms() + 6_900_000,
         version: v,
     };
     let slow: Lease = store

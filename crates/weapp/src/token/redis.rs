@@ -122,8 +122,24 @@ fn store_err(context: &str) -> impl FnOnce(redis::RedisError) -> StoreError + '_
 
 /// Decodes a stored value; anything undecodable, or of a schema newer than ours, is absent.
 fn decode(key: &str, raw: &str) -> Option<StoredToken> {
+    // Year 3000 in ms: anything later is not a timestamp this code wrote.
+    const LATEST: i64 = 32_503_680_000_000;
     match serde_json::from_str::<WireIn>(raw) {
-        Ok(w) if w.v <= SCHEMA_VERSION => Some(w.token),
+        Ok(w)
+            if w.v <= SCHEMA_VERSION
+                && 0 < w.token.refresh_at_ms
+                && w.token.refresh_at_ms <= w.token.expires_at_ms
+                && w.token.expires_at_ms < LATEST =>
+        {
+            Some(w.token)
+        }
+        Ok(w) if w.v <= SCHEMA_VERSION => {
+            tracing::warn!(
+                key,
+                "token value with implausible timestamps; treating it as absent"
+            );
+            None
+        }
         Ok(w) => {
             tracing::warn!(
                 key,
@@ -133,8 +149,9 @@ fn decode(key: &str, raw: &str) -> Option<StoredToken> {
             None
         }
         Err(e) => {
-            // The error text names the position, never the value (which may hold a token).
-            tracing::warn!(key, error = %e, "undecodable token value; treating it as absent (the next refresh overwrites it)");
+            // Only the category and position: serde's message can quote the value, which may
+            // hold a token.
+            tracing::warn!(key, category = ?e.classify(), line = e.line(), column = e.column(), "undecodable token value; treating it as absent (the next refresh overwrites it)");
             None
         }
     }
@@ -178,8 +195,9 @@ impl RedisStore {
         })
     }
 
-    /// Computes key lifetimes with `clock` (the same clock the token manager uses, so a token
-    /// stamped in virtual time gets the right TTL).
+    /// Computes key lifetimes with `clock`. Pass the clock given to the client builder (the
+    /// store is built separately, so it cannot know it), so a token stamped in virtual time
+    /// gets the right TTL.
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -328,5 +346,11 @@ mod tests {
         assert!(decode("k", v9).is_none());
         assert!(decode("k", "\u{0}garbage").is_none());
         assert!(decode("k", r#"{"access_token":5}"#).is_none());
+        let huge = format!(
+            r#"{{"access_token":"A","expires_at_ms":{},"refresh_at_ms":{},"version":4}}"#,
+            i64::MAX,
+            i64::MAX - 1
+        );
+        assert!(decode("k", &huge).is_none());
     }
 }
