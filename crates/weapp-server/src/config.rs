@@ -1,16 +1,85 @@
 //! Server configuration: a TOML file (`weapp serve --config weapp.toml`), environment variables
 //! for every top-level value, and command-line flags, in increasing order of precedence.
+//!
+//! Secrets are [`Secret`]s, URLs that may carry a password are printed without it, and
+//! [`Config::validate`] checks everything at start-up, so a misconfiguration is one clear line
+//! instead of a failure per request.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
+use weapp::push::PushMode;
 use weapp::TokenMode;
 
 /// A configuration problem, named precisely enough to fix.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
+
+/// A secret from the configuration. `Debug` and `Display` never show it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself: only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(v: String) -> Self {
+        Self(v)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(v: &str) -> Self {
+        Self(v.to_owned())
+    }
+}
+
+/// `url` without its password (`redis://:pw@host` → `redis://***@host`), for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let path = path.split('?').next().unwrap_or("");
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                None => format!("{scheme}://{authority}{path}"),
+            }
+        }
+        None => "<not a URL>".into(),
+    }
+}
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -25,6 +94,21 @@ fn default_api_base() -> String {
     weapp::DEFAULT_BASE_URL.into()
 }
 fn default_login_rate() -> u32 {
+    60
+}
+fn default_decrypt_rate() -> u32 {
+    10
+}
+fn default_decrypt_max_age() -> u64 {
+    3600
+}
+fn default_auth_failure_rate() -> u32 {
+    20
+}
+fn default_rate_limit_max_keys() -> usize {
+    100_000
+}
+fn default_invalidate_interval() -> u64 {
     60
 }
 fn default_timeout() -> u64 {
@@ -42,12 +126,49 @@ fn default_retry_max() -> u64 {
 fn default_timeout_webhook() -> u64 {
     10
 }
+fn default_webhook_lease() -> u64 {
+    60
+}
+fn default_webhook_attempts() -> u32 {
+    15
+}
 fn default_prefix() -> String {
     "weapp".into()
 }
+fn default_pool_size() -> u32 {
+    16
+}
+fn default_acquire_timeout_ms() -> u64 {
+    3000
+}
+
+/// How `sqlite://` databases commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// `synchronous=FULL`: a commit is on disk before it is acknowledged — a push answered
+    /// `success` survives a power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: faster; the last commits can be lost on power loss (not on a
+    /// process crash).
+    Normal,
+}
+
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitBackend {
+    /// In this process: each instance has its own budget.
+    #[default]
+    Local,
+    /// In Redis (`redis_url`): the fleet shares one budget. Falls back to the local counters
+    /// while Redis is unreachable.
+    Redis,
+}
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Env `WEAPP_LISTEN`. Default `127.0.0.1:8080`.
@@ -56,7 +177,20 @@ pub struct Config {
     /// `sqlite://path.db` (created if missing) or `postgres://…`. Env `WEAPP_DATABASE_URL`.
     #[serde(default = "default_database_url")]
     pub database_url: String,
-    /// Optional Redis shared by all instances (token cache, refresh locks). Env `WEAPP_REDIS_URL`.
+    /// Connections in the database pool (per instance; mind Postgres' `max_connections` ×
+    /// instances). Env `WEAPP_DATABASE_POOL_SIZE`. Default 16.
+    #[serde(default = "default_pool_size")]
+    pub database_pool_size: u32,
+    /// How long a request waits for a pooled connection before it is answered 503 with
+    /// `Retry-After`. Env `WEAPP_DATABASE_ACQUIRE_TIMEOUT_MS`. Default 3000.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub database_acquire_timeout_ms: u64,
+    /// SQLite durability: `full` (default; acknowledged pushes survive power loss) or `normal`.
+    /// Env `WEAPP_SQLITE_SYNCHRONOUS`.
+    #[serde(default)]
+    pub sqlite_synchronous: SqliteSync,
+    /// Optional Redis shared by all instances (token cache, refresh locks, push replay memory,
+    /// shared rate limits). Env `WEAPP_REDIS_URL`.
     #[serde(default)]
     pub redis_url: Option<String>,
     /// Key prefix in Redis. Env `WEAPP_REDIS_PREFIX`. Default `weapp`.
@@ -65,37 +199,120 @@ pub struct Config {
     /// Lifetime of a login session. Env `WEAPP_SESSION_TTL_SECS`. Default 7 days.
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
-    /// Base64 of 32 bytes: the key that encrypts session_keys at rest. Env `WEAPP_DATA_KEY`.
-    /// When unset, one is generated and kept in the database (weaker: key beside the data).
+    /// A session unused for this long ends (0: never). Env `WEAPP_SESSION_IDLE_TIMEOUT_SECS`.
     #[serde(default)]
-    pub data_key: Option<String>,
-    /// `POST /v1/login` requests per minute per client IP. Env `WEAPP_LOGIN_RATE_LIMIT`. Default 60; 0 disables.
+    pub session_idle_timeout_secs: u64,
+    /// Base64 of 32 bytes: the key that encrypts session_keys at rest. Env `WEAPP_DATA_KEY`.
+    /// Shorthand for a one-key `data_keys`.
+    #[serde(default)]
+    pub data_key: Option<Secret>,
+    /// The data keys, newest first: values are sealed with the first and opened with whichever
+    /// sealed them, so a key rotates by putting a new one in front. Env `WEAPP_DATA_KEYS`
+    /// (comma-separated).
+    #[serde(default)]
+    pub data_keys: Vec<Secret>,
+    /// Without any data key, generate one and keep it in the database — beside the data it
+    /// protects. Refused unless this is true (the sandbox always allows it).
+    /// Env `WEAPP_ALLOW_GENERATED_DATA_KEY`.
+    #[serde(default)]
+    pub allow_generated_data_key: bool,
+    /// `POST /v1/login` requests per minute per client IP (IPv6 per /64). Env
+    /// `WEAPP_LOGIN_RATE_LIMIT_PER_MINUTE` (or `WEAPP_LOGIN_RATE_LIMIT`). Default 60; 0 disables.
     #[serde(default = "default_login_rate")]
     pub login_rate_limit_per_minute: u32,
-    /// Take the client IP from `X-Forwarded-For` (only behind a proxy you control).
+    /// `POST /v1/me/decrypt` requests per minute per session. Env
+    /// `WEAPP_DECRYPT_RATE_LIMIT_PER_MINUTE`. Default 10; 0 disables.
+    #[serde(default = "default_decrypt_rate")]
+    pub decrypt_rate_limit_per_minute: u32,
+    /// Refuse encryptedData whose `watermark.timestamp` is older than this. Env
+    /// `WEAPP_DECRYPT_MAX_AGE_SECS`. Default 3600; 0 disables.
+    #[serde(default = "default_decrypt_max_age")]
+    pub decrypt_max_age_secs: u64,
+    /// Failed authentications (session tokens, client keys, mirror secrets, admin keys) per
+    /// minute per client IP before that IP is refused with 429. Env
+    /// `WEAPP_AUTH_FAILURE_LIMIT_PER_MINUTE`. Default 20; 0 disables.
+    #[serde(default = "default_auth_failure_rate")]
+    pub auth_failure_limit_per_minute: u32,
+    /// Where rate-limit counters live: `local` (default) or `redis`. Env
+    /// `WEAPP_RATE_LIMIT_BACKEND`.
+    #[serde(default)]
+    pub rate_limit_backend: RateLimitBackend,
+    /// The most clients a local limiter tracks one by one; beyond it, newcomers share hashed
+    /// buckets (memory stays bounded under a flood of addresses). Env
+    /// `WEAPP_RATE_LIMIT_MAX_KEYS`. Default 100,000.
+    #[serde(default = "default_rate_limit_max_keys")]
+    pub rate_limit_max_keys: usize,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs or addresses): the client is the
+    /// rightmost hop that is not one of them. Env `WEAPP_TRUSTED_PROXIES` (comma-separated).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Deprecated: `true` trusts loopback and private-network proxies (as if `trusted_proxies`
+    /// listed 127.0.0.0/8, ::1, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7). Prefer
+    /// `trusted_proxies`. Env `WEAPP_TRUST_FORWARDED_FOR`.
     #[serde(default)]
     pub trust_forwarded_for: bool,
-    /// Per-request timeout in seconds. Default 15.
+    /// A broker report of a failing token refreshes it at most once per this many seconds per
+    /// app, fleet-wide, however many reports arrive. Env `WEAPP_INVALIDATE_MIN_INTERVAL_SECS`.
+    /// Default 60.
+    #[serde(default = "default_invalidate_interval")]
+    pub invalidate_min_interval_secs: u64,
+    /// `GET /v1/me` lists the user's accounts in other apps (same unionid). Env
+    /// `WEAPP_EXPOSE_LINKED_ACCOUNTS`. Default false.
+    #[serde(default)]
+    pub expose_linked_accounts: bool,
+    /// Per-request timeout in seconds. Env `WEAPP_REQUEST_TIMEOUT_SECS`. Default 15.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
-    /// Maximum request body in bytes. Default 64 KiB.
+    /// Maximum request body in bytes. Env `WEAPP_BODY_LIMIT_BYTES`. Default 64 KiB.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
-    /// First webhook retry delay in milliseconds; it doubles per attempt. Default 1000.
+    /// First webhook retry delay in milliseconds; it doubles per attempt. Env
+    /// `WEAPP_WEBHOOK_RETRY_BASE_MS`. Default 1000.
     #[serde(default = "default_retry_base")]
     pub webhook_retry_base_ms: u64,
-    /// Longest delay between webhook retries, in seconds. Default 600.
+    /// Longest delay between webhook retries, in seconds. Env `WEAPP_WEBHOOK_RETRY_MAX_SECS`.
+    /// Default 600.
     #[serde(default = "default_retry_max")]
     pub webhook_retry_max_secs: u64,
-    /// Timeout of one webhook request, in seconds. Default 10.
+    /// Timeout of one webhook request, in seconds. Env `WEAPP_WEBHOOK_TIMEOUT_SECS`. Default 10.
     #[serde(default = "default_timeout_webhook")]
     pub webhook_timeout_secs: u64,
+    /// How long an instance holds a claimed delivery; must exceed `webhook_timeout_secs`.
+    /// Env `WEAPP_WEBHOOK_LEASE_SECS`. Default 60.
+    #[serde(default = "default_webhook_lease")]
+    pub webhook_lease_secs: u64,
+    /// Attempts before a delivery is dead-lettered (kept, counted, redeliverable). Env
+    /// `WEAPP_WEBHOOK_MAX_ATTEMPTS`. Default 15.
+    #[serde(default = "default_webhook_attempts")]
+    pub webhook_max_attempts: u32,
     /// The mini programs served.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
     /// Callers of the token broker.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// Set by `weapp serve --sandbox` (not from the file): the database must be a sandbox one.
+    #[serde(skip)]
+    pub sandbox: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_pool_size", &self.database_pool_size)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("data_key", &self.data_key)
+            .field("data_keys", &self.data_keys)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("apps", &self.apps)
+            .field("clients", &self.clients)
+            .field("sandbox", &self.sandbox)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One mini program.
@@ -106,7 +323,7 @@ pub struct AppConfig {
     pub appid: String,
     /// The AppSecret (prefer `secret_env`).
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// Name of the environment variable holding the AppSecret.
     #[serde(default)]
     pub secret_env: Option<String>,
@@ -126,18 +343,25 @@ pub struct AppConfig {
 #[serde(deny_unknown_fields)]
 pub struct PushConfig {
     /// The Token set in the WeChat console.
-    pub token: String,
-    /// The 43-character EncodingAESKey; omit for plain mode.
+    pub token: Secret,
+    /// The 43-character EncodingAESKey (compatible and safe mode).
     #[serde(default)]
-    pub encoding_aes_key: Option<String>,
+    pub encoding_aes_key: Option<Secret>,
+    /// `safe` or `compatible` (both need `encoding_aes_key`; only the encrypted copy, signed
+    /// over its ciphertext, is accepted), or `plain` — which must be chosen explicitly, as
+    /// plaintext pushes are signed over nothing but a timestamp and a nonce. Default: `safe`
+    /// with a key; without one the setting is required.
+    #[serde(default)]
+    pub mode: Option<PushMode>,
     /// Where verified events are delivered.
     #[serde(default)]
     pub webhook_url: Option<String>,
     /// Key of the webhook signature (required with `webhook_url`).
     #[serde(default)]
-    pub webhook_secret: Option<String>,
-    /// Refuse pushes whose timestamp is further than this from now, and replays within it.
-    /// Default 300; 0 disables (the durable MsgId de-duplication still applies).
+    pub webhook_secret: Option<Secret>,
+    /// Refuse pushes whose timestamp is further than this from now, and replays of a
+    /// (timestamp, nonce) within it. Default 300; 0 disables (the durable MsgId
+    /// de-duplication still applies).
     #[serde(default = "default_replay_window")]
     pub replay_window_secs: u64,
 }
@@ -145,6 +369,15 @@ pub struct PushConfig {
 fn default_replay_window() -> u64 {
     300
 }
+
+/// What a broker client may do.
+pub const SCOPES: &[&str] = &[
+    "token:read",
+    "token:invalidate",
+    "events:read",
+    "events:redeliver",
+    "sessions:introspect",
+];
 
 /// A caller of the token broker.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,15 +387,18 @@ pub struct ClientConfig {
     pub name: String,
     /// The key itself (prefer `key_sha256` or `key_env`).
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<Secret>,
     /// Name of the environment variable holding the key.
     #[serde(default)]
     pub key_env: Option<String>,
     /// Hex SHA-256 of the key: the file then holds no secret.
     #[serde(default)]
     pub key_sha256: Option<String>,
-    /// Appids this client may read.
+    /// Appids this client may use.
     pub apps: Vec<String>,
+    /// What it may do ([`SCOPES`]); without it, `token:read` and `token:invalidate`.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
 }
 
 impl Default for Config {
@@ -181,7 +417,15 @@ fn one_line(text: &str, e: &toml::de::Error) -> String {
             let line_start = before.rfind('\n').map_or(0, |i| i + 1);
             let column = before.len() - line_start + 1;
             let source = text[line_start..].lines().next().unwrap_or("").trim();
-            format!("line {line}, column {column} (`{source}`): {message}")
+            // A line holding a secret is not quoted.
+            let secretish = ["secret", "key", "token", "password"]
+                .iter()
+                .any(|w| source.to_ascii_lowercase().contains(w));
+            if secretish {
+                format!("line {line}, column {column}: {message}")
+            } else {
+                format!("line {line}, column {column} (`{source}`): {message}")
+            }
         }
         None => message,
     }
@@ -191,100 +435,286 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// How an environment value is read.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Taken as it is.
+    Text,
+    /// A TOML number or boolean (so `99999999999` for a 32-bit setting is an error, not 0).
+    Scalar,
+    /// Comma-separated text values.
+    List,
+}
+
+/// Every top-level setting, with its environment variable `WEAPP_<NAME>`.
+const ENV_SETTINGS: &[(&str, Kind)] = &[
+    ("listen", Kind::Text),
+    ("database_url", Kind::Text),
+    ("database_pool_size", Kind::Scalar),
+    ("database_acquire_timeout_ms", Kind::Scalar),
+    ("sqlite_synchronous", Kind::Text),
+    ("redis_url", Kind::Text),
+    ("redis_prefix", Kind::Text),
+    ("session_ttl_secs", Kind::Scalar),
+    ("session_idle_timeout_secs", Kind::Scalar),
+    ("data_key", Kind::Text),
+    ("data_keys", Kind::List),
+    ("allow_generated_data_key", Kind::Scalar),
+    ("login_rate_limit_per_minute", Kind::Scalar),
+    ("decrypt_rate_limit_per_minute", Kind::Scalar),
+    ("decrypt_max_age_secs", Kind::Scalar),
+    ("auth_failure_limit_per_minute", Kind::Scalar),
+    ("rate_limit_backend", Kind::Text),
+    ("rate_limit_max_keys", Kind::Scalar),
+    ("trusted_proxies", Kind::List),
+    ("trust_forwarded_for", Kind::Scalar),
+    ("invalidate_min_interval_secs", Kind::Scalar),
+    ("expose_linked_accounts", Kind::Scalar),
+    ("request_timeout_secs", Kind::Scalar),
+    ("body_limit_bytes", Kind::Scalar),
+    ("webhook_retry_base_ms", Kind::Scalar),
+    ("webhook_retry_max_secs", Kind::Scalar),
+    ("webhook_timeout_secs", Kind::Scalar),
+    ("webhook_lease_secs", Kind::Scalar),
+    ("webhook_max_attempts", Kind::Scalar),
+];
+
+/// Older names still read.
+const ENV_ALIASES: &[(&str, &str)] = &[("WEAPP_LOGIN_RATE_LIMIT", "login_rate_limit_per_minute")];
+
+fn env_value(var: &str, raw: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
+    let secret = var.contains("KEY") || var.contains("URL");
+    let shown = if secret { "***" } else { raw };
+    match kind {
+        Kind::Text => Ok(toml::Value::String(raw.to_owned())),
+        Kind::List => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| toml::Value::String(v.to_owned()))
+                .collect(),
+        )),
+        Kind::Scalar => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| matches!(v, toml::Value::Integer(_) | toml::Value::Boolean(_)))
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "{var} must be a number or true/false, got `{shown}`"
+                ))
+            }),
+    }
+}
+
 impl Config {
-    /// Reads `path` (if given; `WEAPP_CONFIG` otherwise), then applies environment overrides.
+    /// Reads `path` (if given; `WEAPP_CONFIG` otherwise), then applies environment overrides
+    /// (`WEAPP_<SETTING>` for every top-level setting), each parsed strictly.
     ///
     /// # Errors
-    /// Unreadable file, invalid TOML (with the line), unknown keys, bad environment values.
+    /// Unreadable file, invalid TOML (with the line), unknown keys, bad environment values
+    /// (naming the variable).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let path = path
             .map(Path::to_path_buf)
             .or_else(|| env("WEAPP_CONFIG").map(Into::into));
-        let mut config = match path {
+        let (mut table, text, origin) = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
-                toml::from_str(&text)
-                    .map_err(|e| ConfigError(format!("{}: {}", p.display(), one_line(&text, &e))))?
+                let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                    ConfigError(format!("{}: {}", p.display(), one_line(&text, &e)))
+                })?;
+                (table, text, p.display().to_string())
             }
-            None => Config::default(),
+            None => (toml::Table::new(), String::new(), "defaults".to_owned()),
         };
-        config.apply_env()?;
-        Ok(config)
+        // The file alone first, from its text, so its errors point at its lines.
+        let _: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("{origin}: {}", one_line(&text, &e))))?;
+        let mut vars: Vec<(String, &str, Kind)> = ENV_SETTINGS
+            .iter()
+            .map(|(name, kind)| (format!("WEAPP_{}", name.to_ascii_uppercase()), *name, *kind))
+            .collect();
+        for (alias, name) in ENV_ALIASES {
+            let kind = ENV_SETTINGS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(Kind::Text, |(_, k)| *k);
+            vars.insert(0, ((*alias).to_owned(), name, kind));
+        }
+        for (var, name, kind) in vars {
+            let Some(raw) = env(&var) else { continue };
+            let value = env_value(&var, &raw, kind)?;
+            // Each variable on its own, so an error names it.
+            let mut single = toml::Table::new();
+            single.insert(name.to_owned(), value.clone());
+            let _: Config = single.try_into().map_err(|e: toml::de::Error| {
+                ConfigError(format!("{var}: {}", e.message().trim().replace('\n', " ")))
+            })?;
+            table.insert(name.to_owned(), value);
+        }
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.message().trim().replace('\n', " ")))
     }
 
-    fn apply_env(&mut self) -> Result<(), ConfigError> {
-        let parse = |name: &str, v: String| -> Result<u64, ConfigError> {
-            v.parse()
-                .map_err(|_| ConfigError(format!("{name} must be a number, got `{v}`")))
-        };
-        if let Some(v) = env("WEAPP_LISTEN") {
-            self.listen = v
-                .parse()
-                .map_err(|_| ConfigError(format!("WEAPP_LISTEN is not an address: `{v}`")))?;
+    /// The data keys, newest first (`data_keys`, or `data_key` alone).
+    pub fn data_key_list(&self) -> Vec<Secret> {
+        if self.data_keys.is_empty() {
+            self.data_key.iter().cloned().collect()
+        } else {
+            self.data_keys.clone()
         }
-        if let Some(v) = env("WEAPP_DATABASE_URL") {
-            self.database_url = v;
-        }
-        if let Some(v) = env("WEAPP_REDIS_URL") {
-            self.redis_url = Some(v);
-        }
-        if let Some(v) = env("WEAPP_REDIS_PREFIX") {
-            self.redis_prefix = v;
-        }
-        if let Some(v) = env("WEAPP_SESSION_TTL_SECS") {
-            self.session_ttl_secs = parse("WEAPP_SESSION_TTL_SECS", v)?;
-        }
-        if let Some(v) = env("WEAPP_DATA_KEY") {
-            self.data_key = Some(v);
-        }
-        if let Some(v) = env("WEAPP_LOGIN_RATE_LIMIT") {
-            self.login_rate_limit_per_minute = parse("WEAPP_LOGIN_RATE_LIMIT", v)? as u32;
-        }
-        Ok(())
     }
 
-    /// Checks cross-field rules: unique appids, every secret and key resolvable, clients only
-    /// naming configured apps, sane limits.
+    /// The proxies whose `X-Forwarded-For` is believed.
+    ///
+    /// # Errors
+    /// An entry that is not an address or CIDR.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<crate::net::IpNet>, ConfigError> {
+        let mut nets = self
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e| ConfigError(format!("trusted_proxies: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.trust_forwarded_for && nets.is_empty() {
+            nets = crate::net::IpNet::private_ranges();
+        }
+        Ok(nets)
+    }
+
+    /// Checks every rule that can be checked before connecting anything: unique appids,
+    /// resolvable secrets and keys, push settings, clients naming configured apps and known
+    /// scopes, timeouts and limits in range, keys and proxies well formed.
     ///
     /// # Errors
     /// The first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
-            if app.appid.is_empty() || !app.appid.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(ConfigError(format!(
-                    "apps[{i}].appid must be ASCII letters and digits"
-                )));
+            if app.appid.is_empty()
+                || app.appid.len() > 64
+                || !app.appid.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return bad(format!(
+                    "apps[{i}].appid must be 1–64 ASCII letters and digits"
+                ));
             }
             if !seen.insert(app.appid.as_str()) {
-                return Err(ConfigError(format!(
-                    "apps[{i}]: appid {} appears twice",
-                    app.appid
-                )));
+                return bad(format!("apps[{i}]: appid {} appears twice", app.appid));
             }
             app.resolve_secret()?;
             if !app.api_base.starts_with("http://") && !app.api_base.starts_with("https://") {
-                return Err(ConfigError(format!(
-                    "apps[{i}].api_base must be an http(s) URL"
-                )));
+                return bad(format!("apps[{i}].api_base must be an http(s) URL"));
+            }
+            if let Some(p) = &app.push {
+                p.validate()
+                    .map_err(|e| ConfigError(format!("apps[{i}].push ({}): {e}", app.appid)))?;
             }
         }
+        let mut names = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
+            if c.name.is_empty() || !names.insert(c.name.as_str()) {
+                return bad(format!("clients[{i}]: name must be present and unique"));
+            }
             c.resolve_key_hash()?;
+            c.resolved_scopes()?;
             if let Some(unknown) = c.apps.iter().find(|a| !seen.contains(a.as_str())) {
-                return Err(ConfigError(format!(
+                return bad(format!(
                     "clients[{i}] ({}) names unknown app {unknown}",
                     c.name
-                )));
+                ));
             }
         }
-        if self.session_ttl_secs == 0 {
-            return Err(ConfigError("session_ttl_secs must be positive".into()));
+        let year = 366 * 24 * 3600;
+        for (name, v, min, max) in [
+            ("session_ttl_secs", self.session_ttl_secs, 1, 10 * year),
+            (
+                "session_idle_timeout_secs",
+                self.session_idle_timeout_secs,
+                0,
+                10 * year,
+            ),
+            ("request_timeout_secs", self.request_timeout_secs, 1, 3600),
+            ("webhook_timeout_secs", self.webhook_timeout_secs, 1, 600),
+            ("webhook_lease_secs", self.webhook_lease_secs, 2, 86_400),
+            (
+                "webhook_retry_base_ms",
+                self.webhook_retry_base_ms,
+                1,
+                3_600_000,
+            ),
+            (
+                "webhook_retry_max_secs",
+                self.webhook_retry_max_secs,
+                1,
+                86_400,
+            ),
+            ("decrypt_max_age_secs", self.decrypt_max_age_secs, 0, year),
+            (
+                "invalidate_min_interval_secs",
+                self.invalidate_min_interval_secs,
+                0,
+                86_400,
+            ),
+            (
+                "database_acquire_timeout_ms",
+                self.database_acquire_timeout_ms,
+                1,
+                600_000,
+            ),
+        ] {
+            if v < min || v > max {
+                return bad(format!("{name} must be between {min} and {max}, got {v}"));
+            }
         }
-        if self.body_limit_bytes < 1024 {
-            return Err(ConfigError("body_limit_bytes must be at least 1024".into()));
+        if self.webhook_lease_secs <= self.webhook_timeout_secs {
+            return bad(format!(
+                "webhook_lease_secs ({}) must exceed webhook_timeout_secs ({}): a delivery still running when its lease ends is sent twice",
+                self.webhook_lease_secs, self.webhook_timeout_secs
+            ));
         }
+        if self.webhook_max_attempts == 0 || self.webhook_max_attempts > 1000 {
+            return bad("webhook_max_attempts must be between 1 and 1000".into());
+        }
+        if !(1..=1024).contains(&self.database_pool_size) {
+            return bad("database_pool_size must be between 1 and 1024".into());
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.body_limit_bytes) {
+            return bad("body_limit_bytes must be between 1024 and 64 MiB".into());
+        }
+        if self.rate_limit_max_keys < 16 {
+            return bad("rate_limit_max_keys must be at least 16".into());
+        }
+        if self.rate_limit_backend == RateLimitBackend::Redis && self.redis_url.is_none() {
+            return bad("rate_limit_backend = \"redis\" needs redis_url".into());
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return bad("redis_prefix must be non-empty without spaces".into());
+        }
+        if let Some(url) = &self.redis_url {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                return bad(format!(
+                    "redis_url must start with redis:// or rediss://, got {}",
+                    redact_url(url)
+                ));
+            }
+        }
+        if !self.database_url.starts_with("sqlite:")
+            && !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return bad("database_url must start with sqlite: or postgres://".into());
+        }
+        for (i, k) in self.data_key_list().iter().enumerate() {
+            crate::seal::DataKey::from_base64(k.expose())
+                .map_err(|e| ConfigError(format!("data key {i}: {e}")))?;
+        }
+        self.trusted_proxy_nets()?;
         Ok(())
     }
 }
@@ -296,7 +726,7 @@ impl AppConfig {
     /// Neither set, or the variable is missing.
     pub fn resolve_secret(&self) -> Result<weapp::AppSecret, ConfigError> {
         match (&self.secret, &self.secret_env) {
-            (Some(s), _) if !s.is_empty() => Ok(weapp::AppSecret::new(s.clone())),
+            (Some(s), _) if !s.is_empty() => Ok(weapp::AppSecret::new(s.expose())),
             (_, Some(var)) => env(var).map(weapp::AppSecret::new).ok_or_else(|| {
                 ConfigError(format!(
                     "app {}: environment variable {var} is not set",
@@ -312,22 +742,65 @@ impl AppConfig {
 }
 
 impl PushConfig {
-    /// Checks the token, the AES key and the webhook settings.
+    /// The mode in force: the explicit one, or `safe` when a key is given.
+    ///
+    /// # Errors
+    /// No key and no explicit `mode = "plain"`, or compatible/safe without a key.
+    pub fn effective_mode(&self) -> Result<PushMode, String> {
+        match (self.mode, &self.encoding_aes_key) {
+            (Some(PushMode::Plain), _) => Ok(PushMode::Plain),
+            (Some(m), Some(_)) => Ok(m),
+            (None, Some(_)) => Ok(PushMode::Safe),
+            (Some(m), None) => Err(format!(
+                "mode = \"{}\" needs encoding_aes_key",
+                m.as_str()
+            )),
+            (None, None) => Err(
+                "set encoding_aes_key (safe mode), or mode = \"plain\" to accept unencrypted pushes, which carry no signature over their body"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Checks the token, the mode, the AES key and the webhook settings.
     ///
     /// # Errors
     /// A message naming the problem.
     pub fn validate(&self) -> Result<(), String> {
-        if self.token.is_empty() {
+        if self.token.expose().trim().is_empty() {
             return Err("token must not be empty".into());
         }
+        if self.token.expose().len() > 32
+            || !self
+                .token
+                .expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric())
+        {
+            // The console accepts 3–32 letters and digits.
+            return Err(
+                "token must be 1–32 ASCII letters and digits, as in the WeChat console".into(),
+            );
+        }
         if let Some(k) = &self.encoding_aes_key {
-            weapp::push::EncodingAesKey::new(k).map_err(|e| e.to_string())?;
+            weapp::push::EncodingAesKey::new(k.expose()).map_err(|e| e.to_string())?;
+        }
+        self.effective_mode()?;
+        if self.replay_window_secs > 86_400 {
+            return Err("replay_window_secs must not exceed a day".into());
         }
         match (&self.webhook_url, &self.webhook_secret) {
-            (Some(u), _) if !u.starts_with("http://") && !u.starts_with("https://") => {
+            (Some(u), _)
+                if reqwest::Url::parse(u).map_or(true, |u| {
+                    !matches!(u.scheme(), "http" | "https") || u.host().is_none()
+                }) =>
+            {
                 Err("webhook_url must be an http(s) URL".into())
             }
             (Some(_), None) => Err("webhook_url needs a webhook_secret to sign deliveries".into()),
+            (_, Some(s)) if s.expose().len() < 16 => {
+                Err("webhook_secret must be at least 16 characters".into())
+            }
             _ => Ok(()),
         }
     }
@@ -353,7 +826,7 @@ impl ClientConfig {
             return Ok(bytes);
         }
         let key = match (&self.key, &self.key_env) {
-            (Some(k), _) if !k.is_empty() => k.clone(),
+            (Some(k), _) if !k.is_empty() => k.expose().to_owned(),
             (_, Some(var)) => env(var).ok_or_else(|| {
                 ConfigError(format!(
                     "client {}: environment variable {var} is not set",
@@ -375,15 +848,33 @@ impl ClientConfig {
         }
         Ok(Sha256::digest(key.as_bytes()).into())
     }
+
+    /// The client's scopes (defaults applied).
+    ///
+    /// # Errors
+    /// An unknown scope.
+    pub fn resolved_scopes(&self) -> Result<Vec<String>, ConfigError> {
+        match &self.scopes {
+            None => Ok(vec!["token:read".into(), "token:invalidate".into()]),
+            Some(list) => {
+                if let Some(bad) = list.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+                    return Err(ConfigError(format!(
+                        "client {}: unknown scope {bad} (known: {})",
+                        self.name,
+                        SCOPES.join(", ")
+                    )));
+                }
+                Ok(list.clone())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_design_example_parses_and_validates() {
-        let text = r#"
+    const DESIGN_EXAMPLE: &str = r#"
 listen = "127.0.0.1:8080"
 database_url = "sqlite://weapp.db"
 redis_url = "redis://127.0.0.1:6379"
@@ -395,36 +886,143 @@ secret = "s3cret"
 api_base = "https://api.weixin.qq.com"
 token_mode = "stable"
 [apps.push]
-token = "t"
+token = "t0ken"
 encoding_aes_key = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
 webhook_url = "http://127.0.0.1:9000/hook"
-webhook_secret = "w"
+webhook_secret = "whsec_0123456789abcdef"
 
 [[clients]]
 name = "billing"
 key = "0123456789abcdef0123"
 apps = ["wx1234567890abcdef"]
 "#;
-        let c: Config = toml::from_str(text).unwrap();
+
+    #[test]
+    fn the_design_example_parses_and_validates() {
+        let c: Config = toml::from_str(DESIGN_EXAMPLE).unwrap();
         c.validate().unwrap();
         assert_eq!(c.apps[0].token_mode, TokenMode::Stable);
         assert_eq!(c.session_ttl_secs, 604800);
+        assert_eq!(
+            c.apps[0].push.as_ref().unwrap().effective_mode().unwrap(),
+            PushMode::Safe
+        );
+        assert_eq!(
+            c.clients[0].resolved_scopes().unwrap(),
+            ["token:read", "token:invalidate"]
+        );
+    }
+
+    fn invalid(text: &str) -> String {
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap_err().to_string()
     }
 
     #[test]
     fn problems_are_named() {
         let bad: Result<Config, _> = toml::from_str("listen = \"127.0.0.1:1\"\nbogus = 1");
         assert!(bad.unwrap_err().to_string().contains("bogus"));
-        let c: Config = toml::from_str("[[apps]]\nappid = \"wx1\"").unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("secret"));
-        let c: Config = toml::from_str(
+        assert!(invalid("[[apps]]\nappid = \"wx1\"").contains("secret"));
+        assert!(invalid(
             "[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[[clients]]\nname = \"x\"\nkey = \"0123456789abcdef\"\napps = [\"wx2\"]",
         )
-        .unwrap();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("unknown app wx2"));
+        .contains("unknown app wx2"));
+    }
+
+    #[test]
+    fn push_settings_are_checked_at_start_up() {
+        let app = "[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[apps.push]\n";
+        // Plain mode is a choice, not a default.
+        assert!(invalid(&format!("{app}token = \"t0ken\"")).contains("mode = \"plain\""));
+        let c: Config =
+            toml::from_str(&format!("{app}token = \"t0ken\"\nmode = \"plain\"")).unwrap();
+        c.validate().unwrap();
+        assert!(invalid(&format!("{app}token = \"\"\nmode = \"plain\"")).contains("token"));
+        assert!(invalid(&format!("{app}token = \"t\"\nmode = \"safe\""))
+            .contains("needs encoding_aes_key"));
+        assert!(invalid(&format!(
+            "{app}token = \"t\"\nmode = \"plain\"\nwebhook_url = \"http://h/x\""
+        ))
+        .contains("webhook_secret"));
+        assert!(invalid(&format!(
+            "{app}token = \"t\"\nmode = \"plain\"\nwebhook_url = \"ftp://h/x\"\nwebhook_secret = \"0123456789abcdef\""
+        ))
+        .contains("http(s)"));
+        assert!(
+            invalid(&format!("{app}token = \"t\"\nencoding_aes_key = \"short\""))
+                .contains("EncodingAESKey")
+        );
+    }
+
+    #[test]
+    fn timeouts_leases_and_limits_are_checked() {
+        assert!(invalid("request_timeout_secs = 0").contains("request_timeout_secs"));
+        assert!(invalid("session_ttl_secs = 0").contains("session_ttl_secs"));
+        assert!(
+            invalid("webhook_timeout_secs = 30\nwebhook_lease_secs = 30").contains("must exceed")
+        );
+        assert!(invalid("webhook_max_attempts = 0").contains("webhook_max_attempts"));
+        assert!(invalid("database_pool_size = 0").contains("database_pool_size"));
+        assert!(invalid("rate_limit_backend = \"redis\"").contains("redis_url"));
+        assert!(invalid("trusted_proxies = [\"10.0.0.0/33\"]").contains("trusted_proxies"));
+        assert!(invalid("data_key = \"c2hvcnQ=\"").contains("32 bytes"));
+        // Overflow is an error, not a wrap-around.
+        assert!(toml::from_str::<Config>("login_rate_limit_per_minute = 99999999999").is_err());
+        assert!(toml::from_str::<Config>("session_ttl_secs = -1").is_err());
+    }
+
+    #[test]
+    fn environment_values_are_parsed_strictly_and_named() {
+        // (Each nextest test is its own process; these variables are this test's alone.)
+        std::env::set_var("WEAPP_LOGIN_RATE_LIMIT", "99999999999");
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.contains("WEAPP_LOGIN_RATE_LIMIT"), "{e}");
+        std::env::set_var("WEAPP_LOGIN_RATE_LIMIT", "12");
+        std::env::set_var("WEAPP_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1");
+        std::env::set_var("WEAPP_EXPOSE_LINKED_ACCOUNTS", "true");
+        std::env::set_var("WEAPP_WEBHOOK_MAX_ATTEMPTS", "7");
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.login_rate_limit_per_minute, 12);
+        assert_eq!(c.trusted_proxies, ["10.0.0.0/8", "192.168.1.1"]);
+        assert!(c.expose_linked_accounts);
+        assert_eq!(c.webhook_max_attempts, 7);
+        std::env::set_var("WEAPP_WEBHOOK_MAX_ATTEMPTS", "seven");
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.contains("WEAPP_WEBHOOK_MAX_ATTEMPTS"), "{e}");
+        std::env::set_var("WEAPP_WEBHOOK_MAX_ATTEMPTS", "-3");
+        assert!(Config::load(None).is_err());
+        for v in [
+            "WEAPP_LOGIN_RATE_LIMIT",
+            "WEAPP_TRUSTED_PROXIES",
+            "WEAPP_EXPOSE_LINKED_ACCOUNTS",
+            "WEAPP_WEBHOOK_MAX_ATTEMPTS",
+        ] {
+            std::env::remove_var(v);
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let mut c: Config = toml::from_str(DESIGN_EXAMPLE).unwrap();
+        c.redis_url = Some("redis://:hunter2pass@10.0.0.1:6379/0".into());
+        c.database_url = "postgres://weapp:dbpass42@db/weapp".into();
+        c.data_key = Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
+        let text = format!("{c:?}");
+        for secret in [
+            "s3cret",
+            "t0ken",
+            "kWxPEV2UEDyxWpmPdKC3F4",
+            "whsec_0123456789abcdef",
+            "0123456789abcdef0123",
+            "hunter2pass",
+            "dbpass42",
+            "MDEyMzQ1Njc4",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(
+            redact_url("redis://:pw@h:1/2?password=x"),
+            "redis://***@h:1/2"
+        );
     }
 }

@@ -27,6 +27,12 @@ pub enum AppError {
     /// 404: no such resource (e.g. an app that is not configured).
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists, the method does not.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// 409: the request conflicts with the current state (e.g. a replayed push).
+    #[error("{0}")]
+    Conflict(String),
     /// 413: body over the limit.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -36,7 +42,14 @@ pub enum AppError {
         /// Seconds until a retry may pass.
         retry_after_secs: u64,
     },
-    /// WeChat (or the network to it) failed.
+    /// 503: the server is saturated (every database connection busy); retry shortly.
+    #[error("the server is busy; retry in {retry_after_secs} s")]
+    Unavailable {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
+    /// WeChat (or the network to it) failed. Callers see a generic message with WeChat's
+    /// errcode and rid; the details go to the log.
     #[error(transparent)]
     WeChat(#[from] weapp::Error),
     /// Anything else: logged in full, answered as a bare 500.
@@ -56,6 +69,12 @@ impl AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
+        if e.is_pool_exhausted() {
+            tracing::warn!("database pool exhausted: answering 503");
+            return AppError::Unavailable {
+                retry_after_secs: 1,
+            };
+        }
         AppError::Internal(e.to_string())
     }
 }
@@ -107,9 +126,32 @@ fn wechat_status(err: &weapp::Error) -> (StatusCode, &'static str) {
             _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
         },
         E::Crypto(_) => (StatusCode::BAD_REQUEST, "decrypt_failed"),
+        E::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
         E::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
         E::OutcomeUnknown { .. } => (StatusCode::BAD_GATEWAY, "upstream_outcome_unknown"),
         _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+    }
+}
+
+/// What a caller is told about a WeChat failure, by its code.
+fn generic_upstream_message(code: &str) -> &'static str {
+    match code {
+        "invalid_code" => {
+            "WeChat refused the code: it is invalid, expired, already used, or blocked"
+        }
+        "upstream_rate_limited" => "WeChat is rate-limiting this app; retry later",
+        "upstream_quota_exhausted" => "WeChat's daily quota for this app is exhausted",
+        "upstream_auth_failed" => "WeChat refused this app's credentials",
+        "upstream_timeout" => "WeChat did not answer in time",
+        "upstream_outcome_unknown" => {
+            "the call to WeChat failed after it may have taken effect; check before repeating it"
+        }
+        "invalid_argument" => {
+            "the request was refused before it reached WeChat: an argument is invalid"
+        }
+        "decrypt_failed" => "the data cannot be decrypted",
+        "upstream_unavailable" => "WeChat is unavailable",
+        _ => "WeChat refused the request",
     }
 }
 
@@ -120,6 +162,16 @@ impl IntoResponse for AppError {
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None, None),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None, None),
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None, None),
+            AppError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                None,
+                None,
+            ),
+            AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None, None),
+            AppError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, None)
+            }
             AppError::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -146,7 +198,9 @@ impl IntoResponse for AppError {
                 } else {
                     tracing::info!(error = %e, "upstream refused the request");
                 }
-                e.to_string()
+                // WeChat's errmsg and transport error chains stay in the log: the caller gets
+                // what it can act on, plus the errcode and rid for support.
+                generic_upstream_message(code).to_owned()
             }
             other => other.to_string(),
         };
@@ -165,7 +219,8 @@ impl IntoResponse for AppError {
             HeaderValue::from_static("application/json"),
         );
         let retry = match &self {
-            AppError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            AppError::RateLimited { retry_after_secs }
+            | AppError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
             AppError::WeChat(e) => e.retry_after().map(|d| d.as_secs().max(1)),
             _ => None,
         };

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod seal;

@@ -12,6 +12,8 @@ pub struct Metrics {
     upstream_errors: Mutex<BTreeMap<(String, i64), u64>>,
     pushes: Mutex<BTreeMap<(String, &'static str), u64>>,
     webhooks: Mutex<BTreeMap<(String, &'static str), u64>>,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    invalidations: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -61,14 +63,62 @@ impl Metrics {
         bump(&self.pushes, (appid.to_owned(), outcome));
     }
 
-    /// Counts a webhook attempt: `ok` or `failed`.
+    /// Counts a failed authentication by surface (`session`, `client_key`, `mirror`, `admin`).
+    pub fn auth_failure(&self, surface: &'static str) {
+        bump(&self.auth_failures, surface);
+    }
+
+    /// Counts a broker report of a failing token: `refreshed` or `throttled`.
+    pub fn invalidation(&self, appid: &str, outcome: &'static str) {
+        bump(&self.invalidations, (appid.to_owned(), outcome));
+    }
+
+    /// Counts a webhook attempt: `ok`, `failed` or `dead` (attempts exhausted).
     pub fn webhook(&self, appid: &str, outcome: &'static str) {
         bump(&self.webhooks, (appid.to_owned(), outcome));
     }
 
     /// The text exposition.
-    pub fn render(&self, tokens: &[TokenGauge]) -> String {
+    pub fn render(
+        &self,
+        tokens: &[TokenGauge],
+        outbox: Option<&crate::store::OutboxStats>,
+        now_ms: i64,
+    ) -> String {
         let mut out = String::new();
+        let _ = writeln!(out, "# HELP weapp_auth_failures_total Failed authentications by surface.\n# TYPE weapp_auth_failures_total counter");
+        for (surface, n) in self
+            .auth_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "weapp_auth_failures_total{{surface=\"{surface}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP weapp_token_invalidations_total Broker reports of failing tokens by outcome.\n# TYPE weapp_token_invalidations_total counter");
+        for ((appid, outcome), n) in self
+            .invalidations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "weapp_token_invalidations_total{{appid=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(appid)
+            );
+        }
+        if let Some(o) = outbox {
+            let _ = writeln!(out, "# HELP weapp_webhook_backlog Events waiting for webhook delivery.\n# TYPE weapp_webhook_backlog gauge\nweapp_webhook_backlog {}", o.backlog);
+            let age = o
+                .oldest_created_at
+                .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+            let _ = writeln!(out, "# HELP weapp_webhook_oldest_undelivered_seconds Age of the oldest event waiting for delivery.\n# TYPE weapp_webhook_oldest_undelivered_seconds gauge\nweapp_webhook_oldest_undelivered_seconds {age}");
+            let _ = writeln!(out, "# HELP weapp_webhook_dead_letters Events whose delivery attempts are exhausted.\n# TYPE weapp_webhook_dead_letters gauge\nweapp_webhook_dead_letters {}", o.dead);
+        }
         let _ = writeln!(out, "# HELP weapp_http_requests_total HTTP requests by route and status.\n# TYPE weapp_http_requests_total counter");
         for ((route, status), n) in self
             .requests

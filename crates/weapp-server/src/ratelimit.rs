@@ -1,52 +1,242 @@
-//! A per-key fixed-window limiter (per client IP on `POST /v1/login`).
+//! Fixed-window rate limits (per client IP on `POST /v1/login`, per session on
+//! `/v1/me/decrypt`, per source on failed authentications).
+//!
+//! Counters live in this process — a hash map for up to `max_keys` clients per window, plus
+//! 4,096 shared buckets that newcomers hash into once the map is full, so memory is bounded
+//! and each check is O(1) however many addresses a flood brings — or, optionally, in Redis, so
+//! a fleet shares one budget (falling back to the local counters while Redis is unreachable).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Buckets shared by the keys that do not fit in the map.
+const OVERFLOW_BUCKETS: usize = 4096;
+
+#[derive(Debug)]
+struct Window {
+    minute: u64,
+    counts: HashMap<u128, u32>,
+    overflow: Vec<u32>,
+}
+
+impl Window {
+    fn roll(&mut self, minute: u64) {
+        if self.minute != minute {
+            self.minute = minute;
+            // Dropping the map (not clearing it) also returns the memory a flood grew it to.
+            self.counts = HashMap::new();
+            self.overflow.iter_mut().for_each(|c| *c = 0);
+        }
+    }
+
+    fn slot(&mut self, key: u128, max_keys: usize) -> &mut u32 {
+        if self.counts.len() < max_keys || self.counts.contains_key(&key) {
+            return self.counts.entry(key).or_insert(0);
+        }
+        let h = (key ^ (key >> 64)) as u64;
+        let i = (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % OVERFLOW_BUCKETS;
+        &mut self.overflow[i]
+    }
+}
+
+/// Redis counters shared by a fleet.
+#[derive(Clone)]
+pub struct Shared {
+    conn: redis::aio::ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Counters under `prefix` in the Redis behind `conn`.
+    pub fn new(conn: redis::aio::ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into(),
+        }
+    }
+}
 
 /// Allows `per_minute` hits per key per wall-clock minute.
 #[derive(Debug)]
 pub struct RateLimiter {
+    name: &'static str,
     per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (u64, u32)>>,
+    max_keys: usize,
+    window: Mutex<Window>,
+    shared: Option<Shared>,
 }
 
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Redis answers within this, or the local counters decide.
+const SHARED_TIMEOUT: Duration = Duration::from_millis(250);
+
 impl RateLimiter {
-    /// A limiter; `per_minute == 0` disables it.
-    pub fn new(per_minute: u32) -> Self {
+    /// A limiter named `name` (its Redis keys and logs); `per_minute == 0` disables it.
+    pub fn new(name: &'static str, per_minute: u32, max_keys: usize) -> Self {
         Self {
+            name,
             per_minute,
-            windows: Mutex::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+            window: Mutex::new(Window {
+                minute: 0,
+                counts: HashMap::new(),
+                overflow: vec![0; OVERFLOW_BUCKETS],
+            }),
+            shared: None,
         }
     }
 
-    /// `Ok(())` if the hit is allowed, else the seconds until the window resets.
+    /// Counts in Redis instead, so every instance draws on one budget.
+    #[must_use]
+    pub fn shared(mut self, shared: Option<Shared>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Whether the limiter is on.
+    pub fn enabled(&self) -> bool {
+        self.per_minute > 0
+    }
+
+    /// Counts a hit for `key`: `Ok(())` if it is within the limit, else the seconds until the
+    /// window resets.
     ///
     /// # Errors
     /// The number of seconds to wait.
-    pub fn check(&self, key: IpAddr) -> Result<(), u64> {
+    pub async fn hit(&self, key: u128) -> Result<(), u64> {
+        self.count(key, 1).await
+    }
+
+    /// Whether `key` is already over the limit, without counting.
+    ///
+    /// # Errors
+    /// The number of seconds to wait.
+    pub async fn check(&self, key: u128) -> Result<(), u64> {
+        self.count(key, 0).await
+    }
+
+    async fn count(&self, key: u128, add: u32) -> Result<(), u64> {
         if self.per_minute == 0 {
             return Ok(());
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = now_secs();
         let minute = now / 60;
-        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if w.len() > 100_000 {
-            // Bounded memory under a flood of distinct addresses: old windows are worthless.
-            w.retain(|_, (m, _)| *m == minute);
+        let wait = 60 - now % 60;
+        let limit = self.per_minute;
+        // A check passes while the count is below the limit; a hit passes if it stays within.
+        let over = |n: u32| if add == 0 { n >= limit } else { n > limit };
+        if let Some(shared) = &self.shared {
+            match tokio::time::timeout(SHARED_TIMEOUT, self.count_shared(shared, key, minute, add))
+                .await
+            {
+                Ok(Ok(n)) => return if over(n) { Err(wait) } else { Ok(()) },
+                Ok(Err(e)) => {
+                    tracing::debug!(limiter = self.name, error = %e, "shared rate limit unavailable; counting locally")
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        limiter = self.name,
+                        "shared rate limit timed out; counting locally"
+                    )
+                }
+            }
         }
-        let entry = w.entry(key).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        w.roll(minute);
+        let slot = w.slot(key, self.max_keys);
+        *slot = slot.saturating_add(add);
+        if over(*slot) {
+            Err(wait)
+        } else {
+            Ok(())
         }
-        if entry.1 >= self.per_minute {
-            return Err(60 - now % 60);
+    }
+
+    async fn count_shared(
+        &self,
+        shared: &Shared,
+        key: u128,
+        minute: u64,
+        add: u32,
+    ) -> redis::RedisResult<u32> {
+        let k = format!("{}:rl:{}:{minute}:{key:032x}", shared.prefix, self.name);
+        let mut conn = shared.conn.clone();
+        if add == 0 {
+            let n: Option<u32> = redis::cmd("GET").arg(&k).query_async(&mut conn).await?;
+            return Ok(n.unwrap_or(0));
         }
-        entry.1 += 1;
-        Ok(())
+        let script = redis::Script::new(
+            "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+             if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+             return n",
+        );
+        script
+            .key(&k)
+            .arg(add)
+            .arg(61_000)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// Keys tracked one by one in the current window (for tests and metrics).
+    pub fn tracked_keys(&self) -> usize {
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn limits_per_key_and_bounds_memory() {
+        let l = RateLimiter::new("t", 3, 100);
+        for _ in 0..3 {
+            l.hit(1).await.unwrap();
+        }
+        assert!(l.hit(1).await.is_err());
+        assert!(l.check(1).await.is_err());
+        l.hit(2).await.unwrap();
+        // A flood of distinct keys: the map stops growing at its cap.
+        for k in 10..100_000u128 {
+            let _ = l.hit(k).await;
+        }
+        assert_eq!(l.tracked_keys(), 100);
+        // Known keys keep their own counts.
+        assert!(l.hit(1).await.is_err());
+        let off = RateLimiter::new("t", 0, 100);
+        for _ in 0..100 {
+            off.hit(1).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn check_does_not_count() {
+        let l = RateLimiter::new("t", 2, 100);
+        for _ in 0..10 {
+            l.check(7).await.unwrap();
+        }
+        l.hit(7).await.unwrap();
+        l.hit(7).await.unwrap();
+        assert!(l.check(7).await.is_err());
     }
 }

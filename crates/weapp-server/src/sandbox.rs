@@ -44,7 +44,7 @@ pub async fn prepare(
         demo_app_secret = Some(secret.clone());
         config.apps.push(AppConfig {
             appid: DEMO_APPID.into(),
-            secret: Some(secret),
+            secret: Some(secret.into()),
             secret_env: None,
             api_base: sim.url().to_owned(),
             token_mode: weapp::TokenMode::Stable,
@@ -60,19 +60,24 @@ pub async fn prepare(
         );
         app.api_base = sim.url().to_owned();
     }
-    if config.data_key.is_none() {
-        // Sandbox data is throwaway: an ephemeral key, no warning about a stored one.
-        config.data_key = Some(crate::seal::DataKey::generate_base64());
-    }
+    // Sandbox data is throwaway: without a configured key, one is generated and kept in the
+    // (sandbox) database, so a restart still opens what the last run sealed.
+    config.sandbox = true;
     let mut demo_client_key = None;
     if config.clients.is_empty() {
         let key = format!("wck_{}", hex::encode(rand::random::<[u8; 20]>()));
         config.clients.push(ClientConfig {
             name: "sandbox".into(),
-            key: Some(key.clone()),
+            key: Some(key.clone().into()),
             key_env: None,
             key_sha256: None,
             apps: config.apps.iter().map(|a| a.appid.clone()).collect(),
+            scopes: Some(
+                crate::config::SCOPES
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            ),
         });
         demo_client_key = Some(key);
     }

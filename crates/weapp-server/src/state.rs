@@ -3,18 +3,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 use weapp::token::redis::RedisStore;
 use weapp::token::{MemoryStore, StoredToken, TokenPolicy, TokenStore};
 use weapp::{AppSecret, Client, TokenManager};
 
-use crate::config::Config;
+use crate::config::{redact_url, Config, RateLimitBackend, Secret};
 use crate::metrics::{Metrics, TokenGauge};
-use crate::ratelimit::RateLimiter;
-use crate::seal::DataKey;
-use crate::store::Store;
+use crate::net::IpNet;
+use crate::ratelimit::{RateLimiter, Shared};
+use crate::seal::{user_aad, DataKey, Keyring};
+use crate::store::{Store, StoreOptions};
 
 /// How long the broker serves a token from memory before re-reading the shared store. Another
 /// instance's refresh is picked up within this delay; WeChat's 5-minute overlap covers it.
@@ -37,17 +38,20 @@ pub struct AppRuntime {
     seen: Mutex<Option<((u64, i64), i64)>>,
     /// Message push settings, when configured.
     pub push: Option<PushRuntime>,
+    /// When this instance last let a broker report refresh the token (the fleet-wide
+    /// interval lives in Redis when there is one).
+    last_invalidation: Mutex<Option<(Instant, String)>>,
 }
 
 /// An app's push receiver and webhook.
 #[derive(Debug)]
 pub struct PushRuntime {
-    /// Verifies and opens pushes.
+    /// Verifies and opens pushes (its replay memory is used when there is no Redis).
     pub receiver: weapp::push::Receiver,
     /// Where events go.
     pub webhook_url: Option<String>,
     /// Signs deliveries.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
 }
 
 impl AppRuntime {
@@ -84,12 +88,18 @@ pub struct BrokerClient {
     pub name: String,
     key_hash: [u8; 32],
     apps: Vec<String>,
+    scopes: Vec<String>,
 }
 
 impl BrokerClient {
-    /// May this client read `appid`'s token?
-    pub fn may_read(&self, appid: &str) -> bool {
+    /// May this client use `appid`?
+    pub fn may_use(&self, appid: &str) -> bool {
         self.apps.iter().any(|a| a == appid)
+    }
+
+    /// Does this client hold `scope`?
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
     }
 }
 
@@ -107,17 +117,25 @@ pub struct Inner {
     /// Broker callers.
     pub clients: Vec<BrokerClient>,
     /// Encrypts session_keys at rest.
-    pub data_key: DataKey,
+    pub keyring: Keyring,
     /// Shared Redis (also the token store), if configured.
     pub redis: Option<RedisStore>,
     /// Counters.
     pub metrics: Metrics,
     /// Per-IP limiter of `POST /v1/login`.
     pub login_limiter: RateLimiter,
+    /// Per-session limiter of `POST /v1/me/decrypt`.
+    pub decrypt_limiter: RateLimiter,
+    /// Per-source limiter of failed authentications.
+    pub auth_failures: RateLimiter,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// The configuration the server started with.
     pub config: Config,
     /// Wakes the outbox worker when an event is stored.
     pub outbox: tokio::sync::Notify,
+    /// The last readiness answer and when it was computed.
+    pub readiness: tokio::sync::Mutex<Option<(Instant, bool, serde_json::Value)>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -125,6 +143,100 @@ impl std::ops::Deref for AppState {
     fn deref(&self) -> &Inner {
         &self.0
     }
+}
+
+/// Refuses a sandbox database outside `--sandbox` and the reverse, marking a fresh database.
+async fn check_sandbox_marker(store: &dyn Store, sandbox: bool) -> Result<(), String> {
+    let err = |e: crate::store::StoreError| e.to_string();
+    let wanted = if sandbox { "sandbox" } else { "service" };
+    let mode = store.meta_get("mode").await.map_err(err)?;
+    match mode.as_deref() {
+        Some(m) if m == wanted => Ok(()),
+        Some("sandbox") => Err("this database was created by `weapp serve --sandbox` (simulated users, a data key kept inside it); point database_url at another database".into()),
+        Some(_) => Err("--sandbox refuses a database that is not a sandbox one (it holds real users); use another database_url".into()),
+        None if sandbox && store.has_data().await.map_err(err)? => Err("--sandbox refuses a database that is not a sandbox one (it holds real users); use another database_url".into()),
+        None => {
+            store.meta_get_or_insert("mode", wanted).await.map_err(err)?;
+            Ok(())
+        }
+    }
+}
+
+/// The data keys, checked against what they sealed: every key id stored with the data must be
+/// in the ring, and values of the first format must open (they are re-sealed, bound to their
+/// row). Without a configured key, a generated one kept in the database — only where allowed.
+async fn open_keyring(store: &dyn Store, config: &Config) -> Result<Keyring, String> {
+    let err = |e: crate::store::StoreError| e.to_string();
+    let mut keys = config
+        .data_key_list()
+        .iter()
+        .map(|k| DataKey::from_base64(k.expose()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored = store.meta_get("data_key").await.map_err(err)?;
+    if keys.is_empty() {
+        if !(config.sandbox || config.allow_generated_data_key) {
+            return Err("no data key: set WEAPP_DATA_KEY (base64 of 32 random bytes, e.g. `openssl rand -base64 32`), or allow_generated_data_key = true to keep a generated key in the database, beside the data it protects".into());
+        }
+        if !config.sandbox {
+            tracing::warn!("no data key configured: using one generated and kept in the database (allow_generated_data_key); set WEAPP_DATA_KEY in production");
+        }
+        let k = store
+            .meta_get_or_insert("data_key", &DataKey::generate_base64())
+            .await
+            .map_err(err)?;
+        keys.push(DataKey::from_base64(&k)?);
+    } else if let Some(k) = stored {
+        // A key generated by an earlier run opens what it sealed until those users log in again.
+        let generated = DataKey::from_base64(&k)?;
+        if !keys.iter().any(|c| c.id() == generated.id()) {
+            keys.push(generated);
+        }
+    }
+    let ring = Keyring::new(keys)?;
+    let known = ring.ids();
+    for id in store
+        .data_key_ids()
+        .await
+        .map_err(err)?
+        .into_iter()
+        .flatten()
+    {
+        if !known.contains(&id) {
+            return Err(format!(
+                "session keys in the database were sealed with data key {id}, which is not configured (configured: {}); keep it in data_keys, after the newest key",
+                known.join(", ")
+            ));
+        }
+    }
+    let mut resealed = 0u64;
+    loop {
+        let batch = store.legacy_sealed(500).await.map_err(err)?;
+        if batch.is_empty() {
+            break;
+        }
+        for row in batch {
+            let Some(plain) = ring.open_legacy(&row.session_key_enc) else {
+                return Err(format!(
+                    "a stored session key (user {}) does not open with any configured data key: the key is wrong or missing",
+                    row.id
+                ));
+            };
+            let sealed = ring.seal(&plain, &user_aad(&row.appid, &row.openid));
+            store
+                .reseal(row.id, &sealed, &ring.current_id())
+                .await
+                .map_err(err)?;
+            resealed += 1;
+        }
+    }
+    if resealed > 0 {
+        tracing::info!(
+            resealed,
+            "session keys of the first format re-sealed, bound to their rows"
+        );
+    }
+    tracing::info!(data_keys = ?known, "data keys verified");
+    Ok(ring)
 }
 
 /// Unix milliseconds now.
@@ -136,33 +248,36 @@ pub fn now_ms() -> i64 {
 }
 
 impl AppState {
-    /// Connects the database (migrating it) and Redis, and builds one client per app.
+    /// Checks the configuration, connects the database (migrating it) and Redis, verifies the
+    /// data keys against the stored data, and builds one client per app.
     ///
     /// # Errors
-    /// A message naming what could not be set up.
+    /// A message naming what could not be set up (never a secret).
     pub async fn build(config: Config) -> Result<Self, String> {
         config.validate().map_err(|e| e.to_string())?;
-        let store = crate::store::connect(&config.database_url)
-            .await
-            .map_err(|e| e.to_string())?;
-        let data_key = match &config.data_key {
-            Some(k) => DataKey::from_base64(k)?,
-            None => {
-                tracing::warn!("no data_key configured: using one generated and kept in the database; set WEAPP_DATA_KEY in production");
-                let k = store
-                    .meta_get_or_insert("data_key", &DataKey::generate_base64())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                DataKey::from_base64(&k)?
-            }
+        let options = StoreOptions {
+            pool_size: config.database_pool_size,
+            acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
+            sqlite_full_sync: config.sqlite_synchronous == crate::config::SqliteSync::Full,
         };
+        let store = crate::store::connect(&config.database_url, &options)
+            .await
+            .map_err(|e| format!("database {}: {e}", redact_url(&config.database_url)))?;
+        check_sandbox_marker(store.as_ref(), config.sandbox).await?;
+        let keyring = open_keyring(store.as_ref(), &config).await?;
         let redis = match &config.redis_url {
             Some(url) => Some(
                 RedisStore::connect(url, config.redis_prefix.clone())
                     .await
-                    .map_err(|e| format!("redis at {url}: {e}"))?,
+                    .map_err(|e| format!("redis at {}: {e}", redact_url(url)))?,
             ),
             None => None,
+        };
+        let shared_limits = match (&redis, config.rate_limit_backend) {
+            (Some(r), RateLimitBackend::Redis) => {
+                Some(Shared::new(r.connection(), config.redis_prefix.clone()))
+            }
+            _ => None,
         };
         let token_store: Arc<dyn TokenStore> = match &redis {
             Some(r) => Arc::new(r.clone()),
@@ -184,19 +299,22 @@ impl AppState {
             let manager = client.token_manager().expect("built-in manager").clone();
             let push = match &app.push {
                 Some(p) => {
-                    let mut receiver = weapp::push::Receiver::new(
-                        weapp::push::PushConfig::new(
-                            &app.appid,
-                            &p.token,
-                            p.encoding_aes_key.as_deref(),
-                        )
-                        .map_err(|e| format!("app {}: push: {e}", app.appid))?,
-                    );
-                    if p.replay_window_secs > 0 {
-                        receiver = receiver.with_replay_protection(p.replay_window_secs);
+                    let mode = p
+                        .effective_mode()
+                        .map_err(|e| format!("app {}: push: {e}", app.appid))?;
+                    if mode == weapp::push::PushMode::Plain {
+                        tracing::warn!(appid = %app.appid, "push mode is plain: pushes are signed over a timestamp and a nonce only, not their body; anyone who sees one push URL can forge messages until the replay window closes. Use safe mode in production.");
                     }
+                    let push_config = weapp::push::PushConfig::new(
+                        &app.appid,
+                        p.token.expose(),
+                        p.encoding_aes_key.as_ref().map(Secret::expose),
+                    )
+                    .and_then(|c| c.with_mode(mode))
+                    .map_err(|e| format!("app {}: push: {e}", app.appid))?;
                     Some(PushRuntime {
-                        receiver,
+                        receiver: weapp::push::Receiver::new(push_config)
+                            .with_replay_protection(p.replay_window_secs),
                         webhook_url: p.webhook_url.clone(),
                         webhook_secret: p.webhook_secret.clone(),
                     })
@@ -212,6 +330,7 @@ impl AppState {
                     manager,
                     seen: Mutex::new(None),
                     push,
+                    last_invalidation: Mutex::new(None),
                 }),
             );
         }
@@ -223,25 +342,90 @@ impl AppState {
                     name: c.name.clone(),
                     key_hash: c.resolve_key_hash().map_err(|e| e.to_string())?,
                     apps: c.apps.clone(),
+                    scopes: c.resolved_scopes().map_err(|e| e.to_string())?,
                 })
             })
             .collect::<Result<_, String>>()?;
+        let trusted_proxies = config.trusted_proxy_nets().map_err(|e| e.to_string())?;
+        let max_keys = config.rate_limit_max_keys;
         Ok(AppState(Arc::new(Inner {
             store,
             apps,
             clients,
-            data_key,
+            keyring,
             redis,
             metrics: Metrics::default(),
-            login_limiter: RateLimiter::new(config.login_rate_limit_per_minute),
+            login_limiter: RateLimiter::new("login", config.login_rate_limit_per_minute, max_keys)
+                .shared(shared_limits.clone()),
+            decrypt_limiter: RateLimiter::new(
+                "decrypt",
+                config.decrypt_rate_limit_per_minute,
+                max_keys,
+            )
+            .shared(shared_limits.clone()),
+            auth_failures: RateLimiter::new(
+                "authfail",
+                config.auth_failure_limit_per_minute,
+                max_keys,
+            )
+            .shared(shared_limits),
+            trusted_proxies,
             config,
             outbox: tokio::sync::Notify::new(),
+            readiness: tokio::sync::Mutex::new(None),
         })))
     }
 
     /// The configured app, if any.
     pub fn app(&self, appid: &str) -> Option<&Arc<AppRuntime>> {
         self.apps.get(appid)
+    }
+
+    /// May a broker report that `token` failed refresh `app`'s token now? At most one token
+    /// per `invalidate_min_interval_secs` per app is refreshed on reports — fleet-wide through
+    /// Redis when there is one, per instance otherwise (and while Redis is unreachable). Reports
+    /// of the token already granted (a storm of 40001s about one token) all pass: they are one
+    /// incident and the store's compare-and-swap refreshes it once.
+    pub async fn invalidation_permit(&self, app: &AppRuntime, token: &weapp::AccessToken) -> bool {
+        use sha2::{Digest, Sha256};
+        let interval = Duration::from_secs(self.config.invalidate_min_interval_secs);
+        if interval.is_zero() {
+            return true;
+        }
+        let digest = hex::encode(Sha256::digest(token.expose().as_bytes()));
+        if let Some(redis) = &self.redis {
+            let key = format!("{}:invalidate:{}", redis.prefix(), app.appid);
+            let mut conn = redis.connection();
+            let script = redis::Script::new(
+                "local v = redis.call('GET', KEYS[1]) \
+                 if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
+                 if v == ARGV[1] then return 1 end \
+                 return 0",
+            );
+            let granted: redis::RedisResult<i64> = script
+                .key(&key)
+                .arg(&digest)
+                .arg(interval.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await;
+            match granted {
+                Ok(g) => return g == 1,
+                Err(e) => {
+                    tracing::warn!(appid = %app.appid, error = %e, "redis unavailable for the invalidation interval; using this instance's")
+                }
+            }
+        }
+        let mut last = app
+            .last_invalidation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some((at, d)) if at.elapsed() < interval => *d == digest,
+            _ => {
+                *last = Some((Instant::now(), digest));
+                true
+            }
+        }
     }
 
     /// The broker client whose key hashes to `key`'s SHA-256. Every client is compared, in

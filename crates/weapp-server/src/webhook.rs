@@ -1,6 +1,8 @@
 //! Webhook delivery of received pushes: an outbox over the event log, at least once, with
 //! exponential backoff, leases so that a fleet delivers each event from one instance at a time,
-//! and restarts that lose nothing (an unacknowledged event is simply due again).
+//! and restarts that lose nothing (an unacknowledged event is simply due again). Redirects are
+//! never followed (a 3xx is a failure); after `webhook_max_attempts` an event is dead-lettered:
+//! kept, counted in `/metrics`, and redeliverable through the API.
 //!
 //! Each delivery is `POST webhook_url` with the JSON `{id, appid, type, created_at, payload}` and
 //! `Weapp-Signature: t=<unix>,v1=<hex hmac_sha256(webhook_secret, "<t>.<body>")>`.
@@ -13,9 +15,6 @@ use subtle::ConstantTimeEq;
 
 use crate::state::{now_ms, AppState};
 use crate::store::EventRecord;
-
-/// How long a claimed event stays reserved for one instance.
-const LEASE_MS: i64 = 60_000;
 
 fn mac(secret: &str, t: i64, body: &[u8]) -> String {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
@@ -74,17 +73,17 @@ fn backoff(state: &AppState, attempts: u32) -> Duration {
 async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecord) {
     let push = state.app(&event.appid).and_then(|a| a.push.as_ref());
     let Some((url, secret)) =
-        push.and_then(|p| Some((p.webhook_url.as_deref()?, p.webhook_secret.as_deref()?)))
+        push.and_then(|p| Some((p.webhook_url.as_deref()?, p.webhook_secret.as_ref()?)))
     else {
         // The webhook was removed from the configuration: keep the event for the pull API.
         let _ = state
             .store
-            .mark_failed(event.id, crate::store::NEVER, "no webhook configured")
+            .mark_failed(event.id, crate::store::NEVER, "no webhook configured", None)
             .await;
         return;
     };
     let body = body(&event);
-    let signature = sign(secret, now_ms() / 1000, &body);
+    let signature = sign(secret.expose(), now_ms() / 1000, &body);
     let result = http
         .post(url)
         .header("content-type", "application/json")
@@ -95,6 +94,10 @@ async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecor
         .await;
     let outcome = match result {
         Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) if r.status().is_redirection() => Err(format!(
+            "HTTP {} (redirects are not followed)",
+            r.status().as_u16()
+        )),
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
         Err(e) => Err(e.without_url().to_string()),
     };
@@ -104,10 +107,20 @@ async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecor
             state.store.mark_delivered(event.id, now_ms()).await
         }
         Err(error) => {
-            state.metrics.webhook(&event.appid, "failed");
+            let attempts = event.attempts + 1;
             let next = now_ms() + backoff(state, event.attempts).as_millis() as i64;
-            tracing::info!(event = event.id, appid = %event.appid, attempts = event.attempts + 1, %error, "webhook delivery failed; will retry");
-            state.store.mark_failed(event.id, next, &error).await
+            if attempts >= state.config.webhook_max_attempts {
+                state.metrics.webhook(&event.appid, "dead");
+                tracing::warn!(event = event.id, appid = %event.appid, attempts, %error, "webhook delivery failed for the last time; dead-lettered (redeliver through POST /v1/apps/{{appid}}/events/{{id}}/redeliver)");
+                state
+                    .store
+                    .mark_failed(event.id, next, &error, Some(now_ms()))
+                    .await
+            } else {
+                state.metrics.webhook(&event.appid, "failed");
+                tracing::info!(event = event.id, appid = %event.appid, attempts, %error, "webhook delivery failed; will retry");
+                state.store.mark_failed(event.id, next, &error, None).await
+            }
         }
     };
     if let Err(e) = stored {
@@ -116,17 +129,31 @@ async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecor
     }
 }
 
+/// The client deliveries go out with: no redirects (a webhook URL that redirects elsewhere is
+/// a misconfiguration or an attack, and the signature must not travel to another host).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a TLS backend is compiled in")
+}
+
 /// Runs until `stop` flips: claims due events in batches and delivers them, waking on new
-/// events or every 250 ms.
+/// events or every 250 ms. On stop, deliveries in flight are abandoned at once; their leases
+/// run out and another instance (or the next start) delivers them.
 pub fn spawn_outbox(
     state: AppState,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = reqwest::Client::new();
+        let http = http_client();
+        let lease_ms = (state.config.webhook_lease_secs as i64).saturating_mul(1000);
         loop {
+            if *stop.borrow() {
+                break;
+            }
             let now = now_ms();
-            match state.store.claim_due_events(now, now + LEASE_MS, 32).await {
+            match state.store.claim_due_events(now, now + lease_ms, 32).await {
                 Ok(events) if !events.is_empty() => {
                     // Concurrently: one slow webhook does not hold up the batch's others.
                     let mut batch = tokio::task::JoinSet::new();
@@ -134,7 +161,14 @@ pub fn spawn_outbox(
                         let (state, http) = (state.clone(), http.clone());
                         batch.spawn(async move { deliver_one(&state, &http, event).await });
                     }
-                    while batch.join_next().await.is_some() {}
+                    let stopped = tokio::select! {
+                        () = async { while batch.join_next().await.is_some() {} } => false,
+                        _ = stop.changed() => true,
+                    };
+                    if stopped {
+                        batch.abort_all();
+                        break;
+                    }
                     continue;
                 }
                 Ok(_) => {}

@@ -10,9 +10,9 @@ use weapp_test_support::{PgDatabase, RedisServer};
 
 async fn journey(database_url: &str, redis: Option<String>) {
     let w = world().await;
-    let server = weapp_server::spawn(w.config(database_url, redis, TokenMode::Stable))
-        .await
-        .unwrap();
+    let mut config = w.config(database_url, redis, TokenMode::Stable);
+    config.expose_linked_accounts = true;
+    let server = weapp_server::spawn(config).await.unwrap();
     let url = server.url().to_owned();
 
     let (code, openid) = w
@@ -507,9 +507,13 @@ async fn ops_endpoints_report_health_metrics_and_the_api() {
     }
 
     redis.stop();
+    // Readiness answers are reused for a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (s, v) = w.call("GET", format!("{url}/readyz"), None, None).await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["checks"]["redis"]["ok"], false);
+    // What failed, never how (no error text, no address).
+    assert_eq!(v["checks"]["redis"]["error"], "unavailable", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

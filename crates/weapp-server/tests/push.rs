@@ -97,6 +97,7 @@ fn push_config(w: &World, database_url: &str, sink: &Sink) -> Config {
     c.apps[0].push = Some(PushConfig {
         token: TOKEN.into(),
         encoding_aes_key: Some(AES_KEY.into()),
+        mode: None,
         webhook_url: Some(sink.url.clone()),
         webhook_secret: Some(WEBHOOK_SECRET.into()),
         replay_window_secs: 300,
@@ -137,20 +138,37 @@ async fn events_api(w: &World, server: &ServerHandle) -> Vec<Value> {
     v["events"].as_array().unwrap().clone()
 }
 
+/// An app configured for plain mode (chosen explicitly: no AES key).
+fn plain_config(w: &World, database_url: &str, sink: &Sink) -> Config {
+    let mut c = push_config(w, database_url, sink);
+    let push = c.apps[0].push.as_mut().unwrap();
+    push.encoding_aes_key = None;
+    push.mode = Some(weapp::push::PushMode::Plain);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_and_format_round_trips() {
     let w = world().await;
     let sink = Sink::start().await;
-    let server = weapp_server::spawn(push_config(&w, &sqlite_url(), &sink))
+    let safe = weapp_server::spawn(push_config(&w, &sqlite_url(), &sink))
+        .await
+        .unwrap();
+    let plain = weapp_server::spawn(plain_config(&w, &sqlite_url(), &sink))
         .await
         .unwrap();
     let mut n = 0;
-    for mode in [PushMode::Plain, PushMode::Compatible, PushMode::Safe] {
+    for (server, mode) in [
+        (&plain, PushMode::Plain),
+        (&safe, PushMode::Compatible),
+        (&safe, PushMode::Safe),
+    ] {
         for format in [PushFormat::Xml, PushFormat::Json] {
-            w.sim
-                .sim()
-                .set_push_target(&w.appid, target(&server, &w.appid, mode, format))
-                .unwrap();
+            let mut t = target(server, &w.appid, mode, format);
+            if mode == PushMode::Plain {
+                t.encoding_aes_key = None;
+            }
+            w.sim.sim().set_push_target(&w.appid, t).unwrap();
             n += 1;
             let content = format!("你好 {mode:?} {format:?} <&>");
             let d = w
@@ -173,9 +191,28 @@ async fn every_mode_and_format_round_trips() {
             );
         }
     }
-    let log = events_api(&w, &server).await;
-    assert_eq!(log.len(), 6);
+    assert_eq!(events_api(&w, &plain).await.len(), 2);
+    let log = events_api(&w, &safe).await;
+    assert_eq!(log.len(), 4);
     assert!(log.iter().all(|e| e["delivered"] == true));
+
+    // A safe-mode app refuses what the simulator sends in plain mode.
+    w.sim
+        .sim()
+        .set_push_target(
+            &w.appid,
+            target(&safe, &w.appid, PushMode::Plain, PushFormat::Xml),
+        )
+        .unwrap();
+    let d = w
+        .sim
+        .sim()
+        .push(&w.appid, text("oUser", "plain to a safe app", 9999))
+        .await
+        .unwrap();
+    assert!(!d.delivered, "{d:?}");
+    assert_eq!(d.attempts[0].status, Some(401));
+    assert_eq!(events_api(&w, &safe).await.len(), 4, "nothing stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,16 +415,49 @@ async fn forged_foreign_or_garbled_pushes_are_refused_and_not_stored() {
         "encrypted with another key: {status}"
     );
 
-    let q = format!(
-        "signature={}&timestamp={ts}&nonce=5",
-        sig(&[TOKEN, &ts, "5"])
+    // The forgery of the issue: a plaintext body carrying only the `signature` copied from a
+    // URL-verification request (it signs a timestamp and a nonce, not the body). With an AES
+    // key configured it is refused, stored nowhere and delivered to no webhook.
+    let copied = format!(
+        "signature={}&timestamp={ts}&nonce=1",
+        sig(&[TOKEN, &ts, "1"])
     );
+    let forged = json!({"ToUserName": "gh", "FromUserName": "oVictim", "CreateTime": 1, "MsgType": "text", "Content": "refund me", "MsgId": 77}).to_string();
+    assert_eq!(
+        post(copied.clone(), forged.clone()).await,
+        401,
+        "plaintext forgery"
+    );
+    // … also dressed as compatible mode with a made-up Encrypt and no msg_signature.
+    let dressed = json!({"ToUserName": "gh", "FromUserName": "oVictim", "MsgType": "text", "Content": "refund me", "MsgId": 78, "Encrypt": "AAAA"}).to_string();
+    assert_eq!(
+        post(format!("{copied}&encrypt_type=aes"), dressed).await,
+        401,
+        "no msg_signature"
+    );
+
+    let garbage = "not base64 at all";
+    let q = format!(
+        "timestamp={ts}&nonce=5&encrypt_type=aes&msg_signature={}",
+        sig(&[TOKEN, &ts, "5", garbage])
+    );
+    assert_eq!(
+        post(q, json!({"Encrypt": garbage}).to_string()).await,
+        400,
+        "garbage ciphertext"
+    );
+    let q = format!("timestamp={ts}&nonce=5&encrypt_type=aes&msg_signature=00");
     assert_eq!(post(q, "<xml><unclosed>".into()).await, 400, "garbage body");
+    let old = key.encrypt(&plain, &w.appid);
     let q = format!(
-        "signature={}&timestamp=1000&nonce=6",
-        sig(&[TOKEN, "1000", "6"])
+        "timestamp=1000&nonce=6&encrypt_type=aes&msg_signature={}",
+        sig(&[TOKEN, "1000", "6", &old])
     );
-    assert_eq!(post(q, plain.clone()).await, 401, "stale timestamp");
+    assert_eq!(
+        post(q, json!({"Encrypt": old}).to_string()).await,
+        401,
+        "stale timestamp"
+    );
 
     assert!(events_api(&w, &server).await.is_empty(), "nothing stored");
     tokio::time::sleep(Duration::from_millis(100)).await;

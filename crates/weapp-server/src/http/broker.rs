@@ -13,9 +13,9 @@ use utoipa::ToSchema;
 use weapp::token::StoredToken;
 use weapp::AccessToken;
 
-use super::{bearer, JsonBody};
+use super::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
 use crate::error::{AppError, ErrorBody};
-use crate::state::{now_ms, AppRuntime, AppState};
+use crate::state::{now_ms, AppRuntime, AppState, BrokerClient};
 
 /// An access token as the broker hands it out.
 #[derive(Debug, Serialize, ToSchema)]
@@ -52,33 +52,50 @@ pub struct InvalidateResponse {
     /// The current token after the report.
     #[serde(flatten)]
     pub token: TokenResponse,
-    /// False when the reported token was no longer current (someone already refreshed).
+    /// True when the token returned differs from the one reported (use it): it was refreshed,
+    /// now or earlier. False when the reported token is still the current one — the refresh
+    /// was throttled by the minimum interval, or WeChat handed the same token back.
     pub refreshed: bool,
 }
 
-/// Authenticates a broker client and checks it may read `appid`.
-pub(crate) fn authorize<'s>(
+/// Authenticates a broker client and checks it may use `appid` with `scope`. A source that
+/// fails too often is refused before its key is looked at.
+pub(crate) async fn authorize<'s>(
     state: &'s AppState,
     headers: &HeaderMap,
+    ip: ClientIp,
     appid: &str,
-) -> Result<&'s AppRuntime, AppError> {
-    let key = bearer(headers).ok_or_else(|| {
-        AppError::Unauthorized("missing Authorization: Bearer <client key>".into())
-    })?;
-    let client = state
-        .broker_client(key)
-        .ok_or_else(|| AppError::Unauthorized("unknown client key".into()))?;
-    if !client.may_read(appid) {
-        tracing::warn!(client = %client.name, appid, "client asked for an app it may not read");
+    scope: &'static str,
+) -> Result<(&'s AppRuntime, &'s BrokerClient), AppError> {
+    auth_gate(state, ip).await?;
+    let client = match bearer(headers).and_then(|key| state.broker_client(key)) {
+        Some(c) => c,
+        None => {
+            auth_failed(state, ip, "client_key").await;
+            return Err(AppError::Unauthorized(
+                "missing or unknown client key (Authorization: Bearer <client key>)".into(),
+            ));
+        }
+    };
+    if !client.may_use(appid) {
+        tracing::warn!(client = %client.name, appid, "client asked for an app it may not use");
         return Err(AppError::Forbidden(format!(
-            "client {} may not read app {appid}",
+            "client {} may not use app {appid}",
             client.name
         )));
     }
-    state
+    if !client.has_scope(scope) {
+        tracing::warn!(client = %client.name, appid, scope, "client lacks the scope");
+        return Err(AppError::Forbidden(format!(
+            "client {} lacks the scope {scope}",
+            client.name
+        )));
+    }
+    let app = state
         .app(appid)
         .map(|a| &**a)
-        .ok_or_else(|| AppError::NotFound(format!("app {appid} is not configured")))
+        .ok_or_else(|| AppError::NotFound(format!("app {appid} is not configured")))?;
+    Ok((app, client))
 }
 
 /// The app's current access token, served from memory.
@@ -88,9 +105,10 @@ pub(crate) fn authorize<'s>(
 pub async fn access_token(
     State(state): State<AppState>,
     Path(appid): Path<String>,
+    ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<TokenResponse>, AppError> {
-    let app = authorize(&state, &headers, &appid)?;
+    let (app, _) = authorize(&state, &headers, ip, &appid, "token:read").await?;
     let token = app.token().await.inspect_err(|e| {
         state
             .metrics
@@ -99,17 +117,21 @@ pub async fn access_token(
     Ok(Json(TokenResponse::from(&token)))
 }
 
-/// Report a token WeChat rejected: it is dropped only if still current, then refreshed once.
+/// Report a token WeChat rejected: it is dropped only if it is still current, then refreshed
+/// once. A report of an older token changes nothing, and however many reports arrive, the
+/// token is refreshed at most once per `invalidate_min_interval_secs` per app (so no client
+/// can burn WeChat's daily quota).
 #[utoipa::path(post, path = "/v1/apps/{appid}/access_token/invalidate", tag = "broker", security(("client_key" = [])),
     params(("appid" = String, Path, description = "the mini program")), request_body = InvalidateRequest,
-    responses((status = 200, body = InvalidateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = InvalidateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn invalidate(
     State(state): State<AppState>,
     Path(appid): Path<String>,
+    ip: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<InvalidateRequest>,
 ) -> Result<Json<InvalidateResponse>, AppError> {
-    let app = authorize(&state, &headers, &appid)?;
+    let (app, client) = authorize(&state, &headers, ip, &appid, "token:invalidate").await?;
     if req.access_token.is_empty() || req.access_token.len() > 1024 {
         return Err(AppError::bad_request(
             "invalid_body",
@@ -117,14 +139,36 @@ pub async fn invalidate(
         ));
     }
     let stale = AccessToken::new(req.access_token);
+    let current = app.token().await?;
+    if !current.access_token.ct_eq(stale.expose()) {
+        tracing::info!(client = %client.name, appid, outcome = "not_current", "token invalidation reported");
+        return Ok(Json(InvalidateResponse {
+            refreshed: true,
+            token: TokenResponse::from(&current),
+        }));
+    }
+    if !state.invalidation_permit(app, &stale).await {
+        tracing::warn!(client = %client.name, appid, outcome = "throttled", "token invalidation reported within the minimum interval; not refreshed");
+        state.metrics.invalidation(&appid, "throttled");
+        return Ok(Json(InvalidateResponse {
+            refreshed: false,
+            token: TokenResponse::from(&current),
+        }));
+    }
     weapp::TokenSource::invalidate(&app.manager, &stale).await?;
     let token = app.token().await?;
+    let refreshed = !token.access_token.ct_eq(stale.expose());
+    tracing::info!(client = %client.name, appid, outcome = "refreshed", refreshed, "token invalidation reported");
+    state.metrics.invalidation(&appid, "refreshed");
     Ok(Json(InvalidateResponse {
-        refreshed: !token.access_token.ct_eq(stale.expose()),
+        refreshed,
         token: TokenResponse::from(&token),
     }))
 }
 
+/// A WeChat-style error (`{errcode, errmsg}`, HTTP 200 as WeChat answers, `/cgi-bin`'s bare
+/// `" rid: "` separator) that also carries this server's error envelope, so both WeChat SDKs
+/// and clients of this API can read it.
 fn wx_error(code: i64, msg: &str) -> Response {
     let rid = format!(
         "{:08x}-{:08x}-{:08x}",
@@ -132,12 +176,35 @@ fn wx_error(code: i64, msg: &str) -> Response {
         rand::random::<u32>(),
         rand::random::<u32>()
     );
-    Json(json!({"errcode": code, "errmsg": format!("{msg}, rid: {rid}")})).into_response()
+    let envelope_code = match code {
+        40013 | 40125 | 41002 | 41004 => "invalid_credentials",
+        40002 | 47001 => "bad_request",
+        45011 => "rate_limited",
+        _ => "upstream_error",
+    };
+    Json(json!({
+        "errcode": code,
+        "errmsg": format!("{msg} rid: {rid}"),
+        "error": {"code": envelope_code, "message": msg, "wechat_errcode": code, "rid": rid},
+    }))
+    .into_response()
 }
 
 /// The mirror's answer: the broker's current token for a correct appid + secret, in WeChat's
-/// format. Mirror callers can never invalidate or force-refresh the broker's token.
-async fn mirror(state: &AppState, appid: Option<&str>, secret: Option<&str>) -> Response {
+/// format. Mirror callers can never invalidate or force-refresh the broker's token. Failed
+/// secrets count against the source's failed-authentication budget.
+async fn mirror(
+    state: &AppState,
+    ip: ClientIp,
+    appid: Option<&str>,
+    secret: Option<&str>,
+) -> Response {
+    if auth_gate(state, ip).await.is_err() {
+        return wx_error(
+            45011,
+            "api minute-quota reach limit, must slower, retry next minute",
+        );
+    }
     let Some(appid) = appid.filter(|a| !a.is_empty()) else {
         return wx_error(41002, "appid missing");
     };
@@ -145,9 +212,11 @@ async fn mirror(state: &AppState, appid: Option<&str>, secret: Option<&str>) -> 
         return wx_error(41004, "appsecret missing");
     };
     let Some(app) = state.app(appid) else {
+        auth_failed(state, ip, "mirror").await;
         return wx_error(40013, "invalid appid");
     };
     if !app.secret.ct_eq(secret) {
+        auth_failed(state, ip, "mirror").await;
         return wx_error(40125, "invalid appsecret");
     }
     match app.token().await {
@@ -156,29 +225,62 @@ async fn mirror(state: &AppState, appid: Option<&str>, secret: Option<&str>) -> 
     }
 }
 
-/// WeChat-compatible `GET /cgi-bin/token`.
+/// What the WeChat-compatible mirror answers: a token, or — **with HTTP 200, as WeChat does** —
+/// WeChat's `{errcode, errmsg}` plus this server's `error` envelope.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct MirrorAnswer {
+    /// The token (on success).
+    pub access_token: Option<String>,
+    /// Seconds until it expires (on success).
+    pub expires_in: Option<i64>,
+    /// WeChat's error code (on failure): 40002, 40013, 40125, 41002, 41004, 45011, 47001, -1.
+    pub errcode: Option<i64>,
+    /// WeChat's error message, ending in `rid: …` (on failure).
+    pub errmsg: Option<String>,
+    /// This server's error envelope (on failure).
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+}
+
+/// WeChat-compatible `GET /cgi-bin/token`: for an existing WeChat SDK, switched by its base
+/// URL. Like WeChat it answers every request with HTTP 200; failures carry `errcode`.
 #[utoipa::path(get, path = "/cgi-bin/token", tag = "broker",
-    params(("grant_type" = String, Query), ("appid" = String, Query), ("secret" = String, Query)),
-    responses((status = 200, description = "`{access_token, expires_in}` or WeChat's `{errcode, errmsg}`")))]
+    params(("grant_type" = Option<String>, Query), ("appid" = Option<String>, Query), ("secret" = Option<String>, Query)),
+    responses((status = 200, description = "`{access_token, expires_in}`, or WeChat's `{errcode, errmsg}` with an `error` envelope", body = MirrorAnswer)))]
 pub async fn cgi_token(
     State(state): State<AppState>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
+    ip: ClientIp,
+    q: Result<
+        Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Response {
+    let Ok(Query(q)) = q else {
+        return wx_error(47001, "data format error");
+    };
     if q.get("grant_type").map(String::as_str) != Some("client_credential") {
         return wx_error(40002, "invalid grant_type");
     }
     mirror(
         &state,
+        ip,
         q.get("appid").map(String::as_str),
         q.get("secret").map(String::as_str),
     )
     .await
 }
 
-/// WeChat-compatible `POST /cgi-bin/stable_token` (`force_refresh` is ignored: the broker owns refreshes).
+/// WeChat-compatible `POST /cgi-bin/stable_token` (`force_refresh` is ignored: the broker owns
+/// refreshes). Like WeChat it answers every request with HTTP 200; failures carry `errcode`.
 #[utoipa::path(post, path = "/cgi-bin/stable_token", tag = "broker",
-    responses((status = 200, description = "`{access_token, expires_in}` or WeChat's `{errcode, errmsg}`")))]
-pub async fn cgi_stable_token(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    request_body(content = Object, description = "`{grant_type: \"client_credential\", appid, secret, force_refresh?}`"),
+    responses((status = 200, description = "`{access_token, expires_in}`, or WeChat's `{errcode, errmsg}` with an `error` envelope", body = MirrorAnswer)))]
+pub async fn cgi_stable_token(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    body: axum::body::Bytes,
+) -> Response {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return wx_error(47001, "data format error");
     };
@@ -187,6 +289,7 @@ pub async fn cgi_stable_token(State(state): State<AppState>, body: axum::body::B
     }
     mirror(
         &state,
+        ip,
         v.get("appid").and_then(|a| a.as_str()),
         v.get("secret").and_then(|s| s.as_str()),
     )

@@ -9,8 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
@@ -65,22 +66,64 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The client's IP: the connection's peer, or the first `X-Forwarded-For` hop when trusted.
-pub fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
-    if state.config.trust_forwarded_for {
-        if let Some(ip) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return Some(ip);
-        }
+/// The client's address: the connection's peer, or — when the peer is a trusted proxy — the
+/// rightmost `X-Forwarded-For` hop that is not one (see [`crate::net::client_ip`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(
+            state,
+            &parts.headers,
+            &parts.extensions,
+        )))
     }
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+}
+
+/// See [`ClientIp`].
+pub fn client_ip(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    Some(crate::net::client_ip(peer, hops, &state.trusted_proxies))
+}
+
+impl ClientIp {
+    /// The rate-limit key of this client (0 when unknown: a test without a socket).
+    pub fn key(self) -> u128 {
+        self.0.map_or(0, crate::net::ip_key)
+    }
+}
+
+/// Refuses a source that failed to authenticate too often this minute (429), before its
+/// credential is even looked at.
+///
+/// # Errors
+/// [`AppError::RateLimited`].
+pub async fn auth_gate(state: &AppState, ip: ClientIp) -> Result<(), AppError> {
+    state
+        .auth_failures
+        .check(ip.key())
+        .await
+        .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })
+}
+
+/// Records a failed authentication on `surface` (`session`, `client_key`, `mirror`, `admin`).
+pub async fn auth_failed(state: &AppState, ip: ClientIp, surface: &'static str) {
+    state.metrics.auth_failure(surface);
+    let _ = state.auth_failures.hit(ip.key()).await;
 }
 
 /// Counts each request by route template and status.
@@ -110,15 +153,49 @@ async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Re
     }
 }
 
-/// Turns axum's plain-text 413 from the body limit into the JSON error shape.
-async fn json_413(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Every error answer carries the JSON envelope: axum's own plain-text rejections (a 405, a
+/// malformed query string or path, the body limit's 413) are rewritten into it.
+async fn json_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return axum::response::IntoResponse::into_response(AppError::PayloadTooLarge(
-            state.config.body_limit_bytes,
-        ));
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
     }
-    resp
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let detail: String = text.trim().chars().take(300).collect();
+    let err = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(state.config.body_limit_bytes),
+        StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+        StatusCode::NOT_FOUND => AppError::NotFound("no such route".into()),
+        s if s.is_server_error() => AppError::Internal(format!("HTTP {s}: {detail}")),
+        _ => AppError::bad_request(
+            "bad_request",
+            if detail.is_empty() {
+                "the request is malformed".to_owned()
+            } else {
+                detail
+            },
+        ),
+    };
+    let mut out = axum::response::IntoResponse::into_response(err);
+    if out.status() == StatusCode::BAD_REQUEST && parts.status != StatusCode::BAD_REQUEST {
+        *out.status_mut() = parts.status;
+    }
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
 }
 
 /// The whole application.
@@ -131,8 +208,9 @@ pub fn router(state: AppState) -> Router {
         .merge(push::router())
         .merge(ops::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), json_413))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -7,12 +7,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use weapp::push::{PushError, PushQuery};
+use weapp::push::{Incoming, PushError, PushQuery};
 
+use super::ClientIp;
 use crate::error::{AppError, ErrorBody};
 use crate::state::{now_ms, AppState, PushRuntime};
 
@@ -24,7 +25,15 @@ fn push_of<'s>(state: &'s AppState, appid: &str) -> Result<&'s PushRuntime, AppE
 }
 
 fn refused(state: &AppState, appid: &str, e: PushError) -> AppError {
-    state.metrics.push(appid, "refused");
+    state.metrics.push(
+        appid,
+        if e == PushError::Replayed {
+            "replay"
+        } else {
+            "refused"
+        },
+    );
+    // PushError's text never carries decrypted content.
     tracing::info!(appid, error = %e, code = e.official_code(), "push refused");
     if e.is_authentication() {
         AppError::Unauthorized(format!("push refused: {e}"))
@@ -40,9 +49,10 @@ fn refused(state: &AppState, appid: &str, e: PushError) -> AppError {
 pub async fn verify(
     State(state): State<AppState>,
     Path(appid): Path<String>,
-    Query(q): Query<PushQuery>,
+    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
     let push = push_of(&state, &appid)?;
+    let Query(q) = q.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
     let echo = push
         .receiver
         .verify_url(&q)
@@ -50,20 +60,91 @@ pub async fn verify(
     Ok(([(header::CONTENT_TYPE, "text/plain")], echo).into_response())
 }
 
-/// A pushed message or event (plain, compatible or safe mode; XML or JSON).
+/// Where a push's (timestamp, nonce) is remembered.
+enum Reservation {
+    /// In Redis, shared by the fleet, under this key.
+    Shared(String),
+    /// In this instance's receiver.
+    Local,
+}
+
+/// Reserves `incoming`'s (timestamp, nonce) for the replay window: fleet-wide in Redis when
+/// there is one (this instance's memory while Redis is unreachable), else locally.
+async fn reserve(
+    state: &AppState,
+    appid: &str,
+    push: &PushRuntime,
+    incoming: &Incoming,
+) -> Result<Option<Reservation>, PushError> {
+    let Some(window) = push.receiver.replay_window_secs() else {
+        return Ok(None);
+    };
+    if let Some(redis) = &state.redis {
+        let key = format!(
+            "{}:push:seen:{appid}:{}",
+            redis.prefix(),
+            incoming.replay_key
+        );
+        let mut conn = redis.connection();
+        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            // Twice the window: a timestamp may be up to `window` in the future.
+            .arg(window.saturating_mul(2000).max(1000))
+            .query_async(&mut conn)
+            .await;
+        match set {
+            Ok(Some(_)) => return Ok(Some(Reservation::Shared(key))),
+            Ok(None) => return Err(PushError::Replayed),
+            Err(e) => {
+                tracing::warn!(appid, error = %e, "redis unavailable for push replay protection; using this instance's memory");
+            }
+        }
+    }
+    push.receiver.remember(incoming)?;
+    Ok(Some(Reservation::Local))
+}
+
+/// Releases a reservation (the push could not be stored: WeChat's retry must get through).
+async fn release(state: &AppState, push: &PushRuntime, incoming: &Incoming, r: Reservation) {
+    match r {
+        Reservation::Shared(key) => {
+            if let Some(redis) = &state.redis {
+                let mut conn = redis.connection();
+                let del: redis::RedisResult<i64> =
+                    redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+                if let Err(e) = del {
+                    tracing::warn!(error = %e, "could not release a push's replay reservation; WeChat's retry of it will be refused until the window passes");
+                }
+            }
+        }
+        Reservation::Local => push.receiver.forget(incoming),
+    }
+}
+
+/// A pushed message or event (plain, compatible or safe mode; XML or JSON). With an AES key
+/// configured only encrypted pushes signed over their ciphertext are accepted. `success` is
+/// answered only once the event is durably stored; a push that cannot be stored is answered
+/// 500 and its nonce forgotten, so WeChat's retry is accepted.
 #[utoipa::path(post, path = "/v1/apps/{appid}/push", tag = "push",
     params(("appid" = String, Path)),
-    responses((status = 200, description = "`success`, once the event is durably stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "`success`, once the event is durably stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
     Path(appid): Path<String>,
-    Query(q): Query<PushQuery>,
+    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Result<Response, AppError> {
     let push = push_of(&state, &appid)?;
+    let Query(q) = q.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
     let incoming = push
         .receiver
-        .receive(&q, &body)
+        .open(&q, &body)
+        .map_err(|e| refused(&state, &appid, e))?;
+    let reservation = reserve(&state, &appid, push, &incoming)
+        .await
         .map_err(|e| refused(&state, &appid, e))?;
     let message = &incoming.message;
     let next_attempt = if push.webhook_url.is_some() {
@@ -71,19 +152,31 @@ pub async fn receive(
     } else {
         crate::store::NEVER
     };
-    let payload =
-        serde_json::to_string(&message.raw).map_err(|e| AppError::Internal(e.to_string()))?;
-    let (id, new) = state
-        .store
-        .insert_event(
-            &appid,
-            &message.dedup_key(),
-            message.type_name(),
-            &payload,
-            now_ms(),
-            next_attempt,
-        )
-        .await?;
+    let stored = match serde_json::to_string(&message.raw) {
+        Ok(payload) => state
+            .store
+            .insert_event(
+                &appid,
+                &message.dedup_key(),
+                message.type_name(),
+                &payload,
+                now_ms(),
+                next_attempt,
+            )
+            .await
+            .map_err(AppError::from),
+        Err(e) => Err(AppError::Internal(e.to_string())),
+    };
+    let (id, new) = match stored {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(r) = reservation {
+                release(&state, push, &incoming, r).await;
+            }
+            state.metrics.push(&appid, "store_failed");
+            return Err(e);
+        }
+    };
     if new {
         state.metrics.push(&appid, "accepted");
         state.outbox.notify_one();
@@ -127,6 +220,14 @@ pub struct EventOut {
     pub payload: serde_json::Value,
     /// Whether the webhook acknowledged it.
     pub delivered: bool,
+    /// `delivered`, `pending` (due or waiting for a retry), `dead` (attempts exhausted;
+    /// redeliverable) or `stored` (no webhook: pull only).
+    pub status: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// The last delivery error, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A page of the event log.
@@ -145,10 +246,11 @@ pub struct EventsPage {
 pub async fn events(
     State(state): State<AppState>,
     Path(appid): Path<String>,
+    ip: ClientIp,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventsPage>, AppError> {
-    crate::http::broker::authorize(&state, &headers, &appid)?;
+    crate::http::broker::authorize(&state, &headers, ip, &appid, "events:read").await?;
     let Query(q) = q.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) || q.after < 0 {
@@ -162,15 +264,65 @@ pub async fn events(
     let events = rows
         .into_iter()
         .map(|e| EventOut {
+            status: match (&e.delivered_at, &e.dead_at) {
+                (Some(_), _) => "delivered",
+                (None, Some(_)) => "dead",
+                _ if push_of(&state, &appid).is_ok_and(|p| p.webhook_url.is_some()) => "pending",
+                _ => "stored",
+            }
+            .into(),
             id: e.id,
             appid: e.appid,
             kind: e.kind,
             created_at: e.created_at / 1000,
             payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
             delivered: e.delivered_at.is_some(),
+            attempts: e.attempts,
+            last_error: e.last_error,
         })
         .collect();
     Ok(Json(EventsPage { events, next_after }))
+}
+
+/// The answer to a redelivery request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedeliverResponse {
+    /// The event.
+    pub id: i64,
+    /// True: it is due again with a fresh attempt count.
+    pub scheduled: bool,
+}
+
+/// Deliver an undelivered event again (a dead letter, or one waiting for its next retry) with
+/// a fresh attempt count. Needs the `events:redeliver` scope.
+#[utoipa::path(post, path = "/v1/apps/{appid}/events/{id}/redeliver", tag = "push", security(("client_key" = [])),
+    params(("appid" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = RedeliverResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn redeliver(
+    State(state): State<AppState>,
+    Path((appid, id)): Path<(String, i64)>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> Result<Json<RedeliverResponse>, AppError> {
+    let (_, client) =
+        crate::http::broker::authorize(&state, &headers, ip, &appid, "events:redeliver").await?;
+    if push_of(&state, &appid)?.webhook_url.is_none() {
+        return Err(AppError::bad_request(
+            "no_webhook",
+            "this app has no webhook_url to deliver to",
+        ));
+    }
+    if !state.store.redeliver(&appid, id, now_ms()).await? {
+        return Err(AppError::NotFound(format!(
+            "event {id} of app {appid} does not exist or was delivered"
+        )));
+    }
+    tracing::info!(client = %client.name, appid, event = id, "redelivery requested");
+    state.outbox.notify_one();
+    Ok(Json(RedeliverResponse {
+        id,
+        scheduled: true,
+    }))
 }
 
 /// Routes of this area.
@@ -178,4 +330,5 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/apps/{appid}/push", get(verify).post(receive))
         .route("/v1/apps/{appid}/events", get(events))
+        .route("/v1/apps/{appid}/events/{id}/redeliver", post(redeliver))
 }

@@ -1,10 +1,8 @@
 //! Login and sessions: `wx.login()` code → our own opaque session. The user's session_key stays
 //! on the server, encrypted at rest; the session token is stored only as its SHA-256.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,8 +13,9 @@ use utoipa::ToSchema;
 use weapp::crypto::DecryptOptions;
 use weapp::SessionKey;
 
-use super::{bearer, client_ip, JsonBody};
+use super::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
 use crate::error::{AppError, ErrorBody};
+use crate::seal::user_aad;
 use crate::state::{now_ms, AppRuntime, AppState};
 use crate::store::UserRecord;
 
@@ -66,8 +65,17 @@ pub struct MeResponse {
     pub phone_number: Option<String>,
     /// Unix seconds of the first login.
     pub created_at: i64,
-    /// Accounts of the same person in other apps (by unionid).
-    pub linked: Vec<LinkedAccount>,
+    /// Accounts of the same person in other apps (by unionid); only with
+    /// `expose_linked_accounts = true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linked: Option<Vec<LinkedAccount>>,
+}
+
+/// `POST /v1/logout/all`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogoutAllResponse {
+    /// How many sessions of the user ended (this one included).
+    pub revoked: u64,
 }
 
 /// `POST /v1/me/phone` body.
@@ -103,20 +111,39 @@ fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The user behind the request's session token; 401 for a missing, unknown or expired one.
+/// Session-token use is recorded at most this often (not a write per request).
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// The user behind the request's session token; 401 for a missing, unknown, expired or idle
+/// one (counted against the source's failed-authentication budget).
 async fn session_user(
     state: &AppState,
     headers: &HeaderMap,
+    ip: ClientIp,
 ) -> Result<(UserRecord, [u8; 32]), AppError> {
-    let token = bearer(headers).ok_or_else(|| {
-        AppError::Unauthorized("missing Authorization: Bearer <session token>".into())
-    })?;
+    auth_gate(state, ip).await?;
+    let Some(token) = bearer(headers) else {
+        auth_failed(state, ip, "session").await;
+        return Err(AppError::Unauthorized(
+            "missing Authorization: Bearer <session token>".into(),
+        ));
+    };
     let hash = hash_token(token);
-    match state.store.session_user(&hash, now_ms()).await? {
-        Some((user, _)) => Ok((user, hash)),
-        None => Err(AppError::Unauthorized(
-            "session token is unknown or expired".into(),
-        )),
+    let now = now_ms();
+    let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
+    match state.store.session_user(&hash, now, idle_ms).await? {
+        Some(s) => {
+            if now - s.last_seen_at > TOUCH_EVERY_MS {
+                state.store.touch_session(&hash, now).await?;
+            }
+            Ok((s.user, hash))
+        }
+        None => {
+            auth_failed(state, ip, "session").await;
+            Err(AppError::Unauthorized(
+                "session token is unknown or expired".into(),
+            ))
+        }
     }
 }
 
@@ -135,25 +162,19 @@ fn note_upstream(state: &AppState, appid: &str, err: &weapp::Error) {
         .upstream_error(appid, err.errcode().map_or(-2, |c| c.code()));
 }
 
-/// Rejects logins over the per-IP rate.
-async fn limit_login(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(ip) = client_ip(&state, &req) {
-        if let Err(retry_after_secs) = state.login_limiter.check(ip) {
-            state.metrics.login("-", "rate_limited");
-            return AppError::RateLimited { retry_after_secs }.into_response();
-        }
-    }
-    next.run(req).await
-}
-
 /// Exchange a `wx.login()` code for a session.
 #[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 400, description = "invalid or used code", body = ErrorBody),
               (status = 404, description = "unknown app", body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
+    ip: ClientIp,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<LoginResponse>, AppError> {
+    if let Err(retry_after_secs) = state.login_limiter.hit(ip.key()).await {
+        state.metrics.login("-", "rate_limited");
+        return Err(AppError::RateLimited { retry_after_secs });
+    }
     let app = app_of(&state, &req.appid)?;
     if req.code.trim().is_empty() || req.code.len() > 256 {
         return Err(AppError::bad_request(
@@ -178,7 +199,10 @@ pub async fn login(
         }
     };
     let now = now_ms();
-    let sealed = state.data_key.seal(session.session_key.expose().as_bytes());
+    let sealed = state.keyring.seal(
+        session.session_key.expose().as_bytes(),
+        &user_aad(&app.appid, &session.openid),
+    );
     let user = state
         .store
         .upsert_user(
@@ -186,6 +210,7 @@ pub async fn login(
             &session.openid,
             session.unionid.as_deref(),
             &sealed,
+            &state.keyring.current_id(),
             now,
         )
         .await?;
@@ -210,19 +235,23 @@ pub async fn login(
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
 pub async fn me(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<MeResponse>, AppError> {
-    let (user, _) = session_user(&state, &headers).await?;
+    let (user, _) = session_user(&state, &headers, ip).await?;
     let linked = match &user.unionid {
-        Some(u) => state
-            .store
-            .users_by_unionid(u)
-            .await?
-            .into_iter()
-            .filter(|(appid, openid)| !(appid == &user.appid && openid == &user.openid))
-            .map(|(appid, openid)| LinkedAccount { appid, openid })
-            .collect(),
-        None => Vec::new(),
+        _ if !state.config.expose_linked_accounts => None,
+        Some(u) => Some(
+            state
+                .store
+                .users_by_unionid(u)
+                .await?
+                .into_iter()
+                .filter(|(appid, openid)| !(appid == &user.appid && openid == &user.openid))
+                .map(|(appid, openid)| LinkedAccount { appid, openid })
+                .collect(),
+        ),
+        None => Some(Vec::new()),
     };
     Ok(Json(MeResponse {
         appid: user.appid,
@@ -239,14 +268,15 @@ pub async fn me(
     responses((status = 200, body = PhoneResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn phone(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<PhoneRequest>,
 ) -> Result<Json<PhoneResponse>, AppError> {
-    let (user, _) = session_user(&state, &headers).await?;
-    if req.code.trim().is_empty() {
+    let (user, _) = session_user(&state, &headers, ip).await?;
+    if req.code.trim().is_empty() || req.code.len() > 256 {
         return Err(AppError::bad_request(
             "invalid_code",
-            "code must not be empty",
+            "code must be 1–256 characters",
         ));
     }
     let app = app_of(&state, &user.appid)?;
@@ -273,33 +303,71 @@ pub async fn phone(
     }))
 }
 
-/// Decrypt `encryptedData` with the user's session_key (the watermark must name this app).
+/// The one answer to every decryption failure: which check failed (base64, length, padding,
+/// JSON, watermark appid, age) is not told, so the endpoint is no padding oracle.
+fn decrypt_failed() -> AppError {
+    AppError::bad_request(
+        "decrypt_failed",
+        "the data cannot be decrypted with this session",
+    )
+}
+
+/// Decrypt `encryptedData` (legacy open data such as getWeRunData) with the user's session_key.
+///
+/// encryptedData is **not authenticated**: AES-CBC without a MAC, under a key the mini program
+/// also holds. Anyone with the session's session_key — the client itself — can produce data that
+/// decrypts here; only the watermark (appid and timestamp) is checked. Do not trust it for
+/// anything that matters: a phone number comes from `POST /v1/me/phone`, which asks WeChat.
+/// Every failure gets the same answer; calls are limited per session.
 #[utoipa::path(post, path = "/v1/me/decrypt", tag = "sessions", security(("session" = [])), request_body = DecryptRequest,
-    responses((status = 200, description = "the decrypted JSON", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "the decrypted JSON", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn decrypt(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<DecryptRequest>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let (user, _) = session_user(&state, &headers).await?;
+    let (user, hash) = session_user(&state, &headers, ip).await?;
+    let session_key = u128::from_be_bytes(hash[..16].try_into().expect("16 bytes"));
+    state
+        .decrypt_limiter
+        .hit(session_key)
+        .await
+        .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
     let app = app_of(&state, &user.appid)?;
-    let plain = state.data_key.open(&user.session_key_enc).ok_or_else(|| {
-        AppError::Internal(format!(
-            "stored session_key of user {} cannot be opened with the data key",
-            user.id
-        ))
-    })?;
+    if req.encrypted_data.len() > 64 * 1024 || req.iv.len() > 64 {
+        return Err(decrypt_failed());
+    }
+    let plain = state
+        .keyring
+        .open(&user.session_key_enc, &user_aad(&user.appid, &user.openid))
+        .ok_or_else(|| {
+            AppError::Internal(format!(
+                "stored session_key of user {} does not open with the data keys",
+                user.id
+            ))
+        })?;
     let key = SessionKey::new(
         String::from_utf8(plain)
             .map_err(|_| AppError::Internal("stored session_key is not UTF-8".into()))?,
     );
-    let value = app.client.auth().decrypt(
-        &key,
-        &req.iv,
-        &req.encrypted_data,
-        &DecryptOptions::default(),
-    )?;
-    Ok(Json(value))
+    let options = DecryptOptions {
+        max_age_secs: (state.config.decrypt_max_age_secs > 0)
+            .then_some(state.config.decrypt_max_age_secs),
+        ..DecryptOptions::default()
+    };
+    match app
+        .client
+        .auth()
+        .decrypt(&key, &req.iv, &req.encrypted_data, &options)
+    {
+        Ok(value) => Ok(Json(value)),
+        Err(_) => {
+            // Which check failed is the oracle's answer: not even the log keeps it.
+            tracing::debug!(appid = %user.appid, user_id = user.id, "decrypt refused");
+            Err(decrypt_failed())
+        }
+    }
 }
 
 /// End the session.
@@ -307,23 +375,36 @@ pub async fn decrypt(
     responses((status = 204, description = "session ended"), (status = 401, body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
-    let (_, hash) = session_user(&state, &headers).await?;
+    let (_, hash) = session_user(&state, &headers, ip).await?;
     state.store.delete_session(&hash).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Routes of this area; `POST /v1/login` sits behind the per-IP limiter.
-pub fn router(state: &AppState) -> Router<AppState> {
+/// Log out everywhere: end every session of this user (this one included). Tokens already
+/// issued stop working at once.
+#[utoipa::path(post, path = "/v1/logout/all", tag = "sessions", security(("session" = [])),
+    responses((status = 200, body = LogoutAllResponse), (status = 401, body = ErrorBody)))]
+pub async fn logout_all(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> Result<Json<LogoutAllResponse>, AppError> {
+    let (user, _) = session_user(&state, &headers, ip).await?;
+    let revoked = state.store.delete_user_sessions(user.id).await?;
+    tracing::info!(appid = %user.appid, user_id = user.id, revoked, "logged out everywhere");
+    Ok(Json(LogoutAllResponse { revoked }))
+}
+
+/// Routes of this area.
+pub fn router(_state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/login", post(login))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit_login,
-        ))
         .route("/v1/me", get(me))
         .route("/v1/me/phone", post(phone))
         .route("/v1/me/decrypt", post(decrypt))
         .route("/v1/logout", post(logout))
+        .route("/v1/logout/all", post(logout_all))
 }

@@ -17,6 +17,59 @@ pub const NEVER: i64 = i64::MAX;
 #[error("database: {0}")]
 pub struct StoreError(#[from] pub sqlx::Error);
 
+impl StoreError {
+    /// Every pooled connection was busy for the whole acquire timeout: the database is
+    /// saturated, not broken (answered 503 with `Retry-After`).
+    pub fn is_pool_exhausted(&self) -> bool {
+        matches!(self.0, sqlx::Error::PoolTimedOut)
+    }
+}
+
+/// How the pool is sized and SQLite commits.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// How long a caller waits for a connection.
+    pub acquire_timeout: std::time::Duration,
+    /// SQLite `synchronous=FULL` (true) or `NORMAL`.
+    pub sqlite_full_sync: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            acquire_timeout: std::time::Duration::from_secs(3),
+            sqlite_full_sync: true,
+        }
+    }
+}
+
+/// Webhook backlog facts for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxStats {
+    /// Events waiting for delivery (not dead-lettered).
+    pub backlog: i64,
+    /// Unix ms of the oldest of them.
+    pub oldest_created_at: Option<i64>,
+    /// Dead-lettered events.
+    pub dead: i64,
+}
+
+/// A user whose session_key is sealed in the first format (re-sealed at start-up).
+#[derive(Debug, Clone)]
+pub struct LegacySealed {
+    /// Internal id.
+    pub id: i64,
+    /// The app.
+    pub appid: String,
+    /// openid.
+    pub openid: String,
+    /// The sealed value.
+    pub session_key_enc: Vec<u8>,
+}
+
 /// A user of one app.
 #[derive(Debug, Clone)]
 pub struct UserRecord {
@@ -40,6 +93,17 @@ pub struct UserRecord {
     pub created_at: i64,
 }
 
+/// A session as found by its token.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// Its user.
+    pub user: UserRecord,
+    /// Unix ms when it expires.
+    pub expires_at: i64,
+    /// Unix ms when it was last used (0 if never recorded).
+    pub last_seen_at: i64,
+}
+
 /// A received push in the event log.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
@@ -57,6 +121,10 @@ pub struct EventRecord {
     pub delivered_at: Option<i64>,
     /// Delivery attempts so far.
     pub attempts: u32,
+    /// Unix ms when it was dead-lettered (attempts exhausted).
+    pub dead_at: Option<i64>,
+    /// The last delivery error.
+    pub last_error: Option<String>,
 }
 
 /// What every storage backend provides. Timestamps are Unix milliseconds.
@@ -70,6 +138,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         openid: &str,
         unionid: Option<&str>,
         session_key_enc: &[u8],
+        key_id: &str,
         now: i64,
     ) -> Result<UserRecord, StoreError>;
 
@@ -82,15 +151,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expires_at: i64,
     ) -> Result<(), StoreError>;
 
-    /// The user of an unexpired session, with its expiry.
+    /// The unexpired session of `token_hash` (and, with `idle_ms > 0`, used within that long).
     async fn session_user(
         &self,
         token_hash: &[u8],
         now: i64,
-    ) -> Result<Option<(UserRecord, i64)>, StoreError>;
+        idle_ms: i64,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Records that a session was used at `now`.
+    async fn touch_session(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError>;
 
     /// Deletes a session; true if it existed.
     async fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
+
+    /// Deletes every session of a user ("log out everywhere"); returns how many.
+    async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, StoreError>;
+
+    /// The distinct data-key ids that sealed stored session_keys (`None` for the first
+    /// format).
+    async fn data_key_ids(&self) -> Result<Vec<Option<String>>, StoreError>;
+
+    /// Up to `limit` users whose session_key is sealed in the first format.
+    async fn legacy_sealed(&self, limit: i64) -> Result<Vec<LegacySealed>, StoreError>;
+
+    /// Replaces a user's sealed session_key (re-sealed under `key_id`).
+    async fn reseal(&self, user_id: i64, sealed: &[u8], key_id: &str) -> Result<(), StoreError>;
+
+    /// The value under `key`, if any.
+    async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Whether any user or push event is stored.
+    async fn has_data(&self) -> Result<bool, StoreError>;
 
     /// Binds a phone number to a user.
     async fn set_phone(
@@ -142,13 +234,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a successful delivery.
     async fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError>;
 
-    /// Records a failed attempt and when to try again.
+    /// Records a failed attempt and when to try again — or, with `dead_at`, that it is
+    /// dead-lettered.
     async fn mark_failed(
         &self,
         id: i64,
         next_attempt_at: i64,
         error: &str,
+        dead_at: Option<i64>,
     ) -> Result<(), StoreError>;
+
+    /// Makes an undelivered event (dead-lettered or not) due now with a fresh attempt count;
+    /// false if `appid` has no such event or it was delivered.
+    async fn redeliver(&self, appid: &str, id: i64, now: i64) -> Result<bool, StoreError>;
+
+    /// Webhook backlog: events due or waiting for a retry, the oldest of them, dead letters.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
 
     /// Events of `appid` with id > `after`, oldest first.
     async fn events_after(
@@ -163,11 +264,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 ///
 /// # Errors
 /// Unsupported scheme, unreachable database, or a failed migration.
-pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn connect(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(Arc::new(PgStore::connect(url, options).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
     } else {
         Err(StoreError(sqlx::Error::Configuration(
             format!(

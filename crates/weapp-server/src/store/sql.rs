@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::Row;
 
-use super::{EventRecord, Store, StoreError, UserRecord};
+use super::{
+    EventRecord, LegacySealed, OutboxStats, SessionRecord, Store, StoreError, StoreOptions,
+    UserRecord,
+};
 
 /// Migrations compiled into the binary.
 #[derive(Debug)]
@@ -52,6 +55,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "push events",
         include_str!("../../migrations/sqlite/0002_push_events.sql"),
     ),
+    (
+        3,
+        "hardening",
+        include_str!("../../migrations/sqlite/0003_hardening.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -64,9 +72,15 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         "push events",
         include_str!("../../migrations/postgres/0002_push_events.sql"),
     ),
+    (
+        3,
+        "hardening",
+        include_str!("../../migrations/postgres/0003_hardening.sql"),
+    ),
 ];
 
-const EVENT_COLUMNS: &str = "id, appid, kind, payload, created_at, delivered_at, attempts";
+const EVENT_COLUMNS: &str =
+    "id, appid, kind, payload, created_at, delivered_at, attempts, dead_at, last_error";
 
 fn event_from<R: Row>(row: &R) -> Result<EventRecord, sqlx::Error>
 where
@@ -75,6 +89,7 @@ where
     for<'a> i32: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(EventRecord {
         id: row.try_get("id")?,
@@ -84,6 +99,8 @@ where
         created_at: row.try_get("created_at")?,
         delivered_at: row.try_get("delivered_at")?,
         attempts: row.try_get::<i32, _>("attempts")? as u32,
+        dead_at: row.try_get("dead_at")?,
+        last_error: row.try_get("last_error")?,
     })
 }
 
@@ -132,13 +149,14 @@ macro_rules! sql_store {
     ($name:ident, $pool:ty, $kind:literal) => {
         #[async_trait]
         impl Store for $name {
-            async fn upsert_user(&self, appid: &str, openid: &str, unionid: Option<&str>, session_key_enc: &[u8], now: i64) -> Result<UserRecord, StoreError> {
+            async fn upsert_user(&self, appid: &str, openid: &str, unionid: Option<&str>, session_key_enc: &[u8], key_id: &str, now: i64) -> Result<UserRecord, StoreError> {
                 let sql = format!(
-                    "INSERT INTO users (appid, openid, unionid, session_key_enc, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5) \
+                    "INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
                      ON CONFLICT (appid, openid) DO UPDATE SET \
                        unionid = COALESCE(excluded.unionid, users.unionid), \
                        session_key_enc = excluded.session_key_enc, \
+                       key_id = excluded.key_id, \
                        updated_at = excluded.updated_at \
                      RETURNING {USER_COLUMNS}"
                 );
@@ -147,6 +165,7 @@ macro_rules! sql_store {
                     .bind(openid)
                     .bind(unionid)
                     .bind(session_key_enc)
+                    .bind(key_id)
                     .bind(now)
                     .fetch_one(&self.pool)
                     .await?;
@@ -154,7 +173,7 @@ macro_rules! sql_store {
             }
 
             async fn create_session(&self, token_hash: &[u8], user_id: i64, now: i64, expires_at: i64) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen_at) VALUES ($1, $2, $3, $4, $3)")
                     .bind(token_hash)
                     .bind(user_id)
                     .bind(now)
@@ -164,22 +183,91 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn session_user(&self, token_hash: &[u8], now: i64) -> Result<Option<(UserRecord, i64)>, StoreError> {
+            async fn session_user(&self, token_hash: &[u8], now: i64, idle_ms: i64) -> Result<Option<SessionRecord>, StoreError> {
                 let sql = format!(
-                    "SELECT {}, s.expires_at AS session_expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
-                     WHERE s.token_hash = $1 AND s.expires_at > $2",
+                    "SELECT {}, s.expires_at AS session_expires_at, s.last_seen_at AS session_last_seen_at \
+                     FROM sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.token_hash = $1 AND s.expires_at > $2 AND ($3 = 0 OR s.last_seen_at > $2 - $3)",
                     USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
                 );
-                let row = sqlx::query(&sql).bind(token_hash).bind(now).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(&sql).bind(token_hash).bind(now).bind(idle_ms).fetch_optional(&self.pool).await?;
                 match row {
-                    Some(r) => Ok(Some((user_from(&r)?, r.try_get("session_expires_at")?))),
+                    Some(r) => Ok(Some(SessionRecord {
+                        user: user_from(&r)?,
+                        expires_at: r.try_get("session_expires_at")?,
+                        last_seen_at: r.try_get("session_last_seen_at")?,
+                    })),
                     None => Ok(None),
                 }
+            }
+
+            async fn touch_session(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2 AND last_seen_at < $1")
+                    .bind(now)
+                    .bind(token_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
                 let r = sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
                 Ok(r.rows_affected() > 0)
+            }
+
+            async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
+                let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn data_key_ids(&self) -> Result<Vec<Option<String>>, StoreError> {
+                let rows = sqlx::query("SELECT DISTINCT key_id FROM users").fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(r.try_get("key_id")?)).collect()
+            }
+
+            async fn legacy_sealed(&self, limit: i64) -> Result<Vec<LegacySealed>, StoreError> {
+                let rows = sqlx::query("SELECT id, appid, openid, session_key_enc FROM users WHERE key_id IS NULL ORDER BY id LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(LegacySealed {
+                            id: r.try_get("id")?,
+                            appid: r.try_get("appid")?,
+                            openid: r.try_get("openid")?,
+                            session_key_enc: r.try_get("session_key_enc")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn reseal(&self, user_id: i64, sealed: &[u8], key_id: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE users SET session_key_enc = $1, key_id = $2 WHERE id = $3")
+                    .bind(sealed)
+                    .bind(key_id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+                match row {
+                    Some(r) => Ok(Some(r.try_get("value")?)),
+                    None => Ok(None),
+                }
+            }
+
+            async fn has_data(&self) -> Result<bool, StoreError> {
+                let row = sqlx::query(
+                    "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM push_events) \
+                     THEN 1 ELSE 0 END AS BIGINT) AS any_data",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get::<i64, _>("any_data")? == 1)
             }
 
             async fn set_phone(&self, user_id: i64, phone: &str, pure: &str, country_code: &str, now: i64) -> Result<(), StoreError> {
@@ -252,7 +340,7 @@ macro_rules! sql_store {
 
             async fn claim_due_events(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
                 let ids = sqlx::query(
-                    "SELECT id FROM push_events WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+                    "SELECT id FROM push_events WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1 \
                      AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT $2",
                 )
                 .bind(now)
@@ -264,7 +352,7 @@ macro_rules! sql_store {
                     let id: i64 = r.try_get("id")?;
                     // Conditional update: of several instances racing for one event, one wins.
                     let sql = format!(
-                        "UPDATE push_events SET lease_until = $1 WHERE id = $2 AND delivered_at IS NULL \
+                        "UPDATE push_events SET lease_until = $1 WHERE id = $2 AND delivered_at IS NULL AND dead_at IS NULL \
                          AND (lease_until IS NULL OR lease_until < $3) RETURNING {EVENT_COLUMNS}"
                     );
                     if let Some(row) = sqlx::query(&sql).bind(lease_until).bind(id).bind(now).fetch_optional(&self.pool).await? {
@@ -283,14 +371,46 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn mark_failed(&self, id: i64, next_attempt_at: i64, error: &str) -> Result<(), StoreError> {
-                sqlx::query("UPDATE push_events SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = $3")
+            async fn mark_failed(&self, id: i64, next_attempt_at: i64, error: &str, dead_at: Option<i64>) -> Result<(), StoreError> {
+                sqlx::query("UPDATE push_events SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2, dead_at = $3 WHERE id = $4")
                     .bind(next_attempt_at)
                     .bind(error)
+                    .bind(dead_at)
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn redeliver(&self, appid: &str, id: i64, now: i64) -> Result<bool, StoreError> {
+                let r = sqlx::query(
+                    "UPDATE push_events SET dead_at = NULL, attempts = 0, next_attempt_at = $1, lease_until = NULL \
+                     WHERE id = $2 AND appid = $3 AND delivered_at IS NULL",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(appid)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+                let never = super::NEVER;
+                let row = sqlx::query(
+                    "SELECT \
+                       (SELECT COUNT(*) FROM push_events WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at < $1) AS backlog, \
+                       (SELECT MIN(created_at) FROM push_events WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at < $1) AS oldest, \
+                       (SELECT COUNT(*) FROM push_events WHERE dead_at IS NOT NULL AND delivered_at IS NULL) AS dead",
+                )
+                .bind(never)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(OutboxStats {
+                    backlog: row.try_get("backlog")?,
+                    oldest_created_at: row.try_get("oldest")?,
+                    dead: row.try_get("dead")?,
+                })
             }
 
             async fn events_after(&self, appid: &str, after: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
@@ -313,19 +433,36 @@ impl SqliteStore {
     ///
     /// # Errors
     /// The file cannot be opened or migrated.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let sync = if options.sqlite_full_sync {
+            sqlx::sqlite::SqliteSynchronous::Full
+        } else {
+            sqlx::sqlite::SqliteSynchronous::Normal
+        };
+        let connect = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .synchronous(sync)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+            .max_connections(options.pool_size.min(32))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
             .await?;
         migrate(SQLITE_MIGRATIONS, &pool).await?;
         Ok(Self { pool })
+    }
+
+    /// `PRAGMA synchronous` of a pooled connection (2 = FULL, 1 = NORMAL).
+    ///
+    /// # Errors
+    /// The database cannot be reached.
+    pub async fn synchronous(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
     }
 }
 
@@ -341,10 +478,10 @@ impl PgStore {
     ///
     /// # Errors
     /// Unreachable server or failed migration.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .max_connections(options.pool_size)
+            .acquire_timeout(options.acquire_timeout)
             .connect(url)
             .await?;
         migrate(PG_MIGRATIONS, &pool).await?;

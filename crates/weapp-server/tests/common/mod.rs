@@ -58,6 +58,12 @@ impl World {
             key_env: None,
             key_sha256: None,
             apps: apps.iter().map(|s| s.to_string()).collect(),
+            scopes: Some(vec![
+                "token:read".into(),
+                "token:invalidate".into(),
+                "events:read".into(),
+                "events:redeliver".into(),
+            ]),
         };
         Config {
             listen: "127.0.0.1:0".parse().unwrap(),

@@ -20,11 +20,16 @@ pub enum Reply {
     Success,
     /// Hand the conversation to the customer-service staff (`transfer_customer_service`).
     TransferCustomerService,
+    /// The push could not be processed (say, the database was down): answer HTTP 500 so that
+    /// WeChat retries it, and forget its nonce so the retry is not refused as a replay.
+    Retry,
 }
 
-/// A response body and its content type.
+/// A response: status, body and content type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpReply {
+    /// 200, or 500 for [`Reply::Retry`].
+    pub status: u16,
     /// `text/plain`, `application/xml` or `application/json`.
     pub content_type: &'static str,
     /// The body.
@@ -39,7 +44,9 @@ type Handler =
 /// ```no_run
 /// use weapp::push::{PushConfig, PushRouter, Receiver, Reply, MessageKind};
 /// # fn build() -> Result<(), weapp::push::PushError> {
-/// let receiver = Receiver::new(PushConfig::new("wx1234567890abcdef", "token", None)?).with_replay_protection(300);
+/// // Safe mode: only encrypted pushes signed over their ciphertext are accepted; replay
+/// // protection (a 300 s window) is on by default.
+/// let receiver = Receiver::new(PushConfig::new("wx1234567890abcdef", "token", Some("kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"))?);
 /// let router = PushRouter::new(receiver)
 ///     .on("text", |msg| async move {
 ///         if let MessageKind::Text { content, .. } = &msg.kind { println!("{content}"); }
@@ -112,6 +119,7 @@ impl PushRouter {
     /// See [`Receiver::verify_url`].
     pub fn verify(&self, query: &PushQuery) -> Result<HttpReply, PushError> {
         Ok(HttpReply {
+            status: 200,
             content_type: "text/plain",
             body: self.receiver.verify_url(query)?,
         })
@@ -142,9 +150,18 @@ impl PushRouter {
     ) -> Result<HttpReply, PushError> {
         match reply {
             Reply::Success => Ok(HttpReply {
+                status: 200,
                 content_type: "text/plain",
                 body: "success".into(),
             }),
+            Reply::Retry => {
+                self.receiver.forget(incoming);
+                Ok(HttpReply {
+                    status: 500,
+                    content_type: "text/plain",
+                    body: "retry".into(),
+                })
+            }
             Reply::TransferCustomerService => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -164,7 +181,11 @@ impl PushRouter {
                 } else {
                     plain
                 };
-                Ok(HttpReply { content_type, body })
+                Ok(HttpReply {
+                    status: 200,
+                    content_type,
+                    body,
+                })
             }
         }
     }
@@ -180,9 +201,12 @@ impl PushRouter {
 
         fn respond(r: Result<HttpReply, PushError>) -> Response {
             match r {
-                Ok(reply) => {
-                    ([(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response()
-                }
+                Ok(reply) => (
+                    StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+                    [(header::CONTENT_TYPE, reply.content_type)],
+                    reply.body,
+                )
+                    .into_response(),
                 Err(e) => {
                     let status = if e.is_authentication() {
                         StatusCode::UNAUTHORIZED

@@ -195,6 +195,17 @@ impl RedisStore {
         })
     }
 
+    /// The underlying connection (multiplexed, reconnecting): for an application that keeps
+    /// other keys in the same Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Computes key lifetimes with `clock`. Pass the clock given to the client builder (the
     /// store is built separately, so it cannot know it), so a token stamped in virtual time
     /// gets the right TTL.
