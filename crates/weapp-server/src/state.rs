@@ -263,6 +263,9 @@ impl AppState {
         let store = crate::store::connect(&config.database_url, &options)
             .await
             .map_err(|e| format!("database {}: {e}", redact_url(&config.database_url)))?;
+        if !store.durable_commits().await.map_err(|e| e.to_string())? {
+            tracing::warn!(database = store.kind(), "commits are not synchronous: an acknowledged push can be lost on power failure (sqlite_synchronous = \"full\" prevents it)");
+        }
         check_sandbox_marker(store.as_ref(), config.sandbox).await?;
         let keyring = open_keyring(store.as_ref(), &config).await?;
         let redis = match &config.redis_url {

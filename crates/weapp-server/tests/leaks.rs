@@ -12,6 +12,12 @@ use serde_json::json;
 use weapp::TokenMode;
 use weapp_sim::Fault;
 
+const PUSH_TOKEN: &str = "pushtoken123";
+const AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+const WEBHOOK_SECRET: &str = "whsec_leak_0123456789";
+/// What a user wrote in a pushed message.
+const PRIVATE: &str = "myBankCard6222021234567890";
+
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
 
@@ -36,10 +42,29 @@ async fn no_secret_reaches_a_response_or_a_log_line() {
         .init();
 
     let w = world().await;
-    let server = weapp_server::spawn(w.config(&sqlite_url(), None, TokenMode::Classic))
-        .await
-        .unwrap();
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Classic);
+    config.apps[0].push = Some(weapp_server::config::PushConfig {
+        token: PUSH_TOKEN.into(),
+        encoding_aes_key: Some(AES_KEY.into()),
+        mode: None,
+        webhook_url: Some("http://127.0.0.1:9/hook".into()),
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
+        replay_window_secs: 300,
+    });
+    let server = weapp_server::spawn(config.clone()).await.unwrap();
     let url = server.url().to_owned();
+    // The running state's Debug (what a careless `{:?}` would print) shows no secret.
+    let state_debug = format!("{:?} {config:?}", server.state());
+    for secret in [
+        PUSH_TOKEN,
+        AES_KEY,
+        WEBHOOK_SECRET,
+        w.secret.as_str(),
+        KEY,
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    ] {
+        assert!(!state_debug.contains(secret), "Debug shows {secret}");
+    }
     let mut bodies: Vec<String> = Vec::new();
     let mut session_keys: Vec<String> = Vec::new();
     let mut record = |s: u16, v: serde_json::Value| {
@@ -158,6 +183,43 @@ async fn no_secret_reaches_a_response_or_a_log_line() {
         .add_fault(Fault::http_status("/sns/jscode2session", 500));
     let (s, v) = w.post_login(&url, &w.appid, "c").await;
     assert_eq!(record(s, v), 502);
+
+    // Pushes: what a user wrote never reaches a log line — not from a stored push, not from one
+    // encrypted for another app, not from one whose decrypted text does not parse.
+    let key = weapp::push::EncodingAesKey::new(AES_KEY).unwrap();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let message = json!({"ToUserName": "gh", "FromUserName": "oU", "CreateTime": 1, "MsgType": "text", "Content": PRIVATE, "MsgId": 5}).to_string();
+    for (nonce, plain, appid, want) in [
+        ("n1", message.clone(), w.appid.clone(), 200),
+        ("n2", message.clone(), "wxsomeoneelse00".to_owned(), 401),
+        ("n3", format!("<notxml>{PRIVATE}</x>"), w.appid.clone(), 400),
+        (
+            "n4",
+            format!("<xml><Content>&{PRIVATE};</Content></xml>"),
+            w.appid.clone(),
+            400,
+        ),
+    ] {
+        let enc = key.encrypt(&plain, &appid);
+        let q = format!(
+            "timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+            weapp::push::signature(&[PUSH_TOKEN, &ts, nonce, &enc])
+        );
+        let (s, _, v) = w
+            .call_full(
+                "POST",
+                format!("{url}/v1/apps/{}/push?{q}", w.appid),
+                None,
+                Some(json!({"Encrypt": enc}).to_string()),
+            )
+            .await;
+        assert_eq!(s, want, "{nonce}: {v}");
+        assert!(!v.to_string().contains(PRIVATE), "{nonce}: {v}");
+    }
     server.shutdown().await.unwrap();
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
@@ -187,7 +249,11 @@ async fn no_secret_reaches_a_response_or_a_log_line() {
         }
     }
     for line in logs.lines() {
-        if let Some(s) = never_logged.iter().find(|s| line.contains(**s)) {
+        if let Some(s) = never_logged
+            .iter()
+            .chain([&PRIVATE])
+            .find(|s| line.contains(**s))
+        {
             panic!("log line contains secret {s}: {line}");
         }
     }

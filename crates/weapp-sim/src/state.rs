@@ -169,6 +169,8 @@ struct App {
     classic: Slot,
     stable: Slot,
     last_force: Option<i64>,
+    /// `stable_token` calls with `force_refresh: true` (whatever they answered).
+    force_requests: u64,
     counters: HashMap<&'static str, (i64, u32)>,
     users: HashMap<String, User>,
     payments: Vec<Payment>,
@@ -194,6 +196,7 @@ impl App {
             classic: Slot::default(),
             stable: Slot::default(),
             last_force: None,
+            force_requests: 0,
             counters: HashMap::new(),
             users: HashMap::new(),
             payments: Vec::new(),
@@ -908,6 +911,7 @@ impl Sim {
         let current = app.stable.current.clone();
         let remaining = |exp: i64| (exp - now) / 1000;
         if force {
+            app.force_requests += 1;
             let recently = app
                 .last_force
                 .is_some_and(|t| now - t < STABLE_FORCE_SPACING * 1000);
@@ -946,6 +950,12 @@ impl Sim {
         app.stable.previous = current.map(|(t, _)| t);
         app.stable.current = Some((token.clone(), expires_at));
         Ok((token, TOKEN_TTL))
+    }
+
+    /// How many `stable_token` calls of `appid` asked to force a refresh (each one spends the
+    /// 20-a-day budget when it is not within 30 s of the last).
+    pub fn force_requests(&self, appid: &str) -> u64 {
+        self.world().apps.get(appid).map_or(0, |a| a.force_requests)
     }
 
     /// Validates an access token from a query string; returns its appid.

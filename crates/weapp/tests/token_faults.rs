@@ -1150,8 +1150,17 @@ async fn implausible_or_garbage_token_answers_are_refused_or_clamped() {
     let t = manager(&client).current().await.unwrap();
     assert!(t.expires_at_ms - w.clock.now_ms() <= 7_200_000, "clamped");
 
+    // A garbled answer from the token endpoint may hide a token WeChat issued (which retires
+    // the previous one): under the lease it is asked again.
+    let fresh = w.client(TokenMode::Classic);
+    let before = w.calls(CLASSIC);
+    w.sim
+        .sim()
+        .add_fault(Fault::body(CLASSIC, "<html>502 Bad Gateway</html>").times(1));
+    fresh.access_token().await.unwrap();
+    assert_eq!(w.calls(CLASSIC) - before, 2);
+
     for body in [
-        "<html>502 Bad Gateway</html>",
         r#"{"access_token":"","expires_in":7200}"#,
         r#"{"access_token":"x","expires_in":0}"#,
         r#"{"access_token":"x y\n","expires_in":7200}"#,
@@ -1556,4 +1565,265 @@ async fn a_degraded_fetch_that_never_left_is_not_charged() {
         matches!(second, Error::Transport { .. }),
         "tried again, not refused by the degraded interval: {second:?}"
     );
+}
+
+// ------------------------------------------------------- findings of the adversarial review
+
+/// A store that answers reads but refuses writes: a read-only replica after a failover, an OOM
+/// under `noeviction`. Wraps a `MemoryStore`; `writable` switches writes back on.
+#[derive(Debug)]
+struct ReadOnly {
+    inner: weapp::token::MemoryStore,
+    writable: std::sync::atomic::AtomicBool,
+    fail_stores: AtomicUsize,
+}
+
+impl ReadOnly {
+    fn new() -> Self {
+        Self {
+            inner: weapp::token::MemoryStore::new(),
+            writable: std::sync::atomic::AtomicBool::new(false),
+            fail_stores: AtomicUsize::new(0),
+        }
+    }
+    fn check(&self) -> Result<(), StoreError> {
+        if self.writable.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::new(
+                "READONLY You can't write against a read only replica",
+                None,
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl TokenStore for ReadOnly {
+    async fn load(&self, k: &TokenKey) -> Result<Option<StoredToken>, StoreError> {
+        self.inner.load(k).await
+    }
+    async fn load_state(&self, k: &TokenKey) -> Result<StoreState, StoreError> {
+        self.inner.load_state(k).await
+    }
+    async fn store(&self, k: &TokenKey, t: &StoredToken) -> Result<bool, StoreError> {
+        self.check()?;
+        if self
+            .fail_stores
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::new("write timed out", None));
+        }
+        self.inner.store(k, t).await
+    }
+    async fn invalidate(&self, k: &TokenKey, t: &AccessToken) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.invalidate(k, t).await
+    }
+    async fn try_lock(&self, k: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        self.check()?;
+        self.inner.try_lock(k, ttl).await
+    }
+    async fn unlock(&self, k: &TokenKey, l: &Lease) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.unlock(k, l).await
+    }
+    async fn renew(&self, k: &TokenKey, l: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.renew(k, l, ttl).await
+    }
+}
+
+/// Reads succeeding used to count as "the store is back", which lifted the degraded-mode limit
+/// of one fetch per interval: with classic tokens, processes then retired each other's tokens
+/// every few seconds.
+#[tokio::test]
+async fn a_store_that_reads_but_refuses_writes_keeps_the_degraded_fetch_limit() {
+    let w = World::new().await;
+    let client = w
+        .builder(TokenMode::Classic)
+        .token_store(Arc::new(ReadOnly::new()))
+        .token_policy(TokenPolicy {
+            store_cooldown: Duration::from_millis(10),
+            ..TokenPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let first = client.access_token().await.unwrap();
+    assert_eq!(w.issued(TokenKind::Classic), 1);
+    // WeChat rejects it (a foreign fetch, say); the store can still be read.
+    weapp::TokenSource::invalidate(manager(&client), &first)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = client.access_token().await;
+    }
+    assert_eq!(
+        w.issued(TokenKind::Classic),
+        1,
+        "no second fetch within degraded_min_interval while writes fail"
+    );
+}
+
+/// A token whose store write failed used to be marked published, so once the store answered
+/// again the older token still in it was adopted over the newer one — which a forced refresh
+/// had just retired.
+#[tokio::test]
+async fn a_token_the_store_could_not_take_is_not_replaced_by_the_older_one_it_holds() {
+    let w = World::new().await;
+    let store = Arc::new(ReadOnly::new());
+    store.writable.store(true, Ordering::SeqCst);
+    let client = w
+        .builder(TokenMode::Stable)
+        .token_store(store.clone())
+        .token_policy(TokenPolicy {
+            store_cooldown: Duration::from_millis(10),
+            ..TokenPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let old = client.access_token().await.unwrap();
+    store.fail_stores.store(1, Ordering::SeqCst);
+    let new = manager(&client).force_refresh().await.unwrap();
+    assert_ne!(new.access_token, old);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let served = client.access_token().await.unwrap();
+    assert_eq!(
+        served, new.access_token,
+        "the newer token, not the store's older one"
+    );
+    // And it was put into the store once the store took writes again.
+    let held = store
+        .load(&TokenKey::new(w.appid.clone(), TokenMode::Stable))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.access_token, new.access_token);
+}
+
+/// A forced stable call whose answer was lost used to be repeated as a forced call; now it is
+/// followed by an unforced one (which spends none of the 20-a-day budget and answers the
+/// forced token if the force happened).
+#[tokio::test]
+async fn a_forced_refresh_in_doubt_is_not_forced_again() {
+    let w = World::new().await;
+    let client = w
+        .builder(TokenMode::Stable)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let old = client.access_token().await.unwrap();
+    w.sim.sim().add_fault(Fault::latency(STABLE, 600).times(1));
+    let new = manager(&client).force_refresh().await.unwrap();
+    assert_eq!(w.sim.sim().force_requests(&w.appid), 1, "one forced call");
+    assert_ne!(
+        new.access_token, old,
+        "the force that happened is the answer"
+    );
+    assert!(w.accepted(&new.access_token));
+    // A force that never reached WeChat (a gateway's 502): the unforced call hands back the
+    // old token, so one more forced call goes out.
+    w.advance(60);
+    w.sim
+        .sim()
+        .add_fault(Fault::http_status(STABLE, 502).times(1));
+    let newer = manager(&client).force_refresh().await.unwrap();
+    assert_ne!(newer.access_token, new.access_token);
+    assert_eq!(w.sim.sim().force_requests(&w.appid), 2);
+}
+
+/// A value of the wrong Redis type under the token key (a foreign writer, a prefix collision)
+/// failed every `GET` and kept the whole fleet in degraded mode for good.
+#[tokio::test]
+async fn a_foreign_value_type_under_our_keys_is_overwritten_not_fatal() {
+    let w = World::new().await;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("wrongtype");
+    let mut conn = redis_conn(&redis).await;
+    for suffix in ["token", "written"] {
+        let _: () = redis::cmd("HSET")
+            .arg(key(&w, TokenMode::Stable, &prefix, suffix))
+            .arg("field")
+            .arg("value")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let client = w
+        .redis_client(TokenMode::Stable, &redis, &prefix, TokenPolicy::default())
+        .await;
+    let token = client.access_token().await.unwrap();
+    assert!(!manager(&client).status().store_down, "not degraded");
+    let stored: String = redis::cmd("GET")
+        .arg(key(&w, TokenMode::Stable, &prefix, "token"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        stored.contains(token.expose()),
+        "overwritten with a real token"
+    );
+}
+
+/// A lock key that lost its expiry (set by hand, PERSISTed) blocked every refresher forever.
+#[tokio::test]
+async fn a_lock_without_an_expiry_is_taken_over() {
+    let w = World::new().await;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("stuck-lock");
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::cmd("SET")
+        .arg(key(&w, TokenMode::Stable, &prefix, "lock"))
+        .arg("someone-long-gone")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let client = w
+        .redis_client(
+            TokenMode::Stable,
+            &redis,
+            &prefix,
+            TokenPolicy {
+                lock_ttl: Duration::from_secs(1),
+                fetch_timeout: Duration::from_secs(1),
+                ..TokenPolicy::default()
+            },
+        )
+        .await;
+    tokio::time::timeout(Duration::from_secs(2), client.access_token())
+        .await
+        .expect("not blocked by the stuck lock")
+        .unwrap();
+}
+
+/// After a FLUSHALL, a process that still holds a fresh token serves it, instead of waiting for
+/// whichever process took the lease (maybe one without a token, fetching from WeChat).
+#[tokio::test]
+async fn after_a_flush_a_process_with_a_fresh_token_serves_it_while_another_holds_the_lease() {
+    let w = World::new().await;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("flush-wait");
+    let client = w
+        .redis_client(TokenMode::Classic, &redis, &prefix, TokenPolicy::default())
+        .await;
+    let token = client.access_token().await.unwrap();
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    // Another process (a fresh instance) took the lease and is slow.
+    let _: () = redis::cmd("SET")
+        .arg(key(&w, TokenMode::Classic, &prefix, "lock"))
+        .arg("a-fresh-instance")
+        .arg("PX")
+        .arg(10_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(1), client.access_token())
+        .await
+        .expect("served at once, not after the other's lease")
+        .unwrap();
+    assert_eq!(served, token);
+    assert_eq!(w.issued(TokenKind::Classic), 1);
 }

@@ -10,8 +10,8 @@ use weapp::{AppSecret, Client, TokenMode};
 
 use super::CmdResult;
 
-/// Arguments of `weapp token`.
-#[derive(Debug, clap::Args)]
+/// Arguments of `weapp token`. Their `Debug` hides the secret and the store URL's password.
+#[derive(clap::Args)]
 pub struct Args {
     /// The mini program's appid.
     #[arg(long, env = "WEAPP_APPID")]
@@ -42,11 +42,27 @@ pub struct Args {
     timeout_ms: u64,
     /// How long this process's refresh lease in Redis lasts without renewal (it is renewed
     /// while a fetch runs; it is how long a crashed process blocks the others).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
     lock_ttl_ms: u64,
     /// The bound on one whole refresh (every attempt) in milliseconds.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     fetch_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("appid", &self.appid)
+            .field("secret", &"***")
+            .field(
+                "api_base",
+                &weapp_server::config::redact_url(&self.api_base),
+            )
+            .field("mode", &self.mode)
+            .field("store", &weapp_server::config::redact_url(&self.store))
+            .field("force", &self.force)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Prints the token.
@@ -67,9 +83,13 @@ pub async fn run(args: Args) -> CmdResult {
             .map_err(|e| format!("{e}"))?;
         builder = builder.token_store(Arc::new(store));
     } else if args.store != "memory" {
+        let shown = if args.store.contains("://") {
+            weapp_server::config::redact_url(&args.store)
+        } else {
+            args.store.clone()
+        };
         return Err(format!(
-            "--store must be `memory` or a redis:// URL, not `{}`",
-            args.store
+            "--store must be `memory` or a redis:// URL, not `{shown}`"
         ));
     }
     let client = builder.build().map_err(|e| e.to_string())?;

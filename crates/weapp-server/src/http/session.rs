@@ -111,7 +111,8 @@ fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Session-token use is recorded at most this often (not a write per request).
+/// Session-token use is recorded at most this often (not a write per request) — or a quarter
+/// of the idle timeout, if that is shorter.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// The user behind the request's session token; 401 for a missing, unknown, expired or idle
@@ -133,7 +134,12 @@ async fn session_user(
     let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
     match state.store.session_user(&hash, now, idle_ms).await? {
         Some(s) => {
-            if now - s.last_seen_at > TOUCH_EVERY_MS {
+            let every = if idle_ms > 0 {
+                TOUCH_EVERY_MS.min(idle_ms / 4)
+            } else {
+                TOUCH_EVERY_MS
+            };
+            if now - s.last_seen_at > every {
                 state.store.touch_session(&hash, now).await?;
             }
             Ok((s.user, hash))

@@ -207,6 +207,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Checks the connection.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Whether a commit is on disk before it returns (SQLite `synchronous=FULL` or stricter;
+    /// Postgres `synchronous_commit` not `off`): what "acknowledged means durable" rests on.
+    async fn durable_commits(&self) -> Result<bool, StoreError>;
+
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 

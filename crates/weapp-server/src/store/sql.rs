@@ -314,6 +314,17 @@ macro_rules! sql_store {
                 $kind
             }
 
+            async fn durable_commits(&self) -> Result<bool, StoreError> {
+                if $kind == "sqlite" {
+                    let row = sqlx::query("PRAGMA synchronous").fetch_one(&self.pool).await?;
+                    // 2 = FULL, 3 = EXTRA.
+                    Ok(row.try_get::<i64, _>(0)? >= 2)
+                } else {
+                    let row = sqlx::query("SHOW synchronous_commit").fetch_one(&self.pool).await?;
+                    Ok(row.try_get::<String, _>(0)? != "off")
+                }
+            }
+
             async fn insert_event(&self, appid: &str, dedup_key: &str, kind: &str, payload: &str, now: i64, next_attempt_at: i64) -> Result<(i64, bool), StoreError> {
                 let row = sqlx::query(
                     "INSERT INTO push_events (appid, dedup_key, kind, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -452,17 +463,6 @@ impl SqliteStore {
             .await?;
         migrate(SQLITE_MIGRATIONS, &pool).await?;
         Ok(Self { pool })
-    }
-
-    /// `PRAGMA synchronous` of a pooled connection (2 = FULL, 1 = NORMAL).
-    ///
-    /// # Errors
-    /// The database cannot be reached.
-    pub async fn synchronous(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("PRAGMA synchronous")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>(0)?)
     }
 }
 

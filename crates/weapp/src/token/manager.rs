@@ -173,9 +173,9 @@ impl StoreTicket<'_> {
             if self.probe {
                 st.store_probing = false;
             }
-            if recovered {
-                st.last_degraded_fetch_ms = None;
-            }
+            // (The degraded-mode fetch interval is lifted only when a lease can be taken again:
+            // a store that answers reads but refuses writes — a read-only replica after a
+            // failover, an OOM under `noeviction` — still cannot coordinate anyone.)
             recovered
         };
         self.probe = false;
@@ -404,11 +404,11 @@ impl TokenManager {
         let mut fallback = None;
         let mut store_reached = false;
         if let Some(ticket) = self.store_ticket() {
-            match self.inner.store.load(&self.inner.key).await {
-                Ok(found) => {
+            match self.inner.store.load_state(&self.inner.key).await {
+                Ok(state) => {
                     ticket.ok();
                     store_reached = true;
-                    match found {
+                    match state.token {
                         Some(t) if self.is_rejected(&t.access_token) => {
                             self.scrub(&t.access_token).await;
                         }
@@ -417,7 +417,32 @@ impl TokenManager {
                             return Ok(t);
                         }
                         Some(t) if self.usable(&t, now) => fallback = Some(t),
-                        _ => {}
+                        Some(_) => {}
+                        None if state.written == Some(0) => {
+                            // The store lost everything (flushed, restarted) — it did not
+                            // invalidate our token (that leaves the watermark): serve the copy
+                            // we hold rather than wait on whoever refreshes first; the next
+                            // refresh under the lease puts it back.
+                            if let Some(t) = self
+                                .local_copy()
+                                .filter(|t| !self.is_rejected(&t.access_token))
+                            {
+                                if self.fresh_at(&t, now) {
+                                    // A refresh flight (in the background) puts it back under
+                                    // the lease, unless someone else's lands first.
+                                    let _ = self.flight(&Want {
+                                        force: false,
+                                        due_before: now,
+                                        replace: None,
+                                    });
+                                    return Ok(t);
+                                }
+                                if self.usable(&t, now) {
+                                    fallback = Some(t);
+                                }
+                            }
+                        }
+                        None => {}
                     }
                 }
                 Err(e) => ticket.failed(&e),
@@ -752,6 +777,8 @@ impl TokenManager {
             return None;
         }
         match stored {
+            // Fetched under a later lease than the stored one: newer, whatever the clocks say.
+            Some(s) if local.token.version > s.version => Some(local.token),
             Some(s) if s.expires_at_ms >= local.token.expires_at_ms => None,
             _ => Some(local.token),
         }
@@ -898,12 +925,16 @@ impl TokenManager {
             _ => false,
         };
         let err = match outcome {
-            Ok(_) => {
-                st.failure = None;
-                if force {
-                    st.forced_failure = None;
+            Ok(t) => {
+                // Only a token that is not due says the refresh worked; a due-but-alive token
+                // served while another process holds the lease says nothing about WeChat.
+                if now < t.refresh_at_ms {
+                    st.failure = None;
+                    if force {
+                        st.forced_failure = None;
+                    }
+                    st.failures_in_a_row = 0;
                 }
-                st.failures_in_a_row = 0;
                 return;
             }
             Err(e) => e,
@@ -988,14 +1019,20 @@ impl TokenManager {
                 self.remember(t, true);
                 return Ok(t.clone());
             }
+            // Measured before asking: the lease may have started up to a round trip earlier
+            // than the answer arrives.
+            let acquired = Instant::now();
             let lease = match store.try_lock(key, policy.lock_ttl).await {
-                Ok(l) => l,
+                Ok(l) => {
+                    // Writes work: processes can coordinate again.
+                    self.state().last_degraded_fetch_ms = None;
+                    l
+                }
                 Err(e) => {
                     self.mark_store_down(&e);
                     return self.degraded(want.force).await;
                 }
             };
-            let acquired = Instant::now();
             let Some(lease) = lease else {
                 // Someone else is refreshing. A token still usable serves in the meantime, so
                 // callers do not wait on WeChat; otherwise poll until theirs lands or their
@@ -1056,7 +1093,9 @@ impl TokenManager {
                 return Ok(t);
             }
         }
-        let token = self.fetch(want.force, lease.fence, Some(keeper)).await?;
+        let token = self
+            .fetch(want.force, want.replace.as_ref(), lease.fence, Some(keeper))
+            .await?;
         match store.store(key, &token).await {
             Ok(true) => {}
             Ok(false) => {
@@ -1073,7 +1112,13 @@ impl TokenManager {
                     }
                 }
             }
-            Err(e) => self.mark_store_down(&e),
+            Err(e) => {
+                self.mark_store_down(&e);
+                // Not in the store: publish it when the store is back (it may be newer than
+                // what the store still holds).
+                self.remember(&token, false);
+                return Ok(token);
+            }
         }
         self.remember(&token, true);
         Ok(token)
@@ -1138,6 +1183,7 @@ impl TokenManager {
     async fn fetch(
         &self,
         force: bool,
+        replace: Option<&AccessToken>,
         version: u64,
         keeper: Option<&LeaseKeeper>,
     ) -> Result<StoredToken> {
@@ -1155,6 +1201,23 @@ impl TokenManager {
                 force_refresh: force,
             })?,
         };
+        // After a forced stable call whose outcome is unknown, ask without forcing: that call
+        // spends none of the 20-a-day budget and answers whichever token is current — the
+        // forced one if the force happened, the old one if it did not.
+        let unforced = match inner.key.mode {
+            TokenMode::Stable if force => Some(Call::of(&StableTokenRequest {
+                grant_type: "client_credential",
+                appid,
+                secret: inner.secret.expose(),
+                force_refresh: false,
+            })?),
+            _ => None,
+        };
+        let forced = &call;
+        let mut call = &call;
+        // Set when the unforced fallback showed the force did not happen: one more forced
+        // attempt is allowed.
+        let mut reforced = false;
         let budget = inner.policy.fetch_timeout;
         let deadline = Instant::now() + budget;
         let mut attempt = 0u32;
@@ -1163,11 +1226,21 @@ impl TokenManager {
         // such an attempt giving up is worse than going on: the retry budget no longer limits
         // the attempts, only the deadline and the lease do.
         let mut in_doubt = false;
+        let mut last_err: Option<Error> = None;
         loop {
+            // A call that is not harmless to repeat goes out only while the lease is certainly
+            // ours (checked right before sending, not before the back-off sleep).
+            if let Some(k) = keeper {
+                if !call.idempotent && !k.held() {
+                    return Err(last_err.unwrap_or_else(|| {
+                        StoreError::new("the token lease ran out before the fetch", None).into()
+                    }));
+                }
+            }
             let sent_at = self.now();
             let result = match tokio::time::timeout_at(
                 deadline,
-                inner.http.attempt::<TokenResponse>(&call, None),
+                inner.http.attempt::<TokenResponse>(call, None),
             )
             .await
             {
@@ -1178,19 +1251,39 @@ impl TokenManager {
                 }),
             };
             let err = match result {
+                Ok(response)
+                    if !reforced
+                        && !std::ptr::eq(call, forced)
+                        && replace.is_some_and(|r| response.access_token == *r) =>
+                {
+                    // The unforced fallback answered the very token to replace: the force never
+                    // took effect. Force once more.
+                    reforced = true;
+                    call = forced;
+                    attempt += 1;
+                    continue;
+                }
                 Ok(response) => return self.accept(response, sent_at, version),
                 Err(e) => e,
             };
             let lease_held = keeper.is_some_and(LeaseKeeper::held);
-            let may_repeat = call.idempotent || lease_held || never_sent(&err);
             // (An explicit `-1` is WeChat saying it failed; a lost or garbled answer is not.)
-            in_doubt |= !call.idempotent
+            let doubt = !call.idempotent
                 && outcome_in_doubt(&err)
                 && !never_sent(&err)
                 && !matches!(err, Error::Api { .. });
+            in_doubt |= doubt;
+            if doubt {
+                if let Some(normal) = &unforced {
+                    call = normal;
+                }
+            }
+            let may_repeat = call.idempotent || lease_held || never_sent(&err);
             let persist = in_doubt && lease_held;
+            // A garbled answer to a call in doubt is repeated like a lost one.
+            let repeatable = is_transient(&err) || (doubt && matches!(err, Error::Decode { .. }));
             let left = deadline.saturating_duration_since(Instant::now());
-            if !is_transient(&err)
+            if !repeatable
                 || matches!(err, Error::TimedOut { .. })
                 || !may_repeat
                 || (attempt >= inner.http.retry.max_retries && !persist)
@@ -1200,6 +1293,7 @@ impl TokenManager {
             }
             attempt += 1;
             tracing::debug!(attempt, error = %err, "token fetch failed; retrying");
+            last_err = Some(err);
             tokio::time::sleep(inner.http.retry.delay(attempt).min(left)).await;
         }
     }
@@ -1274,7 +1368,7 @@ impl TokenManager {
                 .into());
             }
         }
-        let result = self.fetch(force, 0, None).await;
+        let result = self.fetch(force, None, 0, None).await;
         // A request that provably never left does not spend the interval.
         if !matches!(&result, Err(e) if never_sent(e)) {
             self.state().last_degraded_fetch_ms = Some(now);

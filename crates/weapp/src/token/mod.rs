@@ -16,7 +16,9 @@
 //! | no token seconds before death | always | a token is served only while more than [`TokenPolicy::expiry_safety`] remains (capped at half its refresh margin); `expires_in` is clamped to 7200 s and counted from when the request was sent |
 //! | a flushed or restarted Redis costs no fetch | a process still holds a fresh token | the store's watermark tells "lost" from "invalidated": a lost token is put back under the lease instead of fetched again |
 //! | a rejected token never comes back | in the process that saw the rejection | rejected tokens are remembered (by digest): never re-adopted from the store, never put back, and removed from the store once it is reachable again |
-//! | a Redis outage is not a fetch storm | always | the last good token is served until WeChat rejects it or it nears expiry; at most one fetch (forced or not) per process per [`TokenPolicy::degraded_min_interval`] — a request that provably never left does not count; the store is skipped for [`TokenPolicy::store_cooldown`] after a failure (an outage costs one store timeout, not one per call, and one caller probes it afterwards); `invalidate` respects the cooldown; a forced refresh still happens (kept locally); when the store is back, a token fetched meanwhile that is newer than the store's is published |
+//! | a forced refresh spends its budget once | always | a forced `stable_token` call whose answer was lost is followed by an unforced one (free, and it answers the forced token if the force happened); only if that hands back the very token to replace is the force tried once more |
+//! | a foreign value cannot wedge the fleet | the store is up | a stored value that does not decode, or a Redis value of another type under our keys, reads as absent and is overwritten by the next refresh; a lock key that lost its expiry is taken over |
+//! | a Redis outage is not a fetch storm | always | the last good token is served until WeChat rejects it or it nears expiry; at most one fetch (forced or not) per process per [`TokenPolicy::degraded_min_interval`] — a request that provably never left does not count, and the limit is lifted only once a lease can be taken again (a store that answers reads but refuses writes, like a read-only replica after a failover, still cannot coordinate anyone); the store is skipped for [`TokenPolicy::store_cooldown`] after a failure (an outage costs one store timeout, not one per call, and one caller probes it afterwards); `invalidate` respects the cooldown; a forced refresh still happens (kept locally); when the store is back, a token fetched meanwhile that is newer than the store's is published |
 //!
 //! What does **not** hold:
 //! - A classic `/cgi-bin/token` call whose answer is lost (a timeout) may still have issued a
@@ -35,6 +37,9 @@
 //!   fencing watermark, and a token another process invalidated could then be put back once
 //!   (and rejected again, costing each caller its one retry). Use `noeviction` or `volatile-*`.
 //! - A rejection seen by one process is known to the others only through the store.
+//! - The Redis scripts read the server's clock before writing, which needs effects replication:
+//!   the default since Redis 5 (older servers are asked for it). A fencing watermark of 2^53 or
+//!   more — only a foreign writer could set one — defeats Lua's number arithmetic.
 
 mod manager;
 pub mod store;

@@ -37,8 +37,12 @@ use crate::secret::AccessToken;
 /// The schema version written into every stored value.
 pub const SCHEMA_VERSION: u32 = 1;
 
+// Reads use `redis.pcall` and treat anything but a string as absent, so a value of the wrong
+// type under one of our keys (a foreign writer, a prefix collision) cannot wedge the scripts;
+// the next write replaces it.
 const STORE: &str = r"
-local written = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local w = redis.pcall('GET', KEYS[2])
+local written = (type(w) == 'string' and tonumber(w)) or 0
 if tonumber(ARGV[2]) <= written then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
@@ -46,8 +50,8 @@ return 1
 ";
 
 const INVALIDATE: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if not cur then return 0 end
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) ~= 'string' then return 0 end
 local ok, t = pcall(cjson.decode, cur)
 if ok and type(t) == 'table' and t.access_token == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -56,11 +60,19 @@ end
 return 0
 ";
 
+// TIME before a write needs effects replication, the default since Redis 5 (asked for
+// explicitly on older servers). A lock key without an expiry (set by hand, PERSISTed) would
+// block every refresher forever: it is taken over.
 const LOCK: &str = r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('PTTL', KEYS[1]) ~= -1 then return 0 end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
 local fence = redis.pcall('INCR', KEYS[2])
 if type(fence) ~= 'number' then fence = 0 end
-local written = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+local w = redis.pcall('GET', KEYS[3])
+local written = (type(w) == 'string' and tonumber(w)) or 0
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local f = math.max(fence, written + 1, now)
@@ -244,12 +256,18 @@ impl TokenStore for RedisStore {
     async fn load(&self, key: &TokenKey) -> Result<Option<StoredToken>, StoreError> {
         let mut conn = self.conn.clone();
         let name = self.redis_key(key, "token");
-        let raw: Option<String> = redis::cmd("GET")
+        // MGET, not GET: a value of another type reads as absent instead of failing, so it
+        // cannot keep the fleet in degraded mode (the next refresh overwrites it).
+        let raw: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&name)
             .query_async(&mut conn)
             .await
-            .map_err(store_err("GET"))?;
-        Ok(raw.and_then(|s| decode(&name, &s)))
+            .map_err(store_err("MGET"))?;
+        Ok(raw
+            .into_iter()
+            .next()
+            .flatten()
+            .and_then(|s| decode(&name, &s)))
     }
 
     async fn load_state(&self, key: &TokenKey) -> Result<StoreState, StoreError> {
