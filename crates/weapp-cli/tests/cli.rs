@@ -286,8 +286,56 @@ fn serve_sandbox_prints_what_to_use_and_serves() {
             .await
             .unwrap()
     });
+    // The simulator's pushes are wired to the server: a message the user writes lands in the
+    // event log, verified and decrypted (safe mode).
+    let sim = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("sandbox WeChat simulator: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let key = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("broker client key: "))
+        .unwrap()
+        .to_owned();
+    let events: serde_json::Value = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let appid = "wxdemo0000000001";
+        let login: serde_json::Value = http
+            .post(format!("{sim}/_sim/login"))
+            .json(&serde_json::json!({"appid": appid}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pushed: serde_json::Value = http
+            .post(format!("{sim}/_sim/user-message"))
+            .json(&serde_json::json!({"appid": appid, "openid": login["openid"], "kind": "text", "content": "你好"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(pushed["pushed"]["delivered"], true, "{pushed}");
+        http.get(format!("http://127.0.0.1:{port}/v1/apps/{appid}/events"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
     child.kill().unwrap();
     child.wait().unwrap();
+    assert_eq!(
+        events["events"][0]["payload"]["Content"], "你好",
+        "{events}"
+    );
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }

@@ -23,6 +23,41 @@ pub struct Sandbox {
     pub demo_app_secret: Option<String>,
 }
 
+impl Sandbox {
+    /// Points the simulator's pushes for every app at the server listening at `server_url`
+    /// (safe mode, JSON), as the WeChat console's message-push settings would.
+    ///
+    /// # Errors
+    /// An app's push settings the simulator refuses.
+    pub fn connect_pushes(&self, server_url: &str) -> Result<(), String> {
+        for app in &self.config.apps {
+            let Some(p) = &app.push else { continue };
+            let mode = match p.effective_mode()? {
+                weapp::push::PushMode::Plain => weapp_sim::PushMode::Plain,
+                weapp::push::PushMode::Compatible => weapp_sim::PushMode::Compatible,
+                _ => weapp_sim::PushMode::Safe,
+            };
+            self.sim
+                .sim()
+                .set_push_target(
+                    &app.appid,
+                    weapp_sim::PushTarget {
+                        url: format!("{server_url}/v1/apps/{}/push", app.appid),
+                        token: p.token.expose().to_owned(),
+                        encoding_aes_key: p
+                            .encoding_aes_key
+                            .as_ref()
+                            .map(|k| k.expose().to_owned()),
+                        mode,
+                        format: weapp_sim::PushFormat::Json,
+                    },
+                )
+                .map_err(|e| format!("app {}: push target: {}", app.appid, e.msg))?;
+        }
+        Ok(())
+    }
+}
+
 /// Starts the simulator and rewrites `config` to use it.
 ///
 /// # Errors
@@ -52,6 +87,24 @@ pub async fn prepare(
         });
     }
     for app in &mut config.apps {
+        if app.push.is_none() {
+            // The simulator pushes (customer-service messages, subscribe popups) to this
+            // server in safe mode, once it listens (see `Sandbox::connect_pushes`).
+            let aes = {
+                use base64::Engine;
+                let b64 =
+                    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+                b64.trim_end_matches('=').to_owned()
+            };
+            app.push = Some(crate::config::PushConfig {
+                token: hex::encode(rand::random::<[u8; 12]>()).into(),
+                encoding_aes_key: Some(aes.into()),
+                mode: None,
+                webhook_url: None,
+                webhook_secret: None,
+                replay_window_secs: 300,
+            });
+        }
         let secret = app.resolve_secret().map_err(|e| e.to_string())?;
         sim.sim().add_app(
             Some(app.appid.clone()),

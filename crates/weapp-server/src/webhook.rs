@@ -157,16 +157,35 @@ pub fn spawn_outbox(
                 Ok(events) if !events.is_empty() => {
                     // Concurrently: one slow webhook does not hold up the batch's others.
                     let mut batch = tokio::task::JoinSet::new();
+                    let mut pending: std::collections::HashMap<tokio::task::Id, i64> =
+                        std::collections::HashMap::new();
                     for event in events {
                         let (state, http) = (state.clone(), http.clone());
-                        batch.spawn(async move { deliver_one(&state, &http, event).await });
+                        let id = event.id;
+                        let handle =
+                            batch.spawn(async move { deliver_one(&state, &http, event).await });
+                        pending.insert(handle.id(), id);
                     }
                     let stopped = tokio::select! {
-                        () = async { while batch.join_next().await.is_some() {} } => false,
+                        () = async {
+                            while let Some(done) = batch.join_next_with_id().await {
+                                let task = match done {
+                                    Ok((task, ())) => task,
+                                    Err(e) => e.id(),
+                                };
+                                pending.remove(&task);
+                            }
+                        } => false,
                         _ = stop.changed() => true,
                     };
                     if stopped {
                         batch.abort_all();
+                        // Abandoned deliveries are due again at once for whoever runs next (a
+                        // webhook that got one before the abort gets it again: at least once).
+                        let ids: Vec<i64> = pending.into_values().collect();
+                        if let Err(e) = state.store.release_leases(&ids).await {
+                            tracing::warn!(error = %e, "could not release abandoned deliveries; their leases will run out");
+                        }
                         break;
                     }
                     continue;

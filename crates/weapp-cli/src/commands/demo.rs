@@ -82,7 +82,8 @@ async fn journey(config: Config) -> CmdResult {
         .clone()
         .ok_or("sandbox created no client key")?;
     let appid = sandbox.config.apps[0].appid.clone();
-    let server = weapp_server::spawn(sandbox.config).await?;
+    let server = weapp_server::spawn(sandbox.config.clone()).await?;
+    sandbox.connect_pushes(server.url())?;
     let mut j = Journey {
         http: reqwest::Client::new(),
         server: server.url().to_owned(),

@@ -45,29 +45,34 @@ pub async fn run(args: Args) -> CmdResult {
     if let Some(u) = args.redis_url {
         config.redis_url = Some(u);
     }
-    let mut _sim = None;
+    let mut sandbox = None;
     if args.sandbox {
-        let sandbox = weapp_server::sandbox::prepare(config, args.sim_listen).await?;
-        println!("sandbox WeChat simulator: {}", sandbox.sim.url());
-        for app in &sandbox.config.apps {
-            match &sandbox.demo_app_secret {
+        let prepared = weapp_server::sandbox::prepare(config, args.sim_listen).await?;
+        println!("sandbox WeChat simulator: {}", prepared.sim.url());
+        for app in &prepared.config.apps {
+            match &prepared.demo_app_secret {
                 Some(secret) => println!("  app {} secret {secret}", app.appid),
                 None => println!("  app {} (secret from your config)", app.appid),
             }
         }
-        if let Some(key) = &sandbox.demo_client_key {
+        if let Some(key) = &prepared.demo_client_key {
             println!("  broker client key: {key}");
         }
-        config = sandbox.config;
-        _sim = Some(sandbox.sim);
+        config = prepared.config.clone();
+        sandbox = Some(prepared);
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some(s) = &sandbox {
+        s.connect_pushes(&format!("http://{addr}"))?;
+    }
     println!(
         "weapp-server listening on http://{addr} ({})",
         config.database_url.split(':').next().unwrap_or("?")
     );
-    weapp_server::run(config, listener, super::shutdown_signal()).await
+    let served = weapp_server::run(config, listener, super::shutdown_signal()).await;
+    drop(sandbox);
+    served
 }

@@ -43,6 +43,7 @@ impl From<&StoredToken> for TokenResponse {
 #[serde(deny_unknown_fields)]
 pub struct InvalidateRequest {
     /// The token WeChat rejected (40001/40014/42001).
+    #[schema(min_length = 1, max_length = 1024)]
     pub access_token: String,
 }
 
@@ -101,7 +102,7 @@ pub(crate) async fn authorize<'s>(
 /// The app's current access token, served from memory.
 #[utoipa::path(get, path = "/v1/apps/{appid}/access_token", tag = "broker", security(("client_key" = [])),
     params(("appid" = String, Path, description = "the mini program")),
-    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn access_token(
     State(state): State<AppState>,
     Path(appid): Path<String>,
@@ -123,7 +124,7 @@ pub async fn access_token(
 /// can burn WeChat's daily quota).
 #[utoipa::path(post, path = "/v1/apps/{appid}/access_token/invalidate", tag = "broker", security(("client_key" = [])),
     params(("appid" = String, Path, description = "the mini program")), request_body = InvalidateRequest,
-    responses((status = 200, body = InvalidateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = InvalidateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn invalidate(
     State(state): State<AppState>,
     Path(appid): Path<String>,
@@ -274,7 +275,7 @@ pub async fn cgi_token(
 /// WeChat-compatible `POST /cgi-bin/stable_token` (`force_refresh` is ignored: the broker owns
 /// refreshes). Like WeChat it answers every request with HTTP 200; failures carry `errcode`.
 #[utoipa::path(post, path = "/cgi-bin/stable_token", tag = "broker",
-    request_body(content = Object, description = "`{grant_type: \"client_credential\", appid, secret, force_refresh?}`"),
+    request_body(content = Option<serde_json::Value>, description = "`{grant_type: \"client_credential\", appid, secret, force_refresh?}`; anything else is answered like WeChat does, with HTTP 200 and an errcode"),
     responses((status = 200, description = "`{access_token, expires_in}`, or WeChat's `{errcode, errmsg}` with an `error` envelope", body = MirrorAnswer)))]
 pub async fn cgi_stable_token(
     State(state): State<AppState>,

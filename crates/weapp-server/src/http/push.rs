@@ -45,7 +45,7 @@ fn refused(state: &AppState, appid: &str, e: PushError) -> AppError {
 /// URL verification by WeChat: echoes `echostr` when the signature is valid.
 #[utoipa::path(get, path = "/v1/apps/{appid}/push", tag = "push",
     params(("appid" = String, Path), ("signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query), ("echostr" = String, Query)),
-    responses((status = 200, description = "echostr, verbatim"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "echostr, verbatim"), (status = 400, description = "a parameter is missing or empty", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn verify(
     State(state): State<AppState>,
     Path(appid): Path<String>,
@@ -129,8 +129,10 @@ async fn release(state: &AppState, push: &PushRuntime, incoming: &Incoming, r: R
 /// answered only once the event is durably stored; a push that cannot be stored is answered
 /// 500 and its nonce forgotten, so WeChat's retry is accepted.
 #[utoipa::path(post, path = "/v1/apps/{appid}/push", tag = "push",
-    params(("appid" = String, Path)),
-    responses((status = 200, description = "`success`, once the event is durably stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody)))]
+    params(("appid" = String, Path), ("signature" = Option<String>, Query), ("timestamp" = Option<String>, Query), ("nonce" = Option<String>, Query),
+           ("encrypt_type" = Option<String>, Query, description = "`aes` in compatible and safe mode"), ("msg_signature" = Option<String>, Query), ("openid" = Option<String>, Query)),
+    request_body(content = String, description = "WeChat's push: XML (`<xml>…</xml>`) or JSON; in safe mode `{ToUserName, Encrypt}`", content_type = "text/xml"),
+    responses((status = 200, description = "`success`, once the event is durably stored"), (status = 400, description = "not a well-formed push (a parameter missing, a body that does not parse or decrypt)", body = ErrorBody), (status = 401, description = "not authentic, stale or replayed", body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 500, description = "not stored; WeChat retries it", body = ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
     Path(appid): Path<String>,
@@ -241,8 +243,8 @@ pub struct EventsPage {
 
 /// Pull or replay received pushes (client-key auth, as for the token broker).
 #[utoipa::path(get, path = "/v1/apps/{appid}/events", tag = "push", security(("client_key" = [])),
-    params(("appid" = String, Path), ("after" = Option<i64>, Query), ("limit" = Option<i64>, Query)),
-    responses((status = 200, body = EventsPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    params(("appid" = String, Path), ("after" = Option<i64>, Query, minimum = 0), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500)),
+    responses((status = 200, body = EventsPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     Path(appid): Path<String>,
@@ -297,7 +299,7 @@ pub struct RedeliverResponse {
 /// a fresh attempt count. Needs the `events:redeliver` scope.
 #[utoipa::path(post, path = "/v1/apps/{appid}/events/{id}/redeliver", tag = "push", security(("client_key" = [])),
     params(("appid" = String, Path), ("id" = i64, Path)),
-    responses((status = 200, body = RedeliverResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RedeliverResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "the app has no webhook", body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn redeliver(
     State(state): State<AppState>,
     Path((appid, id)): Path<(String, i64)>,
@@ -307,9 +309,8 @@ pub async fn redeliver(
     let (_, client) =
         crate::http::broker::authorize(&state, &headers, ip, &appid, "events:redeliver").await?;
     if push_of(&state, &appid)?.webhook_url.is_none() {
-        return Err(AppError::bad_request(
-            "no_webhook",
-            "this app has no webhook_url to deliver to",
+        return Err(AppError::Conflict(
+            "this app has no webhook_url to deliver to".into(),
         ));
     }
     if !state.store.redeliver(&appid, id, now_ms()).await? {

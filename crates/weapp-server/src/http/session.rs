@@ -24,8 +24,10 @@ use crate::store::UserRecord;
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The mini program.
+    #[schema(min_length = 1, max_length = 64)]
     pub appid: String,
     /// The code from `wx.login()`.
+    #[schema(min_length = 1, max_length = 256)]
     pub code: String,
 }
 
@@ -83,6 +85,7 @@ pub struct LogoutAllResponse {
 #[serde(deny_unknown_fields)]
 pub struct PhoneRequest {
     /// The code from the getPhoneNumber button.
+    #[schema(min_length = 1, max_length = 256)]
     pub code: String,
 }
 
@@ -101,9 +104,11 @@ pub struct PhoneResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecryptRequest {
-    /// `encryptedData` from the mini program.
+    /// `encryptedData` from the mini program (base64).
+    #[schema(max_length = 32768)]
     pub encrypted_data: String,
-    /// `iv` from the mini program.
+    /// `iv` from the mini program (base64 of 16 bytes).
+    #[schema(max_length = 64)]
     pub iv: String,
 }
 
@@ -170,8 +175,8 @@ fn note_upstream(state: &AppState, appid: &str, err: &weapp::Error) {
 
 /// Exchange a `wx.login()` code for a session.
 #[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 400, description = "invalid or used code", body = ErrorBody),
-              (status = 404, description = "unknown app", body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 400, description = "malformed, or WeChat refused the code (unknown, expired, used, blocked): `wechat_errcode` says which", body = ErrorBody),
+              (status = 404, description = "unknown app", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -238,7 +243,7 @@ pub async fn login(
 
 /// The signed-in user.
 #[utoipa::path(get, path = "/v1/me", tag = "sessions", security(("session" = [])),
-    responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn me(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -271,7 +276,7 @@ pub async fn me(
 
 /// Bind the user's phone number from a getPhoneNumber code.
 #[utoipa::path(post, path = "/v1/me/phone", tag = "sessions", security(("session" = [])), request_body = PhoneRequest,
-    responses((status = 200, body = PhoneResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = PhoneResponse), (status = 400, description = "malformed, or WeChat refused the code", body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn phone(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -326,7 +331,7 @@ fn decrypt_failed() -> AppError {
 /// anything that matters: a phone number comes from `POST /v1/me/phone`, which asks WeChat.
 /// Every failure gets the same answer; calls are limited per session.
 #[utoipa::path(post, path = "/v1/me/decrypt", tag = "sessions", security(("session" = [])), request_body = DecryptRequest,
-    responses((status = 200, description = "the decrypted JSON", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, description = "the decrypted JSON", body = Object), (status = 400, description = "the data cannot be decrypted with this session (one answer for every reason)", body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn decrypt(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -341,7 +346,7 @@ pub async fn decrypt(
         .await
         .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
     let app = app_of(&state, &user.appid)?;
-    if req.encrypted_data.len() > 64 * 1024 || req.iv.len() > 64 {
+    if req.encrypted_data.len() > 32 * 1024 || req.iv.len() > 64 {
         return Err(decrypt_failed());
     }
     let plain = state
@@ -378,7 +383,7 @@ pub async fn decrypt(
 
 /// End the session.
 #[utoipa::path(post, path = "/v1/logout", tag = "sessions", security(("session" = [])),
-    responses((status = 204, description = "session ended"), (status = 401, body = ErrorBody)))]
+    responses((status = 204, description = "session ended"), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -392,7 +397,7 @@ pub async fn logout(
 /// Log out everywhere: end every session of this user (this one included). Tokens already
 /// issued stop working at once.
 #[utoipa::path(post, path = "/v1/logout/all", tag = "sessions", security(("session" = [])),
-    responses((status = 200, body = LogoutAllResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LogoutAllResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn logout_all(
     State(state): State<AppState>,
     ip: ClientIp,

@@ -235,6 +235,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError>;
 
+    /// Frees the leases of undelivered events (deliveries abandoned at shutdown), so that the
+    /// next instance need not wait for them to run out.
+    async fn release_leases(&self, ids: &[i64]) -> Result<(), StoreError>;
+
     /// Records a successful delivery.
     async fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError>;
 

@@ -373,6 +373,16 @@ macro_rules! sql_store {
                 Ok(claimed)
             }
 
+            async fn release_leases(&self, ids: &[i64]) -> Result<(), StoreError> {
+                for id in ids {
+                    sqlx::query("UPDATE push_events SET lease_until = NULL WHERE id = $1 AND delivered_at IS NULL")
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Ok(())
+            }
+
             async fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
                 sqlx::query("UPDATE push_events SET delivered_at = $1, attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = $2")
                     .bind(now)
