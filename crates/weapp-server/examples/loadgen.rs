@@ -2,8 +2,15 @@
 //! to one endpoint; it prints requests/second and latency percentiles. Rounds interleave the
 //! targets (`/healthz` baseline, broker token, login) so machine noise hits all of them alike.
 //!
-//! Run through `scripts/bench-server`, which starts `weapp serve --sandbox` and passes:
-//! `loadgen SERVER_URL SIM_URL APPID CLIENT_KEY`.
+//! Every figure comes with the server's CPU time per request, read from `/proc/<pid>/stat`
+//! around each run — a figure the two cores this machine shares with the load generator do not
+//! skew the way they skew requests per second.
+//!
+//! Modes (run through the scripts, which start the servers):
+//! - `loadgen SERVER_URL SIM_URL APPID CLIENT_KEY SERVER_PID` (`scripts/bench-server`):
+//!   `/healthz`, the broker token, login.
+//! - `loadgen push APPID TOKEN AES_KEY (LABEL URL PID)...` (`scripts/bench-push`): signed,
+//!   encrypted pushes to each server in turn — e.g. SQLite with `synchronous=FULL` vs `NORMAL`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +21,27 @@ struct Outcome {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// Server CPU (user + system) per request, µs.
+    cpu_us: f64,
 }
 
-async fn drive<F, Fut>(concurrency: usize, total: usize, make: F) -> Outcome
+/// utime + stime of `pid`, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn drive<F, Fut>(pid: u32, concurrency: usize, total: usize, make: F) -> Outcome
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    let cpu_before = cpu_secs(pid);
     let make = Arc::new(make);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -46,12 +67,14 @@ where
         all.extend(w.await.expect("worker"));
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_secs(pid) - cpu_before;
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Outcome {
         rps: total as f64 / elapsed.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
+        cpu_us: cpu * 1e6 / total as f64,
     }
 }
 
@@ -60,15 +83,119 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn concurrency() -> usize {
+    std::env::var("CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
+fn table(results: &[(String, Vec<Outcome>)]) {
+    let base_rps = median(results[0].1.iter().map(|o| o.rps).collect());
+    let base_p99 = median(
+        results[0]
+            .1
+            .iter()
+            .map(|o| o.p99.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    let base_cpu = median(results[0].1.iter().map(|o| o.cpu_us).collect());
+    println!("| target | requests/s | p50 ms | p99 ms | server CPU µs/request | rps vs first | p99 vs first | CPU vs first |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, outs) in results {
+        let rps = median(outs.iter().map(|o| o.rps).collect());
+        let p50 = median(outs.iter().map(|o| o.p50.as_secs_f64() * 1000.0).collect());
+        let p99 = median(outs.iter().map(|o| o.p99.as_secs_f64() * 1000.0).collect());
+        let cpu = median(outs.iter().map(|o| o.cpu_us).collect());
+        println!(
+            "| {name} | {rps:.0} | {p50:.2} | {p99:.2} | {cpu:.0} | {:.2}× | {:.2}× | {:.2}× |",
+            rps / base_rps,
+            p99 / base_p99,
+            cpu / base_cpu
+        );
+    }
+}
+
+/// Signed, encrypted (safe-mode) pushes to each server in turn.
+async fn push_mode(args: &[String]) {
+    let [appid, token, aes, targets @ ..] = args else {
+        panic!("usage: loadgen push APPID TOKEN AES_KEY (LABEL URL PID)...");
+    };
+    assert!(
+        !targets.is_empty() && targets.len() % 3 == 0,
+        "targets come in threes"
+    );
+    let key = weapp::push::EncodingAesKey::new(aes).expect("AES key");
+    let (rounds, n) = (3, 3_000usize);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency())
+        .build()
+        .expect("client");
+    let mut results: Vec<(String, Vec<Outcome>)> = targets
+        .chunks(3)
+        .map(|t| (t[0].clone(), Vec::new()))
+        .collect();
+    let mut msg_id = 0i64;
+    for round in 0..rounds {
+        for (i, t) in targets.chunks(3).enumerate() {
+            let (url, pid) = (t[1].clone(), t[2].parse::<u32>().expect("pid"));
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs()
+                .to_string();
+            // Built before timing starts: the generator's own crypto is not measured.
+            let pushes: Vec<(String, String)> = (0..n)
+                .map(|_| {
+                    msg_id += 1;
+                    let nonce = format!("n{msg_id}");
+                    let plain = json!({"ToUserName": "gh", "FromUserName": "oBench", "CreateTime": 1, "MsgType": "text", "Content": "bench", "MsgId": msg_id}).to_string();
+                    let enc = key.encrypt(&plain, appid);
+                    let q = format!(
+                        "timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+                        weapp::push::signature(&[token, &ts, &nonce, &enc])
+                    );
+                    (q, json!({"ToUserName": "gh", "Encrypt": enc}).to_string())
+                })
+                .collect();
+            let pushes = Arc::new(pushes);
+            let h = http.clone();
+            let base = format!("{url}/v1/apps/{appid}/push");
+            results[i].1.push(
+                drive(pid, concurrency(), n, move |j| {
+                    let h = h.clone();
+                    let (q, body) = pushes[j].clone();
+                    let u = format!("{base}?{q}");
+                    async move {
+                        h.post(u)
+                            .body(body)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    }
+                })
+                .await,
+            );
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    println!(
+        "{n} pushes per run, concurrency {}, {rounds} interleaved rounds; medians across rounds\n",
+        concurrency()
+    );
+    table(&results);
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [server, sim, appid, key] =
-        <[String; 4]>::try_from(args).expect("usage: loadgen SERVER_URL SIM_URL APPID CLIENT_KEY");
-    let concurrency: usize = std::env::var("CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+    if args.first().map(String::as_str) == Some("push") {
+        return push_mode(&args[1..]).await;
+    }
+    let [server, sim, appid, key, pid] = <[String; 5]>::try_from(args)
+        .expect("usage: loadgen SERVER_URL SIM_URL APPID CLIENT_KEY SERVER_PID");
+    let pid: u32 = pid.parse().expect("pid");
+    let concurrency = concurrency();
     let rounds = 3;
     let (n_fast, n_login) = (20_000usize, 3_000usize);
     let http = reqwest::Client::builder()
@@ -76,16 +203,16 @@ async fn main() {
         .build()
         .expect("client");
 
-    let mut results: Vec<(&str, Vec<Outcome>)> = vec![
-        ("GET /healthz (baseline)", vec![]),
-        ("GET /v1/apps/{appid}/access_token", vec![]),
-        ("POST /v1/login", vec![]),
+    let mut results: Vec<(String, Vec<Outcome>)> = vec![
+        ("`GET /healthz` (baseline)".into(), vec![]),
+        ("`GET /v1/apps/{appid}/access_token`".into(), vec![]),
+        ("`POST /v1/login`".into(), vec![]),
     ];
     for round in 0..rounds {
         let h = http.clone();
         let url = format!("{server}/healthz");
         results[0].1.push(
-            drive(concurrency, n_fast, move |_| {
+            drive(pid, concurrency, n_fast, move |_| {
                 let (h, url) = (h.clone(), url.clone());
                 async move { h.get(url).send().await.is_ok_and(|r| r.status() == 200) }
             })
@@ -96,7 +223,7 @@ async fn main() {
         let url = format!("{server}/v1/apps/{appid}/access_token");
         let k = key.clone();
         results[1].1.push(
-            drive(concurrency, n_fast, move |_| {
+            drive(pid, concurrency, n_fast, move |_| {
                 let (h, url, k) = (h.clone(), url.clone(), k.clone());
                 async move {
                     h.get(url)
@@ -128,7 +255,7 @@ async fn main() {
         let url = format!("{server}/v1/login");
         let a = appid.clone();
         results[2].1.push(
-            drive(concurrency, n_login, move |i| {
+            drive(pid, concurrency, n_login, move |i| {
                 let (h, url, body) = (
                     h.clone(),
                     url.clone(),
@@ -147,25 +274,6 @@ async fn main() {
         eprintln!("round {} of {rounds} done", round + 1);
     }
 
-    let base_rps = median(results[0].1.iter().map(|o| o.rps).collect());
-    let base_p99 = median(
-        results[0]
-            .1
-            .iter()
-            .map(|o| o.p99.as_secs_f64() * 1000.0)
-            .collect(),
-    );
     println!("concurrency {concurrency}, {rounds} interleaved rounds; medians across rounds\n");
-    println!("| endpoint | requests/s | p50 ms | p99 ms | rps vs /healthz | p99 vs /healthz |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (name, outs) in &results {
-        let rps = median(outs.iter().map(|o| o.rps).collect());
-        let p50 = median(outs.iter().map(|o| o.p50.as_secs_f64() * 1000.0).collect());
-        let p99 = median(outs.iter().map(|o| o.p99.as_secs_f64() * 1000.0).collect());
-        println!(
-            "| `{name}` | {rps:.0} | {p50:.2} | {p99:.2} | {:.2}× | {:.2}× |",
-            rps / base_rps,
-            p99 / base_p99
-        );
-    }
+    table(&results);
 }

@@ -1,9 +1,15 @@
 //! Analytics (`/datacube/getweanalysisappid…`): deterministic synthetic data per app and date
 //! (stable across runs, so dashboards can be built against it) behind WeChat's date rules.
 
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
 use serde_json::{json, Value};
 
-use crate::state::{WxError, WxResult};
+use crate::core::{Sim, WxError, WxResult};
+use crate::http::{answer as wx_answer, json_body, p, with_token, Params};
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -271,6 +277,38 @@ pub fn performance(appid: &str, body: &Value) -> WxResult<Value> {
     Ok(
         json!({"errcode": 0, "errmsg": "ok", "data": {"body": {"tables": [{"id": id, "zh": zh, "lines": [{"fields": fields}]}]}}}),
     )
+}
+
+async fn datacube(
+    State(sim): State<Sim>,
+    Path(name): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let path = format!("/datacube/{name}");
+    let result = sim.check_token(p(&q, "access_token")).and_then(|appid| {
+        sim.count_app_call(&appid, &path);
+        let call = name
+            .strip_prefix("getweanalysisappid")
+            .ok_or_else(|| WxError::new(40097, "invalid args: unknown datacube call"))?;
+        let b = json_body(&body)?;
+        answer(&appid, call, &b, beijing_day(sim.now_ms()))
+    });
+    // Success bodies carry no errcode, as WeChat's datacube answers.
+    wx_answer(&sim, &path, result)
+}
+
+async fn performance_route(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/business/performance/boot", &q, |appid| {
+        performance(appid, &json_body(&body)?)
+    })
+}
+
+/// The WeChat routes of this domain.
+pub(crate) fn routes() -> Router<Sim> {
+    Router::new()
+        .route("/datacube/{name}", post(datacube))
+        .route("/wxa/business/performance/boot", post(performance_route))
 }
 
 #[cfg(test)]

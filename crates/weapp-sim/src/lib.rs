@@ -17,37 +17,51 @@
 //!
 //! Choices where WeChat's documentation is silent are listed in the crate README.
 
-mod control;
+mod core;
 pub mod crypto;
+pub mod customer_service;
 pub mod datacube;
+mod http;
+pub mod journal;
 pub mod links;
+pub mod login;
+pub mod openapi;
+pub mod phone;
 pub mod push;
-mod state;
+pub mod security;
 pub mod subscribe;
-mod wechat;
+pub mod tokens;
 pub mod wxacode;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+pub use crate::core::{ClockMode, Fault, RidRecord, Sim, User, WxError, WxResult, CODE_TTL};
+pub use customer_service::{UserAction, MEDIA_TTL_SECS};
+pub use journal::{Event, Journal};
+pub use login::JSCODE_PER_USER_MINUTE;
+pub use openapi::CLEAR_QUOTA_MONTHLY;
 pub use push::{Attempt, Delivery, PushFormat, PushMode, PushTarget};
-pub use state::{
-    ClockMode, Fault, RidRecord, Sim, TokenKind, User, UserAction, WxError, WxResult,
-    CLASSIC_DAILY_QUOTA, CODE_TTL, JSCODE_PER_USER_MINUTE, STABLE_FORCE_DAILY, TOKEN_OVERLAP,
-    TOKEN_TTL,
+pub use security::VERDICT_KEYWORDS;
+pub use tokens::{
+    TokenKind, CLASSIC_DAILY_QUOTA, STABLE_DAILY_QUOTA, STABLE_FORCE_DAILY, STABLE_FORCE_SPACING,
+    STABLE_MINUTE_QUOTA, TOKEN_OVERLAP, TOKEN_TTL,
 };
 
 /// Applies an injected fault for the request's path, if one matches; counts every WeChat call.
 async fn faults(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    if path.starts_with("/_sim/") {
+    if path.starts_with("/_sim/") || path == "/" {
         return next.run(req).await;
     }
     let Some(fault) = sim.on_call(&path) else {
@@ -76,7 +90,7 @@ async fn faults(State(sim): State<Sim>, req: Request, next: Next) -> Response {
             40001 => "invalid credential, access_token is invalid or not latest",
             _ => "simulated fault",
         };
-        wechat::wx_error(&sim, &path, &WxError::new(code, msg))
+        http::wx_error(&sim, &path, &WxError::new(code, msg))
     } else {
         // Only late: do the work now, in a task of its own, so it happens even if the caller
         // disconnects while waiting for the answer.
@@ -91,6 +105,109 @@ async fn faults(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     answer
 }
 
+/// How much of a request or response body the journal keeps.
+const JOURNAL_BODY_LIMIT: usize = 16 * 1024;
+
+/// A body as the journal shows it: JSON (secrets masked), or a note of its size and type.
+fn journal_body(bytes: &[u8], content_type: &str) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    if content_type.contains("json") || bytes.first() == Some(&b'{') {
+        if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+            return journal::mask(v);
+        }
+    }
+    let kind = if content_type.is_empty() {
+        "bytes"
+    } else {
+        content_type
+    };
+    Value::String(format!("[{} bytes of {kind}]", bytes.len()))
+}
+
+/// Records every WeChat call in the journal: appid, path, errcode, rid, latency, and the
+/// request and response with secrets masked.
+async fn journal_calls(State(sim): State<Sim>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/_sim") || path == "/" {
+        return next.run(req).await;
+    }
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let req_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let (parts, body) = req.into_parts();
+    let Ok(req_bytes) = axum::body::to_bytes(body, 10 * 1024 * 1024).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
+    };
+    let request_body = journal_body(
+        &req_bytes[..req_bytes.len().min(JOURNAL_BODY_LIMIT)],
+        &req_type,
+    );
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(req_bytes.clone())))
+        .await;
+    let (rparts, rbody) = resp.into_parts();
+    let resp_bytes = axum::body::to_bytes(rbody, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let resp_type = rparts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let response_body = journal_body(
+        &resp_bytes[..resp_bytes.len().min(JOURNAL_BODY_LIMIT)],
+        &resp_type,
+    );
+    let q = journal::masked_query(&query);
+    let appid = q
+        .get("appid")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| {
+            serde_json::from_slice::<Value>(&req_bytes)
+                .ok()
+                .and_then(|v| v.get("appid").and_then(Value::as_str).map(str::to_owned))
+        })
+        .or_else(|| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("access_token="))
+                .and_then(|t| sim.token_owner(t))
+        });
+    let mut event = Event::new("call").path(&path).detail(json!({
+        "method": method,
+        "query": q,
+        "request": request_body,
+        "status": rparts.status.as_u16(),
+        "response": response_body,
+    }));
+    event.latency_ms = Some(started.elapsed().as_millis() as u64);
+    if let Some(a) = appid {
+        event = event.appid(a);
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(&resp_bytes) {
+        if let Some(code) = v.get("errcode").and_then(Value::as_i64).filter(|c| *c != 0) {
+            event.errcode = Some(code);
+            event.rid = v
+                .get("errmsg")
+                .and_then(Value::as_str)
+                .and_then(|m| m.rsplit_once("rid: "))
+                .map(|(_, rid)| rid.trim().to_owned());
+        }
+    }
+    sim.record(event);
+    Response::from_parts(rparts, Body::from(resp_bytes))
+}
+
 async fn not_found(State(sim): State<Sim>, req: Request) -> Response {
     // WeChat answers unknown paths with 404 and a short HTML page; so do we, plainly.
     let _ = sim;
@@ -101,13 +218,34 @@ async fn not_found(State(sim): State<Sim>, req: Request) -> Response {
         .into_response()
 }
 
-/// The simulator's HTTP application.
+/// The simulator's HTTP application: each domain's WeChat routes and `/_sim` routes, the
+/// core's control routes and the journal.
 pub fn router(sim: Sim) -> Router {
     Router::new()
-        .merge(wechat::router())
-        .merge(control::router())
+        .merge(tokens::routes())
+        .merge(tokens::control())
+        .merge(login::routes())
+        .merge(login::control())
+        .merge(phone::routes())
+        .merge(phone::control())
+        .merge(wxacode::routes())
+        .merge(links::routes())
+        .merge(subscribe::routes())
+        .merge(subscribe::control())
+        .merge(customer_service::routes())
+        .merge(customer_service::control())
+        .merge(security::routes())
+        .merge(datacube::routes())
+        .merge(openapi::routes())
+        .merge(push::control())
+        .merge(core::control())
+        .merge(journal::control())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(sim.clone(), faults))
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            journal_calls,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(10 * 1024 * 1024))
         .with_state(sim)
 }

@@ -1,10 +1,20 @@
 //! URL Scheme, URL Link and Short Link: generated values that the query calls resolve back to
-//! their path, query, expiry and version.
+//! their path, query, expiry and version, with the daily, per-second and permanent quotas.
 
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::state::{random_alnum, WxError, WxResult};
+use crate::core::{day_of, Sim};
+use crate::http::{json_body, ok_with, s, with_token, Params};
+
+use crate::core::{random_alnum, WxError, WxResult};
 
 /// Scheme + URL Link generations per day (shared).
 pub const DAILY_LINKS: u32 = 500_000;
@@ -122,4 +132,174 @@ pub fn ticket() -> String {
 /// The `…_info` object of a query answer.
 pub fn info(r: &LinkRecord) -> Value {
     json!({"appid": r.appid, "path": r.path, "query": r.query, "create_time": r.create_time, "expire_time": r.expire_time, "env_version": r.env_version})
+}
+
+/// Schemes and links by ticket, and permanent short links made per app.
+#[derive(Debug, Default)]
+pub(crate) struct LinkTable {
+    links: HashMap<String, LinkRecord>,
+    permanent_short_links: HashMap<String, u64>,
+}
+
+impl Sim {
+    /// `generatescheme` / `generatenfcscheme` / `generate_urllink`: validates `src` (the
+    /// `jump_wxa` object, or the body for URL links), stores the link, returns its ticket.
+    ///
+    /// # Errors
+    /// 40165, 40212, 85402, 85401, 44990 (100 a second), 44993 (500,000 a day).
+    pub fn make_link(&self, appid: &str, src: &Value, expiry_body: &Value) -> WxResult<String> {
+        let mut w = self.world();
+        let now_ms = self.now_in(&w);
+        let now = now_ms / 1000;
+        let expire = expiry(expiry_body, now)?;
+        let app = w.app_mut(appid)?;
+        let record = record(appid, src, &app.codes.pages, now, expire)?;
+        if !app.take("links_second", now_ms / 1000, PER_SECOND) {
+            return Err(WxError::new(44990, "reach max api per second limit"));
+        }
+        if !app.take("links_day", day_of(now_ms), DAILY_LINKS) {
+            return Err(WxError::new(44993, "reach max api daily quota limit"));
+        }
+        let ticket = ticket();
+        w.links.links.insert(ticket.clone(), record);
+        Ok(ticket)
+    }
+
+    /// Resolves a ticket made by this app.
+    ///
+    /// # Errors
+    /// 85403 unknown (or another app's, or expired) ticket.
+    pub fn query_link(&self, appid: &str, ticket: &str) -> WxResult<Value> {
+        let w = self.world();
+        let now = self.now_in(&w) / 1000;
+        match w.links.links.get(ticket) {
+            Some(r) if r.appid == appid && (r.expire_time == 0 || r.expire_time > now) => {
+                Ok(info(r))
+            }
+            _ => Err(WxError::new(85403, "scheme not exist")),
+        }
+    }
+
+    /// `genwxashortlink`.
+    ///
+    /// # Errors
+    /// 40066 invalid page_url, 40165 unpublished page, 40225 title over 20, 85400 permanent quota.
+    pub fn short_link(&self, appid: &str, body: &Value) -> WxResult<String> {
+        let page_url = body.get("page_url").and_then(Value::as_str).unwrap_or("");
+        if page_url.is_empty() || page_url.chars().count() > 1024 {
+            return Err(WxError::new(40066, "invalid url"));
+        }
+        let title = body.get("page_title").and_then(Value::as_str).unwrap_or("");
+        if title.chars().count() > 20 {
+            return Err(WxError::new(40225, "invalid page title"));
+        }
+        let (page, query) = page_url.split_once('?').unwrap_or((page_url, ""));
+        check_query(query)?;
+        let permanent = body
+            .get("is_permanent")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        if !app
+            .codes
+            .pages
+            .iter()
+            .any(|p| p == page.trim_start_matches('/'))
+        {
+            return Err(WxError::new(40165, "invalid weapp pagepath"));
+        }
+        if permanent {
+            let made = w
+                .links
+                .permanent_short_links
+                .entry(appid.to_owned())
+                .or_default();
+            if *made >= PERMANENT_SHORT_LINKS {
+                return Err(WxError::new(
+                    85400,
+                    "permanent short link count exceeds limit",
+                ));
+            }
+            *made += 1;
+        }
+        Ok(format!("#小程序://{appid}/{}", ticket()))
+    }
+}
+
+async fn generatescheme(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/generatescheme", &q, |appid| {
+        let b = json_body(&body)?;
+        let jump = b.get("jump_wxa").cloned().unwrap_or_else(|| json!({}));
+        let t = sim.make_link(appid, &jump, &b)?;
+        Ok(ok_with(
+            json!({"openlink": format!("weixin://dl/business/?t={t}")}),
+        ))
+    })
+}
+
+async fn generatenfcscheme(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/generatenfcscheme", &q, |appid| {
+        let b = json_body(&body)?;
+        s(&b, "model_id")
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| WxError::new(40097, "invalid args: model_id"))?;
+        let jump = b.get("jump_wxa").cloned().unwrap_or_else(|| json!({}));
+        let t = sim.make_link(appid, &jump, &json!({}))?;
+        Ok(ok_with(
+            json!({"openlink": format!("weixin://dl/business/?t={t}")}),
+        ))
+    })
+}
+
+async fn queryscheme(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/queryscheme", &q, |appid| {
+        let b = json_body(&body)?;
+        let scheme = s(&b, "scheme").unwrap_or_default();
+        let ticket = scheme.split("t=").nth(1).unwrap_or(scheme);
+        let info = sim.query_link(appid, ticket)?;
+        Ok(ok_with(
+            json!({"scheme_info": info, "quota_info": {"remain_visit_quota": VISITS}}),
+        ))
+    })
+}
+
+async fn generate_urllink(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/generate_urllink", &q, |appid| {
+        let b = json_body(&body)?;
+        let t = sim.make_link(appid, &b, &b)?;
+        Ok(ok_with(
+            json!({"url_link": format!("https://wxaurl.cn/{t}")}),
+        ))
+    })
+}
+
+async fn query_urllink(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/query_urllink", &q, |appid| {
+        let b = json_body(&body)?;
+        let link = s(&b, "url_link").unwrap_or_default();
+        let ticket = link.rsplit('/').next().unwrap_or(link);
+        let info = sim.query_link(appid, ticket)?;
+        Ok(ok_with(
+            json!({"url_link_info": info, "quota_info": {"remain_visit_quota": VISITS}}),
+        ))
+    })
+}
+
+async fn genwxashortlink(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxa/genwxashortlink", &q, |appid| {
+        let b = json_body(&body)?;
+        Ok(ok_with(json!({"link": sim.short_link(appid, &b)?})))
+    })
+}
+
+/// The WeChat routes of this domain.
+pub(crate) fn routes() -> Router<Sim> {
+    Router::new()
+        .route("/wxa/generatescheme", post(generatescheme))
+        .route("/wxa/generatenfcscheme", post(generatenfcscheme))
+        .route("/wxa/queryscheme", post(queryscheme))
+        .route("/wxa/generate_urllink", post(generate_urllink))
+        .route("/wxa/query_urllink", post(query_urllink))
+        .route("/wxa/genwxashortlink", post(genwxashortlink))
 }

@@ -4,11 +4,21 @@
 
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+
 use aes::cipher::{block_padding::NoPadding, BlockEncryptMut, KeyIvInit};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha1::{Digest, Sha1};
+
+use crate::core::{Sim, WxError, WxResult};
+use crate::http::{body, from_wx, try_resp};
+use crate::journal::Event;
 
 /// How WeChat secures pushes to this URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -50,6 +60,17 @@ pub struct PushTarget {
 }
 
 impl PushTarget {
+    /// The settings without their secrets (for the console and `GET /_sim/apps`).
+    pub fn public_view(&self) -> Value {
+        json!({
+            "url": self.url,
+            "mode": self.mode,
+            "format": self.format,
+            "token": "***",
+            "encoding_aes_key": self.encoding_aes_key.as_ref().map(|_| "***"),
+        })
+    }
+
     /// Checks the settings the way the console does.
     ///
     /// # Errors
@@ -316,4 +337,121 @@ pub fn complete(appid: &str, mut message: Map<String, Value>, now_secs: i64) -> 
         .entry("CreateTime")
         .or_insert_with(|| json!(now_secs));
     message
+}
+
+impl Sim {
+    /// Sets where and how WeChat pushes this app's messages.
+    ///
+    /// # Errors
+    /// 40013 unknown app; 47001 with the reason for invalid settings.
+    pub fn set_push_target(&self, appid: &str, target: PushTarget) -> WxResult<()> {
+        target.validate().map_err(|e| WxError::new(47001, e))?;
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        app.push = Some(target);
+        Ok(())
+    }
+
+    /// Pushes `message` (MsgType and its fields; ToUserName and CreateTime are filled in) to
+    /// the app's configured URL, the way WeChat would, and reports what happened. This is also
+    /// the hook the simulator's own pushes (user messages, subscribe popups, media checks) use.
+    ///
+    /// # Errors
+    /// 40013 unknown app; 47001 when no push URL is configured or `MsgType` is missing.
+    pub async fn push(&self, appid: &str, message: Map<String, Value>) -> WxResult<Delivery> {
+        if !message.contains_key("MsgType") {
+            return Err(WxError::new(47001, "message needs a MsgType"));
+        }
+        let (target, now) = {
+            let w = self.world();
+            let app = w
+                .apps
+                .get(appid)
+                .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+            let target = app.push.clone().ok_or_else(|| {
+                WxError::new(
+                    47001,
+                    "no push URL configured for this app (POST /_sim/apps/{appid}/push-config)",
+                )
+            })?;
+            (target, self.now_in(&w) / 1000)
+        };
+        let message = complete(appid, message, now);
+        let (url, body) = build(&target, appid, &message, now);
+        let started = Instant::now();
+        let delivery = deliver(
+            self.http(),
+            &url,
+            &body,
+            target.format,
+            Value::Object(message),
+        )
+        .await;
+        let mut event = Event::new("push").appid(appid).detail(json!({
+            "url": target.url,
+            "mode": target.mode,
+            "format": target.format,
+            "delivered": delivery.delivered,
+            "attempts": delivery.attempts,
+            "message": delivery.message,
+        }));
+        event.latency_ms = Some(started.elapsed().as_millis() as u64);
+        if let Some(openid) = delivery.message.get("FromUserName").and_then(Value::as_str) {
+            event = event.openid(openid);
+        }
+        self.record(event);
+        Ok(delivery)
+    }
+
+    fn has_push(&self, appid: &str) -> bool {
+        self.world()
+            .apps
+            .get(appid)
+            .is_some_and(|a| a.push.is_some())
+    }
+
+    /// Pushes `message` if the app has a push URL (the simulator's own pushes).
+    pub(crate) async fn push_if_configured(
+        &self,
+        appid: &str,
+        message: Value,
+    ) -> WxResult<Option<Delivery>> {
+        if !self.has_push(appid) {
+            return Ok(None);
+        }
+        let Value::Object(map) = message else {
+            unreachable!("built as an object")
+        };
+        self.push(appid, map).await.map(Some)
+    }
+}
+
+async fn push_config(State(sim): State<Sim>, Path(appid): Path<String>, raw: Bytes) -> Response {
+    let target: PushTarget = try_resp!(body(&raw));
+    match sim.set_push_target(&appid, target) {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushReq {
+    appid: String,
+    message: Map<String, Value>,
+}
+
+async fn push(State(sim): State<Sim>, raw: Bytes) -> Response {
+    let req: PushReq = try_resp!(body(&raw));
+    match sim.push(&req.appid, req.message).await {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+/// The `/_sim` routes of this domain: the console's push settings and a push on demand.
+pub(crate) fn control() -> Router<Sim> {
+    Router::new()
+        .route("/_sim/apps/{appid}/push-config", post(push_config))
+        .route("/_sim/push", post(push))
 }

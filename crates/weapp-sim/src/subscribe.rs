@@ -1,9 +1,34 @@
 //! Subscribe messages: a template library (categories, titles, keywords with value rules),
-//! private templates, and the value rules WeChat applies to each keyword type. Written
-//! independently of the SDK's checks, so a mistake shared by both cannot pass unnoticed.
+//! private templates, the grants the `wx.requestSubscribeMessage` popup hands out, and sends
+//! checked against the value rules WeChat applies to each keyword type. Written independently
+//! of the SDK's checks, so a mistake shared by both cannot pass unnoticed.
 
-use serde::Serialize;
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use crate::core::{random_alnum, Sim, WxError, WxResult};
+use crate::http::{
+    app_and_user, body, control_error, from_wx, json_body, ok, ok_with, p, s, try_resp, with_token,
+    Params,
+};
+use crate::journal::Event;
+
+/// An app's subscribe slice.
+#[derive(Debug, Default)]
+pub(crate) struct AppSubscribe {
+    /// Private templates.
+    templates: Vec<PrivateTemplate>,
+    /// Remaining grants per (openid, template_id).
+    grants: HashMap<(String, String), u32>,
+}
 
 /// A category of the public library.
 pub const CATEGORIES: &[(i64, &str)] = &[
@@ -237,6 +262,418 @@ pub fn value_ok(rule: &str, v: &str) -> bool {
 /// The keyword type of a data key: `thing1` → `thing`.
 pub fn rule_of(key: &str) -> &str {
     key.trim_end_matches(|c: char| c.is_ascii_digit())
+}
+
+impl Sim {
+    /// `addtemplate`.
+    ///
+    /// # Errors
+    /// 200012 over 50 private templates, 200014, 200020, 200021.
+    pub fn add_template(&self, appid: &str, body: &Value) -> WxResult<String> {
+        let tid = body
+            .get("tid")
+            .and_then(|t| t.as_i64().or_else(|| t.as_str()?.parse().ok()))
+            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+        let kids: Vec<i64> = body
+            .get("kidList")
+            .and_then(Value::as_array)
+            .ok_or_else(|| WxError::new(200020, "invalid kidList"))?
+            .iter()
+            .map(|k| {
+                k.as_i64()
+                    .ok_or_else(|| WxError::new(200020, "invalid kidList"))
+            })
+            .collect::<WxResult<_>>()?;
+        let scene = body.get("sceneDesc").and_then(Value::as_str).unwrap_or("");
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        if app.subscribe.templates.len() >= 50 {
+            return Err(WxError::new(200012, "private template count reach limit"));
+        }
+        let id = random_alnum(43);
+        let t = instantiate(tid, &kids, scene, id.clone()).map_err(|(c, m)| WxError::new(c, m))?;
+        app.subscribe.templates.push(t);
+        Ok(id)
+    }
+
+    /// `deltemplate`.
+    ///
+    /// # Errors
+    /// 40037 unknown template.
+    pub fn del_template(&self, appid: &str, id: &str) -> WxResult<()> {
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        let before = app.subscribe.templates.len();
+        app.subscribe.templates.retain(|t| t.pri_tmpl_id != id);
+        if app.subscribe.templates.len() == before {
+            return Err(WxError::new(40037, "invalid template_id"));
+        }
+        Ok(())
+    }
+
+    /// `gettemplate`.
+    ///
+    /// # Errors
+    /// 40013.
+    pub fn templates(&self, appid: &str) -> WxResult<Value> {
+        let mut w = self.world();
+        Ok(json!(w.app_mut(appid)?.subscribe.templates))
+    }
+
+    /// `message/subscribe/send`: needs a grant (one grant, one message) and valid values.
+    ///
+    /// # Errors
+    /// 40003, 40037, 43101 no grant, 47003 naming the field, 47001 bad state or lang.
+    pub fn send_subscribe(&self, appid: &str, body: &Value) -> WxResult<Value> {
+        let touser = body.get("touser").and_then(Value::as_str).unwrap_or("");
+        let template_id = body
+            .get("template_id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let state = body
+            .get("miniprogram_state")
+            .and_then(Value::as_str)
+            .unwrap_or("formal");
+        let lang = body.get("lang").and_then(Value::as_str).unwrap_or("zh_CN");
+        if !matches!(state, "developer" | "trial" | "formal")
+            || !matches!(lang, "zh_CN" | "en_US" | "zh_HK" | "zh_TW")
+        {
+            return Err(WxError::new(
+                47001,
+                "data format error: miniprogram_state or lang",
+            ));
+        }
+        let mut w = self.world();
+        let now_ms = self.now_in(&w);
+        let now = now_ms / 1000;
+        let app = w.app_with_user(appid, touser)?;
+        let template = app
+            .subscribe
+            .templates
+            .iter()
+            .find(|t| t.pri_tmpl_id == template_id)
+            .cloned()
+            .ok_or_else(|| WxError::new(40037, "invalid template_id"))?;
+        let data = body
+            .get("data")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for key in &template.keys {
+            let value = data
+                .get(key)
+                .and_then(|v| v.get("value"))
+                .and_then(Value::as_str);
+            match value {
+                Some(v) if value_ok(rule_of(key), v) => {}
+                Some(_) => {
+                    return Err(WxError::new(
+                        47003,
+                        format!("argument invalid! data.{key}.value invalid"),
+                    ))
+                }
+                None => {
+                    return Err(WxError::new(
+                        47003,
+                        format!("argument invalid! data.{key}.value is empty"),
+                    ))
+                }
+            }
+        }
+        let grant = app
+            .subscribe
+            .grants
+            .get_mut(&(touser.to_owned(), template_id.to_owned()));
+        match grant {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => return Err(WxError::new(43101, "user refuse to accept the msg")),
+        }
+        let msg_id = rand::thread_rng().gen_range(1..i64::MAX);
+        let message = json!({
+            "openid": touser, "template_id": template_id, "title": template.title,
+            "page": body.get("page"), "data": data,
+            "miniprogram_state": state, "lang": lang, "sent_at": now, "msgid": msg_id,
+        });
+        app.inbox.push(message.clone());
+        self.record_at(
+            now_ms,
+            Event::new("message")
+                .appid(appid)
+                .openid(touser)
+                .path("/cgi-bin/message/subscribe/send")
+                .detail(json!({"message_kind": "subscribe", "message": message})),
+        );
+        Ok(json!({"msgid": msg_id}))
+    }
+
+    /// Messages a user received (subscribe messages and customer-service replies), oldest
+    /// first.
+    pub fn messages(&self, appid: &str, openid: &str) -> Vec<Value> {
+        let w = self.world();
+        w.apps.get(appid).map_or_else(Vec::new, |a| {
+            a.inbox
+                .iter()
+                .filter(|m| m["openid"] == openid)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// What the `wx.requestSubscribeMessage` popup does when the user answers it: each
+    /// accepted template grants `count` sends; `subscribe_msg_popup_event` is pushed (accepts
+    /// and rejects) if the app has a push URL.
+    ///
+    /// # Errors
+    /// 40013, 40003, 40037 for a template the app does not have.
+    pub async fn subscribe_popup(
+        &self,
+        appid: &str,
+        openid: &str,
+        choices: &[(String, bool)],
+        count: u32,
+    ) -> WxResult<Option<crate::push::Delivery>> {
+        {
+            let mut w = self.world();
+            let app = w.app_with_user(appid, openid)?;
+            for (template_id, accept) in choices {
+                if *accept {
+                    *app.subscribe
+                        .grants
+                        .entry((openid.to_owned(), template_id.clone()))
+                        .or_default() += count;
+                }
+            }
+        }
+        let list: Vec<Value> = choices
+            .iter()
+            .map(|(t, accept)| json!({"TemplateId": t, "SubscribeStatusString": if *accept { "accept" } else { "reject" }, "PopupScene": "0"}))
+            .collect();
+        self.record(
+            Event::new("user_action")
+                .appid(appid)
+                .openid(openid)
+                .detail(json!({"action": "subscribe_popup", "choices": list})),
+        );
+        let message = json!({"FromUserName": openid, "MsgType": "event", "Event": "subscribe_msg_popup_event", "List": list});
+        self.push_if_configured(appid, message).await
+    }
+
+    /// The popup accepting one template `count` times (see [`Sim::subscribe_popup`]).
+    ///
+    /// # Errors
+    /// 40013, 40003.
+    pub async fn subscribe_grant(
+        &self,
+        appid: &str,
+        openid: &str,
+        template_id: &str,
+        count: u32,
+    ) -> WxResult<Option<crate::push::Delivery>> {
+        self.subscribe_popup(appid, openid, &[(template_id.to_owned(), true)], count)
+            .await
+    }
+
+    /// Remaining grants of `template_id` for a user.
+    pub fn grants(&self, appid: &str, openid: &str, template_id: &str) -> u32 {
+        self.world()
+            .apps
+            .get(appid)
+            .and_then(|a| {
+                a.subscribe
+                    .grants
+                    .get(&(openid.to_owned(), template_id.to_owned()))
+                    .copied()
+            })
+            .unwrap_or(0)
+    }
+}
+
+async fn getcategory(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/getcategory", &q, |_| {
+        let data: Vec<Value> = CATEGORIES
+            .iter()
+            .map(|(id, name)| json!({"id": id, "name": name}))
+            .collect();
+        Ok(ok_with(json!({"data": data})))
+    })
+}
+
+async fn getpubtemplatetitles(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/getpubtemplatetitles", &q, |_| {
+        let ids = p(&q, "ids")
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| WxError::new(200018, "category ids missing"))?;
+        let ids: Vec<i64> = ids
+            .split(',')
+            .map(|i| {
+                i.trim()
+                    .parse()
+                    .map_err(|_| WxError::new(200019, "invalid category ids"))
+            })
+            .collect::<WxResult<_>>()?;
+        let start: usize = p(&q, "start")
+            .unwrap_or("0")
+            .parse()
+            .map_err(|_| WxError::new(200016, "invalid start"))?;
+        let limit: usize = p(&q, "limit")
+            .unwrap_or("30")
+            .parse()
+            .ok()
+            .filter(|l| (1..=30).contains(l))
+            .ok_or_else(|| WxError::new(200017, "invalid limit"))?;
+        let all = titles(&ids);
+        let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+        Ok(ok_with(json!({"count": all.len(), "data": page})))
+    })
+}
+
+async fn getpubtemplatekeywords(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/getpubtemplatekeywords", &q, |_| {
+        let tid: i64 = p(&q, "tid")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+        let t = LIBRARY
+            .iter()
+            .find(|t| t.0 == tid)
+            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+        let data: Vec<Value> = t.3.iter().map(|(kid, name, example, rule)| json!({"kid": kid, "name": name, "example": example, "rule": rule})).collect();
+        Ok(ok_with(json!({"count": data.len(), "data": data})))
+    })
+}
+
+async fn addtemplate(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/addtemplate", &q, |appid| {
+        let b = json_body(&body)?;
+        Ok(ok_with(json!({"priTmplId": sim.add_template(appid, &b)?})))
+    })
+}
+
+async fn deltemplate(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/deltemplate", &q, |appid| {
+        let b = json_body(&body)?;
+        sim.del_template(appid, s(&b, "priTmplId").unwrap_or_default())?;
+        Ok(ok())
+    })
+}
+
+async fn gettemplate(State(sim): State<Sim>, Query(q): Params) -> Response {
+    with_token(&sim, "/wxaapi/newtmpl/gettemplate", &q, |appid| {
+        Ok(ok_with(json!({"data": sim.templates(appid)?})))
+    })
+}
+
+async fn subscribe_send(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    with_token(&sim, "/cgi-bin/message/subscribe/send", &q, |appid| {
+        let b = json_body(&body)?;
+        sim.send_subscribe(appid, &b).map(ok_with)
+    })
+}
+
+/// The WeChat routes of this domain.
+pub(crate) fn routes() -> Router<Sim> {
+    Router::new()
+        .route("/wxaapi/newtmpl/getcategory", get(getcategory))
+        .route(
+            "/wxaapi/newtmpl/getpubtemplatetitles",
+            get(getpubtemplatetitles),
+        )
+        .route(
+            "/wxaapi/newtmpl/getpubtemplatekeywords",
+            get(getpubtemplatekeywords),
+        )
+        .route("/wxaapi/newtmpl/addtemplate", post(addtemplate))
+        .route("/wxaapi/newtmpl/deltemplate", post(deltemplate))
+        .route("/wxaapi/newtmpl/gettemplate", get(gettemplate))
+        .route("/cgi-bin/message/subscribe/send", post(subscribe_send))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantReq {
+    appid: String,
+    openid: String,
+    template_id: String,
+    count: Option<u32>,
+}
+
+async fn subscribe_grant(State(sim): State<Sim>, raw: Bytes) -> Response {
+    let req: GrantReq = try_resp!(body(&raw));
+    let count = req.count.unwrap_or(1);
+    if count == 0 {
+        return control_error(
+            axum::http::StatusCode::BAD_REQUEST,
+            "count must be at least 1",
+        );
+    }
+    match sim.subscribe_grant(&req.appid, &req.openid, &req.template_id, count).await {
+        Ok(d) => Json(json!({"pushed": d, "remaining": sim.grants(&req.appid, &req.openid, &req.template_id)})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Choice {
+    template_id: String,
+    accept: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PopupReq {
+    appid: String,
+    openid: String,
+    choices: Vec<Choice>,
+}
+
+async fn subscribe_popup(State(sim): State<Sim>, raw: Bytes) -> Response {
+    let req: PopupReq = try_resp!(body(&raw));
+    if req.choices.is_empty() || req.choices.len() > 3 {
+        // The popup asks for at most three templates at once.
+        return control_error(
+            axum::http::StatusCode::BAD_REQUEST,
+            "choices must hold 1–3 templates",
+        );
+    }
+    let choices: Vec<(String, bool)> = req
+        .choices
+        .into_iter()
+        .map(|c| (c.template_id, c.accept))
+        .collect();
+    match sim
+        .subscribe_popup(&req.appid, &req.openid, &choices, 1)
+        .await
+    {
+        Ok(d) => Json(json!({"pushed": d})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+async fn messages(State(sim): State<Sim>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let (appid, openid) = match app_and_user(&q) {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
+    Json(json!({"messages": sim.messages(appid, openid)})).into_response()
+}
+
+async fn app_templates(
+    State(sim): State<Sim>,
+    axum::extract::Path(appid): axum::extract::Path<String>,
+) -> Response {
+    match sim.templates(&appid) {
+        Ok(t) => Json(json!({"templates": t})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+/// The `/_sim` routes of this domain: the subscribe popup, and what users received.
+pub(crate) fn control() -> Router<Sim> {
+    Router::new()
+        .route("/_sim/subscribe-grant", post(subscribe_grant))
+        .route("/_sim/subscribe-popup", post(subscribe_popup))
+        .route("/_sim/messages", get(messages))
+        .route("/_sim/apps/{appid}/templates", get(app_templates))
 }
 
 #[cfg(test)]

@@ -1,11 +1,39 @@
 //! Mini program codes: real, decodable QR images (PNG) that encode the path (or
-//! `page?scene=…` for unlimited codes), with WeChat's validation rules.
+//! `page?scene=…` for unlimited codes), with WeChat's validation rules, the app's published
+//! pages, the 100,000 lifetime quota and the per-minute rate of unlimited codes.
 //! (WeChat draws its round "sun" codes; a square QR with the same content is what tests need.)
 
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
 use qrcode::{Color, EcLevel, QrCode};
 use serde_json::Value;
 
-use crate::state::WxError;
+use crate::core::{minute_of, Sim, WxError, WxResult};
+use crate::http::{json_body, p, s, wx_error, Params};
+
+/// An app's code slice.
+#[derive(Debug)]
+pub(crate) struct AppCodes {
+    /// Published pages (for `check_path`).
+    pub(crate) pages: Vec<String>,
+    /// getwxacode + createwxaqrcode codes made so far (lifetime).
+    pub(crate) qrcodes_used: u64,
+}
+
+impl Default for AppCodes {
+    fn default() -> Self {
+        Self {
+            pages: DEFAULT_PAGES.iter().map(|p| p.to_string()).collect(),
+            qrcodes_used: 0,
+        }
+    }
+}
 
 /// Lifetime quota shared by `getwxacode` and `createwxaqrcode`.
 pub const LIFETIME_QUOTA: u64 = 100_000;
@@ -130,6 +158,175 @@ pub fn render(content: &str, width: u32, body: &Value) -> Result<Vec<u8>, WxErro
             .map_err(|_| WxError::new(-1, "system error"))?;
     }
     Ok(out)
+}
+
+impl Sim {
+    /// Replaces an app's published pages (what `check_path` accepts).
+    ///
+    /// # Errors
+    /// 40013 unknown app.
+    pub fn set_pages(&self, appid: &str, pages: Vec<String>) -> WxResult<()> {
+        self.world().app_mut(appid)?.codes.pages = pages;
+        Ok(())
+    }
+
+    /// Counts one limited code (getwxacode / createwxaqrcode); returns the number used.
+    ///
+    /// # Errors
+    /// 45029 past the lifetime quota.
+    pub fn take_lifetime_code(&self, appid: &str) -> WxResult<u64> {
+        let mut w = self.world();
+        let app = w.app_mut(appid)?;
+        if app.codes.qrcodes_used >= LIFETIME_QUOTA {
+            return Err(WxError::new(45029, "qrcode count out of limit"));
+        }
+        app.codes.qrcodes_used += 1;
+        Ok(app.codes.qrcodes_used)
+    }
+
+    /// Sets the lifetime counter (to test the quota without making 100,000 codes).
+    ///
+    /// # Errors
+    /// 40013 unknown app.
+    pub fn set_codes_used(&self, appid: &str, used: u64) -> WxResult<()> {
+        self.world().app_mut(appid)?.codes.qrcodes_used = used;
+        Ok(())
+    }
+
+    /// How many limited codes the app has made.
+    pub fn codes_used(&self, appid: &str) -> u64 {
+        self.world()
+            .apps
+            .get(appid)
+            .map_or(0, |a| a.codes.qrcodes_used)
+    }
+
+    /// Checks an unlimited code's page and the per-minute rate.
+    ///
+    /// # Errors
+    /// 41030 invalid page, 45011 over 5000 a minute.
+    pub fn check_unlimited(
+        &self,
+        appid: &str,
+        page: Option<&str>,
+        check_path: bool,
+    ) -> WxResult<()> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let app = w.app_mut(appid)?;
+        if let Some(page) = page {
+            if page.starts_with('/') || page.contains('?') {
+                return Err(WxError::new(41030, INVALID_PAGE));
+            }
+            if check_path && !app.codes.pages.iter().any(|p| p == page) {
+                return Err(WxError::new(41030, INVALID_PAGE));
+            }
+        }
+        if !app.take("wxacode_unlimited", minute_of(now), UNLIMITED_PER_MINUTE) {
+            return Err(WxError::new(
+                45011,
+                "api minute-quota reach limit, must slower, retry next minute",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// 41030's errmsg.
+const INVALID_PAGE: &str = "invalid page rid";
+
+fn png(bytes: Vec<u8>, used: Option<u64>) -> Response {
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("image/png"),
+    );
+    if let Some(n) = used {
+        resp.headers_mut().insert("Num-Used", HeaderValue::from(n));
+    }
+    resp
+}
+
+/// Runs a code endpoint: token check, then `f` returns the image or an error.
+fn image_call(
+    sim: &Sim,
+    path: &str,
+    q: &HashMap<String, String>,
+    f: impl FnOnce(&str) -> WxResult<(Vec<u8>, Option<u64>)>,
+) -> Response {
+    match sim.check_token(p(q, "access_token")).and_then(|appid| {
+        sim.count_app_call(&appid, path);
+        f(&appid)
+    }) {
+        Ok((bytes, used)) => png(bytes, used),
+        Err(e) => wx_error(sim, path, &e),
+    }
+}
+
+fn path_arg(b: &Value, max: usize) -> WxResult<String> {
+    let path = s(b, "path").filter(|p| !p.is_empty()).ok_or_else(|| {
+        WxError::new(
+            40159,
+            "invalid length for path, or the data is not json string",
+        )
+    })?;
+    if path.chars().count() > max {
+        return Err(WxError::new(
+            40159,
+            "invalid length for path, or the data is not json string",
+        ));
+    }
+    if path.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv.split('=').next() == Some("scancode_time"))
+    }) {
+        return Err(WxError::new(85096, "not allow include scancode_time field"));
+    }
+    Ok(path.to_owned())
+}
+
+async fn getwxacode(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    image_call(&sim, "/wxa/getwxacode", &q, |appid| {
+        let b = json_body(&body)?;
+        let path = path_arg(&b, 1024)?;
+        let width = width(&b)?;
+        env_version(&b, 40097)?;
+        let used = sim.take_lifetime_code(appid)?;
+        Ok((render(&path, width, &b)?, Some(used)))
+    })
+}
+
+async fn createwxaqrcode(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    image_call(&sim, "/cgi-bin/wxaapp/createwxaqrcode", &q, |appid| {
+        let b = json_body(&body)?;
+        let path = path_arg(&b, 128)?;
+        let width = width(&b)?;
+        let used = sim.take_lifetime_code(appid)?;
+        Ok((render(&path, width, &b)?, Some(used)))
+    })
+}
+
+async fn getwxacodeunlimit(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
+    image_call(&sim, "/wxa/getwxacodeunlimit", &q, |appid| {
+        let b = json_body(&body)?;
+        let scene = s(&b, "scene").unwrap_or_default();
+        check_scene(scene)?;
+        let page = s(&b, "page").filter(|p| !p.is_empty());
+        let check_path = b.get("check_path").and_then(Value::as_bool).unwrap_or(true);
+        let width = width(&b)?;
+        env_version(&b, 40097)?;
+        sim.check_unlimited(appid, page, check_path)?;
+        let content = format!("{}?scene={scene}", page.unwrap_or(DEFAULT_PAGES[0]));
+        Ok((render(&content, width, &b)?, None))
+    })
+}
+
+/// The WeChat routes of this domain.
+pub(crate) fn routes() -> Router<Sim> {
+    Router::new()
+        .route("/wxa/getwxacode", post(getwxacode))
+        .route("/wxa/getwxacodeunlimit", post(getwxacodeunlimit))
+        .route("/cgi-bin/wxaapp/createwxaqrcode", post(createwxaqrcode))
 }
 
 #[cfg(test)]
