@@ -316,7 +316,7 @@ impl std::fmt::Debug for Config {
 }
 
 /// One mini program.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// The appid.
@@ -339,7 +339,7 @@ pub struct AppConfig {
 }
 
 /// `[apps.push]`: where WeChat pushes messages for this app.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushConfig {
     /// The Token set in the WeChat console.
@@ -364,6 +364,32 @@ pub struct PushConfig {
     /// de-duplication still applies).
     #[serde(default = "default_replay_window")]
     pub replay_window_secs: u64,
+}
+
+impl std::fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("appid", &self.appid)
+            .field("secret", &self.secret)
+            .field("secret_env", &self.secret_env)
+            .field("api_base", &redact_url(&self.api_base))
+            .field("token_mode", &self.token_mode)
+            .field("push", &self.push)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PushConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConfig")
+            .field("token", &self.token)
+            .field("encoding_aes_key", &self.encoding_aes_key)
+            .field("mode", &self.mode)
+            .field("webhook_url", &self.webhook_url.as_deref().map(redact_url))
+            .field("webhook_secret", &self.webhook_secret)
+            .field("replay_window_secs", &self.replay_window_secs)
+            .finish()
+    }
 }
 
 fn default_replay_window() -> u64 {
@@ -407,28 +433,52 @@ impl Default for Config {
     }
 }
 
-/// `line L, column C: message` — toml's own Display draws a multi-line caret diagram.
+/// `line L, column C (`key = …`): message` — toml's own Display draws a multi-line caret
+/// diagram. The offending line's value is never quoted, and quoted values in the message are
+/// elided: either may be a secret (a password in a URL, a data key given as a string).
 fn one_line(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', " ");
+    let message = redact_quoted(e.message().trim()).replace('\n', " ");
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let line_start = before.rfind('\n').map_or(0, |i| i + 1);
             let column = before.len() - line_start + 1;
+            // The key (or table header) of the offending line, never its value.
             let source = text[line_start..].lines().next().unwrap_or("").trim();
-            // A line holding a secret is not quoted.
-            let secretish = ["secret", "key", "token", "password"]
-                .iter()
-                .any(|w| source.to_ascii_lowercase().contains(w));
-            if secretish {
-                format!("line {line}, column {column}: {message}")
+            let shown = if source.starts_with('[') {
+                Some(source.to_owned())
             } else {
-                format!("line {line}, column {column} (`{source}`): {message}")
+                source
+                    .split_once('=')
+                    .map(|(key, _)| format!("{} = …", key.trim()))
+            };
+            match shown {
+                Some(s) => format!("line {line}, column {column} (`{s}`): {message}"),
+                None => format!("line {line}, column {column}: {message}"),
             }
         }
         None => message,
     }
+}
+
+/// `text` with every double-quoted value replaced by `"…"`.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn env(name: &str) -> Option<String> {
@@ -549,13 +599,16 @@ impl Config {
             let mut single = toml::Table::new();
             single.insert(name.to_owned(), value.clone());
             let _: Config = single.try_into().map_err(|e: toml::de::Error| {
-                ConfigError(format!("{var}: {}", e.message().trim().replace('\n', " ")))
+                ConfigError(format!(
+                    "{var}: {}",
+                    redact_quoted(e.message().trim()).replace('\n', " ")
+                ))
             })?;
             table.insert(name.to_owned(), value);
         }
-        table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(e.message().trim().replace('\n', " ")))
+        table.try_into().map_err(|e: toml::de::Error| {
+            ConfigError(redact_quoted(e.message().trim()).replace('\n', " "))
+        })
     }
 
     /// The data keys, newest first (`data_keys`, or `data_key` alone).
@@ -580,6 +633,11 @@ impl Config {
                     .map_err(|e| ConfigError(format!("trusted_proxies: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if nets.iter().any(crate::net::IpNet::is_everything) {
+            return Err(ConfigError(
+                "trusted_proxies must not trust every address (a /0): the client would choose its own address".into(),
+            ));
+        }
         if self.trust_forwarded_for && nets.is_empty() {
             nets = crate::net::IpNet::private_ranges();
         }
@@ -617,11 +675,17 @@ impl Config {
             }
         }
         let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             if c.name.is_empty() || !names.insert(c.name.as_str()) {
                 return bad(format!("clients[{i}]: name must be present and unique"));
             }
-            c.resolve_key_hash()?;
+            if !keys.insert(c.resolve_key_hash()?) {
+                return bad(format!(
+                    "clients[{i}] ({}): the same key as another client",
+                    c.name
+                ));
+            }
             c.resolved_scopes()?;
             if let Some(unknown) = c.apps.iter().find(|a| !seen.contains(a.as_str())) {
                 return bad(format!(
@@ -677,6 +741,18 @@ impl Config {
                 "webhook_lease_secs ({}) must exceed webhook_timeout_secs ({}): a delivery still running when its lease ends is sent twice",
                 self.webhook_lease_secs, self.webhook_timeout_secs
             ));
+        }
+        if self.database_acquire_timeout_ms >= self.request_timeout_secs.saturating_mul(1000) {
+            return bad(format!(
+                "database_acquire_timeout_ms ({}) must be shorter than request_timeout_secs ({} s): a request must be able to answer 503 before its deadline",
+                self.database_acquire_timeout_ms, self.request_timeout_secs
+            ));
+        }
+        if self.database_url.starts_with("sqlite:") && self.database_pool_size > 32 {
+            return bad("database_pool_size must be at most 32 with SQLite (one writer)".into());
+        }
+        if self.rate_limit_max_keys > 10_000_000 {
+            return bad("rate_limit_max_keys must be at most 10,000,000".into());
         }
         if self.webhook_max_attempts == 0 || self.webhook_max_attempts > 1000 {
             return bad("webhook_max_attempts must be between 1 and 1000".into());
@@ -1002,11 +1078,40 @@ apps = ["wx1234567890abcdef"]
     }
 
     #[test]
+    fn errors_never_quote_a_secret() {
+        let text = "databse_url = \"postgres://u:hunter2pw@h/db\"";
+        let e = toml::from_str::<Config>(text)
+            .map_err(|e| one_line(text, &e))
+            .unwrap_err();
+        assert!(!e.contains("hunter2pw"), "{e}");
+        let text = "data_keys = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"";
+        let e = toml::from_str::<Config>(text)
+            .map_err(|e| one_line(text, &e))
+            .unwrap_err();
+        assert!(!e.contains("MDEyMzQ1"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn clients_and_proxies_that_cannot_be_told_apart_are_refused() {
+        let two = "[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[[clients]]\nname = \"a\"\nkey = \"0123456789abcdef\"\napps = [\"wx1\"]\n[[clients]]\nname = \"b\"\nkey = \"0123456789abcdef\"\napps = [\"wx1\"]";
+        assert!(invalid(two).contains("same key"));
+        assert!(invalid("trusted_proxies = [\"0.0.0.0/0\"]").contains("every address"));
+        assert!(
+            invalid("request_timeout_secs = 2\ndatabase_acquire_timeout_ms = 5000")
+                .contains("database_acquire_timeout_ms")
+        );
+    }
+
+    #[test]
     fn debug_output_shows_no_secret() {
         let mut c: Config = toml::from_str(DESIGN_EXAMPLE).unwrap();
         c.redis_url = Some("redis://:hunter2pass@10.0.0.1:6379/0".into());
         c.database_url = "postgres://weapp:dbpass42@db/weapp".into();
         c.data_key = Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
+        c.apps[0].api_base = "https://u:apipass9@sim.local/".into();
+        c.apps[0].push.as_mut().unwrap().webhook_url =
+            Some("https://hook:hookpass7@hooks.local/x?token=qtok".into());
         let text = format!("{c:?}");
         for secret in [
             "s3cret",
@@ -1016,6 +1121,9 @@ apps = ["wx1234567890abcdef"]
             "0123456789abcdef0123",
             "hunter2pass",
             "dbpass42",
+            "apipass9",
+            "hookpass7",
+            "qtok",
             "MDEyMzQ1Njc4",
         ] {
             assert!(!text.contains(secret), "{secret} in {text}");

@@ -30,13 +30,24 @@ impl Window {
         }
     }
 
+    fn bucket(key: u128) -> usize {
+        let h = (key ^ (key >> 64)) as u64;
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % OVERFLOW_BUCKETS
+    }
+
+    fn peek(&self, key: u128, max_keys: usize) -> u32 {
+        match self.counts.get(&key) {
+            Some(n) => *n,
+            None if self.counts.len() < max_keys => 0,
+            None => self.overflow[Self::bucket(key)],
+        }
+    }
+
     fn slot(&mut self, key: u128, max_keys: usize) -> &mut u32 {
         if self.counts.len() < max_keys || self.counts.contains_key(&key) {
             return self.counts.entry(key).or_insert(0);
         }
-        let h = (key ^ (key >> 64)) as u64;
-        let i = (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % OVERFLOW_BUCKETS;
-        &mut self.overflow[i]
+        &mut self.overflow[Self::bucket(key)]
     }
 }
 
@@ -158,9 +169,16 @@ impl RateLimiter {
         }
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         w.roll(minute);
-        let slot = w.slot(key, self.max_keys);
-        *slot = slot.saturating_add(add);
-        if over(*slot) {
+        let n = if add == 0 {
+            // A check reads without making room for a key: passing traffic must not fill the
+            // map (and push newcomers into the shared buckets).
+            w.peek(key, self.max_keys)
+        } else {
+            let slot = w.slot(key, self.max_keys);
+            *slot = slot.saturating_add(add);
+            *slot
+        };
+        if over(n) {
             Err(wait)
         } else {
             Ok(())
@@ -227,6 +245,15 @@ mod tests {
         for _ in 0..100 {
             off.hit(1).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn checks_do_not_fill_the_map() {
+        let l = RateLimiter::new("t", 2, 10);
+        for k in 0..1000u128 {
+            l.check(k).await.unwrap();
+        }
+        assert_eq!(l.tracked_keys(), 0);
     }
 
     #[tokio::test]

@@ -40,11 +40,10 @@ pub struct AppRuntime {
     pub push: Option<PushRuntime>,
     /// When this instance last let a broker report refresh the token (the fleet-wide
     /// interval lives in Redis when there is one).
-    last_invalidation: Mutex<Option<(Instant, String)>>,
+    last_invalidation: Mutex<Option<(Instant, String, bool)>>,
 }
 
 /// An app's push receiver and webhook.
-#[derive(Debug)]
 pub struct PushRuntime {
     /// Verifies and opens pushes (its replay memory is used when there is no Redis).
     pub receiver: weapp::push::Receiver,
@@ -52,6 +51,19 @@ pub struct PushRuntime {
     pub webhook_url: Option<String>,
     /// Signs deliveries.
     pub webhook_secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for PushRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushRuntime")
+            .field("receiver", &self.receiver)
+            .field(
+                "webhook_url",
+                &self.webhook_url.as_deref().map(crate::config::redact_url),
+            )
+            .field("webhook_secret", &self.webhook_secret)
+            .finish()
+    }
 }
 
 impl AppRuntime {
@@ -136,6 +148,9 @@ pub struct Inner {
     pub outbox: tokio::sync::Notify,
     /// The last readiness answer and when it was computed.
     pub readiness: tokio::sync::Mutex<Option<(Instant, bool, serde_json::Value)>>,
+    /// Pushes (app and replay key) being stored by this instance right now, when the replay
+    /// memory is local: a retry arriving meanwhile is answered 503, not refused as a replay.
+    pub pushes_in_flight: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -208,11 +223,24 @@ async fn open_keyring(store: &dyn Store, config: &Config) -> Result<Keyring, Str
             ));
         }
     }
+    // Values of the first format are re-sealed once, at the first start of this version; after
+    // that one is a forgery (an old blob copied into another row) and the start is refused.
+    let resealing_done = store
+        .meta_get("legacy_resealed")
+        .await
+        .map_err(err)?
+        .is_some();
     let mut resealed = 0u64;
     loop {
         let batch = store.legacy_sealed(500).await.map_err(err)?;
         if batch.is_empty() {
             break;
+        }
+        if resealing_done {
+            return Err(format!(
+                "user {} holds a session key in the first sealing format, but this database was converted already: the row was tampered with (restore it, or delete the user)",
+                batch[0].id
+            ));
         }
         for row in batch {
             let Some(plain) = ring.open_legacy(&row.session_key_enc) else {
@@ -235,8 +263,20 @@ async fn open_keyring(store: &dyn Store, config: &Config) -> Result<Keyring, Str
             "session keys of the first format re-sealed, bound to their rows"
         );
     }
+    if !resealing_done {
+        store
+            .meta_get_or_insert("legacy_resealed", "1")
+            .await
+            .map_err(err)?;
+    }
     tracing::info!(data_keys = ?known, "data keys verified");
     Ok(ring)
+}
+
+/// The hex SHA-256 of a token (what the invalidation interval remembers).
+fn token_digest(token: &weapp::AccessToken) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.expose().as_bytes()))
 }
 
 /// Unix milliseconds now.
@@ -376,6 +416,7 @@ impl AppState {
             config,
             outbox: tokio::sync::Notify::new(),
             readiness: tokio::sync::Mutex::new(None),
+            pushes_in_flight: Mutex::new(std::collections::HashSet::new()),
         })))
     }
 
@@ -384,25 +425,26 @@ impl AppState {
         self.apps.get(appid)
     }
 
-    /// May a broker report that `token` failed refresh `app`'s token now? At most one token
-    /// per `invalidate_min_interval_secs` per app is refreshed on reports — fleet-wide through
-    /// Redis when there is one, per instance otherwise (and while Redis is unreachable). Reports
-    /// of the token already granted (a storm of 40001s about one token) all pass: they are one
-    /// incident and the store's compare-and-swap refreshes it once.
+    /// May a broker report that `token` failed refresh `app`'s token now? One token per
+    /// `invalidate_min_interval_secs` per app is refreshed on reports — fleet-wide through Redis
+    /// when there is one, per instance otherwise (and while Redis is unreachable). Reports of
+    /// the token being refreshed right now (a storm of 40001s about one token) all pass: they are
+    /// one incident, and the store's compare-and-swap refreshes it once. Once that refresh is
+    /// [done](AppState::invalidation_done), the same token is not refreshed again within the
+    /// interval either — with stable tokens WeChat may hand the very same token back.
     pub async fn invalidation_permit(&self, app: &AppRuntime, token: &weapp::AccessToken) -> bool {
-        use sha2::{Digest, Sha256};
         let interval = Duration::from_secs(self.config.invalidate_min_interval_secs);
         if interval.is_zero() {
             return true;
         }
-        let digest = hex::encode(Sha256::digest(token.expose().as_bytes()));
+        let digest = token_digest(token);
         if let Some(redis) = &self.redis {
             let key = format!("{}:invalidate:{}", redis.prefix(), app.appid);
             let mut conn = redis.connection();
             let script = redis::Script::new(
                 "local v = redis.call('GET', KEYS[1]) \
-                 if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
-                 if v == ARGV[1] then return 1 end \
+                 if not v then redis.call('SET', KEYS[1], ARGV[1] .. ':pending', 'PX', ARGV[2]) return 1 end \
+                 if v == ARGV[1] .. ':pending' then return 1 end \
                  return 0",
             );
             let granted: redis::RedisResult<i64> = script
@@ -423,10 +465,39 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match &*last {
-            Some((at, d)) if at.elapsed() < interval => *d == digest,
+            Some((at, d, done)) if at.elapsed() < interval => *d == digest && !done,
             _ => {
-                *last = Some((Instant::now(), digest));
+                *last = Some((Instant::now(), digest, false));
                 true
+            }
+        }
+    }
+
+    /// Records that the refresh a report of `token` was permitted for has happened: further
+    /// reports of that token within the interval are throttled.
+    pub async fn invalidation_done(&self, app: &AppRuntime, token: &weapp::AccessToken) {
+        let digest = token_digest(token);
+        if let Some(redis) = &self.redis {
+            let key = format!("{}:invalidate:{}", redis.prefix(), app.appid);
+            let mut conn = redis.connection();
+            let script = redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] .. ':pending' then \
+                   redis.call('SET', KEYS[1], ARGV[1] .. ':done', 'KEEPTTL') end \
+                 return 0",
+            );
+            let done: redis::RedisResult<i64> =
+                script.key(&key).arg(&digest).invoke_async(&mut conn).await;
+            if let Err(e) = done {
+                tracing::warn!(appid = %app.appid, error = %e, "could not record a finished invalidation");
+            }
+        }
+        let mut last = app
+            .last_invalidation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, d, done)) = last.as_mut() {
+            if *d == digest {
+                *done = true;
             }
         }
     }

@@ -550,6 +550,7 @@ async fn a_request_over_its_deadline_gets_408() {
     let w = world().await;
     let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
     config.request_timeout_secs = 1;
+    config.database_acquire_timeout_ms = 500;
     let server = weapp_server::spawn(config).await.unwrap();
     w.sim
         .sim()

@@ -436,6 +436,14 @@ async fn values_sealed_by_the_first_format_are_resealed_at_start() {
         ),
     )
     .await;
+    // Once converted, a database refuses a value of the first format: it can only be an old
+    // blob copied into a row (it would open there, bound to nothing).
+    let e = try_spawn(w.config(&db, None, TokenMode::Stable))
+        .await
+        .unwrap_err();
+    assert!(e.contains("tampered"), "{e}");
+    // A database of the previous version (never converted) is re-sealed.
+    sql(&db, "DELETE FROM meta WHERE key = 'legacy_resealed'").await;
     let server = try_spawn(w.config(&db, None, TokenMode::Stable))
         .await
         .unwrap();
@@ -466,6 +474,7 @@ async fn values_sealed_by_the_first_format_are_resealed_at_start() {
         ),
     )
     .await;
+    sql(&db, "DELETE FROM meta WHERE key = 'legacy_resealed'").await;
     let mut wrong = w.config(&db, None, TokenMode::Stable);
     wrong.data_key = Some(KEY_B.into());
     let e = try_spawn(wrong).await.unwrap_err();
@@ -958,6 +967,7 @@ async fn a_saturated_pool_is_a_503_with_retry_after() {
     let mut config = w.config(db.url(), None, TokenMode::Stable);
     config.database_pool_size = 1;
     config.database_acquire_timeout_ms = 200;
+    config.request_timeout_secs = 2;
     let server = weapp_server::spawn(config).await.unwrap();
     let (token, _) = w.login(&server, None).await;
     // Another client holds a lock the next query needs: the one pooled connection waits on it.
@@ -1103,4 +1113,205 @@ async fn the_outbox_stops_promptly_on_shutdown() {
         "shutdown waited on a hanging webhook for {:?}",
         began.elapsed()
     );
+}
+
+// ------------------------------------------------- findings of the adversarial review (issue 9)
+
+/// WeChat gives up on a slow answer and retries the same push; the first attempt's handler is
+/// dropped. Its reservation used to stay behind and refuse the retries as replays, while the
+/// push itself was never stored. Now the intake finishes in a task of its own, and a retry that
+/// arrives meanwhile is told to come back (503), not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_whose_caller_gave_up_is_still_stored_and_its_retry_is_not_a_replay() {
+    use sqlx::Connection;
+    let db = PgDatabase::create().await;
+    let w = world().await;
+    let server = weapp_server::spawn(push_config(&w, db.url(), None))
+        .await
+        .unwrap();
+    let (q, body) = safe_push(&w.appid, &now_secs(), "n-gaveup", 901);
+    let mut locker = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE push_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let url = format!("{}/v1/apps/{}/push?{q}", server.url(), w.appid);
+    let impatient = w
+        .http
+        .post(&url)
+        .body(body.clone())
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "WeChat gave up waiting");
+    let (s, v) = post_push(&w, &server, &q, &body).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{v}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    assert!(
+        wait_until(|| async { stored_events(&w, &server).await.len() == 1 }).await,
+        "the abandoned attempt still stored the push"
+    );
+    assert_eq!(
+        post_push(&w, &server, &q, &body).await.0,
+        401,
+        "now it is a replay"
+    );
+}
+
+/// With stable tokens WeChat hands the same token back on an unforced call: a permit
+/// re-granted for "the same token" let one client make a WeChat call per report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_of_a_stable_token_wechat_hands_back_do_not_loop() {
+    let w = world().await;
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    config.invalidate_min_interval_secs = 3600;
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url();
+    let (_, t) = w
+        .call(
+            "GET",
+            format!("{url}/v1/apps/{}/access_token", w.appid),
+            Some(KEY),
+            None,
+        )
+        .await;
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    let before = w.sim.sim().calls("/cgi-bin/stable_token");
+    for _ in 0..10 {
+        let (s, v) = report(&w, url, KEY, &token).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let calls = w.sim.sim().calls("/cgi-bin/stable_token") - before;
+    assert!(calls <= 1, "{calls} WeChat calls for 10 reports");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidate_only_key_does_not_get_the_token() {
+    let w = world().await;
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    let reporter = "reporter-key-0123456789ab";
+    config.clients.push(ClientConfig {
+        name: "reporter".into(),
+        key: Some(reporter.into()),
+        key_env: None,
+        key_sha256: None,
+        apps: vec![w.appid.clone()],
+        scopes: Some(vec!["token:invalidate".into()]),
+    });
+    let server = weapp_server::spawn(config).await.unwrap();
+    let (s, v) = report(&w, server.url(), reporter, "not-the-token").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["refreshed"], true);
+    assert!(v.get("access_token").is_none(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_forwarded_for_does_not_charge_the_proxy() {
+    inside_one_minute().await;
+    let w = world().await;
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    config.login_rate_limit_per_minute = 3;
+    config.trusted_proxies = vec!["127.0.0.1".into()];
+    let server = weapp_server::spawn(config).await.unwrap();
+    let send = |forwarded: Vec<u8>| {
+        let http = w.http.clone();
+        let url = format!("{}/v1/login", server.url());
+        let body = json!({"appid": w.appid, "code": "bogus"});
+        async move {
+            http.post(url)
+                .header(
+                    "x-forwarded-for",
+                    reqwest::header::HeaderValue::from_bytes(&forwarded).unwrap(),
+                )
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(b"\x80\xff, 203.0.113.7".to_vec()).await);
+    }
+    assert_eq!(
+        statuses,
+        [400, 400, 400, 429],
+        "the client behind the garbage is charged"
+    );
+    assert_eq!(send(b"203.0.113.8".to_vec()).await, 400, "not the proxy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_are_not_counted_as_guesses() {
+    inside_one_minute().await;
+    let w = world().await;
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    config.session_idle_timeout_secs = 1;
+    config.auth_failure_limit_per_minute = 3;
+    let server = weapp_server::spawn(config).await.unwrap();
+    let (token, _) = w.login(&server, None).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let me = format!("{}/v1/me", server.url());
+    for _ in 0..5 {
+        assert_eq!(w.call("GET", me.clone(), Some(&token), None).await.0, 401);
+    }
+    let (fresh, _) = w.login(&server, None).await;
+    assert_eq!(
+        w.call("GET", me.clone(), Some(&fresh), None).await.0,
+        200,
+        "not locked out"
+    );
+    for i in 0..3 {
+        let guess = format!("wa_guess{i}");
+        assert_eq!(w.call("GET", me.clone(), Some(&guess), None).await.0, 401);
+    }
+    assert_eq!(
+        w.call("GET", me, Some(&fresh), None).await.0,
+        429,
+        "guesses are"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_verification_is_bound_to_the_timestamp_window() {
+    let w = world().await;
+    let server = weapp_server::spawn(push_config(&w, &sqlite_url(), None))
+        .await
+        .unwrap();
+    let url = format!("{}/v1/apps/{}/push", server.url(), w.appid);
+    let sig = |ts: &str| weapp::push::signature(&[TOKEN, ts, "1"]);
+    let ts = now_secs();
+    let (s, h, v) = w
+        .call_full(
+            "GET",
+            format!(
+                "{url}?signature={}&timestamp={ts}&nonce=1&echostr=hello",
+                sig(&ts)
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((s, v.as_str()), (200, Some("hello")));
+    assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
+    let old = "1000";
+    let (s, _) = w
+        .call(
+            "GET",
+            format!(
+                "{url}?signature={}&timestamp={old}&nonce=1&echostr=x",
+                sig(old)
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 401, "a leaked verification URL does not echo for ever");
 }

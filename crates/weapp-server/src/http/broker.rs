@@ -50,12 +50,12 @@ pub struct InvalidateRequest {
 /// The answer to an invalidation.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvalidateResponse {
-    /// The current token after the report.
+    /// The current token after the report — only for clients that also hold `token:read`.
     #[serde(flatten)]
-    pub token: TokenResponse,
-    /// True when the token returned differs from the one reported (use it): it was refreshed,
-    /// now or earlier. False when the reported token is still the current one — the refresh
-    /// was throttled by the minimum interval, or WeChat handed the same token back.
+    pub token: Option<TokenResponse>,
+    /// True when the token now current differs from the one reported (use it): it was
+    /// refreshed, now or earlier. False when the reported token is still the current one — the
+    /// refresh was throttled by the minimum interval, or WeChat handed the same token back.
     pub refreshed: bool,
 }
 
@@ -140,30 +140,42 @@ pub async fn invalidate(
         ));
     }
     let stale = AccessToken::new(req.access_token);
+    let readable = |t: &StoredToken| {
+        client
+            .has_scope("token:read")
+            .then(|| TokenResponse::from(t))
+    };
     let current = app.token().await?;
     if !current.access_token.ct_eq(stale.expose()) {
         tracing::info!(client = %client.name, appid, outcome = "not_current", "token invalidation reported");
         return Ok(Json(InvalidateResponse {
             refreshed: true,
-            token: TokenResponse::from(&current),
+            token: readable(&current),
         }));
     }
     if !state.invalidation_permit(app, &stale).await {
-        tracing::warn!(client = %client.name, appid, outcome = "throttled", "token invalidation reported within the minimum interval; not refreshed");
+        // Not refreshed from here; but another instance may just have refreshed it: read the
+        // store again rather than this instance's copy.
+        app.manager.drop_local(&stale);
+        let current = app.token().await?;
+        let refreshed = !current.access_token.ct_eq(stale.expose());
+        tracing::warn!(client = %client.name, appid, outcome = "throttled", refreshed, "token invalidation reported within the minimum interval; not refreshed");
         state.metrics.invalidation(&appid, "throttled");
         return Ok(Json(InvalidateResponse {
-            refreshed: false,
-            token: TokenResponse::from(&current),
+            refreshed,
+            token: readable(&current),
         }));
     }
     weapp::TokenSource::invalidate(&app.manager, &stale).await?;
-    let token = app.token().await?;
+    let token = app.token().await;
+    state.invalidation_done(app, &stale).await;
+    let token = token?;
     let refreshed = !token.access_token.ct_eq(stale.expose());
     tracing::info!(client = %client.name, appid, outcome = "refreshed", refreshed, "token invalidation reported");
     state.metrics.invalidation(&appid, "refreshed");
     Ok(Json(InvalidateResponse {
         refreshed,
-        token: TokenResponse::from(&token),
+        token: readable(&token),
     }))
 }
 

@@ -93,11 +93,18 @@ pub fn client_ip(
     extensions: &axum::http::Extensions,
 ) -> Option<IpAddr> {
     let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    let hops = headers
+    // Bytes, not `to_str`: one non-ASCII byte a client puts in the header must not discard the
+    // hop our proxy appended to the same line.
+    let lines: Vec<String> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok());
-    Some(crate::net::client_ip(peer, hops, &state.trusted_proxies))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    Some(crate::net::client_ip(
+        peer,
+        lines.iter().map(String::as_str),
+        &state.trusted_proxies,
+    ))
 }
 
 impl ClientIp {
@@ -189,8 +196,11 @@ async fn json_errors(State(state): State<AppState>, req: Request, next: Next) ->
         ),
     };
     let mut out = axum::response::IntoResponse::into_response(err);
-    if out.status() == StatusCode::BAD_REQUEST && parts.status != StatusCode::BAD_REQUEST {
+    if out.status() != parts.status {
         *out.status_mut() = parts.status;
+    }
+    if let Some(retry) = parts.headers.get(header::RETRY_AFTER) {
+        out.headers_mut().insert(header::RETRY_AFTER, retry.clone());
     }
     if let Some(allow) = allow {
         out.headers_mut().insert(header::ALLOW, allow);
@@ -210,6 +220,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
+        // A handler that panics answers 500 (in the envelope: json_errors is outside it).
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(axum::middleware::from_fn_with_state(state.clone(), json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))

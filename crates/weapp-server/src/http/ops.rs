@@ -105,10 +105,13 @@ async fn check_readiness(state: &AppState) -> (bool, Value) {
         let r = tokio::time::timeout(Duration::from_secs(2), redis.ping()).await;
         record("redis", r.map(|r| r.map_err(|e| e.to_string())));
     }
-    (
-        ready,
-        json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks}),
-    )
+    let mut body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
+    if !ready {
+        // The error envelope, beside the checks.
+        body["error"] =
+            json!({"code": "not_ready", "message": "a local dependency is unavailable"});
+    }
+    (ready, body)
 }
 
 /// Prometheus metrics.

@@ -57,15 +57,35 @@ pub async fn verify(
         .receiver
         .verify_url(&q)
         .map_err(|e| refused(&state, &appid, e))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain")], echo).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        echo,
+    )
+        .into_response())
 }
+
+/// How long a reservation may stay `pending` (an instance storing the push): longer than any
+/// store takes, short enough that a crashed instance's reservation does not refuse WeChat's
+/// retries for long.
+const PENDING_MS: u64 = 15_000;
 
 /// Where a push's (timestamp, nonce) is remembered.
 enum Reservation {
-    /// In Redis, shared by the fleet, under this key.
+    /// In Redis, shared by the fleet, under this key (`pending` until stored).
     Shared(String),
-    /// In this instance's receiver.
-    Local,
+    /// In this instance's receiver (and its in-flight set until stored).
+    Local(String),
+}
+
+/// Why a push is not taken now.
+enum Refusal {
+    /// Already received (and stored): a replay.
+    Replay,
+    /// The same push is being stored right now (WeChat retried before we answered): retry.
+    InFlight,
 }
 
 /// Reserves `incoming`'s (timestamp, nonce) for the replay window: fleet-wide in Redis when
@@ -75,10 +95,11 @@ async fn reserve(
     appid: &str,
     push: &PushRuntime,
     incoming: &Incoming,
-) -> Result<Option<Reservation>, PushError> {
-    let Some(window) = push.receiver.replay_window_secs() else {
+) -> Result<Option<Reservation>, Refusal> {
+    if push.receiver.replay_window_secs().is_none() {
         return Ok(None);
-    };
+    }
+    let local_key = format!("{appid}:{}", incoming.replay_key);
     if let Some(redis) = &state.redis {
         let key = format!(
             "{}:push:seen:{appid}:{}",
@@ -86,68 +107,115 @@ async fn reserve(
             incoming.replay_key
         );
         let mut conn = redis.connection();
-        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            // Twice the window: a timestamp may be up to `window` in the future.
-            .arg(window.saturating_mul(2000).max(1000))
-            .query_async(&mut conn)
+        // SET NX, or tell what holds the key: `pending` (being stored) or `stored`. A pending
+        // reservation lives only PENDING_MS: one whose instance died cannot refuse the retries.
+        let script = redis::Script::new(
+            "if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[1]) then return 'reserved' end \
+             return redis.call('GET', KEYS[1]) or 'reserved'",
+        );
+        let answer: redis::RedisResult<String> = script
+            .key(&key)
+            .arg(PENDING_MS)
+            .invoke_async(&mut conn)
             .await;
-        match set {
-            Ok(Some(_)) => return Ok(Some(Reservation::Shared(key))),
-            Ok(None) => return Err(PushError::Replayed),
+        match answer.as_deref() {
+            Ok("reserved") => return Ok(Some(Reservation::Shared(key))),
+            Ok("pending") => return Err(Refusal::InFlight),
+            Ok(_) => return Err(Refusal::Replay),
             Err(e) => {
                 tracing::warn!(appid, error = %e, "redis unavailable for push replay protection; using this instance's memory");
             }
         }
     }
-    push.receiver.remember(incoming)?;
-    Ok(Some(Reservation::Local))
+    if state
+        .pushes_in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&local_key)
+    {
+        return Err(Refusal::InFlight);
+    }
+    push.receiver
+        .remember(incoming)
+        .map_err(|_| Refusal::Replay)?;
+    state
+        .pushes_in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(local_key.clone());
+    Ok(Some(Reservation::Local(local_key)))
 }
 
-/// Releases a reservation (the push could not be stored: WeChat's retry must get through).
-async fn release(state: &AppState, push: &PushRuntime, incoming: &Incoming, r: Reservation) {
+/// Settles a reservation: kept (the push is stored) or released (it could not be stored, and
+/// WeChat's retry must get through).
+async fn settle(
+    state: &AppState,
+    push: &PushRuntime,
+    incoming: &Incoming,
+    r: Reservation,
+    stored: bool,
+) {
     match r {
         Reservation::Shared(key) => {
-            if let Some(redis) = &state.redis {
-                let mut conn = redis.connection();
-                let del: redis::RedisResult<i64> =
-                    redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
-                if let Err(e) = del {
+            let Some(redis) = &state.redis else { return };
+            let mut conn = redis.connection();
+            let result: redis::RedisResult<()> = if stored {
+                // Twice the window: a timestamp may be up to `window` in the future.
+                let keep = push
+                    .receiver
+                    .replay_window_secs()
+                    .unwrap_or(0)
+                    .saturating_mul(2000)
+                    .max(1000);
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg("stored")
+                    .arg("PX")
+                    .arg(keep)
+                    .query_async(&mut conn)
+                    .await
+            } else {
+                redis::cmd("DEL").arg(&key).query_async(&mut conn).await
+            };
+            if let Err(e) = result {
+                if stored {
+                    tracing::warn!(error = %e, "could not mark a push stored; a retry of it meanwhile is answered 503 until the window passes");
+                } else {
                     tracing::warn!(error = %e, "could not release a push's replay reservation; WeChat's retry of it will be refused until the window passes");
                 }
             }
         }
-        Reservation::Local => push.receiver.forget(incoming),
+        Reservation::Local(key) => {
+            if !stored {
+                push.receiver.forget(incoming);
+            }
+            state
+                .pushes_in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
     }
 }
 
-/// A pushed message or event (plain, compatible or safe mode; XML or JSON). With an AES key
-/// configured only encrypted pushes signed over their ciphertext are accepted. `success` is
-/// answered only once the event is durably stored; a push that cannot be stored is answered
-/// 500 and its nonce forgotten, so WeChat's retry is accepted.
-#[utoipa::path(post, path = "/v1/apps/{appid}/push", tag = "push",
-    params(("appid" = String, Path), ("signature" = Option<String>, Query), ("timestamp" = Option<String>, Query), ("nonce" = Option<String>, Query),
-           ("encrypt_type" = Option<String>, Query, description = "`aes` in compatible and safe mode"), ("msg_signature" = Option<String>, Query), ("openid" = Option<String>, Query)),
-    request_body(content = String, description = "WeChat's push: XML (`<xml>…</xml>`) or JSON; in safe mode `{ToUserName, Encrypt}`", content_type = "text/xml"),
-    responses((status = 200, description = "`success`, once the event is durably stored"), (status = 400, description = "not a well-formed push (a parameter missing, a body that does not parse or decrypt)", body = ErrorBody), (status = 401, description = "not authentic, stale or replayed", body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 500, description = "not stored; WeChat retries it", body = ErrorBody)))]
-pub async fn receive(
-    State(state): State<AppState>,
-    Path(appid): Path<String>,
-    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
-    body: Bytes,
-) -> Result<Response, AppError> {
+/// Reserves, stores and settles one push. Runs in a task of its own: a caller that goes away
+/// (WeChat gives up after 5 s) cannot leave a reservation behind that would refuse the retry.
+async fn intake(
+    state: AppState,
+    appid: String,
+    incoming: Incoming,
+) -> Result<(i64, bool), AppError> {
     let push = push_of(&state, &appid)?;
-    let Query(q) = q.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
-    let incoming = push
-        .receiver
-        .open(&q, &body)
-        .map_err(|e| refused(&state, &appid, e))?;
-    let reservation = reserve(&state, &appid, push, &incoming)
-        .await
-        .map_err(|e| refused(&state, &appid, e))?;
+    let reservation = match reserve(&state, &appid, push, &incoming).await {
+        Ok(r) => r,
+        Err(Refusal::Replay) => return Err(refused(&state, &appid, PushError::Replayed)),
+        Err(Refusal::InFlight) => {
+            state.metrics.push(&appid, "in_flight");
+            return Err(AppError::Unavailable {
+                retry_after_secs: 1,
+            });
+        }
+    };
     let message = &incoming.message;
     let next_attempt = if push.webhook_url.is_some() {
         0
@@ -169,20 +237,46 @@ pub async fn receive(
             .map_err(AppError::from),
         Err(e) => Err(AppError::Internal(e.to_string())),
     };
-    let (id, new) = match stored {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(r) = reservation {
-                release(&state, push, &incoming, r).await;
-            }
-            state.metrics.push(&appid, "store_failed");
-            return Err(e);
-        }
-    };
+    if let Some(r) = reservation {
+        settle(&state, push, &incoming, r, stored.is_ok()).await;
+    }
+    if stored.is_err() {
+        state.metrics.push(&appid, "store_failed");
+    }
+    stored
+}
+
+/// A pushed message or event (plain, compatible or safe mode; XML or JSON). With an AES key
+/// configured only encrypted pushes signed over their ciphertext are accepted. `success` is
+/// answered only once the event is durably stored; a push that cannot be stored is answered
+/// 500 and its nonce forgotten, so WeChat's retry is accepted. A retry arriving while the first
+/// attempt is still being stored is answered 503.
+#[utoipa::path(post, path = "/v1/apps/{appid}/push", tag = "push",
+    params(("appid" = String, Path), ("signature" = Option<String>, Query), ("timestamp" = Option<String>, Query), ("nonce" = Option<String>, Query),
+           ("encrypt_type" = Option<String>, Query, description = "`aes` in compatible and safe mode"), ("msg_signature" = Option<String>, Query), ("openid" = Option<String>, Query)),
+    request_body(content = String, description = "WeChat's push: XML (`<xml>…</xml>`) or JSON; in safe mode `{ToUserName, Encrypt}`", content_type = "text/xml"),
+    responses((status = 200, description = "`success`, once the event is durably stored"), (status = 400, description = "not a well-formed push (a parameter missing, a body that does not parse or decrypt)", body = ErrorBody), (status = 401, description = "not authentic, stale or replayed", body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 500, description = "not stored; WeChat retries it", body = ErrorBody), (status = 503, description = "the same push is being stored right now; retry", body = ErrorBody)))]
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(appid): Path<String>,
+    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let push = push_of(&state, &appid)?;
+    let Query(q) = q.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let incoming = push
+        .receiver
+        .open(&q, &body)
+        .map_err(|e| refused(&state, &appid, e))?;
+    let kind = incoming.message.type_name().to_owned();
+    let task = tokio::spawn(intake(state.clone(), appid.clone(), incoming));
+    let (id, new) = task
+        .await
+        .map_err(|e| AppError::Internal(format!("push intake task: {e}")))??;
     if new {
         state.metrics.push(&appid, "accepted");
         state.outbox.notify_one();
-        tracing::info!(appid, event = id, kind = message.type_name(), "push stored");
+        tracing::info!(appid, event = id, kind, "push stored");
     } else {
         state.metrics.push(&appid, "duplicate");
         tracing::info!(

@@ -150,7 +150,11 @@ async fn session_user(
             Ok((s.user, hash))
         }
         None => {
-            auth_failed(state, ip, "session").await;
+            // An expired or idle session is a user coming back, not a guess: only unknown
+            // tokens count against the source.
+            if !state.store.session_exists(&hash).await? {
+                auth_failed(state, ip, "session").await;
+            }
             Err(AppError::Unauthorized(
                 "session token is unknown or expired".into(),
             ))

@@ -159,6 +159,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         idle_ms: i64,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// Whether a session with this token hash exists at all (expired or idle ones included).
+    async fn session_exists(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
+
     /// Records that a session was used at `now`.
     async fn touch_session(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError>;
 

@@ -201,6 +201,14 @@ macro_rules! sql_store {
                 }
             }
 
+            async fn session_exists(&self, token_hash: &[u8]) -> Result<bool, StoreError> {
+                let row = sqlx::query("SELECT 1 AS one FROM sessions WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
             async fn touch_session(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError> {
                 sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2 AND last_seen_at < $1")
                     .bind(now)

@@ -239,8 +239,11 @@ impl ReplayCache {
     const CAPACITY: usize = 100_000;
 
     fn check_and_insert(&mut self, key: &str, now: i64, window: i64) -> bool {
+        // Kept for twice the window: a push's timestamp may be up to `window` ahead of its
+        // arrival, and it stays acceptable until `window` after that timestamp.
+        let keep = window.saturating_mul(2);
         while let Some((t, k)) = self.order.front() {
-            if now - *t <= window && self.order.len() < Self::CAPACITY {
+            if now - *t <= keep && self.order.len() < Self::CAPACITY {
                 break;
             }
             if self.seen.get(k) == Some(t) {
@@ -358,12 +361,16 @@ impl Receiver {
         Ok(())
     }
 
-    /// URL verification (`GET`): returns `echostr` to send back verbatim.
+    /// URL verification (`GET`): returns `echostr` to send back verbatim. The timestamp must be
+    /// within the window too: a leaked verification URL cannot be replayed for ever to make the
+    /// server echo text.
     ///
     /// # Errors
-    /// [`PushError::MissingParameter`], [`PushError::InvalidSignature`].
+    /// [`PushError::MissingParameter`], [`PushError::InvalidSignature`],
+    /// [`PushError::StaleTimestamp`].
     pub fn verify_url(&self, q: &PushQuery) -> Result<String, PushError> {
         self.check_signature(q)?;
+        self.check_window(q)?;
         Ok(required(&q.echostr, "echostr")?.to_owned())
     }
 

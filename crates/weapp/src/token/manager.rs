@@ -389,6 +389,20 @@ impl TokenManager {
         st.failure_epoch += 1;
     }
 
+    /// Forgets this process's copy of `token` (if it is the one held), so the next
+    /// [`TokenManager::current`] reads the store — where another process may already have put a
+    /// newer token — without invalidating anything there.
+    pub fn drop_local(&self, token: &AccessToken) {
+        let mut st = self.state();
+        if st
+            .local
+            .as_ref()
+            .is_some_and(|l| l.token.access_token.ct_eq(token.expose()))
+        {
+            st.local = None;
+        }
+    }
+
     /// The current token with its timing, refreshing first if it is due.
     ///
     /// # Errors
