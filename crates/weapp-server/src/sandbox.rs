@@ -24,12 +24,20 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Points the simulator's pushes for every app at the server listening at `server_url`
-    /// (safe mode, JSON), as the WeChat console's message-push settings would.
+    /// Wires the simulator to the server listening at `server_url`: its pushes for every app
+    /// go to the server's push URL (safe mode, JSON), as the WeChat console's message-push
+    /// settings would, and the console's phone sends its codes to the server's `/v1/login` and
+    /// `/v1/me/phone`.
     ///
     /// # Errors
     /// An app's push settings the simulator refuses.
-    pub fn connect_pushes(&self, server_url: &str) -> Result<(), String> {
+    pub fn connect(&self, server_url: &str) -> Result<(), String> {
+        for app in &self.config.apps {
+            self.sim
+                .sim()
+                .set_backend(&app.appid, weapp_sim::Backend::weapp_server(server_url))
+                .map_err(|e| format!("app {}: backend: {}", app.appid, e.msg))?;
+        }
         for app in &self.config.apps {
             let Some(p) = &app.push else { continue };
             let mode = match p.effective_mode()? {

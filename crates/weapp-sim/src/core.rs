@@ -11,10 +11,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -248,11 +248,14 @@ pub(crate) struct World {
     pub(crate) rids: HashMap<String, RidRecord>,
     pub(crate) rid_order: VecDeque<String>,
     pub(crate) offset_ms: i64,
+    /// Set while the clock follows wall time: since when.
+    pub(crate) real_anchor: Option<Instant>,
     pub(crate) tokens: crate::tokens::TokenTable,
     pub(crate) login: crate::login::LoginCodes,
     pub(crate) phone: crate::phone::PhoneCodes,
     pub(crate) links: crate::links::LinkTable,
     pub(crate) media: crate::customer_service::MediaStore,
+    pub(crate) console: crate::console::ConsoleState,
 }
 
 impl World {
@@ -290,8 +293,6 @@ struct Shared {
     /// Delivers pushes to the configured URLs and makes the phone's backend requests.
     http: reqwest::Client,
     start_ms: i64,
-    started: Instant,
-    mode: ClockMode,
 }
 
 /// The simulator state. Cheap to clone; clones share the world.
@@ -356,14 +357,19 @@ impl Sim {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        let world = World {
+            real_anchor: (mode == ClockMode::Real).then(Instant::now),
+            ..World::default()
+        };
         Self {
             shared: Arc::new(Shared {
-                world: Mutex::new(World::default()),
+                world: Mutex::new(world),
                 journal: Journal::new(crate::journal::CAPACITY),
-                http: reqwest::Client::new(),
+                http: reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(15))
+                    .build()
+                    .expect("a TLS backend is compiled in"),
                 start_ms,
-                started: Instant::now(),
-                mode,
             }),
         }
     }
@@ -394,16 +400,31 @@ impl Sim {
     }
 
     pub(crate) fn now_in(&self, w: &World) -> i64 {
-        let real = match self.shared.mode {
-            ClockMode::Virtual => 0,
-            ClockMode::Real => self.shared.started.elapsed().as_millis() as i64,
-        };
+        let real = w.real_anchor.map_or(0, |a| a.elapsed().as_millis() as i64);
         self.shared.start_ms + real + w.offset_ms
     }
 
     /// Whether the clock follows wall time.
     pub fn clock_mode(&self) -> ClockMode {
-        self.shared.mode
+        if self.world().real_anchor.is_some() {
+            ClockMode::Real
+        } else {
+            ClockMode::Virtual
+        }
+    }
+
+    /// Switches the clock between virtual (frozen unless advanced) and real time (following
+    /// the wall clock from now on); the current time is kept either way.
+    pub fn set_clock_mode(&self, mode: ClockMode) {
+        let mut w = self.world();
+        match (mode, w.real_anchor) {
+            (ClockMode::Real, None) => w.real_anchor = Some(Instant::now()),
+            (ClockMode::Virtual, Some(anchor)) => {
+                w.offset_ms += anchor.elapsed().as_millis() as i64;
+                w.real_anchor = None;
+            }
+            _ => {}
+        }
     }
 
     /// The simulator's current time, Unix milliseconds.
@@ -488,7 +509,13 @@ impl Sim {
             .iter()
             .map(|(id, a)| (id.clone(), a.secret.clone(), a.unionid, a.push.clone()))
             .collect();
-        *w = World::default();
+        let anchor = w.real_anchor.map(|_| Instant::now());
+        let console = std::mem::take(&mut w.console).settings_only();
+        *w = World {
+            real_anchor: anchor,
+            console,
+            ..World::default()
+        };
         for (id, secret, unionid, push) in apps {
             let mut app = App::new(secret, unionid);
             app.push = push;
@@ -546,6 +573,20 @@ impl Sim {
     /// The faults in force.
     pub fn faults(&self) -> Vec<Fault> {
         self.world().faults.clone()
+    }
+
+    /// Removes the fault at `index` in [`Sim::faults`]' order; `None` when there is none.
+    pub fn remove_fault(&self, index: usize) -> Option<Fault> {
+        let removed = {
+            let mut w = self.world();
+            (index < w.faults.len()).then(|| w.faults.remove(index))
+        }?;
+        self.record(
+            Event::new("fault_removed")
+                .path(&removed.path)
+                .detail(json!(removed)),
+        );
+        Some(removed)
     }
 
     /// Removes every fault.
@@ -784,6 +825,8 @@ async fn apps_list(State(sim): State<Sim>) -> Response {
 struct ClockReq {
     #[serde(default)]
     advance_secs: i64,
+    /// Switch to real time (true) or back to virtual time (false).
+    real_time: Option<bool>,
 }
 
 async fn clock(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
@@ -794,7 +837,15 @@ async fn clock(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
             "advance_secs must be >= 0: the clock never goes back",
         );
     }
-    Json(json!({"now": sim.advance(req.advance_secs)})).into_response()
+    if let Some(real) = req.real_time {
+        sim.set_clock_mode(if real {
+            ClockMode::Real
+        } else {
+            ClockMode::Virtual
+        });
+    }
+    Json(json!({"now": sim.advance(req.advance_secs), "real_time": sim.clock_mode() == ClockMode::Real}))
+        .into_response()
 }
 
 async fn clock_get(State(sim): State<Sim>) -> Response {
@@ -830,6 +881,20 @@ async fn faults_list(State(sim): State<Sim>) -> Response {
 async fn faults_clear(State(sim): State<Sim>) -> Response {
     sim.clear_faults();
     Json(json!({})).into_response()
+}
+
+async fn faults_remove(State(sim): State<Sim>, Path(index): Path<String>) -> Response {
+    let removed = index
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| sim.remove_fault(i));
+    match removed {
+        Some(f) => Json(json!({"removed": f})).into_response(),
+        None => control_error(
+            StatusCode::NOT_FOUND,
+            "no fault at this index (GET /_sim/faults)",
+        ),
+    }
 }
 
 async fn stats(State(sim): State<Sim>) -> Response {
@@ -882,6 +947,7 @@ pub(crate) fn control() -> Router<Sim> {
             "/_sim/faults",
             post(faults_add).get(faults_list).delete(faults_clear),
         )
+        .route("/_sim/faults/{index}", delete(faults_remove))
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset", post(reset))
         .route("/_sim/users", get(users).post(users_create))

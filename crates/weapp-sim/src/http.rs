@@ -16,9 +16,23 @@ use crate::core::{Sim, WxError, WxResult};
 /// Query parameters as WeChat reads them.
 pub(crate) type Params = Query<HashMap<String, String>>;
 
-/// An errmsg as production writes it: the text, then the request id.
-pub(crate) fn errmsg(_path: &str, msg: &str, rid: &str) -> String {
-    format!("{msg}, rid: {rid}")
+/// The hint `/cgi-bin/*` adds to 40001 today.
+const STABLE_TOKEN_HINT: &str =
+    ", could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r";
+
+/// An errmsg as production writes it: the text, then the request id — `", rid: "` on `/sns/*`,
+/// a bare `" rid: "` everywhere else (captures 2020–2026; see the crate README). A `/cgi-bin/*`
+/// 40001 carries today's hint to use `getStableAccessToken`.
+pub(crate) fn errmsg(path: &str, msg: &str, rid: &str) -> String {
+    if path.starts_with("/sns/") {
+        return format!("{msg}, rid: {rid}");
+    }
+    let hint = if path.starts_with("/cgi-bin/") && msg == crate::tokens::INVALID_CREDENTIAL {
+        STABLE_TOKEN_HINT
+    } else {
+        ""
+    };
+    format!("{msg}{hint} rid: {rid}")
 }
 
 /// Every WeChat answer is HTTP 200 JSON.

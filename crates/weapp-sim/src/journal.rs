@@ -29,6 +29,9 @@ const SECRET_KEYS: &[&str] = &[
     "secret",
     "appsecret",
     "access_token",
+    "refresh_token",
+    "token",
+    "session_token",
     "session_key",
     "encoding_aes_key",
     "authorization",
@@ -136,7 +139,7 @@ pub fn mask(value: Value) -> Value {
 
 fn mask_scalar(key: &str, v: &Value) -> Value {
     match v {
-        Value::String(s) if key.eq_ignore_ascii_case("access_token") && s.len() > 12 => {
+        Value::String(s) if key.to_ascii_lowercase().ends_with("access_token") && s.len() > 12 => {
             Value::String(format!("{}…({} chars)", &s[..8], s.len()))
         }
         Value::Null => Value::Null,
@@ -191,19 +194,17 @@ impl Journal {
 
     /// Records `event` at `at` (simulator ms); returns its id.
     pub fn push(&self, at: i64, mut event: Event) -> u64 {
-        let event = {
-            let mut r = self.ring();
-            event.id = r.next_id;
-            event.at = at;
-            r.next_id += 1;
-            r.events.push_back(event.clone());
-            while r.events.len() > self.capacity {
-                r.events.pop_front();
-            }
-            event
-        };
+        let mut r = self.ring();
+        event.id = r.next_id;
+        event.at = at;
+        r.next_id += 1;
+        r.events.push_back(event.clone());
+        while r.events.len() > self.capacity {
+            r.events.pop_front();
+        }
         let id = event.id;
-        // Nobody listening is fine.
+        // Broadcast under the lock, so listeners see ids in order (a stream skips ids at or
+        // below the last it sent). Nobody listening is fine.
         let _ = self.tx.send(event);
         id
     }
@@ -327,26 +328,31 @@ async fn stream(
     // Subscribe before reading the backlog, so nothing falls between them.
     let rx = sim.journal().subscribe();
     let (backlog, last) = sim.journal().after(after, usize::MAX, &filter);
-    let state = (VecDeque::from(backlog), rx, last, filter);
+    let state = (VecDeque::from(backlog), rx, last, filter, sim);
     let events = futures_util::stream::unfold(
         state,
-        |(mut backlog, mut rx, mut last, filter)| async move {
+        |(mut backlog, mut rx, mut last, filter, sim)| async move {
             loop {
                 if let Some(e) = backlog.pop_front() {
                     let sse = to_sse(&e);
-                    return Some((Ok::<_, Infallible>(sse), (backlog, rx, last, filter)));
+                    return Some((Ok::<_, Infallible>(sse), (backlog, rx, last, filter, sim)));
                 }
                 match rx.recv().await {
                     Ok(e) if e.id > last => {
                         last = e.id;
                         if filter.keeps(&e) {
                             let sse = to_sse(&e);
-                            return Some((Ok(sse), (backlog, rx, last, filter)));
+                            return Some((Ok(sse), (backlog, rx, last, filter, sim)));
                         }
                     }
                     Ok(_) => {}
-                    // Too slow a reader skips what it missed; `GET /_sim/events?after=` has it.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // A reader slower than the broadcast buffer catches up from the ring (which
+                    // holds the newest CAPACITY events), so a burst loses nothing it still has.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let (missed, next) = sim.journal().after(last, usize::MAX, &filter);
+                        backlog = VecDeque::from(missed);
+                        last = next;
+                    }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }

@@ -17,6 +17,7 @@
 //!
 //! Choices where WeChat's documentation is silent are listed in the crate README.
 
+pub mod console;
 mod core;
 pub mod crypto;
 pub mod customer_service;
@@ -47,6 +48,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 pub use crate::core::{ClockMode, Fault, RidRecord, Sim, User, WxError, WxResult, CODE_TTL};
+pub use console::{Backend, RequestTemplate};
 pub use customer_service::{UserAction, MEDIA_TTL_SECS};
 pub use journal::{Event, Journal};
 pub use login::JSCODE_PER_USER_MINUTE;
@@ -240,6 +242,7 @@ pub fn router(sim: Sim) -> Router {
         .merge(push::control())
         .merge(core::control())
         .merge(journal::control())
+        .merge(console::control())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(sim.clone(), faults))
         .layer(axum::middleware::from_fn_with_state(

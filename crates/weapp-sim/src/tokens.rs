@@ -31,11 +31,12 @@ pub const STABLE_FORCE_DAILY: u32 = 20;
 /// Minimum spacing of forced refreshes (seconds).
 pub const STABLE_FORCE_SPACING: i64 = 30;
 
+/// 40001's text (without the hint `/cgi-bin/*` adds).
+pub(crate) const INVALID_CREDENTIAL: &str =
+    "invalid credential, access_token is invalid or not latest";
+
 pub(crate) fn invalid_credential() -> WxError {
-    WxError::new(
-        40001,
-        "invalid credential, access_token is invalid or not latest",
-    )
+    WxError::new(40001, INVALID_CREDENTIAL)
 }
 
 /// Which token endpoint issued a token.

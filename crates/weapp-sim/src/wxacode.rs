@@ -232,8 +232,8 @@ impl Sim {
     }
 }
 
-/// 41030's errmsg.
-const INVALID_PAGE: &str = "invalid page rid";
+/// 41030's errmsg (it read "invalid page rid" before the rid was added).
+const INVALID_PAGE: &str = "invalid page";
 
 fn png(bytes: Vec<u8>, used: Option<u64>) -> Response {
     let mut resp = (StatusCode::OK, bytes).into_response();

@@ -83,7 +83,7 @@ async fn journey(config: Config) -> CmdResult {
         .ok_or("sandbox created no client key")?;
     let appid = sandbox.config.apps[0].appid.clone();
     let server = weapp_server::spawn(sandbox.config.clone()).await?;
-    sandbox.connect_pushes(server.url())?;
+    sandbox.connect(server.url())?;
     let mut j = Journey {
         http: reqwest::Client::new(),
         server: server.url().to_owned(),
@@ -277,5 +277,8 @@ async fn journey(config: Config) -> CmdResult {
 
     server.shutdown().await?;
     println!("\nall {} steps passed", j.step);
+    println!(
+        "to click through the same journey yourself: `weapp serve --sandbox` and open the console it prints (a virtual phone, tokens, traffic, pushes, faults, the clock)"
+    );
     Ok(())
 }

@@ -66,12 +66,18 @@ pub async fn run(args: Args) -> CmdResult {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     if let Some(s) = &sandbox {
-        s.connect_pushes(&format!("http://{addr}"))?;
+        s.connect(&format!("http://{addr}"))?;
     }
     println!(
         "weapp-server listening on http://{addr} ({})",
         config.database_url.split(':').next().unwrap_or("?")
     );
+    if let Some(s) = &sandbox {
+        println!(
+            "open the console — a virtual phone, tokens, traffic, pushes, faults and the clock: {}/_sim/console",
+            s.sim.url()
+        );
+    }
     let served = weapp_server::run(config, listener, super::shutdown_signal()).await;
     drop(sandbox);
     served

@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> CmdResult {
         eprintln!("registered app {appid}");
     }
     eprintln!(
-        "weapp-sim listening; control API under {}/_sim/ (ctrl-c to stop)",
+        "weapp-sim listening; control API under {0}/_sim/, console at {0}/_sim/console (ctrl-c to stop)",
         handle.url()
     );
     super::shutdown_signal().await;

@@ -1,0 +1,564 @@
+// weapp-sim console: a virtual phone that drives your backend like a mini program, and live
+// views of tokens, traffic, pushes, faults and the clock. No framework, no build step, nothing
+// from a CDN: this file is embedded in the binary.
+'use strict';
+
+const I18N = {
+  en: {
+    console: 'console', app: 'App', virtualTime: 'Virtual time', realTime: 'real time',
+    tabPhone: 'Phone', tabTokens: 'Tokens', tabTraffic: 'Traffic', tabPushes: 'Pushes', tabFaults: 'Faults & clock',
+    user: 'User', enterSession: 'Enter customer service', popupTitle: 'Allow these notifications?',
+    ok: 'OK', cancel: 'Cancel', csPlaceholder: 'Write to customer service…', send: 'Send',
+    storage: 'Storage (wx.setStorageSync)', notifications: 'Notifications', newUser: 'New user',
+    openidOptional: 'openid (optional)', withUnionid: 'with unionid', blocked: 'blocked', create: 'Create',
+    backend: 'Your backend',
+    backendHelp: 'The phone sends its codes here, like wx.request; the simulator makes the request, so no CORS is needed. {{code}}, {{appid}}, {{openid}} and {{storage.KEY}} are replaced.',
+    save: 'Save', lastExchange: 'Last backend exchange', foreign: 'Fetch from another machine (a forgotten laptop)',
+    foreignHelp: "A classic /cgi-bin/token fetch with the app's secret from somewhere else: the token your servers hold keeps working for 300 s, then WeChat answers 40001.",
+    allApps: 'all apps', pathContains: 'path contains', errcode: 'errcode', allKinds: 'all kinds', pause: 'pause',
+    events: 'events', time: 'time', kind: 'kind', path: 'path', clickRow: 'Click a row to see its request and response.',
+    pushConfig: 'Push configuration', deliveries: 'Deliveries', addFault: 'Add fault', clearFaults: 'Remove all faults',
+    noUser: 'no user yet — create one', noTemplates: 'This app has no subscribe templates yet (addtemplate).',
+    accept: 'accept', reject: 'reject', current: 'current', previous: 'previous', none: 'none',
+    expiresIn: 'expires in', worksFor: 'works for', dead: 'no longer works', issued: 'issued',
+    quota: 'quota used / left today', overlap: 'a replaced token keeps working', saved: 'saved',
+    delivered: 'delivered', failed: 'not delivered', attempt: 'attempt', attempts: 'attempts', noPush: 'no push URL configured',
+    noDeliveries: 'no deliveries yet', noFaults: 'no faults', remove: 'remove', subscribeMsg: 'subscribe message',
+    csMsg: 'customer-service reply', noMessages: 'nothing received yet',
+  },
+  zh: {
+    console: '控制台', app: '小程序', virtualTime: '虚拟时间', realTime: '实时',
+    tabPhone: '手机', tabTokens: '令牌', tabTraffic: '流量', tabPushes: '推送', tabFaults: '故障与时钟',
+    user: '用户', enterSession: '进入客服会话', popupTitle: '允许发送以下消息？',
+    ok: '确定', cancel: '取消', csPlaceholder: '给客服发消息…', send: '发送',
+    storage: '本地存储 (wx.setStorageSync)', notifications: '通知', newUser: '新建用户',
+    openidOptional: 'openid（可选）', withUnionid: '带 unionid', blocked: '高风险用户', create: '创建',
+    backend: '你的后端',
+    backendHelp: '手机像 wx.request 一样把 code 发到这里；请求由模拟器发出，无需 CORS。{{code}}、{{appid}}、{{openid}} 和 {{storage.KEY}} 会被替换。',
+    save: '保存', lastExchange: '最近一次后端请求', foreign: '在另一台机器上获取（被遗忘的笔记本）',
+    foreignHelp: '有人在别处用 AppSecret 调用了 /cgi-bin/token：你的服务器持有的令牌还能用 300 秒，之后微信返回 40001。',
+    allApps: '全部小程序', pathContains: '路径包含', errcode: '错误码', allKinds: '全部类型', pause: '暂停',
+    events: '条事件', time: '时间', kind: '类型', path: '路径', clickRow: '点击一行查看请求和响应。',
+    pushConfig: '消息推送配置', deliveries: '推送记录', addFault: '添加故障', clearFaults: '清除全部故障',
+    noUser: '还没有用户——先创建一个', noTemplates: '该小程序还没有订阅消息模板（addtemplate）。',
+    accept: '允许', reject: '拒绝', current: '当前', previous: '上一个', none: '无',
+    expiresIn: '剩余', worksFor: '还能用', dead: '已失效', issued: '签发于',
+    quota: '今日已用 / 剩余', overlap: '被替换的令牌继续有效', saved: '已保存',
+    delivered: '已送达', failed: '未送达', attempt: '次尝试', attempts: '次尝试', noPush: '未配置推送地址',
+    noDeliveries: '暂无推送', noFaults: '没有故障', remove: '移除', subscribeMsg: '订阅消息',
+    csMsg: '客服回复', noMessages: '暂无消息',
+  },
+};
+
+let lang = localStorage.getItem('weapp-console-lang') ||
+  ((navigator.language || 'en').toLowerCase().startsWith('zh') ? 'zh' : 'en');
+const t = (k) => (I18N[lang] && I18N[lang][k]) || I18N.en[k] || k;
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, attrs, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'class') e.className = v;
+    else if (k.startsWith('data-')) e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  for (const c of children) if (c != null) e.append(c instanceof Node ? c : String(c));
+  return e;
+};
+
+function applyI18n() {
+  document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
+  document.querySelectorAll('[data-i18n]').forEach((n) => { n.textContent = t(n.dataset.i18n); });
+  document.querySelectorAll('[data-i18n-ph]').forEach((n) => { n.placeholder = t(n.dataset.i18nPh); });
+  $('#lang').textContent = lang === 'zh' ? 'English' : '中文';
+}
+
+function toast(message, error) {
+  const n = $('#toast');
+  n.textContent = message;
+  n.className = 'toast' + (error ? ' error' : '');
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => n.classList.add('hidden'), 4000);
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {} };
+  if (body !== undefined) {
+    opts.headers['content-type'] = 'application/json';
+    opts.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, opts);
+  const text = await r.text();
+  let v;
+  try { v = text ? JSON.parse(text) : {}; } catch (_) { v = text; }
+  if (!r.ok) throw new Error((v && v.error) || text || r.status);
+  return v;
+}
+
+const pretty = (v) => JSON.stringify(v, null, 2);
+const pad = (n) => String(n).padStart(2, '0');
+function fmtTime(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+function fmtSpan(ms) {
+  if (ms <= 0) return '0s';
+  let s = Math.floor(ms / 1000);
+  const h = Math.floor(s / 3600); s -= h * 3600;
+  const m = Math.floor(s / 60); s -= m * 60;
+  return (h ? `${h}h ` : '') + (h || m ? `${pad(m)}m ` : '') + `${pad(s)}s`;
+}
+
+const state = { apps: [], appid: null, openid: null, nowMs: 0, realTime: false, templates: [] };
+
+// ------------------------------------------------------------------------------------- clock
+
+async function refreshClock() {
+  const c = await api('GET', '/_sim/clock');
+  state.nowMs = c.now * 1000;
+  state.realTime = !!c.real_time;
+  $('#now').textContent = fmtTime(state.nowMs);
+  $('#realtime').checked = state.realTime;
+  renderTokens();
+}
+
+document.querySelectorAll('[data-advance]').forEach((b) => b.addEventListener('click', async () => {
+  await api('POST', '/_sim/clock', { advance_secs: Number(b.dataset.advance) });
+  await refreshClock();
+  await refreshTokens();
+}));
+$('#realtime').addEventListener('change', async (e) => {
+  await api('POST', '/_sim/clock', { real_time: e.target.checked });
+  await refreshClock();
+});
+
+// -------------------------------------------------------------------------------------- apps
+
+async function refreshApps() {
+  const { apps } = await api('GET', '/_sim/apps');
+  state.apps = apps;
+  const sel = $('#app');
+  const fsel = $('#f-app');
+  const keepF = fsel.value;
+  sel.replaceChildren(...apps.map((a) => el('option', { value: a.appid }, a.appid)));
+  fsel.replaceChildren(el('option', { value: '', 'data-i18n': 'allApps' }, t('allApps')),
+    ...apps.map((a) => el('option', { value: a.appid }, a.appid)));
+  fsel.value = keepF;
+  if (!state.appid || !apps.some((a) => a.appid === state.appid)) state.appid = apps.length ? apps[0].appid : null;
+  sel.value = state.appid || '';
+  renderUsers();
+  renderPushConfig();
+}
+
+const currentApp = () => state.apps.find((a) => a.appid === state.appid);
+
+$('#app').addEventListener('change', async (e) => {
+  state.appid = e.target.value;
+  state.openid = null;
+  renderUsers();
+  renderPushConfig();
+  await Promise.all([loadBackend(), refreshTokens(), loadDeliveries(), refreshPhone()]);
+});
+
+// ------------------------------------------------------------------------------------- phone
+
+function renderUsers() {
+  const app = currentApp();
+  const users = app ? app.users : [];
+  const sel = $('#user');
+  if (!state.openid || !users.some((u) => u.openid === state.openid)) state.openid = users.length ? users[0].openid : null;
+  sel.replaceChildren(...users.map((u) => el('option', { value: u.openid },
+    u.openid + (u.unionid ? ' · unionid' : '') + (u.blocked ? ' · blocked' : ''))));
+  if (!users.length) sel.append(el('option', { value: '' }, t('noUser')));
+  sel.value = state.openid || '';
+  $('#phone-user').textContent = state.openid || t('noUser');
+}
+
+$('#user').addEventListener('change', async (e) => {
+  state.openid = e.target.value || null;
+  $('#phone-user').textContent = state.openid || t('noUser');
+  await refreshPhone();
+});
+
+$('#user-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  try {
+    const body = { appid: state.appid, blocked: $('#new-blocked').checked };
+    const openid = $('#new-openid').value.trim();
+    if (openid) body.openid = openid;
+    if ($('#new-unionid').checked) body.unionid = 'o' + Math.random().toString(36).slice(2, 14) + Math.random().toString(36).slice(2, 14);
+    const u = await api('POST', '/_sim/users', body);
+    state.openid = u.openid;
+    $('#new-openid').value = '';
+    await refreshApps();
+    await refreshPhone();
+  } catch (err) { toast(err.message, true); }
+});
+
+async function loadBackend() {
+  if (!state.appid) return;
+  const { backend } = await api('GET', `/_sim/apps/${state.appid}/backend`);
+  if (!backend) return;
+  $('#be-url').value = backend.url;
+  for (const a of ['login', 'phone']) {
+    $(`#be-${a}-method`).value = backend[a].method;
+    $(`#be-${a}-path`).value = backend[a].path;
+    $(`#be-${a}-body`).value = backend[a].body;
+    $(`#be-${a}-headers`).value = JSON.stringify(backend[a].headers);
+  }
+}
+
+$('#backend-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  try {
+    const req = (a) => ({
+      method: $(`#be-${a}-method`).value.trim() || 'POST',
+      path: $(`#be-${a}-path`).value.trim(),
+      body: $(`#be-${a}-body`).value,
+      headers: JSON.parse($(`#be-${a}-headers`).value || '{}'),
+    });
+    await api('PUT', `/_sim/apps/${state.appid}/backend`, { url: $('#be-url').value.trim(), login: req('login'), phone: req('phone') });
+    toast(t('saved'));
+  } catch (err) { toast(err.message, true); }
+});
+
+function needUser() {
+  if (!state.openid) { toast(t('noUser'), true); return false; }
+  return true;
+}
+
+async function backendRequest(action, code) {
+  const exchange = await api('POST', '/_sim/phone/request', { appid: state.appid, openid: state.openid, action, code });
+  $('#exchange').textContent = pretty(exchange);
+  await refreshPhone();
+  return exchange;
+}
+
+$('#wx-login').addEventListener('click', async () => {
+  if (!needUser()) return;
+  try {
+    const { code } = await api('POST', '/_sim/login', { appid: state.appid, openid: state.openid });
+    await backendRequest('login', code);
+  } catch (err) { toast(err.message, true); }
+});
+
+$('#get-phone').addEventListener('click', async () => {
+  if (!needUser()) return;
+  try {
+    const { code } = await api('POST', '/_sim/phone-code', { appid: state.appid, openid: state.openid });
+    await backendRequest('phone', code);
+  } catch (err) { toast(err.message, true); }
+});
+
+$('#subscribe').addEventListener('click', async () => {
+  if (!needUser()) return;
+  try {
+    const { templates } = await api('GET', `/_sim/apps/${state.appid}/templates`);
+    state.templates = templates.slice(0, 3);
+    const list = $('#popup-list');
+    if (!state.templates.length) {
+      list.replaceChildren(el('div', { class: 'muted' }, t('noTemplates')));
+    } else {
+      list.replaceChildren(...state.templates.map((tp, i) => el('div', { class: 'row' },
+        el('span', {}, tp.title),
+        el('span', {},
+          el('label', { class: 'inline' }, el('input', { type: 'radio', name: `tp${i}`, value: 'accept', checked: true, 'data-testid': `accept-${i}` }), t('accept')),
+          ' ',
+          el('label', { class: 'inline' }, el('input', { type: 'radio', name: `tp${i}`, value: 'reject', 'data-testid': `reject-${i}` }), t('reject'))))));
+    }
+    $('#popup').classList.remove('hidden');
+  } catch (err) { toast(err.message, true); }
+});
+
+$('#popup-cancel').addEventListener('click', () => $('#popup').classList.add('hidden'));
+$('#popup-ok').addEventListener('click', async () => {
+  $('#popup').classList.add('hidden');
+  if (!state.templates.length) return;
+  const choices = state.templates.map((tp, i) => ({
+    template_id: tp.priTmplId,
+    accept: document.querySelector(`input[name=tp${i}]:checked`).value === 'accept',
+  }));
+  try {
+    await api('POST', '/_sim/subscribe-popup', { appid: state.appid, openid: state.openid, choices });
+  } catch (err) { toast(err.message, true); }
+});
+
+$('#cs-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  if (!needUser()) return;
+  try {
+    await api('POST', '/_sim/user-message', { appid: state.appid, openid: state.openid, kind: 'text', content: $('#cs-text').value });
+    $('#cs-text').value = '';
+  } catch (err) { toast(err.message, true); }
+});
+
+$('#enter-session').addEventListener('click', async () => {
+  if (!needUser()) return;
+  try {
+    await api('POST', '/_sim/user-message', { appid: state.appid, openid: state.openid, kind: 'enter_session', content: 'console' });
+  } catch (err) { toast(err.message, true); }
+});
+
+async function refreshPhone() {
+  if (!state.appid || !state.openid) {
+    $('#storage').textContent = '{}';
+    $('#notifications').replaceChildren();
+    return;
+  }
+  const q = `appid=${encodeURIComponent(state.appid)}&openid=${encodeURIComponent(state.openid)}`;
+  const [{ storage }, { messages }] = await Promise.all([
+    api('GET', `/_sim/phone/storage?${q}`),
+    api('GET', `/_sim/messages?${q}`),
+  ]);
+  $('#storage').textContent = pretty(storage);
+  const items = messages.slice().reverse().map((m) => {
+    const kind = m.custom ? t('csMsg') : t('subscribeMsg');
+    const text = m.custom
+      ? (m.content && (m.content.content || m.content.title)) || m.msgtype
+      : `${m.title || m.template_id}: ` + Object.entries(m.data || {}).map(([k, v]) => `${k}=${v.value}`).join(', ');
+    return el('li', { 'data-testid': 'notification' }, el('div', { class: 'kind' }, kind), text);
+  });
+  $('#notifications').replaceChildren(...(items.length ? items : [el('li', { class: 'muted' }, t('noMessages'))]));
+}
+
+// ------------------------------------------------------------------------------------ tokens
+
+let tokenView = null;
+async function refreshTokens() {
+  if (!state.appid) return;
+  tokenView = await api('GET', `/_sim/apps/${state.appid}/tokens`);
+  renderTokens();
+}
+
+function tokenLine(label, tk, now) {
+  if (!tk) return el('div', { class: 'muted' }, `${label}: ${t('none')}`);
+  const until = tk.valid_until ? Math.min(tk.valid_until, tk.expires_at) : tk.expires_at;
+  const left = until - now;
+  const status = !tk.works ? el('span', { class: 'bad' }, t('dead'))
+    : el('span', { class: 'countdown', 'data-testid': 'countdown' },
+      `${tk.valid_until ? t('worksFor') : t('expiresIn')} ${fmtSpan(left)}`);
+  return el('div', {}, el('strong', {}, `${label}: `), el('span', { class: 'tok' }, tk.access_token), ' · ',
+    `${t('issued')} ${fmtTime(tk.issued_at)} · `, status);
+}
+
+function renderTokens() {
+  const box = $('#tokens');
+  if (!tokenView) { box.replaceChildren(); return; }
+  const now = state.nowMs || tokenView.now;
+  const card = (kind, title, quota) => el('div', { class: 'card', 'data-testid': `tokens-${kind}` },
+    el('h4', {}, title),
+    tokenLine(t('current'), tokenView[kind].current, now),
+    tokenLine(t('previous'), tokenView[kind].previous, now),
+    el('div', { class: 'muted' }, `${t('quota')}: ${quota.used} / ${quota.left}`));
+  box.replaceChildren(el('div', { class: 'tokens-grid' },
+    card('classic', 'classic · /cgi-bin/token', tokenView.quota.classic),
+    card('stable', 'stable · /cgi-bin/stable_token', tokenView.quota.stable)),
+  el('p', { class: 'muted' }, `${t('overlap')}: ${tokenView.overlap_secs}s · stable force: ${tokenView.quota.stable_force.used} / ${tokenView.quota.stable_force.left}`));
+}
+
+$('#foreign').addEventListener('click', async () => {
+  try {
+    await api('POST', `/_sim/apps/${state.appid}/foreign-token`);
+    await refreshTokens();
+  } catch (err) { toast(err.message, true); }
+});
+
+// ----------------------------------------------------------------------------------- traffic
+
+const MAX_ROWS = 1000;
+const traffic = { pending: [], all: [], byId: new Map(), scheduled: false, selected: null, count: 0 };
+
+function filters() {
+  return {
+    app: $('#f-app').value, path: $('#f-path').value.trim(),
+    errcode: $('#f-errcode').value.trim(), kind: $('#f-kind').value,
+  };
+}
+
+function keeps(e, f) {
+  return (!f.app || e.appid === f.app) && (!f.path || (e.path || '').includes(f.path))
+    && (!f.errcode || String(e.errcode) === f.errcode) && (!f.kind || e.kind === f.kind);
+}
+
+function row(e) {
+  const tr = el('tr', { class: e.errcode ? 'err' : '', 'data-id': String(e.id) },
+    el('td', {}, e.id), el('td', {}, fmtTime(e.at).slice(11)), el('td', {}, e.kind), el('td', {}, e.appid || ''),
+    el('td', {}, e.path || (e.detail && e.detail.action) || ''), el('td', {}, e.errcode || ''), el('td', {}, e.latency_ms != null ? e.latency_ms : ''));
+  return tr;
+}
+
+// Events are buffered and drawn once per animation frame, in one fragment, so a flood (a
+// thousand a second) costs one layout per frame and the table never holds more than MAX_ROWS.
+function flushTraffic() {
+  traffic.scheduled = false;
+  if ($('#f-pause').checked || !traffic.pending.length) return;
+  const f = filters();
+  const batch = traffic.pending.splice(0).filter((e) => keeps(e, f)).slice(-MAX_ROWS);
+  const body = $('#traffic');
+  const frag = document.createDocumentFragment();
+  for (let i = batch.length - 1; i >= 0; i--) frag.append(row(batch[i]));
+  body.prepend(frag);
+  while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
+  $('#traffic-count').textContent = String(traffic.count);
+}
+
+function scheduleTraffic() {
+  if (!traffic.scheduled) { traffic.scheduled = true; requestAnimationFrame(flushTraffic); }
+}
+
+function redrawTraffic() {
+  const f = filters();
+  const shown = traffic.all.filter((e) => keeps(e, f)).slice(-MAX_ROWS);
+  const frag = document.createDocumentFragment();
+  for (let i = shown.length - 1; i >= 0; i--) frag.append(row(shown[i]));
+  $('#traffic').replaceChildren(frag);
+  traffic.pending = [];
+}
+
+['#f-app', '#f-kind'].forEach((s) => $(s).addEventListener('change', redrawTraffic));
+['#f-path', '#f-errcode'].forEach((s) => $(s).addEventListener('input', redrawTraffic));
+$('#f-pause').addEventListener('change', (e) => { if (!e.target.checked) redrawTraffic(); });
+
+$('#traffic').addEventListener('click', (e) => {
+  const tr = e.target.closest('tr');
+  if (!tr) return;
+  const ev = traffic.byId.get(Number(tr.dataset.id));
+  if (!ev) return;
+  document.querySelectorAll('#traffic tr.selected').forEach((n) => n.classList.remove('selected'));
+  tr.classList.add('selected');
+  $('#traffic-detail').textContent = pretty(ev);
+});
+
+// ------------------------------------------------------------------------------------ pushes
+
+function renderPushConfig() {
+  const app = currentApp();
+  $('#push-config').textContent = app && app.push ? pretty(app.push) : t('noPush');
+}
+
+const deliveries = [];
+function deliveryItem(e) {
+  const d = e.detail || {};
+  const msg = d.message || {};
+  const ok = d.delivered;
+  const attempts = (d.attempts || []).map((a) => el('li', {},
+    `HTTP ${a.status != null ? a.status : '—'} · ${a.elapsed_ms} ms · ${a.body != null ? a.body : (a.error || '')}`));
+  return el('li', { 'data-testid': 'delivery' },
+    el('div', {}, el('strong', { class: ok ? 'ok' : 'bad' }, ok ? t('delivered') : t('failed')), ' · ',
+      fmtTime(e.at), ' · ', msg.MsgType === 'event' ? `event ${msg.Event}` : (msg.MsgType || ''),
+      msg.Content ? ` · “${msg.Content}”` : '', ` · ${(d.attempts || []).length} ${t((d.attempts || []).length === 1 ? 'attempt' : 'attempts')}`),
+    el('ul', {}, ...attempts));
+}
+
+function renderDeliveries() {
+  const mine = deliveries.filter((e) => e.appid === state.appid).slice(-100).reverse();
+  $('#deliveries').replaceChildren(...(mine.length ? mine.map(deliveryItem) : [el('li', { class: 'muted' }, t('noDeliveries'))]));
+}
+
+async function loadDeliveries() { renderDeliveries(); }
+
+// ------------------------------------------------------------------------------------ faults
+
+async function refreshFaults() {
+  const { faults } = await api('GET', '/_sim/faults');
+  const describe = (f) => [f.path, f.errcode != null ? `errcode ${f.errcode}` : '', f.http_status != null ? `HTTP ${f.http_status}` : '',
+    f.latency_ms != null ? `${f.latency_ms} ms` : '', f.body != null ? 'body' : '', f.rate != null ? `rate ${f.rate}` : '',
+    f.count != null ? `×${f.count}` : ''].filter(Boolean).join(' ');
+  $('#faults').replaceChildren(...(faults.length ? faults.map((f, i) => el('li', { 'data-testid': 'fault' },
+    el('span', {}, describe(f)), ' ',
+    el('button', { class: 'small', 'data-testid': 'fault-remove', onclick: async () => {
+      try { await api('DELETE', `/_sim/faults/${i}`); } catch (err) { toast(err.message, true); }
+      await refreshFaults();
+    } }, t('remove'))))
+    : [el('li', { class: 'muted' }, t('noFaults'))]));
+}
+
+$('#fault-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const num = (s) => ($(s).value.trim() === '' ? undefined : Number($(s).value));
+  try {
+    await api('POST', '/_sim/faults', {
+      path: $('#fault-path').value.trim(), errcode: num('#fault-errcode'), http_status: num('#fault-status'),
+      latency_ms: num('#fault-latency'), rate: num('#fault-rate'), count: num('#fault-count'),
+    });
+    await refreshFaults();
+  } catch (err) { toast(err.message, true); }
+});
+$('#faults-clear').addEventListener('click', async () => { await api('DELETE', '/_sim/faults'); await refreshFaults(); });
+
+// ------------------------------------------------------------------------------------ events
+
+function onEvent(e) {
+  traffic.count += 1;
+  traffic.all.push(e);
+  traffic.byId.set(e.id, e);
+  if (traffic.all.length > 5 * MAX_ROWS) {
+    for (const old of traffic.all.splice(0, MAX_ROWS)) traffic.byId.delete(old.id);
+  }
+  traffic.pending.push(e);
+  scheduleTraffic();
+  switch (e.kind) {
+    case 'push':
+      deliveries.push(e);
+      if (deliveries.length > 1000) deliveries.splice(0, 500);
+      if (e.appid === state.appid) renderDeliveries();
+      break;
+    case 'message':
+      if (e.appid === state.appid && e.openid === state.openid) refreshPhone().catch(() => {});
+      break;
+    case 'token_issued': case 'token_retired': case 'foreign_fetch':
+      if (e.appid === state.appid) refreshTokens().catch(() => {});
+      break;
+    case 'clock':
+      refreshClock().catch(() => {});
+      break;
+    case 'fault_added': case 'fault_removed': case 'faults_cleared':
+      refreshFaults().catch(() => {});
+      break;
+    case 'code_issued':
+      if (e.appid === state.appid && !(currentApp() || { users: [] }).users.some((u) => u.openid === e.openid)) refreshApps().catch(() => {});
+      break;
+    default:
+  }
+}
+
+function connectEvents() {
+  const source = new EventSource('/_sim/events/stream?after=0');
+  source.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch (_) { /* keep going */ } };
+  return source;
+}
+
+// -------------------------------------------------------------------------------------- tabs
+
+document.querySelectorAll('#tabs button').forEach((b) => b.addEventListener('click', () => {
+  document.querySelectorAll('#tabs button').forEach((x) => x.classList.toggle('active', x === b));
+  document.querySelectorAll('.tab').forEach((s) => s.classList.toggle('active', s.id === `tab-${b.dataset.tab}`));
+  if (b.dataset.tab === 'traffic') redrawTraffic();
+  if (b.dataset.tab === 'tokens') refreshTokens().catch(() => {});
+  if (b.dataset.tab === 'faults') refreshFaults().catch(() => {});
+  if (b.dataset.tab === 'pushes') renderDeliveries();
+}));
+
+$('#lang').addEventListener('click', () => {
+  lang = lang === 'zh' ? 'en' : 'zh';
+  localStorage.setItem('weapp-console-lang', lang);
+  applyI18n();
+  renderUsers();
+  renderTokens();
+  renderDeliveries();
+  refreshFaults().catch(() => {});
+  refreshPhone().catch(() => {});
+});
+
+async function start() {
+  applyI18n();
+  await refreshApps();
+  await Promise.all([refreshClock(), loadBackend(), refreshTokens(), refreshFaults(), refreshPhone()]);
+  renderDeliveries();
+  connectEvents();
+  // The clock moves on its own in real time; countdowns follow it.
+  setInterval(() => { refreshClock().catch(() => {}); }, 1000);
+  document.body.dataset.ready = 'true';
+}
+
+start().catch((err) => toast(String(err.message || err), true));

@@ -1,0 +1,415 @@
+//! The console (`/_sim/console`): a page served from the binary (no CDN, works offline, Chinese
+//! and English) with a virtual phone that drives the developer's backend the way a mini program
+//! would, and live views of tokens, traffic, pushes, faults and the clock.
+//!
+//! The phone's backend requests are made here, by the simulator (so the page needs no CORS):
+//! each app has a backend URL and a request template per action — `login` (after `wx.login`)
+//! and `phone` (after `getPhoneNumber`) — in which `{{code}}`, `{{appid}}`, `{{openid}}` and
+//! `{{storage.KEY}}` are replaced. A JSON object the backend answers is kept in the user's
+//! storage (what `wx.setStorageSync` would keep).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::core::{Sim, WxError, WxResult};
+use crate::http::{app_and_user, body, control_error, from_wx, try_resp};
+use crate::journal::Event;
+
+const INDEX: &str = include_str!("../console/index.html");
+const SCRIPT: &str = include_str!("../console/app.js");
+const STYLE: &str = include_str!("../console/app.css");
+
+/// One request the phone makes to the backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestTemplate {
+    /// `GET`, `POST`, …
+    #[serde(default = "post_method")]
+    pub method: String,
+    /// Path under the backend URL, e.g. `/v1/login`.
+    pub path: String,
+    /// Headers (values are templates).
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    /// The body (a template; sent as JSON when it parses as JSON).
+    #[serde(default)]
+    pub body: String,
+}
+
+fn post_method() -> String {
+    "POST".into()
+}
+
+/// Where an app's backend is and what the phone sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// The backend's base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// Sent after `wx.login` with the code.
+    pub login: RequestTemplate,
+    /// Sent after `getPhoneNumber` with the phone code.
+    pub phone: RequestTemplate,
+}
+
+impl Backend {
+    /// What `weapp serve` expects: `POST /v1/login {appid, code}`, then `POST /v1/me/phone
+    /// {code}` with the session token the login answered.
+    pub fn weapp_server(url: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            login: RequestTemplate {
+                method: "POST".into(),
+                path: "/v1/login".into(),
+                headers: Map::new(),
+                body: r#"{"appid": "{{appid}}", "code": "{{code}}"}"#.into(),
+            },
+            phone: RequestTemplate {
+                method: "POST".into(),
+                path: "/v1/me/phone".into(),
+                headers: [(
+                    "Authorization".to_owned(),
+                    Value::String("Bearer {{storage.token}}".into()),
+                )]
+                .into_iter()
+                .collect(),
+                body: r#"{"code": "{{code}}"}"#.into(),
+            },
+        }
+    }
+}
+
+/// The console's state: backends per app, storage per user.
+#[derive(Debug, Default)]
+pub(crate) struct ConsoleState {
+    backends: HashMap<String, Backend>,
+    storage: HashMap<(String, String), Map<String, Value>>,
+}
+
+impl ConsoleState {
+    /// The settings without what users did (for `reset`).
+    pub(crate) fn settings_only(self) -> Self {
+        Self {
+            backends: self.backends,
+            storage: HashMap::new(),
+        }
+    }
+}
+
+/// Replaces `{{code}}`, `{{appid}}`, `{{openid}}` and `{{storage.KEY}}` in `template`.
+fn fill(template: &str, vars: &HashMap<&str, String>, storage: &Map<String, Value>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let name = rest[start + 2..start + end].trim();
+        let value = match name.strip_prefix("storage.") {
+            Some(key) => match storage.get(key) {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            },
+            None => vars.get(name).cloned().unwrap_or_default(),
+        };
+        out.push_str(&value);
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Sim {
+    /// Sets where an app's backend is and what the phone sends it.
+    ///
+    /// # Errors
+    /// 40013 unknown app, 40097 a URL that is not http(s).
+    pub fn set_backend(&self, appid: &str, backend: Backend) -> WxResult<()> {
+        if !backend.url.starts_with("http://") && !backend.url.starts_with("https://") {
+            return Err(WxError::new(40097, "invalid args: url must be http(s)"));
+        }
+        let mut w = self.world();
+        w.app_mut(appid)?;
+        w.console.backends.insert(appid.to_owned(), backend);
+        Ok(())
+    }
+
+    /// An app's backend settings.
+    pub fn backend(&self, appid: &str) -> Option<Backend> {
+        self.world().console.backends.get(appid).cloned()
+    }
+
+    /// What the phone keeps for a user (what the backend answered).
+    pub fn storage(&self, appid: &str, openid: &str) -> Map<String, Value> {
+        self.world()
+            .console
+            .storage
+            .get(&(appid.to_owned(), openid.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sends the phone's `action` request (`login` or `phone`) with `code` to the app's
+    /// backend, like `wx.request`; keeps a JSON object it answers in the user's storage.
+    /// Returns `{request, response}`.
+    ///
+    /// # Errors
+    /// 40013 unknown app, 40003 unknown user, 47001 no backend set or an unknown action.
+    pub async fn backend_request(
+        &self,
+        appid: &str,
+        openid: &str,
+        action: &str,
+        code: &str,
+    ) -> WxResult<Value> {
+        let (backend, storage) = {
+            let mut w = self.world();
+            w.app_with_user(appid, openid)?;
+            let backend = w.console.backends.get(appid).cloned().ok_or_else(|| {
+                WxError::new(
+                    47001,
+                    "no backend set for this app (PUT /_sim/apps/{appid}/backend)",
+                )
+            })?;
+            let storage = w
+                .console
+                .storage
+                .get(&(appid.to_owned(), openid.to_owned()))
+                .cloned()
+                .unwrap_or_default();
+            (backend, storage)
+        };
+        let template = match action {
+            "login" => &backend.login,
+            "phone" => &backend.phone,
+            other => {
+                return Err(WxError::new(
+                    47001,
+                    format!("unknown action {other}: login or phone"),
+                ))
+            }
+        };
+        let vars: HashMap<&str, String> = [
+            ("code", code.to_owned()),
+            ("appid", appid.to_owned()),
+            ("openid", openid.to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let url = format!("{}{}", backend.url, fill(&template.path, &vars, &storage));
+        let body = fill(&template.body, &vars, &storage);
+        let headers: Map<String, Value> = template
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                (k.clone(), Value::String(fill(&v, &vars, &storage)))
+            })
+            .collect();
+        let method = reqwest::Method::from_bytes(template.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| WxError::new(47001, "invalid method"))?;
+        let mut req = self.http().request(method, &url);
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str().unwrap_or_default());
+        }
+        let json_body = serde_json::from_str::<Value>(&body).ok();
+        if !body.is_empty() {
+            req = match &json_body {
+                Some(v) => req.json(v),
+                None => req.body(body.clone()),
+            };
+        }
+        let started = Instant::now();
+        let response = match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                let parsed = serde_json::from_str::<Value>(&text).ok();
+                if let (true, Some(Value::Object(map))) = ((200..300).contains(&status), &parsed) {
+                    let mut w = self.world();
+                    let kept = w
+                        .console
+                        .storage
+                        .entry((appid.to_owned(), openid.to_owned()))
+                        .or_default();
+                    for (k, v) in map {
+                        kept.insert(k.clone(), v.clone());
+                    }
+                }
+                json!({"status": status, "body": parsed.unwrap_or(Value::String(text))})
+            }
+            Err(e) => json!({"error": e.without_url().to_string()}),
+        };
+        let exchange = json!({
+            "request": {"method": template.method, "url": url, "headers": headers, "body": json_body.unwrap_or(Value::String(body))},
+            "response": response,
+        });
+        let mut event = Event::new("backend")
+            .appid(appid)
+            .openid(openid)
+            .detail(json!({"action": action, "request": exchange["request"], "response": exchange["response"]}));
+        event.latency_ms = Some(started.elapsed().as_millis() as u64);
+        self.record(event);
+        Ok(exchange)
+    }
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+async fn backend_get(State(sim): State<Sim>, Path(appid): Path<String>) -> Response {
+    Json(json!({"backend": sim.backend(&appid)})).into_response()
+}
+
+async fn backend_put(State(sim): State<Sim>, Path(appid): Path<String>, raw: Bytes) -> Response {
+    let backend: Backend = try_resp!(body(&raw));
+    match sim.set_backend(&appid, backend) {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhoneRequestReq {
+    appid: String,
+    openid: String,
+    action: String,
+    code: String,
+}
+
+async fn phone_request(State(sim): State<Sim>, raw: Bytes) -> Response {
+    let req: PhoneRequestReq = try_resp!(body(&raw));
+    match sim
+        .backend_request(&req.appid, &req.openid, &req.action, &req.code)
+        .await
+    {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
+async fn storage_get(State(sim): State<Sim>, Query(q): Query<HashMap<String, String>>) -> Response {
+    match app_and_user(&q) {
+        Ok((appid, openid)) => Json(json!({"storage": sim.storage(appid, openid)})).into_response(),
+        Err(resp) => *resp,
+    }
+}
+
+async fn storage_clear(
+    State(sim): State<Sim>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    match app_and_user(&q) {
+        Ok((appid, openid)) => {
+            sim.world()
+                .console
+                .storage
+                .remove(&(appid.to_owned(), openid.to_owned()));
+            Json(json!({})).into_response()
+        }
+        Err(resp) => *resp,
+    }
+}
+
+async fn root() -> Redirect {
+    Redirect::temporary("/_sim/console")
+}
+
+async fn console_not_found() -> Response {
+    control_error(StatusCode::NOT_FOUND, "no such console asset")
+}
+
+/// The console's routes: the page and its assets, `/` → the page, and the phone's calls.
+pub(crate) fn control() -> Router<Sim> {
+    Router::new()
+        .route("/", get(root))
+        .route("/_sim/console", get(index))
+        .route("/_sim/console/", get(index))
+        .route("/_sim/console/app.js", get(script))
+        .route("/_sim/console/app.css", get(style))
+        .route("/_sim/console/{*rest}", get(console_not_found))
+        .route(
+            "/_sim/apps/{appid}/backend",
+            get(backend_get).put(backend_put),
+        )
+        .route("/_sim/phone/request", post(phone_request))
+        .route(
+            "/_sim/phone/storage",
+            get(storage_get).delete(storage_clear),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_codes_and_storage() {
+        let vars: HashMap<&str, String> = [("code", "C1".to_owned()), ("appid", "wx1".to_owned())]
+            .into_iter()
+            .collect();
+        let mut storage = Map::new();
+        storage.insert("token".into(), json!("wa_x"));
+        storage.insert("n".into(), json!(3));
+        assert_eq!(
+            fill(
+                r#"{"appid": "{{appid}}", "code": "{{ code }}"}"#,
+                &vars,
+                &storage
+            ),
+            r#"{"appid": "wx1", "code": "C1"}"#
+        );
+        assert_eq!(
+            fill(
+                "Bearer {{storage.token}}/{{storage.n}}/{{storage.none}}",
+                &vars,
+                &storage
+            ),
+            "Bearer wa_x/3/"
+        );
+        assert_eq!(fill("open {{", &vars, &storage), "open {{");
+    }
+}
