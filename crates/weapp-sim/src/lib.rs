@@ -210,6 +210,37 @@ async fn journal_calls(State(sim): State<Sim>, req: Request, next: Next) -> Resp
     Response::from_parts(rparts, Body::from(resp_bytes))
 }
 
+/// Refuses a control call that changes something when a browser sends it from another origin:
+/// a web page open in the developer's browser must not be able to drive the simulator (point
+/// the phone's backend elsewhere, reset it, hand out codes). Requests without `Origin` (curl,
+/// SDKs, tests) and the console itself (same origin) pass.
+async fn same_origin_control(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if changes && path.starts_with("/_sim") {
+        if let Some(origin) = req.headers().get(axum::http::header::ORIGIN) {
+            let host = req
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            let authority = origin.to_str().ok().and_then(|o| {
+                o.strip_prefix("http://")
+                    .or_else(|| o.strip_prefix("https://"))
+            });
+            if host.is_none() || authority != host {
+                return crate::http::control_error(
+                    StatusCode::FORBIDDEN,
+                    "cross-origin control calls are refused (use the console on this origin, or a client without Origin)",
+                );
+            }
+        }
+    }
+    next.run(req).await
+}
+
 async fn not_found(State(sim): State<Sim>, req: Request) -> Response {
     // WeChat answers unknown paths with 404 and a short HTML page; so do we, plainly.
     let _ = sim;
@@ -250,6 +281,7 @@ pub fn router(sim: Sim) -> Router {
             journal_calls,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(10 * 1024 * 1024))
+        .layer(axum::middleware::from_fn(same_origin_control))
         .with_state(sim)
 }
 

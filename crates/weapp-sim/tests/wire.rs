@@ -826,3 +826,52 @@ async fn event_stream_keeps_concurrent_events() {
     }
     assert_eq!(ids, (first..=last).collect::<Vec<_>>());
 }
+
+/// A web page on another origin cannot drive the simulator through the developer's browser;
+/// the console (same origin) and clients without `Origin` can.
+#[tokio::test]
+async fn control_calls_from_another_origin_are_refused() {
+    let t = T::new().await;
+    let url = format!("{}/_sim/login", t.h.url());
+    let body = json!({"appid": t.appid}).to_string();
+    let evil = t
+        .http
+        .post(&url)
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 403);
+    assert!(evil.text().await.unwrap().contains("cross-origin"));
+    for (path, method) in [("/_sim/reset", "POST"), ("/_sim/faults", "DELETE")] {
+        let r = t
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", t.h.url()))
+            .header("origin", "null")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{method} {path}");
+    }
+    assert!(t
+        .sim()
+        .apps()
+        .iter()
+        .all(|a| a["users"].as_array().unwrap().is_empty()));
+    let own = t
+        .http
+        .post(&url)
+        .header("origin", t.h.url())
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let plain = t.http.post(&url).body(body).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    // Reading stays open (a browser will not hand another origin the answer without CORS).
+    let (status, _, _) = t.get("/_sim/clock").await;
+    assert_eq!(status, 200);
+}
