@@ -274,6 +274,24 @@ impl World {
             Err(WxError::new(40003, "invalid openid"))
         }
     }
+
+    /// Like [`World::app_with_user`], for the content-security and risk calls: an openid of
+    /// another app is 43104 (documented and confirmed by WeChat staff), an unknown one 40003.
+    pub(crate) fn app_with_own_user(&mut self, appid: &str, openid: &str) -> WxResult<&mut App> {
+        self.app_mut(appid)?;
+        let elsewhere = self
+            .apps
+            .iter()
+            .any(|(id, a)| id != appid && a.users.contains_key(openid));
+        let app = self.app_mut(appid)?;
+        if app.users.contains_key(openid) {
+            Ok(app)
+        } else if elsewhere {
+            Err(WxError::new(43104, "The openid does not match the appid"))
+        } else {
+            Err(WxError::new(40003, "invalid openid"))
+        }
+    }
 }
 
 /// How the simulator's clock moves.
@@ -661,13 +679,12 @@ impl Sim {
         self.world().calls.get(path).copied().unwrap_or(0)
     }
 
-    /// Checks an app's credentials; `bad_secret` is the errcode of a wrong secret (40001 for
-    /// `/cgi-bin/token`, 40125 elsewhere).
+    /// Checks an app's credentials: 41002, 41004, 40013, and 40125 for a wrong secret (every
+    /// endpoint today, `/cgi-bin/token` included — captures 2023–2026).
     pub(crate) fn check_app<'w>(
         w: &'w mut World,
         appid: Option<&str>,
         secret: Option<&str>,
-        bad_secret: i64,
     ) -> WxResult<&'w mut App> {
         let appid = appid
             .filter(|s| !s.is_empty())
@@ -677,11 +694,7 @@ impl Sim {
             .ok_or_else(|| WxError::new(41004, "appsecret missing"))?;
         let app = w.app_mut(appid)?;
         if !bool::from(subtle_eq(app.secret.as_bytes(), secret.as_bytes())) {
-            return Err(if bad_secret == 40001 {
-                crate::tokens::invalid_credential()
-            } else {
-                WxError::new(40125, "invalid appsecret")
-            });
+            return Err(WxError::new(40125, "invalid appsecret"));
         }
         Ok(app)
     }
@@ -692,7 +705,7 @@ impl Sim {
     /// 41002, 41004, 40013, 40125.
     pub fn check_secret(&self, appid: Option<&str>, secret: Option<&str>) -> WxResult<()> {
         let mut w = self.world();
-        Self::check_app(&mut w, appid, secret, 40125).map(|_| ())
+        Self::check_app(&mut w, appid, secret).map(|_| ())
     }
 }
 

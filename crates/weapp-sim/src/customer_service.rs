@@ -160,10 +160,7 @@ impl Sim {
                         .is_some_and(|v| !v.is_empty())
                 };
                 if !(has("title") && has("url")) {
-                    return Err(WxError::new(
-                        40097,
-                        "invalid args: link needs title and url",
-                    ));
+                    return Err(WxError::new(40097, "invalid args"));
                 }
             }
             "miniprogrampage" => {
@@ -226,16 +223,21 @@ impl Sim {
         let typing = match command {
             "Typing" => true,
             "CancelTyping" => false,
-            _ => return Err(WxError::new(45072, "command invalid")),
+            _ => return Err(WxError::new(45072, "invalid command")),
         };
         let action = app
             .cs
             .user_actions
             .get_mut(touser)
             .filter(|a| now - a.at < 30_000)
-            .ok_or_else(|| WxError::new(45080, "has not sent message to user in 30 seconds"))?;
+            .ok_or_else(|| {
+                WxError::new(
+                    45080,
+                    "need sending message to user  orrecving message from user in the last 30 seconds before typing",
+                )
+            })?;
         if typing && action.typing {
-            return Err(WxError::new(45081, "already typing"));
+            return Err(WxError::new(45081, "you are already typing"));
         }
         action.typing = typing;
         Ok(())

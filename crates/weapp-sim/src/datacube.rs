@@ -146,7 +146,7 @@ pub fn answer(appid: &str, name: &str, body: &Value, today: i64) -> WxResult<Val
         "weeklyvisittrend" | "weeklyretaininfo" => Period::Week,
         "monthlyvisittrend" | "monthlyretaininfo" => Period::Month,
         "userportrait" => Period::Portrait,
-        _ => return Err(WxError::new(40097, "invalid args: unknown datacube call")),
+        _ => return Err(WxError::new(40097, "invalid args")),
     };
     let (begin, end) = dates(body, &period, today)?;
     let ref_date = match period {
@@ -243,7 +243,7 @@ pub const PERFORMANCE_MODULES: &[(&str, &str, &str)] = &[
 /// # Errors
 /// 40097 for an unknown module or a bad time range.
 pub fn performance(appid: &str, body: &Value) -> WxResult<Value> {
-    let bad = |what: &str| WxError::new(40097, format!("invalid args: {what}"));
+    let bad = |_what: &str| WxError::new(40097, "invalid args");
     let module = body
         .get("module")
         .and_then(|m| {
@@ -290,7 +290,7 @@ async fn datacube(
         sim.count_app_call(&appid, &path);
         let call = name
             .strip_prefix("getweanalysisappid")
-            .ok_or_else(|| WxError::new(40097, "invalid args: unknown datacube call"))?;
+            .ok_or_else(|| WxError::new(40097, "invalid args"))?;
         let b = json_body(&body)?;
         answer(&appid, call, &b, beijing_day(sim.now_ms()))
     });

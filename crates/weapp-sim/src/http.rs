@@ -16,18 +16,19 @@ use crate::core::{Sim, WxError, WxResult};
 /// Query parameters as WeChat reads them.
 pub(crate) type Params = Query<HashMap<String, String>>;
 
-/// The hint `/cgi-bin/*` adds to 40001 today.
+/// The hint production adds to 40001 today on every path but `/sns/*` (captured on
+/// `/cgi-bin/*`, `/wxa/business/getuserphonenumber` and `/tcb/*`, 2023–2026).
 const STABLE_TOKEN_HINT: &str =
     ", could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r";
 
 /// An errmsg as production writes it: the text, then the request id — `", rid: "` on `/sns/*`,
-/// a bare `" rid: "` everywhere else (captures 2020–2026; see the crate README). A `/cgi-bin/*`
-/// 40001 carries today's hint to use `getStableAccessToken`.
+/// a bare `" rid: "` everywhere else (captures 2020–2026; see the crate README). A 40001 outside
+/// `/sns/*` carries today's hint to use `getStableAccessToken`.
 pub(crate) fn errmsg(path: &str, msg: &str, rid: &str) -> String {
     if path.starts_with("/sns/") {
         return format!("{msg}, rid: {rid}");
     }
-    let hint = if path.starts_with("/cgi-bin/") && msg == crate::tokens::INVALID_CREDENTIAL {
+    let hint = if msg == crate::tokens::INVALID_CREDENTIAL {
         STABLE_TOKEN_HINT
     } else {
         ""

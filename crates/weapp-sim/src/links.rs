@@ -83,7 +83,7 @@ pub fn expiry(body: &Value, now: i64) -> WxResult<i64> {
             Some(t) if t >= now + 60 && t <= now + MAX_DAYS * 86_400 => Ok(t),
             Some(_) => Err(bad()),
         },
-        _ => Err(WxError::new(40097, "invalid args: expire_type")),
+        _ => Err(WxError::new(40097, "invalid args")),
     }
 }
 
@@ -155,10 +155,10 @@ impl Sim {
         let app = w.app_mut(appid)?;
         let record = record(appid, src, &app.codes.pages, now, expire)?;
         if !app.take("links_second", now_ms / 1000, PER_SECOND) {
-            return Err(WxError::new(44990, "reach max api per second limit"));
+            return Err(WxError::new(44990, "reach max api second frequence limit"));
         }
         if !app.take("links_day", day_of(now_ms), DAILY_LINKS) {
-            return Err(WxError::new(44993, "reach max api daily quota limit"));
+            return Err(WxError::new(44993, "reach max api day frequence limit"));
         }
         let ticket = ticket();
         w.links.links.insert(ticket.clone(), record);
@@ -176,22 +176,20 @@ impl Sim {
             Some(r) if r.appid == appid && (r.expire_time == 0 || r.expire_time > now) => {
                 Ok(info(r))
             }
-            _ => Err(WxError::new(85403, "scheme not exist")),
+            _ => Err(WxError::new(85403, "not found")),
         }
     }
 
     /// `genwxashortlink`.
     ///
     /// # Errors
-    /// 40066 invalid page_url, 40165 unpublished page, 40225 title over 20, 85400 permanent quota.
+    /// 40066 invalid page_url — empty, over 1024, a leading `/` or a page the published app does
+    /// not have (production answers `invalid url` for all of them); 85400 permanent quota. A title
+    /// over 20 characters is cut short with "...", as the documentation says, not refused.
     pub fn short_link(&self, appid: &str, body: &Value) -> WxResult<String> {
         let page_url = body.get("page_url").and_then(Value::as_str).unwrap_or("");
         if page_url.is_empty() || page_url.chars().count() > 1024 {
             return Err(WxError::new(40066, "invalid url"));
-        }
-        let title = body.get("page_title").and_then(Value::as_str).unwrap_or("");
-        if title.chars().count() > 20 {
-            return Err(WxError::new(40225, "invalid page title"));
         }
         let (page, query) = page_url.split_once('?').unwrap_or((page_url, ""));
         check_query(query)?;
@@ -201,13 +199,8 @@ impl Sim {
             .unwrap_or(false);
         let mut w = self.world();
         let app = w.app_mut(appid)?;
-        if !app
-            .codes
-            .pages
-            .iter()
-            .any(|p| p == page.trim_start_matches('/'))
-        {
-            return Err(WxError::new(40165, "invalid weapp pagepath"));
+        if page.starts_with('/') || !app.codes.pages.iter().any(|p| p == page) {
+            return Err(WxError::new(40066, "invalid url"));
         }
         if permanent {
             let made = w
@@ -216,10 +209,7 @@ impl Sim {
                 .entry(appid.to_owned())
                 .or_default();
             if *made >= PERMANENT_SHORT_LINKS {
-                return Err(WxError::new(
-                    85400,
-                    "permanent short link count exceeds limit",
-                ));
+                return Err(WxError::new(85400, "reach max long time quota limit"));
             }
             *made += 1;
         }
@@ -243,7 +233,7 @@ async fn generatenfcscheme(State(sim): State<Sim>, Query(q): Params, body: Bytes
         let b = json_body(&body)?;
         s(&b, "model_id")
             .filter(|m| !m.is_empty())
-            .ok_or_else(|| WxError::new(40097, "invalid args: model_id"))?;
+            .ok_or_else(|| WxError::new(40097, "invalid args"))?;
         let jump = b.get("jump_wxa").cloned().unwrap_or_else(|| json!({}));
         let t = sim.make_link(appid, &jump, &json!({}))?;
         Ok(ok_with(

@@ -146,7 +146,7 @@ impl Sim {
     ) -> WxResult<Value> {
         let mut w = self.world();
         let now = self.now_in(&w);
-        Self::check_app(&mut w, appid, secret, 40125)?;
+        Self::check_app(&mut w, appid, secret)?;
         if grant_type.is_some_and(|g| g != "authorization_code") {
             return Err(WxError::new(40002, "invalid grant_type"));
         }
@@ -303,15 +303,22 @@ impl Sim {
     /// `getpluginopenpid`.
     ///
     /// # Errors
-    /// 40029 unknown/expired/used code, 40013 code of another app.
+    /// 1007 unknown/expired/used code (errmsg empty: `" rid: …"`, captures 2022–2024), 1005 a
+    /// code of another app (documented; no capture).
     pub fn plugin_openpid(&self, appid: &str, code: Option<&str>) -> WxResult<Value> {
-        let c = self.redeem(
-            "plugin",
-            "/wxa/getpluginopenpid",
-            |w| &mut w.login.plugin_codes,
-            appid,
-            code,
-        )?;
+        let c = self
+            .redeem(
+                "plugin",
+                "/wxa/getpluginopenpid",
+                |w| &mut w.login.plugin_codes,
+                appid,
+                code,
+            )
+            .map_err(|e| match e.code {
+                40029 => WxError::new(1007, ""),
+                40013 => WxError::new(1005, ""),
+                _ => e,
+            })?;
         let digest = crate::crypto::hmac_sha256_hex(appid.as_bytes(), c.openid.as_bytes());
         Ok(json!({"openpid": format!("p{}", &digest[..27])}))
     }

@@ -158,8 +158,7 @@ impl Sim {
 async fn quota_get(State(sim): State<Sim>, Query(q): Params, body: Bytes) -> Response {
     with_token(&sim, "/cgi-bin/openapi/quota/get", &q, |appid| {
         let b = json_body(&body)?;
-        let cgi_path =
-            s(&b, "cgi_path").ok_or_else(|| WxError::new(40097, "invalid args: cgi_path"))?;
+        let cgi_path = s(&b, "cgi_path").ok_or_else(|| WxError::new(40097, "invalid args"))?;
         let known =
             PATHS.contains(&cgi_path) || cgi_path.starts_with("/datacube/getweanalysisappid");
         sim.quota(appid, cgi_path, known).map(ok_with)

@@ -14,6 +14,15 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// The opaque id production puts in `hint: […]` (e.g. `EfJCIi5Rf-KaNtQA`).
+fn hint_id() -> String {
+    format!(
+        "{}-{}",
+        crate::core::random_alnum(9),
+        crate::core::random_alnum(6)
+    )
+}
+
 use crate::core::{Code, Sim, WxError, WxResult};
 use crate::http::{body, from_wx, json_body, ok_with, s, try_resp, with_token, Params};
 
@@ -42,15 +51,21 @@ impl Sim {
     /// `getuserphonenumber`.
     ///
     /// # Errors
-    /// 40029 unknown/expired/used code, 40013 code of another app.
+    /// 40029 unknown/expired/used code (`invalid code hint: [<opaque id>]`, as production
+    /// writes it here — captures 2022–2024), 40013 code of another app.
     pub fn phone_number(&self, appid: &str, code: Option<&str>) -> WxResult<Value> {
-        let c = self.redeem(
-            "phone",
-            "/wxa/business/getuserphonenumber",
-            |w| &mut w.phone.codes,
-            appid,
-            code,
-        )?;
+        let c = self
+            .redeem(
+                "phone",
+                "/wxa/business/getuserphonenumber",
+                |w| &mut w.phone.codes,
+                appid,
+                code,
+            )
+            .map_err(|e| match e.code {
+                40029 => WxError::new(40029, format!("invalid code hint: [{}]", hint_id())),
+                _ => e,
+            })?;
         let phone = match c.phone {
             Some(p) => p,
             None => self

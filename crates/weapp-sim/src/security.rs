@@ -31,10 +31,10 @@ impl Sim {
     fn recent_visitor(&self, appid: &str, openid: &str) -> WxResult<()> {
         let mut w = self.world();
         let now = self.now_in(&w);
-        let app = w.app_with_user(appid, openid)?;
+        let app = w.app_with_own_user(appid, openid)?;
         let seen = app.users.get(openid).map_or(0, |u| u.last_seen);
         if now - seen > 2 * 3_600_000 {
-            return Err(WxError::new(61010, "user is not visited in 2 hours"));
+            return Err(WxError::new(61010, "code is expired"));
         }
         Ok(())
     }
@@ -47,10 +47,7 @@ impl Sim {
     pub fn msg_sec_check(&self, appid: &str, body: &Value) -> WxResult<Value> {
         let content = body.get("content").and_then(Value::as_str).unwrap_or("");
         if content.chars().count() > 2500 {
-            return Err(WxError::new(
-                40097,
-                "invalid args: content over 2500 characters",
-            ));
+            return Err(WxError::new(40097, "invalid args"));
         }
         let hit = VERDICT_KEYWORDS
             .iter()
@@ -64,7 +61,7 @@ impl Sim {
         body.get("scene")
             .and_then(Value::as_i64)
             .filter(|s| (1..=4).contains(s))
-            .ok_or_else(|| WxError::new(40097, "invalid args: scene"))?;
+            .ok_or_else(|| WxError::new(40129, "invalid scene"))?;
         let openid = body
             .get("openid")
             .and_then(Value::as_str)
@@ -106,13 +103,13 @@ impl Sim {
         body.get("scene")
             .and_then(Value::as_i64)
             .filter(|s| (0..=2).contains(s))
-            .ok_or_else(|| WxError::new(40097, "invalid args: scene"))?;
+            .ok_or_else(|| WxError::new(40129, "invalid scene"))?;
         body.get("client_ip")
             .and_then(Value::as_str)
             .filter(|ip| !ip.is_empty())
-            .ok_or_else(|| WxError::new(40097, "invalid args: client_ip"))?;
+            .ok_or_else(|| WxError::new(40097, "invalid args"))?;
         let openid = body.get("openid").and_then(Value::as_str).unwrap_or("");
-        self.world().app_with_user(appid, openid)?;
+        self.world().app_with_own_user(appid, openid)?;
         let rank = if body
             .get("is_test")
             .and_then(Value::as_bool)
@@ -143,7 +140,7 @@ impl Sim {
         appid: &str,
         body: &Value,
     ) -> WxResult<(String, serde_json::Map<String, Value>)> {
-        let invalid = |what: &str| WxError::new(40097, format!("invalid args: {what}"));
+        let invalid = |_what: &str| WxError::new(40097, "invalid args");
         let url = body
             .get("media_url")
             .and_then(Value::as_str)
@@ -153,7 +150,7 @@ impl Sim {
             .get("media_type")
             .and_then(Value::as_i64)
             .filter(|t| matches!(t, 1 | 2))
-            .ok_or_else(|| invalid("media_type"))?;
+            .ok_or_else(|| WxError::new(40004, "invalid media type"))?;
         body.get("version")
             .and_then(Value::as_i64)
             .filter(|v| *v == 2)
@@ -166,7 +163,7 @@ impl Sim {
             .get("openid")
             .and_then(Value::as_str)
             .ok_or_else(|| WxError::new(40003, "invalid openid"))?;
-        self.world().app_with_user(appid, openid)?;
+        self.world().app_with_own_user(appid, openid)?;
         let lower = url.to_ascii_lowercase();
         let (suggest, label) = if lower.contains("risky") || lower.contains("porn") {
             ("risky", 20002)

@@ -120,10 +120,10 @@ pub fn instantiate(
     let (_, title, _, keywords) = LIBRARY
         .iter()
         .find(|t| t.0 == tid)
-        .ok_or((200014, "invalid tid"))?;
+        .ok_or((200014, "tid does not exist"))?;
     if !(2..=5).contains(&kids.len()) || kids.iter().enumerate().any(|(i, k)| kids[..i].contains(k))
     {
-        return Err((200020, "invalid kidList"));
+        return Err((200020, "invalid keywords"));
     }
     if scene_desc.chars().count() > 15 {
         return Err((200021, "invalid sceneDesc"));
@@ -135,7 +135,7 @@ pub fn instantiate(
         let (_, name, ex, rule) = keywords
             .iter()
             .find(|k| k.0 == *kid)
-            .ok_or((200020, "invalid kidList"))?;
+            .ok_or((200020, "invalid keywords"))?;
         let key = format!("{rule}{}", i + 1);
         content.push_str(&format!("{name}:{{{{{key}.DATA}}}}\n"));
         example.push_str(&format!("{name}:{ex}\n"));
@@ -273,15 +273,15 @@ impl Sim {
         let tid = body
             .get("tid")
             .and_then(|t| t.as_i64().or_else(|| t.as_str()?.parse().ok()))
-            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+            .ok_or_else(|| WxError::new(200014, "missing parameter tid"))?;
         let kids: Vec<i64> = body
             .get("kidList")
             .and_then(Value::as_array)
-            .ok_or_else(|| WxError::new(200020, "invalid kidList"))?
+            .ok_or_else(|| WxError::new(200020, "invalid keywords"))?
             .iter()
             .map(|k| {
                 k.as_i64()
-                    .ok_or_else(|| WxError::new(200020, "invalid kidList"))
+                    .ok_or_else(|| WxError::new(200020, "invalid keywords"))
             })
             .collect::<WxResult<_>>()?;
         let scene = body.get("sceneDesc").and_then(Value::as_str).unwrap_or("");
@@ -338,10 +338,7 @@ impl Sim {
         if !matches!(state, "developer" | "trial" | "formal")
             || !matches!(lang, "zh_CN" | "en_US" | "zh_HK" | "zh_TW")
         {
-            return Err(WxError::new(
-                47001,
-                "data format error: miniprogram_state or lang",
-            ));
+            return Err(WxError::new(47001, "data format error"));
         }
         let mut w = self.world();
         let now_ms = self.now_in(&w);
@@ -508,13 +505,13 @@ async fn getpubtemplatetitles(State(sim): State<Sim>, Query(q): Params) -> Respo
             .map(|i| {
                 i.trim()
                     .parse()
-                    .map_err(|_| WxError::new(200019, "invalid category ids"))
+                    .map_err(|_| WxError::new(200019, "invalid parameter ids"))
             })
             .collect::<WxResult<_>>()?;
         let start: usize = p(&q, "start")
             .unwrap_or("0")
             .parse()
-            .map_err(|_| WxError::new(200016, "invalid start"))?;
+            .map_err(|_| WxError::new(200016, "invalid parameter start"))?;
         let limit: usize = p(&q, "limit")
             .unwrap_or("30")
             .parse()
@@ -531,11 +528,11 @@ async fn getpubtemplatekeywords(State(sim): State<Sim>, Query(q): Params) -> Res
     with_token(&sim, "/wxaapi/newtmpl/getpubtemplatekeywords", &q, |_| {
         let tid: i64 = p(&q, "tid")
             .and_then(|t| t.parse().ok())
-            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+            .ok_or_else(|| WxError::new(200014, "missing parameter tid"))?;
         let t = LIBRARY
             .iter()
             .find(|t| t.0 == tid)
-            .ok_or_else(|| WxError::new(200014, "invalid tid"))?;
+            .ok_or_else(|| WxError::new(200014, "tid does not exist"))?;
         let data: Vec<Value> = t.3.iter().map(|(kid, name, example, rule)| json!({"kid": kid, "name": name, "example": example, "rule": rule})).collect();
         Ok(ok_with(json!({"count": data.len(), "data": data})))
     })

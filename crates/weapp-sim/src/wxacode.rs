@@ -75,7 +75,7 @@ pub fn width(body: &Value) -> Result<u32, WxError> {
             .as_u64()
             .filter(|w| (280..=1280).contains(w))
             .map(|w| w as u32)
-            .ok_or_else(|| WxError::new(40097, "invalid args: width must be 280-1280")),
+            .ok_or_else(|| WxError::new(40097, "invalid args")),
     }
 }
 
@@ -90,7 +90,15 @@ pub fn env_version(body: &Value, code: i64) -> Result<String, WxError> {
         .unwrap_or("release")
     {
         e @ ("release" | "trial" | "develop") => Ok(e.to_owned()),
-        _ => Err(WxError::new(code, "invalid env_version")),
+        // The code endpoints answer 40097 with the generic text; the link endpoints 85402.
+        _ => Err(WxError::new(
+            code,
+            if code == 40097 {
+                "invalid args"
+            } else {
+                "invalid env_version"
+            },
+        )),
     }
 }
 
@@ -114,7 +122,7 @@ fn line_color(body: &Value) -> Option<[u8; 3]> {
 /// Renders `content` as a QR code PNG about `width` pixels wide.
 pub fn render(content: &str, width: u32, body: &Value) -> Result<Vec<u8>, WxError> {
     let code = QrCode::with_error_correction_level(content.as_bytes(), EcLevel::M)
-        .map_err(|_| WxError::new(40097, "invalid args: content too long"))?;
+        .map_err(|_| WxError::new(40097, "invalid args"))?;
     let modules = code.width() as u32;
     let quiet = 4;
     let scale = (width / (modules + 2 * quiet)).max(1);

@@ -112,6 +112,11 @@ fn assert_wx_error(v: &Value, code: i64, text: &str) {
     let t = t.trim_end_matches(
         ", could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r",
     );
+    // getuserphonenumber's 40029 puts an opaque `hint: […]` before the rid.
+    let t = match t.split_once(" hint: [") {
+        Some((t, hint)) if hint.ends_with(']') => t,
+        _ => t,
+    };
     assert_eq!(t, text);
     let parts: Vec<&str> = rid.split('-').collect();
     assert_eq!(parts.len(), 3, "{rid}");
@@ -688,11 +693,13 @@ async fn golden_shapes_of_the_api_domains() {
     );
 }
 
-/// Production writes `", rid: "` on `/sns/*` and a bare `" rid: "` elsewhere; today's
-/// `/cgi-bin/*` 40001 carries the getStableAccessToken hint; 41030 says "invalid page".
+/// Production writes `", rid: "` on `/sns/*` and a bare `" rid: "` elsewhere; today's 40001
+/// carries the getStableAccessToken hint; 41030 says "invalid page"; and the other wordings the
+/// audit against public captures changed (see the README's errmsg table).
 #[tokio::test]
 async fn errmsg_separators_follow_the_path_family() {
     let t = T::new().await;
+    let token = t.classic().await;
     let (_, _, v) = t
         .get("/sns/jscode2session?appid=wxunknown&secret=x&js_code=y")
         .await;
@@ -717,13 +724,50 @@ async fn errmsg_separators_follow_the_path_family() {
         msg.starts_with("invalid credential, access_token is invalid or not latest, could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r rid: "),
         "{msg}"
     );
+    // The hint is on `/wxa/*` too today (getuserphonenumber, captured 2025).
     let (_, _, v) = t.get("/wxa/checksession?access_token=forged").await;
     let msg = v["errmsg"].as_str().unwrap();
     assert!(
-        msg.starts_with("invalid credential, access_token is invalid or not latest rid: "),
+        msg.starts_with("invalid credential, access_token is invalid or not latest, could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r rid: "),
         "{msg}"
     );
-    let token = t.classic().await;
+    // A wrong secret on /cgi-bin/token is 40125 today (captures 2023–2026), and the appid is
+    // checked before grant_type.
+    let (_, _, v) = t
+        .get(&format!(
+            "/cgi-bin/token?grant_type=client_credential&appid={}&secret=wrong",
+            t.appid
+        ))
+        .await;
+    assert!(
+        v["errmsg"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid appsecret rid: ")
+            && v["errcode"] == 40125,
+        "{v}"
+    );
+    let (_, _, v) = t.get("/cgi-bin/token?appid=wxunknown&secret=x").await;
+    assert_eq!(v["errcode"], 40013, "{v}");
+    // getuserphonenumber's 40029 carries an opaque hint before the rid.
+    let (_, v) = t
+        .post(
+            &format!("/wxa/business/getuserphonenumber?access_token={token}"),
+            json!({"code": "nope"}),
+        )
+        .await;
+    let msg = v["errmsg"].as_str().unwrap();
+    assert!(msg.starts_with("invalid code hint: ["), "{msg}");
+    assert!(msg.contains("] rid: "), "{msg}");
+    // getpluginopenpid answers 1007 with an empty text.
+    let (_, v) = t
+        .post(
+            &format!("/wxa/getpluginopenpid?access_token={token}"),
+            json!({"code": "nope"}),
+        )
+        .await;
+    assert_eq!(v["errcode"], 1007, "{v}");
+    assert!(v["errmsg"].as_str().unwrap().starts_with(" rid: "), "{v}");
     let (_, v) = t
         .post(
             &format!("/wxa/getwxacodeunlimit?access_token={token}"),
@@ -874,4 +918,90 @@ async fn control_calls_from_another_origin_are_refused() {
     // Reading stays open (a browser will not hand another origin the answer without CORS).
     let (status, _, _) = t.get("/_sim/clock").await;
     assert_eq!(status, 200);
+}
+
+/// The wordings and codes the audit against public captures settled on (README, "errmsg
+/// wording"): bare `invalid args`, 40129 for a bad scene, 43104 for another app's openid, 40066
+/// for a short link to a missing page, the template library's texts.
+#[tokio::test]
+async fn audited_errmsgs_are_what_production_writes() {
+    let t = T::new().await;
+    let token = t.classic().await;
+    let (other, _) = t
+        .sim()
+        .add_app(Some("wx00000000000000bb".into()), None, false);
+    let (_, foreign) = t.sim().login(&other, None, None, false).unwrap();
+    let (_, mine) = t.sim().login(&t.appid, None, None, false).unwrap();
+    let call = |path: &str, body: Value| {
+        let url = format!("{path}?access_token={token}");
+        let t = &t;
+        async move { t.post(&url, body).await.1 }
+    };
+    let v = call(
+        "/wxa/msg_sec_check",
+        json!({"content": "hi", "version": 2, "scene": 9, "openid": mine}),
+    )
+    .await;
+    assert_wx_error(&v, 40129, "invalid scene");
+    let v = call(
+        "/wxa/msg_sec_check",
+        json!({"content": "hi", "version": 2, "scene": 1, "openid": foreign}),
+    )
+    .await;
+    assert_wx_error(&v, 43104, "The openid does not match the appid");
+    let v = call(
+        "/wxa/msg_sec_check",
+        json!({"content": "x".repeat(2501), "version": 2, "scene": 1, "openid": mine}),
+    )
+    .await;
+    assert_wx_error(&v, 40097, "invalid args");
+    let v = call(
+        "/wxa/getwxacodeunlimit",
+        json!({"scene": "a=1", "width": 10}),
+    )
+    .await;
+    assert_wx_error(&v, 40097, "invalid args");
+    for page in ["pages/nope/nope", "/pages/index/index"] {
+        let v = call("/wxa/genwxashortlink", json!({"page_url": page})).await;
+        assert_wx_error(&v, 40066, "invalid url");
+    }
+    let v = call(
+        "/wxa/genwxashortlink",
+        json!({"page_url": "pages/index/index", "page_title": "一二三四五六七八九十一二三四五六七八九十一"}),
+    )
+    .await;
+    assert_eq!(v["errcode"], 0, "a long title is cut, not refused: {v}");
+    let v = call("/wxaapi/newtmpl/addtemplate", json!({"kidList": [1, 2]})).await;
+    assert_wx_error(&v, 200014, "missing parameter tid");
+    let v = call(
+        "/wxaapi/newtmpl/addtemplate",
+        json!({"tid": 9999, "kidList": [1, 2]}),
+    )
+    .await;
+    assert_wx_error(&v, 200014, "tid does not exist");
+    let v = call(
+        "/wxaapi/newtmpl/addtemplate",
+        json!({"tid": 1001, "kidList": [1]}),
+    )
+    .await;
+    assert_wx_error(&v, 200020, "invalid keywords");
+    let (_, _, v) = t
+        .get(&format!(
+            "/wxaapi/newtmpl/getpubtemplatetitles?access_token={token}&ids=x"
+        ))
+        .await;
+    assert_wx_error(&v, 200019, "invalid parameter ids");
+    let v = call(
+        "/cgi-bin/message/subscribe/send",
+        json!({"touser": mine, "template_id": "x", "data": {}, "lang": "xx"}),
+    )
+    .await;
+    assert_eq!(v["errcode"], 47001, "{v}");
+    assert!(
+        v["errmsg"]
+            .as_str()
+            .unwrap()
+            .starts_with("data format error rid: "),
+        "{v}"
+    );
 }

@@ -332,7 +332,8 @@ impl ShortLink {
     /// Generates the short link.
     ///
     /// # Errors
-    /// Local 40066, 40225, 40212; WeChat 40165, 85400 permanent quota.
+    /// Local 40066, 40225, 40212; WeChat 40066 (a page the published app does not have), 85400
+    /// permanent quota.
     ///
     /// ```no_run
     /// # async fn run(client: weapp::Client) -> Result<(), weapp::Error> {
