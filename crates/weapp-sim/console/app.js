@@ -5,6 +5,7 @@
 
 const I18N = {
   en: {
+    resync: 'now', resyncHelp: "Back to the wall clock, in real time. A WeChat clock ahead of your server's makes its pushes fall outside your receiver's replay window.",
     console: 'console', app: 'App', virtualTime: 'Virtual time', realTime: 'real time',
     tabPhone: 'Phone', tabTokens: 'Tokens', tabTraffic: 'Traffic', tabPushes: 'Pushes', tabFaults: 'Faults & clock',
     user: 'User', enterSession: 'Enter customer service', popupTitle: 'Allow these notifications?',
@@ -27,6 +28,7 @@ const I18N = {
     csMsg: 'customer-service reply', noMessages: 'nothing received yet',
   },
   zh: {
+    resync: '回到现在', resyncHelp: '回到真实时间（实时模式）。微信时钟快于你的服务器时，推送的时间戳会超出接收端的重放窗口而被拒绝。',
     console: '控制台', app: '小程序', virtualTime: '虚拟时间', realTime: '实时',
     tabPhone: '手机', tabTokens: '令牌', tabTraffic: '流量', tabPushes: '推送', tabFaults: '故障与时钟',
     user: '用户', enterSession: '进入客服会话', popupTitle: '允许发送以下消息？',
@@ -70,6 +72,7 @@ function applyI18n() {
   document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
   document.querySelectorAll('[data-i18n]').forEach((n) => { n.textContent = t(n.dataset.i18n); });
   document.querySelectorAll('[data-i18n-ph]').forEach((n) => { n.placeholder = t(n.dataset.i18nPh); });
+  document.querySelectorAll('[data-i18n-title]').forEach((n) => { n.title = t(n.dataset.i18nTitle); });
   $('#lang').textContent = lang === 'zh' ? 'English' : '中文';
 }
 
@@ -96,6 +99,16 @@ async function api(method, path, body) {
 }
 
 const pretty = (v) => JSON.stringify(v, null, 2);
+
+// Runs `fn` once, a moment after the last of a burst of calls (events can arrive by the
+// thousand; each must not cost a request).
+const coalesced = (fn, ms = 250) => {
+  let timer = null;
+  return () => {
+    if (timer) return;
+    timer = setTimeout(() => { timer = null; fn().catch(() => {}); }, ms);
+  };
+};
 const pad = (n) => String(n).padStart(2, '0');
 function fmtTime(ms) {
   const d = new Date(ms);
@@ -130,6 +143,11 @@ document.querySelectorAll('[data-advance]').forEach((b) => b.addEventListener('c
 $('#realtime').addEventListener('change', async (e) => {
   await api('POST', '/_sim/clock', { real_time: e.target.checked });
   await refreshClock();
+});
+$('#resync').addEventListener('click', async () => {
+  await api('POST', '/_sim/clock', { resync: true });
+  await refreshClock();
+  await refreshTokens();
 });
 
 // -------------------------------------------------------------------------------------- apps
@@ -464,10 +482,10 @@ async function refreshFaults() {
   const describe = (f) => [f.path, f.errcode != null ? `errcode ${f.errcode}` : '', f.http_status != null ? `HTTP ${f.http_status}` : '',
     f.latency_ms != null ? `${f.latency_ms} ms` : '', f.body != null ? 'body' : '', f.rate != null ? `rate ${f.rate}` : '',
     f.count != null ? `×${f.count}` : ''].filter(Boolean).join(' ');
-  $('#faults').replaceChildren(...(faults.length ? faults.map((f, i) => el('li', { 'data-testid': 'fault' },
+  $('#faults').replaceChildren(...(faults.length ? faults.map((f) => el('li', { 'data-testid': 'fault' },
     el('span', {}, describe(f)), ' ',
     el('button', { class: 'small', 'data-testid': 'fault-remove', onclick: async () => {
-      try { await api('DELETE', `/_sim/faults/${i}`); } catch (err) { toast(err.message, true); }
+      try { await api('DELETE', `/_sim/faults/${f.id}`); } catch (err) { toast(err.message, true); }
       await refreshFaults();
     } }, t('remove'))))
     : [el('li', { class: 'muted' }, t('noFaults'))]));
@@ -496,6 +514,8 @@ function onEvent(e) {
     for (const old of traffic.all.splice(0, MAX_ROWS)) traffic.byId.delete(old.id);
   }
   traffic.pending.push(e);
+  // Paused, or in a background tab (no animation frames), only the newest rows are kept.
+  if (traffic.pending.length > 2 * MAX_ROWS) traffic.pending.splice(0, traffic.pending.length - MAX_ROWS);
   scheduleTraffic();
   switch (e.kind) {
     case 'push':
@@ -504,23 +524,31 @@ function onEvent(e) {
       if (e.appid === state.appid) renderDeliveries();
       break;
     case 'message':
-      if (e.appid === state.appid && e.openid === state.openid) refreshPhone().catch(() => {});
+      if (e.appid === state.appid && e.openid === state.openid) later.phone();
       break;
     case 'token_issued': case 'token_retired': case 'foreign_fetch':
-      if (e.appid === state.appid) refreshTokens().catch(() => {});
+      if (e.appid === state.appid) later.tokens();
       break;
     case 'clock':
-      refreshClock().catch(() => {});
+      later.clock();
       break;
     case 'fault_added': case 'fault_removed': case 'faults_cleared':
-      refreshFaults().catch(() => {});
+      later.faults();
       break;
     case 'code_issued':
-      if (e.appid === state.appid && !(currentApp() || { users: [] }).users.some((u) => u.openid === e.openid)) refreshApps().catch(() => {});
+      if (e.appid === state.appid && !(currentApp() || { users: [] }).users.some((u) => u.openid === e.openid)) later.apps();
       break;
     default:
   }
 }
+
+const later = {
+  phone: coalesced(() => refreshPhone()),
+  tokens: coalesced(() => refreshTokens()),
+  clock: coalesced(() => refreshClock()),
+  faults: coalesced(() => refreshFaults()),
+  apps: coalesced(() => refreshApps()),
+};
 
 function connectEvents() {
   const source = new EventSource('/_sim/events/stream?after=0');

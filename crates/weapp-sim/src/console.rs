@@ -105,8 +105,23 @@ impl ConsoleState {
     }
 }
 
-/// Replaces `{{code}}`, `{{appid}}`, `{{openid}}` and `{{storage.KEY}}` in `template`.
-fn fill(template: &str, vars: &HashMap<&str, String>, storage: &Map<String, Value>) -> String {
+/// How much of a backend's answer the phone reads.
+const BACKEND_ANSWER_LIMIT: usize = 1024 * 1024;
+
+/// `value` escaped for the inside of a JSON string.
+fn json_escaped(value: &str) -> String {
+    let quoted = Value::String(value.to_owned()).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// Replaces `{{code}}`, `{{appid}}`, `{{openid}}` and `{{storage.KEY}}` in `template`; with
+/// `json`, values are escaped for a JSON string (a value cannot add fields to the body).
+fn fill(
+    template: &str,
+    vars: &HashMap<&str, String>,
+    storage: &Map<String, Value>,
+    json: bool,
+) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
@@ -124,7 +139,11 @@ fn fill(template: &str, vars: &HashMap<&str, String>, storage: &Map<String, Valu
             },
             None => vars.get(name).cloned().unwrap_or_default(),
         };
-        out.push_str(&value);
+        if json {
+            out.push_str(&json_escaped(&value));
+        } else {
+            out.push_str(&value);
+        }
         rest = &rest[start + end + 2..];
     }
     out.push_str(rest);
@@ -208,19 +227,25 @@ impl Sim {
         ]
         .into_iter()
         .collect();
-        let url = format!("{}{}", backend.url, fill(&template.path, &vars, &storage));
-        let body = fill(&template.body, &vars, &storage);
+        let url = format!(
+            "{}{}",
+            backend.url,
+            fill(&template.path, &vars, &storage, false)
+        );
+        // A body that is a JSON document gets its values escaped as JSON strings.
+        let json_template = matches!(template.body.trim_start().chars().next(), Some('{' | '['));
+        let body = fill(&template.body, &vars, &storage, json_template);
         let headers: Map<String, Value> = template
             .headers
             .iter()
             .map(|(k, v)| {
                 let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-                (k.clone(), Value::String(fill(&v, &vars, &storage)))
+                (k.clone(), Value::String(fill(&v, &vars, &storage, false)))
             })
             .collect();
         let method = reqwest::Method::from_bytes(template.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| WxError::new(47001, "invalid method"))?;
-        let mut req = self.http().request(method, &url);
+        let mut req = self.backend_http().request(method, &url);
         for (k, v) in &headers {
             req = req.header(k.as_str(), v.as_str().unwrap_or_default());
         }
@@ -233,10 +258,21 @@ impl Sim {
         }
         let started = Instant::now();
         let response = match req.send().await {
-            Ok(r) => {
+            Ok(mut r) => {
                 let status = r.status().as_u16();
-                let text = r.text().await.unwrap_or_default();
-                let parsed = serde_json::from_str::<Value>(&text).ok();
+                let mut raw = Vec::new();
+                let mut cut = false;
+                while let Ok(Some(chunk)) = r.chunk().await {
+                    if raw.len() + chunk.len() > BACKEND_ANSWER_LIMIT {
+                        cut = true;
+                        break;
+                    }
+                    raw.extend_from_slice(&chunk);
+                }
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let parsed = (!cut)
+                    .then(|| serde_json::from_str::<Value>(&text).ok())
+                    .flatten();
                 if let (true, Some(Value::Object(map))) = ((200..300).contains(&status), &parsed) {
                     let mut w = self.world();
                     let kept = w
@@ -248,55 +284,72 @@ impl Sim {
                         kept.insert(k.clone(), v.clone());
                     }
                 }
-                json!({"status": status, "body": parsed.unwrap_or(Value::String(text))})
+                let body = match parsed {
+                    Some(v) => v,
+                    None if cut => {
+                        Value::String(format!("[over {BACKEND_ANSWER_LIMIT} bytes: not read]"))
+                    }
+                    None => Value::String(text),
+                };
+                json!({"status": status, "body": body})
             }
             Err(e) => json!({"error": e.without_url().to_string()}),
         };
+        let request_body = json_body.unwrap_or(Value::String(body));
         let exchange = json!({
-            "request": {"method": template.method, "url": url, "headers": headers, "body": json_body.unwrap_or(Value::String(body))},
+            "request": {"method": template.method, "url": url, "headers": headers, "body": request_body},
             "response": response,
+        });
+        // The journal keeps it with secrets masked: query parameters, headers, JSON fields and
+        // form fields named like secrets.
+        let journaled_request = json!({
+            "method": template.method,
+            "url": crate::journal::masked_url(&url),
+            "headers": headers,
+            "body": match &exchange["request"]["body"] {
+                Value::String(b) => Value::String(crate::journal::masked_form(b)),
+                other => other.clone(),
+            },
         });
         let mut event = Event::new("backend")
             .appid(appid)
             .openid(openid)
-            .detail(json!({"action": action, "request": exchange["request"], "response": exchange["response"]}));
+            .detail(json!({"action": action, "request": journaled_request, "response": exchange["response"]}));
         event.latency_ms = Some(started.elapsed().as_millis() as u64);
         self.record(event);
         Ok(exchange)
     }
 }
 
-async fn index() -> Response {
+/// The page's policy: everything from this origin only, no framing (a framed console would be
+/// same-origin and could be clicked through an overlay), no referrer.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
-        INDEX,
+        body,
     )
         .into_response()
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
 }
 
 async fn script() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        SCRIPT,
-    )
-        .into_response()
+    asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 async fn style() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        STYLE,
-    )
-        .into_response()
+    asset("text/css; charset=utf-8", STYLE)
 }
 
 async fn backend_get(State(sim): State<Sim>, Path(appid): Path<String>) -> Response {
@@ -398,7 +451,8 @@ mod tests {
             fill(
                 r#"{"appid": "{{appid}}", "code": "{{ code }}"}"#,
                 &vars,
-                &storage
+                &storage,
+                false
             ),
             r#"{"appid": "wx1", "code": "C1"}"#
         );
@@ -406,10 +460,17 @@ mod tests {
             fill(
                 "Bearer {{storage.token}}/{{storage.n}}/{{storage.none}}",
                 &vars,
-                &storage
+                &storage,
+                false
             ),
             "Bearer wa_x/3/"
         );
-        assert_eq!(fill("open {{", &vars, &storage), "open {{");
+        assert_eq!(fill("open {{", &vars, &storage, false), "open {{");
+        // In a JSON body a value cannot break out of its string.
+        storage.insert("evil".into(), json!("x\", \"admin\": true, \"y\": \""));
+        let body = fill(r#"{"t": "{{storage.evil}}"}"#, &vars, &storage, true);
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed.as_object().unwrap().len(), 1, "{body}");
+        assert_eq!(parsed["t"], storage["evil"]);
     }
 }

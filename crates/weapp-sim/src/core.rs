@@ -243,7 +243,9 @@ pub struct RidRecord {
 #[derive(Debug, Default)]
 pub(crate) struct World {
     pub(crate) apps: HashMap<String, App>,
-    pub(crate) faults: Vec<Fault>,
+    /// Fault rules in force, with their ids.
+    pub(crate) faults: Vec<(u64, Fault)>,
+    pub(crate) next_fault_id: u64,
     pub(crate) calls: HashMap<String, u64>,
     pub(crate) rids: HashMap<String, RidRecord>,
     pub(crate) rid_order: VecDeque<String>,
@@ -308,8 +310,12 @@ struct Shared {
     world: Mutex<World>,
     /// What happened, for the console and `GET /_sim/events`.
     journal: Journal,
-    /// Delivers pushes to the configured URLs and makes the phone's backend requests.
+    /// Delivers pushes to the configured URLs.
     http: reqwest::Client,
+    /// Makes the phone's backend requests (no redirects).
+    backend_http: reqwest::Client,
+    /// Host names (besides loopback names and IP addresses) the control API answers to.
+    allowed_hosts: Mutex<Vec<String>>,
     start_ms: i64,
 }
 
@@ -368,13 +374,21 @@ pub(crate) fn subtle_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
     a.ct_eq(b)
 }
 
+/// The wall clock, Unix ms.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The most one advance moves the clock (about 100 years).
+const MAX_ADVANCE_SECS: i64 = 100 * 366 * 86_400;
+
 impl Sim {
     /// A fresh, empty simulator.
     pub fn new(mode: ClockMode) -> Self {
-        let start_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let start_ms = wall_ms();
         let world = World {
             real_anchor: (mode == ClockMode::Real).then(Instant::now),
             ..World::default()
@@ -387,6 +401,12 @@ impl Sim {
                     .timeout(std::time::Duration::from_secs(15))
                     .build()
                     .expect("a TLS backend is compiled in"),
+                backend_http: reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(15))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .expect("a TLS backend is compiled in"),
+                allowed_hosts: Mutex::new(Vec::new()),
                 start_ms,
             }),
         }
@@ -398,6 +418,53 @@ impl Sim {
 
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.shared.http
+    }
+
+    /// The phone's client for the developer's backend: follows no redirect (a redirect would
+    /// re-send codes and headers to a place the journal does not show).
+    pub(crate) fn backend_http(&self) -> &reqwest::Client {
+        &self.shared.backend_http
+    }
+
+    /// Lets the control API and the console answer requests addressed to `host` (a name such as
+    /// `sim` in a docker network). Loopback names (`localhost`, `*.localhost`) and IP addresses
+    /// are always allowed; any other name is refused, so a web page that rebinds its own name to
+    /// 127.0.0.1 cannot reach the control API through the developer's browser.
+    pub fn allow_host(&self, host: &str) {
+        let host = host.trim().to_ascii_lowercase();
+        let mut hosts = self
+            .shared
+            .allowed_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !host.is_empty() && !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+
+    /// Whether a `Host` header value names this simulator acceptably (see [`Sim::allow_host`]).
+    pub(crate) fn host_allowed(&self, host_header: &str) -> bool {
+        let host = host_header.trim().to_ascii_lowercase();
+        // Strip the port: `[::1]:9400`, `127.0.0.1:9400`, `name:9400`.
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            rest.split_once(']').map_or(rest, |(h, _)| h).to_owned()
+        } else {
+            host.rsplit_once(':')
+                .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+                .map_or(host.as_str(), |(h, _)| h)
+                .to_owned()
+        };
+        if name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+        {
+            return true;
+        }
+        self.shared
+            .allowed_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&name)
     }
 
     /// The event journal.
@@ -420,6 +487,26 @@ impl Sim {
     pub(crate) fn now_in(&self, w: &World) -> i64 {
         let real = w.real_anchor.map_or(0, |a| a.elapsed().as_millis() as i64);
         self.shared.start_ms + real + w.offset_ms
+    }
+
+    /// Sets the clock back to the wall clock's time (and real-time mode): what the console's
+    /// "now" does after the clock was advanced in a sandbox, where WeChat's clock running ahead
+    /// of the server's makes pushes fall outside the receiver's replay window. The only way the
+    /// clock goes back.
+    pub fn resync_to_wall_clock(&self) -> i64 {
+        let now = {
+            let mut w = self.world();
+            self.anchor_at_wall_clock(&mut w);
+            self.now_in(&w) / 1000
+        };
+        self.record(Event::new("clock").detail(json!({"resynced": true, "now": now})));
+        now
+    }
+
+    /// Real-time mode from now on, at the wall clock's time.
+    fn anchor_at_wall_clock(&self, w: &mut World) {
+        w.real_anchor = Some(Instant::now());
+        w.offset_ms = wall_ms() - self.shared.start_ms;
     }
 
     /// Whether the clock follows wall time.
@@ -460,7 +547,9 @@ impl Sim {
     pub fn advance(&self, secs: i64) -> i64 {
         let now = {
             let mut w = self.world();
-            w.offset_ms += secs.max(0) * 1000;
+            w.offset_ms = w
+                .offset_ms
+                .saturating_add(secs.clamp(0, MAX_ADVANCE_SECS) * 1000);
             self.now_in(&w) / 1000
         };
         if secs > 0 {
@@ -497,7 +586,8 @@ impl Sim {
         (appid, secret)
     }
 
-    /// The registered apps: `[{appid, unionid, users, push}]`, sorted by appid.
+    /// The registered apps: `[{appid, unionid, users: [{openid, unionid, phone, blocked}], push}]`,
+    /// sorted by appid (no secrets, no session keys).
     pub fn apps(&self) -> Vec<Value> {
         let w = self.world();
         let mut out: Vec<Value> = w
@@ -506,6 +596,11 @@ impl Sim {
             .map(|(id, a)| {
                 let mut users: Vec<&User> = a.users.values().collect();
                 users.sort_by(|x, y| x.openid.cmp(&y.openid));
+                // Without session keys: those are for `GET /_sim/users`, one user at a time.
+                let users: Vec<Value> = users
+                    .iter()
+                    .map(|u| json!({"openid": u.openid, "unionid": u.unionid, "phone": u.phone, "blocked": u.blocked}))
+                    .collect();
                 json!({
                     "appid": id,
                     "unionid": a.unionid,
@@ -527,13 +622,16 @@ impl Sim {
             .iter()
             .map(|(id, a)| (id.clone(), a.secret.clone(), a.unionid, a.push.clone()))
             .collect();
-        let anchor = w.real_anchor.map(|_| Instant::now());
+        let real_time = w.real_anchor.is_some();
         let console = std::mem::take(&mut w.console).settings_only();
         *w = World {
-            real_anchor: anchor,
             console,
             ..World::default()
         };
+        // A reset clock is the start time (virtual) or the wall clock's time (real time).
+        if real_time {
+            self.anchor_at_wall_clock(&mut w);
+        }
         for (id, secret, unionid, push) in apps {
             let mut app = App::new(secret, unionid);
             app.push = push;
@@ -578,31 +676,44 @@ impl Sim {
         Ok(user.clone())
     }
 
-    /// Adds a fault.
-    pub fn add_fault(&self, fault: Fault) {
+    /// Adds a fault; returns its id.
+    pub fn add_fault(&self, fault: Fault) -> u64 {
+        let id = {
+            let mut w = self.world();
+            w.next_fault_id += 1;
+            let id = w.next_fault_id;
+            w.faults.push((id, fault.clone()));
+            id
+        };
         self.record(
             Event::new("fault_added")
                 .path(&fault.path)
-                .detail(json!(fault)),
+                .detail(json!({"id": id, "fault": fault})),
         );
-        self.world().faults.push(fault);
+        id
     }
 
     /// The faults in force.
     pub fn faults(&self) -> Vec<Fault> {
+        self.world().faults.iter().map(|(_, f)| f.clone()).collect()
+    }
+
+    /// The faults in force with their ids (for [`Sim::remove_fault`]).
+    pub fn fault_rules(&self) -> Vec<(u64, Fault)> {
         self.world().faults.clone()
     }
 
-    /// Removes the fault at `index` in [`Sim::faults`]' order; `None` when there is none.
-    pub fn remove_fault(&self, index: usize) -> Option<Fault> {
+    /// Removes the fault with this id; `None` when there is none (any more).
+    pub fn remove_fault(&self, id: u64) -> Option<Fault> {
         let removed = {
             let mut w = self.world();
-            (index < w.faults.len()).then(|| w.faults.remove(index))
-        }?;
+            let i = w.faults.iter().position(|(fid, _)| *fid == id)?;
+            w.faults.remove(i).1
+        };
         self.record(
             Event::new("fault_removed")
                 .path(&removed.path)
-                .detail(json!(removed)),
+                .detail(json!({"id": id, "fault": removed})),
         );
         Some(removed)
     }
@@ -613,26 +724,43 @@ impl Sim {
         self.record(Event::new("faults_cleared"));
     }
 
-    /// Counts a call and decides whether a fault applies to it (consuming one of its count).
+    /// Counts a call and decides whether a fault applies to it (consuming one of its count; a
+    /// rule whose count is used up goes, with a `fault_removed` event).
     pub(crate) fn on_call(&self, path: &str) -> Option<Fault> {
-        let mut w = self.world();
-        *w.calls.entry(path.to_owned()).or_default() += 1;
-        let mut hit = None;
-        for (i, f) in w.faults.iter_mut().enumerate() {
-            if f.path != path || f.count == Some(0) {
-                continue;
+        let (hit, spent) = {
+            let mut w = self.world();
+            *w.calls.entry(path.to_owned()).or_default() += 1;
+            let mut hit = None;
+            for (id, f) in &mut w.faults {
+                if f.path != path || f.count == Some(0) {
+                    continue;
+                }
+                if rand::random::<f64>() >= f.rate.unwrap_or(1.0) {
+                    continue;
+                }
+                if let Some(c) = f.count.as_mut() {
+                    *c -= 1;
+                }
+                hit = Some((*id, f.clone()));
+                break;
             }
-            if rand::random::<f64>() >= f.rate.unwrap_or(1.0) {
-                continue;
-            }
-            if let Some(c) = f.count.as_mut() {
-                *c -= 1;
-            }
-            hit = Some((i, f.clone()));
-            break;
+            let spent = match &hit {
+                Some((id, f)) if f.count == Some(0) => {
+                    w.faults.retain(|(fid, _)| fid != id);
+                    Some(*id)
+                }
+                _ => None,
+            };
+            (hit.map(|(_, f)| f), spent)
+        };
+        if let Some(id) = spent {
+            self.record(
+                Event::new("fault_removed")
+                    .path(path)
+                    .detail(json!({"id": id, "used_up": true})),
+            );
         }
-        w.faults.retain(|f| f.count != Some(0));
-        hit.map(|(_, f)| f)
+        hit
     }
 
     /// Records a rid issued with an error, keeping the latest 10,000.
@@ -840,6 +968,9 @@ struct ClockReq {
     advance_secs: i64,
     /// Switch to real time (true) or back to virtual time (false).
     real_time: Option<bool>,
+    /// Back to the wall clock's time, in real time (the only way back).
+    #[serde(default)]
+    resync: bool,
 }
 
 async fn clock(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
@@ -849,6 +980,16 @@ async fn clock(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
             StatusCode::BAD_REQUEST,
             "advance_secs must be >= 0: the clock never goes back",
         );
+    }
+    if req.resync {
+        if req.advance_secs != 0 || req.real_time == Some(false) {
+            return control_error(
+                StatusCode::BAD_REQUEST,
+                "resync goes back to the wall clock in real time: it takes no advance_secs or real_time: false",
+            );
+        }
+        let now = sim.resync_to_wall_clock();
+        return Json(json!({"now": now, "real_time": true})).into_response();
     }
     if let Some(real) = req.real_time {
         sim.set_clock_mode(if real {
@@ -883,12 +1024,21 @@ async fn faults_add(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response 
             "http_status must be a valid HTTP status",
         );
     }
-    sim.add_fault(fault);
-    Json(json!({})).into_response()
+    let id = sim.add_fault(fault);
+    Json(json!({"id": id})).into_response()
 }
 
 async fn faults_list(State(sim): State<Sim>) -> Response {
-    Json(json!({"faults": sim.faults()})).into_response()
+    let faults: Vec<Value> = sim
+        .fault_rules()
+        .into_iter()
+        .map(|(id, f)| {
+            let mut v = json!(f);
+            v["id"] = json!(id);
+            v
+        })
+        .collect();
+    Json(json!({"faults": faults})).into_response()
 }
 
 async fn faults_clear(State(sim): State<Sim>) -> Response {
@@ -896,16 +1046,13 @@ async fn faults_clear(State(sim): State<Sim>) -> Response {
     Json(json!({})).into_response()
 }
 
-async fn faults_remove(State(sim): State<Sim>, Path(index): Path<String>) -> Response {
-    let removed = index
-        .parse::<usize>()
-        .ok()
-        .and_then(|i| sim.remove_fault(i));
+async fn faults_remove(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    let removed = id.parse::<u64>().ok().and_then(|i| sim.remove_fault(i));
     match removed {
         Some(f) => Json(json!({"removed": f})).into_response(),
         None => control_error(
             StatusCode::NOT_FOUND,
-            "no fault at this index (GET /_sim/faults)",
+            "no fault with this id (GET /_sim/faults)",
         ),
     }
 }
@@ -944,6 +1091,11 @@ async fn users(State(sim): State<Sim>, Query(q): Query<HashMap<String, String>>)
 
 async fn users_create(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
     let req: NewUserReq = try_resp!(body(&raw));
+    for (what, id) in [("openid", &req.openid), ("unionid", &req.unionid)] {
+        if let Err(resp) = crate::http::check_user_id(what, id.as_deref()) {
+            return *resp;
+        }
+    }
     match sim.create_user(&req.appid, req.openid, req.unionid, req.blocked) {
         Ok(u) => Json(json!({"openid": u.openid, "unionid": u.unionid, "blocked": u.blocked}))
             .into_response(),
@@ -960,7 +1112,7 @@ pub(crate) fn control() -> Router<Sim> {
             "/_sim/faults",
             post(faults_add).get(faults_list).delete(faults_clear),
         )
-        .route("/_sim/faults/{index}", delete(faults_remove))
+        .route("/_sim/faults/{id}", delete(faults_remove))
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset", post(reset))
         .route("/_sim/users", get(users).post(users_create))

@@ -116,6 +116,26 @@ pub(crate) fn control_error(status: StatusCode, message: impl Into<String>) -> R
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
+/// Checks an openid or unionid given to the control API: 1–64 letters, digits, `_` or `-` (what
+/// WeChat's look like), so it can be put in URLs and request templates as it is.
+pub(crate) fn check_user_id(what: &str, id: Option<&str>) -> Result<(), Box<Response>> {
+    match id {
+        Some(v)
+            if v.is_empty()
+                || v.len() > 64
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+        {
+            Err(Box::new(control_error(
+                StatusCode::BAD_REQUEST,
+                format!("{what} must be 1-64 letters, digits, _ or -"),
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A WeChat refusal of a control call: unknown app or user → 404, anything else → 400.
 pub(crate) fn from_wx(e: WxError) -> Response {
     let status = match e.code {

@@ -1,8 +1,9 @@
 //! The event journal: everything the simulator does that a developer wants to see — every
 //! WeChat call (appid, path, errcode, rid, latency, request and response with secrets masked),
 //! tokens issued and retired, codes issued and redeemed, pushes and their attempts, messages
-//! users received, the clock and faults. Bounded in memory (the newest [`CAPACITY`] events),
-//! readable as `GET /_sim/events?after=` and streamed as Server-Sent Events
+//! users received, the clock and faults. Bounded in memory (the newest [`CAPACITY`] events, at
+//! most about [`BYTE_BUDGET`] of them; an event's detail over [`DETAIL_LIMIT`] is cut to a
+//! preview), readable as `GET /_sim/events?after=` and streamed as Server-Sent Events
 //! (`GET /_sim/events/stream`).
 
 use std::collections::{HashMap, VecDeque};
@@ -17,25 +18,96 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use crate::core::Sim;
 
 /// How many events the journal keeps.
 pub const CAPACITY: usize = 10_000;
 
-/// Fields whose values are secrets: never shown whole.
-const SECRET_KEYS: &[&str] = &[
-    "secret",
-    "appsecret",
-    "access_token",
-    "refresh_token",
-    "token",
-    "session_token",
-    "session_key",
-    "encoding_aes_key",
-    "authorization",
-];
+/// About how much memory the kept events may take; the oldest go first.
+pub const BYTE_BUDGET: usize = 64 * 1024 * 1024;
+
+/// An event detail larger than this (in memory, about) is replaced by a preview.
+pub const DETAIL_LIMIT: usize = 64 * 1024;
+
+/// How much `GET /_sim/events` answers at most, about (`next_after` says where it stopped).
+const PAGE_BUDGET: usize = 8 * 1024 * 1024;
+
+/// Whether a field named `key` holds a secret. Names are compared without case, `_` or `-`, so
+/// `access_token`, `accessToken` and `Access-Token` are one name: anything ending in `token`,
+/// `secret`, `password` or `ticket`, and session keys, AES keys, encrypt keys, `authorization`
+/// and `cookie`.
+fn is_secret_key(key: &str) -> bool {
+    let k: String = key
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    k.ends_with("token")
+        || k.ends_with("secret")
+        || k.ends_with("password")
+        || k.ends_with("ticket")
+        || matches!(
+            k.as_str(),
+            "sessionkey"
+                | "encodingaeskey"
+                | "aeskey"
+                | "encryptkey"
+                | "authorization"
+                | "cookie"
+                | "setcookie"
+        )
+}
+
+/// Whether `key` names an access token (shown by its first 8 characters).
+fn is_access_token_key(key: &str) -> bool {
+    let k: String = key
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    k.ends_with("accesstoken")
+}
+
+/// About how many bytes `v` takes in memory.
+pub(crate) fn approx_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 16,
+        Value::String(s) => 24 + s.len(),
+        Value::Array(items) => 24 + items.iter().map(approx_size).sum::<usize>(),
+        Value::Object(map) => {
+            48 + map
+                .iter()
+                .map(|(k, v)| 32 + k.len() + approx_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+fn approx_event_size(e: &Event) -> usize {
+    128 + e.kind.len()
+        + e.appid.as_ref().map_or(0, String::len)
+        + e.path.as_ref().map_or(0, String::len)
+        + e.openid.as_ref().map_or(0, String::len)
+        + e.rid.as_ref().map_or(0, String::len)
+        + approx_size(&e.detail)
+}
+
+/// `detail` as kept: masked, and cut to a preview when it is larger than [`DETAIL_LIMIT`].
+fn bounded(detail: Value) -> Value {
+    let detail = mask(detail);
+    let size = approx_size(&detail);
+    if size <= DETAIL_LIMIT {
+        return detail;
+    }
+    let text = detail.to_string();
+    let mut end = text.len().min(8 * 1024);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    json!({"truncated": true, "approx_bytes": size, "preview": &text[..end]})
+}
 
 /// One thing that happened.
 #[derive(Debug, Clone, Serialize)]
@@ -108,22 +180,23 @@ impl Event {
         self
     }
 
-    /// With details (secrets in it are masked).
+    /// With details (secrets in it are masked; a detail over [`DETAIL_LIMIT`] is kept as a
+    /// preview).
     #[must_use]
     pub fn detail(mut self, detail: Value) -> Self {
-        self.detail = mask(detail);
+        self.detail = bounded(detail);
         self
     }
 }
 
-/// `value` with every secret field masked (`access_token` keeps its first 8 characters, so a
-/// token can still be told from another).
+/// `value` with every secret field masked (see [`is_secret_key`]; an access token keeps its
+/// first 8 characters, so a token can still be told from another).
 pub fn mask(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| {
-                    let masked = if SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
+                    let masked = if is_secret_key(&k) {
                         mask_scalar(&k, &v)
                     } else {
                         mask(v)
@@ -139,52 +212,114 @@ pub fn mask(value: Value) -> Value {
 
 fn mask_scalar(key: &str, v: &Value) -> Value {
     match v {
-        Value::String(s) if key.to_ascii_lowercase().ends_with("access_token") && s.len() > 12 => {
-            Value::String(format!("{}…({} chars)", &s[..8], s.len()))
+        Value::String(s) if is_access_token_key(key) && s.chars().count() > 12 => {
+            let head: String = s.chars().take(8).collect();
+            Value::String(format!("{head}…({} chars)", s.chars().count()))
         }
         Value::Null => Value::Null,
         _ => Value::String("***".into()),
     }
 }
 
-/// A query string as an object, secrets masked.
+/// `%XX` and `+` decoded, as a server reads a query string (invalid escapes kept as they are).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |i: usize| {
+        bytes
+            .get(i)
+            .and_then(|b| (*b as char).to_digit(16))
+            .map(|d| d as u8)
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let (Some(h), Some(l)) = (hex(i + 1), hex(i + 2)) {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A query string as an object (keys and values decoded, as WeChat reads them), secrets masked.
 pub fn masked_query(query: &str) -> Value {
     let map: Map<String, Value> = query
         .split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_owned(), Value::String(v.to_owned()))
+            (percent_decode(k), Value::String(percent_decode(v)))
         })
         .collect();
     mask(Value::Object(map))
 }
 
+/// `k=v&…` with the values of secret keys masked (a form body, a query string).
+pub(crate) fn masked_form(form: &str) -> String {
+    form.split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if is_secret_key(&percent_decode(k)) => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A URL with the secrets of its query string masked (for the phone's backend requests).
+pub(crate) fn masked_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, query)) => format!("{base}?{}", masked_form(query)),
+        None => url.to_owned(),
+    }
+}
+
 #[derive(Debug, Default)]
 struct Ring {
     next_id: u64,
-    events: VecDeque<Event>,
+    /// Events and their approximate sizes, oldest first.
+    events: VecDeque<(Event, usize)>,
+    bytes: usize,
 }
 
-/// The journal: a ring of the newest events and a broadcast of new ones.
+impl Ring {
+    /// The index of the first event with an id above `after` (ids increase along the ring).
+    fn first_after(&self, after: u64) -> usize {
+        self.events.partition_point(|(e, _)| e.id <= after)
+    }
+}
+
+/// The journal: a ring of the newest events, bounded by count and by size, and the id of the
+/// newest one for readers to wait on.
 #[derive(Debug)]
 pub struct Journal {
     ring: Mutex<Ring>,
     capacity: usize,
-    tx: broadcast::Sender<Event>,
+    budget: usize,
+    newest: watch::Sender<u64>,
 }
 
 impl Journal {
-    /// A journal keeping `capacity` events.
+    /// A journal keeping `capacity` events (at most about [`BYTE_BUDGET`] of them).
     pub fn new(capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(4096);
+        let (newest, _) = watch::channel(0);
         Self {
             ring: Mutex::new(Ring {
                 next_id: 1,
                 events: VecDeque::new(),
+                bytes: 0,
             }),
             capacity: capacity.max(1),
-            tx,
+            budget: BYTE_BUDGET,
+            newest,
         }
     }
 
@@ -192,32 +327,52 @@ impl Journal {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records `event` at `at` (simulator ms); returns its id.
+    /// Records `event` at `at` (simulator ms); returns its id. A detail set directly (not
+    /// through [`Event::detail`]) is masked and bounded here too.
     pub fn push(&self, at: i64, mut event: Event) -> u64 {
-        let mut r = self.ring();
-        event.id = r.next_id;
-        event.at = at;
-        r.next_id += 1;
-        r.events.push_back(event.clone());
-        while r.events.len() > self.capacity {
-            r.events.pop_front();
+        if approx_size(&event.detail) > DETAIL_LIMIT {
+            event.detail = bounded(std::mem::take(&mut event.detail));
         }
-        let id = event.id;
-        // Broadcast under the lock, so listeners see ids in order (a stream skips ids at or
-        // below the last it sent). Nobody listening is fine.
-        let _ = self.tx.send(event);
+        let size = approx_event_size(&event);
+        let id = {
+            let mut r = self.ring();
+            event.id = r.next_id;
+            event.at = at;
+            r.next_id += 1;
+            r.events.push_back((event, size));
+            r.bytes += size;
+            while r.events.len() > self.capacity || (r.bytes > self.budget && r.events.len() > 1) {
+                if let Some((_, s)) = r.events.pop_front() {
+                    r.bytes -= s;
+                }
+            }
+            r.next_id - 1
+        };
+        // Readers wait on this and read the ring; it never lags behind.
+        self.newest.send_replace(id);
         id
     }
 
     /// Up to `limit` events with an id above `after` that `filter` keeps, oldest first, and the
     /// cursor for the next page.
     pub fn after(&self, after: u64, limit: usize, filter: &Filter) -> (Vec<Event>, u64) {
+        self.page(after, limit, usize::MAX, filter)
+    }
+
+    /// Like [`Journal::after`], stopping once about `budget` bytes are in the page (one event at
+    /// least).
+    fn page(&self, after: u64, limit: usize, budget: usize, filter: &Filter) -> (Vec<Event>, u64) {
         let r = self.ring();
         let mut out = Vec::new();
         let mut next = after;
-        for e in r.events.iter().filter(|e| e.id > after) {
+        let mut bytes = 0usize;
+        for (e, size) in r.events.range(r.first_after(after)..) {
+            if !out.is_empty() && bytes + size > budget {
+                break;
+            }
             next = e.id;
             if filter.keeps(e) {
+                bytes += size;
                 out.push(e.clone());
                 if out.len() >= limit {
                     break;
@@ -232,14 +387,16 @@ impl Journal {
         self.ring().next_id - 1
     }
 
-    /// New events as they are recorded.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    /// The id of the newest event, changing as events are recorded.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.newest.subscribe()
     }
 
     /// Forgets every event (ids keep increasing).
     pub fn clear(&self) {
-        self.ring().events.clear();
+        let mut r = self.ring();
+        r.events.clear();
+        r.bytes = 0;
     }
 }
 
@@ -301,12 +458,15 @@ async fn events(State(sim): State<Sim>, Query(q): Query<HashMap<String, String>>
             return crate::http::control_error(axum::http::StatusCode::BAD_REQUEST, e);
         }
     };
-    let (events, next_after) = sim.journal().after(after, limit, &filter);
+    let (events, next_after) = sim.journal().page(after, limit, PAGE_BUDGET, &filter);
     Json(json!({"events": events, "next_after": next_after})).into_response()
 }
 
-/// Server-Sent Events: the backlog after `after` (or `Last-Event-ID`), then every new event as
-/// it happens. Each SSE message carries one event as JSON, with its id.
+/// Server-Sent Events: the backlog after `after` (or `Last-Event-ID`; default: only new
+/// events), then every new event as it happens, in id order. Each SSE message carries one event
+/// as JSON, with its id. The stream reads the ring a page at a time, so a slow reader holds at
+/// most one page and misses only what the ring no longer keeps. A `Last-Event-ID` from before a
+/// restart of the simulator (above the newest id) starts from the beginning.
 async fn stream(
     State(sim): State<Sim>,
     headers: HeaderMap,
@@ -316,44 +476,37 @@ async fn stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let after =
-        match from_header.map_or_else(|| parse_u64(&q, "after", sim.journal().last_id()), Ok) {
-            Ok(a) => a,
-            Err(e) => return crate::http::control_error(axum::http::StatusCode::BAD_REQUEST, e),
-        };
+    // Watch before reading the newest id, so nothing falls between them.
+    let newest = sim.journal().watch();
+    let last_id = sim.journal().last_id();
+    let after = match from_header.map_or_else(|| parse_u64(&q, "after", last_id), Ok) {
+        Ok(a) if a > last_id => 0,
+        Ok(a) => a,
+        Err(e) => return crate::http::control_error(axum::http::StatusCode::BAD_REQUEST, e),
+    };
     let filter = match Filter::from_query(&q) {
         Ok(f) => f,
         Err(e) => return crate::http::control_error(axum::http::StatusCode::BAD_REQUEST, e),
     };
-    // Subscribe before reading the backlog, so nothing falls between them.
-    let rx = sim.journal().subscribe();
-    let (backlog, last) = sim.journal().after(after, usize::MAX, &filter);
-    let state = (VecDeque::from(backlog), rx, last, filter, sim);
+    let state = (VecDeque::new(), newest, after, filter, sim);
     let events = futures_util::stream::unfold(
         state,
-        |(mut backlog, mut rx, mut last, filter, sim)| async move {
+        |(mut page, mut newest, mut last, filter, sim)| async move {
             loop {
-                if let Some(e) = backlog.pop_front() {
+                if let Some(e) = page.pop_front() {
                     let sse = to_sse(&e);
-                    return Some((Ok::<_, Infallible>(sse), (backlog, rx, last, filter, sim)));
+                    return Some((Ok::<_, Infallible>(sse), (page, newest, last, filter, sim)));
                 }
-                match rx.recv().await {
-                    Ok(e) if e.id > last => {
-                        last = e.id;
-                        if filter.keeps(&e) {
-                            let sse = to_sse(&e);
-                            return Some((Ok(sse), (backlog, rx, last, filter, sim)));
-                        }
-                    }
-                    Ok(_) => {}
-                    // A reader slower than the broadcast buffer catches up from the ring (which
-                    // holds the newest CAPACITY events), so a burst loses nothing it still has.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let (missed, next) = sim.journal().after(last, usize::MAX, &filter);
-                        backlog = VecDeque::from(missed);
-                        last = next;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                newest.borrow_and_update();
+                let (events, next) = sim.journal().page(last, 256, PAGE_BUDGET, &filter);
+                if next > last {
+                    last = next;
+                    page = VecDeque::from(events);
+                    continue;
+                }
+                // Caught up: wait for the next event.
+                if newest.changed().await.is_err() {
+                    return None;
                 }
             }
         },
@@ -400,6 +553,30 @@ mod tests {
         assert_eq!(a.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 5]);
         let (page, next) = j.after(3, 1, &Filter::default());
         assert_eq!((page[0].id, next), (4, 4));
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_size_and_large_details_are_cut() {
+        let j = Journal::new(10_000);
+        // A 16 KB JSON array of zeros is small on the wire and large in memory.
+        let zeros = Value::Array(vec![json!(0); 8_000]);
+        let e = Event::new("call").detail(json!({"request": zeros}));
+        assert_eq!(e.detail["truncated"], true);
+        assert!(approx_size(&e.detail) < 16 * 1024);
+        // Details just under the cut, far more of them than the budget holds.
+        let big = "x".repeat(DETAIL_LIMIT - 1024);
+        for i in 0..3_000 {
+            j.push(i, Event::new("message").detail(json!({"content": big})));
+        }
+        let r = j.ring();
+        assert!(r.bytes <= BYTE_BUDGET, "{} bytes kept", r.bytes);
+        assert!(r.events.len() < 3_000 && r.events.len() > 500);
+        assert_eq!(r.events.back().unwrap().0.id, 3_000, "the newest are kept");
+        drop(r);
+        // A page stops at its byte budget (at least one event).
+        let (page, next) = j.page(0, 5_000, 1024 * 1024, &Filter::default());
+        assert!(!page.is_empty() && page.len() < 30, "{}", page.len());
+        assert_eq!(next, page.last().unwrap().id);
     }
 
     #[test]

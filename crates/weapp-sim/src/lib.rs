@@ -210,31 +210,43 @@ async fn journal_calls(State(sim): State<Sim>, req: Request, next: Next) -> Resp
     Response::from_parts(rparts, Body::from(resp_bytes))
 }
 
-/// Refuses a control call that changes something when a browser sends it from another origin:
-/// a web page open in the developer's browser must not be able to drive the simulator (point
-/// the phone's backend elsewhere, reset it, hand out codes). Requests without `Origin` (curl,
-/// SDKs, tests) and the console itself (same origin) pass.
-async fn same_origin_control(req: Request, next: Next) -> Response {
+/// Guards the control API and the console against web pages open in the developer's browser:
+/// - a request to `/_sim/…` or `/` addressed to a host name that is not loopback, an IP address
+///   or [allowed](Sim::allow_host) is refused (421) — DNS rebinding gives a page the
+///   simulator's address under the page's own name, which this does not answer to;
+/// - a control call that changes something, sent by a browser from another origin, is refused
+///   (403), so a page cannot drive the simulator blind either.
+///
+/// Requests without `Origin` (curl, SDKs, tests) and the console itself (same origin) pass.
+async fn guard_control(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let changes = !matches!(
-        *req.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-    );
-    if changes && path.starts_with("/_sim") {
-        if let Some(origin) = req.headers().get(axum::http::header::ORIGIN) {
-            let host = req
-                .headers()
-                .get(axum::http::header::HOST)
-                .and_then(|h| h.to_str().ok());
-            let authority = origin.to_str().ok().and_then(|o| {
-                o.strip_prefix("http://")
-                    .or_else(|| o.strip_prefix("https://"))
-            });
-            if host.is_none() || authority != host {
-                return crate::http::control_error(
-                    StatusCode::FORBIDDEN,
-                    "cross-origin control calls are refused (use the console on this origin, or a client without Origin)",
-                );
+    if path.starts_with("/_sim") || path == "/" {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if !host.is_some_and(|h| sim.host_allowed(h)) {
+            return crate::http::control_error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this host name is not allowed: use 127.0.0.1 or localhost, or allow it (weapp sim --allow-host NAME)",
+            );
+        }
+        let changes = !matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        );
+        if changes {
+            if let Some(origin) = req.headers().get(axum::http::header::ORIGIN) {
+                let authority = origin.to_str().ok().and_then(|o| {
+                    o.strip_prefix("http://")
+                        .or_else(|| o.strip_prefix("https://"))
+                });
+                if host.is_none() || authority != host {
+                    return crate::http::control_error(
+                        StatusCode::FORBIDDEN,
+                        "cross-origin control calls are refused (use the console on this origin, or a client without Origin)",
+                    );
+                }
             }
         }
     }
@@ -281,7 +293,10 @@ pub fn router(sim: Sim) -> Router {
             journal_calls,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(10 * 1024 * 1024))
-        .layer(axum::middleware::from_fn(same_origin_control))
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            guard_control,
+        ))
         .with_state(sim)
 }
 

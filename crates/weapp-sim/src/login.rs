@@ -462,6 +462,11 @@ struct LoginReq {
 
 async fn login(State(sim): State<Sim>, raw: Bytes) -> Response {
     let req: LoginReq = try_resp!(body(&raw));
+    for (what, id) in [("openid", &req.openid), ("unionid", &req.unionid)] {
+        if let Err(resp) = crate::http::check_user_id(what, id.as_deref()) {
+            return *resp;
+        }
+    }
     match sim.login(&req.appid, req.openid, req.unionid, req.blocked) {
         Ok((code, openid)) => Json(json!({"code": code, "openid": openid})).into_response(),
         Err(e) => from_wx(e),

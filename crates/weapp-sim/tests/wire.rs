@@ -1005,3 +1005,258 @@ async fn audited_errmsgs_are_what_production_writes() {
         "{v}"
     );
 }
+
+/// DNS rebinding: a page whose own name now points at 127.0.0.1 reaches the simulator under that
+/// name; the control API and the console do not answer it (the WeChat paths do, as a server in a
+/// docker network calls them by any name).
+#[tokio::test]
+async fn control_api_answers_only_loopback_ip_or_allowed_host_names() {
+    let t = T::new().await;
+    let port = t.h.addr().port();
+    let get = |host: String, path: &'static str| {
+        let url = format!("{}{path}", t.h.url());
+        let http = t.http.clone();
+        async move {
+            http.get(url)
+                .header("host", host)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        get(format!("rebound.attacker.example:{port}"), "/_sim/apps").await,
+        421
+    );
+    assert_eq!(
+        get(format!("rebound.attacker.example:{port}"), "/_sim/console").await,
+        421
+    );
+    assert_eq!(
+        get(format!("rebound.attacker.example:{port}"), "/").await,
+        421
+    );
+    assert_eq!(get(format!("localhost:{port}"), "/_sim/apps").await, 200);
+    assert_eq!(get(format!("[::1]:{port}"), "/_sim/apps").await, 200);
+    assert_eq!(get(format!("127.0.0.1:{port}"), "/_sim/apps").await, 200);
+    assert_eq!(get(format!("sim:{port}"), "/_sim/apps").await, 421);
+    t.sim().allow_host("sim");
+    assert_eq!(get(format!("sim:{port}"), "/_sim/apps").await, 200);
+    assert_eq!(get(format!("SIM:{port}"), "/_sim/apps").await, 200);
+    // WeChat paths answer any name.
+    assert_eq!(
+        get(format!("rebound.attacker.example:{port}"), "/cgi-bin/token").await,
+        200
+    );
+}
+
+/// `GET /_sim/apps` lists users without their session keys; the journal masks secrets however
+/// they are spelled or escaped, and a non-ASCII token does not break it.
+#[tokio::test]
+async fn secrets_stay_out_of_listings_and_the_journal() {
+    let t = T::new().await;
+    t.sim().login(&t.appid, None, None, false).unwrap();
+    let (_, _, apps) = t.get("/_sim/apps").await;
+    assert!(!apps.to_string().contains("session_key"), "{apps}");
+    // `%73ecret` is `secret` to WeChat; the journal must read it the same way.
+    let (_, _, v) = t
+        .get(&format!(
+            "/cgi-bin/token?grant_type=client_credential&appid={}&%73ecret={}",
+            t.appid, t.secret
+        ))
+        .await;
+    let token = v["access_token"].as_str().expect("a token").to_owned();
+    let (_, _, v) = t
+        .get(&format!(
+            "/wxa/checksession?access%5Ftoken={token}&openid=x"
+        ))
+        .await;
+    assert!(v["errcode"].is_number());
+    let (_, v) = t
+        .post(
+            "/wxa/msg_sec_check?access_token=x",
+            json!({"accessToken": "SECRET-A", "sessionKey": "SECRET-B", "x": {"AppSecret": "SECRET-C"}, "access_token": "ééééééééééééééé"}),
+        )
+        .await;
+    assert!(v["errcode"].is_number());
+    let (_, _, events) = t.get("/_sim/events?after=0&limit=5000").await;
+    let text = events.to_string();
+    assert!(!text.contains(&t.secret), "secret in the journal");
+    assert!(!text.contains(&token[12..]), "whole token in the journal");
+    for s in ["SECRET-A", "SECRET-B", "SECRET-C"] {
+        assert!(!text.contains(s), "{s} in the journal");
+    }
+    assert!(text.contains("éééééééé…("), "{text}");
+}
+
+/// Faults are removed by id, so a rule used up meanwhile cannot make another one go.
+#[tokio::test]
+async fn faults_are_removed_by_id() {
+    let t = T::new().await;
+    let (_, a) = t
+        .post(
+            "/_sim/faults",
+            json!({"path": "/cgi-bin/token", "errcode": -1, "count": 1}),
+        )
+        .await;
+    let (_, b) = t
+        .post(
+            "/_sim/faults",
+            json!({"path": "/cgi-bin/token", "errcode": 45009}),
+        )
+        .await;
+    let (a, b) = (a["id"].as_u64().unwrap(), b["id"].as_u64().unwrap());
+    let (_, _, v) = t.get("/cgi-bin/token?grant_type=client_credential").await;
+    assert_eq!(v["errcode"], -1, "the first rule bites once");
+    let r = t
+        .http
+        .delete(format!("{}/_sim/faults/{a}", t.h.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "already used up");
+    let (_, _, list) = t.get("/_sim/faults").await;
+    assert_eq!(list["faults"].as_array().unwrap().len(), 1);
+    assert_eq!(list["faults"][0]["id"], b);
+    let r = t
+        .http
+        .delete(format!("{}/_sim/faults/{b}", t.h.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, _, list) = t.get("/_sim/faults").await;
+    assert!(list["faults"].as_array().unwrap().is_empty());
+}
+
+/// A stream resumed with a `Last-Event-ID` from before a restart (above the newest id) starts
+/// from the beginning instead of waiting for ids it will never see again.
+#[tokio::test]
+async fn a_stream_resumed_after_a_restart_starts_over() {
+    let t = T::new().await;
+    t.sim()
+        .journal()
+        .push(0, weapp_sim::Event::new("call").path("/one"));
+    let mut resp = t
+        .http
+        .get(format!("{}/_sim/events/stream", t.h.url()))
+        .header("last-event-id", "999999")
+        .send()
+        .await
+        .unwrap();
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+        .await
+        .expect("the backlog came")
+        .unwrap()
+        .unwrap();
+    assert!(std::str::from_utf8(&chunk).unwrap().contains("/one"));
+}
+
+/// `reset` in real time keeps the wall clock's time; `resync` brings an advanced clock back.
+#[tokio::test]
+async fn real_time_clock_survives_reset_and_resyncs() {
+    let h = spawn(SimConfig {
+        clock: weapp_sim::ClockMode::Real,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    h.sim().advance(3600);
+    assert!(h.sim().now() >= wall() + 3599);
+    h.sim().reset();
+    assert!((h.sim().now() - wall()).abs() <= 2, "reset keeps wall time");
+    h.sim().advance(3600);
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .post(format!("{}/_sim/clock", h.url()))
+        .json(&json!({"resync": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["real_time"], true);
+    assert!(
+        (h.sim().now() - wall()).abs() <= 2,
+        "resync goes back to wall time"
+    );
+    // An advance too large to count in milliseconds does not wrap the clock back.
+    h.sim().advance(i64::MAX / 2);
+    assert!(h.sim().now() > wall());
+}
+
+/// The phone's backend request follows no redirect (a 307 would re-send the code and headers to
+/// a place the journal does not show), and a journaled request masks secrets in the URL, the
+/// headers and a form body.
+#[tokio::test]
+async fn the_phone_follows_no_redirect_and_its_journal_masks_secrets() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let t = T::new().await;
+    let elsewhere = Arc::new(AtomicUsize::new(0));
+    let hits = elsewhere.clone();
+    let app = axum::Router::new()
+        .route(
+            "/login",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, "/elsewhere")],
+                )
+            }),
+        )
+        .route(
+            "/elsewhere",
+            axum::routing::post(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async { "{}" }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_, openid) = t.sim().login(&t.appid, None, None, false).unwrap();
+    let (status, _) = t
+        .post(&format!("/_sim/apps/{}/backend", t.appid), json!({}))
+        .await;
+    assert_eq!(status, 405, "the backend is set with PUT");
+    let r = t
+        .http
+        .put(format!("{}/_sim/apps/{}/backend", t.h.url(), t.appid))
+        .json(&json!({
+            "url": url,
+            "login": {"path": "/login?session_token=QS-SECRET", "headers": {"X-Session-Token": "HDR-SECRET"}, "body": "code={{code}}&password=FORM-SECRET"},
+            "phone": {"path": "/phone", "body": ""},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, exchange) = t
+        .post(
+            "/_sim/phone/request",
+            json!({"appid": t.appid, "openid": openid, "action": "login", "code": "C0DE"}),
+        )
+        .await;
+    assert_eq!(exchange["response"]["status"], 307, "{exchange}");
+    assert_eq!(
+        elsewhere.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    let (_, _, events) = t.get("/_sim/events?after=0&kind=backend").await;
+    let text = events.to_string();
+    assert!(text.contains("C0DE"), "{text}");
+    for s in ["QS-SECRET", "HDR-SECRET", "FORM-SECRET"] {
+        assert!(!text.contains(s), "{s} in the journal: {text}");
+    }
+}

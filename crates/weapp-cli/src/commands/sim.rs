@@ -20,6 +20,11 @@ pub struct Args {
     /// it is virtual and moves only through `POST /_sim/clock`.
     #[arg(long)]
     real_time: bool,
+    /// Answer control calls and serve the console under this host name too (repeatable), e.g.
+    /// `sim` in a docker network. Loopback names and IP addresses are always answered; other
+    /// names are refused, so a web page cannot reach the control API by DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
 }
 
 fn parse_app(s: &str) -> Result<(String, String), String> {
@@ -47,6 +52,9 @@ pub async fn run(args: Args) -> CmdResult {
     })
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    for host in &args.allow_hosts {
+        handle.sim().allow_host(host);
+    }
     println!("{}", handle.url());
     for (appid, _) in &apps {
         eprintln!("registered app {appid}");
