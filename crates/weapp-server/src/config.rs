@@ -135,6 +135,53 @@ fn default_webhook_attempts() -> u32 {
 fn default_prefix() -> String {
     "weapp".into()
 }
+fn default_admin_rate() -> u32 {
+    600
+}
+fn default_refresher_poll() -> u64 {
+    30_000
+}
+fn default_idle_after() -> u64 {
+    86_400
+}
+fn default_registry_poll() -> u64 {
+    1_000
+}
+fn default_registry_reconcile() -> u64 {
+    300
+}
+fn default_fleet_shards() -> u32 {
+    64
+}
+fn default_fleet_lease() -> u64 {
+    15_000
+}
+fn default_warmup_spread() -> u64 {
+    60
+}
+
+/// A callback told of every managed app loaded (appid, secret): the sandbox registers them in
+/// its simulator.
+#[derive(Clone)]
+pub struct AppHook(pub std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>);
+
+impl std::fmt::Debug for AppHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppHook")
+    }
+}
+
+/// When an app gets a token (see [`Config::warm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmPolicy {
+    /// Every enabled app's token is kept fresh.
+    #[default]
+    Always,
+    /// Only apps in use are kept fresh.
+    OnUse,
+}
+
 fn default_pool_size() -> u32 {
     16
 }
@@ -291,6 +338,59 @@ pub struct Config {
     /// Callers of the token broker.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// Administrators: callers of the admin API (`/v1/admin/…`) and the admin console.
+    #[serde(default)]
+    pub admins: Vec<AdminConfig>,
+    /// Requests per minute each administrator may make to the admin API. Env
+    /// `WEAPP_ADMIN_RATE_LIMIT_PER_MINUTE`. Default 600; 0 disables.
+    #[serde(default = "default_admin_rate")]
+    pub admin_rate_limit_per_minute: u32,
+    /// When apps get a token: `always` (every enabled app is kept warm, the default) or
+    /// `on_use` (an app is fetched at its first broker read or API call, kept warm while used,
+    /// and goes cold after `idle_after_secs` without use — idle apps cost nothing upstream). An
+    /// app may set its own. Env `WEAPP_WARM`.
+    #[serde(default)]
+    pub warm: WarmPolicy,
+    /// With `warm = "on_use"`, how long an unused app stays warm. Env `WEAPP_IDLE_AFTER_SECS`.
+    /// Default 86,400.
+    #[serde(default = "default_idle_after")]
+    pub idle_after_secs: u64,
+    /// How often an instance looks for apps and clients changed through the admin API (one
+    /// small query). Env `WEAPP_REGISTRY_POLL_MS`. Default 1,000.
+    #[serde(default = "default_registry_poll")]
+    pub registry_poll_ms: u64,
+    /// How often an instance re-reads every managed app and client, healing anything a poll
+    /// missed. Env `WEAPP_REGISTRY_RECONCILE_SECS`. Default 300.
+    #[serde(default = "default_registry_reconcile")]
+    pub registry_reconcile_secs: u64,
+    /// With Redis, apps are spread over this many shards; each shard is refreshed by the one
+    /// instance holding its lease. Env `WEAPP_FLEET_SHARDS`. Default 64.
+    #[serde(default = "default_fleet_shards")]
+    pub fleet_shards: u32,
+    /// How long a shard lease lasts without renewal: how long a dead instance's apps wait
+    /// before another instance takes them. Env `WEAPP_FLEET_LEASE_MS`. Default 15,000.
+    #[serde(default = "default_fleet_lease")]
+    pub fleet_lease_ms: u64,
+    /// First tokens of many apps at once (start-up, apps taking over) are spread over this
+    /// long. Env `WEAPP_WARMUP_SPREAD_SECS`. Default 60.
+    #[serde(default = "default_warmup_spread")]
+    pub warmup_spread_secs: u64,
+    /// How often a token's background refresher looks at it (and another instance's refresh
+    /// is noticed). Env `WEAPP_REFRESHER_POLL_MS`. Default 30,000.
+    #[serde(default = "default_refresher_poll")]
+    pub refresher_poll_ms: u64,
+    /// The clock token expiry is measured with (not from the file): tests and simulations drive
+    /// a virtual day with a manual clock shared with weapp-sim. Default: the system clock.
+    #[serde(skip)]
+    pub clock: Option<std::sync::Arc<dyn weapp::clock::Clock>>,
+    /// Set by `weapp serve --sandbox` (not from the file): the simulator every app talks to,
+    /// the default (and only) `api_base` of apps registered through the admin API.
+    #[serde(skip)]
+    pub sandbox_api_base: Option<String>,
+    /// Set by `weapp serve --sandbox` (not from the file): called with the appid and secret of
+    /// every managed app an instance loads, so the simulator knows it too.
+    #[serde(skip)]
+    pub app_hook: Option<AppHook>,
     /// Set by `weapp serve --sandbox` (not from the file): the database must be a sandbox one.
     #[serde(skip)]
     pub sandbox: bool,
@@ -310,6 +410,8 @@ impl std::fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("apps", &self.apps)
             .field("clients", &self.clients)
+            .field("admins", &self.admins)
+            .field("warm", &self.warm)
             .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
     }
@@ -336,6 +438,9 @@ pub struct AppConfig {
     /// Message push receiver settings (used by the push receiver).
     #[serde(default)]
     pub push: Option<PushConfig>,
+    /// This app's warm policy (default: the server's `warm`).
+    #[serde(default)]
+    pub warm: Option<WarmPolicy>,
 }
 
 /// `[apps.push]`: where WeChat pushes messages for this app.
@@ -375,6 +480,7 @@ impl std::fmt::Debug for AppConfig {
             .field("api_base", &redact_url(&self.api_base))
             .field("token_mode", &self.token_mode)
             .field("push", &self.push)
+            .field("warm", &self.warm)
             .finish()
     }
 }
@@ -404,6 +510,78 @@ pub const SCOPES: &[&str] = &[
     "events:redeliver",
     "sessions:introspect",
 ];
+
+/// `[[admins]]`: a caller of the admin API.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A name for the audit log.
+    pub name: String,
+    /// The key (prefer `key_sha256` or `key_env`).
+    #[serde(default)]
+    pub key: Option<Secret>,
+    /// Name of the environment variable holding the key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Hex SHA-256 of the key: the file then holds no secret.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .field("key_env", &self.key_env)
+            .field("key_sha256", &self.key_sha256.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// The SHA-256 of the admin's key (at least 24 characters), from `key_sha256`, `key` or
+    /// `key_env`.
+    ///
+    /// # Errors
+    /// None set, a missing variable, a short key or a malformed hash.
+    pub fn resolve_key_hash(&self) -> Result<[u8; 32], ConfigError> {
+        use sha2::{Digest, Sha256};
+        if let Some(h) = &self.key_sha256 {
+            return hex::decode(h.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "admin {}: key_sha256 must be 64 hex digits",
+                        self.name
+                    ))
+                });
+        }
+        let key = match (&self.key, &self.key_env) {
+            (Some(k), _) if !k.is_empty() => k.expose().to_owned(),
+            (_, Some(var)) => env(var).ok_or_else(|| {
+                ConfigError(format!(
+                    "admin {}: environment variable {var} is not set",
+                    self.name
+                ))
+            })?,
+            _ => {
+                return Err(ConfigError(format!(
+                    "admin {}: set `key`, `key_env` or `key_sha256`",
+                    self.name
+                )))
+            }
+        };
+        if key.len() < 24 {
+            return Err(ConfigError(format!(
+                "admin {}: key must be at least 24 characters",
+                self.name
+            )));
+        }
+        Ok(Sha256::digest(key.as_bytes()).into())
+    }
+}
 
 /// A caller of the token broker.
 #[derive(Debug, Clone, Deserialize)]
@@ -527,6 +705,15 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("webhook_timeout_secs", Kind::Scalar),
     ("webhook_lease_secs", Kind::Scalar),
     ("webhook_max_attempts", Kind::Scalar),
+    ("warm", Kind::Text),
+    ("idle_after_secs", Kind::Scalar),
+    ("registry_poll_ms", Kind::Scalar),
+    ("registry_reconcile_secs", Kind::Scalar),
+    ("fleet_shards", Kind::Scalar),
+    ("fleet_lease_ms", Kind::Scalar),
+    ("warmup_spread_secs", Kind::Scalar),
+    ("refresher_poll_ms", Kind::Scalar),
+    ("admin_rate_limit_per_minute", Kind::Scalar),
 ];
 
 /// Older names still read.
@@ -687,11 +874,49 @@ impl Config {
                 ));
             }
             c.resolved_scopes()?;
-            if let Some(unknown) = c.apps.iter().find(|a| !seen.contains(a.as_str())) {
+            // Apps may also live in the database: that they exist is checked at start-up.
+            if let Some(malformed) = c.apps.iter().find(|a| {
+                a.as_str() != "*"
+                    && (a.is_empty()
+                        || a.len() > 64
+                        || !a.chars().all(|c| c.is_ascii_alphanumeric()))
+            }) {
                 return bad(format!(
-                    "clients[{i}] ({}) names unknown app {unknown}",
+                    "clients[{i}] ({}): `{malformed}` is not an appid (or `*` for every app)",
                     c.name
                 ));
+            }
+        }
+        let mut admin_names = std::collections::HashSet::new();
+        for (i, a) in self.admins.iter().enumerate() {
+            if a.name.is_empty() || a.name.len() > 64 || !admin_names.insert(a.name.as_str()) {
+                return bad(format!(
+                    "admins[{i}]: name must be 1-64 characters and unique"
+                ));
+            }
+            if keys.contains(&a.resolve_key_hash()?) {
+                return bad(format!(
+                    "admins[{i}] ({}): the same key as a broker client",
+                    a.name
+                ));
+            }
+        }
+        for (name, v, min, max) in [
+            ("registry_poll_ms", self.registry_poll_ms, 50, 60_000),
+            (
+                "registry_reconcile_secs",
+                self.registry_reconcile_secs,
+                1,
+                86_400,
+            ),
+            ("fleet_shards", u64::from(self.fleet_shards), 1, 4_096),
+            ("fleet_lease_ms", self.fleet_lease_ms, 1_000, 600_000),
+            ("warmup_spread_secs", self.warmup_spread_secs, 0, 3_600),
+            ("idle_after_secs", self.idle_after_secs, 60, 366 * 86_400),
+            ("refresher_poll_ms", self.refresher_poll_ms, 50, 300_000),
+        ] {
+            if !(min..=max).contains(&v) {
+                return bad(format!("{name} must be within {min}..={max}, got {v}"));
             }
         }
         let year = 366 * 24 * 3600;
@@ -1000,9 +1225,11 @@ apps = ["wx1234567890abcdef"]
         assert!(bad.unwrap_err().to_string().contains("bogus"));
         assert!(invalid("[[apps]]\nappid = \"wx1\"").contains("secret"));
         assert!(invalid(
-            "[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[[clients]]\nname = \"x\"\nkey = \"0123456789abcdef\"\napps = [\"wx2\"]",
+            "[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[[clients]]\nname = \"x\"\nkey = \"0123456789abcdef\"\napps = [\"wx 2\"]",
         )
-        .contains("unknown app wx2"));
+        .contains("`wx 2` is not an appid"));
+        assert!(invalid("[[admins]]\nname = \"ops\"\nkey = \"short\"").contains("at least 24"));
+        assert!(invalid("fleet_lease_ms = 10").contains("fleet_lease_ms"));
     }
 
     #[test]

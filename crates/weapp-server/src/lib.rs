@@ -12,10 +12,12 @@
 
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;
+pub mod registry;
 pub mod sandbox;
 pub mod seal;
 pub mod state;
@@ -49,7 +51,8 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let refreshers = state.spawn_refreshers(stop_rx.clone());
+    let fleet = fleet::spawn(state.clone(), stop_rx.clone());
+    let registry = spawn_registry_poller(state.clone(), stop_rx.clone());
     let purger = spawn_session_purger(state.clone(), stop_rx.clone());
     let outbox = webhook::spawn_outbox(state.clone(), stop_rx);
     let app = http::router(state);
@@ -61,13 +64,39 @@ async fn serve(
     .await
     .map_err(|e| e.to_string());
     let _ = stop_tx.send(true);
-    for task in refreshers {
-        let _ = task.await;
-    }
+    let _ = fleet.await;
+    let _ = registry.await;
     let _ = purger.await;
     let _ = outbox.await;
     tracing::info!("server stopped");
     served
+}
+
+/// Keeps the registry current: the revision every `registry_poll_ms`, everything every
+/// `registry_reconcile_secs`.
+fn spawn_registry_poller(
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let poll = std::time::Duration::from_millis(state.config.registry_poll_ms);
+        let reconcile = std::time::Duration::from_secs(state.config.registry_reconcile_secs);
+        let mut last_full = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => break,
+            }
+            let full = last_full.elapsed() >= reconcile;
+            match state.sync_registry(full).await {
+                Ok(_) if full => last_full = std::time::Instant::now(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry: cannot read the managed apps and clients")
+                }
+            }
+        }
+    })
 }
 
 /// Deletes expired sessions every ten minutes.

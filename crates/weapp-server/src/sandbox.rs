@@ -19,6 +19,8 @@ pub struct Sandbox {
     pub sim: SimHandle,
     /// A broker key generated for the demo client, when the configuration had no clients.
     pub demo_client_key: Option<String>,
+    /// The generated admin key, when the configuration had no `[[admins]]`.
+    pub demo_admin_key: Option<String>,
     /// The generated secret of the demo app, when the configuration had no apps.
     pub demo_app_secret: Option<String>,
 }
@@ -92,6 +94,7 @@ pub async fn prepare(
             api_base: sim.url().to_owned(),
             token_mode: weapp::TokenMode::Stable,
             push: None,
+            warm: None,
         });
     }
     for app in &mut config.apps {
@@ -142,10 +145,30 @@ pub async fn prepare(
         });
         demo_client_key = Some(key);
     }
+    // Apps registered at runtime (the admin API) talk to the simulator, which learns them.
+    config.sandbox_api_base = Some(sim.url().to_owned());
+    let registrar = sim.sim().clone();
+    config.app_hook = Some(crate::config::AppHook(std::sync::Arc::new(
+        move |appid: &str, secret: &str| {
+            registrar.add_app(Some(appid.to_owned()), Some(secret.to_owned()), true);
+        },
+    )));
+    let mut demo_admin_key = None;
+    if config.admins.is_empty() {
+        let key = format!("wak_{}", hex::encode(rand::random::<[u8; 20]>()));
+        config.admins.push(crate::config::AdminConfig {
+            name: "sandbox".into(),
+            key: Some(key.clone().into()),
+            key_env: None,
+            key_sha256: None,
+        });
+        demo_admin_key = Some(key);
+    }
     Ok(Sandbox {
         config,
         sim,
         demo_client_key,
+        demo_admin_key,
         demo_app_secret,
     })
 }

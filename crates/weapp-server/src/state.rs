@@ -1,7 +1,7 @@
-//! Shared server state: the store, one SDK client per app, broker callers, the data key,
-//! metrics, and the background token refreshers.
+//! Shared server state: the store, the registry of apps (one SDK client each) and broker
+//! callers, administrators, the data key and metrics.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,18 +10,34 @@ use weapp::token::redis::RedisStore;
 use weapp::token::{MemoryStore, StoredToken, TokenPolicy, TokenStore};
 use weapp::{AppSecret, Client, TokenManager};
 
-use crate::config::{redact_url, Config, RateLimitBackend, Secret};
+use crate::config::{redact_url, AppConfig, Config, RateLimitBackend, Secret, WarmPolicy};
 use crate::metrics::{Metrics, TokenGauge};
 use crate::net::IpNet;
 use crate::ratelimit::{RateLimiter, Shared};
+use crate::registry::{app_aad, AppEntry, AppSecrets, AppSettings, ClientEntry, Registry, Source};
 use crate::seal::{user_aad, DataKey, Keyring};
-use crate::store::{Store, StoreOptions};
+use crate::store::{ManagedAppRecord, ManagedClientRecord, Store, StoreOptions};
 
 /// How long the broker serves a token from memory before re-reading the shared store. Another
 /// instance's refresh is picked up within this delay; WeChat's 5-minute overlap covers it.
 pub const LOCAL_TOKEN_CACHE: Duration = Duration::from_secs(20);
-/// How often each app's refresher checks its token.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What building an app's runtime needs: the shared token store, one HTTP client for every
+/// app (one connection pool, not ten thousand), and whether a fleet refreshes the tokens.
+#[derive(Clone, Debug)]
+pub struct RuntimeDeps {
+    /// Where tokens are cached and locked.
+    pub token_store: Arc<dyn TokenStore>,
+    /// The HTTP client every app's SDK client uses.
+    pub http: reqwest::Client,
+    /// Whether one instance of a fleet refreshes each app (callers elsewhere leave due tokens
+    /// to it).
+    pub fleet: bool,
+    /// How often a background refresher looks at its token.
+    pub refresher_poll: Duration,
+    /// The clock of token expiry (`None`: the system clock).
+    pub clock: Option<Arc<dyn weapp::clock::Clock>>,
+}
 
 /// One configured mini program.
 #[derive(Debug)]
@@ -41,6 +57,10 @@ pub struct AppRuntime {
     /// When this instance last let a broker report refresh the token (the fleet-wide
     /// interval lives in Redis when there is one).
     last_invalidation: Mutex<Option<(Instant, String, bool)>>,
+    /// When its token is kept fresh.
+    pub warm: WarmPolicy,
+    /// When this instance last served it (Unix ms; 0: never).
+    last_used_ms: AtomicI64,
 }
 
 /// An app's push receiver and webhook.
@@ -67,11 +87,92 @@ impl std::fmt::Debug for PushRuntime {
 }
 
 impl AppRuntime {
+    /// Builds the SDK client and push receiver of `app`.
+    ///
+    /// # Errors
+    /// A message naming the app and the problem (never a secret).
+    pub fn build(
+        app: &AppConfig,
+        secret: AppSecret,
+        warm: WarmPolicy,
+        deps: &RuntimeDeps,
+    ) -> Result<Self, String> {
+        let mut builder = Client::builder(&app.appid, secret.clone())
+            .base_url(&app.api_base)
+            .http_client(deps.http.clone())
+            .token_mode(app.token_mode)
+            .token_store(deps.token_store.clone())
+            .token_policy(TokenPolicy {
+                local_cache: LOCAL_TOKEN_CACHE,
+                refresher_poll: deps.refresher_poll,
+                ..TokenPolicy::default()
+            });
+        if let Some(clock) = &deps.clock {
+            builder = builder.clock(clock.clone());
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("app {}: {e}", app.appid))?;
+        let manager = client.token_manager().expect("built-in manager").clone();
+        manager.leave_refresh_to_others(deps.fleet);
+        let push = match &app.push {
+            Some(p) => {
+                let mode = p
+                    .effective_mode()
+                    .map_err(|e| format!("app {}: push: {e}", app.appid))?;
+                if mode == weapp::push::PushMode::Plain {
+                    tracing::warn!(appid = %app.appid, "push mode is plain: pushes are signed over a timestamp and a nonce only, not their body; anyone who sees one push URL can forge messages until the replay window closes. Use safe mode in production.");
+                }
+                let push_config = weapp::push::PushConfig::new(
+                    &app.appid,
+                    p.token.expose(),
+                    p.encoding_aes_key.as_ref().map(Secret::expose),
+                )
+                .and_then(|c| c.with_mode(mode))
+                .map_err(|e| format!("app {}: push: {e}", app.appid))?;
+                Some(PushRuntime {
+                    receiver: weapp::push::Receiver::new(push_config)
+                        .with_replay_protection(p.replay_window_secs),
+                    webhook_url: p.webhook_url.clone(),
+                    webhook_secret: p.webhook_secret.clone(),
+                })
+            }
+            None => None,
+        };
+        Ok(Self {
+            appid: app.appid.clone(),
+            secret,
+            client,
+            manager,
+            seen: Mutex::new(None),
+            push,
+            last_invalidation: Mutex::new(None),
+            warm,
+            last_used_ms: AtomicI64::new(0),
+        })
+    }
+
+    /// Notes that the app is being used (the `on_use` warm policy keeps used apps warm).
+    pub fn touch(&self) {
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When this instance last served the app (Unix ms; 0: never).
+    pub fn last_used_ms(&self) -> i64 {
+        self.last_used_ms.load(Ordering::Relaxed)
+    }
+
+    /// (version, expires_at) of the token last seen, and since when (Unix ms).
+    pub fn seen(&self) -> Option<((u64, i64), i64)> {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The current token (from memory on the hot path), noting when a new one appears.
     ///
     /// # Errors
     /// As [`TokenManager::current`].
     pub async fn token(&self) -> weapp::Result<StoredToken> {
+        self.touch();
         let t = self.manager.current().await?;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let id = (t.version, t.expires_at_ms);
@@ -104,9 +205,34 @@ pub struct BrokerClient {
 }
 
 impl BrokerClient {
+    /// A client of `apps` (`"*"`: every app) with `scopes`.
+    pub fn new(name: String, key_hash: [u8; 32], apps: Vec<String>, scopes: Vec<String>) -> Self {
+        Self {
+            name,
+            key_hash,
+            apps,
+            scopes,
+        }
+    }
+
     /// May this client use `appid`?
     pub fn may_use(&self, appid: &str) -> bool {
-        self.apps.iter().any(|a| a == appid)
+        self.apps.iter().any(|a| a == appid || a == "*")
+    }
+
+    /// The apps it may use (`"*"`: every app).
+    pub fn apps(&self) -> &[String] {
+        &self.apps
+    }
+
+    /// Its scopes.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// The SHA-256 of its key.
+    pub(crate) fn key_hash(&self) -> [u8; 32] {
+        self.key_hash
     }
 
     /// Does this client hold `scope`?
@@ -124,10 +250,21 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// Users and sessions.
     pub store: Arc<dyn Store>,
-    /// Apps by appid.
-    pub apps: HashMap<String, Arc<AppRuntime>>,
-    /// Broker callers.
-    pub clients: Vec<BrokerClient>,
+    /// Apps and broker callers, from the file and the database.
+    pub registry: Registry,
+    /// What app runtimes are built with.
+    pub deps: RuntimeDeps,
+    /// Administrators: name and key hash.
+    pub admins: Vec<(String, [u8; 32])>,
+    /// This instance's id in the fleet.
+    pub instance_id: String,
+    /// What the fleet task last reported.
+    fleet_status: Mutex<crate::fleet::FleetStatus>,
+    /// Per-admin limiter of the admin API.
+    pub admin_limiter: RateLimiter,
+    /// Tokens fetched per app on this instance: (Beijing day, count that day, the manager's
+    /// fetch count when last looked at).
+    fetches: Mutex<std::collections::HashMap<String, (i64, u64, u64)>>,
     /// Encrypts session_keys at rest.
     pub keyring: Keyring,
     /// Shared Redis (also the token store), if configured.
@@ -322,79 +459,81 @@ impl AppState {
             }
             _ => None,
         };
-        let token_store: Arc<dyn TokenStore> = match &redis {
-            Some(r) => Arc::new(r.clone()),
-            None => Arc::new(MemoryStore::new()),
+        let token_store: Arc<dyn TokenStore> = match (&redis, &config.clock) {
+            (Some(r), Some(c)) => Arc::new(r.clone().with_clock(c.clone())),
+            (Some(r), None) => Arc::new(r.clone()),
+            (None, Some(c)) => Arc::new(MemoryStore::with_clock(c.clone())),
+            (None, None) => Arc::new(MemoryStore::new()),
         };
-        let mut apps = HashMap::new();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("weapp-server/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        let deps = RuntimeDeps {
+            token_store,
+            http,
+            fleet: redis.is_some(),
+            refresher_poll: Duration::from_millis(config.refresher_poll_ms),
+            clock: config.clock.clone(),
+        };
+        let registry = Registry::default();
         for app in &config.apps {
             let secret = app.resolve_secret().map_err(|e| e.to_string())?;
-            let client = Client::builder(&app.appid, secret.clone())
-                .base_url(&app.api_base)
-                .token_mode(app.token_mode)
-                .token_store(token_store.clone())
-                .token_policy(TokenPolicy {
-                    local_cache: LOCAL_TOKEN_CACHE,
-                    ..TokenPolicy::default()
-                })
-                .build()
-                .map_err(|e| format!("app {}: {e}", app.appid))?;
-            let manager = client.token_manager().expect("built-in manager").clone();
-            let push = match &app.push {
-                Some(p) => {
-                    let mode = p
-                        .effective_mode()
-                        .map_err(|e| format!("app {}: push: {e}", app.appid))?;
-                    if mode == weapp::push::PushMode::Plain {
-                        tracing::warn!(appid = %app.appid, "push mode is plain: pushes are signed over a timestamp and a nonce only, not their body; anyone who sees one push URL can forge messages until the replay window closes. Use safe mode in production.");
-                    }
-                    let push_config = weapp::push::PushConfig::new(
-                        &app.appid,
-                        p.token.expose(),
-                        p.encoding_aes_key.as_ref().map(Secret::expose),
-                    )
-                    .and_then(|c| c.with_mode(mode))
-                    .map_err(|e| format!("app {}: push: {e}", app.appid))?;
-                    Some(PushRuntime {
-                        receiver: weapp::push::Receiver::new(push_config)
-                            .with_replay_protection(p.replay_window_secs),
-                        webhook_url: p.webhook_url.clone(),
-                        webhook_secret: p.webhook_secret.clone(),
-                    })
-                }
-                None => None,
-            };
-            apps.insert(
-                app.appid.clone(),
-                Arc::new(AppRuntime {
-                    appid: app.appid.clone(),
-                    secret,
-                    client,
-                    manager,
-                    seen: Mutex::new(None),
-                    push,
-                    last_invalidation: Mutex::new(None),
-                }),
+            let runtime = AppRuntime::build(app, secret, app.warm.unwrap_or(config.warm), &deps)?;
+            registry.put_app(AppEntry {
+                appid: app.appid.clone(),
+                source: Source::File,
+                enabled: true,
+                settings: AppSettings::of(app),
+                runtime: Some(Arc::new(runtime)),
+                rev: 0,
+                created_at: 0,
+                updated_at: 0,
+            });
+        }
+        for c in &config.clients {
+            let hash = c.resolve_key_hash().map_err(|e| e.to_string())?;
+            let client = BrokerClient::new(
+                c.name.clone(),
+                hash,
+                c.apps.clone(),
+                c.resolved_scopes().map_err(|e| e.to_string())?,
+            );
+            registry.put_client(
+                ClientEntry {
+                    client: Arc::new(client),
+                    source: Source::File,
+                    enabled: true,
+                    rev: 0,
+                    created_at: 0,
+                    updated_at: 0,
+                },
+                Some(hash),
             );
         }
-        let clients = config
-            .clients
+        let admins = config
+            .admins
             .iter()
-            .map(|c| {
-                Ok(BrokerClient {
-                    name: c.name.clone(),
-                    key_hash: c.resolve_key_hash().map_err(|e| e.to_string())?,
-                    apps: c.apps.clone(),
-                    scopes: c.resolved_scopes().map_err(|e| e.to_string())?,
-                })
+            .map(|a| {
+                Ok((
+                    a.name.clone(),
+                    a.resolve_key_hash().map_err(|e| e.to_string())?,
+                ))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<Vec<_>, String>>()?;
         let trusted_proxies = config.trusted_proxy_nets().map_err(|e| e.to_string())?;
         let max_keys = config.rate_limit_max_keys;
-        Ok(AppState(Arc::new(Inner {
+        let state = AppState(Arc::new(Inner {
             store,
-            apps,
-            clients,
+            registry,
+            deps,
+            admins,
+            instance_id: hex::encode(rand::random::<[u8; 8]>()),
+            fleet_status: Mutex::new(crate::fleet::FleetStatus::default()),
+            admin_limiter: RateLimiter::new("admin", config.admin_rate_limit_per_minute, max_keys),
+            fetches: Mutex::new(std::collections::HashMap::new()),
             keyring,
             redis,
             metrics: Metrics::default(),
@@ -417,12 +556,296 @@ impl AppState {
             outbox: tokio::sync::Notify::new(),
             readiness: tokio::sync::Mutex::new(None),
             pushes_in_flight: Mutex::new(std::collections::HashSet::new()),
-        })))
+        }));
+        state.sync_registry(true).await?;
+        // A file client naming an app that exists nowhere is a typo, refused at start.
+        for c in &state.config.clients {
+            if let Some(unknown) = c
+                .apps
+                .iter()
+                .find(|a| a.as_str() != "*" && state.registry.entry(a).is_none())
+            {
+                return Err(format!(
+                    "client {} names unknown app {unknown} (neither in the file nor managed)",
+                    c.name
+                ));
+            }
+        }
+        Ok(state)
     }
 
-    /// The configured app, if any.
-    pub fn app(&self, appid: &str) -> Option<&Arc<AppRuntime>> {
-        self.apps.get(appid)
+    /// Counts the tokens each app fetched since the last look (on this instance), per Beijing
+    /// day; with Redis, adds them to the fleet's daily counters. Called by the fleet task.
+    pub(crate) async fn count_fetches(&self, runtimes: &[Arc<AppRuntime>]) {
+        let day = crate::http::admin::quota_day(now_ms());
+        let mut deltas = Vec::new();
+        {
+            let mut f = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
+            for rt in runtimes {
+                let total = rt.manager.fetch_count();
+                let e = f.entry(rt.appid.clone()).or_insert((day, 0, 0));
+                // A rebuilt runtime starts counting from 0 again.
+                let delta = if total >= e.2 { total - e.2 } else { total };
+                e.2 = total;
+                if e.0 != day {
+                    *e = (day, 0, total);
+                    e.1 = delta;
+                } else {
+                    e.1 += delta;
+                }
+                if delta > 0 {
+                    deltas.push((rt.appid.clone(), delta));
+                }
+            }
+        }
+        if let (Some(redis), false) = (&self.redis, deltas.is_empty()) {
+            let key = crate::http::admin::fetch_counter_key(redis.prefix(), day);
+            let mut pipe = redis::pipe();
+            for (appid, n) in &deltas {
+                pipe.cmd("HINCRBY").arg(&key).arg(appid).arg(*n).ignore();
+            }
+            pipe.cmd("EXPIRE").arg(&key).arg(3 * 86_400).ignore();
+            let mut conn = redis.connection();
+            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                tracing::warn!(error = %e, "could not add to the fleet's fetch counters");
+            }
+        }
+    }
+
+    /// Tokens fetched today (Beijing day) per app: the fleet's count with Redis, this
+    /// instance's otherwise.
+    pub async fn fetches_today(&self, appids: &[String]) -> Vec<u64> {
+        let day = crate::http::admin::quota_day(now_ms());
+        if let (Some(redis), false) = (&self.redis, appids.is_empty()) {
+            let key = crate::http::admin::fetch_counter_key(redis.prefix(), day);
+            let mut conn = redis.connection();
+            let got: redis::RedisResult<Vec<Option<u64>>> = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(appids)
+                .query_async(&mut conn)
+                .await;
+            if let Ok(v) = got {
+                return v.into_iter().map(Option::unwrap_or_default).collect();
+            }
+        }
+        let f = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
+        appids
+            .iter()
+            .map(|a| f.get(a).filter(|e| e.0 == day).map_or(0, |e| e.1))
+            .collect()
+    }
+
+    /// What the fleet task last reported.
+    pub fn fleet_status(&self) -> crate::fleet::FleetStatus {
+        self.fleet_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_fleet_status(&self, status: crate::fleet::FleetStatus) {
+        *self.fleet_status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    /// The runtime of an enabled app (from the file or managed), if any.
+    pub fn app(&self, appid: &str) -> Option<Arc<AppRuntime>> {
+        self.registry.app(appid)
+    }
+
+    /// Brings the registry up to date with the database: the managed apps and clients changed
+    /// since the last revision applied (`full`: all of them, dropping any managed entry the
+    /// database no longer has). Returns whether anything was read.
+    ///
+    /// # Errors
+    /// The database could not be read.
+    pub async fn sync_registry(&self, full: bool) -> Result<bool, String> {
+        let err = |e: crate::store::StoreError| e.to_string();
+        let store_rev = self.store.registry_rev().await.map_err(err)?;
+        let from = if full { 0 } else { self.registry.rev() };
+        if !full && store_rev <= from {
+            return Ok(false);
+        }
+        let mut live_apps = std::collections::HashSet::new();
+        let mut live_clients = std::collections::HashSet::new();
+        let mut seen = store_rev;
+        let mut cursor = from;
+        loop {
+            let batch = self
+                .store
+                .managed_apps_after(cursor, 500)
+                .await
+                .map_err(err)?;
+            let n = batch.len();
+            for rec in batch {
+                cursor = rec.rev;
+                if !rec.deleted {
+                    live_apps.insert(rec.appid.clone());
+                }
+                self.apply_app(rec);
+            }
+            if n < 500 {
+                break;
+            }
+        }
+        seen = seen.max(cursor);
+        let mut cursor = from;
+        loop {
+            let batch = self
+                .store
+                .managed_clients_after(cursor, 500)
+                .await
+                .map_err(err)?;
+            let n = batch.len();
+            for rec in batch {
+                cursor = rec.rev;
+                if !rec.deleted {
+                    live_clients.insert(rec.name.clone());
+                }
+                self.apply_client(rec);
+            }
+            if n < 500 {
+                break;
+            }
+        }
+        seen = seen.max(cursor);
+        if full {
+            for appid in self.registry.managed_appids() {
+                if !live_apps.contains(&appid) {
+                    self.registry.remove_app(&appid);
+                }
+            }
+            for name in self.registry.managed_client_names() {
+                if !live_clients.contains(&name) {
+                    self.registry.remove_client(&name);
+                }
+            }
+        }
+        self.registry.set_rev(seen);
+        Ok(true)
+    }
+
+    /// Applies one managed app record (a tombstone removes it).
+    pub(crate) fn apply_app(&self, rec: ManagedAppRecord) {
+        let existing = self.registry.entry(&rec.appid);
+        match &existing {
+            Some(e) if e.source == Source::File => {
+                tracing::warn!(appid = %rec.appid, "a managed app has the appid of an app in the configuration file; the file's is served");
+                return;
+            }
+            Some(e) if e.rev == rec.rev && !rec.deleted => return,
+            _ => {}
+        }
+        if rec.deleted {
+            if self.registry.remove_app(&rec.appid).is_some() {
+                tracing::info!(appid = %rec.appid, "managed app deleted");
+            }
+            return;
+        }
+        match self.managed_entry(&rec) {
+            Ok(entry) => {
+                tracing::info!(appid = %rec.appid, enabled = entry.enabled, rev = rec.rev, "managed app loaded");
+                self.registry.put_app(entry);
+            }
+            Err(e) => {
+                tracing::error!(appid = %rec.appid, error = %e, "managed app cannot be loaded");
+            }
+        }
+    }
+
+    fn managed_entry(&self, rec: &ManagedAppRecord) -> Result<AppEntry, String> {
+        let settings: AppSettings = serde_json::from_str(&rec.settings)
+            .map_err(|e| format!("settings do not parse: {e}"))?;
+        let runtime = if rec.enabled {
+            let sealed = rec.sealed.as_deref().ok_or("no sealed secrets")?;
+            let plain = self
+                .keyring
+                .open(sealed, &app_aad(&rec.appid))
+                .ok_or("its secrets do not open with the configured data keys")?;
+            let secrets: AppSecrets = serde_json::from_slice(&plain)
+                .map_err(|_| "its secrets do not parse".to_owned())?;
+            let app = settings.config(&rec.appid, &secrets);
+            let secret = AppSecret::new(secrets.secret.clone());
+            if let Some(hook) = &self.config.app_hook {
+                (hook.0)(&rec.appid, &secrets.secret);
+            }
+            Some(Arc::new(AppRuntime::build(
+                &app,
+                secret,
+                settings.warm.unwrap_or(self.config.warm),
+                &self.deps,
+            )?))
+        } else {
+            None
+        };
+        Ok(AppEntry {
+            appid: rec.appid.clone(),
+            source: Source::Managed,
+            enabled: rec.enabled,
+            settings,
+            runtime,
+            rev: rec.rev,
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+        })
+    }
+
+    /// Applies one managed client record (a tombstone removes it).
+    pub(crate) fn apply_client(&self, rec: ManagedClientRecord) {
+        if let Some(e) = self.registry.client_entry(&rec.name) {
+            if e.source == Source::File {
+                tracing::warn!(client = %rec.name, "a managed client has the name of a client in the configuration file; the file's is used");
+                return;
+            }
+            if e.rev == rec.rev && !rec.deleted {
+                return;
+            }
+        }
+        if rec.deleted {
+            self.registry.remove_client(&rec.name);
+            return;
+        }
+        let parsed = (|| {
+            let hash: [u8; 32] = rec
+                .key_sha256
+                .as_deref()
+                .and_then(|h| h.try_into().ok())
+                .ok_or("no key hash")?;
+            let apps: Vec<String> =
+                serde_json::from_str(&rec.apps).map_err(|_| "apps do not parse")?;
+            let scopes: Vec<String> =
+                serde_json::from_str(&rec.scopes).map_err(|_| "scopes do not parse")?;
+            Ok::<_, &str>((hash, apps, scopes))
+        })();
+        match parsed {
+            Ok((hash, apps, scopes)) => self.registry.put_client(
+                ClientEntry {
+                    client: Arc::new(BrokerClient::new(rec.name.clone(), hash, apps, scopes)),
+                    source: Source::Managed,
+                    enabled: rec.enabled,
+                    rev: rec.rev,
+                    created_at: rec.created_at,
+                    updated_at: rec.updated_at,
+                },
+                Some(hash),
+            ),
+            Err(e) => {
+                tracing::error!(client = %rec.name, error = e, "managed client cannot be loaded")
+            }
+        }
+    }
+
+    /// The administrator whose key hashes to `key`'s SHA-256 (every admin compared in
+    /// constant time).
+    pub fn admin(&self, key: &str) -> Option<&str> {
+        use sha2::{Digest, Sha256};
+        let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let mut found = None;
+        for (name, h) in &self.admins {
+            if bool::from(h.ct_eq(&hash)) {
+                found = Some(name.as_str());
+            }
+        }
+        found
     }
 
     /// May a broker report that `token` failed refresh `app`'s token now? One token per
@@ -502,67 +925,21 @@ impl AppState {
         }
     }
 
-    /// The broker client whose key hashes to `key`'s SHA-256. Every client is compared, in
-    /// constant time, so the answer's timing does not reveal which prefix matched.
-    pub fn broker_client(&self, key: &str) -> Option<&BrokerClient> {
+    /// The enabled broker client whose key hashes to `key`'s SHA-256. Clients are looked up
+    /// by that digest (thousands of managed clients cost one lookup); the lookup's timing can
+    /// only tell an attacker about digests of keys they chose, not about a valid key.
+    pub fn broker_client(&self, key: &str) -> Option<Arc<BrokerClient>> {
         use sha2::{Digest, Sha256};
         let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        let mut found = None;
-        for c in &self.clients {
-            if bool::from(c.key_hash.ct_eq(&hash)) {
-                found = Some(c);
-            }
-        }
-        found
+        let client = self.registry.client_by_key(&hash)?;
+        // Re-checked in constant time, whatever the map compared.
+        bool::from(client.key_hash().ct_eq(&hash)).then_some(client)
     }
 
     /// Token facts for `/metrics`.
     pub fn token_gauges(&self) -> Vec<TokenGauge> {
-        let mut g: Vec<TokenGauge> = self.apps.values().map(|a| a.gauge()).collect();
+        let mut g: Vec<TokenGauge> = self.registry.runtimes().iter().map(|a| a.gauge()).collect();
         g.sort_by(|a, b| a.appid.cmp(&b.appid));
         g
-    }
-
-    /// Starts one refresher per app: the SDK's background refresher keeps the token fresh
-    /// ahead of expiry (one refresher fleet-wide thanks to the store's lease, jittered across
-    /// apps), so broker reads never wait on WeChat while a valid token exists; a watcher
-    /// re-reads the token every [`REFRESH_INTERVAL`] for the metrics and records failures.
-    /// They stop when `shutdown` flips to true.
-    pub fn spawn_refreshers(
-        &self,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        self.apps
-            .values()
-            .map(|app| {
-                let app = app.clone();
-                let state = self.clone();
-                let mut shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let refresher = app.manager.start_refresher();
-                    loop {
-                        match app.token().await {
-                            Ok(_) => {}
-                            Err(e) => {
-                                state.metrics.upstream_error(
-                                    &app.appid,
-                                    e.errcode().map_or(-2, |c| c.code()),
-                                );
-                                tracing::warn!(appid = %app.appid, error = %e, "token unavailable");
-                            }
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(REFRESH_INTERVAL) => {}
-                            _ = shutdown.changed() => break,
-                        }
-                        if *shutdown.borrow() {
-                            break;
-                        }
-                    }
-                    refresher.stop().await;
-                    tracing::debug!(appid = %app.appid, "token refresher stopped");
-                })
-            })
-            .collect()
     }
 }

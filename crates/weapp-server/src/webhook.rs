@@ -71,7 +71,8 @@ fn backoff(state: &AppState, attempts: u32) -> Duration {
 }
 
 async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecord) {
-    let push = state.app(&event.appid).and_then(|a| a.push.as_ref());
+    let app = state.app(&event.appid);
+    let push = app.as_ref().and_then(|a| a.push.as_ref());
     let Some((url, secret)) =
         push.and_then(|p| Some((p.webhook_url.as_deref()?, p.webhook_secret.as_ref()?)))
     else {

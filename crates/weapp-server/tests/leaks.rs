@@ -17,6 +17,12 @@ const AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 const WEBHOOK_SECRET: &str = "whsec_leak_0123456789";
 /// What a user wrote in a pushed message.
 const PRIVATE: &str = "myBankCard6222021234567890";
+/// The admin's key, and the secrets of an app registered through the admin API.
+const ADMIN_KEY: &str = "admin-key-0123456789abcdefghij";
+const MANAGED_SECRET: &str = "managedsecret0123456789abcdef";
+const MANAGED_PUSH_TOKEN: &str = "mpushtok789";
+const MANAGED_AES_KEY: &str = "zYxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aQ";
+const MANAGED_WEBHOOK_SECRET: &str = "whsec_managed_0123456789";
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -51,6 +57,12 @@ async fn no_secret_reaches_a_response_or_a_log_line() {
         webhook_secret: Some(WEBHOOK_SECRET.into()),
         replay_window_secs: 300,
     });
+    config.admins = vec![weapp_server::config::AdminConfig {
+        name: "ops".into(),
+        key: Some(ADMIN_KEY.into()),
+        key_env: None,
+        key_sha256: None,
+    }];
     let server = weapp_server::spawn(config.clone()).await.unwrap();
     let url = server.url().to_owned();
     // The running state's Debug (what a careless `{:?}` would print) shows no secret.
@@ -220,6 +232,72 @@ async fn no_secret_reaches_a_response_or_a_log_line() {
         assert_eq!(s, want, "{nonce}: {v}");
         assert!(!v.to_string().contains(PRIVATE), "{nonce}: {v}");
     }
+    // The admin API: an app registered with secrets, a client created; nothing but the new
+    // client's key (once) comes back, and nothing is logged.
+    let (managed_appid, _) = w
+        .sim
+        .sim()
+        .add_app(None, Some(MANAGED_SECRET.into()), false);
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{url}/v1/admin/apps"),
+            Some(ADMIN_KEY),
+            Some(json!({"appid": managed_appid, "secret": MANAGED_SECRET, "api_base": w.sim.url(),
+                "push": {"token": MANAGED_PUSH_TOKEN, "encoding_aes_key": MANAGED_AES_KEY,
+                         "webhook_url": "http://127.0.0.1:9/managed", "webhook_secret": MANAGED_WEBHOOK_SECRET}})),
+        )
+        .await;
+    assert_eq!(record(s, v), 201);
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{url}/v1/admin/clients"),
+            Some(ADMIN_KEY),
+            Some(json!({"name": "managed", "apps": [managed_appid]})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let managed_key = v["key"].as_str().unwrap().to_owned();
+    let (s, v) = w
+        .call(
+            "GET",
+            format!("{url}/v1/apps/{managed_appid}/access_token"),
+            Some(&managed_key),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let managed_token = v["access_token"].as_str().unwrap().to_owned();
+    for path in [
+        "/v1/admin/apps".to_owned(),
+        format!("/v1/admin/apps/{managed_appid}"),
+        "/v1/admin/clients".to_owned(),
+        "/v1/admin/audit".to_owned(),
+        "/v1/admin/fleet".to_owned(),
+    ] {
+        let (s, v) = w
+            .call("GET", format!("{url}{path}"), Some(ADMIN_KEY), None)
+            .await;
+        assert_eq!(record(s, v.clone()), 200, "{path}: {v}");
+        assert!(
+            !v.to_string().contains(&managed_key),
+            "{path} shows the client key"
+        );
+        assert!(
+            !v.to_string().contains(&managed_token),
+            "{path} shows the token"
+        );
+    }
+    let (s, v) = w
+        .call(
+            "PATCH",
+            format!("{url}/v1/admin/apps/{managed_appid}"),
+            Some(ADMIN_KEY),
+            Some(json!({"secret": MANAGED_SECRET, "enabled": true})),
+        )
+        .await;
+    assert_eq!(record(s, v), 200);
     server.shutdown().await.unwrap();
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
@@ -236,12 +314,25 @@ async fn no_secret_reaches_a_response_or_a_log_line() {
     let never_anywhere: Vec<&str> = session_keys
         .iter()
         .map(String::as_str)
-        .chain([w.secret.as_str()])
+        .chain([
+            w.secret.as_str(),
+            MANAGED_SECRET,
+            MANAGED_PUSH_TOKEN,
+            MANAGED_AES_KEY,
+            MANAGED_WEBHOOK_SECRET,
+            ADMIN_KEY,
+        ])
         .collect();
     let never_logged: Vec<&str> = never_anywhere
         .iter()
         .copied()
-        .chain([access_token.as_str(), new_token.as_str(), KEY])
+        .chain([
+            access_token.as_str(),
+            new_token.as_str(),
+            KEY,
+            managed_key.as_str(),
+            managed_token.as_str(),
+        ])
         .collect();
     for (i, body) in bodies.iter().enumerate() {
         if let Some(s) = never_anywhere.iter().find(|s| body.contains(**s)) {

@@ -91,12 +91,45 @@ impl RedisServer {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 return false;
             }
-            if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.port))).is_ok() {
-                return true;
+            if let Ok(stream) = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.port))) {
+                // The port may have been taken meanwhile by another test's Redis (ours then
+                // fails to bind and exits, but maybe not yet): make sure it is ours.
+                return self.serves(stream);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Whether the Redis answering on `stream` is this server's process.
+    fn serves(&self, mut stream: TcpStream) -> bool {
+        use std::io::{Read, Write};
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        if stream
+            .write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&buf).contains("process_id:") || !buf.ends_with(b"\r\n") {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.len() > 64 * 1024 {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&buf);
+        text.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            == Some(pid)
     }
 
     /// `redis://127.0.0.1:<port>`.

@@ -58,6 +58,9 @@ pub async fn run(args: Args) -> CmdResult {
         if let Some(key) = &prepared.demo_client_key {
             println!("  broker client key: {key}");
         }
+        if let Some(key) = &prepared.demo_admin_key {
+            println!("  admin key: {key}");
+        }
         config = prepared.config.clone();
         sandbox = Some(prepared);
     }

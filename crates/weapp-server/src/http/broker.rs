@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::Arc;
 use utoipa::ToSchema;
 use weapp::token::StoredToken;
 use weapp::AccessToken;
@@ -61,13 +62,13 @@ pub struct InvalidateResponse {
 
 /// Authenticates a broker client and checks it may use `appid` with `scope`. A source that
 /// fails too often is refused before its key is looked at.
-pub(crate) async fn authorize<'s>(
-    state: &'s AppState,
+pub(crate) async fn authorize(
+    state: &AppState,
     headers: &HeaderMap,
     ip: ClientIp,
     appid: &str,
     scope: &'static str,
-) -> Result<(&'s AppRuntime, &'s BrokerClient), AppError> {
+) -> Result<(Arc<AppRuntime>, Arc<BrokerClient>), AppError> {
     auth_gate(state, ip).await?;
     let client = match bearer(headers).and_then(|key| state.broker_client(key)) {
         Some(c) => c,
@@ -94,7 +95,6 @@ pub(crate) async fn authorize<'s>(
     }
     let app = state
         .app(appid)
-        .map(|a| &**a)
         .ok_or_else(|| AppError::NotFound(format!("app {appid} is not configured")))?;
     Ok((app, client))
 }
@@ -153,7 +153,7 @@ pub async fn invalidate(
             token: readable(&current),
         }));
     }
-    if !state.invalidation_permit(app, &stale).await {
+    if !state.invalidation_permit(&app, &stale).await {
         // Not refreshed from here; but another instance may just have refreshed it: read the
         // store again rather than this instance's copy.
         app.manager.drop_local(&stale);
@@ -168,7 +168,7 @@ pub async fn invalidate(
     }
     weapp::TokenSource::invalidate(&app.manager, &stale).await?;
     let token = app.token().await;
-    state.invalidation_done(app, &stale).await;
+    state.invalidation_done(&app, &stale).await;
     let token = token?;
     let refreshed = !token.access_token.ct_eq(stale.expose());
     tracing::info!(client = %client.name, appid, outcome = "refreshed", refreshed, "token invalidation reported");

@@ -1,5 +1,6 @@
 //! The HTTP API: one module per area, assembled by [`router`].
 
+pub mod admin;
 pub mod broker;
 pub mod ops;
 pub mod push;
@@ -16,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -30,6 +32,30 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Every body of this API is an object: serde would also read a struct from an array
+        // (`[null, null]`), which no client means.
+        let (parts, body) = req.into_parts();
+        let bytes =
+            match axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    return Err(AppError::PayloadTooLarge(state.config.body_limit_bytes))
+                }
+                Err(e) => return Err(AppError::bad_request("invalid_body", e.body_text())),
+            };
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some()
+            && first != Some(&b'{')
+            && axum::Json::<Value>::from_bytes(&bytes).is_ok()
+        {
+            return Err(AppError::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(JsonBody(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(AppError::bad_request(
@@ -217,6 +243,7 @@ pub fn router(state: AppState) -> Router {
         .merge(broker::router())
         .merge(push::router())
         .merge(ops::router())
+        .merge(admin::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))

@@ -23,6 +23,13 @@ use crate::state::AppState;
         crate::http::broker::cgi_token, crate::http::broker::cgi_stable_token,
         crate::http::push::verify, crate::http::push::receive, crate::http::push::events,
         crate::http::push::redeliver,
+        crate::http::admin::create_app, crate::http::admin::list_apps, crate::http::admin::get_app,
+        crate::http::admin::update_app, crate::http::admin::delete_app,
+        crate::http::admin::app_events, crate::http::admin::redeliver_event,
+        crate::http::admin::create_client, crate::http::admin::list_clients,
+        crate::http::admin::update_client, crate::http::admin::delete_client,
+        crate::http::admin::audit_log, crate::http::admin::find_users,
+        crate::http::admin::revoke_user, crate::http::admin::fleet,
         healthz, readyz, metrics,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -46,6 +53,7 @@ impl utoipa::Modify for Security {
         };
         components.add_security_scheme("session", bearer("session token from POST /v1/login"));
         components.add_security_scheme("client_key", bearer("a [[clients]] key"));
+        components.add_security_scheme("admin_key", bearer("an [[admins]] key"));
     }
 }
 

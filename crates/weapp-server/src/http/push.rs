@@ -17,11 +17,22 @@ use super::ClientIp;
 use crate::error::{AppError, ErrorBody};
 use crate::state::{now_ms, AppState, PushRuntime};
 
-fn push_of<'s>(state: &'s AppState, appid: &str) -> Result<&'s PushRuntime, AppError> {
+/// An app that receives pushes: its push settings, and the app kept alive while they are used.
+struct PushApp(std::sync::Arc<crate::state::AppRuntime>);
+
+impl std::ops::Deref for PushApp {
+    type Target = PushRuntime;
+    fn deref(&self) -> &PushRuntime {
+        self.0.push.as_ref().expect("checked by push_of")
+    }
+}
+
+fn push_of(state: &AppState, appid: &str) -> Result<PushApp, AppError> {
     state
         .app(appid)
-        .and_then(|a| a.push.as_ref())
-        .ok_or_else(|| AppError::NotFound(format!("app {appid} has no [apps.push] configuration")))
+        .filter(|a| a.push.is_some())
+        .map(PushApp)
+        .ok_or_else(|| AppError::NotFound(format!("app {appid} has no push configuration")))
 }
 
 fn refused(state: &AppState, appid: &str, e: PushError) -> AppError {
@@ -206,7 +217,7 @@ async fn intake(
     incoming: Incoming,
 ) -> Result<(i64, bool), AppError> {
     let push = push_of(&state, &appid)?;
-    let reservation = match reserve(&state, &appid, push, &incoming).await {
+    let reservation = match reserve(&state, &appid, &push, &incoming).await {
         Ok(r) => r,
         Err(Refusal::Replay) => return Err(refused(&state, &appid, PushError::Replayed)),
         Err(Refusal::InFlight) => {
@@ -238,7 +249,7 @@ async fn intake(
         Err(e) => Err(AppError::Internal(e.to_string())),
     };
     if let Some(r) = reservation {
-        settle(&state, push, &incoming, r, stored.is_ok()).await;
+        settle(&state, &push, &incoming, r, stored.is_ok()).await;
     }
     if stored.is_err() {
         state.metrics.push(&appid, "store_failed");

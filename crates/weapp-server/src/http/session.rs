@@ -162,10 +162,7 @@ async fn session_user(
     }
 }
 
-fn app_of<'s>(
-    state: &'s AppState,
-    appid: &str,
-) -> Result<&'s std::sync::Arc<AppRuntime>, AppError> {
+fn app_of(state: &AppState, appid: &str) -> Result<std::sync::Arc<AppRuntime>, AppError> {
     state
         .app(appid)
         .ok_or_else(|| AppError::NotFound(format!("app {appid} is not configured")))

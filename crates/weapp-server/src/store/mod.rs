@@ -127,6 +127,87 @@ pub struct EventRecord {
     pub last_error: Option<String>,
 }
 
+/// An app managed through the admin API, or the tombstone of a deleted one.
+#[derive(Clone)]
+pub struct ManagedAppRecord {
+    /// The appid.
+    pub appid: String,
+    /// Settings without secrets (JSON).
+    pub settings: String,
+    /// The secrets (JSON), sealed with the data key and bound to the appid; `None` once deleted.
+    pub sealed: Option<Vec<u8>>,
+    /// The data key that sealed them.
+    pub key_id: Option<String>,
+    /// Disabled apps are neither refreshed nor served.
+    pub enabled: bool,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The registry revision of the last change.
+    pub rev: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for ManagedAppRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedAppRecord")
+            .field("appid", &self.appid)
+            .field("settings", &self.settings)
+            .field(
+                "sealed",
+                &self.sealed.as_ref().map(|s| format!("[{} bytes]", s.len())),
+            )
+            .field("enabled", &self.enabled)
+            .field("deleted", &self.deleted)
+            .field("rev", &self.rev)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A broker client managed through the admin API, or the tombstone of a deleted one.
+#[derive(Debug, Clone)]
+pub struct ManagedClientRecord {
+    /// Its unique name.
+    pub name: String,
+    /// SHA-256 of its key (the key itself is shown once, at creation, and never stored).
+    pub key_sha256: Option<Vec<u8>>,
+    /// The apps it may use (JSON array; `"*"` for all).
+    pub apps: String,
+    /// Its scopes (JSON array).
+    pub scopes: String,
+    /// Disabled clients are refused.
+    pub enabled: bool,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The registry revision of the last change.
+    pub rev: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// One administrator action.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    /// Increasing id.
+    pub id: i64,
+    /// Unix ms.
+    pub at: i64,
+    /// The administrator's name.
+    pub admin: String,
+    /// `app.create`, `client.delete`, `session.revoke`, …
+    pub action: String,
+    /// What it acted on (an appid, a client name, …).
+    pub target: String,
+    /// The client address it came from.
+    pub source: String,
+    /// What changed (JSON, never a secret).
+    pub detail: String,
+}
+
 /// What every storage backend provides. Timestamps are Unix milliseconds.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -269,6 +350,64 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// The registry's revision: the number of changes to managed apps and clients so far.
+    async fn registry_rev(&self) -> Result<i64, StoreError>;
+
+    /// Managed apps (tombstones included) changed after revision `rev`, in revision order.
+    async fn managed_apps_after(
+        &self,
+        rev: i64,
+        limit: i64,
+    ) -> Result<Vec<ManagedAppRecord>, StoreError>;
+
+    /// Managed clients (tombstones included) changed after revision `rev`, in revision order.
+    async fn managed_clients_after(
+        &self,
+        rev: i64,
+        limit: i64,
+    ) -> Result<Vec<ManagedClientRecord>, StoreError>;
+
+    /// One managed app (or its tombstone).
+    async fn managed_app(&self, appid: &str) -> Result<Option<ManagedAppRecord>, StoreError>;
+
+    /// Creates (`create`: unless a live one exists) or updates (unless none lives) a managed
+    /// app, at the next revision, which it returns; `None` when the condition failed.
+    async fn put_managed_app(
+        &self,
+        app: &ManagedAppRecord,
+        create: bool,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Turns a live managed app into a tombstone (its secrets erased); the new revision, or
+    /// `None` if there was none.
+    async fn delete_managed_app(&self, appid: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Like [`Store::put_managed_app`], for clients.
+    async fn put_managed_client(
+        &self,
+        client: &ManagedClientRecord,
+        create: bool,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Like [`Store::delete_managed_app`], for clients.
+    async fn delete_managed_client(&self, name: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// The user `openid` of `appid`.
+    async fn user_by_openid(
+        &self,
+        appid: &str,
+        openid: &str,
+    ) -> Result<Option<UserRecord>, StoreError>;
+
+    /// How many unexpired sessions `user_id` has.
+    async fn count_sessions(&self, user_id: i64, now: i64) -> Result<i64, StoreError>;
+
+    /// Appends to the administrators' audit log.
+    async fn audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+
+    /// Audit records with id > `after`, oldest first.
+    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Opens the database named by `url` and applies pending migrations.

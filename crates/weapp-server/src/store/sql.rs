@@ -10,8 +10,8 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::Row;
 
 use super::{
-    EventRecord, LegacySealed, OutboxStats, SessionRecord, Store, StoreError, StoreOptions,
-    UserRecord,
+    AuditRecord, EventRecord, LegacySealed, ManagedAppRecord, ManagedClientRecord, OutboxStats,
+    SessionRecord, Store, StoreError, StoreOptions, UserRecord,
 };
 
 /// Migrations compiled into the binary.
@@ -60,6 +60,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "hardening",
         include_str!("../../migrations/sqlite/0003_hardening.sql"),
     ),
+    (
+        4,
+        "registry",
+        include_str!("../../migrations/sqlite/0004_registry.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -76,6 +81,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "hardening",
         include_str!("../../migrations/postgres/0003_hardening.sql"),
+    ),
+    (
+        4,
+        "registry",
+        include_str!("../../migrations/postgres/0004_registry.sql"),
     ),
 ];
 
@@ -120,6 +130,52 @@ where
         .run(conn)
         .await
         .map_err(as_error)
+}
+
+const MANAGED_APP_COLUMNS: &str =
+    "appid, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at";
+const MANAGED_CLIENT_COLUMNS: &str =
+    "name, key_sha256, apps, scopes, enabled, deleted, rev, created_at, updated_at";
+
+fn managed_app_from<R: Row>(row: &R) -> Result<ManagedAppRecord, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<Vec<u8>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ManagedAppRecord {
+        appid: row.try_get("appid")?,
+        settings: row.try_get("settings")?,
+        sealed: row.try_get("sealed")?,
+        key_id: row.try_get("key_id")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        deleted: row.try_get::<i64, _>("deleted")? != 0,
+        rev: row.try_get("rev")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn managed_client_from<R: Row>(row: &R) -> Result<ManagedClientRecord, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<Vec<u8>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ManagedClientRecord {
+        name: row.try_get("name")?,
+        key_sha256: row.try_get("key_sha256")?,
+        apps: row.try_get("apps")?,
+        scopes: row.try_get("scopes")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        deleted: row.try_get::<i64, _>("deleted")? != 0,
+        rev: row.try_get("rev")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 const USER_COLUMNS: &str = "id, appid, openid, unionid, session_key_enc, phone_number, pure_phone_number, country_code, created_at";
@@ -229,7 +285,7 @@ macro_rules! sql_store {
             }
 
             async fn data_key_ids(&self) -> Result<Vec<Option<String>>, StoreError> {
-                let rows = sqlx::query("SELECT DISTINCT key_id FROM users").fetch_all(&self.pool).await?;
+                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL").fetch_all(&self.pool).await?;
                 rows.iter().map(|r| Ok(r.try_get("key_id")?)).collect()
             }
 
@@ -446,6 +502,188 @@ macro_rules! sql_store {
                 let sql = format!("SELECT {EVENT_COLUMNS} FROM push_events WHERE appid = $1 AND id > $2 ORDER BY id LIMIT $3");
                 let rows = sqlx::query(&sql).bind(appid).bind(after).bind(limit).fetch_all(&self.pool).await?;
                 rows.iter().map(|r| Ok(event_from(r)?)).collect()
+            }
+
+            async fn registry_rev(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT rev FROM registry WHERE id = 1").fetch_one(&self.pool).await?;
+                Ok(row.try_get("rev")?)
+            }
+
+            async fn managed_apps_after(&self, rev: i64, limit: i64) -> Result<Vec<ManagedAppRecord>, StoreError> {
+                let sql = format!("SELECT {MANAGED_APP_COLUMNS} FROM managed_apps WHERE rev > $1 ORDER BY rev LIMIT $2");
+                let rows = sqlx::query(&sql).bind(rev).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(managed_app_from(r)?)).collect()
+            }
+
+            async fn managed_clients_after(&self, rev: i64, limit: i64) -> Result<Vec<ManagedClientRecord>, StoreError> {
+                let sql = format!("SELECT {MANAGED_CLIENT_COLUMNS} FROM managed_clients WHERE rev > $1 ORDER BY rev LIMIT $2");
+                let rows = sqlx::query(&sql).bind(rev).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(managed_client_from(r)?)).collect()
+            }
+
+            async fn managed_app(&self, appid: &str) -> Result<Option<ManagedAppRecord>, StoreError> {
+                let sql = format!("SELECT {MANAGED_APP_COLUMNS} FROM managed_apps WHERE appid = $1");
+                let row = sqlx::query(&sql).bind(appid).fetch_optional(&self.pool).await?;
+                row.map(|r| Ok(managed_app_from(&r)?)).transpose()
+            }
+
+            async fn put_managed_app(&self, app: &ManagedAppRecord, create: bool) -> Result<Option<i64>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("rev")?;
+                let sql = if create {
+                    "INSERT INTO managed_apps (appid, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $7) \
+                     ON CONFLICT (appid) DO UPDATE SET settings = excluded.settings, sealed = excluded.sealed, \
+                       key_id = excluded.key_id, enabled = excluded.enabled, deleted = 0, rev = excluded.rev, \
+                       created_at = excluded.created_at, updated_at = excluded.updated_at \
+                     WHERE managed_apps.deleted = 1"
+                } else {
+                    "UPDATE managed_apps SET settings = $2, sealed = $3, key_id = $4, enabled = $5, rev = $6, updated_at = $7 \
+                     WHERE appid = $1 AND deleted = 0"
+                };
+                let done = sqlx::query(sql)
+                    .bind(&app.appid)
+                    .bind(&app.settings)
+                    .bind(app.sealed.as_deref())
+                    .bind(app.key_id.as_deref())
+                    .bind(i64::from(app.enabled))
+                    .bind(rev)
+                    .bind(app.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(rev))
+            }
+
+            async fn delete_managed_app(&self, appid: &str, now: i64) -> Result<Option<i64>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("rev")?;
+                let done = sqlx::query("UPDATE managed_apps SET deleted = 1, enabled = 0, sealed = NULL, key_id = NULL, rev = $2, updated_at = $3 WHERE appid = $1 AND deleted = 0")
+                    .bind(appid)
+                    .bind(rev)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(rev))
+            }
+
+            async fn put_managed_client(&self, client: &ManagedClientRecord, create: bool) -> Result<Option<i64>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("rev")?;
+                let sql = if create {
+                    "INSERT INTO managed_clients (name, key_sha256, apps, scopes, enabled, deleted, rev, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $7) \
+                     ON CONFLICT (name) DO UPDATE SET key_sha256 = excluded.key_sha256, apps = excluded.apps, \
+                       scopes = excluded.scopes, enabled = excluded.enabled, deleted = 0, rev = excluded.rev, \
+                       created_at = excluded.created_at, updated_at = excluded.updated_at \
+                     WHERE managed_clients.deleted = 1"
+                } else {
+                    "UPDATE managed_clients SET key_sha256 = COALESCE($2, key_sha256), apps = $3, scopes = $4, enabled = $5, rev = $6, updated_at = $7 \
+                     WHERE name = $1 AND deleted = 0"
+                };
+                let done = sqlx::query(sql)
+                    .bind(&client.name)
+                    .bind(client.key_sha256.as_deref())
+                    .bind(&client.apps)
+                    .bind(&client.scopes)
+                    .bind(i64::from(client.enabled))
+                    .bind(rev)
+                    .bind(client.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(rev))
+            }
+
+            async fn delete_managed_client(&self, name: &str, now: i64) -> Result<Option<i64>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("rev")?;
+                let done = sqlx::query("UPDATE managed_clients SET deleted = 1, enabled = 0, key_sha256 = NULL, rev = $2, updated_at = $3 WHERE name = $1 AND deleted = 0")
+                    .bind(name)
+                    .bind(rev)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(rev))
+            }
+
+            async fn user_by_openid(&self, appid: &str, openid: &str) -> Result<Option<UserRecord>, StoreError> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE appid = $1 AND openid = $2");
+                let row = sqlx::query(&sql).bind(appid).bind(openid).fetch_optional(&self.pool).await?;
+                row.map(|r| Ok(user_from(&r)?)).transpose()
+            }
+
+            async fn count_sessions(&self, user_id: i64, now: i64) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE user_id = $1 AND expires_at > $2")
+                    .bind(user_id)
+                    .bind(now)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get("n")?)
+            }
+
+            async fn audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO admin_audit (at, admin, action, target, source, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(r.at)
+                    .bind(&r.admin)
+                    .bind(&r.action)
+                    .bind(&r.target)
+                    .bind(&r.source)
+                    .bind(&r.detail)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+                let rows = sqlx::query("SELECT id, at, admin, action, target, source, detail FROM admin_audit WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditRecord {
+                            id: r.try_get("id")?,
+                            at: r.try_get("at")?,
+                            admin: r.try_get("admin")?,
+                            action: r.try_get("action")?,
+                            target: r.try_get("target")?,
+                            source: r.try_get("source")?,
+                            detail: r.try_get("detail")?,
+                        })
+                    })
+                    .collect()
             }
         }
     };

@@ -51,6 +51,7 @@ impl World {
             api_base: self.sim.url().into(),
             token_mode: mode,
             push: None,
+            warm: None,
         };
         let client = |name: &str, key: &str, apps: &[&str]| ClientConfig {
             name: name.into(),

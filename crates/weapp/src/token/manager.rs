@@ -137,6 +137,9 @@ struct ManagerInner {
     /// Running background refreshers: while one runs, callers never wait for a refresh of a
     /// token that is still alive.
     refreshers: AtomicUsize,
+    /// Another process runs the background refresher for this token (see
+    /// [`TokenManager::leave_refresh_to_others`]).
+    external_refresher: std::sync::atomic::AtomicBool,
 }
 
 /// Fetches, caches and refreshes one app's access token. Cheap to clone; clones share
@@ -205,7 +208,7 @@ pub struct TokenStatus {
     /// The token this process holds, if any (its timing and version; the token itself is
     /// redacted in `Debug`).
     pub token: Option<StoredToken>,
-    /// Successful upstream fetches made by this manager.
+    /// Successful upstream fetches of a new token made by this manager.
     pub fetches: u64,
     /// The last error a refresh ended with, and when (manager clock, Unix ms).
     pub last_error: Option<(String, i64)>,
@@ -347,11 +350,13 @@ impl TokenManager {
                 next_flight: AtomicU64::new(1),
                 fetches: AtomicU64::new(0),
                 refreshers: AtomicUsize::new(0),
+                external_refresher: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
 
-    /// How many tokens this manager fetched from upstream (not counting other processes').
+    /// How many new tokens this manager fetched from upstream (not counting other processes',
+    /// nor a call that brought back the token it already held).
     pub fn fetch_count(&self) -> u64 {
         self.inner.fetches.load(Ordering::Relaxed)
     }
@@ -376,6 +381,15 @@ impl TokenManager {
             store_down: st.store_down_until.is_some(),
             refreshing: st.flight.is_some(),
         }
+    }
+
+    /// Declares that another process runs the background refresher for this token (a fleet
+    /// where one instance refreshes each app): callers here then leave a token that is due but
+    /// alive to it for the same grace as to a local refresher (its jitter plus two polls), and
+    /// refresh themselves only when it is overdue — so the fleet's refresh is normally done by
+    /// that one process. Keep the refresh margin larger than the grace.
+    pub fn leave_refresh_to_others(&self, on: bool) {
+        self.inner.external_refresher.store(on, Ordering::Relaxed);
     }
 
     /// Forgets remembered token-endpoint failures (45009 after a `clear_quota`, a credential
@@ -473,7 +487,8 @@ impl TokenManager {
                 }
             }
         }
-        let refresher = self.inner.refreshers.load(Ordering::Relaxed) > 0;
+        let refresher = self.inner.refreshers.load(Ordering::Relaxed) > 0
+            || self.inner.external_refresher.load(Ordering::Relaxed);
         if let Some(t) = &fallback {
             // A background refresher will get to it (at its jittered moment): leave it to it,
             // unless it is overdue.
@@ -1341,7 +1356,16 @@ impl TokenManager {
         self.state().rejected.retain(|r| *r != d);
         let lifetime_ms = response.expires_in.min(MAX_TOKEN_LIFETIME_SECS) * 1000;
         let margin_ms = ms(self.inner.policy.refresh_margin).min(lifetime_ms / 2);
-        self.inner.fetches.fetch_add(1, Ordering::Relaxed);
+        // A new token counts as a fetch; the token held already coming back (a stable token
+        // asked for a little before WeChat rotates it) does not: nothing was refreshed.
+        let same = self
+            .state()
+            .local
+            .as_ref()
+            .is_some_and(|l| l.token.access_token.ct_eq(response.access_token.expose()));
+        if !same {
+            self.inner.fetches.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::info!(
             expires_in = response.expires_in,
             version,

@@ -1,0 +1,1280 @@
+//! The admin API (`/v1/admin/…`): apps and broker clients managed at runtime (stored in the
+//! database, secrets sealed; every instance picks a change up within `registry_poll_ms`), token
+//! health, users and sessions, push events, the audit log.
+//!
+//! Authenticated by `[[admins]]` keys (Bearer; compared in constant time; a source that fails
+//! too often is refused before its key is looked at), each admin rate-limited, every change
+//! audit-logged (database and log line). No answer ever carries a secret, except a new broker
+//! client's key, once, in the answer that creates it (or rotates it).
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use weapp::token::TokenKey;
+use weapp::TokenMode;
+
+use super::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
+use crate::config::{AppConfig, PushConfig, Secret, WarmPolicy, SCOPES};
+use crate::error::{AppError, ErrorBody};
+use crate::registry::{app_aad, AppEntry, AppSecrets, AppSettings, PushSettings, Source};
+use crate::state::{now_ms, AppState};
+use crate::store::{AuditRecord, ManagedAppRecord, ManagedClientRecord};
+
+/// An authenticated administrator.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The admin's name (from `[[admins]]`).
+    pub name: String,
+    /// Where the request came from.
+    pub ip: ClientIp,
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = super::client_ip(state, &parts.headers, &parts.extensions);
+        let ip = ClientIp(ip);
+        auth_gate(state, ip).await?;
+        let Some(name) = bearer(&parts.headers).and_then(|k| state.admin(k)) else {
+            auth_failed(state, ip, "admin").await;
+            return Err(AppError::Unauthorized(
+                "missing or unknown admin key (Authorization: Bearer <admin key>)".into(),
+            ));
+        };
+        let name = name.to_owned();
+        state
+            .admin_limiter
+            .hit(name_key(&name))
+            .await
+            .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
+        Ok(Admin { name, ip })
+    }
+}
+
+fn name_key(name: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(name.as_bytes());
+    u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))
+}
+
+/// `Some(None)` for an explicit `null`, `None` for an absent field.
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Push settings of an app, secrets included (they are sealed, never shown again).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushInput {
+    /// The Token set in the WeChat console.
+    #[schema(min_length = 3, max_length = 32)]
+    pub token: String,
+    /// The 43-character EncodingAESKey (safe and compatible modes).
+    #[serde(default)]
+    #[schema(min_length = 43, max_length = 43)]
+    pub encoding_aes_key: Option<String>,
+    /// `safe`, `compatible` or `plain` (default `safe` with a key).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<weapp::push::PushMode>,
+    /// Where verified events are delivered.
+    #[serde(default)]
+    #[schema(max_length = 2048)]
+    pub webhook_url: Option<String>,
+    /// The webhook signature key (required with `webhook_url`).
+    #[serde(default)]
+    #[schema(max_length = 256)]
+    pub webhook_secret: Option<String>,
+    /// The replay window (default 300; 0 disables).
+    #[serde(default)]
+    pub replay_window_secs: Option<u64>,
+}
+
+/// `POST /v1/admin/apps`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    /// The appid.
+    #[schema(min_length = 1, max_length = 64)]
+    pub appid: String,
+    /// The AppSecret (sealed; never shown again).
+    #[schema(min_length = 1, max_length = 128)]
+    pub secret: String,
+    /// WeChat's API host (default) or a weapp-sim URL.
+    #[serde(default)]
+    #[schema(max_length = 2048)]
+    pub api_base: Option<String>,
+    /// `stable` (default) or `classic`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub token_mode: Option<TokenMode>,
+    /// Push receiver settings.
+    #[serde(default)]
+    pub push: Option<PushInput>,
+    /// `always` or `on_use` (default: the server's).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub warm: Option<WarmPolicy>,
+    /// Served (default) or not.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// `PATCH /v1/admin/apps/{appid}`: only the fields given change; `push: null` removes the push
+/// settings, `warm: null` returns to the server's policy.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApp {
+    /// A new AppSecret.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
+    pub secret: Option<String>,
+    /// A new API host.
+    #[serde(default)]
+    #[schema(max_length = 2048)]
+    pub api_base: Option<String>,
+    /// A new token mode.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub token_mode: Option<TokenMode>,
+    /// New push settings (all of them), or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<PushInput>)]
+    pub push: Option<Option<PushInput>>,
+    /// A warm policy, or `null` for the server's.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub warm: Option<Option<WarmPolicy>>,
+    /// Enable or disable.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// An app's push settings as shown (no secrets).
+#[derive(Serialize, ToSchema)]
+pub struct PushView {
+    /// `safe`, `compatible` or `plain`.
+    pub mode: String,
+    /// Where events go (credentials in it redacted).
+    pub webhook_url: Option<String>,
+    /// The replay window.
+    pub replay_window_secs: u64,
+}
+
+/// An app's token as this instance sees it.
+#[derive(Serialize, ToSchema)]
+pub struct TokenHealth {
+    /// The fence of the lease it was fetched under: increases with every fetch.
+    pub version: u64,
+    /// Seconds since this instance first saw it.
+    pub age_secs: Option<i64>,
+    /// When WeChat stops accepting it (Unix seconds).
+    pub expires_at: i64,
+    /// Tokens fetched from WeChat today (Beijing day), by the whole fleet.
+    pub refreshes_today: u64,
+    /// WeChat's daily limit for that endpoint (2,000 for classic tokens).
+    pub quota_per_day: u64,
+    /// The last refresh error on this instance.
+    pub last_error: Option<String>,
+}
+
+/// An app as the admin API shows it (never a secret).
+#[derive(Serialize, ToSchema)]
+pub struct AppView {
+    /// The appid.
+    pub appid: String,
+    /// `file` (read-only here) or `managed`.
+    pub source: String,
+    /// Served or not.
+    pub enabled: bool,
+    /// API host (credentials redacted).
+    pub api_base: String,
+    /// `stable` or `classic`.
+    pub token_mode: String,
+    /// `always` or `on_use` (the effective policy).
+    pub warm: String,
+    /// Push settings.
+    pub push: Option<PushView>,
+    /// Registry revision of its last change (0 for file apps).
+    pub rev: i64,
+    /// Unix ms (0 for file apps).
+    pub created_at: i64,
+    /// Unix ms (0 for file apps).
+    pub updated_at: i64,
+    /// The token, when one is known.
+    pub token: Option<TokenHealth>,
+}
+
+/// A page of apps.
+#[derive(Serialize, ToSchema)]
+pub struct AppPage {
+    /// Apps in appid order.
+    pub apps: Vec<AppView>,
+    /// Pass as `after` for the next page (`null`: no more).
+    pub next_after: Option<String>,
+}
+
+/// `POST /v1/admin/clients`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    /// Unique name.
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: String,
+    /// Apps it may use (`"*"`: all).
+    pub apps: Vec<String>,
+    /// Scopes (default `token:read`, `token:invalidate`).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Enabled (default) or not.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// `PATCH /v1/admin/clients/{name}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClient {
+    /// New apps.
+    #[serde(default)]
+    pub apps: Option<Vec<String>>,
+    /// New scopes.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Enable or disable.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Issue a new key (shown once in the answer); the old one stops working.
+    #[serde(default)]
+    pub rotate_key: bool,
+}
+
+/// A broker client as shown.
+#[derive(Serialize, ToSchema)]
+pub struct ClientView {
+    /// Its name.
+    pub name: String,
+    /// `file` or `managed`.
+    pub source: String,
+    /// Enabled or not.
+    pub enabled: bool,
+    /// Apps it may use.
+    pub apps: Vec<String>,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// Registry revision of its last change.
+    pub rev: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// The key: only in the answer that creates or rotates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Every client.
+#[derive(Serialize, ToSchema)]
+pub struct ClientList {
+    /// By name.
+    pub clients: Vec<ClientView>,
+}
+
+/// `?after=&limit=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Start after this appid / id.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Page size, 1–100 (default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+fn limit_of(q: Option<u32>) -> Result<usize, AppError> {
+    match q.unwrap_or(50) {
+        n @ 1..=100 => Ok(n as usize),
+        _ => Err(AppError::bad_request(
+            "invalid_query",
+            "limit must be 1–100",
+        )),
+    }
+}
+
+fn is_appid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+fn invalid(message: impl Into<String>) -> AppError {
+    AppError::bad_request("invalid_body", message)
+}
+
+/// Checks an app configuration the way the file's are checked.
+fn check_app(app: &AppConfig) -> Result<(), AppError> {
+    if !is_appid(&app.appid) {
+        return Err(invalid("appid must be 1–64 ASCII letters and digits"));
+    }
+    if app
+        .secret
+        .as_ref()
+        .is_none_or(|s| s.is_empty() || s.expose().len() > 128)
+    {
+        return Err(invalid("secret must be 1–128 characters"));
+    }
+    if !(app.api_base.starts_with("http://") || app.api_base.starts_with("https://"))
+        || app.api_base.len() > 2048
+        || reqwest::Url::parse(&app.api_base).is_err()
+    {
+        return Err(invalid("api_base must be an http(s) URL"));
+    }
+    if let Some(p) = &app.push {
+        if p.token.expose().len() < 3 || p.token.expose().len() > 32 {
+            return Err(invalid("push.token must be 3–32 characters"));
+        }
+        if p.webhook_url.as_deref().is_some_and(|u| {
+            !(u.starts_with("http://") || u.starts_with("https://"))
+                || reqwest::Url::parse(u).is_err()
+        }) {
+            return Err(invalid("push.webhook_url must be an http(s) URL"));
+        }
+        p.validate().map_err(|e| invalid(format!("push: {e}")))?;
+        if p.replay_window_secs > 86_400 {
+            return Err(invalid("push.replay_window_secs must be at most 86400"));
+        }
+    }
+    Ok(())
+}
+
+fn sandbox_only() -> AppError {
+    invalid("in the sandbox, apps talk to the simulator: leave api_base out")
+}
+
+fn push_config(p: PushInput) -> PushConfig {
+    PushConfig {
+        token: Secret::new(p.token),
+        encoding_aes_key: p.encoding_aes_key.map(Secret::new),
+        mode: p.mode,
+        webhook_url: p.webhook_url,
+        webhook_secret: p.webhook_secret.map(Secret::new),
+        replay_window_secs: p.replay_window_secs.unwrap_or(300),
+    }
+}
+
+/// The settings and sealed secrets of `app`, as a record at `now`.
+fn record_of(state: &AppState, app: &AppConfig, enabled: bool, now: i64) -> ManagedAppRecord {
+    let settings = AppSettings::of(app);
+    let secrets = AppSecrets {
+        secret: app
+            .secret
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default(),
+        push_token: app.push.as_ref().map(|p| p.token.expose().to_owned()),
+        encoding_aes_key: app
+            .push
+            .as_ref()
+            .and_then(|p| p.encoding_aes_key.as_ref().map(|k| k.expose().to_owned())),
+        webhook_secret: app
+            .push
+            .as_ref()
+            .and_then(|p| p.webhook_secret.as_ref().map(|k| k.expose().to_owned())),
+    };
+    let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets).expect("plain data"));
+    ManagedAppRecord {
+        appid: app.appid.clone(),
+        settings: serde_json::to_string(&settings).expect("plain data"),
+        sealed: Some(state.keyring.seal(&plain, &app_aad(&app.appid))),
+        key_id: Some(state.keyring.current_id()),
+        enabled,
+        deleted: false,
+        rev: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn audit(state: &AppState, admin: &Admin, action: &str, target: &str, detail: Value) {
+    tracing::info!(admin = %admin.name, action, target, detail = %detail, "admin action");
+    let record = AuditRecord {
+        id: 0,
+        at: now_ms(),
+        admin: admin.name.clone(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        source: admin.ip.0.map(|ip| ip.to_string()).unwrap_or_default(),
+        detail: detail.to_string(),
+    };
+    if let Err(e) = state.store.audit(&record).await {
+        tracing::error!(error = %e, action, target, "could not write the audit log");
+    }
+}
+
+/// The Beijing day (WeChat's quota day) of `ms`.
+pub fn quota_day(ms: i64) -> i64 {
+    (ms + 8 * 3_600_000).div_euclid(86_400_000)
+}
+
+async fn token_health(state: &AppState, entry: &AppEntry, fetched: u64) -> Option<TokenHealth> {
+    let rt = entry.runtime.as_ref()?;
+    let status = rt.manager.status();
+    let token = match status.token {
+        Some(t) => Some(t),
+        None => state
+            .deps
+            .token_store
+            .load(&TokenKey::new(rt.appid.clone(), entry.settings.token_mode))
+            .await
+            .ok()
+            .flatten(),
+    }?;
+    let age_secs = rt
+        .seen()
+        .filter(|((v, exp), _)| *v == token.version && *exp == token.expires_at_ms)
+        .map(|(_, at)| (now_ms() - at) / 1000);
+    Some(TokenHealth {
+        version: token.version,
+        age_secs,
+        expires_at: token.expires_at_ms / 1000,
+        refreshes_today: fetched,
+        quota_per_day: match entry.settings.token_mode {
+            TokenMode::Classic => 2_000,
+            _ => 500_000,
+        },
+        last_error: status.last_error.map(|(m, _)| m),
+    })
+}
+
+async fn view(state: &AppState, entry: &AppEntry, fetched: u64) -> AppView {
+    let s = &entry.settings;
+    AppView {
+        appid: entry.appid.clone(),
+        source: match entry.source {
+            Source::File => "file",
+            Source::Managed => "managed",
+        }
+        .into(),
+        enabled: entry.enabled,
+        api_base: crate::config::redact_url(&s.api_base),
+        token_mode: mode_name(s.token_mode).into(),
+        warm: match s.warm.unwrap_or(state.config.warm) {
+            WarmPolicy::Always => "always",
+            WarmPolicy::OnUse => "on_use",
+        }
+        .into(),
+        push: s.push.as_ref().map(|p: &PushSettings| PushView {
+            mode: match p.mode {
+                Some(m) => serde_json::to_value(m)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                None => "safe".into(),
+            },
+            webhook_url: p.webhook_url.as_deref().map(crate::config::redact_url),
+            replay_window_secs: p.replay_window_secs,
+        }),
+        rev: entry.rev,
+        created_at: entry.created_at,
+        updated_at: entry.updated_at,
+        token: token_health(state, entry, fetched).await,
+    }
+}
+
+fn mode_name(m: TokenMode) -> &'static str {
+    match m {
+        TokenMode::Classic => "classic",
+        _ => "stable",
+    }
+}
+
+/// Apply this instance's registry now (the others follow within `registry_poll_ms`).
+async fn sync(state: &AppState) {
+    if let Err(e) = state.sync_registry(false).await {
+        tracing::warn!(error = %e, "registry: could not apply a change at once");
+    }
+}
+
+async fn entry_view(state: &AppState, appid: &str) -> Result<AppView, AppError> {
+    let entry = state
+        .registry
+        .entry(appid)
+        .ok_or_else(|| AppError::NotFound(format!("no app {appid}")))?;
+    let fetched = state.fetches_today(&[appid.to_owned()]).await;
+    Ok(view(state, &entry, fetched.first().copied().unwrap_or(0)).await)
+}
+
+/// Register an app at runtime: served by every instance within `registry_poll_ms`.
+#[utoipa::path(post, path = "/v1/admin/apps", tag = "admin", security(("admin_key" = [])), request_body = CreateApp,
+    responses((status = 201, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    JsonBody(req): JsonBody<CreateApp>,
+) -> Result<Response, AppError> {
+    let api_base = match (&state.config.sandbox_api_base, req.api_base) {
+        (Some(sim), None) => sim.clone(),
+        (Some(sim), Some(b)) if b.trim_end_matches('/') == sim.trim_end_matches('/') => b,
+        (Some(_), Some(_)) => return Err(sandbox_only()),
+        (None, b) => b.unwrap_or_else(|| weapp::DEFAULT_BASE_URL.to_owned()),
+    };
+    let app = AppConfig {
+        appid: req.appid,
+        secret: Some(Secret::new(req.secret)),
+        secret_env: None,
+        api_base,
+        token_mode: req.token_mode.unwrap_or_default(),
+        push: req.push.map(push_config),
+        warm: req.warm,
+    };
+    check_app(&app)?;
+    if state
+        .registry
+        .entry(&app.appid)
+        .is_some_and(|e| e.source == Source::File)
+    {
+        return Err(AppError::Conflict(format!(
+            "app {} is defined in the configuration file",
+            app.appid
+        )));
+    }
+    let enabled = req.enabled.unwrap_or(true);
+    let record = record_of(&state, &app, enabled, now_ms());
+    let created = state.store.put_managed_app(&record, true).await?;
+    if created.is_none() {
+        return Err(AppError::Conflict(format!("app {} exists", app.appid)));
+    }
+    audit(
+        &state,
+        &admin,
+        "app.create",
+        &app.appid,
+        json!({"api_base": crate::config::redact_url(&app.api_base), "token_mode": mode_name(app.token_mode), "push": app.push.is_some(), "enabled": enabled}),
+    )
+    .await;
+    sync(&state).await;
+    let v = entry_view(&state, &app.appid).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Apps (from the file and managed) in appid order, with their token health.
+#[utoipa::path(get, path = "/v1/admin/apps", tag = "admin", security(("admin_key" = [])), params(PageQuery),
+    responses((status = 200, body = AppPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list_apps(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<AppPage>, AppError> {
+    let limit = limit_of(q.limit)?;
+    let page = state
+        .registry
+        .page(q.after.as_deref().unwrap_or(""), limit + 1);
+    let more = page.len() > limit;
+    let page = &page[..page.len().min(limit)];
+    let ids: Vec<String> = page.iter().map(|e| e.appid.clone()).collect();
+    let fetched = state.fetches_today(&ids).await;
+    let mut apps = Vec::with_capacity(page.len());
+    for (e, n) in page.iter().zip(fetched) {
+        apps.push(view(&state, e, n).await);
+    }
+    Ok(Json(AppPage {
+        next_after: more.then(|| ids.last().cloned()).flatten(),
+        apps,
+    }))
+}
+
+/// One app, with its token health.
+#[utoipa::path(get, path = "/v1/admin/apps/{appid}", tag = "admin", security(("admin_key" = [])),
+    params(("appid" = String, Path, description = "the app")),
+    responses((status = 200, body = AppView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn get_app(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(appid): Path<String>,
+) -> Result<Json<AppView>, AppError> {
+    entry_view(&state, &appid).await.map(Json)
+}
+
+async fn managed(state: &AppState, appid: &str) -> Result<ManagedAppRecord, AppError> {
+    if state
+        .registry
+        .entry(appid)
+        .is_some_and(|e| e.source == Source::File)
+    {
+        return Err(AppError::Conflict(format!(
+            "app {appid} is defined in the configuration file: change it there"
+        )));
+    }
+    match state.store.managed_app(appid).await? {
+        Some(r) if !r.deleted => Ok(r),
+        _ => Err(AppError::NotFound(format!("no managed app {appid}"))),
+    }
+}
+
+/// Change a managed app: only the fields given. Its token keeps being served throughout.
+#[utoipa::path(patch, path = "/v1/admin/apps/{appid}", tag = "admin", security(("admin_key" = [])),
+    params(("appid" = String, Path, description = "the app")), request_body = UpdateApp,
+    responses((status = 200, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn update_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(appid): Path<String>,
+    JsonBody(req): JsonBody<UpdateApp>,
+) -> Result<Json<AppView>, AppError> {
+    let current = managed(&state, &appid).await?;
+    let settings: AppSettings = serde_json::from_str(&current.settings)
+        .map_err(|e| AppError::Internal(format!("stored settings of {appid}: {e}")))?;
+    let plain = current
+        .sealed
+        .as_deref()
+        .and_then(|s| state.keyring.open(s, &app_aad(&appid)))
+        .ok_or_else(|| AppError::Internal(format!("the secrets of {appid} do not open")))?;
+    let plain = zeroize::Zeroizing::new(plain);
+    let secrets: AppSecrets = serde_json::from_slice(&plain)
+        .map_err(|_| AppError::Internal(format!("the secrets of {appid} do not parse")))?;
+    let mut app = settings.config(&appid, &secrets);
+    let mut changed = serde_json::Map::new();
+    if let Some(s) = req.secret {
+        app.secret = Some(Secret::new(s));
+        changed.insert("secret".into(), json!("changed"));
+    }
+    if let Some(b) = req.api_base {
+        if state
+            .config
+            .sandbox_api_base
+            .as_ref()
+            .is_some_and(|sim| b.trim_end_matches('/') != sim.trim_end_matches('/'))
+        {
+            return Err(sandbox_only());
+        }
+        changed.insert("api_base".into(), json!(crate::config::redact_url(&b)));
+        app.api_base = b;
+    }
+    if let Some(m) = req.token_mode {
+        app.token_mode = m;
+        changed.insert("token_mode".into(), json!(mode_name(m)));
+    }
+    if let Some(p) = req.push {
+        changed.insert(
+            "push".into(),
+            json!(if p.is_some() { "replaced" } else { "removed" }),
+        );
+        app.push = p.map(push_config);
+    }
+    if let Some(w) = req.warm {
+        app.warm = w;
+        changed.insert("warm".into(), json!(w));
+    }
+    let enabled = req.enabled.unwrap_or(current.enabled);
+    if enabled != current.enabled {
+        changed.insert("enabled".into(), json!(enabled));
+    }
+    check_app(&app)?;
+    let mut record = record_of(&state, &app, enabled, now_ms());
+    record.created_at = current.created_at;
+    if state.store.put_managed_app(&record, false).await?.is_none() {
+        return Err(AppError::NotFound(format!("no managed app {appid}")));
+    }
+    audit(&state, &admin, "app.update", &appid, Value::Object(changed)).await;
+    sync(&state).await;
+    entry_view(&state, &appid).await.map(Json)
+}
+
+/// Delete a managed app: every instance stops serving and refreshing it.
+#[utoipa::path(delete, path = "/v1/admin/apps/{appid}", tag = "admin", security(("admin_key" = [])),
+    params(("appid" = String, Path, description = "the app")),
+    responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(appid): Path<String>,
+) -> Result<StatusCode, AppError> {
+    managed(&state, &appid).await?;
+    if state
+        .store
+        .delete_managed_app(&appid, now_ms())
+        .await?
+        .is_none()
+    {
+        return Err(AppError::NotFound(format!("no managed app {appid}")));
+    }
+    audit(&state, &admin, "app.delete", &appid, json!({})).await;
+    sync(&state).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn check_client(name: &str, apps: &[String], scopes: &[String]) -> Result<(), AppError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(invalid(
+            "name must be 1–64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    if apps.is_empty() || apps.len() > 10_000 {
+        return Err(invalid("apps must name 1–10,000 apps (or \"*\")"));
+    }
+    if let Some(bad) = apps.iter().find(|a| a.as_str() != "*" && !is_appid(a)) {
+        return Err(invalid(format!("`{bad}` is not an appid")));
+    }
+    if let Some(bad) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(invalid(format!(
+            "unknown scope {bad} (known: {})",
+            SCOPES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn client_view(e: &crate::registry::ClientEntry, key: Option<String>) -> ClientView {
+    ClientView {
+        name: e.client.name.clone(),
+        source: match e.source {
+            Source::File => "file",
+            Source::Managed => "managed",
+        }
+        .into(),
+        enabled: e.enabled,
+        apps: e.client.apps().to_vec(),
+        scopes: e.client.scopes().to_vec(),
+        rev: e.rev,
+        created_at: e.created_at,
+        key,
+    }
+}
+
+fn new_key() -> (String, Vec<u8>) {
+    use sha2::{Digest, Sha256};
+    let key = format!("wck_{}", hex::encode(rand::random::<[u8; 20]>()));
+    let hash = Sha256::digest(key.as_bytes()).to_vec();
+    (key, hash)
+}
+
+/// Create a broker client: its key is in this answer and nowhere else, ever.
+#[utoipa::path(post, path = "/v1/admin/clients", tag = "admin", security(("admin_key" = [])), request_body = CreateClient,
+    responses((status = 201, body = ClientView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_client(
+    State(state): State<AppState>,
+    admin: Admin,
+    JsonBody(req): JsonBody<CreateClient>,
+) -> Result<Response, AppError> {
+    let scopes = req
+        .scopes
+        .unwrap_or_else(|| vec!["token:read".into(), "token:invalidate".into()]);
+    check_client(&req.name, &req.apps, &scopes)?;
+    if state
+        .registry
+        .client_entry(&req.name)
+        .is_some_and(|e| e.source == Source::File)
+    {
+        return Err(AppError::Conflict(format!(
+            "client {} is defined in the configuration file",
+            req.name
+        )));
+    }
+    let (key, hash) = new_key();
+    let now = now_ms();
+    let enabled = req.enabled.unwrap_or(true);
+    let record = ManagedClientRecord {
+        name: req.name.clone(),
+        key_sha256: Some(hash),
+        apps: serde_json::to_string(&req.apps).expect("plain data"),
+        scopes: serde_json::to_string(&scopes).expect("plain data"),
+        enabled,
+        deleted: false,
+        rev: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    if state
+        .store
+        .put_managed_client(&record, true)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::Conflict(format!("client {} exists", req.name)));
+    }
+    audit(
+        &state,
+        &admin,
+        "client.create",
+        &req.name,
+        json!({"apps": req.apps.len(), "scopes": scopes, "enabled": enabled}),
+    )
+    .await;
+    sync(&state).await;
+    let entry = state
+        .registry
+        .client_entry(&req.name)
+        .ok_or_else(|| AppError::Internal("the new client is not in the registry".into()))?;
+    Ok((StatusCode::CREATED, Json(client_view(&entry, Some(key)))).into_response())
+}
+
+/// Every broker client (never their keys).
+#[utoipa::path(get, path = "/v1/admin/clients", tag = "admin", security(("admin_key" = [])),
+    responses((status = 200, body = ClientList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn list_clients(State(state): State<AppState>, _admin: Admin) -> Json<ClientList> {
+    Json(ClientList {
+        clients: state
+            .registry
+            .client_entries()
+            .iter()
+            .map(|e| client_view(e, None))
+            .collect(),
+    })
+}
+
+async fn managed_client(state: &AppState, name: &str) -> Result<(), AppError> {
+    match state.registry.client_entry(name) {
+        Some(e) if e.source == Source::File => Err(AppError::Conflict(format!(
+            "client {name} is defined in the configuration file: change it there"
+        ))),
+        Some(_) => Ok(()),
+        None => Err(AppError::NotFound(format!("no client {name}"))),
+    }
+}
+
+/// Change a managed client: apps, scopes, enabled, or a new key (shown once).
+#[utoipa::path(patch, path = "/v1/admin/clients/{name}", tag = "admin", security(("admin_key" = [])),
+    params(("name" = String, Path, description = "the client")), request_body = UpdateClient,
+    responses((status = 200, body = ClientView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn update_client(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<UpdateClient>,
+) -> Result<Json<ClientView>, AppError> {
+    managed_client(&state, &name).await?;
+    let entry = state
+        .registry
+        .client_entry(&name)
+        .ok_or_else(|| AppError::NotFound(format!("no client {name}")))?;
+    let apps = req.apps.unwrap_or_else(|| entry.client.apps().to_vec());
+    let scopes = req.scopes.unwrap_or_else(|| entry.client.scopes().to_vec());
+    check_client(&name, &apps, &scopes)?;
+    let enabled = req.enabled.unwrap_or(entry.enabled);
+    let (key, hash) = if req.rotate_key {
+        let (k, h) = new_key();
+        (Some(k), Some(h))
+    } else {
+        (None, None)
+    };
+    let record = ManagedClientRecord {
+        name: name.clone(),
+        key_sha256: hash,
+        apps: serde_json::to_string(&apps).expect("plain data"),
+        scopes: serde_json::to_string(&scopes).expect("plain data"),
+        enabled,
+        deleted: false,
+        rev: 0,
+        created_at: entry.created_at,
+        updated_at: now_ms(),
+    };
+    if state
+        .store
+        .put_managed_client(&record, false)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::NotFound(format!("no client {name}")));
+    }
+    audit(
+        &state,
+        &admin,
+        "client.update",
+        &name,
+        json!({"apps": apps.len(), "scopes": scopes, "enabled": enabled, "key": if req.rotate_key { "rotated" } else { "kept" }}),
+    )
+    .await;
+    sync(&state).await;
+    let entry = state
+        .registry
+        .client_entry(&name)
+        .ok_or_else(|| AppError::NotFound(format!("no client {name}")))?;
+    Ok(Json(client_view(&entry, key)))
+}
+
+/// Delete a managed client: its key stops working on every instance.
+#[utoipa::path(delete, path = "/v1/admin/clients/{name}", tag = "admin", security(("admin_key" = [])),
+    params(("name" = String, Path, description = "the client")),
+    responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete_client(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AppError> {
+    managed_client(&state, &name).await?;
+    if state
+        .store
+        .delete_managed_client(&name, now_ms())
+        .await?
+        .is_none()
+    {
+        return Err(AppError::NotFound(format!("no client {name}")));
+    }
+    audit(&state, &admin, "client.delete", &name, json!({})).await;
+    sync(&state).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One audit record.
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    /// Increasing id.
+    pub id: i64,
+    /// Unix ms.
+    pub at: i64,
+    /// The administrator.
+    pub admin: String,
+    /// What they did.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// From where.
+    pub source: String,
+    /// What changed (never a secret).
+    pub detail: Value,
+}
+
+/// A page of the audit log.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Oldest first.
+    pub records: Vec<AuditView>,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<String>,
+}
+
+/// The administrators' audit log, oldest first.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("admin_key" = [])), params(PageQuery),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<AuditPage>, AppError> {
+    let limit = limit_of(q.limit)?;
+    let after = match q.after.as_deref() {
+        None | Some("") => 0,
+        Some(a) => a
+            .parse::<i64>()
+            .map_err(|_| AppError::bad_request("invalid_query", "after must be a record id"))?,
+    };
+    let rows = state.store.audit_after(after, limit as i64 + 1).await?;
+    let more = rows.len() > limit;
+    let records: Vec<AuditView> = rows
+        .into_iter()
+        .take(limit)
+        .map(|r| AuditView {
+            id: r.id,
+            at: r.at,
+            admin: r.admin,
+            action: r.action,
+            target: r.target,
+            source: r.source,
+            detail: serde_json::from_str(&r.detail).unwrap_or(Value::Null),
+        })
+        .collect();
+    Ok(Json(AuditPage {
+        next_after: more
+            .then(|| records.last().map(|r| r.id.to_string()))
+            .flatten(),
+        records,
+    }))
+}
+
+/// `?appid=&openid=` or `?unionid=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    /// The app (with `openid`).
+    #[serde(default)]
+    pub appid: Option<String>,
+    /// The user in that app.
+    #[serde(default)]
+    pub openid: Option<String>,
+    /// The person across apps.
+    #[serde(default)]
+    pub unionid: Option<String>,
+}
+
+/// A user as shown (no session key, no session tokens).
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    /// The app.
+    pub appid: String,
+    /// openid.
+    pub openid: String,
+    /// unionid.
+    pub unionid: Option<String>,
+    /// Bound phone number.
+    pub phone_number: Option<String>,
+    /// Unix ms of the first login.
+    pub created_at: i64,
+    /// Sessions alive now.
+    pub sessions: i64,
+}
+
+/// Users found.
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
+    /// Matching users.
+    pub users: Vec<UserView>,
+}
+
+/// Find a user by (appid, openid) or every account of a unionid, with their live sessions.
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("admin_key" = [])), params(UserQuery),
+    responses((status = 200, body = UserList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn find_users(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<UserQuery>,
+) -> Result<Json<UserList>, AppError> {
+    let bounded = |v: &str| !v.is_empty() && v.len() <= 128;
+    let pairs: Vec<(String, String)> = match (q.appid, q.openid, q.unionid) {
+        (Some(a), Some(o), None) if bounded(&a) && bounded(&o) => vec![(a, o)],
+        (None, None, Some(u)) if bounded(&u) => state.store.users_by_unionid(&u).await?,
+        _ => {
+            return Err(AppError::bad_request(
+                "invalid_query",
+                "give appid and openid, or unionid (each 1–128 characters)",
+            ))
+        }
+    };
+    let now = now_ms();
+    let mut users = Vec::new();
+    for (appid, openid) in pairs.into_iter().take(100) {
+        if let Some(u) = state.store.user_by_openid(&appid, &openid).await? {
+            let sessions = state.store.count_sessions(u.id, now).await?;
+            users.push(UserView {
+                appid: u.appid,
+                openid: u.openid,
+                unionid: u.unionid,
+                phone_number: u.phone_number,
+                created_at: u.created_at,
+                sessions,
+            });
+        }
+    }
+    Ok(Json(UserList { users }))
+}
+
+/// Sessions ended.
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    /// How many.
+    pub revoked: u64,
+}
+
+/// End every session of a user ("log them out everywhere").
+#[utoipa::path(post, path = "/v1/admin/users/{appid}/{openid}/revoke", tag = "admin", security(("admin_key" = [])),
+    params(("appid" = String, Path, description = "the app"), ("openid" = String, Path, description = "the user")),
+    responses((status = 200, body = Revoked), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn revoke_user(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path((appid, openid)): Path<(String, String)>,
+) -> Result<Json<Revoked>, AppError> {
+    let user = state
+        .store
+        .user_by_openid(&appid, &openid)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such user".into()))?;
+    let revoked = state.store.delete_user_sessions(user.id).await?;
+    audit(
+        &state,
+        &admin,
+        "user.revoke",
+        &format!("{appid}/{openid}"),
+        json!({"revoked": revoked}),
+    )
+    .await;
+    Ok(Json(Revoked { revoked }))
+}
+
+/// A push event as shown.
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    /// Id.
+    pub id: i64,
+    /// `text`, `subscribe_msg_popup_event`, …
+    pub kind: String,
+    /// The message (JSON).
+    pub payload: Value,
+    /// Unix ms received.
+    pub created_at: i64,
+    /// `delivered`, `pending` or `dead`.
+    pub status: String,
+    /// Delivery attempts.
+    pub attempts: u32,
+    /// The last delivery error.
+    pub last_error: Option<String>,
+}
+
+/// A page of events.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    /// Oldest first.
+    pub events: Vec<EventView>,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<String>,
+}
+
+/// An app's push events and their webhook deliveries.
+#[utoipa::path(get, path = "/v1/admin/apps/{appid}/events", tag = "admin", security(("admin_key" = [])),
+    params(("appid" = String, Path, description = "the app"), PageQuery),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn app_events(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(appid): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<EventPage>, AppError> {
+    let limit = limit_of(q.limit)?;
+    let after = match q.after.as_deref() {
+        None | Some("") => 0,
+        Some(a) => a
+            .parse::<i64>()
+            .map_err(|_| AppError::bad_request("invalid_query", "after must be an event id"))?,
+    };
+    let rows = state
+        .store
+        .events_after(&appid, after, limit as i64 + 1)
+        .await?;
+    let more = rows.len() > limit;
+    let events: Vec<EventView> = rows
+        .into_iter()
+        .take(limit)
+        .map(|e| EventView {
+            id: e.id,
+            status: if e.delivered_at.is_some() {
+                "delivered"
+            } else if e.dead_at.is_some() {
+                "dead"
+            } else {
+                "pending"
+            }
+            .into(),
+            kind: e.kind,
+            payload: serde_json::from_str(&e.payload).unwrap_or(Value::Null),
+            created_at: e.created_at,
+            attempts: e.attempts,
+            last_error: e.last_error,
+        })
+        .collect();
+    Ok(Json(EventPage {
+        next_after: more
+            .then(|| events.last().map(|e| e.id.to_string()))
+            .flatten(),
+        events,
+    }))
+}
+
+/// Deliver an undelivered (or dead-lettered) event again.
+#[utoipa::path(post, path = "/v1/admin/apps/{appid}/events/{id}/redeliver", tag = "admin", security(("admin_key" = [])),
+    params(("appid" = String, Path, description = "the app"), ("id" = i64, Path, description = "the event")),
+    responses((status = 202, description = "queued"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn redeliver_event(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path((appid, id)): Path<(String, i64)>,
+) -> Result<StatusCode, AppError> {
+    if !state.store.redeliver(&appid, id, now_ms()).await? {
+        return Err(AppError::NotFound(
+            "no undelivered event with this id for this app".into(),
+        ));
+    }
+    state.outbox.notify_one();
+    audit(
+        &state,
+        &admin,
+        "event.redeliver",
+        &format!("{appid}/{id}"),
+        json!({}),
+    )
+    .await;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// This instance in the fleet.
+#[derive(Serialize, ToSchema)]
+pub struct FleetView {
+    /// This instance's id.
+    pub instance: String,
+    /// Live instances.
+    pub instances: usize,
+    /// Shards held here (of `shards`).
+    pub shards_held: usize,
+    /// Shards in the fleet.
+    pub shards: u32,
+    /// Refreshers running here.
+    pub refreshers: usize,
+    /// Refreshers waiting for their spread-out start.
+    pub pending_starts: usize,
+    /// Apps known here.
+    pub apps: usize,
+    /// The registry revision applied here.
+    pub registry_rev: i64,
+}
+
+/// How this instance takes part in the fleet.
+#[utoipa::path(get, path = "/v1/admin/fleet", tag = "admin", security(("admin_key" = [])),
+    responses((status = 200, body = FleetView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn fleet(State(state): State<AppState>, _admin: Admin) -> Json<FleetView> {
+    let f = state.fleet_status();
+    Json(FleetView {
+        instance: state.instance_id.clone(),
+        instances: f.instances,
+        shards_held: f.shards_held,
+        shards: state.config.fleet_shards,
+        refreshers: f.refreshers,
+        pending_starts: f.pending_starts,
+        apps: state.registry.len(),
+        registry_rev: state.registry.rev(),
+    })
+}
+
+/// The admin routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/apps", get(list_apps).post(create_app))
+        .route(
+            "/v1/admin/apps/{appid}",
+            get(get_app).patch(update_app).delete(delete_app),
+        )
+        .route("/v1/admin/apps/{appid}/events", get(app_events))
+        .route(
+            "/v1/admin/apps/{appid}/events/{id}/redeliver",
+            post(redeliver_event),
+        )
+        .route("/v1/admin/clients", get(list_clients).post(create_client))
+        .route(
+            "/v1/admin/clients/{name}",
+            axum::routing::patch(update_client).delete(delete_client),
+        )
+        .route("/v1/admin/audit", get(audit_log))
+        .route("/v1/admin/users", get(find_users))
+        .route("/v1/admin/users/{appid}/{openid}/revoke", post(revoke_user))
+        .route("/v1/admin/fleet", get(fleet))
+}
+
+/// Names of the counters kept per Beijing day (for `fetches_today`).
+pub(crate) fn fetch_counter_key(prefix: &str, day: i64) -> String {
+    format!("{prefix}:fleet:fetches:{day}")
+}

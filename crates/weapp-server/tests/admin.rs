@@ -1,0 +1,390 @@
+//! The admin API and the registry: apps and clients created at runtime reach every instance
+//! within two seconds; disabled apps stop being served and refreshed; deleted ones go; file
+//! apps are read-only; only admin keys get in; every change is audited.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{world, KEY};
+use serde_json::{json, Value};
+use weapp::TokenMode;
+use weapp_server::config::AdminConfig;
+use weapp_test_support::{PgDatabase, RedisServer};
+
+const ADMIN: &str = "admin-key-0123456789abcdefghijkl";
+
+fn admins() -> Vec<AdminConfig> {
+    vec![AdminConfig {
+        name: "ops".into(),
+        key: Some(ADMIN.into()),
+        key_env: None,
+        key_sha256: None,
+    }]
+}
+
+/// Polls `f` every 50 ms until it is true; returns how long it took (panics after `limit`).
+async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_changes_reach_every_instance_within_two_seconds() {
+    let w = world().await;
+    let db = PgDatabase::create().await;
+    let redis = RedisServer::start();
+    let mut config = w.config(db.url(), Some(redis.url()), TokenMode::Stable);
+    config.admins = admins();
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    let b = weapp_server::spawn(config).await.unwrap();
+    let (a_url, b_url) = (a.url().to_owned(), b.url().to_owned());
+
+    // An app registered on A, a client for it created on A…
+    let (appid, secret) = w.sim.sim().add_app(None, None, false);
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/apps"),
+            Some(ADMIN),
+            Some(json!({"appid": appid, "secret": secret, "api_base": w.sim.url(), "token_mode": "classic"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["source"], "managed");
+    assert_eq!(v["enabled"], true);
+    assert!(!v.to_string().contains(&secret));
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/clients"),
+            Some(ADMIN),
+            Some(json!({"name": "shop", "apps": [appid]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("wck_"));
+    // …is served by B within two seconds.
+    let token_on = |base: String| {
+        let w = &w;
+        let key = key.clone();
+        let appid = appid.clone();
+        async move {
+            w.call(
+                "GET",
+                format!("{base}/v1/apps/{appid}/access_token"),
+                Some(&key),
+                None,
+            )
+            .await
+        }
+    };
+    // (Polled through the admin API: a broker key B does not know yet counts as a failed
+    // authentication of this source.)
+    let took = within(
+        Duration::from_secs(2),
+        "B knows the new app and client",
+        || {
+            let w = &w;
+            let (app, clients) = (
+                format!("{b_url}/v1/admin/apps/{appid}"),
+                format!("{b_url}/v1/admin/clients"),
+            );
+            async move {
+                w.call("GET", app, Some(ADMIN), None).await.0 == 200
+                    && w.call("GET", clients, Some(ADMIN), None).await.1["clients"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["name"] == "shop"))
+            }
+        },
+    )
+    .await;
+    println!("runtime app and client on the other instance after {took:?}");
+    let (s, v) = token_on(b_url.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    // The key is shown once: listing clients never shows it.
+    let (_, list) = w
+        .call(
+            "GET",
+            format!("{b_url}/v1/admin/clients"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(!list.to_string().contains(&key));
+    assert!(list["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "shop" && c["source"] == "managed"));
+
+    // Disabled on B: A answers 404 within two seconds.
+    let (s, v) = w
+        .call(
+            "PATCH",
+            format!("{b_url}/v1/admin/apps/{appid}"),
+            Some(ADMIN),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["enabled"], false);
+    within(
+        Duration::from_secs(2),
+        "A stops serving the disabled app",
+        || {
+            let f = token_on(a_url.clone());
+            async move { f.await.0 == 404 }
+        },
+    )
+    .await;
+    // Enabled again, then the client's key rotated: the old key stops working everywhere.
+    let (s, _) = w
+        .call(
+            "PATCH",
+            format!("{b_url}/v1/admin/apps/{appid}"),
+            Some(ADMIN),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    within(Duration::from_secs(2), "A serves it again", || {
+        let f = token_on(a_url.clone());
+        async move { f.await.0 == 200 }
+    })
+    .await;
+    let (s, v) = w
+        .call(
+            "PATCH",
+            format!("{a_url}/v1/admin/clients/shop"),
+            Some(ADMIN),
+            Some(json!({"rotate_key": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let new_key = v["key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    within(Duration::from_secs(2), "B refuses the old key", || {
+        let f = token_on(b_url.clone());
+        async move { f.await.0 == 401 }
+    })
+    .await;
+    // Deleted: gone from both.
+    let (s, _) = w
+        .call(
+            "DELETE",
+            format!("{a_url}/v1/admin/apps/{appid}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    within(Duration::from_secs(2), "B forgets the deleted app", || {
+        let w = &w;
+        let url = format!("{b_url}/v1/admin/apps/{appid}");
+        async move {
+            let (s, v) = w.call("GET", url.clone(), Some(ADMIN), None).await;
+            assert_ne!(s, 429, "{v}");
+            s == 404
+        }
+    })
+    .await;
+    // Every change is in the audit log, with the admin's name and no secret.
+    let (s, v) = w
+        .call("GET", format!("{a_url}/v1/admin/audit"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 200);
+    let actions: Vec<&str> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "app.create",
+            "client.create",
+            "app.update",
+            "app.update",
+            "client.update",
+            "app.delete"
+        ]
+    );
+    assert!(v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["admin"] == "ops"));
+    assert!(!v.to_string().contains(&secret));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn file_apps_are_read_only_and_input_is_checked() {
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.admins = admins();
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url();
+    let call = |method: &'static str, path: String, body: Option<Value>| {
+        let w = &w;
+        async move {
+            w.call(method, format!("{url}{path}"), Some(ADMIN), body)
+                .await
+        }
+    };
+    // The file's app is listed, read-only.
+    let (s, v) = call("GET", "/v1/admin/apps".into(), None).await;
+    assert_eq!(s, 200);
+    let file_app = v["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["appid"] == w.appid.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(file_app["source"], "file");
+    let (s, v) = call(
+        "PATCH",
+        format!("/v1/admin/apps/{}", w.appid),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    let (s, _) = call("DELETE", format!("/v1/admin/apps/{}", w.appid), None).await;
+    assert_eq!(s, 409);
+    let (s, _) = call(
+        "POST",
+        "/v1/admin/apps".into(),
+        Some(json!({"appid": w.appid, "secret": "x"})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    let (s, _) = call("DELETE", "/v1/admin/clients/billing".into(), None).await;
+    assert_eq!(s, 409);
+    // Bad input: 400 naming the problem, and nothing created.
+    for body in [
+        json!({"appid": "wx bad", "secret": "s"}),
+        json!({"appid": "wxok", "secret": ""}),
+        json!({"appid": "wxok", "secret": "s", "api_base": "ftp://x"}),
+        json!({"appid": "wxok", "secret": "s", "token_mode": "weird"}),
+        json!({"appid": "wxok", "secret": "s", "push": {"token": "t0ken"}}),
+        json!({"appid": "wxok", "secret": "s", "push": {"token": "t0ken", "encoding_aes_key": "short"}}),
+        json!({"appid": "wxok", "secret": "s", "surprise": 1}),
+        // serde reads a struct from an array too; the API does not.
+        json!(["wxarr", "secret"]),
+    ] {
+        let (s, v) = call("POST", "/v1/admin/apps".into(), Some(body.clone())).await;
+        assert_eq!(s, 400, "{body} → {v}");
+        assert!(v["error"]["message"].is_string());
+    }
+    for body in [
+        json!({"name": "", "apps": ["*"]}),
+        json!({"name": "x", "apps": []}),
+        json!({"name": "x", "apps": ["*"], "scopes": ["root"]}),
+    ] {
+        let (s, _) = call("POST", "/v1/admin/clients".into(), Some(body.clone())).await;
+        assert_eq!(s, 400, "{body}");
+    }
+    let (s, v) = call("GET", "/v1/admin/apps?limit=0".into(), None).await;
+    assert_eq!(s, 400, "{v}");
+    let (_, v) = call("GET", "/v1/admin/apps".into(), None).await;
+    assert_eq!(
+        v["apps"].as_array().unwrap().len(),
+        2,
+        "nothing was created"
+    );
+    // Paging: one at a time.
+    let (_, p1) = call("GET", "/v1/admin/apps?limit=1".into(), None).await;
+    let after = p1["next_after"].as_str().unwrap().to_owned();
+    let (_, p2) = call("GET", format!("/v1/admin/apps?limit=1&after={after}"), None).await;
+    assert_eq!(p2["apps"].as_array().unwrap().len(), 1);
+    assert!(p2["next_after"].is_null());
+    assert_ne!(p1["apps"][0]["appid"], p2["apps"][0]["appid"]);
+    // A `*` client reads every app, managed ones included.
+    let (s, v) = call(
+        "POST",
+        "/v1/admin/clients".into(),
+        Some(json!({"name": "all", "apps": ["*"]})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let all = v["key"].as_str().unwrap().to_owned();
+    let (s, _) = w
+        .call(
+            "GET",
+            format!("{url}/v1/apps/{}/access_token", w.other_appid),
+            Some(&all),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn only_admin_keys_get_in() {
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.admins = admins();
+    config.auth_failure_limit_per_minute = 8;
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url();
+    let (_, session) = w.login(&server, None).await;
+    for bearer in [
+        None,
+        Some(KEY),
+        Some(session.as_str()),
+        Some("admin-key-0123456789abcdefghijkX"),
+    ] {
+        let (s, v) = w
+            .call("GET", format!("{url}/v1/admin/apps"), bearer, None)
+            .await;
+        assert_eq!(s, 401, "{bearer:?}: {v}");
+        let (s, _) = w
+            .call(
+                "POST",
+                format!("{url}/v1/admin/apps"),
+                bearer,
+                Some(json!({"appid": "wxnew", "secret": "s"})),
+            )
+            .await;
+        assert_eq!(s, 401, "{bearer:?}");
+    }
+    // The failures are counted: the source is now refused before its key is looked at.
+    let (s, _) = w
+        .call("GET", format!("{url}/v1/admin/apps"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 429);
+}
+
+#[tokio::test]
+async fn admins_are_rate_limited() {
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.admins = admins();
+    config.admin_rate_limit_per_minute = 3;
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            w.call("GET", format!("{url}/v1/admin/fleet"), Some(ADMIN), None)
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
