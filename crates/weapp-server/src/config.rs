@@ -163,7 +163,10 @@ fn default_warmup_spread() -> u64 {
 /// A callback told of every managed app loaded (appid, secret): the sandbox registers them in
 /// its simulator.
 #[derive(Clone)]
-pub struct AppHook(pub std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>);
+pub struct AppHook(pub std::sync::Arc<AppHookFn>);
+
+/// What an [`AppHook`] calls: `(appid, secret)`.
+pub type AppHookFn = dyn Fn(&str, &str) + Send + Sync;
 
 impl std::fmt::Debug for AppHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
