@@ -370,8 +370,9 @@ pub struct Config {
     /// instance holding its lease. Env `WEAPP_FLEET_SHARDS`. Default 64.
     #[serde(default = "default_fleet_shards")]
     pub fleet_shards: u32,
-    /// How long a shard lease lasts without renewal: how long a dead instance's apps wait
-    /// before another instance takes them. Env `WEAPP_FLEET_LEASE_MS`. Default 15,000.
+    /// The longest a dead instance's apps wait before another instance takes them (a shard
+    /// lease lives three quarters of it and is renewed every quarter). Env
+    /// `WEAPP_FLEET_LEASE_MS`. Default 15,000.
     #[serde(default = "default_fleet_lease")]
     pub fleet_lease_ms: u64,
     /// First tokens of many apps at once (start-up, apps taking over) are spread over this

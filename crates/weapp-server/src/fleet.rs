@@ -6,14 +6,17 @@
 //! shared store and leave a due token to the shard's holder for a grace period (refreshing
 //! themselves only if it is overdue — a holder that died). Instances share the shards evenly:
 //! each heartbeats into a sorted set, counts the live ones and holds at most its share,
-//! releasing extras when an instance joins and taking free shards when one leaves. A dead
-//! instance's shards are free once their leases run out (`fleet_lease_ms`) and taken at the
-//! next look (a third of the lease later at most). Without Redis the one instance holds every
-//! shard.
+//! releasing extras when an instance joins and taking free shards when one leaves. Leases live
+//! three quarters of `fleet_lease_ms` and are renewed every quarter of it, so a dead
+//! instance's shards are free three quarters of a period after its last renewal and taken at
+//! the next look: within `fleet_lease_ms` of its death. Without Redis the one instance holds
+//! every shard.
 //!
-//! Refreshers start spread over `warmup_spread_secs` when many start at once (start-up, a
-//! takeover, a big import), so a fleet never asks WeChat for thousands of first tokens in the
-//! same second; afterwards each refresher's own jitter spreads the refreshes. Apps whose warm
+//! Refreshers of apps that have no fresh token in the store yet start spread over
+//! `warmup_spread_secs` when many start at once (a cold start, a big import, a flushed store),
+//! so a fleet never asks WeChat for thousands of first tokens in the same second; refreshers of
+//! apps whose token is there (a takeover) start at once, as they only read the store.
+//! Afterwards each refresher's own jitter spreads the refreshes. Apps whose warm
 //! policy is `on_use` get a refresher only while they are used somewhere in the fleet (a Redis
 //! key per app, set by whichever instance served it, living `idle_after_secs`).
 
@@ -226,13 +229,13 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
             prefix: r.prefix().to_owned(),
             id: state.instance_id.clone(),
             shards,
-            lease_ms,
+            lease_ms: lease_ms * 3 / 4,
             held: HashSet::new(),
             renewed_at: None,
             instances: 1,
         });
         let tick = match &leases {
-            Some(_) => Duration::from_millis(lease_ms / 3),
+            Some(_) => Duration::from_millis(lease_ms / 4),
             None => Duration::from_secs(1),
         };
         let idle_ms =
@@ -264,7 +267,7 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                 Some(l) => {
                     publish_use(l, &runtimes, &mut published, now, idle_ms).await;
                     // Cold apps are checked every round; warm ones once a minute.
-                    let check_warm = round % (60_000 / (lease_ms / 3).max(1)).max(1) == 0;
+                    let check_warm = round % (60_000 / (lease_ms / 4).max(1)).max(1) == 0;
                     let ask: Vec<&Arc<AppRuntime>> = runtimes
                         .iter()
                         .filter(|r| r.warm == WarmPolicy::OnUse)
@@ -287,7 +290,7 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                         let local = rt.last_used_ms() > 0 && now - rt.last_used_ms() < idle_ms;
                         let keep = running.contains_key(&rt.appid)
                             && leases.is_some()
-                            && round % (60_000 / (lease_ms / 3).max(1)).max(1) != 0;
+                            && round % (60_000 / (lease_ms / 4).max(1)).max(1) != 0;
                         local || fleet_used.contains(&rt.appid) || keep
                     }
                 };
@@ -318,7 +321,20 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                 .collect();
             let spread_them = new.len() > 16 && !spread.is_zero();
             for rt in new {
-                let at = if spread_them {
+                // Only first tokens need spreading: a refresher whose token is in the store
+                // just reads it.
+                let has_token = spread_them
+                    && state
+                        .deps
+                        .token_store
+                        .load(rt.manager.key())
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|t| {
+                            t.is_fresh(state.deps.clock.as_ref().map_or(now, |c| c.now_ms()))
+                        });
+                let at = if spread_them && !has_token {
                     Instant::now()
                         + Duration::from_millis(
                             rand::random::<u64>() % (spread.as_millis() as u64).max(1),
