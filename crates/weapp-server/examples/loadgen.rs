@@ -11,6 +11,8 @@
 //!   `/healthz`, the broker token, login.
 //! - `loadgen push APPID TOKEN AES_KEY (LABEL URL PID)...` (`scripts/bench-push`): signed,
 //!   encrypted pushes to each server in turn — e.g. SQLite with `synchronous=FULL` vs `NORMAL`.
+//! - `loadgen apps SERVER_URL CLIENT_KEY SERVER_PID APPID_PREFIX N` (`scripts/bench-apps`):
+//!   `/healthz`, then the broker token of a random app among N (`<prefix><i:010>`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -186,18 +188,105 @@ async fn push_mode(args: &[String]) {
     table(&results);
 }
 
+/// `/healthz` against the broker token of random apps among many.
+async fn apps_mode(args: &[String]) {
+    let [server, key, pid, prefix, n] = <[String; 5]>::try_from(args.to_vec())
+        .expect("usage: loadgen apps SERVER_URL CLIENT_KEY SERVER_PID APPID_PREFIX N");
+    let pid: u32 = pid.parse().expect("pid");
+    let n: usize = n.parse().expect("N");
+    let (rounds, total) = (3, 20_000usize);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency())
+        .build()
+        .expect("client");
+    let mut results: Vec<(String, Vec<Outcome>)> = vec![
+        ("`GET /healthz` (baseline)".into(), vec![]),
+        (
+            format!("`GET /v1/apps/{{appid}}/access_token`, a random app of {n}"),
+            vec![],
+        ),
+        (
+            "`GET /v1/apps/{appid}/access_token`, always the same app".into(),
+            vec![],
+        ),
+    ];
+    for round in 0..rounds {
+        let (h, url) = (http.clone(), format!("{server}/healthz"));
+        results[0].1.push(
+            drive(pid, concurrency(), total, move |_| {
+                let (h, url) = (h.clone(), url.clone());
+                async move { h.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+            })
+            .await,
+        );
+        // Appids drawn before timing starts.
+        let urls: Arc<Vec<String>> = Arc::new(
+            (0..total)
+                .map(|_| {
+                    let i = rand::random::<u64>() as usize % n;
+                    format!("{server}/v1/apps/{prefix}{i:010}/access_token")
+                })
+                .collect(),
+        );
+        let (h, k) = (http.clone(), key.clone());
+        results[1].1.push(
+            drive(pid, concurrency(), total, move |i| {
+                let (h, url, k) = (h.clone(), urls[i].clone(), k.clone());
+                async move {
+                    h.get(url)
+                        .bearer_auth(k)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200)
+                }
+            })
+            .await,
+        );
+        let (h, k) = (http.clone(), key.clone());
+        let one = format!("{server}/v1/apps/{prefix}{:010}/access_token", 0);
+        results[2].1.push(
+            drive(pid, concurrency(), total, move |_| {
+                let (h, url, k) = (h.clone(), one.clone(), k.clone());
+                async move {
+                    h.get(url)
+                        .bearer_auth(k)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200)
+                }
+            })
+            .await,
+        );
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    println!(
+        "{total} requests per run, concurrency {}, {rounds} interleaved rounds; medians across rounds\n",
+        concurrency()
+    );
+    table(&results);
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("push") {
         return push_mode(&args[1..]).await;
     }
+    if args.first().map(String::as_str) == Some("apps") {
+        return apps_mode(&args[1..]).await;
+    }
     let [server, sim, appid, key, pid] = <[String; 5]>::try_from(args)
         .expect("usage: loadgen SERVER_URL SIM_URL APPID CLIENT_KEY SERVER_PID");
     let pid: u32 = pid.parse().expect("pid");
     let concurrency = concurrency();
     let rounds = 3;
-    let (n_fast, n_login) = (20_000usize, 3_000usize);
+    let n_login: usize = std::env::var("LOGINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000);
+    // LOGIN_ONLY=1: logins alone (for a profiler attached to the server).
+    let login_only = std::env::var("LOGIN_ONLY").is_ok_and(|v| v == "1");
+    let n_fast = if login_only { 1 } else { 20_000usize };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()

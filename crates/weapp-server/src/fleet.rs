@@ -278,9 +278,11 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                 }
                 None => HashSet::new(),
             };
-            // What should run here.
-            let mut desired: HashMap<String, Arc<AppRuntime>> = HashMap::new();
-            for rt in runtimes {
+            // What should run here (borrowed: ten thousand apps are not ten thousand
+            // allocations a tick).
+            let mut desired: HashMap<&str, &Arc<AppRuntime>> =
+                HashMap::with_capacity(runtimes.len());
+            for rt in &runtimes {
                 if !held.contains(&shard_of(&rt.appid, shards)) {
                     continue;
                 }
@@ -295,7 +297,7 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                     }
                 };
                 if warm {
-                    desired.insert(rt.appid.clone(), rt);
+                    desired.insert(rt.appid.as_str(), rt);
                 }
             }
             // Stop what should not run (or runs an older runtime of the app).
@@ -303,7 +305,7 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                 .iter()
                 .filter(|(appid, r)| {
                     desired
-                        .get(*appid)
+                        .get(appid.as_str())
                         .is_none_or(|d| !Arc::ptr_eq(d, &r.runtime))
                 })
                 .map(|(appid, _)| appid.clone())
@@ -313,11 +315,16 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                     r.refresher.stop().await;
                 }
             }
-            pending.retain(|appid, (rt, _)| desired.get(appid).is_some_and(|d| Arc::ptr_eq(d, rt)));
+            pending.retain(|appid, (rt, _)| {
+                desired
+                    .get(appid.as_str())
+                    .is_some_and(|d| Arc::ptr_eq(d, rt))
+            });
             // Start what should: at once when few, spread out when many.
             let new: Vec<Arc<AppRuntime>> = desired
                 .into_values()
                 .filter(|rt| !running.contains_key(&rt.appid) && !pending.contains_key(&rt.appid))
+                .cloned()
                 .collect();
             let spread_them = new.len() > 16 && !spread.is_zero();
             for rt in new {
@@ -364,7 +371,7 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
             }
             // Refresh failures into the metrics.
             for r in running.values_mut() {
-                if let Some((_, at)) = r.runtime.manager.status().last_error {
+                if let Some(at) = r.runtime.manager.last_error_at() {
                     if at > r.last_error_at {
                         r.last_error_at = at;
                         let code = r

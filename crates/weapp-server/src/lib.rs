@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod logins;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;

@@ -167,6 +167,8 @@ struct Clients {
 #[derive(Debug, Default)]
 pub struct Registry {
     apps: RwLock<BTreeMap<String, Arc<AppEntry>>>,
+    /// The runtimes of enabled apps by appid: the broker's lookup, one hash away.
+    runtimes: RwLock<HashMap<String, Arc<AppRuntime>>>,
     clients: RwLock<Clients>,
     /// The last registry revision applied.
     rev: std::sync::atomic::AtomicI64,
@@ -177,11 +179,11 @@ pub struct Registry {
 impl Registry {
     /// The runtime of an enabled app.
     pub fn app(&self, appid: &str) -> Option<Arc<AppRuntime>> {
-        self.apps
+        self.runtimes
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(appid)
-            .and_then(|e| e.runtime.clone())
+            .cloned()
     }
 
     /// An app's entry (enabled or not).
@@ -207,11 +209,11 @@ impl Registry {
 
     /// The runtimes of every enabled app.
     pub fn runtimes(&self) -> Vec<Arc<AppRuntime>> {
-        self.apps
+        self.runtimes
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter_map(|e| e.runtime.clone())
+            .cloned()
             .collect()
     }
 
@@ -258,6 +260,13 @@ impl Registry {
 
     /// Puts (or replaces) an app entry.
     pub(crate) fn put_app(&self, entry: AppEntry) {
+        {
+            let mut runtimes = self.runtimes.write().unwrap_or_else(|p| p.into_inner());
+            match &entry.runtime {
+                Some(rt) => runtimes.insert(entry.appid.clone(), rt.clone()),
+                None => runtimes.remove(&entry.appid),
+            };
+        }
         self.apps
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -267,6 +276,10 @@ impl Registry {
 
     /// Removes an app entry.
     pub(crate) fn remove_app(&self, appid: &str) -> Option<Arc<AppEntry>> {
+        self.runtimes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(appid);
         let removed = self
             .apps
             .write()

@@ -250,6 +250,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// Users and sessions.
     pub store: Arc<dyn Store>,
+    /// Records logins in batches (group commit).
+    pub login_writer: crate::logins::LoginWriter,
     /// Apps and broker callers, from the file and the database.
     pub registry: Registry,
     /// What app runtimes are built with.
@@ -526,6 +528,7 @@ impl AppState {
         let trusted_proxies = config.trusted_proxy_nets().map_err(|e| e.to_string())?;
         let max_keys = config.rate_limit_max_keys;
         let state = AppState(Arc::new(Inner {
+            login_writer: crate::logins::LoginWriter::spawn(store.clone()),
             store,
             registry,
             deps,
@@ -583,7 +586,10 @@ impl AppState {
             let mut f = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
             for rt in runtimes {
                 let total = rt.manager.fetch_count();
-                let e = f.entry(rt.appid.clone()).or_insert((day, 0, 0));
+                if !f.contains_key(rt.appid.as_str()) {
+                    f.insert(rt.appid.clone(), (day, 0, 0));
+                }
+                let e = f.get_mut(rt.appid.as_str()).expect("just inserted");
                 // A rebuilt runtime starts counting from 0 again.
                 let delta = if total >= e.2 { total - e.2 } else { total };
                 e.2 = total;

@@ -215,30 +215,28 @@ pub async fn login(
         session.session_key.expose().as_bytes(),
         &user_aad(&app.appid, &session.openid),
     );
-    let user = state
-        .store
-        .upsert_user(
-            &app.appid,
-            &session.openid,
-            session.unionid.as_deref(),
-            &sealed,
-            &state.keyring.current_id(),
-            now,
-        )
-        .await?;
     let token = format!("wa_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
     let expires_at = now + state.config.session_ttl_secs as i64 * 1000;
-    state
-        .store
-        .create_session(&hash_token(&token), user.id, now, expires_at)
+    let recorded = state
+        .login_writer
+        .write(crate::store::LoginWrite {
+            appid: app.appid.clone(),
+            openid: session.openid.clone(),
+            unionid: session.unionid.clone(),
+            session_key_enc: sealed,
+            key_id: state.keyring.current_id(),
+            token_hash: hash_token(&token).to_vec(),
+            now,
+            expires_at,
+        })
         .await?;
     state.metrics.login(&app.appid, "ok");
-    tracing::info!(appid = %app.appid, user_id = user.id, "login");
+    tracing::info!(appid = %app.appid, user_id = recorded.user_id, "login");
     Ok(Json(LoginResponse {
         token,
         expires_at: expires_at / 1000,
-        openid: user.openid,
-        unionid: user.unionid,
+        openid: session.openid,
+        unionid: recorded.unionid,
     }))
 }
 

@@ -208,6 +208,45 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// One login to record: the user (created, or given WeChat's new session_key) and a new session.
+#[derive(Clone)]
+pub struct LoginWrite {
+    /// The app.
+    pub appid: String,
+    /// openid in that app.
+    pub openid: String,
+    /// unionid, when WeChat gave one (a missing one never erases a known one).
+    pub unionid: Option<String>,
+    /// The session_key, sealed.
+    pub session_key_enc: Vec<u8>,
+    /// The data key that sealed it.
+    pub key_id: String,
+    /// SHA-256 of the new session's token.
+    pub token_hash: Vec<u8>,
+    /// Unix ms.
+    pub now: i64,
+    /// When the session expires (Unix ms).
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for LoginWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginWrite")
+            .field("appid", &self.appid)
+            .field("openid", &self.openid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a recorded login answers with.
+#[derive(Debug, Clone)]
+pub struct LoginRecorded {
+    /// The user's internal id.
+    pub user_id: i64,
+    /// The user's unionid after the write.
+    pub unionid: Option<String>,
+}
+
 /// What every storage backend provides. Timestamps are Unix milliseconds.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -350,6 +389,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Records logins — each user upserted, each session inserted — in one transaction, with
+    /// one statement for the users and one for the sessions however many there are (the login
+    /// writer batches concurrent logins: one commit, one fsync, for all of them). Answers in
+    /// the order given.
+    async fn record_logins(&self, logins: &[LoginWrite]) -> Result<Vec<LoginRecorded>, StoreError>;
 
     /// The registry's revision: the number of changes to managed apps and clients so far.
     async fn registry_rev(&self) -> Result<i64, StoreError>;

@@ -10,8 +10,8 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::Row;
 
 use super::{
-    AuditRecord, EventRecord, LegacySealed, ManagedAppRecord, ManagedClientRecord, OutboxStats,
-    SessionRecord, Store, StoreError, StoreOptions, UserRecord,
+    AuditRecord, EventRecord, LegacySealed, LoginRecorded, LoginWrite, ManagedAppRecord,
+    ManagedClientRecord, OutboxStats, SessionRecord, Store, StoreError, StoreOptions, UserRecord,
 };
 
 /// Migrations compiled into the binary.
@@ -504,6 +504,76 @@ macro_rules! sql_store {
                 rows.iter().map(|r| Ok(event_from(r)?)).collect()
             }
 
+            async fn record_logins(&self, logins: &[LoginWrite]) -> Result<Vec<LoginRecorded>, StoreError> {
+                if logins.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // One row per user: the last login of a user in the batch carries the newest
+                // session_key (an upsert cannot touch a row twice in one statement).
+                let mut last: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+                for (i, l) in logins.iter().enumerate() {
+                    last.insert((l.appid.as_str(), l.openid.as_str()), i);
+                }
+                let mut rows: Vec<usize> = last.values().copied().collect();
+                rows.sort_unstable();
+                let mut tx = self.pool.begin().await?;
+                let mut sql = String::from("INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) VALUES ");
+                for (n, _) in rows.iter().enumerate() {
+                    let b = n * 6;
+                    if n > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 6));
+                }
+                sql.push_str(
+                    " ON CONFLICT (appid, openid) DO UPDATE SET \
+                       unionid = COALESCE(excluded.unionid, users.unionid), \
+                       session_key_enc = excluded.session_key_enc, \
+                       key_id = excluded.key_id, \
+                       updated_at = excluded.updated_at \
+                     RETURNING id, appid, openid, unionid",
+                );
+                let mut q = sqlx::query(&sql);
+                for &i in &rows {
+                    let l = &logins[i];
+                    q = q
+                        .bind(&l.appid)
+                        .bind(&l.openid)
+                        .bind(l.unionid.as_deref())
+                        .bind(&l.session_key_enc)
+                        .bind(&l.key_id)
+                        .bind(l.now);
+                }
+                let mut users: std::collections::HashMap<(String, String), (i64, Option<String>)> = std::collections::HashMap::new();
+                for r in q.fetch_all(&mut *tx).await? {
+                    users.insert(
+                        (r.try_get("appid")?, r.try_get("openid")?),
+                        (r.try_get("id")?, r.try_get("unionid")?),
+                    );
+                }
+                let mut sql = String::from("INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen_at) VALUES ");
+                let mut out = Vec::with_capacity(logins.len());
+                for (n, l) in logins.iter().enumerate() {
+                    let (id, unionid) = users
+                        .get(&(l.appid.clone(), l.openid.clone()))
+                        .cloned()
+                        .ok_or_else(|| StoreError(sqlx::Error::RowNotFound))?;
+                    out.push(LoginRecorded { user_id: id, unionid });
+                    let b = n * 4;
+                    if n > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 3));
+                }
+                let mut q = sqlx::query(&sql);
+                for (l, r) in logins.iter().zip(&out) {
+                    q = q.bind(&l.token_hash).bind(r.user_id).bind(l.now).bind(l.expires_at);
+                }
+                q.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+
             async fn registry_rev(&self) -> Result<i64, StoreError> {
                 let row = sqlx::query("SELECT rev FROM registry WHERE id = 1").fetch_one(&self.pool).await?;
                 Ok(row.try_get("rev")?)
@@ -711,7 +781,12 @@ impl SqliteStore {
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sync)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // Reads through the page cache's mapping instead of a copy per page, and a larger
+            // cache per connection (the login writer's batches touch many index pages).
+            .pragma("mmap_size", "268435456")
+            .pragma("cache_size", "-16384")
+            .pragma("temp_store", "memory");
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(options.pool_size.min(32))
             .acquire_timeout(options.acquire_timeout)

@@ -392,6 +392,12 @@ impl TokenManager {
         self.inner.external_refresher.store(on, Ordering::Relaxed);
     }
 
+    /// When the last refresh error happened (manager clock, Unix ms), without copying it: a
+    /// cheap look for supervisors of many managers ([`TokenManager::status`] has the message).
+    pub fn last_error_at(&self) -> Option<i64> {
+        self.state().last_error.as_ref().map(|(_, at)| *at)
+    }
+
     /// Forgets remembered token-endpoint failures (45009 after a `clear_quota`, a credential
     /// error after fixing the secret or the IP whitelist), so the next caller asks WeChat
     /// again. A refresh already in flight cannot remember its failure afterwards.

@@ -1,0 +1,96 @@
+//! The login writer: group commit for logins. Each login is a user upsert and a session insert;
+//! written one by one, every login is two commits — on SQLite with `synchronous=FULL`, two
+//! fsyncs, and each statement a round trip to the database's worker thread. The writer takes
+//! the logins that arrived while the previous batch was being written and records them all in
+//! one transaction with one statement per table ([`Store::record_logins`]), so under load a
+//! commit (and its fsync) is shared by every login waiting for it. A login is answered only
+//! once its batch is committed: acknowledged means durable, as before.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{LoginRecorded, LoginWrite, Store, StoreError};
+
+/// The most logins one transaction records.
+pub const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<LoginRecorded, StoreError>>;
+
+/// A handle to the writer task (which ends when every handle is dropped).
+#[derive(Debug, Clone)]
+pub struct LoginWriter {
+    tx: mpsc::Sender<(LoginWrite, Reply)>,
+    /// (transactions, logins) written so far.
+    counts: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl LoginWriter {
+    /// Starts the writer over `store`.
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(LoginWrite, Reply)>(4 * MAX_BATCH);
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let c = counts.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let writes: Vec<LoginWrite> = batch.iter().map(|(w, _)| w.clone()).collect();
+                c.0.fetch_add(1, Ordering::Relaxed);
+                c.1.fetch_add(writes.len() as u64, Ordering::Relaxed);
+                match store.record_logins(&writes).await {
+                    Ok(done) => {
+                        for ((_, reply), r) in batch.into_iter().zip(done) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Err(e) if batch.len() == 1 => {
+                        let (_, reply) = batch.pop().expect("one");
+                        let _ = reply.send(Err(e));
+                    }
+                    Err(e) => {
+                        // One bad login must not fail the others: each on its own.
+                        tracing::warn!(error = %e, logins = batch.len(), "a login batch failed; writing its logins one by one");
+                        for (w, reply) in batch {
+                            let r = store
+                                .record_logins(std::slice::from_ref(&w))
+                                .await
+                                .map(|mut v| v.remove(0));
+                            let _ = reply.send(r);
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx, counts }
+    }
+
+    /// (transactions, logins) written so far: their ratio is the mean batch size.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Records `login` with the others waiting; answers once it is committed.
+    ///
+    /// # Errors
+    /// The database's error (the writer gone counts as a closed pool).
+    pub async fn write(&self, login: LoginWrite) -> Result<LoginRecorded, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((login, reply))
+            .await
+            .map_err(|_| StoreError(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError(sqlx::Error::PoolClosed))?
+    }
+}

@@ -1,0 +1,122 @@
+//! Concurrent logins are written in batches (group commit): every login still gets its own
+//! working session, a user logging in twice at once is one user with two sessions, and a
+//! unionid once known is never erased — on SQLite and on PostgreSQL.
+
+mod common;
+
+use common::{sqlite_url, world};
+use weapp::TokenMode;
+use weapp_test_support::PgDatabase;
+
+async fn concurrent_logins(database_url: &str) {
+    let w = world().await;
+    let server = weapp_server::spawn(w.config(database_url, None, TokenMode::Stable))
+        .await
+        .unwrap();
+    let url = server.url().to_owned();
+    // 60 users, each logging in twice at the same moment, plus a user of the other app.
+    let mut codes = Vec::new();
+    for i in 0..60 {
+        let openid = format!("oBatch{i:03}");
+        for _ in 0..2 {
+            let (code, _) = w
+                .sim
+                .sim()
+                .login(&w.appid, Some(openid.clone()), None, false)
+                .unwrap();
+            codes.push((w.appid.clone(), code, openid.clone()));
+        }
+    }
+    let (code, other) = w
+        .sim
+        .sim()
+        .login(&w.other_appid, None, None, false)
+        .unwrap();
+    codes.push((w.other_appid.clone(), code, other));
+    let logins = codes.iter().map(|(appid, code, openid)| {
+        let (w, url) = (&w, url.clone());
+        async move {
+            let (s, v) = w.post_login(&url, appid, code).await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["openid"], openid.as_str());
+            v["token"].as_str().unwrap().to_owned()
+        }
+    });
+    let tokens = futures_join_all(logins).await;
+    let mut distinct = tokens.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), tokens.len(), "every login its own session");
+    for ((appid, _, openid), token) in codes.iter().zip(&tokens) {
+        let (s, me) = w
+            .call("GET", format!("{url}/v1/me"), Some(token), None)
+            .await;
+        assert_eq!(s, 200, "{me}");
+        assert_eq!(
+            (me["appid"].as_str(), me["openid"].as_str()),
+            (Some(appid.as_str()), Some(openid.as_str()))
+        );
+    }
+    // They were written in batches: fewer transactions than logins.
+    let (transactions, written) = server.state().login_writer.counts();
+    assert_eq!(written, codes.len() as u64);
+    assert!(
+        transactions < written,
+        "{transactions} transactions for {written} logins"
+    );
+    // Two logins of one user are one user with two sessions.
+    let store = &server.state().store;
+    let u = store
+        .user_by_openid(&w.appid, "oBatch007")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .count_sessions(u.id, weapp_server::state::now_ms())
+            .await
+            .unwrap(),
+        2
+    );
+    server.shutdown().await.unwrap();
+}
+
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    // Polled together: a hand-rolled join_all over a FuturesOrdered-free vector.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(results.into_iter().map(|r| r.expect("ready")));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_on_sqlite() {
+    concurrent_logins(&sqlite_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_on_postgres() {
+    let db = PgDatabase::create().await;
+    concurrent_logins(db.url()).await;
+}
