@@ -48,9 +48,14 @@ export async function startSandbox(apps) {
       const server = /weapp-server listening on (\S+)/.exec(out);
       const consoleUrl = /open the console[^:]*: (\S+)/.exec(out);
       const key = /broker client key: (\S+)/.exec(out);
-      if (sim && server && consoleUrl && key) {
+      const admin = /admin key: (\S+)/.exec(out);
+      const adminUrl = /admin console[^:]*: (\S+)/.exec(out);
+      if (sim && server && consoleUrl && key && admin && adminUrl) {
         clearTimeout(timer);
-        resolve({ sim: sim[1], server: server[1], console: consoleUrl[1], clientKey: key[1] });
+        resolve({
+          sim: sim[1], server: server[1], console: consoleUrl[1], clientKey: key[1],
+          adminKey: admin[1], admin: adminUrl[1],
+        });
       }
     });
   });
@@ -90,7 +95,7 @@ export async function launchBrowser() {
 
 /** A page that records console errors, page errors and every request that leaves the
  * simulator's origin (which are refused: the console must work offline). */
-export async function openConsole(browser, url, { locale = 'en-US' } = {}) {
+export async function openConsole(browser, url, { locale = 'en-US', ready = 'body[data-ready="true"]' } = {}) {
   const origin = new URL(url).origin;
   const context = await browser.newContext({ locale, viewport: { width: 1280, height: 860 } });
   const page = await context.newPage();
@@ -112,7 +117,7 @@ export async function openConsole(browser, url, { locale = 'en-US' } = {}) {
     } catch (_) { /* the page went away */ }
   });
   await page.goto(url);
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  await page.waitForSelector(ready, { timeout: 30_000 });
   return { context, page, problems, foreign, loaded };
 }
 

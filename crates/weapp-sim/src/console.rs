@@ -26,7 +26,8 @@ use crate::journal::Event;
 
 const INDEX: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/app.js");
-const STYLE: &str = include_str!("../console/app.css");
+/// The console's stylesheet — also the base of weapp-server's admin console, so both look alike.
+pub const STYLE: &str = include_str!("../console/app.css");
 
 /// One request the phone makes to the backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -48,7 +48,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 pub use crate::core::{ClockMode, Fault, RidRecord, Sim, User, WxError, WxResult, CODE_TTL};
-pub use console::{Backend, RequestTemplate};
+pub use console::{Backend, RequestTemplate, STYLE as CONSOLE_STYLE};
 pub use customer_service::{UserAction, MEDIA_TTL_SECS};
 pub use journal::{Event, Journal};
 pub use login::JSCODE_PER_USER_MINUTE;

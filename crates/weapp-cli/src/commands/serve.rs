@@ -81,6 +81,9 @@ pub async fn run(args: Args) -> CmdResult {
             s.sim.url()
         );
     }
+    if !config.admins.is_empty() {
+        println!("admin console (apps, clients, users, pushes, audit): http://{addr}/admin");
+    }
     let served = weapp_server::run(config, listener, super::shutdown_signal()).await;
     drop(sandbox);
     served

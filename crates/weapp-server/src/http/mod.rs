@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod console;
 pub mod ops;
 pub mod push;
 pub mod session;
@@ -244,6 +245,7 @@ pub fn router(state: AppState) -> Router {
         .merge(push::router())
         .merge(ops::router())
         .merge(admin::router())
+        .merge(console::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
