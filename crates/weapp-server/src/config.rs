@@ -67,11 +67,13 @@ impl From<&str> for Secret {
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let (authority, path) = match rest.find('/') {
+            // The authority ends at the first `/`, `?` or `#` (a URL without a path may still
+            // carry a query).
+            let (authority, path) = match rest.find(['/', '?', '#']) {
                 Some(i) => rest.split_at(i),
                 None => (rest, ""),
             };
-            let path = path.split('?').next().unwrap_or("");
+            let path = path.split(['?', '#']).next().unwrap_or("");
             match authority.rsplit_once('@') {
                 Some((_, host)) => format!("{scheme}://***@{host}{path}"),
                 None => format!("{scheme}://{authority}{path}"),
@@ -914,7 +916,7 @@ impl Config {
                 86_400,
             ),
             ("fleet_shards", u64::from(self.fleet_shards), 1, 4_096),
-            ("fleet_lease_ms", self.fleet_lease_ms, 1_000, 600_000),
+            ("fleet_lease_ms", self.fleet_lease_ms, 2_000, 600_000),
             ("warmup_spread_secs", self.warmup_spread_secs, 0, 3_600),
             ("idle_after_secs", self.idle_after_secs, 60, 366 * 86_400),
             ("refresher_poll_ms", self.refresher_poll_ms, 50, 300_000),

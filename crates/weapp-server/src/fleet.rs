@@ -119,8 +119,10 @@ return n
 ";
 
 impl Leases {
+    /// The shard count is part of the key: instances disagreeing on it during a rollout hold
+    /// different keys instead of one key standing for two sets of apps.
     fn key(&self, shard: u32) -> String {
-        format!("{}:fleet:shard:{shard}", self.prefix)
+        format!("{}:fleet:{}:shard:{shard}", self.prefix, self.shards)
     }
 
     /// Heartbeat, renew, then take or give shards towards this instance's share.
@@ -253,8 +255,10 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                 Some(l) => {
                     if let Err(e) = l.tick().await {
                         tracing::warn!(error = %e, "fleet: redis unavailable; keeping the shards held until their leases would have run out");
-                        l.expire();
                     }
+                    // Whatever else made this round slow, leases not renewed for their lifetime
+                    // are not ours any more.
+                    l.expire();
                     l.held.clone()
                 }
                 None => (0..shards).collect(),
@@ -321,11 +325,14 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                     .is_some_and(|d| Arc::ptr_eq(d, rt))
             });
             // Start what should: at once when few, spread out when many.
-            let new: Vec<Arc<AppRuntime>> = desired
+            // At most a few hundred a round (each may read the store): the rest next round, so a
+            // takeover of thousands of apps never delays the lease renewals.
+            let waiting: Vec<&Arc<AppRuntime>> = desired
                 .into_values()
                 .filter(|rt| !running.contains_key(&rt.appid) && !pending.contains_key(&rt.appid))
-                .cloned()
                 .collect();
+            let more_waiting = waiting.len() > 512;
+            let new: Vec<Arc<AppRuntime>> = waiting.into_iter().take(512).cloned().collect();
             let spread_them = new.len() > 16 && !spread.is_zero();
             for rt in new {
                 // Only first tokens need spreading: a refresher whose token is in the store
@@ -392,12 +399,16 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
                 pending_starts: pending.len(),
             });
             // Sleep a tick, less when a spread-out start is due sooner; wake on changes.
-            let next_due = pending
-                .values()
-                .map(|(_, at)| at.saturating_duration_since(Instant::now()))
-                .min()
-                .unwrap_or(tick)
-                .min(tick);
+            let next_due = if more_waiting {
+                Duration::ZERO
+            } else {
+                pending
+                    .values()
+                    .map(|(_, at)| at.saturating_duration_since(Instant::now()))
+                    .min()
+                    .unwrap_or(tick)
+                    .min(tick)
+            };
             tokio::select! {
                 () = tokio::time::sleep(next_due.max(Duration::from_millis(20))) => {}
                 _ = changes.changed() => {}

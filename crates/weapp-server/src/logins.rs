@@ -41,6 +41,11 @@ impl LoginWriter {
                         Err(_) => break,
                     }
                 }
+                // A login whose caller is gone (its request ended) is not written.
+                batch.retain(|(_, reply)| !reply.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
                 let writes: Vec<LoginWrite> = batch.iter().map(|(w, _)| w.clone()).collect();
                 c.0.fetch_add(1, Ordering::Relaxed);
                 c.1.fetch_add(writes.len() as u64, Ordering::Relaxed);
@@ -54,10 +59,27 @@ impl LoginWriter {
                         let (_, reply) = batch.pop().expect("one");
                         let _ = reply.send(Err(e));
                     }
+                    // The database itself is in trouble (pool, connection): every login of the
+                    // batch gets the error now, instead of a retry each that waits as long.
+                    Err(e) if !matches!(e.0, sqlx::Error::Database(_)) => {
+                        let message = e.to_string();
+                        let busy = e.is_pool_exhausted();
+                        for (_, reply) in batch {
+                            let err = if busy {
+                                StoreError(sqlx::Error::PoolTimedOut)
+                            } else {
+                                StoreError(sqlx::Error::Protocol(message.clone()))
+                            };
+                            let _ = reply.send(Err(err));
+                        }
+                    }
                     Err(e) => {
-                        // One bad login must not fail the others: each on its own.
+                        // One bad login (a constraint) must not fail the others: each on its own.
                         tracing::warn!(error = %e, logins = batch.len(), "a login batch failed; writing its logins one by one");
                         for (w, reply) in batch {
+                            if reply.is_closed() {
+                                continue;
+                            }
                             let r = store
                                 .record_logins(std::slice::from_ref(&w))
                                 .await

@@ -32,7 +32,6 @@ pub enum Source {
 
 /// An app's push settings without secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PushSettings {
     /// `safe`, `compatible` or `plain` (default: `safe` with a key).
     #[serde(default)]
@@ -51,8 +50,9 @@ fn default_replay_window() -> u64 {
 
 /// An app's settings without secrets: what the admin API shows and the database keeps in the
 /// clear.
+/// Stored settings are read leniently: a newer instance may have written fields this one does
+/// not know (a rolling upgrade).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AppSettings {
     /// WeChat's API host, or a weapp-sim URL.
     pub api_base: String,
@@ -114,9 +114,11 @@ impl AppSettings {
     }
 }
 
-/// What the sealed secrets of a managed app are bound to.
-pub(crate) fn app_aad(appid: &str) -> Vec<u8> {
-    format!("managed-app:{appid}").into_bytes()
+/// What the sealed secrets of a managed app are bound to: its appid and the API host its
+/// secret is sent to — settings edited in the database to point the app elsewhere no longer
+/// open its secrets.
+pub(crate) fn app_aad(appid: &str, api_base: &str) -> Vec<u8> {
+    format!("managed-app:{appid}:{}", api_base.trim_end_matches('/')).into_bytes()
 }
 
 /// One app: where it comes from, whether it is served, and its runtime when it is.
@@ -138,6 +140,9 @@ pub struct AppEntry {
     pub created_at: i64,
     /// Unix ms (0 for file apps).
     pub updated_at: i64,
+    /// Why its stored record could not be loaded (its secrets do not open with the configured
+    /// data keys, its settings do not parse): such an app is not served.
+    pub load_error: Option<String>,
 }
 
 /// One broker client.
@@ -341,6 +346,10 @@ impl Registry {
 
     pub(crate) fn set_rev(&self, rev: i64) {
         self.rev.fetch_max(rev, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn reset_rev(&self, rev: i64) {
+        self.rev.store(rev, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Changes whenever the served apps change.

@@ -262,6 +262,8 @@ pub struct Inner {
     pub instance_id: String,
     /// What the fleet task last reported.
     fleet_status: Mutex<crate::fleet::FleetStatus>,
+    /// Registry syncs one at a time.
+    registry_sync: tokio::sync::Mutex<()>,
     /// Per-admin limiter of the admin API.
     pub admin_limiter: RateLimiter,
     /// Tokens fetched per app on this instance: (Beijing day, count that day, the manager's
@@ -357,7 +359,7 @@ async fn open_keyring(store: &dyn Store, config: &Config) -> Result<Keyring, Str
     {
         if !known.contains(&id) {
             return Err(format!(
-                "session keys in the database were sealed with data key {id}, which is not configured (configured: {}); keep it in data_keys, after the newest key",
+                "session keys or managed app secrets in the database were sealed with data key {id}, which is not configured (configured: {}); keep it in data_keys, after the newest key",
                 known.join(", ")
             ));
         }
@@ -455,6 +457,12 @@ impl AppState {
             ),
             None => None,
         };
+        let admin_shared = match (&redis, config.rate_limit_backend) {
+            (Some(r), RateLimitBackend::Redis) => {
+                Some(Shared::new(r.connection(), config.redis_prefix.clone()))
+            }
+            _ => None,
+        };
         let shared_limits = match (&redis, config.rate_limit_backend) {
             (Some(r), RateLimitBackend::Redis) => {
                 Some(Shared::new(r.connection(), config.redis_prefix.clone()))
@@ -493,6 +501,7 @@ impl AppState {
                 rev: 0,
                 created_at: 0,
                 updated_at: 0,
+                load_error: None,
             });
         }
         for c in &config.clients {
@@ -535,7 +544,9 @@ impl AppState {
             admins,
             instance_id: hex::encode(rand::random::<[u8; 8]>()),
             fleet_status: Mutex::new(crate::fleet::FleetStatus::default()),
-            admin_limiter: RateLimiter::new("admin", config.admin_rate_limit_per_minute, max_keys),
+            registry_sync: tokio::sync::Mutex::new(()),
+            admin_limiter: RateLimiter::new("admin", config.admin_rate_limit_per_minute, max_keys)
+                .shared(admin_shared),
             fetches: Mutex::new(std::collections::HashMap::new()),
             keyring,
             redis,
@@ -666,14 +677,27 @@ impl AppState {
     /// The database could not be read.
     pub async fn sync_registry(&self, full: bool) -> Result<bool, String> {
         let err = |e: crate::store::StoreError| e.to_string();
+        // One sync at a time: two interleaved ones could apply an older record over a newer
+        // one, or a reconcile could drop an app another sync has just applied.
+        let _one = self.registry_sync.lock().await;
         let store_rev = self.store.registry_rev().await.map_err(err)?;
+        let mut full = full;
+        if store_rev < self.registry.rev() {
+            // The database went back (a restore): read everything again from there.
+            tracing::warn!(
+                store_rev,
+                applied = self.registry.rev(),
+                "the registry revision went back; re-reading every managed app and client"
+            );
+            self.registry.reset_rev(0);
+            full = true;
+        }
         let from = if full { 0 } else { self.registry.rev() };
         if !full && store_rev <= from {
             return Ok(false);
         }
         let mut live_apps = std::collections::HashSet::new();
         let mut live_clients = std::collections::HashSet::new();
-        let mut seen = store_rev;
         let mut cursor = from;
         loop {
             let batch = self
@@ -693,7 +717,6 @@ impl AppState {
                 break;
             }
         }
-        seen = seen.max(cursor);
         let mut cursor = from;
         loop {
             let batch = self
@@ -713,7 +736,6 @@ impl AppState {
                 break;
             }
         }
-        seen = seen.max(cursor);
         if full {
             for appid in self.registry.managed_appids() {
                 if !live_apps.contains(&appid) {
@@ -726,7 +748,10 @@ impl AppState {
                 }
             }
         }
-        self.registry.set_rev(seen);
+        // Everything up to the revision read before the queries is applied (commits happen in
+        // revision order); rows newer than it may have been read too, and are read again by
+        // the next poll, harmlessly.
+        self.registry.set_rev(store_rev);
         Ok(true)
     }
 
@@ -738,7 +763,8 @@ impl AppState {
                 tracing::warn!(appid = %rec.appid, "a managed app has the appid of an app in the configuration file; the file's is served");
                 return;
             }
-            Some(e) if e.rev == rec.rev && !rec.deleted => return,
+            // The same or an older change than the one applied: nothing to do.
+            Some(e) if rec.rev <= e.rev => return,
             _ => {}
         }
         if rec.deleted {
@@ -753,7 +779,26 @@ impl AppState {
                 self.registry.put_app(entry);
             }
             Err(e) => {
-                tracing::error!(appid = %rec.appid, error = %e, "managed app cannot be loaded");
+                // Not served (an old secret or old settings must not go on being used), and
+                // shown as broken in the admin API until a change that loads replaces it.
+                tracing::error!(appid = %rec.appid, error = %e, "managed app cannot be loaded; not served");
+                let settings = serde_json::from_str(&rec.settings).unwrap_or(AppSettings {
+                    api_base: String::new(),
+                    token_mode: weapp::TokenMode::default(),
+                    warm: None,
+                    push: None,
+                });
+                self.registry.put_app(AppEntry {
+                    appid: rec.appid.clone(),
+                    source: Source::Managed,
+                    enabled: rec.enabled,
+                    settings,
+                    runtime: None,
+                    rev: rec.rev,
+                    created_at: rec.created_at,
+                    updated_at: rec.updated_at,
+                    load_error: Some(e),
+                });
             }
         }
     }
@@ -765,7 +810,7 @@ impl AppState {
             let sealed = rec.sealed.as_deref().ok_or("no sealed secrets")?;
             let plain = self
                 .keyring
-                .open(sealed, &app_aad(&rec.appid))
+                .open(sealed, &app_aad(&rec.appid, &settings.api_base))
                 .ok_or("its secrets do not open with the configured data keys")?;
             let secrets: AppSecrets = serde_json::from_slice(&plain)
                 .map_err(|_| "its secrets do not parse".to_owned())?;
@@ -792,6 +837,7 @@ impl AppState {
             rev: rec.rev,
             created_at: rec.created_at,
             updated_at: rec.updated_at,
+            load_error: None,
         })
     }
 
@@ -802,7 +848,7 @@ impl AppState {
                 tracing::warn!(client = %rec.name, "a managed client has the name of a client in the configuration file; the file's is used");
                 return;
             }
-            if e.rev == rec.rev && !rec.deleted {
+            if rec.rev <= e.rev {
                 return;
             }
         }

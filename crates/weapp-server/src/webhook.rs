@@ -72,6 +72,20 @@ fn backoff(state: &AppState, attempts: u32) -> Duration {
 
 async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecord) {
     let app = state.app(&event.appid);
+    if app.is_none() {
+        // Not served here right now (disabled for a moment, not synced yet, failed to load):
+        // try again in a minute rather than parking the event.
+        let _ = state
+            .store
+            .mark_failed(
+                event.id,
+                now_ms() + 60_000,
+                "app not served by this instance right now",
+                None,
+            )
+            .await;
+        return;
+    }
     let push = app.as_ref().and_then(|a| a.push.as_ref());
     let Some((url, secret)) =
         push.and_then(|p| Some((p.webhook_url.as_deref()?, p.webhook_secret.as_ref()?)))

@@ -388,3 +388,121 @@ async fn admins_are_rate_limited() {
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
 }
+
+/// Found by review: moving an app's api_base to another host takes the secret again (or an
+/// admin key alone could send the secret anywhere); settings edited in the database to point
+/// elsewhere no longer open the secrets, and the app is then not served (and shown broken);
+/// concurrent changes cannot silently undo each other; a disabled app's sessions stop working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_follow_their_host_and_changes_do_not_undo_each_other() {
+    let w = world().await;
+    let db_url = common::sqlite_url();
+    let mut config = w.config(&db_url, None, TokenMode::Stable);
+    config.admins = admins();
+    config.registry_poll_ms = 100;
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url().to_owned();
+    let call = |method: &'static str, path: String, body: Option<Value>| {
+        let (w, url) = (&w, url.clone());
+        async move {
+            w.call(method, format!("{url}{path}"), Some(ADMIN), body)
+                .await
+        }
+    };
+    let (appid, secret) = w.sim.sim().add_app(None, None, false);
+    let (s, _) = call(
+        "POST",
+        "/v1/admin/apps".into(),
+        Some(json!({"appid": appid, "secret": secret, "api_base": w.sim.url()})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    // Another host without the secret: refused, nothing changed.
+    let (s, v) = call(
+        "PATCH",
+        format!("/v1/admin/apps/{appid}"),
+        Some(json!({"api_base": "https://attacker.example"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (_, v) = call("GET", format!("/v1/admin/apps/{appid}"), None).await;
+    assert_eq!(v["api_base"], w.sim.url());
+    // The same host with a path is fine; another host with the secret is too.
+    let (s, _) = call(
+        "PATCH",
+        format!("/v1/admin/apps/{appid}"),
+        Some(json!({"api_base": format!("{}/", w.sim.url())})),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // A stale compare-and-set loses (409 through the API; None from the store).
+    let store = &server.state().store;
+    let current = store.managed_app(&appid).await.unwrap().unwrap();
+    let mut stale = current.clone();
+    stale.rev = current.rev - 1;
+    assert!(store
+        .put_managed_app(&stale, false)
+        .await
+        .unwrap()
+        .is_none());
+
+    // A user of the app logs in; the app is disabled; the session stops working.
+    let (code, _) = w.sim.sim().login(&appid, None, None, false).unwrap();
+    let (s, v) = w.post_login(&url, &appid, &code).await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        "PATCH",
+        format!("/v1/admin/apps/{appid}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = w
+        .call("GET", format!("{url}/v1/me"), Some(&token), None)
+        .await;
+    assert_eq!(s, 401);
+    let (s, _) = call(
+        "PATCH",
+        format!("/v1/admin/apps/{appid}"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // Someone with write access to the database points the app elsewhere: its secrets no
+    // longer open, so it is not served, and the admin API says why.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&db_url).await.unwrap();
+        sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE managed_apps SET settings = replace(settings, $1, 'https://attacker.example'), \
+             rev = (SELECT rev FROM registry WHERE id = 1) WHERE appid = $2",
+        )
+        .bind(w.sim.url())
+        .bind(&appid)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    within(
+        Duration::from_secs(3),
+        "the tampered app not served",
+        || {
+            let call = &call;
+            let appid = appid.clone();
+            async move {
+                let (_, v) = call("GET", format!("/v1/admin/apps/{appid}"), None).await;
+                v["load_error"].is_string() && v["token"].is_null()
+            }
+        },
+    )
+    .await;
+    assert!(server.state().app(&appid).is_none());
+    server.shutdown().await.unwrap();
+}

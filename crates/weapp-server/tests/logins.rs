@@ -120,3 +120,35 @@ async fn concurrent_logins_on_postgres() {
     let db = PgDatabase::create().await;
     concurrent_logins(db.url()).await;
 }
+
+/// A user logging in twice in one batch, the first time with a unionid and the second without,
+/// keeps the unionid (it is never erased by a login that does not carry it).
+#[tokio::test]
+async fn a_unionid_in_a_batch_is_kept() {
+    let store = weapp_server::store::connect(&sqlite_url(), &Default::default())
+        .await
+        .unwrap();
+    let login = |unionid: Option<&str>, token: u8| weapp_server::store::LoginWrite {
+        appid: "wxbatch".into(),
+        openid: "oTwice".into(),
+        unionid: unionid.map(str::to_owned),
+        session_key_enc: vec![1, 2, 3],
+        key_id: "k".into(),
+        token_hash: vec![token; 32],
+        now: 1,
+        expires_at: 2,
+    };
+    let done = store
+        .record_logins(&[login(Some("uUnion"), 1), login(None, 2)])
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2);
+    assert_eq!(done[0].user_id, done[1].user_id);
+    assert_eq!(done[1].unionid.as_deref(), Some("uUnion"));
+    let u = store
+        .user_by_openid("wxbatch", "oTwice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u.unionid.as_deref(), Some("uUnion"));
+}

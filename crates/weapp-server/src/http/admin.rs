@@ -217,6 +217,10 @@ pub struct AppView {
     pub updated_at: i64,
     /// The token, when one is known.
     pub token: Option<TokenHealth>,
+    /// Why the stored app cannot be loaded (then it is not served): its secrets do not open
+    /// with this instance's data keys, or its settings do not parse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_error: Option<String>,
 }
 
 /// A page of apps.
@@ -345,6 +349,15 @@ fn check_app(app: &AppConfig) -> Result<(), AppError> {
         if p.token.expose().len() < 3 || p.token.expose().len() > 32 {
             return Err(invalid("push.token must be 3–32 characters"));
         }
+        if p.webhook_url.as_deref().is_some_and(|u| u.len() > 2048) {
+            return Err(invalid("push.webhook_url must be at most 2048 characters"));
+        }
+        if p.webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty() || s.expose().len() > 256)
+        {
+            return Err(invalid("push.webhook_secret must be 1–256 characters"));
+        }
         if p.webhook_url.as_deref().is_some_and(|u| {
             !(u.starts_with("http://") || u.starts_with("https://"))
                 || reqwest::Url::parse(u).is_err()
@@ -357,6 +370,29 @@ fn check_app(app: &AppConfig) -> Result<(), AppError> {
         }
     }
     Ok(())
+}
+
+/// The answer to a compare-and-set that failed: gone (404) or changed by someone else (409).
+async fn changed_meanwhile(state: &AppState, appid: &str) -> AppError {
+    match state.store.managed_app(appid).await {
+        Ok(Some(r)) if !r.deleted => AppError::Conflict(format!(
+            "app {appid} was changed meanwhile by someone else: read it again and retry"
+        )),
+        _ => AppError::NotFound(format!("no managed app {appid}")),
+    }
+}
+
+/// `scheme://host:port` of a URL (empty when it does not parse).
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| {
+            format!(
+                "{}://{}",
+                u.scheme(),
+                u.authority().rsplit('@').next().unwrap_or("")
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn sandbox_only() -> AppError {
@@ -397,7 +433,11 @@ fn record_of(state: &AppState, app: &AppConfig, enabled: bool, now: i64) -> Mana
     ManagedAppRecord {
         appid: app.appid.clone(),
         settings: serde_json::to_string(&settings).expect("plain data"),
-        sealed: Some(state.keyring.seal(&plain, &app_aad(&app.appid))),
+        sealed: Some(
+            state
+                .keyring
+                .seal(&plain, &app_aad(&app.appid, &app.api_base)),
+        ),
         key_id: Some(state.keyring.current_id()),
         enabled,
         deleted: false,
@@ -490,6 +530,7 @@ async fn view(state: &AppState, entry: &AppEntry, fetched: u64) -> AppView {
         created_at: entry.created_at,
         updated_at: entry.updated_at,
         token: token_health(state, entry, fetched).await,
+        load_error: entry.load_error.clone(),
     }
 }
 
@@ -639,18 +680,26 @@ pub async fn update_app(
     let plain = current
         .sealed
         .as_deref()
-        .and_then(|s| state.keyring.open(s, &app_aad(&appid)))
+        .and_then(|s| state.keyring.open(s, &app_aad(&appid, &settings.api_base)))
         .ok_or_else(|| AppError::Internal(format!("the secrets of {appid} do not open")))?;
     let plain = zeroize::Zeroizing::new(plain);
     let secrets: AppSecrets = serde_json::from_slice(&plain)
         .map_err(|_| AppError::Internal(format!("the secrets of {appid} do not parse")))?;
     let mut app = settings.config(&appid, &secrets);
     let mut changed = serde_json::Map::new();
+    let secret_given = req.secret.is_some();
     if let Some(s) = req.secret {
         app.secret = Some(Secret::new(s));
         changed.insert("secret".into(), json!("changed"));
     }
     if let Some(b) = req.api_base {
+        // The secret goes wherever api_base points: moving it to another host takes the
+        // secret again, or an admin key alone could send the secret anywhere.
+        if host_of(&b) != host_of(&app.api_base) && !secret_given {
+            return Err(invalid(
+                "changing api_base to another host requires the secret in the same request",
+            ));
+        }
         if state
             .config
             .sandbox_api_base
@@ -684,8 +733,9 @@ pub async fn update_app(
     check_app(&app)?;
     let mut record = record_of(&state, &app, enabled, now_ms());
     record.created_at = current.created_at;
+    record.rev = current.rev;
     if state.store.put_managed_app(&record, false).await?.is_none() {
-        return Err(AppError::NotFound(format!("no managed app {appid}")));
+        return Err(changed_meanwhile(&state, &appid).await);
     }
     audit(&state, &admin, "app.update", &appid, Value::Object(changed)).await;
     sync(&state).await;
@@ -731,6 +781,13 @@ fn check_client(name: &str, apps: &[String], scopes: &[String]) -> Result<(), Ap
     }
     if let Some(bad) = apps.iter().find(|a| a.as_str() != "*" && !is_appid(a)) {
         return Err(invalid(format!("`{bad}` is not an appid")));
+    }
+    if scopes
+        .iter()
+        .enumerate()
+        .any(|(i, s)| scopes[..i].contains(s))
+    {
+        return Err(invalid("scopes must not repeat"));
     }
     if let Some(bad) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
         return Err(invalid(format!(
@@ -801,14 +858,9 @@ pub async fn create_client(
         created_at: now,
         updated_at: now,
     };
-    if state
-        .store
-        .put_managed_client(&record, true)
-        .await?
-        .is_none()
-    {
+    let Some(rev) = state.store.put_managed_client(&record, true).await? else {
         return Err(AppError::Conflict(format!("client {} exists", req.name)));
-    }
+    };
     audit(
         &state,
         &admin,
@@ -818,11 +870,22 @@ pub async fn create_client(
     )
     .await;
     sync(&state).await;
-    let entry = state
-        .registry
-        .client_entry(&req.name)
-        .ok_or_else(|| AppError::Internal("the new client is not in the registry".into()))?;
-    Ok((StatusCode::CREATED, Json(client_view(&entry, Some(key)))).into_response())
+    // From the committed record: the key must reach the caller whatever this instance's
+    // registry is doing.
+    Ok((
+        StatusCode::CREATED,
+        Json(ClientView {
+            name: req.name,
+            source: "managed".into(),
+            enabled,
+            apps: req.apps,
+            scopes,
+            rev,
+            created_at: now,
+            key: Some(key),
+        }),
+    )
+        .into_response())
 }
 
 /// Every broker client (never their keys).
@@ -860,14 +923,25 @@ pub async fn update_client(
     JsonBody(req): JsonBody<UpdateClient>,
 ) -> Result<Json<ClientView>, AppError> {
     managed_client(&state, &name).await?;
-    let entry = state
-        .registry
-        .client_entry(&name)
-        .ok_or_else(|| AppError::NotFound(format!("no client {name}")))?;
-    let apps = req.apps.unwrap_or_else(|| entry.client.apps().to_vec());
-    let scopes = req.scopes.unwrap_or_else(|| entry.client.scopes().to_vec());
+    // From the database, not this instance's copy (which may be a poll behind).
+    let current = match state.store.managed_client(&name).await? {
+        Some(c) if !c.deleted => c,
+        _ => return Err(AppError::NotFound(format!("no client {name}"))),
+    };
+    let stored = |json: &str| -> Result<Vec<String>, AppError> {
+        serde_json::from_str(json)
+            .map_err(|_| AppError::Internal(format!("stored lists of client {name} do not parse")))
+    };
+    let apps = match req.apps {
+        Some(a) => a,
+        None => stored(&current.apps)?,
+    };
+    let scopes = match req.scopes {
+        Some(s) => s,
+        None => stored(&current.scopes)?,
+    };
     check_client(&name, &apps, &scopes)?;
-    let enabled = req.enabled.unwrap_or(entry.enabled);
+    let enabled = req.enabled.unwrap_or(current.enabled);
     let (key, hash) = if req.rotate_key {
         let (k, h) = new_key();
         (Some(k), Some(h))
@@ -881,18 +955,15 @@ pub async fn update_client(
         scopes: serde_json::to_string(&scopes).expect("plain data"),
         enabled,
         deleted: false,
-        rev: 0,
-        created_at: entry.created_at,
+        rev: current.rev,
+        created_at: current.created_at,
         updated_at: now_ms(),
     };
-    if state
-        .store
-        .put_managed_client(&record, false)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::NotFound(format!("no client {name}")));
-    }
+    let Some(rev) = state.store.put_managed_client(&record, false).await? else {
+        return Err(AppError::Conflict(format!(
+            "client {name} was changed or deleted meanwhile: read it again and retry"
+        )));
+    };
     audit(
         &state,
         &admin,
@@ -902,11 +973,16 @@ pub async fn update_client(
     )
     .await;
     sync(&state).await;
-    let entry = state
-        .registry
-        .client_entry(&name)
-        .ok_or_else(|| AppError::NotFound(format!("no client {name}")))?;
-    Ok(Json(client_view(&entry, key)))
+    Ok(Json(ClientView {
+        name,
+        source: "managed".into(),
+        enabled,
+        apps,
+        scopes,
+        rev,
+        created_at: current.created_at,
+        key,
+    }))
 }
 
 /// Delete a managed client: its key stops working on every instance.

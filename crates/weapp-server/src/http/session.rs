@@ -138,6 +138,10 @@ async fn session_user(
     let now = now_ms();
     let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
     match state.store.session_user(&hash, now, idle_ms).await? {
+        // A session of an app no longer served (disabled or deleted) is not honoured.
+        Some(s) if state.app(&s.user.appid).is_none() => Err(AppError::Unauthorized(
+            "the session's app is not served".into(),
+        )),
         Some(s) => {
             let every = if idle_ms > 0 {
                 TOUCH_EVERY_MS.min(idle_ms / 4)

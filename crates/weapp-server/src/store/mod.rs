@@ -413,11 +413,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<ManagedClientRecord>, StoreError>;
 
+    /// One managed client (or its tombstone).
+    async fn managed_client(&self, name: &str) -> Result<Option<ManagedClientRecord>, StoreError>;
+
     /// One managed app (or its tombstone).
     async fn managed_app(&self, appid: &str) -> Result<Option<ManagedAppRecord>, StoreError>;
 
-    /// Creates (`create`: unless a live one exists) or updates (unless none lives) a managed
-    /// app, at the next revision, which it returns; `None` when the condition failed.
+    /// Creates (`create`: unless a live one exists) or updates a managed app, at the next
+    /// revision, which it returns; `None` when the condition failed. An update applies only to
+    /// the live row still at revision `app.rev` (compare-and-set: two concurrent changes cannot
+    /// silently undo each other).
     async fn put_managed_app(
         &self,
         app: &ManagedAppRecord,

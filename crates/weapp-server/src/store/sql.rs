@@ -510,12 +510,20 @@ macro_rules! sql_store {
                 }
                 // One row per user: the last login of a user in the batch carries the newest
                 // session_key (an upsert cannot touch a row twice in one statement).
-                let mut last: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+                // (its last login, the newest unionid any of its logins carried)
+                let mut last: std::collections::HashMap<(&str, &str), (usize, Option<&str>)> = std::collections::HashMap::new();
                 for (i, l) in logins.iter().enumerate() {
-                    last.insert((l.appid.as_str(), l.openid.as_str()), i);
+                    let e = last.entry((l.appid.as_str(), l.openid.as_str())).or_insert((i, None));
+                    e.0 = i;
+                    if l.unionid.is_some() {
+                        e.1 = l.unionid.as_deref();
+                    }
                 }
-                let mut rows: Vec<usize> = last.values().copied().collect();
-                rows.sort_unstable();
+                // In key order: two instances upserting the same users lock them in the same
+                // order (no deadlock between their batches).
+                let mut rows: Vec<((&str, &str), usize, Option<&str>)> =
+                    last.into_iter().map(|(k, (i, u))| (k, i, u)).collect();
+                rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 let mut tx = self.pool.begin().await?;
                 let mut sql = String::from("INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) VALUES ");
                 for (n, _) in rows.iter().enumerate() {
@@ -534,12 +542,12 @@ macro_rules! sql_store {
                      RETURNING id, appid, openid, unionid",
                 );
                 let mut q = sqlx::query(&sql);
-                for &i in &rows {
+                for &(_, i, unionid) in &rows {
                     let l = &logins[i];
                     q = q
                         .bind(&l.appid)
                         .bind(&l.openid)
-                        .bind(l.unionid.as_deref())
+                        .bind(unionid)
                         .bind(&l.session_key_enc)
                         .bind(&l.key_id)
                         .bind(l.now);
@@ -591,6 +599,12 @@ macro_rules! sql_store {
                 rows.iter().map(|r| Ok(managed_client_from(r)?)).collect()
             }
 
+            async fn managed_client(&self, name: &str) -> Result<Option<ManagedClientRecord>, StoreError> {
+                let sql = format!("SELECT {MANAGED_CLIENT_COLUMNS} FROM managed_clients WHERE name = $1");
+                let row = sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?;
+                row.map(|r| Ok(managed_client_from(&r)?)).transpose()
+            }
+
             async fn managed_app(&self, appid: &str) -> Result<Option<ManagedAppRecord>, StoreError> {
                 let sql = format!("SELECT {MANAGED_APP_COLUMNS} FROM managed_apps WHERE appid = $1");
                 let row = sqlx::query(&sql).bind(appid).fetch_optional(&self.pool).await?;
@@ -612,7 +626,7 @@ macro_rules! sql_store {
                      WHERE managed_apps.deleted = 1"
                 } else {
                     "UPDATE managed_apps SET settings = $2, sealed = $3, key_id = $4, enabled = $5, rev = $6, updated_at = $7 \
-                     WHERE appid = $1 AND deleted = 0"
+                     WHERE appid = $1 AND deleted = 0 AND rev = $8"
                 };
                 let done = sqlx::query(sql)
                     .bind(&app.appid)
@@ -622,6 +636,7 @@ macro_rules! sql_store {
                     .bind(i64::from(app.enabled))
                     .bind(rev)
                     .bind(app.updated_at)
+                    .bind(app.rev)
                     .execute(&mut *tx)
                     .await?;
                 if done.rows_affected() == 0 {
@@ -667,7 +682,7 @@ macro_rules! sql_store {
                      WHERE managed_clients.deleted = 1"
                 } else {
                     "UPDATE managed_clients SET key_sha256 = COALESCE($2, key_sha256), apps = $3, scopes = $4, enabled = $5, rev = $6, updated_at = $7 \
-                     WHERE name = $1 AND deleted = 0"
+                     WHERE name = $1 AND deleted = 0 AND rev = $8"
                 };
                 let done = sqlx::query(sql)
                     .bind(&client.name)
@@ -677,6 +692,7 @@ macro_rules! sql_store {
                     .bind(i64::from(client.enabled))
                     .bind(rev)
                     .bind(client.updated_at)
+                    .bind(client.rev)
                     .execute(&mut *tx)
                     .await?;
                 if done.rows_affected() == 0 {
