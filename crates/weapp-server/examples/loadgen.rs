@@ -210,15 +210,20 @@ async fn apps_mode(args: &[String]) {
             vec![],
         ),
     ];
+    // `ONLY=0|1|2`: one target alone (for a profiler).
+    let only: Option<usize> = std::env::var("ONLY").ok().and_then(|v| v.parse().ok());
+    let run = |i: usize| only.is_none_or(|o| o == i);
     for round in 0..rounds {
         let (h, url) = (http.clone(), format!("{server}/healthz"));
-        results[0].1.push(
-            drive(pid, concurrency(), total, move |_| {
-                let (h, url) = (h.clone(), url.clone());
-                async move { h.get(url).send().await.is_ok_and(|r| r.status() == 200) }
-            })
-            .await,
-        );
+        if run(0) {
+            results[0].1.push(
+                drive(pid, concurrency(), total, move |_| {
+                    let (h, url) = (h.clone(), url.clone());
+                    async move { h.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+                })
+                .await,
+            );
+        }
         // Appids drawn before timing starts.
         let urls: Arc<Vec<String>> = Arc::new(
             (0..total)
@@ -229,35 +234,50 @@ async fn apps_mode(args: &[String]) {
                 .collect(),
         );
         let (h, k) = (http.clone(), key.clone());
-        results[1].1.push(
-            drive(pid, concurrency(), total, move |i| {
-                let (h, url, k) = (h.clone(), urls[i].clone(), k.clone());
-                async move {
-                    h.get(url)
-                        .bearer_auth(k)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200)
-                }
-            })
-            .await,
-        );
+        if run(1) {
+            results[1].1.push(
+                drive(pid, concurrency(), total, move |i| {
+                    let (h, url, k) = (h.clone(), urls[i].clone(), k.clone());
+                    async move {
+                        h.get(url)
+                            .bearer_auth(k)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    }
+                })
+                .await,
+            );
+        }
         let (h, k) = (http.clone(), key.clone());
         let one = format!("{server}/v1/apps/{prefix}{:010}/access_token", 0);
-        results[2].1.push(
-            drive(pid, concurrency(), total, move |_| {
-                let (h, url, k) = (h.clone(), one.clone(), k.clone());
-                async move {
-                    h.get(url)
-                        .bearer_auth(k)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200)
-                }
-            })
-            .await,
-        );
+        if run(2) {
+            results[2].1.push(
+                drive(pid, concurrency(), total, move |_| {
+                    let (h, url, k) = (h.clone(), one.clone(), k.clone());
+                    async move {
+                        h.get(url)
+                            .bearer_auth(k)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    }
+                })
+                .await,
+            );
+        }
         eprintln!("round {} of {rounds} done", round + 1);
+    }
+    if only.is_some() {
+        for (name, outs) in results.iter().filter(|(_, o)| !o.is_empty()) {
+            for o in outs {
+                println!(
+                    "{name}: {:.0} requests/s, {:.0} µs of server CPU per request",
+                    o.rps, o.cpu_us
+                );
+            }
+        }
+        return;
     }
     println!(
         "{total} requests per run, concurrency {}, {rounds} interleaved rounds; medians across rounds\n",
