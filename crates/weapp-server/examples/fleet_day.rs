@@ -112,6 +112,7 @@ fn main() {
                 token_mode: TokenMode::Classic,
                 push: None,
                 warm: None,
+                access_tokens: true,
             })
             .collect(),
         clients: vec![ClientConfig {

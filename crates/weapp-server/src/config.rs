@@ -92,6 +92,18 @@ fn default_database_url() -> String {
 fn default_session_ttl() -> u64 {
     7 * 24 * 3600
 }
+fn default_access_token_ttl() -> u64 {
+    900
+}
+fn default_issuer() -> String {
+    "weapp-server".into()
+}
+fn default_rotate_days() -> u64 {
+    30
+}
+fn default_publish_ahead() -> u64 {
+    600
+}
 fn default_api_base() -> String {
     weapp::DEFAULT_BASE_URL.into()
 }
@@ -385,6 +397,24 @@ pub struct Config {
     /// is noticed). Env `WEAPP_REFRESHER_POLL_MS`. Default 30,000.
     #[serde(default = "default_refresher_poll")]
     pub refresher_poll_ms: u64,
+    /// Lifetime of the access tokens (JWT) handed out at login and refresh. An issued access
+    /// token stays valid until it expires — logging out only stops refreshes — so keep it
+    /// short. Env `WEAPP_ACCESS_TOKEN_TTL_SECS`. Default 900 (15 minutes); 5–86,400.
+    #[serde(default = "default_access_token_ttl")]
+    pub access_token_ttl_secs: u64,
+    /// The `iss` of access tokens (and what they are checked against), e.g. this service's
+    /// public URL. Env `WEAPP_ACCESS_TOKEN_ISSUER`. Default `weapp-server`.
+    #[serde(default = "default_issuer")]
+    pub access_token_issuer: String,
+    /// Signing keys rotate after this many days (0: only when an administrator rotates). Env
+    /// `WEAPP_SIGNING_KEY_ROTATE_DAYS`. Default 30.
+    #[serde(default = "default_rotate_days")]
+    pub signing_key_rotate_days: u64,
+    /// A new signing key is published this long before it signs, so backends caching the JWKS
+    /// (typically five minutes) know it before they meet it. Env
+    /// `WEAPP_SIGNING_KEY_PUBLISH_AHEAD_SECS`. Default 600.
+    #[serde(default = "default_publish_ahead")]
+    pub signing_key_publish_ahead_secs: u64,
     /// The clock token expiry is measured with (not from the file): tests and simulations drive
     /// a virtual day with a manual clock shared with weapp-sim. Default: the system clock.
     #[serde(skip)]
@@ -447,6 +477,14 @@ pub struct AppConfig {
     /// This app's warm policy (default: the server's `warm`).
     #[serde(default)]
     pub warm: Option<WarmPolicy>,
+    /// Whether login and `POST /v1/session/refresh` hand out signed access tokens (JWT) for
+    /// this app. Default true.
+    #[serde(default = "yes")]
+    pub access_tokens: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[apps.push]`: where WeChat pushes messages for this app.
@@ -720,6 +758,10 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("warmup_spread_secs", Kind::Scalar),
     ("refresher_poll_ms", Kind::Scalar),
     ("admin_rate_limit_per_minute", Kind::Scalar),
+    ("access_token_ttl_secs", Kind::Scalar),
+    ("access_token_issuer", Kind::Text),
+    ("signing_key_rotate_days", Kind::Scalar),
+    ("signing_key_publish_ahead_secs", Kind::Scalar),
 ];
 
 /// Older names still read.
@@ -867,6 +909,9 @@ impl Config {
                     .map_err(|e| ConfigError(format!("apps[{i}].push ({}): {e}", app.appid)))?;
             }
         }
+        if self.access_token_issuer.trim().is_empty() || self.access_token_issuer.len() > 256 {
+            return bad("access_token_issuer must be 1–256 characters".into());
+        }
         let mut names = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
@@ -920,6 +965,24 @@ impl Config {
             ("warmup_spread_secs", self.warmup_spread_secs, 0, 3_600),
             ("idle_after_secs", self.idle_after_secs, 60, 366 * 86_400),
             ("refresher_poll_ms", self.refresher_poll_ms, 50, 300_000),
+            (
+                "access_token_ttl_secs",
+                self.access_token_ttl_secs,
+                5,
+                86_400,
+            ),
+            (
+                "signing_key_rotate_days",
+                self.signing_key_rotate_days,
+                0,
+                3_650,
+            ),
+            (
+                "signing_key_publish_ahead_secs",
+                self.signing_key_publish_ahead_secs,
+                0,
+                86_400,
+            ),
         ] {
             if !(min..=max).contains(&v) {
                 return bad(format!("{name} must be within {min}..={max}, got {v}"));

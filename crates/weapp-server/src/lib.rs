@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod jwt;
 pub mod logins;
 pub mod metrics;
 pub mod net;
@@ -95,6 +96,9 @@ fn spawn_registry_poller(
                 Err(e) => {
                     tracing::warn!(error = %e, "registry: cannot read the managed apps and clients")
                 }
+            }
+            if let Err(e) = state.signing_tick(state::now_ms()).await {
+                tracing::warn!(error = %e, "signing keys: cannot rotate or clean up");
             }
         }
     })

@@ -64,6 +64,13 @@ pub struct AppSettings {
     /// Push settings, when pushes are received.
     #[serde(default)]
     pub push: Option<PushSettings>,
+    /// Whether logins get signed access tokens (JWT).
+    #[serde(default = "yes")]
+    pub access_tokens: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An app's secrets, sealed together in the database.
@@ -85,6 +92,7 @@ impl AppSettings {
             api_base: app.api_base.clone(),
             token_mode: app.token_mode,
             warm: app.warm,
+            access_tokens: app.access_tokens,
             push: app.push.as_ref().map(|p| PushSettings {
                 mode: p.mode,
                 webhook_url: p.webhook_url.clone(),
@@ -110,6 +118,7 @@ impl AppSettings {
                 replay_window_secs: p.replay_window_secs,
             }),
             warm: self.warm,
+            access_tokens: self.access_tokens,
         }
     }
 }

@@ -95,6 +95,7 @@ pub async fn prepare(
             token_mode: weapp::TokenMode::Stable,
             push: None,
             warm: None,
+            access_tokens: true,
         });
     }
     for app in &mut config.apps {

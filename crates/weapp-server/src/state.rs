@@ -59,6 +59,8 @@ pub struct AppRuntime {
     last_invalidation: Mutex<Option<(Instant, String, bool)>>,
     /// When its token is kept fresh.
     pub warm: WarmPolicy,
+    /// Whether logins get signed access tokens (JWT).
+    pub access_tokens: bool,
     /// When this instance last served it (Unix ms; 0: never).
     last_used_ms: AtomicI64,
 }
@@ -148,6 +150,7 @@ impl AppRuntime {
             push,
             last_invalidation: Mutex::new(None),
             warm,
+            access_tokens: app.access_tokens,
             last_used_ms: AtomicI64::new(0),
         })
     }
@@ -264,6 +267,8 @@ pub struct Inner {
     fleet_status: Mutex<crate::fleet::FleetStatus>,
     /// Registry syncs one at a time.
     registry_sync: tokio::sync::Mutex<()>,
+    /// The access-token signing keys (a snapshot of the database's).
+    signing: Mutex<Arc<crate::jwt::SigningKeys>>,
     /// Per-admin limiter of the admin API.
     pub admin_limiter: RateLimiter,
     /// Tokens fetched per app on this instance: (Beijing day, count that day, the manager's
@@ -545,6 +550,7 @@ impl AppState {
             instance_id: hex::encode(rand::random::<[u8; 8]>()),
             fleet_status: Mutex::new(crate::fleet::FleetStatus::default()),
             registry_sync: tokio::sync::Mutex::new(()),
+            signing: Mutex::new(Arc::new(crate::jwt::SigningKeys::default())),
             admin_limiter: RateLimiter::new("admin", config.admin_rate_limit_per_minute, max_keys)
                 .shared(admin_shared),
             fetches: Mutex::new(std::collections::HashMap::new()),
@@ -572,6 +578,7 @@ impl AppState {
             pushes_in_flight: Mutex::new(std::collections::HashSet::new()),
         }));
         state.sync_registry(true).await?;
+        state.signing_tick(now_ms()).await?;
         // A file client naming an app that exists nowhere is a typo, refused at start.
         for c in &state.config.clients {
             if let Some(unknown) = c
@@ -669,6 +676,100 @@ impl AppState {
         self.registry.app(appid)
     }
 
+    /// The access-token signing keys as last read.
+    pub fn signing_keys(&self) -> Arc<crate::jwt::SigningKeys> {
+        self.signing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the signing keys from the database.
+    ///
+    /// # Errors
+    /// The database could not be read.
+    pub async fn reload_signing_keys(&self) -> Result<(), String> {
+        let records = self.store.signing_keys().await.map_err(|e| e.to_string())?;
+        let keys =
+            crate::jwt::SigningKeys::load(&records, |sealed, aad| self.keyring.open(sealed, aad));
+        *self.signing.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(())
+    }
+
+    /// Adds a new signing key that signs from `not_before` (retiring the current one then),
+    /// unless a key not retired was created at or after `unless_since`; reloads the keys.
+    /// Returns the new key's id when it was added.
+    ///
+    /// # Errors
+    /// The database could not be written.
+    pub async fn add_signing_key(
+        &self,
+        now: i64,
+        not_before: i64,
+        unless_since: Option<i64>,
+    ) -> Result<Option<String>, String> {
+        let record = crate::jwt::generate(
+            |plain, aad| self.keyring.seal(plain, aad),
+            self.keyring.current_id(),
+            now,
+            not_before,
+        );
+        let added = self
+            .store
+            .add_signing_key(&record, unless_since)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.reload_signing_keys().await?;
+        if added {
+            tracing::info!(kid = %record.kid, not_before, "access-token signing key added");
+        }
+        Ok(added.then_some(record.kid))
+    }
+
+    /// Keeps the signing keys in shape (called at start-up and every registry poll): a first
+    /// key when there is none that can sign, a rotation when the newest key is older than
+    /// `signing_key_rotate_days` (published `signing_key_publish_ahead_secs` before it signs),
+    /// and retired keys deleted once every token they signed has expired. Only a change
+    /// touches the database.
+    ///
+    /// # Errors
+    /// The database could not be read or written.
+    pub async fn signing_tick(&self, now: i64) -> Result<(), String> {
+        let keys = self.signing_keys();
+        let ttl_ms = (self.config.access_token_ttl_secs as i64).saturating_mul(1000);
+        if !keys.can_sign(now) && !keys.has_pending(now) {
+            // None at all (a new database): one key for the whole fleet, however many instances
+            // start together. Keys that exist but do not open here: a new one now.
+            let guard = keys.is_empty().then_some(i64::MIN);
+            self.add_signing_key(now, now, guard).await?;
+            return Ok(());
+        }
+        let rotate_ms = (self.config.signing_key_rotate_days as i64).saturating_mul(86_400_000);
+        if rotate_ms > 0
+            && keys
+                .newest_created_at()
+                .is_some_and(|t| t <= now - rotate_ms)
+        {
+            let ahead = (self.config.signing_key_publish_ahead_secs as i64).saturating_mul(1000);
+            self.add_signing_key(now, now + ahead, Some(now - rotate_ms))
+                .await?;
+        }
+        // A retired key stays published while tokens it signed live (plus a minute of leeway).
+        let gone_before = now - ttl_ms - 60_000;
+        if keys.has_retired_before(gone_before) {
+            let n = self
+                .store
+                .delete_signing_keys(None, gone_before)
+                .await
+                .map_err(|e| e.to_string())?;
+            if n > 0 {
+                tracing::info!(deleted = n, "retired signing keys unpublished");
+            }
+            self.reload_signing_keys().await?;
+        }
+        Ok(())
+    }
+
     /// Brings the registry up to date with the database: the managed apps and clients changed
     /// since the last revision applied (`full`: all of them, dropping any managed entry the
     /// database no longer has). Returns whether anything was read.
@@ -696,6 +797,9 @@ impl AppState {
         if !full && store_rev <= from {
             return Ok(false);
         }
+        // Signing keys change with the revision too (rotations, removals): a small table,
+        // read whole.
+        self.reload_signing_keys().await?;
         let mut live_apps = std::collections::HashSet::new();
         let mut live_clients = std::collections::HashSet::new();
         let mut cursor = from;
@@ -786,6 +890,7 @@ impl AppState {
                     api_base: String::new(),
                     token_mode: weapp::TokenMode::default(),
                     warm: None,
+                    access_tokens: false,
                     push: None,
                 });
                 self.registry.put_app(AppEntry {

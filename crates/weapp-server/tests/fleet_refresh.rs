@@ -45,6 +45,7 @@ fn app(appid: &str, secret: &str, sim: &str, warm: Option<WarmPolicy>) -> AppCon
         token_mode: TokenMode::Classic,
         push: None,
         warm,
+        access_tokens: true,
     }
 }
 

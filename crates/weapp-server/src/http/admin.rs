@@ -129,6 +129,9 @@ pub struct CreateApp {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub warm: Option<WarmPolicy>,
+    /// Whether logins get signed access tokens (default true).
+    #[serde(default)]
+    pub access_tokens: Option<bool>,
     /// Served (default) or not.
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -159,6 +162,9 @@ pub struct UpdateApp {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub warm: Option<Option<WarmPolicy>>,
+    /// Turn signed access tokens on or off.
+    #[serde(default)]
+    pub access_tokens: Option<bool>,
     /// Enable or disable.
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -209,6 +215,8 @@ pub struct AppView {
     pub warm: String,
     /// Push settings.
     pub push: Option<PushView>,
+    /// Whether logins get signed access tokens.
+    pub access_tokens: bool,
     /// Registry revision of its last change (0 for file apps).
     pub rev: i64,
     /// Unix ms (0 for file apps).
@@ -526,6 +534,7 @@ async fn view(state: &AppState, entry: &AppEntry, fetched: u64) -> AppView {
             webhook_url: p.webhook_url.as_deref().map(crate::config::redact_url),
             replay_window_secs: p.replay_window_secs,
         }),
+        access_tokens: s.access_tokens,
         rev: entry.rev,
         created_at: entry.created_at,
         updated_at: entry.updated_at,
@@ -579,6 +588,7 @@ pub async fn create_app(
         token_mode: req.token_mode.unwrap_or_default(),
         push: req.push.map(push_config),
         warm: req.warm,
+        access_tokens: req.access_tokens.unwrap_or(true),
     };
     check_app(&app)?;
     if state
@@ -725,6 +735,10 @@ pub async fn update_app(
     if let Some(w) = req.warm {
         app.warm = w;
         changed.insert("warm".into(), json!(w));
+    }
+    if let Some(a) = req.access_tokens {
+        app.access_tokens = a;
+        changed.insert("access_tokens".into(), json!(a));
     }
     let enabled = req.enabled.unwrap_or(current.enabled);
     if enabled != current.enabled {
@@ -1326,6 +1340,99 @@ pub async fn fleet(State(state): State<AppState>, _admin: Admin) -> Json<FleetVi
     })
 }
 
+/// The access-token signing keys.
+#[derive(Serialize, ToSchema)]
+pub struct SigningKeyList {
+    /// Newest first.
+    pub keys: Vec<crate::jwt::KeyInfo>,
+}
+
+/// `POST /v1/admin/signing-keys/rotate`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// Sign with the new key at once instead of publishing it
+    /// `signing_key_publish_ahead_secs` first (backends with a cached JWKS refetch it when they
+    /// meet an unknown kid, but some only after a cool-down).
+    #[serde(default)]
+    pub immediate: bool,
+}
+
+/// The signing keys: `next` (published, not signing yet), `current`, `retired` (published
+/// until their tokens expire). Never a private key.
+#[utoipa::path(get, path = "/v1/admin/signing-keys", tag = "admin", security(("admin_key" = [])),
+    responses((status = 200, body = SigningKeyList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn signing_keys(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<SigningKeyList>, AppError> {
+    Ok(Json(SigningKeyList {
+        keys: state.signing_keys().info(now_ms()),
+    }))
+}
+
+/// Rotate the signing key: a new key is published now and signs from `not_before`; the
+/// current one is retired then and stays published until its tokens expire.
+#[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("admin_key" = [])), request_body = RotateKey,
+    responses((status = 201, body = SigningKeyList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn rotate_signing_key(
+    State(state): State<AppState>,
+    admin: Admin,
+    JsonBody(req): JsonBody<RotateKey>,
+) -> Result<(StatusCode, Json<SigningKeyList>), AppError> {
+    let now = now_ms();
+    let ahead = if req.immediate {
+        0
+    } else {
+        (state.config.signing_key_publish_ahead_secs as i64).saturating_mul(1000)
+    };
+    let kid = state
+        .add_signing_key(now, now + ahead, None)
+        .await
+        .map_err(AppError::Internal)?
+        .unwrap_or_default();
+    audit(
+        &state,
+        &admin,
+        "signing_key.rotate",
+        &kid,
+        json!({"immediate": req.immediate}),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(SigningKeyList {
+            keys: state.signing_keys().info(now),
+        }),
+    ))
+}
+
+/// Remove a signing key at once (a suspected leak): it is no longer published, and tokens it
+/// signed stop verifying here and at every backend that refreshes its JWKS. Removing the
+/// current key puts a new one in its place.
+#[utoipa::path(delete, path = "/v1/admin/signing-keys/{kid}", tag = "admin", security(("admin_key" = [])),
+    params(("kid" = String, Path, description = "the key id")),
+    responses((status = 204, description = "removed"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete_signing_key(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(kid): Path<String>,
+) -> Result<StatusCode, AppError> {
+    if state.store.delete_signing_keys(Some(&kid), 0).await? == 0 {
+        return Err(AppError::NotFound(format!("no signing key {kid}")));
+    }
+    audit(&state, &admin, "signing_key.delete", &kid, json!({})).await;
+    state
+        .reload_signing_keys()
+        .await
+        .map_err(AppError::Internal)?;
+    state
+        .signing_tick(now_ms())
+        .await
+        .map_err(AppError::Internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The admin routes.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -1348,6 +1455,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/users", get(find_users))
         .route("/v1/admin/users/{appid}/{openid}/revoke", post(revoke_user))
         .route("/v1/admin/fleet", get(fleet))
+        .route("/v1/admin/signing-keys", get(signing_keys))
+        .route("/v1/admin/signing-keys/rotate", post(rotate_signing_key))
+        .route(
+            "/v1/admin/signing-keys/{kid}",
+            axum::routing::delete(delete_signing_key),
+        )
 }
 
 /// Names of the counters kept per Beijing day (for `fetches_today`).

@@ -6,6 +6,7 @@ pub mod console;
 pub mod ops;
 pub mod push;
 pub mod session;
+pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -242,6 +243,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(session::router(&state))
         .merge(broker::router())
+        .merge(tokens::router())
         .merge(push::router())
         .merge(ops::router())
         .merge(admin::router())

@@ -19,6 +19,7 @@ use crate::state::AppState;
     paths(
         crate::http::session::login, crate::http::session::me, crate::http::session::phone,
         crate::http::session::decrypt, crate::http::session::logout, crate::http::session::logout_all,
+        crate::http::session::refresh, crate::http::tokens::jwks, crate::http::tokens::introspect,
         crate::http::broker::access_token, crate::http::broker::invalidate,
         crate::http::broker::cgi_token, crate::http::broker::cgi_stable_token,
         crate::http::push::verify, crate::http::push::receive, crate::http::push::events,
@@ -30,6 +31,8 @@ use crate::state::AppState;
         crate::http::admin::update_client, crate::http::admin::delete_client,
         crate::http::admin::audit_log, crate::http::admin::find_users,
         crate::http::admin::revoke_user, crate::http::admin::fleet,
+        crate::http::admin::signing_keys, crate::http::admin::rotate_signing_key,
+        crate::http::admin::delete_signing_key,
         healthz, readyz, metrics,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),

@@ -42,6 +42,26 @@ pub struct LoginResponse {
     pub openid: String,
     /// The user's unionid, when the app has one.
     pub unionid: Option<String>,
+    /// A signed access token (JWT, ES256) your backend can verify alone with
+    /// `/.well-known/jwks.json` — absent when the app has `access_tokens = false`. Valid until
+    /// `access_token_expires_at`; get the next one from `POST /v1/session/refresh` with the
+    /// session token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token_expires_at: Option<i64>,
+}
+
+/// `POST /v1/session/refresh`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshResponse {
+    /// A new signed access token (JWT, ES256).
+    pub access_token: String,
+    /// Unix seconds.
+    pub access_token_expires_at: i64,
+    /// When the session itself expires (Unix seconds): log in again after that.
+    pub expires_at: i64,
 }
 
 /// Another app's account of the same person (same unionid).
@@ -120,6 +140,61 @@ fn hash_token(token: &str) -> [u8; 32] {
 /// of the idle timeout, if that is shorter.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
+/// A session's id as access tokens carry it (`sid`): base64url of the SHA-256 of its token —
+/// the key the server finds the session by, from which the token cannot be recovered.
+pub(crate) fn session_id(hash: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(hash)
+}
+
+/// The token hash a `sid` names.
+pub(crate) fn hash_of_session_id(sid: &str) -> Option<[u8; 32]> {
+    URL_SAFE_NO_PAD.decode(sid).ok()?.try_into().ok()
+}
+
+/// A signed access token for the session `hash` of `user`, when the app hands them out.
+pub(crate) fn access_token_for(
+    state: &AppState,
+    app: &AppRuntime,
+    openid: &str,
+    unionid: Option<&str>,
+    hash: &[u8; 32],
+    now: i64,
+) -> Result<Option<(String, i64)>, AppError> {
+    if !app.access_tokens {
+        return Ok(None);
+    }
+    let iat = now / 1000;
+    let exp = iat + state.config.access_token_ttl_secs as i64;
+    let claims = crate::jwt::Claims {
+        iss: state.config.access_token_issuer.clone(),
+        aud: app.appid.clone(),
+        sub: openid.to_owned(),
+        openid: openid.to_owned(),
+        unionid: unionid.map(str::to_owned),
+        sid: session_id(hash),
+        iat,
+        exp,
+    };
+    match state.signing_keys().sign(&claims, now) {
+        Some(t) => Ok(Some((t, exp))),
+        None => {
+            tracing::error!("no signing key can sign access tokens (see the start-up log)");
+            Err(AppError::Unavailable {
+                retry_after_secs: 1,
+            })
+        }
+    }
+}
+
+/// How a session was presented.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Presented {
+    /// The opaque session token (`wa_…`).
+    SessionToken,
+    /// A signed access token of the session.
+    AccessToken,
+}
+
 /// The user behind the request's session token; 401 for a missing, unknown, expired or idle
 /// one (counted against the source's failed-authentication budget).
 async fn session_user(
@@ -127,6 +202,19 @@ async fn session_user(
     headers: &HeaderMap,
     ip: ClientIp,
 ) -> Result<(UserRecord, [u8; 32]), AppError> {
+    session_of(state, headers, ip, true)
+        .await
+        .map(|(s, hash, _)| (s.user, hash))
+}
+
+/// The session behind the request's bearer: its session token or (`allow_access_token`) an
+/// access token of it, which must verify and whose session must still be alive.
+async fn session_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: ClientIp,
+    allow_access_token: bool,
+) -> Result<(crate::store::SessionRecord, [u8; 32], Presented), AppError> {
     auth_gate(state, ip).await?;
     let Some(token) = bearer(headers) else {
         auth_failed(state, ip, "session").await;
@@ -134,10 +222,39 @@ async fn session_user(
             "missing Authorization: Bearer <session token>".into(),
         ));
     };
-    let hash = hash_token(token);
     let now = now_ms();
+    let (hash, presented, claims) = if token.starts_with("wa_") || !token.contains('.') {
+        (hash_token(token), Presented::SessionToken, None)
+    } else {
+        let verified = state
+            .signing_keys()
+            .verify(token, &state.config.access_token_issuer, now / 1000)
+            .ok()
+            .and_then(|c| hash_of_session_id(&c.sid).map(|h| (h, c)));
+        match verified {
+            Some((h, c)) if allow_access_token => (h, Presented::AccessToken, Some(c)),
+            Some(_) => {
+                return Err(AppError::Unauthorized(
+                    "an access token cannot do this: send the session token".into(),
+                ))
+            }
+            None => {
+                auth_failed(state, ip, "session").await;
+                return Err(AppError::Unauthorized(
+                    "access token is invalid or expired".into(),
+                ));
+            }
+        }
+    };
     let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
-    match state.store.session_user(&hash, now, idle_ms).await? {
+    let found = state.store.session_user(&hash, now, idle_ms).await?;
+    // An access token names its session's user and app; anything else is not that session's.
+    let found = found.filter(|s| {
+        claims
+            .as_ref()
+            .is_none_or(|c| c.aud == s.user.appid && c.openid == s.user.openid)
+    });
+    match found {
         // A session of an app no longer served (disabled or deleted) is not honoured.
         Some(s) if state.app(&s.user.appid).is_none() => Err(AppError::Unauthorized(
             "the session's app is not served".into(),
@@ -151,12 +268,13 @@ async fn session_user(
             if now - s.last_seen_at > every {
                 state.store.touch_session(&hash, now).await?;
             }
-            Ok((s.user, hash))
+            Ok((s, hash, presented))
         }
         None => {
             // An expired or idle session is a user coming back, not a guess: only unknown
-            // tokens count against the source.
-            if !state.store.session_exists(&hash).await? {
+            // tokens count against the source. (A verified access token of an ended session
+            // is not a guess either.)
+            if presented == Presented::SessionToken && !state.store.session_exists(&hash).await? {
                 auth_failed(state, ip, "session").await;
             }
             Err(AppError::Unauthorized(
@@ -220,6 +338,7 @@ pub async fn login(
         &user_aad(&app.appid, &session.openid),
     );
     let token = format!("wa_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let hash = hash_token(&token);
     let expires_at = now + state.config.session_ttl_secs as i64 * 1000;
     let recorded = state
         .login_writer
@@ -229,18 +348,29 @@ pub async fn login(
             unionid: session.unionid.clone(),
             session_key_enc: sealed,
             key_id: state.keyring.current_id(),
-            token_hash: hash_token(&token).to_vec(),
+            token_hash: hash.to_vec(),
             now,
             expires_at,
         })
         .await?;
+    let access = access_token_for(
+        &state,
+        &app,
+        &session.openid,
+        recorded.unionid.as_deref(),
+        &hash,
+        now,
+    )?;
     state.metrics.login(&app.appid, "ok");
     tracing::info!(appid = %app.appid, user_id = recorded.user_id, "login");
+    let (access_token, access_token_expires_at) = access.unzip();
     Ok(Json(LoginResponse {
         token,
         expires_at: expires_at / 1000,
         openid: session.openid,
         unionid: recorded.unionid,
+        access_token,
+        access_token_expires_at,
     }))
 }
 
@@ -384,6 +514,43 @@ pub async fn decrypt(
     }
 }
 
+/// A new access token for the session. Only the session token refreshes: an access token
+/// cannot extend itself, and once the session ends (logout, log out everywhere, expiry, idle
+/// timeout, the app disabled) refreshing fails.
+#[utoipa::path(post, path = "/v1/session/refresh", tag = "sessions", security(("session" = [])),
+    responses((status = 200, body = RefreshResponse), (status = 400, description = "the app does not hand out access tokens", body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> Result<Json<RefreshResponse>, AppError> {
+    if let Err(retry_after_secs) = state.login_limiter.hit(ip.key()).await {
+        return Err(AppError::RateLimited { retry_after_secs });
+    }
+    let (session, hash, _) = session_of(&state, &headers, ip, false).await?;
+    let app = app_of(&state, &session.user.appid)?;
+    let now = now_ms();
+    let Some((access_token, exp)) = access_token_for(
+        &state,
+        &app,
+        &session.user.openid,
+        session.user.unionid.as_deref(),
+        &hash,
+        now,
+    )?
+    else {
+        return Err(AppError::bad_request(
+            "access_tokens_off",
+            format!("app {} does not hand out access tokens", app.appid),
+        ));
+    };
+    Ok(Json(RefreshResponse {
+        access_token,
+        access_token_expires_at: exp,
+        expires_at: session.expires_at / 1000,
+    }))
+}
+
 /// End the session.
 #[utoipa::path(post, path = "/v1/logout", tag = "sessions", security(("session" = [])),
     responses((status = 204, description = "session ended"), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -421,4 +588,5 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/v1/me/decrypt", post(decrypt))
         .route("/v1/logout", post(logout))
         .route("/v1/logout/all", post(logout_all))
+        .route("/v1/session/refresh", post(refresh))
 }

@@ -419,6 +419,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One managed app (or its tombstone).
     async fn managed_app(&self, appid: &str) -> Result<Option<ManagedAppRecord>, StoreError>;
 
+    /// The access-token signing keys (published ones: current, next and retired), oldest
+    /// first.
+    async fn signing_keys(&self) -> Result<Vec<crate::jwt::KeyRecord>, StoreError>;
+
+    /// Adds a signing key at the next registry revision; every key still signing is retired
+    /// as of the new key's `not_before`. With `unless_since`, nothing happens (false) when a
+    /// key that is not retired was created at or after it — so a fleet's instances starting
+    /// (or rotating) together add one key, not one each.
+    async fn add_signing_key(
+        &self,
+        key: &crate::jwt::KeyRecord,
+        unless_since: Option<i64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the key `kid` (`Some`: an administrator's removal), or (`None`) every key
+    /// retired before `retired_before`; how many. A deletion takes the next registry revision.
+    async fn delete_signing_keys(
+        &self,
+        kid: Option<&str>,
+        retired_before: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Creates (`create`: unless a live one exists) or updates a managed app, at the next
     /// revision, which it returns; `None` when the condition failed. An update applies only to
     /// the live row still at revision `app.rev` (compare-and-set: two concurrent changes cannot

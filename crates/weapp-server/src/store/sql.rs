@@ -13,6 +13,7 @@ use super::{
     AuditRecord, EventRecord, LegacySealed, LoginRecorded, LoginWrite, ManagedAppRecord,
     ManagedClientRecord, OutboxStats, SessionRecord, Store, StoreError, StoreOptions, UserRecord,
 };
+use crate::jwt::KeyRecord;
 
 /// Migrations compiled into the binary.
 #[derive(Debug)]
@@ -65,6 +66,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry",
         include_str!("../../migrations/sqlite/0004_registry.sql"),
     ),
+    (
+        5,
+        "signing keys",
+        include_str!("../../migrations/sqlite/0005_signing_keys.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -86,6 +92,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "registry",
         include_str!("../../migrations/postgres/0004_registry.sql"),
+    ),
+    (
+        5,
+        "signing keys",
+        include_str!("../../migrations/postgres/0005_signing_keys.sql"),
     ),
 ];
 
@@ -603,6 +614,81 @@ macro_rules! sql_store {
                 let sql = format!("SELECT {MANAGED_CLIENT_COLUMNS} FROM managed_clients WHERE name = $1");
                 let row = sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?;
                 row.map(|r| Ok(managed_client_from(&r)?)).transpose()
+            }
+
+            async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+                let rows = sqlx::query("SELECT kid, sealed, key_id, public_jwk, created_at, not_before, retired_at FROM signing_keys ORDER BY created_at, kid")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(KeyRecord {
+                            kid: r.try_get("kid")?,
+                            sealed: r.try_get("sealed")?,
+                            key_id: r.try_get("key_id")?,
+                            public_jwk: r.try_get("public_jwk")?,
+                            created_at: r.try_get("created_at")?,
+                            not_before: r.try_get("not_before")?,
+                            retired_at: r.try_get("retired_at")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError)
+            }
+
+            async fn add_signing_key(&self, key: &KeyRecord, unless_since: Option<i64>) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // The registry row is the lock: concurrent rotations (or first keys) queue here.
+                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(since) = unless_since {
+                    let any: i64 = sqlx::query("SELECT COUNT(*) AS n FROM signing_keys WHERE retired_at IS NULL AND created_at >= $1")
+                        .bind(since)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("n")?;
+                    if any > 0 {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                }
+                // Every key still signing stops when this one starts.
+                sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+                    .bind(key.not_before)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO signing_keys (kid, sealed, key_id, public_jwk, created_at, not_before, retired_at) VALUES ($1, $2, $3, $4, $5, $6, NULL)")
+                    .bind(&key.kid)
+                    .bind(&key.sealed)
+                    .bind(&key.key_id)
+                    .bind(&key.public_jwk)
+                    .bind(key.created_at)
+                    .bind(key.not_before)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn delete_signing_keys(&self, kid: Option<&str>, retired_before: i64) -> Result<u64, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let done = match kid {
+                    Some(kid) => sqlx::query("DELETE FROM signing_keys WHERE kid = $1").bind(kid).execute(&mut *tx).await?,
+                    None => sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+                        .bind(retired_before)
+                        .execute(&mut *tx)
+                        .await?,
+                };
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(0);
+                }
+                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
 
             async fn managed_app(&self, appid: &str) -> Result<Option<ManagedAppRecord>, StoreError> {

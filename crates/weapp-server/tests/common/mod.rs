@@ -52,6 +52,7 @@ impl World {
             token_mode: mode,
             push: None,
             warm: None,
+            access_tokens: true,
         };
         let client = |name: &str, key: &str, apps: &[&str]| ClientConfig {
             name: name.into(),

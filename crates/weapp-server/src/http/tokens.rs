@@ -1,0 +1,171 @@
+//! What other backends use to trust weapp-server's users without calling it per request: the
+//! signing keys of access tokens (`/.well-known/jwks.json`) and, for those who prefer asking,
+//! token introspection (RFC 7662).
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::session::{hash_of_session_id, session_id};
+use super::{auth_failed, auth_gate, bearer, ClientIp};
+use crate::error::{AppError, ErrorBody};
+use crate::state::{now_ms, AppState};
+
+/// The published signing keys (JWK Set, RFC 7517): the current key, the next one (published
+/// before it signs) and retired ones whose tokens may still be alive. Cache it for at most
+/// five minutes, and refetch when a token names a kid you do not know.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
+    responses((status = 200, description = "`{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"x\", \"y\", \"kid\", \"use\": \"sig\", \"alg\": \"ES256\"}]}`", body = Object)))]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut resp = Json(state.signing_keys().jwks()).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+/// `POST /v1/introspect` (form-encoded, RFC 7662).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IntrospectRequest {
+    /// A session token (`wa_…`) or an access token (JWT).
+    #[schema(max_length = 4096)]
+    pub token: String,
+    /// `access_token` or `refresh_token` (the session token); only a hint.
+    #[serde(default)]
+    pub token_type_hint: Option<String>,
+}
+
+/// The answer to an introspection (RFC 7662). Inactive tokens carry nothing but
+/// `active: false`, whatever the reason (unknown, expired, revoked, forged, another app's).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct IntrospectResponse {
+    /// Whether the token is valid now.
+    pub active: bool,
+    /// `access_token` (a JWT) or `refresh_token` (a session token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    /// The issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// The user's openid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The appid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Unix seconds when it stops being valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Unix seconds when it was issued (access tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// The user's openid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openid: Option<String>,
+    /// The user's unionid, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+    /// The session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+/// Is this token valid, and whose is it? For backends holding a client key with the
+/// `sessions:introspect` scope. A token of an app the client may not use is answered
+/// `active: false`, as is a revoked session's access token that has not expired yet.
+#[utoipa::path(post, path = "/v1/introspect", tag = "tokens", security(("client_key" = [])),
+    request_body(content = IntrospectRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = IntrospectResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn introspect(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Form(req): Form<IntrospectRequest>,
+) -> Result<Json<IntrospectResponse>, AppError> {
+    auth_gate(&state, ip).await?;
+    let Some(client) = bearer(&headers).and_then(|key| state.broker_client(key)) else {
+        auth_failed(&state, ip, "client_key").await;
+        return Err(AppError::Unauthorized(
+            "missing or unknown client key (Authorization: Bearer <client key>)".into(),
+        ));
+    };
+    if !client.has_scope("sessions:introspect") {
+        tracing::warn!(client = %client.name, "client lacks the scope sessions:introspect");
+        return Err(AppError::Forbidden(format!(
+            "client {} lacks the scope sessions:introspect",
+            client.name
+        )));
+    }
+    let inactive = || Ok(Json(IntrospectResponse::default()));
+    let now = now_ms();
+    let token = req.token.trim();
+    if token.is_empty() || token.len() > 4096 {
+        return inactive();
+    }
+    let (hash, claims) = if token.starts_with("wa_") || !token.contains('.') {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        (hash, None)
+    } else {
+        let Some((hash, claims)) = state
+            .signing_keys()
+            .verify(token, &state.config.access_token_issuer, now / 1000)
+            .ok()
+            .and_then(|c| hash_of_session_id(&c.sid).map(|h| (h, c)))
+        else {
+            return inactive();
+        };
+        (hash, Some(claims))
+    };
+    let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
+    let Some(session) = state.store.session_user(&hash, now, idle_ms).await? else {
+        return inactive();
+    };
+    let user = session.user;
+    if !client.may_use(&user.appid)
+        || state.app(&user.appid).is_none()
+        || claims
+            .as_ref()
+            .is_some_and(|c| c.aud != user.appid || c.openid != user.openid)
+    {
+        return inactive();
+    }
+    Ok(Json(match claims {
+        Some(c) => IntrospectResponse {
+            active: true,
+            token_type: Some("access_token"),
+            iss: Some(c.iss),
+            sub: Some(c.sub),
+            aud: Some(c.aud),
+            exp: Some(c.exp),
+            iat: Some(c.iat),
+            openid: Some(c.openid),
+            unionid: c.unionid,
+            sid: Some(c.sid),
+        },
+        None => IntrospectResponse {
+            active: true,
+            token_type: Some("refresh_token"),
+            iss: Some(state.config.access_token_issuer.clone()),
+            sub: Some(user.openid.clone()),
+            aud: Some(user.appid),
+            exp: Some(session.expires_at / 1000),
+            iat: None,
+            openid: Some(user.openid),
+            unionid: user.unionid,
+            sid: Some(session_id(&hash)),
+        },
+    }))
+}
+
+/// Routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/introspect", post(introspect))
+}
