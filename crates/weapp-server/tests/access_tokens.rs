@@ -425,7 +425,7 @@ async fn introspection_answers_rfc7662_for_clients_with_the_scope() {
         "wa_nope",
         "a.b.c",
         &access[..access.len() - 4],
-        "x".repeat(5000).as_str(),
+        "x".repeat(4096).as_str(),
     ] {
         assert_eq!(
             introspect(&w, &server, INTROSPECTOR, t).await,
@@ -438,6 +438,23 @@ async fn introspection_answers_rfc7662_for_clients_with_the_scope() {
         introspect(&w, &server, INTROSPECTOR, &other_access).await.1,
         inactive
     );
+
+    // Longer than any token, or no token field: 400.
+    let (s, e) = introspect(&w, &server, INTROSPECTOR, &"x".repeat(4097)).await;
+    assert_eq!(
+        (s, &e["error"]["code"]),
+        (400, &json!("invalid_request")),
+        "{e}"
+    );
+    let resp = w
+        .http
+        .post(format!("{}/v1/introspect", server.url()))
+        .bearer_auth(INTROSPECTOR)
+        .form(&[("tokn", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
 
     // Clients without the scope: 403; unknown keys: 401; not a form: 415.
     let (s, e) = introspect(&w, &server, KEY, &access).await;

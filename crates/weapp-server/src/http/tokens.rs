@@ -2,8 +2,9 @@
 //! signing keys of access tokens (`/.well-known/jwks.json`) and, for those who prefer asking,
 //! token introspection (RFC 7662).
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -86,8 +87,8 @@ pub async fn introspect(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
-    Form(req): Form<IntrospectRequest>,
-) -> Result<Json<IntrospectResponse>, AppError> {
+    form: Result<Form<IntrospectRequest>, FormRejection>,
+) -> Result<Response, AppError> {
     auth_gate(&state, ip).await?;
     let Some(client) = bearer(&headers).and_then(|key| state.broker_client(key)) else {
         auth_failed(&state, ip, "client_key").await;
@@ -102,10 +103,22 @@ pub async fn introspect(
             client.name
         )));
     }
-    let inactive = || Ok(Json(IntrospectResponse::default()));
+    let req = match form {
+        Ok(Form(req)) => req,
+        // Not a form at all: 415 (in the JSON envelope, like every rejection).
+        Err(e) if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => return Ok(e.into_response()),
+        Err(e) => return Err(AppError::bad_request("invalid_request", e.body_text())),
+    };
+    if req.token.len() > 4096 {
+        return Err(AppError::bad_request(
+            "invalid_request",
+            "token is longer than 4096 characters",
+        ));
+    }
+    let inactive = || Ok(Json(IntrospectResponse::default()).into_response());
     let now = now_ms();
     let token = req.token.trim();
-    if token.is_empty() || token.len() > 4096 {
+    if token.is_empty() {
         return inactive();
     }
     let (hash, claims) = if token.starts_with("wa_") || !token.contains('.') {
@@ -160,7 +173,8 @@ pub async fn introspect(
             unionid: user.unionid,
             sid: Some(session_id(&hash)),
         },
-    }))
+    })
+    .into_response())
 }
 
 /// Routes of this area.
