@@ -1,0 +1,131 @@
+// An Express backend for a mini program that logs in through weapp-server: it never sees a
+// WeChat secret or a session_key.
+//
+// - GET /api/profile trusts `Authorization: Bearer <access token>` after verifying the JWT
+//   alone (jose and the server's JWKS: ES256 only, issuer, audience = our appid, expiry).
+// - POST /webhooks/weapp receives weapp-server's webhooks and checks `Weapp-Signature` with
+//   node:crypto.
+// - POST /api/notify sends the signed-in user a subscribe message with an access token from
+//   weapp-server's broker (plain fetch; no WeChat SDK), reporting a rejected token once.
+import crypto from 'node:crypto';
+import express from 'express';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+
+// How far a webhook's timestamp may be from our clock (older ones are refused as replays).
+const WEBHOOK_TOLERANCE_SECS = 300;
+// Tokens WeChat rejects because another was issued, or it expired.
+const STALE_TOKEN_ERRCODES = new Set([40001, 40014, 42001]);
+
+export function createApp({
+  weappUrl = process.env.WEAPP_URL ?? 'http://127.0.0.1:8080',
+  appid = process.env.WEAPP_APPID,
+  issuer = process.env.WEAPP_ISSUER ?? 'weapp-server',
+  clientKey = process.env.WEAPP_CLIENT_KEY,
+  webhookSecret = process.env.WEAPP_WEBHOOK_SECRET,
+  wechatApi = process.env.WECHAT_API_BASE ?? 'https://api.weixin.qq.com',
+} = {}) {
+  if (!appid) throw new Error('WEAPP_APPID is required: tokens of other apps must be refused');
+  weappUrl = weappUrl.replace(/\/$/, '');
+  // Fetched once and cached; a token naming an unknown kid (a rotation) fetches it again.
+  const jwks = createRemoteJWKSet(new URL(`${weappUrl}/.well-known/jwks.json`));
+  const app = express();
+  app.locals.events = [];
+  const seenEventIds = new Set();
+
+  async function currentUser(req) {
+    const [scheme, token] = (req.get('authorization') ?? '').split(' ');
+    if (scheme?.toLowerCase() !== 'bearer' || !token) {
+      throw Object.assign(new Error('missing Authorization: Bearer <access token>'), { status: 401 });
+    }
+    try {
+      const { payload } = await jwtVerify(token, jwks, {
+        algorithms: ['ES256'], // never "none", never HS256 with a public key
+        audience: appid,
+        issuer,
+        requiredClaims: ['exp', 'iat', 'sub'],
+      });
+      return payload;
+    } catch (e) {
+      throw Object.assign(new Error(`access token refused: ${e.code ?? e.name}`), { status: 401 });
+    }
+  }
+
+  app.get('/api/profile', async (req, res) => {
+    const user = await currentUser(req);
+    res.json({ openid: user.openid, unionid: user.unionid ?? null, appid: user.aud });
+  });
+
+  // The raw body is what was signed: parse JSON only after checking the signature.
+  app.post('/webhooks/weapp', express.raw({ type: '*/*', limit: '1mb' }), (req, res) => {
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const parts = Object.fromEntries(
+      (req.get('weapp-signature') ?? '')
+        .split(',')
+        .map((p) => p.trim().split('='))
+        .filter((kv) => kv.length === 2),
+    );
+    const t = Number.parseInt(parts.t ?? '', 10);
+    const expected = crypto
+      .createHmac('sha256', webhookSecret)
+      .update(`${t}.`)
+      .update(body)
+      .digest('hex');
+    const given = Buffer.from(parts.v1 ?? '');
+    const fresh = Number.isFinite(t) && Math.abs(Date.now() / 1000 - t) <= WEBHOOK_TOLERANCE_SECS;
+    if (!fresh || given.length !== expected.length || !crypto.timingSafeEqual(given, Buffer.from(expected))) {
+      return res.status(401).json({ error: 'bad signature' });
+    }
+    const event = JSON.parse(body.toString('utf8'));
+    // Deliveries are at least once: the event id makes handling idempotent.
+    if (!seenEventIds.has(event.id)) {
+      seenEventIds.add(event.id);
+      app.locals.events.push(event);
+    }
+    res.status(204).end();
+  });
+
+  async function brokerToken() {
+    const r = await fetch(`${weappUrl}/v1/apps/${appid}/access_token`, {
+      headers: { authorization: `Bearer ${clientKey}` },
+    });
+    if (!r.ok) throw new Error(`broker answered ${r.status}`);
+    return (await r.json()).access_token;
+  }
+
+  app.post('/api/notify', express.json(), async (req, res) => {
+    const user = await currentUser(req);
+    const message = {
+      touser: user.openid,
+      template_id: req.body.template_id,
+      data: req.body.data,
+      page: req.body.page ?? 'pages/index/index',
+    };
+    let answer;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const token = await brokerToken();
+      const r = await fetch(
+        `${wechatApi}/cgi-bin/message/subscribe/send?access_token=${encodeURIComponent(token)}`,
+        { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(message) },
+      );
+      answer = await r.json();
+      if (STALE_TOKEN_ERRCODES.has(answer.errcode) && attempt === 0) {
+        // Tell the broker (it refreshes once, fleet-wide) and try again with the new one.
+        await fetch(`${weappUrl}/v1/apps/${appid}/access_token/invalidate`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${clientKey}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ access_token: token }),
+        });
+        continue;
+      }
+      break;
+    }
+    res.status((answer.errcode ?? 0) === 0 ? 200 : 502).json(answer);
+  });
+
+  // Errors (Express 5 passes rejected promises here) as JSON.
+  app.use((err, req, res, _next) => {
+    const status = err.status ?? 500;
+    res.status(status).json({ error: { code: status === 401 ? 'unauthorized' : 'error', message: err.message } });
+  });
+  return app;
+}
