@@ -92,6 +92,10 @@ fn default_database_url() -> String {
 fn default_session_ttl() -> u64 {
     7 * 24 * 3600
 }
+/// The longest `access_token_ttl_secs` allowed (a day): retired signing keys stay published this
+/// long (plus a minute), whatever the configured lifetime.
+pub const MAX_ACCESS_TOKEN_TTL_SECS: i64 = 86_400;
+
 fn default_access_token_ttl() -> u64 {
     900
 }
@@ -397,9 +401,10 @@ pub struct Config {
     /// is noticed). Env `WEAPP_REFRESHER_POLL_MS`. Default 30,000.
     #[serde(default = "default_refresher_poll")]
     pub refresher_poll_ms: u64,
-    /// Lifetime of the access tokens (JWT) handed out at login and refresh. An issued access
-    /// token stays valid until it expires — logging out only stops refreshes — so keep it
-    /// short. Env `WEAPP_ACCESS_TOKEN_TTL_SECS`. Default 900 (15 minutes); 5–86,400.
+    /// Lifetime of the access tokens (JWT) handed out at login and refresh (never past the end
+    /// of their session). A backend verifying an access token alone accepts it until it
+    /// expires, even after a logout (this server refuses it at once), so keep it short. Env
+    /// `WEAPP_ACCESS_TOKEN_TTL_SECS`. Default 900 (15 minutes); 5–86,400.
     #[serde(default = "default_access_token_ttl")]
     pub access_token_ttl_secs: u64,
     /// The `iss` of access tokens (and what they are checked against), e.g. this service's

@@ -697,7 +697,7 @@ impl AppState {
     }
 
     /// Adds a new signing key that signs from `not_before` (retiring the current one then),
-    /// unless a key not retired was created at or after `unless_since`; reloads the keys.
+    /// unless `guard` says another instance did already; reloads the keys.
     /// Returns the new key's id when it was added.
     ///
     /// # Errors
@@ -706,7 +706,7 @@ impl AppState {
         &self,
         now: i64,
         not_before: i64,
-        unless_since: Option<i64>,
+        guard: crate::store::KeyGuard,
     ) -> Result<Option<String>, String> {
         let record = crate::jwt::generate(
             |plain, aad| self.keyring.seal(plain, aad),
@@ -716,7 +716,7 @@ impl AppState {
         );
         let added = self
             .store
-            .add_signing_key(&record, unless_since)
+            .add_signing_key(&record, guard)
             .await
             .map_err(|e| e.to_string())?;
         self.reload_signing_keys().await?;
@@ -735,13 +735,28 @@ impl AppState {
     /// # Errors
     /// The database could not be read or written.
     pub async fn signing_tick(&self, now: i64) -> Result<(), String> {
+        use crate::store::KeyGuard;
         let keys = self.signing_keys();
-        let ttl_ms = (self.config.access_token_ttl_secs as i64).saturating_mul(1000);
-        if !keys.can_sign(now) && !keys.has_pending(now) {
-            // None at all (a new database): one key for the whole fleet, however many instances
-            // start together. Keys that exist but do not open here: a new one now.
-            let guard = keys.is_empty().then_some(i64::MIN);
-            self.add_signing_key(now, now, guard).await?;
+        if !keys.can_sign(now) {
+            if keys.has_pending(now) {
+                // The signing key was removed while the next one waited its publish-ahead: the
+                // next one signs now, rather than nothing for minutes.
+                self.store
+                    .promote_signing_keys(now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.reload_signing_keys().await?;
+            } else {
+                // No key (a new database, or the signing key removed): one new key for the
+                // whole fleet, however many instances get here together. A key that signs but
+                // does not open here (sealed under a data key this instance lacks — refused at
+                // start-up) is not replaced: that would retire the fleet's key.
+                self.add_signing_key(now, now, KeyGuard::NoSignerAt(now))
+                    .await?;
+            }
+            if !self.signing_keys().can_sign(now) {
+                tracing::error!("no access-token signing key opens with this instance's data keys: logins of apps with access tokens answer 503");
+            }
             return Ok(());
         }
         let rotate_ms = (self.config.signing_key_rotate_days as i64).saturating_mul(86_400_000);
@@ -751,15 +766,21 @@ impl AppState {
                 .is_some_and(|t| t <= now - rotate_ms)
         {
             let ahead = (self.config.signing_key_publish_ahead_secs as i64).saturating_mul(1000);
-            self.add_signing_key(now, now + ahead, Some(now - rotate_ms))
-                .await?;
+            self.add_signing_key(
+                now,
+                now + ahead,
+                KeyGuard::NoneCreatedSince(now - rotate_ms),
+            )
+            .await?;
         }
-        // A retired key stays published while tokens it signed live (plus a minute of leeway).
-        let gone_before = now - ttl_ms - 60_000;
+        // A retired key stays published while tokens it signed may live: the longest lifetime
+        // any instance may be configured with (instances of a fleet may differ during a
+        // change), plus a minute of leeway.
+        let gone_before = now - crate::config::MAX_ACCESS_TOKEN_TTL_SECS * 1000 - 60_000;
         if keys.has_retired_before(gone_before) {
             let n = self
                 .store
-                .delete_signing_keys(None, gone_before)
+                .delete_signing_keys(None, now, gone_before)
                 .await
                 .map_err(|e| e.to_string())?;
             if n > 0 {

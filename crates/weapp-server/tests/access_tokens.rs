@@ -347,7 +347,8 @@ async fn rotated_keys_stay_published_until_their_tokens_expire_and_removed_keys_
     // Retired keys are unpublished once every token they signed has expired.
     let published = jwks(&w, &server).await["keys"].as_array().unwrap().len();
     assert!(published >= 2, "the next key and the replacement");
-    let later = (chrono_now() + 900 + 61 + 600) * 1000;
+    // (a day: the longest lifetime any instance may give its tokens)
+    let later = (chrono_now() + 86_400 + 61 + 600) * 1000;
     server.state().signing_tick(later).await.unwrap();
     let keys = jwks(&w, &server).await;
     assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "{keys}");
@@ -361,10 +362,133 @@ async fn rotated_keys_stay_published_until_their_tokens_expire_and_removed_keys_
 }
 
 #[tokio::test]
+async fn removing_a_key_mid_rotation_leaves_a_key_that_signs() {
+    let w = world().await;
+    let server = weapp_server::spawn(config(&w, &sqlite_url()))
+        .await
+        .unwrap();
+    let base = server.url().to_owned();
+    let (session, first, _) = login(&w, &server, &w.appid).await;
+    let a = kid_of(&first);
+    let rotate = || async {
+        let (s, v) = w
+            .call(
+                "POST",
+                format!("{base}/v1/admin/signing-keys/rotate"),
+                Some(ADMIN),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["keys"][0]["kid"].as_str().unwrap().to_owned()
+    };
+    let refresh_kid = || async {
+        let (s, r) = w
+            .call(
+                "POST",
+                format!("{base}/v1/session/refresh"),
+                Some(&session),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+        kid_of(r["access_token"].as_str().unwrap())
+    };
+    let statuses = || async {
+        let (_, v) = w
+            .call(
+                "GET",
+                format!("{base}/v1/admin/signing-keys"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["kid"].as_str().unwrap().to_owned(),
+                    k["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // The next key (published ahead) removed: the current one goes on signing, for good.
+    let b = rotate().await;
+    let (s, _) = w
+        .call(
+            "DELETE",
+            format!("{base}/v1/admin/signing-keys/{b}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(statuses().await, [(a.clone(), "current".to_owned())]);
+    let (_, v) = w
+        .call(
+            "GET",
+            format!("{base}/v1/admin/signing-keys"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(v["keys"][0]["retired_at"].is_null(), "{v}");
+    assert_eq!(refresh_kid().await, a);
+
+    // The current key removed while the next one waits: the next one signs at once.
+    let c = rotate().await;
+    let (s, _) = w
+        .call(
+            "DELETE",
+            format!("{base}/v1/admin/signing-keys/{a}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(refresh_kid().await, c);
+    assert_eq!(statuses().await, [(c.clone(), "current".to_owned())]);
+}
+
+#[tokio::test]
+async fn access_tokens_end_with_their_session() {
+    let w = world().await;
+    let mut c = config(&w, &sqlite_url());
+    c.session_ttl_secs = 100;
+    let server = weapp_server::spawn(c).await.unwrap();
+    let (code, _) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
+    let (s, v) = w.post_login(server.url(), &w.appid, &code).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["access_token_expires_at"], v["expires_at"], "{v}");
+}
+
+#[tokio::test]
+async fn signing_keys_sealed_under_a_missing_data_key_refuse_the_start() {
+    let w = world().await;
+    let db = sqlite_url();
+    let server = weapp_server::spawn(config(&w, &db)).await.unwrap();
+    drop(server);
+    let mut c = config(&w, &db);
+    c.data_key = Some("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=".into());
+    let err = weapp_server::spawn(c).await.unwrap_err();
+    assert!(err.contains("data key"), "{err}");
+    assert!(
+        !err.contains("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn expired_access_tokens_are_refused_and_introspected_inactive() {
     let w = world().await;
     let mut c = config(&w, &sqlite_url());
     c.access_token_ttl_secs = 5;
+    // Expired tokens are users coming back, not guesses: they never trip the limit.
+    c.auth_failure_limit_per_minute = 2;
     let server = weapp_server::spawn(c).await.unwrap();
     let base = server.url().to_owned();
     let (session, access, _) = login(&w, &server, &w.appid).await;
@@ -373,10 +497,12 @@ async fn expired_access_tokens_are_refused_and_introspected_inactive() {
         true
     );
     tokio::time::sleep(Duration::from_millis(6_100)).await;
-    let (s, _) = w
-        .call("GET", format!("{base}/v1/me"), Some(&access), None)
-        .await;
-    assert_eq!(s, 401);
+    for _ in 0..4 {
+        let (s, _) = w
+            .call("GET", format!("{base}/v1/me"), Some(&access), None)
+            .await;
+        assert_eq!(s, 401);
+    }
     assert_eq!(
         introspect(&w, &server, INTROSPECTOR, &access).await,
         (200, json!({"active": false}))
@@ -455,6 +581,20 @@ async fn introspection_answers_rfc7662_for_clients_with_the_scope() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+
+    // Over the body limit: 413, in the envelope.
+    let resp = w
+        .http
+        .post(format!("{}/v1/introspect", server.url()))
+        .bearer_auth(INTROSPECTOR)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", "x".repeat(2 << 20)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "payload_too_large", "{e}");
 
     // Clients without the scope: 403; unknown keys: 401; not a form: 415.
     let (s, e) = introspect(&w, &server, KEY, &access).await;

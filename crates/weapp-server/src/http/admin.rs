@@ -1387,7 +1387,7 @@ pub async fn rotate_signing_key(
         (state.config.signing_key_publish_ahead_secs as i64).saturating_mul(1000)
     };
     let kid = state
-        .add_signing_key(now, now + ahead, None)
+        .add_signing_key(now, now + ahead, crate::store::KeyGuard::Always)
         .await
         .map_err(AppError::Internal)?
         .unwrap_or_default();
@@ -1418,7 +1418,12 @@ pub async fn delete_signing_key(
     admin: Admin,
     Path(kid): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    if state.store.delete_signing_keys(Some(&kid), 0).await? == 0 {
+    if state
+        .store
+        .delete_signing_keys(Some(&kid), now_ms(), 0)
+        .await?
+        == 0
+    {
         return Err(AppError::NotFound(format!("no signing key {kid}")));
     }
     audit(&state, &admin, "signing_key.delete", &kid, json!({})).await;

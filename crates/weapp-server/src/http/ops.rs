@@ -54,7 +54,10 @@ impl utoipa::Modify for Security {
                     .build(),
             )
         };
-        components.add_security_scheme("session", bearer("session token from POST /v1/login"));
+        components.add_security_scheme(
+            "session",
+            bearer("the session token from POST /v1/login, or (except for POST /v1/session/refresh) an access token of a live session"),
+        );
         components.add_security_scheme("client_key", bearer("a [[clients]] key"));
         components.add_security_scheme("admin_key", bearer("an [[admins]] key"));
     }

@@ -32,7 +32,7 @@ pub struct LoginRequest {
 }
 
 /// A new session.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct LoginResponse {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -53,8 +53,21 @@ pub struct LoginResponse {
     pub access_token_expires_at: Option<i64>,
 }
 
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("token", &"***")
+            .field("expires_at", &self.expires_at)
+            .field("openid", &self.openid)
+            .field("unionid", &self.unionid)
+            .field("access_token", &self.access_token.as_ref().map(|_| "***"))
+            .field("access_token_expires_at", &self.access_token_expires_at)
+            .finish()
+    }
+}
+
 /// `POST /v1/session/refresh`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct RefreshResponse {
     /// A new signed access token (JWT, ES256).
     pub access_token: String,
@@ -62,6 +75,16 @@ pub struct RefreshResponse {
     pub access_token_expires_at: i64,
     /// When the session itself expires (Unix seconds): log in again after that.
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for RefreshResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshResponse")
+            .field("access_token", &"***")
+            .field("access_token_expires_at", &self.access_token_expires_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Another app's account of the same person (same unionid).
@@ -159,12 +182,19 @@ pub(crate) fn access_token_for(
     unionid: Option<&str>,
     hash: &[u8; 32],
     now: i64,
+    session_expires_at: i64,
 ) -> Result<Option<(String, i64)>, AppError> {
     if !app.access_tokens {
         return Ok(None);
     }
     let iat = now / 1000;
-    let exp = iat + state.config.access_token_ttl_secs as i64;
+    // Never past the session's end: its expiry, or its idle deadline counted from now.
+    let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
+    let mut ends = session_expires_at;
+    if idle_ms > 0 {
+        ends = ends.min(now.saturating_add(idle_ms));
+    }
+    let exp = (iat + state.config.access_token_ttl_secs as i64).min(ends / 1000);
     let claims = crate::jwt::Claims {
         iss: state.config.access_token_issuer.clone(),
         aud: app.appid.clone(),
@@ -226,19 +256,25 @@ async fn session_of(
     let (hash, presented, claims) = if token.starts_with("wa_") || !token.contains('.') {
         (hash_token(token), Presented::SessionToken, None)
     } else {
-        let verified = state
-            .signing_keys()
-            .verify(token, &state.config.access_token_issuer, now / 1000)
-            .ok()
-            .and_then(|c| hash_of_session_id(&c.sid).map(|h| (h, c)));
-        match verified {
-            Some((h, c)) if allow_access_token => (h, Presented::AccessToken, Some(c)),
-            Some(_) => {
+        let verified =
+            state
+                .signing_keys()
+                .verify(token, &state.config.access_token_issuer, now / 1000);
+        match verified.map(|c| (hash_of_session_id(&c.sid), c)) {
+            Ok((Some(h), c)) if allow_access_token => (h, Presented::AccessToken, Some(c)),
+            Ok((Some(_), _)) => {
                 return Err(AppError::Unauthorized(
                     "an access token cannot do this: send the session token".into(),
                 ))
             }
-            None => {
+            // Signed by us but past its time (or another issuer's setting): a user coming back,
+            // not a guess — not counted against the source.
+            Err(crate::jwt::Invalid::Expired | crate::jwt::Invalid::Issuer) => {
+                return Err(AppError::Unauthorized(
+                    "access token is invalid or expired".into(),
+                ))
+            }
+            _ => {
                 auth_failed(state, ip, "session").await;
                 return Err(AppError::Unauthorized(
                     "access token is invalid or expired".into(),
@@ -310,6 +346,14 @@ pub async fn login(
         return Err(AppError::RateLimited { retry_after_secs });
     }
     let app = app_of(&state, &req.appid)?;
+    // No key to sign with (a moment of a key's removal): refuse before the code is spent and
+    // anything is written, so the mini program's retry with a new code succeeds.
+    if app.access_tokens && !state.signing_keys().can_sign(now_ms()) {
+        tracing::error!("no signing key can sign access tokens (see the start-up log)");
+        return Err(AppError::Unavailable {
+            retry_after_secs: 1,
+        });
+    }
     if req.code.trim().is_empty() || req.code.len() > 256 {
         return Err(AppError::bad_request(
             "invalid_code",
@@ -360,6 +404,7 @@ pub async fn login(
         recorded.unionid.as_deref(),
         &hash,
         now,
+        expires_at,
     )?;
     state.metrics.login(&app.appid, "ok");
     tracing::info!(appid = %app.appid, user_id = recorded.user_id, "login");
@@ -537,6 +582,7 @@ pub async fn refresh(
         session.user.unionid.as_deref(),
         &hash,
         now,
+        session.expires_at,
     )?
     else {
         return Err(AppError::bad_request(

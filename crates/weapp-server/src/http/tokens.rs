@@ -31,8 +31,8 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     resp
 }
 
-/// `POST /v1/introspect` (form-encoded, RFC 7662).
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /v1/introspect` (form-encoded, RFC 7662). `Debug` never shows the token.
+#[derive(Deserialize, ToSchema)]
 pub struct IntrospectRequest {
     /// A session token (`wa_…`) or an access token (JWT).
     #[schema(max_length = 4096)]
@@ -40,6 +40,15 @@ pub struct IntrospectRequest {
     /// `access_token` or `refresh_token` (the session token); only a hint.
     #[serde(default)]
     pub token_type_hint: Option<String>,
+}
+
+impl std::fmt::Debug for IntrospectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectRequest")
+            .field("token", &"***")
+            .field("token_type_hint", &self.token_type_hint)
+            .finish()
+    }
 }
 
 /// The answer to an introspection (RFC 7662). Inactive tokens carry nothing but
@@ -105,8 +114,16 @@ pub async fn introspect(
     }
     let req = match form {
         Ok(Form(req)) => req,
-        // Not a form at all: 415 (in the JSON envelope, like every rejection).
-        Err(e) if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => return Ok(e.into_response()),
+        // Not a form (415), over the body limit (413): axum's answer, put in the JSON envelope
+        // like every rejection. A form without a token: RFC 7662's invalid_request.
+        Err(e)
+            if !matches!(
+                e.status(),
+                StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
+            ) =>
+        {
+            return Ok(e.into_response())
+        }
         Err(e) => return Err(AppError::bad_request("invalid_request", e.body_text())),
     };
     if req.token.len() > 4096 {

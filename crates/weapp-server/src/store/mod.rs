@@ -247,6 +247,18 @@ pub struct LoginRecorded {
     pub unionid: Option<String>,
 }
 
+/// When [`Store::add_signing_key`] adds its key.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyGuard {
+    /// Always (an administrator's rotation).
+    Always,
+    /// Unless a key that is not retired was created at or after this time (a scheduled
+    /// rotation another instance may have done).
+    NoneCreatedSince(i64),
+    /// Unless some key signs at this time (a first key, or one replacing a removed key).
+    NoSignerAt(i64),
+}
+
 /// What every storage backend provides. Timestamps are Unix milliseconds.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -424,22 +436,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn signing_keys(&self) -> Result<Vec<crate::jwt::KeyRecord>, StoreError>;
 
     /// Adds a signing key at the next registry revision; every key still signing is retired
-    /// as of the new key's `not_before`. With `unless_since`, nothing happens (false) when a
-    /// key that is not retired was created at or after it — so a fleet's instances starting
-    /// (or rotating) together add one key, not one each.
+    /// as of the new key's `not_before`. Nothing happens (false) when `guard` says another
+    /// instance got there first — so a fleet's instances starting (or rotating) together add
+    /// one key, not one each.
     async fn add_signing_key(
         &self,
         key: &crate::jwt::KeyRecord,
-        unless_since: Option<i64>,
+        guard: KeyGuard,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes the key `kid` (`Some`: an administrator's removal), or (`None`) every key
-    /// retired before `retired_before`; how many. A deletion takes the next registry revision.
+    /// Deletes the key `kid` (`Some`: an administrator's removal; a key that had not started
+    /// signing at `now` un-retires the keys it was to replace), or (`None`) every key retired
+    /// before `retired_before`; how many. A deletion takes the next registry revision.
     async fn delete_signing_keys(
         &self,
         kid: Option<&str>,
+        now: i64,
         retired_before: i64,
     ) -> Result<u64, StoreError>;
+
+    /// Makes keys waiting to sign (published ahead) sign from `now`, retiring the keys they
+    /// were to replace now; how many.
+    async fn promote_signing_keys(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Creates (`create`: unless a live one exists) or updates a managed app, at the next
     /// revision, which it returns; `None` when the condition failed. An update applies only to

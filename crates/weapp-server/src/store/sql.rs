@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::Row;
 
+use super::KeyGuard;
 use super::{
     AuditRecord, EventRecord, LegacySealed, LoginRecorded, LoginWrite, ManagedAppRecord,
     ManagedClientRecord, OutboxStats, SessionRecord, Store, StoreError, StoreOptions, UserRecord,
@@ -296,7 +297,7 @@ macro_rules! sql_store {
             }
 
             async fn data_key_ids(&self) -> Result<Vec<Option<String>>, StoreError> {
-                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL").fetch_all(&self.pool).await?;
+                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM signing_keys").fetch_all(&self.pool).await?;
                 rows.iter().map(|r| Ok(r.try_get("key_id")?)).collect()
             }
 
@@ -636,15 +637,26 @@ macro_rules! sql_store {
                     .map_err(StoreError)
             }
 
-            async fn add_signing_key(&self, key: &KeyRecord, unless_since: Option<i64>) -> Result<bool, StoreError> {
+            async fn add_signing_key(&self, key: &KeyRecord, guard: KeyGuard) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // The registry row is the lock: concurrent rotations (or first keys) queue here.
                 sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1")
                     .execute(&mut *tx)
                     .await?;
-                if let Some(since) = unless_since {
-                    let any: i64 = sqlx::query("SELECT COUNT(*) AS n FROM signing_keys WHERE retired_at IS NULL AND created_at >= $1")
-                        .bind(since)
+                let blocking = match guard {
+                    KeyGuard::Always => None,
+                    KeyGuard::NoneCreatedSince(t) => Some((
+                        "SELECT COUNT(*) AS n FROM signing_keys WHERE retired_at IS NULL AND created_at >= $1",
+                        t,
+                    )),
+                    KeyGuard::NoSignerAt(t) => Some((
+                        "SELECT COUNT(*) AS n FROM signing_keys WHERE not_before <= $1 AND (retired_at IS NULL OR retired_at > $1)",
+                        t,
+                    )),
+                };
+                if let Some((sql, t)) = blocking {
+                    let any: i64 = sqlx::query(sql)
+                        .bind(t)
                         .fetch_one(&mut *tx)
                         .await?
                         .try_get("n")?;
@@ -671,10 +683,19 @@ macro_rules! sql_store {
                 Ok(true)
             }
 
-            async fn delete_signing_keys(&self, kid: Option<&str>, retired_before: i64) -> Result<u64, StoreError> {
+            async fn delete_signing_keys(&self, kid: Option<&str>, now: i64, retired_before: i64) -> Result<u64, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let done = match kid {
-                    Some(kid) => sqlx::query("DELETE FROM signing_keys WHERE kid = $1").bind(kid).execute(&mut *tx).await?,
+                    Some(kid) => {
+                        // A key removed before it started signing retires nothing: the keys it
+                        // was to replace go on signing.
+                        sqlx::query("UPDATE signing_keys SET retired_at = NULL WHERE retired_at = (SELECT not_before FROM signing_keys WHERE kid = $1 AND not_before > $2) AND kid <> $1")
+                            .bind(kid)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM signing_keys WHERE kid = $1").bind(kid).execute(&mut *tx).await?
+                    }
                     None => sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
                         .bind(retired_before)
                         .execute(&mut *tx)
@@ -684,6 +705,28 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(0);
                 }
+                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn promote_signing_keys(&self, now: i64) -> Result<u64, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("UPDATE signing_keys SET not_before = $1 WHERE retired_at IS NULL AND not_before > $1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(0);
+                }
+                // What the promoted key was to retire at its start retires now.
+                sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at > $1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1")
                     .execute(&mut *tx)
                     .await?;
