@@ -578,6 +578,7 @@ impl AppState {
             pushes_in_flight: Mutex::new(std::collections::HashSet::new()),
         }));
         state.sync_registry(true).await?;
+        state.reseal_signing_keys().await?;
         state.signing_tick(now_ms()).await?;
         // A file client naming an app that exists nowhere is a typo, refused at start.
         for c in &state.config.clients {
@@ -693,6 +694,37 @@ impl AppState {
         let keys =
             crate::jwt::SigningKeys::load(&records, |sealed, aad| self.keyring.open(sealed, aad));
         *self.signing.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(())
+    }
+
+    /// Re-seals signing keys sealed under an older data key with the newest one (at start-up,
+    /// so that a data-key rotation can drop the old key once users have logged in again, as for
+    /// session keys).
+    ///
+    /// # Errors
+    /// The database could not be read or written.
+    pub async fn reseal_signing_keys(&self) -> Result<(), String> {
+        let err = |e: crate::store::StoreError| e.to_string();
+        let current = self.keyring.current_id();
+        let mut resealed = 0;
+        for r in self.store.signing_keys().await.map_err(err)? {
+            if r.key_id == current {
+                continue;
+            }
+            let aad = crate::jwt::key_aad(&r.kid);
+            if let Some(plain) = self.keyring.open(&r.sealed, &aad) {
+                let sealed = self.keyring.seal(&plain, &aad);
+                self.store
+                    .reseal_signing_key(&r.kid, &sealed, &current)
+                    .await
+                    .map_err(err)?;
+                resealed += 1;
+            }
+        }
+        if resealed > 0 {
+            tracing::info!(resealed, "signing keys re-sealed under the newest data key");
+            self.reload_signing_keys().await?;
+        }
         Ok(())
     }
 

@@ -455,6 +455,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         retired_before: i64,
     ) -> Result<u64, StoreError>;
 
+    /// Replaces a signing key's sealed private key (re-sealed under the data key `key_id`).
+    async fn reseal_signing_key(
+        &self,
+        kid: &str,
+        sealed: &[u8],
+        key_id: &str,
+    ) -> Result<(), StoreError>;
+
     /// Makes keys waiting to sign (published ahead) sign from `now`, retiring the keys they
     /// were to replace now; how many.
     async fn promote_signing_keys(&self, now: i64) -> Result<u64, StoreError>;

@@ -712,6 +712,16 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
+            async fn reseal_signing_key(&self, kid: &str, sealed: &[u8], key_id: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE signing_keys SET sealed = $2, key_id = $3 WHERE kid = $1")
+                    .bind(kid)
+                    .bind(sealed)
+                    .bind(key_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn promote_signing_keys(&self, now: i64) -> Result<u64, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query("UPDATE signing_keys SET not_before = $1 WHERE retired_at IS NULL AND not_before > $1")
