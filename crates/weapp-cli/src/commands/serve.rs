@@ -84,6 +84,12 @@ pub async fn run(args: Args) -> CmdResult {
     if !config.admins.is_empty() {
         println!("admin console (apps, clients, users, pushes, audit): http://{addr}/admin");
     }
+    if config.apps.iter().any(|a| a.access_tokens) {
+        println!(
+            "access tokens from /v1/login verify with http://{addr}/.well-known/jwks.json (ES256, iss {:?})",
+            config.access_token_issuer
+        );
+    }
     let served = weapp_server::run(config, listener, super::shutdown_signal()).await;
     drop(sandbox);
     served
