@@ -134,6 +134,8 @@ fn coordinates(point: &[u8]) -> Option<(String, String)> {
 /// One published key; `pair` when its private half could be opened.
 struct Loaded {
     kid: String,
+    /// The base64url JWS header of its tokens (made once).
+    header: String,
     jwk: serde_json::Value,
     public: Vec<u8>,
     pair: Option<EcdsaKeyPair>,
@@ -207,6 +209,9 @@ impl SigningKeys {
                 tracing::warn!(kid = %r.kid, data_key = %r.key_id, "signing key: the private key does not open with the configured data keys; it is published but does not sign");
             }
             keys.push(Loaded {
+                header: B64URL.encode(
+                    serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": r.kid}).to_string(),
+                ),
                 kid: r.kid.clone(),
                 jwk,
                 public,
@@ -261,8 +266,8 @@ impl SigningKeys {
     /// Signs `claims` with the current key; `None` when no key can sign.
     pub fn sign(&self, claims: &Claims, now: i64) -> Option<String> {
         let key = self.signer(now)?;
-        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": key.kid});
-        let mut out = B64URL.encode(header.to_string());
+        let mut out = String::with_capacity(512);
+        out.push_str(&key.header);
         out.push('.');
         out.push_str(&B64URL.encode(serde_json::to_vec(claims).ok()?));
         let sig = key

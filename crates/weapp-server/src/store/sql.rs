@@ -536,7 +536,7 @@ macro_rules! sql_store {
                 let mut rows: Vec<((&str, &str), usize, Option<&str>)> =
                     last.into_iter().map(|(k, (i, u))| (k, i, u)).collect();
                 rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let mut sql = String::from("INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) VALUES ");
                 for (n, _) in rows.iter().enumerate() {
                     let b = n * 6;
@@ -918,6 +918,10 @@ macro_rules! sql_store {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
+    /// One connection for the login writer's batches: SQLite has one writer at a time anyway,
+    /// and a connection keeps its page cache only while no other connection writes — with the
+    /// batches spread over the pool, every batch read its index pages back from the WAL.
+    writer: sqlx::SqlitePool,
 }
 
 impl SqliteStore {
@@ -945,10 +949,15 @@ impl SqliteStore {
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(options.pool_size.min(32))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         migrate(SQLITE_MIGRATIONS, &pool).await?;
-        Ok(Self { pool })
+        let writer = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self { pool, writer })
     }
 }
 
@@ -956,6 +965,8 @@ impl SqliteStore {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: sqlx::PgPool,
+    /// The same pool (PostgreSQL has no per-connection cache to keep).
+    writer: sqlx::PgPool,
 }
 
 impl PgStore {
@@ -971,7 +982,10 @@ impl PgStore {
             .connect(url)
             .await?;
         migrate(PG_MIGRATIONS, &pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 
