@@ -25,6 +25,8 @@ struct Outcome {
     p99: Duration,
     /// Server CPU (user + system) per request, µs.
     cpu_us: f64,
+    /// This load generator's own CPU per request, µs (it shares the machine).
+    client_us: f64,
 }
 
 /// utime + stime of `pid`, in seconds.
@@ -44,6 +46,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let cpu_before = cpu_secs(pid);
+    let own_before = cpu_secs(std::process::id());
     let make = Arc::new(make);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -70,6 +73,7 @@ where
     }
     let elapsed = started.elapsed();
     let cpu = cpu_secs(pid) - cpu_before;
+    let own = cpu_secs(std::process::id()) - own_before;
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Outcome {
@@ -77,6 +81,7 @@ where
         p50: pct(0.50),
         p99: pct(0.99),
         cpu_us: cpu * 1e6 / total as f64,
+        client_us: own * 1e6 / total as f64,
     }
 }
 
@@ -102,15 +107,16 @@ fn table(results: &[(String, Vec<Outcome>)]) {
             .collect(),
     );
     let base_cpu = median(results[0].1.iter().map(|o| o.cpu_us).collect());
-    println!("| target | requests/s | p50 ms | p99 ms | server CPU µs/request | rps vs first | p99 vs first | CPU vs first |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| target | requests/s | p50 ms | p99 ms | server CPU µs/request | rps vs first | p99 vs first | CPU vs first | loadgen CPU µs/request |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, outs) in results {
         let rps = median(outs.iter().map(|o| o.rps).collect());
         let p50 = median(outs.iter().map(|o| o.p50.as_secs_f64() * 1000.0).collect());
         let p99 = median(outs.iter().map(|o| o.p99.as_secs_f64() * 1000.0).collect());
         let cpu = median(outs.iter().map(|o| o.cpu_us).collect());
+        let client = median(outs.iter().map(|o| o.client_us).collect());
         println!(
-            "| {name} | {rps:.0} | {p50:.2} | {p99:.2} | {cpu:.0} | {:.2}× | {:.2}× | {:.2}× |",
+            "| {name} | {rps:.0} | {p50:.2} | {p99:.2} | {cpu:.0} | {:.2}× | {:.2}× | {:.2}× | {client:.0} |",
             rps / base_rps,
             p99 / base_p99,
             cpu / base_cpu

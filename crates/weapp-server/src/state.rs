@@ -22,6 +22,10 @@ use crate::store::{ManagedAppRecord, ManagedClientRecord, Store, StoreOptions};
 /// instance's refresh is picked up within this delay; WeChat's 5-minute overlap covers it.
 pub const LOCAL_TOKEN_CACHE: Duration = Duration::from_secs(20);
 
+/// The same without Redis: the token store is in this process and only its own managers write
+/// it, so the copy in memory is never behind.
+pub const SINGLE_INSTANCE_TOKEN_CACHE: Duration = Duration::from_secs(3600);
+
 /// What building an app's runtime needs: the shared token store, one HTTP client for every
 /// app (one connection pool, not ten thousand), and whether a fleet refreshes the tokens.
 #[derive(Clone, Debug)]
@@ -105,7 +109,13 @@ impl AppRuntime {
             .token_mode(app.token_mode)
             .token_store(deps.token_store.clone())
             .token_policy(TokenPolicy {
-                local_cache: LOCAL_TOKEN_CACHE,
+                // Without Redis the store is this process's memory, written only through
+                // these managers (which keep their copy in step): nothing to re-read.
+                local_cache: if deps.fleet {
+                    LOCAL_TOKEN_CACHE
+                } else {
+                    SINGLE_INSTANCE_TOKEN_CACHE
+                },
                 refresher_poll: deps.refresher_poll,
                 ..TokenPolicy::default()
             });

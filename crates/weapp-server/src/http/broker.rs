@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use weapp::token::StoredToken;
 use weapp::AccessToken;
 
-use super::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
+use super::{auth_failed, auth_gate, bearer, bearer_of, ClientIp, JsonBody};
 use crate::error::{AppError, ErrorBody};
 use crate::state::{now_ms, AppRuntime, AppState, BrokerClient};
 
@@ -69,8 +69,19 @@ pub(crate) async fn authorize(
     appid: &str,
     scope: &'static str,
 ) -> Result<(Arc<AppRuntime>, Arc<BrokerClient>), AppError> {
+    authorize_key(state, bearer(headers), ip, appid, scope).await
+}
+
+/// [`authorize`] with the bearer key already taken from the request.
+async fn authorize_key(
+    state: &AppState,
+    key: Option<&str>,
+    ip: ClientIp,
+    appid: &str,
+    scope: &'static str,
+) -> Result<(Arc<AppRuntime>, Arc<BrokerClient>), AppError> {
     auth_gate(state, ip).await?;
-    let client = match bearer(headers).and_then(|key| state.broker_client(key)) {
+    let client = match key.and_then(|key| state.broker_client(key)) {
         Some(c) => c,
         None => {
             auth_failed(state, ip, "client_key").await;
@@ -107,15 +118,55 @@ pub async fn access_token(
     State(state): State<AppState>,
     Path(appid): Path<String>,
     ip: ClientIp,
-    headers: HeaderMap,
-) -> Result<Json<TokenResponse>, AppError> {
-    let (app, _) = authorize(&state, &headers, ip, &appid, "token:read").await?;
+    Authorization(auth): Authorization,
+) -> Result<Response, AppError> {
+    let key = auth.as_ref().and_then(|v| v.to_str().ok()).and_then(bearer_of);
+    let (app, _) = authorize_key(&state, key, ip, &appid, "token:read").await?;
     let token = app.token().await.inspect_err(|e| {
         state
             .metrics
             .upstream_error(&appid, e.errcode().map_or(-2, |c| c.code()))
     })?;
-    Ok(Json(TokenResponse::from(&token)))
+    // The hot path of the broker: serialized from the token as held, no copy of it.
+    #[derive(Serialize)]
+    struct Body<'a> {
+        access_token: &'a str,
+        expires_at: i64,
+        expires_in: i64,
+    }
+    let body = serde_json::to_vec(&Body {
+        access_token: token.access_token.expose(),
+        expires_at: token.expires_at_ms / 1000,
+        expires_in: (token.expires_at_ms - now_ms()) / 1000,
+    })
+    .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The `Authorization` header alone (a cheap clone), without copying every header.
+pub struct Authorization(pub Option<axum::http::HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Authorization(
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .cloned(),
+        ))
+    }
 }
 
 /// Report a token WeChat rejected: it is dropped only if it is still current, then refreshed

@@ -87,6 +87,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
+    bearer_of(value)
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer_of(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
