@@ -258,6 +258,7 @@ pub(crate) struct World {
     pub(crate) links: crate::links::LinkTable,
     pub(crate) media: crate::customer_service::MediaStore,
     pub(crate) console: crate::console::ConsoleState,
+    pub(crate) platforms: crate::platform::PlatformTable,
 }
 
 impl World {
@@ -624,8 +625,10 @@ impl Sim {
             .collect();
         let real_time = w.real_anchor.is_some();
         let console = std::mem::take(&mut w.console).settings_only();
+        let platforms = w.platforms.registrations_only();
         *w = World {
             console,
+            platforms,
             ..World::default()
         };
         // A reset clock is the start time (virtual) or the wall clock's time (real time).

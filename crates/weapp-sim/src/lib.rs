@@ -28,6 +28,7 @@ pub mod links;
 pub mod login;
 pub mod openapi;
 pub mod phone;
+pub mod platform;
 pub mod push;
 pub mod security;
 pub mod subscribe;
@@ -283,6 +284,8 @@ pub fn router(sim: Sim) -> Router {
         .merge(datacube::routes())
         .merge(openapi::routes())
         .merge(push::control())
+        .merge(platform::routes())
+        .merge(platform::control())
         .merge(core::control())
         .merge(journal::control())
         .merge(console::control())
@@ -309,9 +312,13 @@ pub async fn run(
     sim: Sim,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(sim))
+    // Third-party platforms' ticket pushes, due every ten minutes of the simulator's clock.
+    let tickets = tokio::spawn(platform::ticket_loop(sim.clone()));
+    let served = axum::serve(listener, router(sim))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    tickets.abort();
+    served
 }
 
 /// How to start a simulator.

@@ -150,7 +150,25 @@ impl Sim {
         if grant_type.is_some_and(|g| g != "authorization_code") {
             return Err(WxError::new(40002, "invalid grant_type"));
         }
-        let appid = appid.unwrap_or_default();
+        self.redeem_login_code(
+            &mut w,
+            appid.unwrap_or_default(),
+            js_code,
+            now,
+            "/sns/jscode2session",
+        )
+    }
+
+    /// Redeems a `wx.login()` code of `appid` (checked by the caller): the user's openid,
+    /// session_key and unionid; the code is used up.
+    pub(crate) fn redeem_login_code(
+        &self,
+        w: &mut World,
+        appid: &str,
+        js_code: Option<&str>,
+        now: i64,
+        path: &str,
+    ) -> WxResult<Value> {
         let js_code = js_code
             .filter(|c| !c.is_empty())
             .ok_or_else(|| WxError::new(40029, "invalid code"))?;
@@ -193,7 +211,7 @@ impl Sim {
             Event::new("code_redeemed")
                 .appid(appid)
                 .openid(&openid)
-                .path("/sns/jscode2session")
+                .path(path)
                 .detail(json!({"code_kind": "login", "code": js_code})),
         );
         Ok(out)

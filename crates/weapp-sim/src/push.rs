@@ -120,7 +120,7 @@ pub struct Delivery {
     pub message: Value,
 }
 
-fn aes_key(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn aes_key(text: &str) -> Option<[u8; 32]> {
     if text.len() != 43 {
         return None;
     }
@@ -131,13 +131,13 @@ fn aes_key(text: &str) -> Option<[u8; 32]> {
     engine.decode(format!("{text}=")).ok()?.try_into().ok()
 }
 
-fn sha1_sorted(parts: &[&str]) -> String {
+pub(crate) fn sha1_sorted(parts: &[&str]) -> String {
     let mut v = parts.to_vec();
     v.sort_unstable();
     hex::encode(Sha1::digest(v.concat().as_bytes()))
 }
 
-fn encrypt(key: &[u8; 32], msg: &str, appid: &str) -> String {
+pub(crate) fn encrypt(key: &[u8; 32], msg: &str, appid: &str) -> String {
     let mut buf: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
     buf.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     buf.extend_from_slice(msg.as_bytes());
@@ -251,7 +251,7 @@ pub fn build(
     (format!("{}{sep}{}", target.url, qs.join("&")), body)
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

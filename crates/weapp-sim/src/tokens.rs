@@ -47,6 +47,9 @@ pub enum TokenKind {
     Classic,
     /// `/cgi-bin/stable_token`
     Stable,
+    /// `/cgi-bin/component/api_query_auth` and `api_authorizer_token`: a third-party
+    /// platform's token for a mini program that authorized it.
+    Authorizer,
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +111,7 @@ fn masked(token: &str) -> String {
 }
 
 impl Sim {
-    fn mint(
+    pub(crate) fn mint(
         &self,
         w: &mut World,
         appid: &str,
@@ -118,10 +121,10 @@ impl Sim {
     ) -> (String, i64) {
         let token = format!(
             "{}_{}",
-            if kind == TokenKind::Classic {
-                "SIMC"
-            } else {
-                "SIMS"
+            match kind {
+                TokenKind::Classic => "SIMC",
+                TokenKind::Stable => "SIMS",
+                TokenKind::Authorizer => "SIMA",
             },
             random_alnum(128)
         );
@@ -150,7 +153,7 @@ impl Sim {
         (token, expires_at)
     }
 
-    fn supersede(&self, w: &mut World, token: &str, until: i64, now: i64) {
+    pub(crate) fn supersede(&self, w: &mut World, token: &str, until: i64, now: i64) {
         if let Some(rec) = w.tokens.tokens.get_mut(token) {
             let until = rec.valid_until.map_or(until, |u| u.min(until));
             rec.valid_until = Some(until);

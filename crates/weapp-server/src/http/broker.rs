@@ -120,7 +120,10 @@ pub async fn access_token(
     ip: ClientIp,
     Authorization(auth): Authorization,
 ) -> Result<Response, AppError> {
-    let key = auth.as_ref().and_then(|v| v.to_str().ok()).and_then(bearer_of);
+    let key = auth
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_of);
     let (app, _) = authorize_key(&state, key, ip, &appid, "token:read").await?;
     let token = app.token().await.inspect_err(|e| {
         state

@@ -1,0 +1,470 @@
+//! The third-party platform side over raw HTTP (wechat-open-platform.md §9): ticket pushes,
+//! the component token's ticket rules, the merchant's authorization, authorizer tokens and
+//! refresh tokens through re-authorization and de-authorization, the authorizer list, and
+//! component login. The receiver below decrypts pushes with its own AES code, not the SDK's.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, KeyIvInit};
+use axum::extract::{Query, State};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+use weapp_sim::{spawn, SimConfig, SimHandle};
+
+/// What the platform's event URL received: (query, decrypted XML).
+type Inbox = Arc<Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>;
+
+struct Receiver {
+    url: String,
+    inbox: Inbox,
+}
+
+async fn receive(
+    State((inbox, token, key)): State<(Inbox, String, [u8; 32])>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    body: String,
+) -> &'static str {
+    let enc = body
+        .split("<Encrypt><![CDATA[")
+        .nth(1)
+        .and_then(|r| r.split("]]>").next())
+        .expect("an Encrypt element")
+        .to_owned();
+    assert!(
+        body.contains("<AppId>"),
+        "system pushes carry AppId: {body}"
+    );
+    let mut parts = [
+        token.as_str(),
+        q["timestamp"].as_str(),
+        q["nonce"].as_str(),
+        enc.as_str(),
+    ];
+    parts.sort_unstable();
+    assert_eq!(
+        hex::encode(Sha1::digest(parts.concat().as_bytes())),
+        q["msg_signature"],
+        "msg_signature over the ciphertext"
+    );
+    let mut buf = base64::engine::general_purpose::STANDARD
+        .decode(&enc)
+        .unwrap();
+    let len = buf.len();
+    cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, &key[..16])
+        .unwrap()
+        .decrypt_padded_mut::<NoPadding>(&mut buf[..len])
+        .unwrap();
+    let n = u32::from_be_bytes(buf[16..20].try_into().unwrap()) as usize;
+    let xml = String::from_utf8(buf[20..20 + n].to_vec()).unwrap();
+    inbox.lock().unwrap().push((q, xml));
+    "success"
+}
+
+async fn receiver(token: &str, aes: &str) -> Receiver {
+    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(format!("{aes}="))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let inbox: Inbox = Arc::default();
+    let app = Router::new().route("/events", post(receive)).with_state((
+        inbox.clone(),
+        token.to_owned(),
+        key,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, inbox }
+}
+
+fn field(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let rest = xml.split(&open).nth(1)?;
+    let v = rest.split(&format!("</{name}>")).next()?;
+    Some(
+        v.trim_start_matches("<![CDATA[")
+            .trim_end_matches("]]>")
+            .to_owned(),
+    )
+}
+
+struct T {
+    h: SimHandle,
+    http: reqwest::Client,
+}
+
+impl T {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.h.url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let text = r.text().await.unwrap();
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.h.url()))
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+    fn errcode(v: &Value) -> i64 {
+        v["errcode"].as_i64().unwrap_or(0)
+    }
+}
+
+/// Waits for the `n`-th push whose InfoType is `kind`.
+async fn pushed(inbox: &Inbox, kind: &str, n: usize) -> String {
+    let start = Instant::now();
+    loop {
+        let got: Vec<String> = inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, x)| x.clone())
+            .filter(|x| field(x, "InfoType").as_deref() == Some(kind))
+            .collect();
+        if got.len() >= n {
+            return got[n - 1].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no {kind} push #{n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_platform_from_ticket_to_deauthorization() {
+    let h = spawn(SimConfig::default()).await.unwrap();
+    let t = T {
+        h,
+        http: reqwest::Client::new(),
+    };
+    let sim = t.h.sim().clone();
+    let token = "platformtoken";
+    let aes = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let aes = aes.trim_end_matches('=');
+    let rx = receiver(token, aes).await;
+    let reg = t
+        .post(
+            "/_sim/platforms",
+            json!({"token": token, "encoding_aes_key": aes, "event_url": rx.url}),
+        )
+        .await;
+    let component = reg["component_appid"].as_str().unwrap().to_owned();
+    let secret = reg["secret"].as_str().unwrap().to_owned();
+
+    // 1. A ticket at once, then one every ten minutes, each new.
+    let first = pushed(&rx.inbox, "component_verify_ticket", 1).await;
+    assert_eq!(field(&first, "AppId").as_deref(), Some(component.as_str()));
+    let ticket1 = field(&first, "ComponentVerifyTicket").unwrap();
+    assert_eq!(
+        sim.latest_ticket(&component).as_deref(),
+        Some(ticket1.as_str())
+    );
+    sim.advance(600);
+    let second = pushed(&rx.inbox, "component_verify_ticket", 2).await;
+    let ticket2 = field(&second, "ComponentVerifyTicket").unwrap();
+    assert_ne!(ticket1, ticket2);
+
+    // 3. The component token and the ticket's rules.
+    let ct = |ticket: &str, secret: &str| json!({"component_appid": component, "component_appsecret": secret, "component_verify_ticket": ticket});
+    let path = "/cgi-bin/component/api_component_token";
+    let e = t.post(path, ct("", &secret)).await;
+    assert_eq!(T::errcode(&e), 61006, "{e}");
+    assert!(e["errmsg"]
+        .as_str()
+        .unwrap()
+        .starts_with("component ticket is invalid rid: "));
+    assert_eq!(T::errcode(&t.post(path, ct("null", &secret)).await), 61006);
+    assert_eq!(
+        T::errcode(&t.post(path, ct(&ticket2, "wrong")).await),
+        40125
+    );
+    // 4. An older ticket, under 12 hours old, still works.
+    let v = t.post(path, ct(&ticket1, &secret)).await;
+    assert_eq!(v["expires_in"], 7200, "{v}");
+    let ctoken1 = v["component_access_token"].as_str().unwrap().to_owned();
+
+    // 5. A new component token leaves the old one 300 s.
+    let v = t.post(path, ct(&ticket2, &secret)).await;
+    let ctoken = v["component_access_token"].as_str().unwrap().to_owned();
+    let preauth = |tok: &str| {
+        let tok = tok.to_owned();
+        let t = &t;
+        let component = component.clone();
+        async move {
+            t.post(
+                &format!("/cgi-bin/component/api_create_preauthcode?component_access_token={tok}"),
+                json!({"component_appid": component}),
+            )
+            .await
+        }
+    };
+    assert!(preauth(&ctoken1).await["pre_auth_code"].is_string());
+    sim.advance(301);
+    let e = preauth(&ctoken1).await;
+    assert_eq!(T::errcode(&e), 40001, "{e}");
+    // Newer pages write access_token= for the same calls: both are accepted.
+    let v = t
+        .post(
+            &format!("/cgi-bin/component/api_create_preauthcode?access_token={ctoken}"),
+            json!({"component_appid": component}),
+        )
+        .await;
+    let pre = v["pre_auth_code"].as_str().unwrap().to_owned();
+    assert!(pre.starts_with("preauthcode@@@"), "{v}");
+    assert_eq!(v["expires_in"], 600);
+
+    // 8. The merchant scans the page: a redirect with auth_code, and an `authorized` push.
+    let (merchant, _) = sim.add_app(None, None, true);
+    let (other_app, _) = sim.add_app(None, None, false);
+    let auth = t
+        .post(
+            &format!("/_sim/platforms/{component}/authorize"),
+            json!({"pre_auth_code": pre, "authorizer_appid": merchant, "redirect_uri": "https://platform.example/back?x=1"}),
+        )
+        .await;
+    let code = auth["auth_code"].as_str().unwrap().to_owned();
+    assert_eq!(auth["event"], "authorized");
+    assert!(auth["redirect"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://platform.example/back?x=1&auth_code=queryauthcode%40%40%40"));
+    assert!(auth["redirect"]
+        .as_str()
+        .unwrap()
+        .ends_with("&expires_in=600"));
+    let ev = pushed(&rx.inbox, "authorized", 1).await;
+    assert_eq!(
+        field(&ev, "AuthorizerAppid").as_deref(),
+        Some(merchant.as_str())
+    );
+    assert_eq!(
+        field(&ev, "AuthorizationCode").as_deref(),
+        Some(code.as_str())
+    );
+    let expires: i64 = field(&ev, "AuthorizationCodeExpiredTime")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        expires,
+        sim.now() + 600,
+        "an absolute Unix time, as real pushes show"
+    );
+    // A pre-auth code works once.
+    let again = t
+        .post(
+            &format!("/_sim/platforms/{component}/authorize"),
+            json!({"pre_auth_code": pre, "authorizer_appid": merchant, "redirect_uri": "https://x"}),
+        )
+        .await;
+    assert!(again["error"].as_str().unwrap().contains("used"), "{again}");
+
+    // 9. api_query_auth: an authorizer token that works on the merchant's mini program APIs.
+    let q = |p: &str| format!("/cgi-bin/component/{p}?component_access_token={ctoken}");
+    let v = t
+        .post(
+            &q("api_query_auth"),
+            json!({"component_appid": component, "authorization_code": code}),
+        )
+        .await;
+    let info = &v["authorization_info"];
+    assert_eq!(info["authorizer_appid"], merchant.as_str(), "{v}");
+    let atoken = info["authorizer_access_token"].as_str().unwrap().to_owned();
+    let refresh = info["authorizer_refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(info["func_info"][0]["funcscope_category"]["id"].is_i64());
+    let mp_call = |tok: &str| {
+        let (t, tok) = (&t, tok.to_owned());
+        async move {
+            t.get(&format!("/wxaapi/newtmpl/getcategory?access_token={tok}"))
+                .await
+        }
+    };
+    assert_eq!(T::errcode(&mp_call(&atoken).await), 0);
+
+    // 10. api_authorizer_token: a new token, the same refresh token; the old one 300 s more.
+    let at = |refresh: &str| json!({"component_appid": component, "authorizer_appid": merchant, "authorizer_refresh_token": refresh});
+    let v = t.post(&q("api_authorizer_token"), at(&refresh)).await;
+    assert_eq!(v["authorizer_refresh_token"], refresh.as_str(), "{v}");
+    let atoken2 = v["authorizer_access_token"].as_str().unwrap().to_owned();
+    assert_eq!(T::errcode(&mp_call(&atoken).await), 0);
+    assert_eq!(
+        T::errcode(
+            &t.post(&q("api_authorizer_token"), at("refreshtoken@@@nope"))
+                .await
+        ),
+        61023
+    );
+    assert_eq!(
+        T::errcode(&t.post(&q("api_authorizer_token"), at("")).await),
+        61023
+    );
+
+    // 13. The list pages, with refresh tokens (recovery of a lost one).
+    let list = |offset: i64, count: i64| {
+        let (t, q) = (&t, q("api_get_authorizer_list"));
+        let component = component.clone();
+        async move {
+            t.post(
+                &q,
+                json!({"component_appid": component, "offset": offset, "count": count}),
+            )
+            .await
+        }
+    };
+    assert_eq!(T::errcode(&list(0, 501).await), 40097);
+    let v = list(0, 500).await;
+    assert_eq!(v["total_count"], 1);
+    assert_eq!(v["list"][0]["refresh_token"], refresh.as_str());
+
+    // 15. Login of the merchant's users through the component.
+    let (jscode, openid) = sim.login(&merchant, None, None, false).unwrap();
+    let login = |appid: &str, code: &str| {
+        format!("/sns/component/jscode2session?appid={appid}&js_code={code}&grant_type=authorization_code&component_appid={component}&component_access_token={ctoken}")
+    };
+    let v = t.get(&login(&merchant, &jscode)).await;
+    assert_eq!(v["openid"], openid.as_str(), "{v}");
+    assert!(v["session_key"].is_string());
+    assert!(v["unionid"].is_string(), "the merchant's app has a unionid");
+    assert_eq!(
+        T::errcode(&t.get(&login(&merchant, &jscode)).await),
+        40163,
+        "a code works once"
+    );
+    let (other_code, _) = sim.login(&other_app, None, None, false).unwrap();
+    assert_eq!(
+        T::errcode(&t.get(&login(&other_app, &other_code)).await),
+        61003
+    );
+
+    // 11. Re-authorization with other permissions: `updateauthorized`, a new refresh token,
+    // the old one refused, the old authorizer tokens dead at once.
+    let pre2 = preauth(&ctoken).await["pre_auth_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth2 = t
+        .post(
+            &format!("/_sim/platforms/{component}/authorize"),
+            json!({"pre_auth_code": pre2, "authorizer_appid": merchant, "redirect_uri": "https://x", "func_ids": [17, 18]}),
+        )
+        .await;
+    assert_eq!(auth2["event"], "updateauthorized", "{auth2}");
+    pushed(&rx.inbox, "updateauthorized", 1).await;
+    assert_eq!(
+        T::errcode(&t.post(&q("api_authorizer_token"), at(&refresh)).await),
+        61023
+    );
+    assert_eq!(T::errcode(&mp_call(&atoken2).await), 40001);
+    let v = t
+        .post(
+            &q("api_query_auth"),
+            json!({"component_appid": component, "authorization_code": auth2["auth_code"]}),
+        )
+        .await;
+    let refresh2 = v["authorization_info"]["authorizer_refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(refresh2, refresh);
+    assert_eq!(
+        T::errcode(&t.post(&q("api_authorizer_token"), at(&refresh2)).await),
+        0
+    );
+    // An authorization code past its 600 s: 61010.
+    sim.advance(601);
+    let v = t
+        .post(
+            &q("api_query_auth"),
+            json!({"component_appid": component, "authorization_code": auth2["auth_code"]}),
+        )
+        .await;
+    assert_eq!(T::errcode(&v), 61010, "{v}");
+
+    // 12. De-authorization: an `unauthorized` push with four fields, 61003 everywhere.
+    let v = t
+        .post(
+            &format!("/_sim/platforms/{component}/deauthorize"),
+            json!({"authorizer_appid": merchant}),
+        )
+        .await;
+    assert!(v["push"]["delivered"].as_bool().unwrap(), "{v}");
+    let ev = pushed(&rx.inbox, "unauthorized", 1).await;
+    assert!(field(&ev, "AuthorizationCode").is_none(), "{ev}");
+    assert_eq!(
+        field(&ev, "AuthorizerAppid").as_deref(),
+        Some(merchant.as_str())
+    );
+    // (the component token from the start has expired by now: a fresh one)
+    let latest = sim.latest_ticket(&component).unwrap();
+    let ctoken = t.post(path, ct(&latest, &secret)).await["component_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = |p: &str| format!("/cgi-bin/component/{p}?component_access_token={ctoken}");
+    assert_eq!(
+        T::errcode(&t.post(&q("api_authorizer_token"), at(&refresh2)).await),
+        61003
+    );
+    let v = t
+        .post(
+            &q("api_get_authorizer_list"),
+            json!({"component_appid": component, "offset": 0, "count": 10}),
+        )
+        .await;
+    assert_eq!(v["total_count"], 0, "{v}");
+
+    // 2. api_start_push_ticket: answered pushes mean "a normal state"; a push follows.
+    let before = rx.inbox.lock().unwrap().len();
+    let v = t
+        .post(
+            "/cgi-bin/component/api_start_push_ticket",
+            json!({"component_appid": component, "component_secret": secret}),
+        )
+        .await;
+    assert_eq!(v["errmsg"], "in a normal state", "{v}");
+    let start = Instant::now();
+    while rx.inbox.lock().unwrap().len() == before {
+        assert!(start.elapsed() < Duration::from_secs(5), "no push");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v = t
+        .post(
+            "/cgi-bin/component/api_start_push_ticket",
+            json!({"component_appid": component, "component_secret": "wrong"}),
+        )
+        .await;
+    assert_eq!(T::errcode(&v), 40125);
+
+    // 3. A ticket older than 12 hours: 61005 (the ones pushed since still work).
+    sim.advance(12 * 3600);
+    let v = t.post(path, ct(&ticket2, &secret)).await;
+    assert_eq!(T::errcode(&v), 61005, "{v}");
+
+    // The control view shows no secret; a reset keeps the registration.
+    let view = t.get("/_sim/platforms").await;
+    assert!(!view.to_string().contains(&secret) && !view.to_string().contains(&refresh2));
+    sim.reset();
+    assert_eq!(
+        t.get("/_sim/platforms").await["platforms"][0]["component_appid"],
+        component.as_str()
+    );
+}
