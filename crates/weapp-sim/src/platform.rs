@@ -203,6 +203,31 @@ fn info(component_appid: &str, now_s: i64, info_type: &str, fields: Value) -> Ma
     m
 }
 
+impl PlatformTable {
+    /// Where WeChat pushes the messages of `appid` when a platform manages them: the message
+    /// URL of a platform it has authorized (`$APPID$` replaced by the appid), XML in safe mode,
+    /// signed and encrypted with the platform's token and key, to the platform's appid.
+    pub(crate) fn message_target(&self, appid: &str) -> Option<(crate::push::PushTarget, String)> {
+        let mut ids: Vec<&String> = self.platforms.keys().collect();
+        ids.sort();
+        ids.into_iter().find_map(|id| {
+            let p = &self.platforms[id];
+            let url = p.message_url.as_ref()?;
+            p.authorizers.get(appid).filter(|a| a.active)?;
+            Some((
+                crate::push::PushTarget {
+                    url: url.replace("$APPID$", appid),
+                    token: p.token.clone(),
+                    encoding_aes_key: Some(p.aes_key.clone()),
+                    mode: crate::push::PushMode::Safe,
+                    format: PushFormat::Xml,
+                },
+                id.clone(),
+            ))
+        })
+    }
+}
+
 impl Sim {
     /// Registers (or updates) a third-party platform; returns its appid, secret, token and
     /// EncodingAESKey. With an event URL, ticket pushes start at once and repeat every

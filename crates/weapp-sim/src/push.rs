@@ -362,22 +362,30 @@ impl Sim {
         if !message.contains_key("MsgType") {
             return Err(WxError::new(47001, "message needs a MsgType"));
         }
-        let (target, now) = {
+        let (target, crypto_appid, now) = {
             let w = self.world();
             let app = w
                 .apps
                 .get(appid)
                 .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-            let target = app.push.clone().ok_or_else(|| {
-                WxError::new(
-                    47001,
-                    "no push URL configured for this app (POST /_sim/apps/{appid}/push-config)",
-                )
-            })?;
-            (target, self.now_in(&w) / 1000)
+            // A mini program that authorized a third-party platform with a message URL has its
+            // messages pushed there, encrypted by the platform's key to the platform's appid.
+            let (target, crypto_appid) = match w.platforms.message_target(appid) {
+                Some((t, component)) => (t, component),
+                None => (
+                    app.push.clone().ok_or_else(|| {
+                        WxError::new(
+                            47001,
+                            "no push URL configured for this app (POST /_sim/apps/{appid}/push-config)",
+                        )
+                    })?,
+                    appid.to_owned(),
+                ),
+            };
+            (target, crypto_appid, self.now_in(&w) / 1000)
         };
         let message = complete(appid, message, now);
-        let (url, body) = build(&target, appid, &message, now);
+        let (url, body) = build(&target, &crypto_appid, &message, now);
         let started = Instant::now();
         let delivery = deliver(
             self.http(),
@@ -404,10 +412,9 @@ impl Sim {
     }
 
     fn has_push(&self, appid: &str) -> bool {
-        self.world()
-            .apps
-            .get(appid)
-            .is_some_and(|a| a.push.is_some())
+        let w = self.world();
+        w.apps.get(appid).is_some_and(|a| a.push.is_some())
+            || w.platforms.message_target(appid).is_some()
     }
 
     /// Pushes `message` if the app has a push URL (the simulator's own pushes).

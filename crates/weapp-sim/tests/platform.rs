@@ -20,7 +20,9 @@ type Inbox = Arc<Mutex<Vec<(std::collections::HashMap<String, String>, String)>>
 
 struct Receiver {
     url: String,
+    message_url: String,
     inbox: Inbox,
+    messages: Messages,
 }
 
 async fn receive(
@@ -64,6 +66,50 @@ async fn receive(
     "success"
 }
 
+/// Message pushes of authorized mini programs: (appid in the URL, ToUserName, decrypted XML,
+/// the appid the ciphertext was bound to).
+type Messages = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+async fn receive_message(
+    State((messages, token, key)): State<(Messages, String, [u8; 32])>,
+    axum::extract::Path(appid): axum::extract::Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    body: String,
+) -> &'static str {
+    let enc = field(&body, "Encrypt").expect("safe mode: Encrypt");
+    let to = field(&body, "ToUserName").expect("safe mode: ToUserName");
+    assert!(
+        !body.contains("<Content>"),
+        "safe mode: nothing in the clear"
+    );
+    let mut parts = [
+        token.as_str(),
+        q["timestamp"].as_str(),
+        q["nonce"].as_str(),
+        enc.as_str(),
+    ];
+    parts.sort_unstable();
+    assert_eq!(
+        hex::encode(Sha1::digest(parts.concat().as_bytes())),
+        q["msg_signature"]
+    );
+    assert!(q.contains_key("openid"), "{q:?}");
+    let mut buf = base64::engine::general_purpose::STANDARD
+        .decode(&enc)
+        .unwrap();
+    let len = buf.len();
+    cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, &key[..16])
+        .unwrap()
+        .decrypt_padded_mut::<NoPadding>(&mut buf[..len])
+        .unwrap();
+    let pad = *buf.last().unwrap() as usize;
+    let n = u32::from_be_bytes(buf[16..20].try_into().unwrap()) as usize;
+    let xml = String::from_utf8(buf[20..20 + n].to_vec()).unwrap();
+    let bound = String::from_utf8(buf[20 + n..len - pad].to_vec()).unwrap();
+    messages.lock().unwrap().push((appid, to, xml, bound));
+    "success"
+}
+
 async fn receiver(token: &str, aes: &str) -> Receiver {
     let key: [u8; 32] = base64::engine::general_purpose::STANDARD
         .decode(format!("{aes}="))
@@ -71,15 +117,24 @@ async fn receiver(token: &str, aes: &str) -> Receiver {
         .try_into()
         .unwrap();
     let inbox: Inbox = Arc::default();
-    let app = Router::new().route("/events", post(receive)).with_state((
-        inbox.clone(),
-        token.to_owned(),
-        key,
-    ));
+    let messages: Messages = Arc::default();
+    let app = Router::new()
+        .route("/events", post(receive))
+        .with_state((inbox.clone(), token.to_owned(), key))
+        .merge(
+            Router::new()
+                .route("/msg/{appid}", post(receive_message))
+                .with_state((messages.clone(), token.to_owned(), key)),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Receiver { url, inbox }
+    Receiver {
+        url: format!("{base}/events"),
+        message_url: format!("{base}/msg/$APPID$"),
+        inbox,
+        messages,
+    }
 }
 
 fn field(xml: &str, name: &str) -> Option<String> {
@@ -161,7 +216,7 @@ async fn a_platform_from_ticket_to_deauthorization() {
     let reg = t
         .post(
             "/_sim/platforms",
-            json!({"token": token, "encoding_aes_key": aes, "event_url": rx.url}),
+            json!({"token": token, "encoding_aes_key": aes, "event_url": rx.url, "message_url": rx.message_url}),
         )
         .await;
     let component = reg["component_appid"].as_str().unwrap().to_owned();
@@ -354,6 +409,21 @@ async fn a_platform_from_ticket_to_deauthorization() {
         T::errcode(&t.get(&login(&other_app, &other_code)).await),
         61003
     );
+
+    // 16. The merchant's messages go to the platform's message URL ($APPID$ replaced),
+    // encrypted with the platform's key and bound to the platform's appid.
+    let v = t
+        .post(
+            "/_sim/user-message",
+            json!({"appid": merchant, "openid": openid, "kind": "text", "content": "你好，商家"}),
+        )
+        .await;
+    assert_eq!(v["pushed"]["delivered"], true, "{v}");
+    let (path_appid, to, xml, bound) = rx.messages.lock().unwrap()[0].clone();
+    assert_eq!(path_appid, merchant);
+    assert!(to.starts_with("gh_"), "{to}");
+    assert_eq!(bound, component);
+    assert!(xml.contains("你好，商家"), "{xml}");
 
     // 11. Re-authorization with other permissions: `updateauthorized`, a new refresh token,
     // the old one refused, the old authorizer tokens dead at once.
