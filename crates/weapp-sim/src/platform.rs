@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::core::{day_of, month_of, random_alnum, random_key, Sim, World, WxError, WxResult};
+use crate::core::{day_of, month_of, random_alnum, Sim, World, WxError, WxResult};
 use crate::http::{answer, body, control_error, from_wx, json_body, p, s, try_resp};
 use crate::journal::Event;
 use crate::push::{
@@ -247,7 +247,13 @@ impl Sim {
                 "component_appid must be 1–64 letters and digits",
             ));
         }
-        let key = config.encoding_aes_key.unwrap_or_else(random_key);
+        let key = config.encoding_aes_key.unwrap_or_else(|| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .encode(rand::random::<[u8; 32]>())
+                .trim_end_matches('=')
+                .to_owned()
+        });
         if aes_key(&key).is_none() {
             return Err(WxError::new(
                 47001,

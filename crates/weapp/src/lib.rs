@@ -30,6 +30,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod open_platform;
 pub mod push;
 pub mod secret;
 pub mod token;

@@ -127,6 +127,10 @@ struct ManagerInner {
     key: TokenKey,
     secret: AppSecret,
     http: Http,
+    /// Fetches tokens from somewhere else than the app's own token endpoints (a third-party
+    /// platform's component or authorizer tokens); `key.mode` is then `Classic`, whose rules
+    /// (every fetch issues a new token and retires the previous one) these tokens follow.
+    fetcher: Option<Arc<dyn super::TokenFetcher>>,
     store: Arc<dyn TokenStore>,
     clock: Arc<dyn Clock>,
     policy: TokenPolicy,
@@ -338,11 +342,44 @@ impl TokenManager {
         clock: Arc<dyn Clock>,
         policy: TokenPolicy,
     ) -> Self {
+        Self::build(key, secret, http, store, clock, policy, None)
+    }
+
+    /// A manager whose tokens come from `fetcher` (see [`super::TokenFetcher`]).
+    pub(crate) fn with_fetcher(
+        key: TokenKey,
+        http: Http,
+        store: Arc<dyn TokenStore>,
+        clock: Arc<dyn Clock>,
+        policy: TokenPolicy,
+        fetcher: Arc<dyn super::TokenFetcher>,
+    ) -> Self {
+        Self::build(
+            key,
+            AppSecret::new(String::new()),
+            http,
+            store,
+            clock,
+            policy,
+            Some(fetcher),
+        )
+    }
+
+    fn build(
+        key: TokenKey,
+        secret: AppSecret,
+        http: Http,
+        store: Arc<dyn TokenStore>,
+        clock: Arc<dyn Clock>,
+        policy: TokenPolicy,
+        fetcher: Option<Arc<dyn super::TokenFetcher>>,
+    ) -> Self {
         Self {
             inner: Arc::new(ManagerInner {
                 key,
                 secret,
                 http,
+                fetcher,
                 store,
                 clock,
                 policy,
@@ -1273,15 +1310,21 @@ impl TokenManager {
                 }
             }
             let sent_at = self.now();
-            let result = match tokio::time::timeout_at(
-                deadline,
-                inner.http.attempt::<TokenResponse>(call, None),
-            )
-            .await
-            {
+            let attempt_future = async {
+                match &inner.fetcher {
+                    Some(f) => f.fetch().await,
+                    None => inner.http.attempt::<TokenResponse>(call, None).await,
+                }
+            };
+            let result = match tokio::time::timeout_at(deadline, attempt_future).await {
                 Ok(r) => r,
                 Err(_) => Err(Error::TimedOut {
-                    endpoint: call.path.into(),
+                    endpoint: inner
+                        .fetcher
+                        .as_ref()
+                        .map_or(call.path, |f| f.endpoint())
+                        .to_owned()
+                        .into(),
                     after: budget,
                 }),
             };

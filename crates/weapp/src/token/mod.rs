@@ -81,6 +81,24 @@ pub trait TokenSource: Send + Sync + std::fmt::Debug {
     async fn invalidate(&self, stale: &AccessToken) -> Result<()>;
 }
 
+/// Where a [`TokenManager`] gets tokens when they do not come from the app's own token
+/// endpoints: a third-party platform's component token (from its latest ticket) or an
+/// authorizer token (from a merchant's refresh token). The manager keeps its guarantees —
+/// one refresh at a time across processes under a fenced lease, shared failures, the fetch
+/// deadline — and calls [`TokenFetcher::fetch`] once per attempt. Such tokens follow the
+/// classic rules: every fetch issues a new token and the previous one works 300 s more.
+#[async_trait::async_trait]
+pub trait TokenFetcher: Send + Sync + std::fmt::Debug {
+    /// The endpoint, for errors and logs.
+    fn endpoint(&self) -> &'static str;
+
+    /// One attempt at a new token.
+    ///
+    /// # Errors
+    /// Typed upstream errors, as [`crate::Error`].
+    async fn fetch(&self) -> Result<TokenResponse>;
+}
+
 /// `GET /cgi-bin/token`.
 pub(crate) struct ClassicTokenRequest<'a> {
     pub appid: &'a str,

@@ -1,0 +1,320 @@
+//! A third-party platform against weapp-sim: tickets received and stored, one component token
+//! for two processes, a merchant's authorization, a client acting for the merchant, component
+//! login, a lost refresh token recovered from the authorizer list, re-authorization and
+//! de-authorization, forged events refused.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use weapp::open_platform::{
+    AuthType, Component, ComponentEvent, MemoryPlatformStore, ReceiveError, RefreshTokenStore,
+    TicketStore,
+};
+use weapp::push::PushQuery;
+use weapp::token::MemoryStore;
+use weapp_sim::{SimConfig, TokenKind};
+
+type Events = Arc<Mutex<Vec<ComponentEvent>>>;
+
+async fn receive(
+    State((component, events)): State<(Component, Events)>,
+    Query(q): Query<PushQuery>,
+    body: axum::body::Bytes,
+) -> (StatusCode, &'static str) {
+    match component.receive(&q, &body).await {
+        Ok(e) => {
+            events.lock().unwrap().push(e);
+            (StatusCode::OK, "success")
+        }
+        Err(ReceiveError::Push(_)) => (StatusCode::BAD_REQUEST, "refused"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
+    }
+}
+
+async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn post_json(http: &reqwest::Client, url: String, body: Value) -> Value {
+    http.post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_acts_for_a_merchant() {
+    let sim = weapp_sim::spawn(SimConfig::default()).await.unwrap();
+    let http = reqwest::Client::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let event_url = format!("http://{}/events", listener.local_addr().unwrap());
+    let reg = post_json(
+        &http,
+        format!("{}/_sim/platforms", sim.url()),
+        json!({"event_url": event_url}),
+    )
+    .await;
+    let (appid, secret, token, aes) = (
+        reg["component_appid"].as_str().unwrap().to_owned(),
+        reg["secret"].as_str().unwrap().to_owned(),
+        reg["token"].as_str().unwrap().to_owned(),
+        reg["encoding_aes_key"].as_str().unwrap().to_owned(),
+    );
+    // Two processes of the platform share the token store, the ticket and the refresh tokens.
+    let tokens = Arc::new(MemoryStore::new());
+    let platform_store = Arc::new(MemoryPlatformStore::new());
+    let build = |refresh: Arc<MemoryPlatformStore>| {
+        Component::builder(&appid, secret.as_str(), &token, &aes)
+            .base_url(sim.url())
+            .token_store(tokens.clone())
+            .ticket_store(platform_store.clone())
+            .refresh_token_store(refresh)
+            .build()
+            .unwrap()
+    };
+    let component = build(platform_store.clone());
+    let other_process = build(platform_store.clone());
+    let events: Events = Arc::default();
+    let app = Router::new()
+        .route("/events", post(receive))
+        .with_state((component.clone(), events.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The ticket pushed at once is stored.
+    let start = Instant::now();
+    while platform_store.latest(&appid).await.unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(5), "no ticket stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        platform_store.latest(&appid).await.unwrap(),
+        sim.sim().latest_ticket(&appid)
+    );
+
+    // Forty callers in two processes: one component token.
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let c = if i % 2 == 0 {
+                component.clone()
+            } else {
+                other_process.clone()
+            };
+            tokio::spawn(async move { c.component_token().await.unwrap() })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for c in calls {
+        got.push(c.await.unwrap());
+    }
+    assert!(got.iter().all(|t| t == &got[0]));
+    assert_eq!(sim.sim().component_tokens_issued(&appid), 1);
+
+    // The merchant authorizes through the page.
+    let pre = component.pre_auth_code().await.unwrap();
+    let url = component.authorization_url(
+        &pre.pre_auth_code,
+        "https://platform.example/back",
+        AuthType::MiniProgram,
+        None,
+    );
+    assert!(url.starts_with("https://mp.weixin.qq.com/cgi-bin/componentloginpage?"));
+    assert!(url.contains(&format!("component_appid={appid}")) && url.contains("auth_type=2"));
+    let (merchant, _) = sim.sim().add_app(None, None, false);
+    let auth = post_json(
+        &http,
+        format!("{}/_sim/platforms/{appid}/authorize", sim.url()),
+        json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant, "redirect_uri": "https://platform.example/back"}),
+    )
+    .await;
+    until("an authorized event", || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, ComponentEvent::Authorized(a) if a.authorizer_appid == merchant))
+    })
+    .await;
+    let code = events
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|e| match e {
+            ComponentEvent::Authorized(a) => Some(a.authorization_code.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(code, auth["auth_code"].as_str().unwrap());
+    let info = component.query_auth(&code).await.unwrap();
+    assert_eq!(info.authorizer_appid, merchant);
+    assert!(!format!("{info:?}").contains(info.authorizer_refresh_token.expose()));
+    // Saved before query_auth returned.
+    assert_eq!(
+        platform_store
+            .load(&appid, &merchant)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(info.authorizer_refresh_token.expose())
+    );
+
+    // A client for the merchant's mini program: its APIs work with authorizer tokens.
+    let client = component.authorizer(&merchant).unwrap();
+    assert!(client.subscribe().categories().await.is_ok());
+    let issued = sim.sim().tokens_issued(&merchant, TokenKind::Authorizer);
+    assert_eq!(issued, 2, "query_auth's, then the client's own");
+    // The other process's client shares the token.
+    let elsewhere = other_process.authorizer(&merchant).unwrap();
+    assert!(elsewhere.subscribe().categories().await.is_ok());
+    assert_eq!(
+        sim.sim().tokens_issued(&merchant, TokenKind::Authorizer),
+        issued
+    );
+
+    // Login of the merchant's users through the component.
+    let (js_code, openid) = sim.sim().login(&merchant, None, None, false).unwrap();
+    let session = component
+        .code_to_session(&merchant, &js_code)
+        .await
+        .unwrap();
+    assert_eq!(session.openid, openid);
+    let used = component
+        .code_to_session(&merchant, &js_code)
+        .await
+        .unwrap_err();
+    assert_eq!(used.errcode().map(|c| c.code()), Some(40163));
+
+    // A process that lost the refresh token recovers it from the authorizer list.
+    let empty = Arc::new(MemoryPlatformStore::new());
+    let amnesiac = Component::builder(&appid, secret.as_str(), &token, &aes)
+        .base_url(sim.url())
+        .ticket_store(platform_store.clone())
+        .refresh_token_store(empty.clone())
+        .build()
+        .unwrap();
+    let recovered = amnesiac.authorizer(&merchant).unwrap();
+    assert!(recovered.subscribe().categories().await.is_ok());
+    assert_eq!(
+        empty.load(&appid, &merchant).await.unwrap().as_deref(),
+        Some(info.authorizer_refresh_token.expose())
+    );
+
+    // Re-authorization with other permissions: a new code, a new refresh token; the client's
+    // token dies at once and the next call refreshes it with the new refresh token.
+    let pre = component.pre_auth_code().await.unwrap();
+    let auth = post_json(
+        &http,
+        format!("{}/_sim/platforms/{appid}/authorize", sim.url()),
+        json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant, "redirect_uri": "https://x", "func_ids": [17]}),
+    )
+    .await;
+    assert_eq!(auth["event"], "updateauthorized");
+    until("an updateauthorized event", || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, ComponentEvent::UpdateAuthorized(_)))
+    })
+    .await;
+    let info2 = component
+        .query_auth(auth["auth_code"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_ne!(
+        info2.authorizer_refresh_token.expose(),
+        info.authorizer_refresh_token.expose()
+    );
+    assert!(client.subscribe().categories().await.is_ok());
+
+    // De-authorization: the event, and the client's calls end in 61003.
+    post_json(
+        &http,
+        format!("{}/_sim/platforms/{appid}/deauthorize", sim.url()),
+        json!({"authorizer_appid": merchant}),
+    )
+    .await;
+    until("an unauthorized event", || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, ComponentEvent::Unauthorized { authorizer_appid, .. } if *authorizer_appid == merchant))
+    })
+    .await;
+    let e = client.subscribe().categories().await.unwrap_err();
+    assert_eq!(e.errcode().map(|c| c.code()), Some(61003), "{e}");
+    // Forgotten: nothing left to refresh with, and the error says what to do.
+    component.forget_authorizer(&merchant).await.unwrap();
+    assert_eq!(platform_store.load(&appid, &merchant).await.unwrap(), None);
+    let e = component
+        .authorizer(&merchant)
+        .unwrap()
+        .subscribe()
+        .categories()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("authorize again"), "{e}");
+
+    // A forged event is refused and stores nothing.
+    let before = platform_store.latest(&appid).await.unwrap();
+    let forged = http
+        .post(format!(
+            "{event_url}?timestamp=1&nonce=2&encrypt_type=aes&msg_signature=deadbeef"
+        ))
+        .body("<xml><AppId>x</AppId><Encrypt>AAAA</Encrypt></xml>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    assert_eq!(platform_store.latest(&appid).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn without_a_ticket_the_component_token_says_so() {
+    let sim = weapp_sim::spawn(SimConfig::default()).await.unwrap();
+    let http = reqwest::Client::new();
+    let reg = post_json(&http, format!("{}/_sim/platforms", sim.url()), json!({})).await;
+    let component = Component::builder(
+        reg["component_appid"].as_str().unwrap(),
+        reg["secret"].as_str().unwrap(),
+        reg["token"].as_str().unwrap(),
+        reg["encoding_aes_key"].as_str().unwrap(),
+    )
+    .base_url(sim.url())
+    .build()
+    .unwrap();
+    let e = component.component_token().await.unwrap_err();
+    assert!(e.to_string().contains("no component_verify_ticket"), "{e}");
+    // A stored ticket WeChat does not know: 61006, typed.
+    let store = Arc::new(MemoryPlatformStore::new());
+    TicketStore::save(&*store, reg["component_appid"].as_str().unwrap(), "null")
+        .await
+        .unwrap();
+    let component = Component::builder(
+        reg["component_appid"].as_str().unwrap(),
+        reg["secret"].as_str().unwrap(),
+        reg["token"].as_str().unwrap(),
+        reg["encoding_aes_key"].as_str().unwrap(),
+    )
+    .base_url(sim.url())
+    .ticket_store(store)
+    .build()
+    .unwrap();
+    let e = component.component_token().await.unwrap_err();
+    assert_eq!(e.errcode().map(|c| c.code()), Some(61006), "{e}");
+    // api_start_push_ticket asks for one.
+    component.start_push_ticket().await.unwrap();
+}
