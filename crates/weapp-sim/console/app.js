@@ -26,6 +26,16 @@ const I18N = {
     delivered: 'delivered', failed: 'not delivered', attempt: 'attempt', attempts: 'attempts', noPush: 'no push URL configured',
     noDeliveries: 'no deliveries yet', noFaults: 'no faults', remove: 'remove', subscribeMsg: 'subscribe message',
     csMsg: 'customer-service reply', noMessages: 'nothing received yet',
+    tabPlatforms: 'Platforms',
+    platformsHelp: 'Third-party platforms (开放平台) registered with POST /_sim/platforms: their ticket pushes, and the merchants that authorized them.',
+    noPlatforms: 'no platform registered', eventUrl: 'authorization-event URL', messageUrl: 'message URL',
+    ticketPushes: 'ticket pushes', lastTicket: 'last ticket', answeredSuccess: 'last answered "success"',
+    componentTokens: 'component tokens issued', pushTicket: 'Push a ticket now', merchants: 'Merchants',
+    noMerchants: 'no merchant has authorized this platform', authorized: 'authorized', deauthorized: 'de-authorized',
+    deauthorize: 'De-authorize', authorizeAs: 'Scan the authorization page as a merchant',
+    preAuthCode: 'pre-auth code (from api_create_preauthcode)', noPreAuth: 'no open page: call api_create_preauthcode first',
+    redirectUri: 'redirect_uri', funcIds: 'permission sets (comma-separated, optional)', authorize: 'Authorize',
+    redirected: 'redirected to', refreshExchanged: 'refresh token exchanged', never: 'never',
   },
   zh: {
     resync: '回到现在', resyncHelp: '回到真实时间（实时模式）。微信时钟快于你的服务器时，推送的时间戳会超出接收端的重放窗口而被拒绝。',
@@ -49,6 +59,16 @@ const I18N = {
     delivered: '已送达', failed: '未送达', attempt: '次尝试', attempts: '次尝试', noPush: '未配置推送地址',
     noDeliveries: '暂无推送', noFaults: '没有故障', remove: '移除', subscribeMsg: '订阅消息',
     csMsg: '客服回复', noMessages: '暂无消息',
+    tabPlatforms: '第三方平台',
+    platformsHelp: '通过 POST /_sim/platforms 注册的第三方平台（开放平台）：验证票据推送，以及授权给它的商家小程序。',
+    noPlatforms: '还没有注册第三方平台', eventUrl: '授权事件接收 URL', messageUrl: '消息与事件接收 URL',
+    ticketPushes: '票据推送次数', lastTicket: '最近一次票据', answeredSuccess: '最近一次回复 "success"',
+    componentTokens: '已签发的 component_access_token', pushTicket: '立即推送票据', merchants: '授权方（商家）',
+    noMerchants: '还没有商家授权给这个平台', authorized: '已授权', deauthorized: '已取消授权',
+    deauthorize: '取消授权', authorizeAs: '以商家身份扫码授权',
+    preAuthCode: '预授权码（api_create_preauthcode）', noPreAuth: '没有打开的授权页：先调用 api_create_preauthcode',
+    redirectUri: '回调地址 redirect_uri', funcIds: '权限集（逗号分隔，可选）', authorize: '确认授权',
+    redirected: '已跳转到', refreshExchanged: '刷新令牌已换取', never: '从未',
   },
 };
 
@@ -339,6 +359,95 @@ async function refreshPhone() {
   $('#notifications').replaceChildren(...(items.length ? items : [el('li', { class: 'muted' }, t('noMessages'))]));
 }
 
+// --------------------------------------------------------------------------------- platforms
+
+let platformView = null;
+/** The last authorization made from the console, per platform: what the page redirected to. */
+const platformResults = {};
+async function refreshPlatforms() {
+  platformView = await api('GET', '/_sim/platforms');
+  renderPlatforms();
+}
+
+function renderPlatforms() {
+  const box = $('#platforms');
+  if (!platformView) { box.replaceChildren(); return; }
+  if (!platformView.platforms.length) {
+    box.replaceChildren(el('p', { class: 'muted' }, t('noPlatforms')));
+    return;
+  }
+  const secs = (s) => (s ? fmtTime(s * 1000) : t('never'));
+  box.replaceChildren(...platformView.platforms.map((p) => {
+    const id = p.component_appid;
+    const pushBtn = el('button', { 'data-testid': `push-ticket-${id}` }, t('pushTicket'));
+    pushBtn.addEventListener('click', async () => {
+      try {
+        const r = await api('POST', `/_sim/platforms/${id}/ticket`);
+        toast(r.push ? `${t('pushTicket')}: ${r.push.delivered ? t('delivered') : t('failed')}` : t('pushTicket'));
+        await refreshPlatforms();
+      } catch (err) { toast(String(err.message || err), true); }
+    });
+    const merchants = p.authorizers.length
+      ? el('table', { class: 'merchants', 'data-testid': `merchants-${id}` },
+        ...p.authorizers.map((a) => {
+          const row = el('tr', { 'data-testid': `merchant-${a.authorizer_appid}` },
+            el('td', {}, a.authorizer_appid),
+            el('td', { class: a.authorized ? 'ok' : 'bad', 'data-testid': 'merchant-status' }, a.authorized ? t('authorized') : t('deauthorized')),
+            el('td', {}, (a.func_ids || []).join(', ')),
+            el('td', {}, secs(a.auth_time)),
+            el('td', {}, `${t('refreshExchanged')}: ${a.refresh_token_exchanged ? '✓' : '—'}`));
+          if (a.authorized) {
+            const b = el('button', { 'data-testid': `deauthorize-${a.authorizer_appid}` }, t('deauthorize'));
+            b.addEventListener('click', async () => {
+              try {
+                await api('POST', `/_sim/platforms/${id}/deauthorize`, { authorizer_appid: a.authorizer_appid });
+                await refreshPlatforms();
+              } catch (err) { toast(String(err.message || err), true); }
+            });
+            row.append(el('td', {}, b));
+          } else {
+            row.append(el('td', {}));
+          }
+          return row;
+        }))
+      : el('p', { class: 'muted' }, t('noMerchants'));
+    // The merchant's side of the authorization page.
+    const codes = p.pending_pre_auth_codes || [];
+    const form = el('form', { class: 'grid-form', 'data-testid': `authorize-form-${id}` });
+    const codeSel = el('select', { 'data-testid': 'authorize-code' },
+      ...codes.map((c) => el('option', { value: c }, c.length > 28 ? `${c.slice(0, 28)}…` : c)));
+    const appSel = el('select', { 'data-testid': 'authorize-app' },
+      ...state.apps.map((a) => el('option', { value: a.appid }, a.appid)));
+    const redirect = el('input', { 'data-testid': 'authorize-redirect', value: 'https://example.com/authorized', placeholder: t('redirectUri') });
+    const funcs = el('input', { 'data-testid': 'authorize-funcs', placeholder: t('funcIds') });
+    const submit = el('button', { type: 'submit', 'data-testid': 'authorize-submit' }, t('authorize'));
+    const result = el('div', { class: 'muted', 'data-testid': 'authorize-result' }, platformResults[id] || '');
+    if (!codes.length) submit.disabled = true;
+    form.append(el('label', {}, t('preAuthCode'), codeSel), el('label', {}, t('app'), appSel),
+      el('label', {}, t('redirectUri'), redirect), el('label', {}, t('funcIds'), funcs), submit);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const body = { pre_auth_code: codeSel.value, authorizer_appid: appSel.value, redirect_uri: redirect.value };
+      const ids = funcs.value.split(',').map((x) => Number(x.trim())).filter((x) => Number.isInteger(x) && x > 0);
+      if (ids.length) body.func_ids = ids;
+      try {
+        const r = await api('POST', `/_sim/platforms/${id}/authorize`, body);
+        platformResults[id] = `${r.event} · ${t('redirected')} ${r.redirect}`;
+        await refreshPlatforms();
+      } catch (err) { toast(String(err.message || err), true); }
+    });
+    return el('div', { class: 'card', 'data-testid': `platform-${id}` },
+      el('h4', {}, id),
+      el('div', {}, `${t('eventUrl')}: ${p.event_url || t('none')}`),
+      el('div', {}, `${t('messageUrl')}: ${p.message_url || t('none')}`),
+      el('div', { 'data-testid': 'ticket-stats' },
+        `${t('ticketPushes')}: ${p.ticket_pushes} · ${t('lastTicket')}: ${secs(p.last_ticket_at)} · ${t('answeredSuccess')}: ${secs(p.last_ticket_answered_success_at)} · ${t('componentTokens')}: ${p.component_tokens_issued}`),
+      pushBtn,
+      el('h4', {}, t('merchants')), merchants,
+      el('h4', {}, t('authorizeAs')), codes.length ? form : el('p', { class: 'muted' }, t('noPreAuth')), result);
+  }));
+}
+
 // ------------------------------------------------------------------------------------ tokens
 
 let tokenView = null;
@@ -535,6 +644,9 @@ function onEvent(e) {
     case 'fault_added': case 'fault_removed': case 'faults_cleared':
       later.faults();
       break;
+    case 'platform_push': case 'platform_authorized': case 'component_token_issued':
+      later.platforms();
+      break;
     case 'code_issued':
       if (e.appid === state.appid && !(currentApp() || { users: [] }).users.some((u) => u.openid === e.openid)) later.apps();
       break;
@@ -548,6 +660,7 @@ const later = {
   clock: coalesced(() => refreshClock()),
   faults: coalesced(() => refreshFaults()),
   apps: coalesced(() => refreshApps()),
+  platforms: coalesced(() => refreshPlatforms()),
 };
 
 function connectEvents() {
@@ -565,6 +678,7 @@ document.querySelectorAll('#tabs button').forEach((b) => b.addEventListener('cli
   if (b.dataset.tab === 'tokens') refreshTokens().catch(() => {});
   if (b.dataset.tab === 'faults') refreshFaults().catch(() => {});
   if (b.dataset.tab === 'pushes') renderDeliveries();
+  if (b.dataset.tab === 'platforms') refreshPlatforms().catch(() => {});
 }));
 
 $('#lang').addEventListener('click', () => {
@@ -576,6 +690,7 @@ $('#lang').addEventListener('click', () => {
   renderDeliveries();
   refreshFaults().catch(() => {});
   refreshPhone().catch(() => {});
+  renderPlatforms();
 });
 
 async function start() {

@@ -303,13 +303,24 @@ impl Sim {
     /// The platforms, without secrets: URLs, ticket pushes, authorizers.
     pub fn platforms(&self) -> Value {
         let w = self.world();
+        let now = self.now_in(&w);
         let mut list: Vec<Value> = w
             .platforms
             .platforms
             .iter()
             .map(|(id, p)| {
+                // The pages a platform has opened (its pre-auth codes still usable): what the
+                // console's merchant can scan.
+                let mut pending: Vec<(&String, i64)> = p
+                    .pre_auth
+                    .iter()
+                    .filter(|(_, (at, used))| !*used && now - *at < CODE_TTL * 1000)
+                    .map(|(c, (at, _))| (c, *at))
+                    .collect();
+                pending.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
                 json!({
                     "component_appid": id,
+                    "pending_pre_auth_codes": pending.iter().map(|(c, _)| c).collect::<Vec<_>>(),
                     "event_url": p.event_url,
                     "message_url": p.message_url,
                     "ticket_pushes": p.ticket_pushes,
