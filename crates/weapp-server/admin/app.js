@@ -270,7 +270,15 @@ function clientRow(c) {
 }
 
 async function loadClients() {
-  const { clients } = await api('GET', '/v1/admin/clients');
+  // Every page (100 at a time).
+  const clients = [];
+  let after = '';
+  for (;;) {
+    const page = await api('GET', `/v1/admin/clients?limit=100${after ? `&after=${encodeURIComponent(after)}` : ''}`);
+    clients.push(...page.clients);
+    if (!page.next_after) break;
+    after = page.next_after;
+  }
   $('#clients').replaceChildren(...clients.map(clientRow));
 }
 

@@ -323,6 +323,36 @@ async fn file_apps_are_read_only_and_input_is_checked() {
     .await;
     assert_eq!(s, 201);
     let all = v["key"].as_str().unwrap().to_owned();
+    // Clients are paged too (the file's two and this one), in name order.
+    let (s, _) = call("GET", "/v1/admin/clients?limit=101".into(), None).await;
+    assert_eq!(s, 400);
+    let mut names = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (s, page) = call(
+            "GET",
+            format!("/v1/admin/clients?limit=2&after={after}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{page}");
+        assert!(page["clients"].as_array().unwrap().len() <= 2);
+        names.extend(
+            page["clients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned()),
+        );
+        match page["next_after"].as_str() {
+            Some(n) => after = n.to_owned(),
+            None => break,
+        }
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert_eq!(names, ["all", "billing", "other"]);
     let (s, _) = w
         .call(
             "GET",

@@ -297,11 +297,13 @@ pub struct ClientView {
     pub key: Option<String>,
 }
 
-/// Every client.
+/// A page of clients.
 #[derive(Serialize, ToSchema)]
 pub struct ClientList {
     /// By name.
     pub clients: Vec<ClientView>,
+    /// Pass as `after` for the next page (absent on the last).
+    pub next_after: Option<String>,
 }
 
 /// `?after=&limit=`.
@@ -902,18 +904,31 @@ pub async fn create_client(
         .into_response())
 }
 
-/// Every broker client (never their keys).
-#[utoipa::path(get, path = "/v1/admin/clients", tag = "admin", security(("admin_key" = [])),
-    responses((status = 200, body = ClientList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn list_clients(State(state): State<AppState>, _admin: Admin) -> Json<ClientList> {
-    Json(ClientList {
-        clients: state
-            .registry
-            .client_entries()
-            .iter()
-            .map(|e| client_view(e, None))
-            .collect(),
-    })
+/// Broker clients in name order, paged (never their keys).
+#[utoipa::path(get, path = "/v1/admin/clients", tag = "admin", security(("admin_key" = [])), params(PageQuery),
+    responses((status = 200, body = ClientList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn list_clients(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<ClientList>, AppError> {
+    let limit = limit_of(q.limit)?;
+    let after = q.after.unwrap_or_default();
+    let mut entries: Vec<_> = state
+        .registry
+        .client_entries()
+        .into_iter()
+        .filter(|e| e.client.name > after)
+        .collect();
+    entries.sort_by(|a, b| a.client.name.cmp(&b.client.name));
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    Ok(Json(ClientList {
+        next_after: more
+            .then(|| entries.last().map(|e| e.client.name.clone()))
+            .flatten(),
+        clients: entries.iter().map(|e| client_view(e, None)).collect(),
+    }))
 }
 
 async fn managed_client(state: &AppState, name: &str) -> Result<(), AppError> {
