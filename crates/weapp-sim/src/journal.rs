@@ -57,6 +57,10 @@ fn is_secret_key(key: &str) -> bool {
                 | "authorization"
                 | "cookie"
                 | "setcookie"
+                // A platform's authorization codes are redeemable for refresh tokens.
+                | "authcode"
+                | "authorizationcode"
+                | "preauthcode"
         )
 }
 

@@ -74,6 +74,8 @@ pub(crate) struct Platform {
     next_ticket_at: Option<i64>,
     /// When a ticket push was last answered `success`.
     last_ticket_ok: Option<i64>,
+    /// Whether the last ticket push was not answered `success`.
+    last_ticket_failed: bool,
     ticket_pushes: u64,
     component_current: Option<String>,
     component_previous: Option<String>,
@@ -156,6 +158,7 @@ fn fresh(
         message_url,
         tickets: Vec::new(),
         last_ticket_ok: None,
+        last_ticket_failed: false,
         ticket_pushes: 0,
         component_current: None,
         component_previous: None,
@@ -247,6 +250,7 @@ impl Sim {
                 "component_appid must be 1–64 letters and digits",
             ));
         }
+        let given_key = config.encoding_aes_key.is_some();
         let key = config.encoding_aes_key.unwrap_or_else(|| {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD
@@ -268,9 +272,22 @@ impl Sim {
                 return Err(WxError::new(47001, "URLs must be http(s)"));
             }
         }
-        let secret = config.secret.unwrap_or_else(|| random_alnum(32));
-        let token = config.token.unwrap_or_else(|| random_alnum(16));
         let mut w = self.world();
+        // An update keeps what it does not name (changing a URL does not rotate credentials).
+        let existing = w.platforms.platforms.get(&appid);
+        let secret = config
+            .secret
+            .or_else(|| existing.map(|p| p.secret.clone()))
+            .unwrap_or_else(|| random_alnum(32));
+        let token = config
+            .token
+            .or_else(|| existing.map(|p| p.token.clone()))
+            .unwrap_or_else(|| random_alnum(16));
+        let key = if given_key {
+            key
+        } else {
+            existing.map_or(key, |p| p.aes_key.clone())
+        };
         match w.platforms.platforms.get_mut(&appid) {
             Some(p) => {
                 p.secret = secret.clone();
@@ -465,12 +482,13 @@ impl Sim {
                 .attempts
                 .last()
                 .is_some_and(|a| a.status == Some(200) && a.body.as_deref() == Some("success"));
-            if ok {
-                let mut w = self.world();
-                let now = self.now_in(&w);
-                if let Some(p) = w.platforms.platforms.get_mut(component_appid) {
+            let mut w = self.world();
+            let now = self.now_in(&w);
+            if let Some(p) = w.platforms.platforms.get_mut(component_appid) {
+                if ok {
                     p.last_ticket_ok = Some(now);
                 }
+                p.last_ticket_failed = !ok;
             }
         }
         Ok(delivery)
@@ -488,8 +506,12 @@ impl Sim {
                 .map(|(id, _)| id.clone())
                 .collect()
         };
+        // Each platform on its own: a dead URL (three 5-second attempts) delays no one else.
         for id in due {
-            let _ = self.push_ticket(&id).await;
+            let sim = self.clone();
+            tokio::spawn(async move {
+                let _ = sim.push_ticket(&id).await;
+            });
         }
     }
 
@@ -531,9 +553,10 @@ impl Sim {
         )) {
             return Err(WxError::new(40125, "invalid appsecret"));
         }
-        let healthy = p
-            .last_ticket_ok
-            .is_some_and(|t| now - t < TICKET_TTL * 1000);
+        // "ok": the pushes were failing (or never answered) and are restarted.
+        let healthy = !p.last_ticket_failed
+            && p.last_ticket_ok
+                .is_some_and(|t| now - t < TICKET_TTL * 1000);
         if p.event_url.is_some() {
             p.next_ticket_at = Some(now);
         }
@@ -672,18 +695,22 @@ impl Sim {
                 .platforms
                 .get_mut(component_appid)
                 .ok_or_else(|| format!("no platform {component_appid}"))?;
-            match p.pre_auth.get_mut(&req.pre_auth_code) {
-                Some((issued, used)) if !*used && now - *issued < CODE_TTL * 1000 => *used = true,
+            match p.pre_auth.get(&req.pre_auth_code) {
+                Some((issued, used)) if !*used && now - *issued < CODE_TTL * 1000 => {}
                 Some((_, true)) => return Err("the pre-auth code was used already".into()),
                 Some(_) => return Err("the pre-auth code expired".into()),
                 None => return Err("unknown pre-auth code".into()),
             }
+            // A page the merchant cannot use leaves its code usable.
             if let Some(biz) = &req.biz_appid {
                 if biz != &req.authorizer_appid {
                     return Err(format!("this page is for {biz} only"));
                 }
             } else if req.auth_type == Some(1) {
                 return Err("this page authorizes official accounts only (auth_type = 1)".into());
+            }
+            if let Some(c) = p.pre_auth.get_mut(&req.pre_auth_code) {
+                c.1 = true;
             }
             let func_ids = req
                 .func_ids
@@ -998,6 +1025,23 @@ impl Sim {
                 p.secret.as_bytes(),
             )) {
                 return Err(WxError::new(40125, "invalid appsecret"));
+            }
+            // With `appid`: the quota of a merchant that authorized the platform (its own ten
+            // resets a month).
+            if let Some(merchant) = s(body, "appid").filter(|a| !a.is_empty()) {
+                if !p.authorizers.get(merchant).is_some_and(|a| a.active) {
+                    return Err(WxError::new(40013, "invalid appid"));
+                }
+                let merchant = merchant.to_owned();
+                let app = w.app_mut(&merchant)?;
+                if !app.take("clear_quota", month_of(now), CLEAR_QUOTA_MONTHLY) {
+                    return Err(WxError::new(
+                        48006,
+                        "forbid to clear quota because of reaching the limit",
+                    ));
+                }
+                app.counters.retain(|k, _| *k == "clear_quota");
+                return Ok(json!({"errcode": 0, "errmsg": "ok"}));
             }
             p
         } else {

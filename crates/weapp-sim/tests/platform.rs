@@ -287,6 +287,14 @@ async fn a_platform_from_ticket_to_deauthorization() {
     // 8. The merchant scans the page: a redirect with auth_code, and an `authorized` push.
     let (merchant, _) = sim.add_app(None, None, true);
     let (other_app, _) = sim.add_app(None, None, false);
+    // A page the merchant cannot use (another account's) leaves the code usable.
+    let wrong = t
+        .post(
+            &format!("/_sim/platforms/{component}/authorize"),
+            json!({"pre_auth_code": pre, "authorizer_appid": merchant, "redirect_uri": "https://x", "biz_appid": other_app}),
+        )
+        .await;
+    assert!(wrong["error"].as_str().unwrap().contains("only"), "{wrong}");
     let auth = t
         .post(
             &format!("/_sim/platforms/{component}/authorize"),
@@ -425,6 +433,22 @@ async fn a_platform_from_ticket_to_deauthorization() {
     assert_eq!(bound, component);
     assert!(xml.contains("你好，商家"), "{xml}");
 
+    // 7.2: clear_quota/v2 with the secret resets the platform's or an authorizer's quota.
+    let v = t
+        .post(
+            "/cgi-bin/component/clear_quota/v2",
+            json!({"component_appid": component, "appsecret": secret, "appid": merchant}),
+        )
+        .await;
+    assert_eq!(T::errcode(&v), 0, "{v}");
+    let v = t
+        .post(
+            "/cgi-bin/component/clear_quota/v2",
+            json!({"component_appid": component, "appsecret": secret, "appid": other_app}),
+        )
+        .await;
+    assert_eq!(T::errcode(&v), 40013, "{v}");
+
     // 11. Re-authorization with other permissions: `updateauthorized`, a new refresh token,
     // the old one refused, the old authorizer tokens dead at once.
     let pre2 = preauth(&ctoken).await["pre_auth_code"]
@@ -528,6 +552,16 @@ async fn a_platform_from_ticket_to_deauthorization() {
     sim.advance(12 * 3600);
     let v = t.post(path, ct(&ticket2, &secret)).await;
     assert_eq!(T::errcode(&v), 61005, "{v}");
+
+    // Changing a URL keeps the credentials.
+    let v = t
+        .post(
+            "/_sim/platforms",
+            json!({"component_appid": component, "event_url": rx.url}),
+        )
+        .await;
+    assert_eq!(v["secret"], secret.as_str());
+    assert_eq!(v["token"], token);
 
     // The control view shows no secret; a reset keeps the registration.
     let view = t.get("/_sim/platforms").await;

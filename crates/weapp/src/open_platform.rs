@@ -259,8 +259,10 @@ pub struct AuthorizationInfo {
     /// Its lifetime.
     #[serde(default)]
     pub expires_in: i64,
-    /// The refresh token (saved by [`Component::query_auth`] before it returns).
-    pub authorizer_refresh_token: AccessToken,
+    /// The refresh token (saved by [`Component::query_auth`] before it returns) — absent when
+    /// the account granted no API permission.
+    #[serde(default)]
+    pub authorizer_refresh_token: Option<AccessToken>,
     /// The permission sets granted.
     #[serde(default)]
     pub func_info: Vec<FuncInfo>,
@@ -605,6 +607,17 @@ impl ComponentBuilder {
                 "component appid and secret are required".into(),
             ));
         }
+        // An empty Token would make every msg_signature computable by anyone.
+        if self.push_token.trim().is_empty() {
+            return Err(Error::InvalidArgument(
+                "the message-check Token is required".into(),
+            ));
+        }
+        if self.appid.contains(':') {
+            return Err(Error::InvalidArgument(
+                "component appid must not contain ':'".into(),
+            ));
+        }
         let aes_key = EncodingAesKey::new(&self.aes_key)
             .map_err(|e| Error::InvalidArgument(format!("EncodingAESKey: {e}")))?;
         self.policy.validate()?;
@@ -656,6 +669,7 @@ impl ComponentBuilder {
                 refresh_tokens,
                 manager,
                 window_secs: self.window_secs,
+                authorizers: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -674,7 +688,13 @@ struct Inner {
     refresh_tokens: Arc<dyn RefreshTokenStore>,
     manager: TokenManager,
     window_secs: i64,
+    /// One token manager per merchant, so that a process keeps one flight, one local copy and
+    /// one memory of failures per authorizer however often `authorizer()` is called.
+    authorizers: Mutex<HashMap<String, TokenManager>>,
 }
+
+/// The most authorizer managers a component keeps (beyond, an arbitrary one is dropped).
+const MAX_AUTHORIZER_MANAGERS: usize = 100_000;
 
 /// A third-party platform. Cheap to clone; clones share everything. See the [module
 /// docs](self).
@@ -736,10 +756,17 @@ impl TokenFetcher for ComponentTokenFetcher {
 }
 
 /// Fetches a merchant's authorizer token from its stored refresh token.
-#[derive(Debug)]
 struct AuthorizerTokenFetcher {
-    component: Component,
+    component: std::sync::Weak<Inner>,
     authorizer_appid: String,
+}
+
+impl std::fmt::Debug for AuthorizerTokenFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizerTokenFetcher")
+            .field("authorizer_appid", &self.authorizer_appid)
+            .finish()
+    }
 }
 
 #[async_trait]
@@ -749,15 +776,20 @@ impl TokenFetcher for AuthorizerTokenFetcher {
     }
 
     async fn fetch(&self) -> Result<TokenResponse> {
-        let c = &self.component;
-        let appid = &c.inner.appid;
+        let c = Component {
+            inner: self
+                .component
+                .upgrade()
+                .ok_or_else(|| Error::InvalidArgument("the component was dropped".into()))?,
+        };
+        let appid = c.inner.appid.clone();
         let mut recovered = false;
         loop {
-            let refresh = match c.inner.refresh_tokens.load(appid, &self.authorizer_appid).await? {
+            let refresh = match c.inner.refresh_tokens.load(&appid, &self.authorizer_appid).await? {
                 Some(r) => r,
                 None if !recovered => {
                     recovered = true;
-                    c.recover_refresh_token(&self.authorizer_appid).await?;
+                    c.recover_refresh_token(&self.authorizer_appid, None).await?;
                     continue;
                 }
                 None => {
@@ -777,8 +809,10 @@ impl TokenFetcher for AuthorizerTokenFetcher {
                 "authorizer_appid": self.authorizer_appid,
                 "authorizer_refresh_token": refresh,
             });
+            // One attempt (the token manager decides about retries, with its lease): a
+            // rejected component token is renewed and the attempt made once more.
             let result: Result<AuthorizerTokenResponse> = c
-                .call("/cgi-bin/component/api_authorizer_token", &body, false)
+                .attempt("/cgi-bin/component/api_authorizer_token", &body)
                 .await;
             match result {
                 Ok(r) => {
@@ -790,7 +824,7 @@ impl TokenFetcher for AuthorizerTokenFetcher {
                     {
                         c.inner
                             .refresh_tokens
-                            .save(appid, &self.authorizer_appid, new.expose())
+                            .save(&appid, &self.authorizer_appid, new.expose())
                             .await?;
                     }
                     return Ok(TokenResponse {
@@ -798,11 +832,22 @@ impl TokenFetcher for AuthorizerTokenFetcher {
                         expires_in: r.expires_in,
                     });
                 }
-                // The stored refresh token is not (or no longer) the one WeChat knows: the list
-                // has the current one.
+                // The refresh token used is not (or no longer) the one WeChat knows: another
+                // process may have saved the right one meanwhile, or the list has it.
                 Err(e) if e.errcode().map(ErrCode::code) == Some(61023) && !recovered => {
                     recovered = true;
-                    if !c.recover_refresh_token(&self.authorizer_appid).await? {
+                    let now = c
+                        .inner
+                        .refresh_tokens
+                        .load(&appid, &self.authorizer_appid)
+                        .await?;
+                    if now.as_deref().is_some_and(|n| n != refresh) {
+                        continue;
+                    }
+                    if !c
+                        .recover_refresh_token(&self.authorizer_appid, Some(&refresh))
+                        .await?
+                    {
                         return Err(e);
                     }
                 }
@@ -854,6 +899,34 @@ impl Component {
     /// than 12 hours), no ticket stored yet, or a store failure.
     pub async fn component_token(&self) -> Result<AccessToken> {
         self.inner.manager.token().await
+    }
+
+    /// One attempt of a component request (no retries of failures: a token manager makes
+    /// those decisions); a rejected component token is invalidated and the attempt made once
+    /// more — WeChat did not act on a call it refused for its token.
+    async fn attempt<O: JsonResponse>(&self, path: &'static str, body: &Value) -> Result<O> {
+        let mut retried = false;
+        loop {
+            let token = self.inner.manager.token().await?;
+            let call = Call {
+                method: Method::Post,
+                path,
+                auth: Auth::None,
+                idempotent: false,
+                query: vec![(
+                    Cow::Borrowed("component_access_token"),
+                    token.expose().to_owned(),
+                )],
+                body: Body::json(body)?,
+            };
+            match self.inner.http.attempt::<O>(&call, None).await {
+                Err(e) if e.is_token_invalid() && !retried => {
+                    retried = true;
+                    self.inner.manager.invalidate(&token).await?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Posts a component request with the component token; a rejected token is invalidated
@@ -909,6 +982,8 @@ impl Component {
                 .save(&self.inner.appid, ticket)
                 .await
                 .map_err(ReceiveError::Store)?;
+            // A remembered "no ticket" or 61006 is stale now.
+            self.inner.manager.forget_failures();
         }
         Ok(event)
     }
@@ -1059,14 +1134,16 @@ impl Component {
             .call("/cgi-bin/component/api_query_auth", &body, false)
             .await?;
         let info = r.authorization_info;
-        self.inner
-            .refresh_tokens
-            .save(
-                &self.inner.appid,
-                &info.authorizer_appid,
-                info.authorizer_refresh_token.expose(),
-            )
-            .await?;
+        if let Some(refresh) = info
+            .authorizer_refresh_token
+            .as_ref()
+            .filter(|r| !r.expose().is_empty())
+        {
+            self.inner
+                .refresh_tokens
+                .save(&self.inner.appid, &info.authorizer_appid, refresh.expose())
+                .await?;
+        }
         Ok(info)
     }
 
@@ -1125,13 +1202,13 @@ impl Component {
     }
 
     /// Looks `authorizer_appid` up in the list and saves its refresh token if the list has one
-    /// that differs from the stored one; true when it saved.
-    async fn recover_refresh_token(&self, authorizer_appid: &str) -> Result<bool> {
-        let stored = self
-            .inner
-            .refresh_tokens
-            .load(&self.inner.appid, authorizer_appid)
-            .await?;
+    /// that differs from `failed` (the one WeChat just refused; `None`: none stored) — unless
+    /// the store changed meanwhile (another process saved a newer one). True when it saved.
+    async fn recover_refresh_token(
+        &self,
+        authorizer_appid: &str,
+        failed: Option<&str>,
+    ) -> Result<bool> {
         let mut offset = 0u32;
         loop {
             let page = self.authorizer_list(offset, 500).await?;
@@ -1142,7 +1219,16 @@ impl Component {
                 .find(|e| e.authorizer_appid == authorizer_appid)
             {
                 return match e.refresh_token.filter(|r| !r.expose().is_empty()) {
-                    Some(r) if stored.as_deref() != Some(r.expose()) => {
+                    Some(r) if failed != Some(r.expose()) => {
+                        let stored = self
+                            .inner
+                            .refresh_tokens
+                            .load(&self.inner.appid, authorizer_appid)
+                            .await?;
+                        if stored.as_deref() != failed {
+                            // Another process saved one meanwhile: that one is newer.
+                            return Ok(true);
+                        }
                         tracing::warn!(
                             authorizer = authorizer_appid,
                             "refresh token recovered from api_get_authorizer_list"
@@ -1172,6 +1258,11 @@ impl Component {
             .refresh_tokens
             .remove(&self.inner.appid, authorizer_appid)
             .await?;
+        self.inner
+            .authorizers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(authorizer_appid);
         Ok(())
     }
 
@@ -1182,8 +1273,51 @@ impl Component {
     pub async fn clear_quota(&self) -> Result<()> {
         let body = serde_json::json!({"component_appid": self.inner.appid});
         self.call::<Ack>("/cgi-bin/component/clear_quota", &body, false)
-            .await
-            .map(|_| ())
+            .await?;
+        self.forget_failures();
+        Ok(())
+    }
+
+    /// `clear_quota/v2` with the component secret — works when no component token can be had
+    /// (45009 on `api_component_token` itself); with `authorizer_appid`, resets that merchant's
+    /// quota. Ten a month, shared with [`Component::clear_quota`].
+    ///
+    /// # Errors
+    /// Upstream errors (48006, 40013).
+    pub async fn clear_quota_v2(&self, authorizer_appid: Option<&str>) -> Result<()> {
+        let mut body = serde_json::json!({
+            "component_appid": self.inner.appid,
+            "appsecret": self.inner.secret.expose(),
+        });
+        if let Some(a) = authorizer_appid {
+            body["appid"] = serde_json::json!(a);
+        }
+        let call = Call {
+            method: Method::Post,
+            path: "/cgi-bin/component/clear_quota/v2",
+            auth: Auth::None,
+            idempotent: false,
+            query: Vec::new(),
+            body: Body::json(&body)?,
+        };
+        self.inner.http.execute::<Ack>(&call, None).await?;
+        self.forget_failures();
+        Ok(())
+    }
+
+    /// Forgets remembered token-endpoint failures (a 45009 until midnight, say) of the
+    /// component token and every authorizer's, so that the next call asks WeChat again.
+    pub fn forget_failures(&self) {
+        self.inner.manager.forget_failures();
+        for m in self
+            .inner
+            .authorizers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            m.forget_failures();
+        }
     }
 
     /// `/sns/component/jscode2session`: a user of an authorized mini program logs in.
@@ -1249,14 +1383,25 @@ impl Component {
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty appid.
     pub fn authorizer_manager(&self, authorizer_appid: &str) -> Result<TokenManager> {
-        if authorizer_appid.is_empty() {
-            return Err(Error::InvalidArgument("authorizer appid is empty".into()));
+        if authorizer_appid.is_empty() || authorizer_appid.contains(':') {
+            return Err(Error::InvalidArgument(
+                "authorizer appid is empty or holds ':'".into(),
+            ));
         }
+        let mut cached = self
+            .inner
+            .authorizers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cached.get(authorizer_appid) {
+            return Ok(m.clone());
+        }
+        // (The fetcher holds the component weakly: the component holds the manager.)
         let fetcher = Arc::new(AuthorizerTokenFetcher {
-            component: self.clone(),
+            component: Arc::downgrade(&self.inner),
             authorizer_appid: authorizer_appid.to_owned(),
         });
-        Ok(TokenManager::with_fetcher(
+        let manager = TokenManager::with_fetcher(
             TokenKey::new(
                 format!("authorizer:{}:{authorizer_appid}", self.inner.appid),
                 TokenMode::Classic,
@@ -1266,7 +1411,14 @@ impl Component {
             self.inner.clock.clone(),
             self.inner.policy.clone(),
             fetcher,
-        ))
+        );
+        if cached.len() >= MAX_AUTHORIZER_MANAGERS {
+            if let Some(k) = cached.keys().next().cloned() {
+                cached.remove(&k);
+            }
+        }
+        cached.insert(authorizer_appid.to_owned(), manager.clone());
+        Ok(manager)
     }
 }
 

@@ -159,7 +159,7 @@ async fn a_platform_acts_for_a_merchant() {
     assert_eq!(code, auth["auth_code"].as_str().unwrap());
     let info = component.query_auth(&code).await.unwrap();
     assert_eq!(info.authorizer_appid, merchant);
-    assert!(!format!("{info:?}").contains(info.authorizer_refresh_token.expose()));
+    assert!(!format!("{info:?}").contains(info.authorizer_refresh_token.as_ref().unwrap().expose()));
     // Saved before query_auth returned.
     assert_eq!(
         platform_store
@@ -167,7 +167,7 @@ async fn a_platform_acts_for_a_merchant() {
             .await
             .unwrap()
             .as_deref(),
-        Some(info.authorizer_refresh_token.expose())
+        Some(info.authorizer_refresh_token.as_ref().unwrap().expose())
     );
 
     // A client for the merchant's mini program: its APIs work with authorizer tokens.
@@ -175,6 +175,18 @@ async fn a_platform_acts_for_a_merchant() {
     assert!(client.subscribe().categories().await.is_ok());
     let issued = sim.sim().tokens_issued(&merchant, TokenKind::Authorizer);
     assert_eq!(issued, 2, "query_auth's, then the client's own");
+    // One manager per merchant in a process, however often `authorizer()` is called.
+    assert!(component
+        .authorizer(&merchant)
+        .unwrap()
+        .subscribe()
+        .categories()
+        .await
+        .is_ok());
+    assert_eq!(
+        sim.sim().tokens_issued(&merchant, TokenKind::Authorizer),
+        issued
+    );
     // The other process's client shares the token.
     let elsewhere = other_process.authorizer(&merchant).unwrap();
     assert!(elsewhere.subscribe().categories().await.is_ok());
@@ -208,7 +220,7 @@ async fn a_platform_acts_for_a_merchant() {
     assert!(recovered.subscribe().categories().await.is_ok());
     assert_eq!(
         empty.load(&appid, &merchant).await.unwrap().as_deref(),
-        Some(info.authorizer_refresh_token.expose())
+        Some(info.authorizer_refresh_token.as_ref().unwrap().expose())
     );
 
     // Re-authorization with other permissions: a new code, a new refresh token; the client's
@@ -234,8 +246,8 @@ async fn a_platform_acts_for_a_merchant() {
         .await
         .unwrap();
     assert_ne!(
-        info2.authorizer_refresh_token.expose(),
-        info.authorizer_refresh_token.expose()
+        info2.authorizer_refresh_token.as_ref().unwrap().expose(),
+        info.authorizer_refresh_token.as_ref().unwrap().expose()
     );
     assert!(client.subscribe().categories().await.is_ok());
 
@@ -317,4 +329,12 @@ async fn without_a_ticket_the_component_token_says_so() {
     assert_eq!(e.errcode().map(|c| c.code()), Some(61006), "{e}");
     // api_start_push_ticket asks for one.
     component.start_push_ticket().await.unwrap();
+    // clear_quota/v2 works without a component token.
+    component.clear_quota_v2(None).await.unwrap();
+    // An empty message-check Token is refused: anyone could sign pushes.
+    assert!(
+        Component::builder("wxc", "s", "", reg["encoding_aes_key"].as_str().unwrap())
+            .build()
+            .is_err()
+    );
 }
