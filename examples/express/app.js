@@ -23,11 +23,14 @@ export function createApp({
   clientKey = process.env.WEAPP_CLIENT_KEY,
   webhookSecret = process.env.WEAPP_WEBHOOK_SECRET,
   wechatApi = process.env.WECHAT_API_BASE ?? 'https://api.weixin.qq.com',
+  jwksCacheMs = 300_000,
 } = {}) {
   if (!appid) throw new Error('WEAPP_APPID is required: tokens of other apps must be refused');
   weappUrl = weappUrl.replace(/\/$/, '');
-  // Fetched once and cached; a token naming an unknown kid (a rotation) fetches it again.
-  const jwks = createRemoteJWKSet(new URL(`${weappUrl}/.well-known/jwks.json`));
+  // Cached for `jwksCacheMs` (keep it under weapp-server's signing_key_publish_ahead_secs, 600 s
+  // by default: the next key is then known before it signs). A token naming an unknown kid
+  // fetches the set again, but at most once per 30-second cool-down.
+  const jwks = createRemoteJWKSet(new URL(`${weappUrl}/.well-known/jwks.json`), { cacheMaxAge: jwksCacheMs });
   const app = express();
   app.locals.events = [];
   const seenEventIds = new Set();

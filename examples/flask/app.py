@@ -39,6 +39,7 @@ def create_app(
     client_key=None,
     webhook_secret=None,
     wechat_api=None,
+    jwks_cache_secs=300,
 ):
     env = os.environ.get
     weapp_url = (weapp_url or env("WEAPP_URL", "http://127.0.0.1:8080")).rstrip("/")
@@ -51,9 +52,13 @@ def create_app(
         raise ValueError("WEAPP_APPID is required: tokens of other apps must be refused")
 
     app = Flask(__name__)
-    # The JWKS is fetched once and cached; a token naming an unknown kid (a rotation) makes
-    # PyJWKClient fetch it again.
-    jwks = jwt.PyJWKClient(f"{weapp_url}/.well-known/jwks.json", cache_keys=True, lifespan=300)
+    # The JWKS is cached for `jwks_cache_secs` (keep it under weapp-server's
+    # signing_key_publish_ahead_secs, 600 by default: the next key is then known before it
+    # signs). A token naming an unknown kid makes PyJWKClient fetch the set again, but at most
+    # once per 30-second cool-down.
+    jwks = jwt.PyJWKClient(
+        f"{weapp_url}/.well-known/jwks.json", cache_keys=True, lifespan=jwks_cache_secs
+    )
     app.config["EVENTS"] = []
     seen_event_ids = set()
 

@@ -41,6 +41,7 @@ def world():
     config = f"""
 access_token_ttl_secs = 5
 access_token_issuer = "{ISSUER}"
+signing_key_publish_ahead_secs = 4
 webhook_retry_base_ms = 100
 
 [[apps]]
@@ -71,13 +72,14 @@ webhook_secret = "{WEBHOOK_SECRET}"
         time.sleep(0.05)
     sim = re.search(r"^sandbox WeChat simulator: (\S+)", text, re.M).group(1)
     client_key = re.search(r"^  broker client key: (\S+)", text, re.M).group(1)
+    admin_key = re.search(r"^  admin key: (\S+)", text, re.M).group(1)
     weapp = f"http://127.0.0.1:{weapp_port}"
     app = create_app(weapp_url=weapp, appid=APPID, issuer=ISSUER, client_key=client_key,
-                     webhook_secret=WEBHOOK_SECRET, wechat_api=sim)
+                     webhook_secret=WEBHOOK_SECRET, wechat_api=sim, jwks_cache_secs=2)
     http = make_server("127.0.0.1", flask_port, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     yield {"weapp": weapp, "sim": sim, "app": app, "flask": f"http://127.0.0.1:{flask_port}",
-           "client_key": client_key}
+           "client_key": client_key, "admin_key": admin_key}
     http.shutdown()
     server.terminate()
     server.wait(timeout=10)
@@ -203,3 +205,28 @@ def test_a_subscribe_message_goes_out_with_a_broker_token(world):
     again = requests.post(f"{world['flask']}/api/notify", headers=auth,
                           json={"template_id": t["priTmplId"], "data": data})
     assert again.status_code == 502 and again.json()["errcode"] == 43101
+
+
+def test_a_key_rotation_is_followed_and_old_tokens_keep_verifying(world):
+    """The next key is published before it signs (4 s here, 600 by default) and the backend's
+    JWKS cache is shorter (2 s here, 300 by default): the backend knows the key before it meets
+    it, with the libraries' refetch cool-downs intact."""
+    first = login(world)
+    assert profile(world, first["access_token"]).status_code == 200  # the JWKS is cached now
+    admin = {"Authorization": f"Bearer {world['admin_key']}"}
+    r = requests.post(f"{world['weapp']}/v1/admin/signing-keys/rotate", json={}, headers=admin)
+    assert r.status_code == 201, r.text
+    kid = lambda tok: json.loads(base64.urlsafe_b64decode(tok.split(".")[0] + "=="))["kid"]
+    # Meanwhile the old key still signs, and the backend's cache expires and is refilled (the
+    # next key included).
+    time.sleep(2.5)
+    before = login(world)
+    assert kid(before["access_token"]) == kid(first["access_token"])
+    assert profile(world, before["access_token"]).status_code == 200
+    time.sleep(2.0)
+    after = login(world)
+    assert kid(after["access_token"]) != kid(before["access_token"]), "the next key signs now"
+    r = profile(world, after["access_token"])
+    assert r.status_code == 200, r.text
+    # The retired key stays published: its tokens still verify.
+    assert profile(world, before["access_token"]).status_code == 200

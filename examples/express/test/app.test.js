@@ -18,7 +18,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const APPID = 'wxexpressexample1';
 const ISSUER = 'https://login.example.test';
 const WEBHOOK_SECRET = 'express-example-webhook-secret';
-let weapp, sim, clientKey, server, app, listener, expressUrl;
+let weapp, sim, clientKey, adminKey, server, app, listener, expressUrl;
 
 const freePort = () =>
   new Promise((resolve) => {
@@ -39,6 +39,7 @@ before(async () => {
     path.join(work, 'weapp.toml'),
     `access_token_ttl_secs = 5
 access_token_issuer = "${ISSUER}"
+signing_key_publish_ahead_secs = 4
 webhook_retry_base_ms = 100
 
 [[apps]]
@@ -61,8 +62,9 @@ webhook_secret = "${WEBHOOK_SECRET}"
   for (let i = 0; i < 200 && !out.includes('listening'); i++) await sleep(50);
   sim = out.match(/^sandbox WeChat simulator: (\S+)/m)[1];
   clientKey = out.match(/^ {2}broker client key: (\S+)/m)[1];
+  adminKey = out.match(/^ {2}admin key: (\S+)/m)[1];
   weapp = `http://127.0.0.1:${weappPort}`;
-  app = createApp({ weappUrl: weapp, appid: APPID, issuer: ISSUER, clientKey, webhookSecret: WEBHOOK_SECRET, wechatApi: sim });
+  app = createApp({ weappUrl: weapp, appid: APPID, issuer: ISSUER, clientKey, webhookSecret: WEBHOOK_SECRET, wechatApi: sim, jwksCacheMs: 2000 });
   listener = app.listen(expressPort, '127.0.0.1');
   expressUrl = `http://127.0.0.1:${expressPort}`;
 });
@@ -177,4 +179,27 @@ test('a subscribe message goes out with a broker token', async () => {
   const again = await post(`${expressUrl}/api/notify`, { template_id: t.priTmplId, data }, auth);
   assert.equal(again.status, 502);
   assert.equal((await again.json()).errcode, 43101);
+});
+
+test('a key rotation is followed, and old tokens keep verifying', async () => {
+  // The next key is published before it signs (4 s here, 600 by default) and the backend's JWKS
+  // cache is shorter (2 s here, 5 min by default): the backend knows the key before it meets it,
+  // with jose's refetch cool-down intact.
+  const first = await login();
+  assert.equal((await profile(first.access_token)).status, 200); // the JWKS is cached now
+  const r = await post(`${weapp}/v1/admin/signing-keys/rotate`, {}, { authorization: `Bearer ${adminKey}` });
+  assert.equal(r.status, 201);
+  const kid = (tok) => JSON.parse(Buffer.from(tok.split('.')[0], 'base64url')).kid;
+  // Meanwhile the old key still signs, and the cache expires and is refilled (the next key
+  // included).
+  await sleep(2500);
+  const before = await login();
+  assert.equal(kid(before.access_token), kid(first.access_token));
+  assert.equal((await profile(before.access_token)).status, 200);
+  await sleep(2000);
+  const after = await login();
+  assert.notEqual(kid(after.access_token), kid(before.access_token), 'the next key signs now');
+  assert.equal((await profile(after.access_token)).status, 200);
+  // The retired key stays published: its tokens still verify.
+  assert.equal((await profile(before.access_token)).status, 200);
 });
