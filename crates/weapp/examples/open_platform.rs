@@ -32,7 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // WeChat pushes a ticket every ten minutes to the authorization-event URL, where
     // `Component::receive` verifies, decrypts and stores it. Here: one pushed on demand.
     let pushed = demo
-        .control(&format!("/_sim/platforms/{component_appid}/ticket"), json!({}))
+        .control(
+            &format!("/_sim/platforms/{component_appid}/ticket"),
+            json!({}),
+        )
         .await?;
     let ticket = pushed["ticket"].as_str().ok_or("no ticket")?;
     store.save(component_appid, ticket).await?;
