@@ -362,6 +362,10 @@ pub struct Config {
     /// Administrators: callers of the admin API (`/v1/admin/…`) and the admin console.
     #[serde(default)]
     pub admins: Vec<AdminConfig>,
+    /// Third-party platforms (开放平台): their tickets and merchants' refresh tokens are kept in
+    /// the database.
+    #[serde(default)]
+    pub platforms: Vec<PlatformConfig>,
     /// Requests per minute each administrator may make to the admin API. Env
     /// `WEAPP_ADMIN_RATE_LIMIT_PER_MINUTE`. Default 600; 0 disables.
     #[serde(default = "default_admin_rate")]
@@ -452,6 +456,7 @@ impl std::fmt::Debug for Config {
             .field("apps", &self.apps)
             .field("clients", &self.clients)
             .field("admins", &self.admins)
+            .field("platforms", &self.platforms)
             .field("warm", &self.warm)
             .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
@@ -559,6 +564,67 @@ pub const SCOPES: &[&str] = &[
     "events:redeliver",
     "sessions:introspect",
 ];
+
+/// `[[platforms]]`: a third-party platform. WeChat pushes its tickets and authorization events
+/// to `POST /v1/platforms/{component_appid}/events`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// The component appid.
+    pub component_appid: String,
+    /// The component secret (prefer `secret_env`).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Name of the environment variable holding the component secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// The message-check Token of the authorization-event URL.
+    pub token: Secret,
+    /// The 43-character EncodingAESKey of the authorization-event URL.
+    pub encoding_aes_key: Secret,
+    /// WeChat's API host, or a weapp-sim URL.
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for PlatformConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformConfig")
+            .field("component_appid", &self.component_appid)
+            .field("secret", &self.secret)
+            .field("secret_env", &self.secret_env)
+            .field("token", &self.token)
+            .field("encoding_aes_key", &self.encoding_aes_key)
+            .field("api_base", &redact_url(&self.api_base))
+            .finish()
+    }
+}
+
+impl PlatformConfig {
+    /// The component secret, from the file or the environment.
+    ///
+    /// # Errors
+    /// Neither given, or the variable is unset.
+    pub fn resolve_secret(&self) -> Result<Secret, ConfigError> {
+        match (&self.secret, &self.secret_env) {
+            (Some(s), _) if !s.is_empty() => Ok(s.clone()),
+            (_, Some(var)) => std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "platforms ({}): environment variable {var} is not set",
+                        self.component_appid
+                    ))
+                }),
+            _ => Err(ConfigError(format!(
+                "platforms ({}): secret or secret_env is required",
+                self.component_appid
+            ))),
+        }
+    }
+}
 
 /// `[[admins]]`: a caller of the admin API.
 #[derive(Clone, Deserialize)]
@@ -912,6 +978,32 @@ impl Config {
             if let Some(p) = &app.push {
                 p.validate()
                     .map_err(|e| ConfigError(format!("apps[{i}].push ({}): {e}", app.appid)))?;
+            }
+        }
+        let mut platform_ids = std::collections::HashSet::new();
+        for (i, p) in self.platforms.iter().enumerate() {
+            if p.component_appid.is_empty()
+                || p.component_appid.len() > 64
+                || !p.component_appid.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return bad(format!(
+                    "platforms[{i}].component_appid must be 1–64 ASCII letters and digits"
+                ));
+            }
+            if !platform_ids.insert(p.component_appid.as_str()) {
+                return bad(format!(
+                    "platforms[{i}]: {} appears twice",
+                    p.component_appid
+                ));
+            }
+            p.resolve_secret()?;
+            if p.token.expose().trim().is_empty() {
+                return bad(format!("platforms[{i}].token must not be empty"));
+            }
+            weapp::push::crypto::EncodingAesKey::new(p.encoding_aes_key.expose())
+                .map_err(|e| ConfigError(format!("platforms[{i}].encoding_aes_key: {e}")))?;
+            if !p.api_base.starts_with("http://") && !p.api_base.starts_with("https://") {
+                return bad(format!("platforms[{i}].api_base must be an http(s) URL"));
             }
         }
         if self.access_token_issuer.trim().is_empty() || self.access_token_issuer.len() > 256 {

@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod logins;
 pub mod metrics;
 pub mod net;
+pub mod platform;
 pub mod ratelimit;
 pub mod registry;
 pub mod sandbox;

@@ -279,6 +279,8 @@ pub struct Inner {
     registry_sync: tokio::sync::Mutex<()>,
     /// The access-token signing keys (a snapshot of the database's).
     signing: Mutex<Arc<crate::jwt::SigningKeys>>,
+    /// Third-party platforms, by component appid.
+    pub platforms: std::collections::HashMap<String, weapp::open_platform::Component>,
     /// Per-admin limiter of the admin API.
     pub admin_limiter: RateLimiter,
     /// Tokens fetched per app on this instance: (Beijing day, count that day, the manager's
@@ -503,6 +505,33 @@ impl AppState {
             refresher_poll: Duration::from_millis(config.refresher_poll_ms),
             clock: config.clock.clone(),
         };
+        // Third-party platforms: tickets and refresh tokens in the database.
+        let platform_store = Arc::new(crate::platform::DbPlatformStore::new(
+            store.clone(),
+            keyring.clone(),
+        ));
+        let mut platforms = std::collections::HashMap::new();
+        for p in &config.platforms {
+            let secret = p.resolve_secret().map_err(|e| e.to_string())?;
+            let mut builder = weapp::open_platform::Component::builder(
+                &p.component_appid,
+                secret.expose(),
+                p.token.expose(),
+                p.encoding_aes_key.expose(),
+            )
+            .base_url(&p.api_base)
+            .http_client(deps.http.clone())
+            .token_store(deps.token_store.clone())
+            .ticket_store(platform_store.clone())
+            .refresh_token_store(platform_store.clone());
+            if let Some(clock) = &deps.clock {
+                builder = builder.clock(clock.clone());
+            }
+            let component = builder
+                .build()
+                .map_err(|e| format!("platform {}: {e}", p.component_appid))?;
+            platforms.insert(p.component_appid.clone(), component);
+        }
         let registry = Registry::default();
         for app in &config.apps {
             let secret = app.resolve_secret().map_err(|e| e.to_string())?;
@@ -552,6 +581,7 @@ impl AppState {
         let trusted_proxies = config.trusted_proxy_nets().map_err(|e| e.to_string())?;
         let max_keys = config.rate_limit_max_keys;
         let state = AppState(Arc::new(Inner {
+            platforms,
             login_writer: crate::logins::LoginWriter::spawn(store.clone()),
             store,
             registry,

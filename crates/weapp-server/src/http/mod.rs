@@ -4,6 +4,7 @@ pub mod admin;
 pub mod broker;
 pub mod console;
 pub mod ops;
+pub mod platforms;
 pub mod push;
 pub mod session;
 pub mod tokens;
@@ -249,6 +250,7 @@ pub fn router(state: AppState) -> Router {
         .merge(session::router(&state))
         .merge(broker::router())
         .merge(tokens::router())
+        .merge(platforms::router())
         .merge(push::router())
         .merge(ops::router())
         .merge(admin::router())

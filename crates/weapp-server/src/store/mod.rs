@@ -247,6 +247,37 @@ pub struct LoginRecorded {
     pub unionid: Option<String>,
 }
 
+/// A merchant's authorization of a third-party platform, as stored.
+#[derive(Clone)]
+pub struct PlatformAuthorizer {
+    /// The platform.
+    pub component_appid: String,
+    /// The merchant's mini program.
+    pub authorizer_appid: String,
+    /// The refresh token, sealed (bound to the platform and the merchant).
+    pub refresh_sealed: Option<Vec<u8>>,
+    /// The data key that sealed it.
+    pub key_id: Option<String>,
+    /// False once the merchant de-authorized.
+    pub authorized: bool,
+    /// The permission sets granted, as JSON.
+    pub func_ids: String,
+    /// Unix seconds of the authorization.
+    pub auth_time: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for PlatformAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformAuthorizer")
+            .field("component_appid", &self.component_appid)
+            .field("authorizer_appid", &self.authorizer_appid)
+            .field("authorized", &self.authorized)
+            .finish_non_exhaustive()
+    }
+}
+
 /// When [`Store::add_signing_key`] adds its key.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyGuard {
@@ -454,6 +485,53 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
         retired_before: i64,
     ) -> Result<u64, StoreError>;
+
+    /// A third-party platform's latest ticket, sealed.
+    async fn platform_ticket(&self, component_appid: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Keeps a platform's latest ticket (sealed under the data key `key_id`).
+    async fn put_platform_ticket(
+        &self,
+        component_appid: &str,
+        sealed: &[u8],
+        key_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// A merchant's sealed refresh token, if one is kept.
+    async fn platform_refresh(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Creates or updates a merchant's authorization (a `None` refresh token keeps the stored
+    /// one).
+    async fn put_platform_authorizer(&self, rec: &PlatformAuthorizer) -> Result<(), StoreError>;
+
+    /// Keeps a merchant's refresh token (sealed), marking it authorized.
+    async fn save_platform_refresh(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        sealed: &[u8],
+        key_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a merchant de-authorized and erases its refresh token; false if unknown.
+    async fn deauthorize_platform_authorizer(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// A platform's merchants, by appid.
+    async fn platform_authorizers(
+        &self,
+        component_appid: &str,
+    ) -> Result<Vec<PlatformAuthorizer>, StoreError>;
 
     /// Replaces a signing key's sealed private key (re-sealed under the data key `key_id`).
     async fn reseal_signing_key(

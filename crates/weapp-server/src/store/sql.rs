@@ -12,7 +12,8 @@ use sqlx::Row;
 use super::KeyGuard;
 use super::{
     AuditRecord, EventRecord, LegacySealed, LoginRecorded, LoginWrite, ManagedAppRecord,
-    ManagedClientRecord, OutboxStats, SessionRecord, Store, StoreError, StoreOptions, UserRecord,
+    ManagedClientRecord, OutboxStats, PlatformAuthorizer, SessionRecord, Store, StoreError,
+    StoreOptions, UserRecord,
 };
 use crate::jwt::KeyRecord;
 
@@ -72,6 +73,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "signing keys",
         include_str!("../../migrations/sqlite/0005_signing_keys.sql"),
     ),
+    (
+        6,
+        "platforms",
+        include_str!("../../migrations/sqlite/0006_platforms.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -98,6 +104,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "signing keys",
         include_str!("../../migrations/postgres/0005_signing_keys.sql"),
+    ),
+    (
+        6,
+        "platforms",
+        include_str!("../../migrations/postgres/0006_platforms.sql"),
     ),
 ];
 
@@ -297,7 +308,7 @@ macro_rules! sql_store {
             }
 
             async fn data_key_ids(&self) -> Result<Vec<Option<String>>, StoreError> {
-                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM signing_keys").fetch_all(&self.pool).await?;
+                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM signing_keys UNION SELECT DISTINCT key_id FROM platform_tickets UNION SELECT DISTINCT key_id FROM platform_authorizers WHERE key_id IS NOT NULL").fetch_all(&self.pool).await?;
                 rows.iter().map(|r| Ok(r.try_get("key_id")?)).collect()
             }
 
@@ -710,6 +721,104 @@ macro_rules! sql_store {
                     .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn platform_ticket(&self, component_appid: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                let row = sqlx::query("SELECT ticket_sealed FROM platform_tickets WHERE component_appid = $1")
+                    .bind(component_appid)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| Ok(r.try_get("ticket_sealed")?)).transpose()
+            }
+
+            async fn put_platform_ticket(&self, component_appid: &str, sealed: &[u8], key_id: &str, now: i64) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO platform_tickets (component_appid, ticket_sealed, key_id, updated_at) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (component_appid) DO UPDATE SET ticket_sealed = excluded.ticket_sealed, key_id = excluded.key_id, updated_at = excluded.updated_at")
+                    .bind(component_appid)
+                    .bind(sealed)
+                    .bind(key_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn platform_refresh(&self, component_appid: &str, authorizer_appid: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                let row = sqlx::query("SELECT refresh_sealed FROM platform_authorizers WHERE component_appid = $1 AND authorizer_appid = $2")
+                    .bind(component_appid)
+                    .bind(authorizer_appid)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.try_get::<Option<Vec<u8>>, _>("refresh_sealed")).transpose()?.flatten())
+            }
+
+            async fn put_platform_authorizer(&self, rec: &PlatformAuthorizer) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                             ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
+                               refresh_sealed = COALESCE(excluded.refresh_sealed, platform_authorizers.refresh_sealed), \
+                               key_id = COALESCE(excluded.key_id, platform_authorizers.key_id), \
+                               authorized = excluded.authorized, func_ids = excluded.func_ids, \
+                               auth_time = excluded.auth_time, updated_at = excluded.updated_at")
+                    .bind(&rec.component_appid)
+                    .bind(&rec.authorizer_appid)
+                    .bind(rec.refresh_sealed.as_deref())
+                    .bind(rec.key_id.as_deref())
+                    .bind(i64::from(rec.authorized))
+                    .bind(&rec.func_ids)
+                    .bind(rec.auth_time)
+                    .bind(rec.updated_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn save_platform_refresh(&self, component_appid: &str, authorizer_appid: &str, sealed: &[u8], key_id: &str, now: i64) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at) \
+                             VALUES ($1, $2, $3, $4, 1, '[]', $6, $5) \
+                             ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
+                               refresh_sealed = excluded.refresh_sealed, key_id = excluded.key_id, authorized = 1, updated_at = excluded.updated_at")
+                    .bind(component_appid)
+                    .bind(authorizer_appid)
+                    .bind(sealed)
+                    .bind(key_id)
+                    .bind(now)
+                    .bind(now / 1000)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn deauthorize_platform_authorizer(&self, component_appid: &str, authorizer_appid: &str, now: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE platform_authorizers SET authorized = 0, refresh_sealed = NULL, key_id = NULL, updated_at = $3 WHERE component_appid = $1 AND authorizer_appid = $2")
+                    .bind(component_appid)
+                    .bind(authorizer_appid)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn platform_authorizers(&self, component_appid: &str) -> Result<Vec<PlatformAuthorizer>, StoreError> {
+                let rows = sqlx::query("SELECT component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at FROM platform_authorizers WHERE component_appid = $1 ORDER BY authorizer_appid")
+                    .bind(component_appid)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(PlatformAuthorizer {
+                            component_appid: r.try_get("component_appid")?,
+                            authorizer_appid: r.try_get("authorizer_appid")?,
+                            refresh_sealed: r.try_get("refresh_sealed")?,
+                            key_id: r.try_get("key_id")?,
+                            authorized: r.try_get::<i64, _>("authorized")? != 0,
+                            func_ids: r.try_get("func_ids")?,
+                            auth_time: r.try_get("auth_time")?,
+                            updated_at: r.try_get("updated_at")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError)
             }
 
             async fn reseal_signing_key(&self, kid: &str, sealed: &[u8], key_id: &str) -> Result<(), StoreError> {

@@ -1,0 +1,117 @@
+//! `POST /v1/platforms/{component_appid}/events`: WeChat's pushes to a third-party platform's
+//! authorization-event URL — tickets (stored, sealed, in the database) and merchants'
+//! authorization events (the refresh token fetched with `api_query_auth` and stored before
+//! `success` is answered; a de-authorization erases it).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use weapp::open_platform::{ComponentEvent, ReceiveError};
+use weapp::push::PushQuery;
+
+use crate::error::{AppError, ErrorBody};
+use crate::state::{now_ms, AppState};
+use crate::store::PlatformAuthorizer;
+
+/// Receive a push to the platform's authorization-event URL: verified (`msg_signature` over
+/// the ciphertext, the timestamp window) and decrypted with the platform's Token and
+/// EncodingAESKey. `success` is answered only once what it carries is stored.
+#[utoipa::path(post, path = "/v1/platforms/{component_appid}/events", tag = "platforms",
+    params(("component_appid" = String, Path, description = "the platform"), PushQueryDoc),
+    request_body(content = String, content_type = "text/xml", description = "`<xml><AppId/><Encrypt/></xml>`"),
+    responses((status = 200, description = "`success`", body = String), (status = 400, description = "forged, stale or malformed", body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, description = "not stored: WeChat pushes again", body = ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    Path(component_appid): Path<String>,
+    Query(q): Query<PushQuery>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let component = state.platforms.get(&component_appid).ok_or_else(|| {
+        AppError::NotFound(format!("platform {component_appid} is not configured"))
+    })?;
+    let event = match component.receive(&q, &body).await {
+        Ok(e) => e,
+        Err(ReceiveError::Push(e)) => {
+            tracing::warn!(platform = %component_appid, error = %e, "platform event refused");
+            return Err(AppError::bad_request("invalid_push", e.to_string()));
+        }
+        Err(e) => {
+            tracing::error!(platform = %component_appid, error = %e, "platform event not stored");
+            return Err(AppError::Unavailable {
+                retry_after_secs: 1,
+            });
+        }
+    };
+    match &event {
+        ComponentEvent::VerifyTicket { .. } => {
+            tracing::debug!(platform = %component_appid, "component_verify_ticket stored");
+        }
+        ComponentEvent::Authorized(a) | ComponentEvent::UpdateAuthorized(a) => {
+            // The refresh token is saved (sealed) by query_auth before it returns.
+            let info = component
+                .query_auth(&a.authorization_code)
+                .await
+                .map_err(|e| {
+                    tracing::error!(platform = %component_appid, authorizer = %a.authorizer_appid, error = %e, "api_query_auth failed; WeChat will push again");
+                    AppError::Unavailable { retry_after_secs: 1 }
+                })?;
+            let func_ids: Vec<i64> = info
+                .func_info
+                .iter()
+                .map(|f| f.funcscope_category.id)
+                .collect();
+            state
+                .store
+                .put_platform_authorizer(&PlatformAuthorizer {
+                    component_appid: component_appid.clone(),
+                    authorizer_appid: info.authorizer_appid.clone(),
+                    refresh_sealed: None,
+                    key_id: None,
+                    authorized: true,
+                    func_ids: serde_json::to_string(&func_ids).unwrap_or_else(|_| "[]".into()),
+                    auth_time: a.create_time,
+                    updated_at: now_ms(),
+                })
+                .await?;
+            tracing::info!(platform = %component_appid, authorizer = %info.authorizer_appid, event = event.info_type(), "merchant authorized the platform");
+        }
+        ComponentEvent::Unauthorized {
+            authorizer_appid, ..
+        } => {
+            component.forget_authorizer(authorizer_appid).await.map_err(|e| {
+                tracing::error!(platform = %component_appid, error = %e, "de-authorization not stored");
+                AppError::Unavailable { retry_after_secs: 1 }
+            })?;
+            tracing::info!(platform = %component_appid, authorizer = %authorizer_appid, "merchant de-authorized the platform");
+        }
+        other => {
+            tracing::info!(platform = %component_appid, info_type = other.info_type(), "platform event");
+        }
+    }
+    Ok((StatusCode::OK, "success").into_response())
+}
+
+/// The query string of a push (documentation only).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct PushQueryDoc {
+    /// Unix seconds.
+    timestamp: Option<String>,
+    /// Random.
+    nonce: Option<String>,
+    /// `sha1(sort(token, timestamp, nonce))`.
+    signature: Option<String>,
+    /// `aes`.
+    encrypt_type: Option<String>,
+    /// `sha1(sort(token, timestamp, nonce, Encrypt))`.
+    msg_signature: Option<String>,
+}
+
+/// Routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/platforms/{component_appid}/events", post(events))
+}

@@ -1,0 +1,204 @@
+//! Third-party platforms in the service, against the simulator: the ticket WeChat pushes and
+//! every merchant's refresh token are stored, sealed, in the database — an instance that dies
+//! and a Redis that is flushed lose neither (a new instance gets the component token and acts
+//! for the merchant without a new ticket or a re-authorization); forged pushes are refused;
+//! a de-authorization erases the refresh token.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::world;
+use serde_json::{json, Value};
+use weapp::TokenMode;
+use weapp_server::config::PlatformConfig;
+use weapp_test_support::{PgDatabase, RedisServer};
+
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis() {
+    let w = world().await;
+    let db = PgDatabase::create().await;
+    let mut redis = RedisServer::start();
+    let component_appid = "wxplatform0000001";
+    let secret = "platform-secret-0123456789";
+    let token = "platformtoken";
+    let aes = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let aes = aes.trim_end_matches('=').to_owned();
+    let mut config = w.config(db.url(), Some(redis.url()), TokenMode::Stable);
+    config.platforms = vec![PlatformConfig {
+        component_appid: component_appid.into(),
+        secret: Some(secret.into()),
+        secret_env: None,
+        token: token.into(),
+        encoding_aes_key: aes.clone().into(),
+        api_base: w.sim.url().into(),
+    }];
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    // WeChat learns the platform's authorization-event URL: a ticket arrives at once.
+    let reg: Value = w
+        .http
+        .post(format!("{}/_sim/platforms", w.sim.url()))
+        .json(&json!({"component_appid": component_appid, "secret": secret, "token": token,
+            "encoding_aes_key": aes, "event_url": format!("{}/v1/platforms/{component_appid}/events", a.url())}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reg["component_appid"], component_appid);
+    let store = a.state().store.clone();
+    until("the ticket stored", || {
+        let store = store.clone();
+        async move {
+            store
+                .platform_ticket(component_appid)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+    let ticket = w.sim.sim().latest_ticket(component_appid).unwrap();
+    let sealed = store
+        .platform_ticket(component_appid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains(&ticket),
+        "sealed, not in the clear"
+    );
+
+    // A merchant authorizes: the refresh token is stored before `success` is answered.
+    let component = &a.state().platforms[component_appid];
+    let pre = component.pre_auth_code().await.unwrap();
+    let (merchant, _) = w.sim.sim().add_app(None, None, false);
+    let v: Value = w
+        .http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/authorize",
+            w.sim.url()
+        ))
+        .json(&json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant, "redirect_uri": "https://x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["push"]["delivered"], true, "{v}");
+    assert_eq!(
+        v["push"]["attempts"][0]["body"], "success",
+        "answered once stored: {v}"
+    );
+    let rows = store.platform_authorizers(component_appid).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].authorized && rows[0].refresh_sealed.is_some());
+    assert_eq!(rows[0].authorizer_appid, merchant);
+    let list = component.authorizer_list(0, 10).await.unwrap();
+    let refresh = list.list[0]
+        .refresh_token
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned();
+    assert!(!String::from_utf8_lossy(rows[0].refresh_sealed.as_ref().unwrap()).contains(&refresh));
+    assert!(component
+        .authorizer(&merchant)
+        .unwrap()
+        .subscribe()
+        .categories()
+        .await
+        .is_ok());
+
+    // A forged push is refused and changes nothing.
+    let forged = w
+        .http
+        .post(format!(
+            "{}/v1/platforms/{component_appid}/events?timestamp=1&nonce=2&encrypt_type=aes&msg_signature=00",
+            a.url()
+        ))
+        .body("<xml><AppId>x</AppId><Encrypt>AAAA</Encrypt></xml>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    let unknown = w
+        .http
+        .post(format!("{}/v1/platforms/wxnope/events", a.url()))
+        .body("<xml/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        store
+            .platform_ticket(component_appid)
+            .await
+            .unwrap()
+            .unwrap(),
+        sealed
+    );
+
+    // The instance dies, Redis loses everything: a new instance gets a component token from
+    // the stored ticket and acts for the merchant with the stored refresh token.
+    drop(a);
+    redis.restart();
+    let b = weapp_server::spawn(config).await.unwrap();
+    let component = &b.state().platforms[component_appid];
+    let issued = w.sim.sim().component_tokens_issued(component_appid);
+    component.component_token().await.unwrap();
+    assert_eq!(
+        w.sim.sim().component_tokens_issued(component_appid),
+        issued + 1,
+        "a new token from the stored ticket (the cached one went with Redis)"
+    );
+    assert!(component
+        .authorizer(&merchant)
+        .unwrap()
+        .subscribe()
+        .categories()
+        .await
+        .is_ok());
+
+    // (The new instance listens elsewhere: WeChat's event URL follows it, credentials kept.)
+    w.http
+        .post(format!("{}/_sim/platforms", w.sim.url()))
+        .json(&json!({"component_appid": component_appid,
+            "event_url": format!("{}/v1/platforms/{component_appid}/events", b.url())}))
+        .send()
+        .await
+        .unwrap();
+    // De-authorization: the refresh token is erased.
+    w.http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/deauthorize",
+            w.sim.url()
+        ))
+        .json(&json!({"authorizer_appid": merchant}))
+        .send()
+        .await
+        .unwrap();
+    let store = b.state().store.clone();
+    until("the de-authorization stored", || {
+        let store = store.clone();
+        async move { !store.platform_authorizers(component_appid).await.unwrap()[0].authorized }
+    })
+    .await;
+    let rows = store.platform_authorizers(component_appid).await.unwrap();
+    assert!(rows[0].refresh_sealed.is_none());
+}
