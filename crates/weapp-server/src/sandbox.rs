@@ -40,6 +40,29 @@ impl Sandbox {
                 .set_backend(&app.appid, weapp_sim::Backend::weapp_server(server_url))
                 .map_err(|e| format!("app {}: backend: {}", app.appid, e.msg))?;
         }
+        // Third-party platforms: WeChat (the simulator) pushes tickets and authorization events
+        // to this server.
+        for p in &self.config.platforms {
+            self.sim
+                .sim()
+                .add_platform(weapp_sim::platform::PlatformConfig {
+                    component_appid: Some(p.component_appid.clone()),
+                    secret: Some(
+                        p.resolve_secret()
+                            .map_err(|e| e.to_string())?
+                            .expose()
+                            .to_owned(),
+                    ),
+                    token: Some(p.token.expose().to_owned()),
+                    encoding_aes_key: Some(p.encoding_aes_key.expose().to_owned()),
+                    event_url: Some(format!(
+                        "{server_url}/v1/platforms/{}/events",
+                        p.component_appid
+                    )),
+                    message_url: None,
+                })
+                .map_err(|e| format!("platform {}: {}", p.component_appid, e.msg))?;
+        }
         for app in &self.config.apps {
             let Some(p) = &app.push else { continue };
             let mode = match p.effective_mode()? {
@@ -145,6 +168,9 @@ pub async fn prepare(
             ),
         });
         demo_client_key = Some(key);
+    }
+    for p in &mut config.platforms {
+        p.api_base = sim.url().to_owned();
     }
     // Apps registered at runtime (the admin API) talk to the simulator, which learns them.
     config.sandbox_api_base = Some(sim.url().to_owned());
