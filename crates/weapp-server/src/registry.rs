@@ -28,6 +28,9 @@ pub enum Source {
     File,
     /// The database (the admin API).
     Managed,
+    /// A merchant's mini program that authorized a third-party platform (`[[platforms]]`):
+    /// served with authorizer tokens; changed only by the merchant (authorization events).
+    Platform,
 }
 
 /// An app's push settings without secrets.
@@ -198,6 +201,17 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .get(appid)
             .cloned()
+    }
+
+    /// The appids of the entries from `source`.
+    pub fn appids_of(&self, source: Source) -> Vec<String> {
+        self.apps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|e| e.source == source)
+            .map(|e| e.appid.clone())
+            .collect()
     }
 
     /// An app's entry (enabled or not).

@@ -65,6 +65,9 @@ pub struct AppRuntime {
     pub warm: WarmPolicy,
     /// Whether logins get signed access tokens (JWT).
     pub access_tokens: bool,
+    /// For a merchant's mini program: the third-party platform acting for it (its tokens are
+    /// authorizer tokens, its users log in through the platform).
+    pub platform: Option<String>,
     /// When this instance last served it (Unix ms; 0: never).
     last_used_ms: AtomicI64,
 }
@@ -161,6 +164,39 @@ impl AppRuntime {
             last_invalidation: Mutex::new(None),
             warm,
             access_tokens: app.access_tokens,
+            platform: None,
+            last_used_ms: AtomicI64::new(0),
+        })
+    }
+
+    /// The runtime of a merchant's mini program that authorized `component`: its client's
+    /// tokens are authorizer tokens (one manager per merchant), no secret (the mirror refuses
+    /// it), no push receiver of its own.
+    ///
+    /// # Errors
+    /// An appid the SDK refuses.
+    pub fn for_authorizer(
+        component: &weapp::open_platform::Component,
+        authorizer_appid: &str,
+        warm: WarmPolicy,
+    ) -> Result<Self, String> {
+        let manager = component
+            .authorizer_manager(authorizer_appid)
+            .map_err(|e| e.to_string())?;
+        let client = component
+            .authorizer(authorizer_appid)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            appid: authorizer_appid.to_owned(),
+            secret: AppSecret::new(String::new()),
+            client,
+            manager,
+            seen: Mutex::new(None),
+            push: None,
+            last_invalidation: Mutex::new(None),
+            warm,
+            access_tokens: true,
+            platform: Some(component.appid().to_owned()),
             last_used_ms: AtomicI64::new(0),
         })
     }
@@ -618,6 +654,7 @@ impl AppState {
             pushes_in_flight: Mutex::new(std::collections::HashSet::new()),
         }));
         state.sync_registry(true).await?;
+        state.sync_authorizers().await?;
         state.reseal_signing_keys().await?;
         state.signing_tick(now_ms()).await?;
         // A file client naming an app that exists nowhere is a typo, refused at start.
@@ -715,6 +752,67 @@ impl AppState {
     /// The runtime of an enabled app (from the file or managed), if any.
     pub fn app(&self, appid: &str) -> Option<Arc<AppRuntime>> {
         self.registry.app(appid)
+    }
+
+    /// Serves exactly the merchants that have authorized a configured platform: a runtime
+    /// (authorizer tokens, component login) for each authorized one, none for the others.
+    /// An appid also defined in the file or the admin API keeps that definition.
+    ///
+    /// # Errors
+    /// The database could not be read.
+    pub async fn sync_authorizers(&self) -> Result<(), String> {
+        let mut authorized = std::collections::HashSet::new();
+        for (component_appid, component) in &self.platforms {
+            let rows = self
+                .store
+                .platform_authorizers(component_appid)
+                .await
+                .map_err(|e| e.to_string())?;
+            for row in rows.into_iter().filter(|r| r.authorized) {
+                authorized.insert(row.authorizer_appid.clone());
+                match self.registry.entry(&row.authorizer_appid) {
+                    Some(e) if e.source == Source::Platform => continue,
+                    Some(_) => {
+                        tracing::warn!(appid = %row.authorizer_appid, platform = %component_appid, "a merchant of the platform is also configured as an app; the app's definition is served");
+                        continue;
+                    }
+                    None => {}
+                }
+                let runtime =
+                    AppRuntime::for_authorizer(component, &row.authorizer_appid, self.config.warm)?;
+                self.registry.put_app(AppEntry {
+                    appid: row.authorizer_appid.clone(),
+                    source: Source::Platform,
+                    enabled: true,
+                    settings: AppSettings {
+                        api_base: self
+                            .config
+                            .platforms
+                            .iter()
+                            .find(|p| &p.component_appid == component_appid)
+                            .map(|p| p.api_base.clone())
+                            .unwrap_or_default(),
+                        token_mode: weapp::TokenMode::Classic,
+                        warm: None,
+                        push: None,
+                        access_tokens: true,
+                    },
+                    runtime: Some(Arc::new(runtime)),
+                    rev: 0,
+                    created_at: 0,
+                    updated_at: 0,
+                    load_error: None,
+                });
+                tracing::info!(appid = %row.authorizer_appid, platform = %component_appid, "serving a merchant of the platform");
+            }
+        }
+        for appid in self.registry.appids_of(Source::Platform) {
+            if !authorized.contains(&appid) {
+                self.registry.remove_app(&appid);
+                tracing::info!(appid = %appid, "no longer serving a merchant that de-authorized its platform");
+            }
+        }
+        Ok(())
     }
 
     /// The access-token signing keys as last read.
@@ -891,8 +989,9 @@ impl AppState {
             return Ok(false);
         }
         // Signing keys change with the revision too (rotations, removals): a small table,
-        // read whole.
+        // read whole. So do platforms' merchants (authorizations, de-authorizations).
         self.reload_signing_keys().await?;
+        self.sync_authorizers().await?;
         let mut live_apps = std::collections::HashSet::new();
         let mut live_clients = std::collections::HashSet::new();
         let mut cursor = from;
@@ -956,8 +1055,8 @@ impl AppState {
     pub(crate) fn apply_app(&self, rec: ManagedAppRecord) {
         let existing = self.registry.entry(&rec.appid);
         match &existing {
-            Some(e) if e.source == Source::File => {
-                tracing::warn!(appid = %rec.appid, "a managed app has the appid of an app in the configuration file; the file's is served");
+            Some(e) if e.source != Source::Managed => {
+                tracing::warn!(appid = %rec.appid, "a managed app has the appid of an app in the configuration file or of a platform's merchant; that one is served");
                 return;
             }
             // The same or an older change than the one applied: nothing to do.

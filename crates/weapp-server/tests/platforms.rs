@@ -12,7 +12,9 @@ use base64::Engine;
 use common::world;
 use serde_json::{json, Value};
 use weapp::TokenMode;
-use weapp_server::config::PlatformConfig;
+use weapp_server::config::{ClientConfig, PlatformConfig};
+
+const BACKEND_KEY: &str = "platform-backend-key-0123456789";
 use weapp_test_support::{PgDatabase, RedisServer};
 
 async fn until<F, Fut>(what: &str, mut f: F)
@@ -46,7 +48,17 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         encoding_aes_key: aes.clone().into(),
         api_base: w.sim.url().into(),
     }];
+    config.clients.push(ClientConfig {
+        name: "platform-backend".into(),
+        key: Some(BACKEND_KEY.into()),
+        key_env: None,
+        key_sha256: None,
+        apps: vec!["*".into()],
+        scopes: None,
+    });
     let a = weapp_server::spawn(config.clone()).await.unwrap();
+    // Another instance of the fleet (WeChat pushes to one URL: A's).
+    let c = weapp_server::spawn(config.clone()).await.unwrap();
     // WeChat learns the platform's authorization-event URL: a ticket arrives at once.
     let reg: Value = w
         .http
@@ -125,6 +137,65 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         .await
         .is_ok());
 
+    // The merchant is served like an app: the broker hands out its authorizer token (on the
+    // instance that got the event at once, on the other within the registry poll), and its
+    // users log in through the platform.
+    let broker = |base: String| {
+        let http = w.http.clone();
+        let merchant = merchant.clone();
+        async move {
+            let r = http
+                .get(format!("{base}/v1/apps/{merchant}/access_token"))
+                .bearer_auth(BACKEND_KEY)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, v) = broker(a.url().to_owned()).await;
+    assert_eq!(s, 200, "{v}");
+    let works: Value = w
+        .http
+        .get(format!(
+            "{}/wxaapi/newtmpl/getcategory?access_token={}",
+            w.sim.url(),
+            v["access_token"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(works["errcode"], 0, "{works}");
+    let c_url = c.url().to_owned();
+    until("the other instance serves the merchant", || {
+        let b = broker(c_url.clone());
+        async move { b.await.0 == 200 }
+    })
+    .await;
+    let (code, openid) = w.sim.sim().login(&merchant, None, None, false).unwrap();
+    let (s, v) = w.post_login(a.url(), &merchant, &code).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["openid"], openid.as_str());
+    assert!(v["access_token"].is_string());
+    // The mirror refuses a merchant's mini program: it has no secret here.
+    let (s, v) = w
+        .call(
+            "GET",
+            format!(
+                "{}/cgi-bin/token?grant_type=client_credential&appid={merchant}&secret=x",
+                a.url()
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_ne!(v["errcode"], 0, "{s} {v}");
+    drop(c);
+
     // A forged push is refused and changes nothing.
     let forged = w
         .http
@@ -201,4 +272,7 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     .await;
     let rows = store.platform_authorizers(component_appid).await.unwrap();
     assert!(rows[0].refresh_sealed.is_none());
+    // No longer served: 404 from the broker.
+    let (s, v) = broker(b.url().to_owned()).await;
+    assert_eq!(s, 404, "{v}");
 }

@@ -515,6 +515,7 @@ async fn view(state: &AppState, entry: &AppEntry, fetched: u64) -> AppView {
         source: match entry.source {
             Source::File => "file",
             Source::Managed => "managed",
+            Source::Platform => "platform",
         }
         .into(),
         enabled: entry.enabled,
@@ -596,10 +597,10 @@ pub async fn create_app(
     if state
         .registry
         .entry(&app.appid)
-        .is_some_and(|e| e.source == Source::File)
+        .is_some_and(|e| e.source != Source::Managed)
     {
         return Err(AppError::Conflict(format!(
-            "app {} is defined in the configuration file",
+            "app {} is defined in the configuration file or by a platform's authorization",
             app.appid
         )));
     }
@@ -664,10 +665,10 @@ async fn managed(state: &AppState, appid: &str) -> Result<ManagedAppRecord, AppE
     if state
         .registry
         .entry(appid)
-        .is_some_and(|e| e.source == Source::File)
+        .is_some_and(|e| e.source != Source::Managed)
     {
         return Err(AppError::Conflict(format!(
-            "app {appid} is defined in the configuration file: change it there"
+            "app {appid} is defined in the configuration file or by a platform's authorization: change it there"
         )));
     }
     match state.store.managed_app(appid).await? {
@@ -819,7 +820,7 @@ fn client_view(e: &crate::registry::ClientEntry, key: Option<String>) -> ClientV
         name: e.client.name.clone(),
         source: match e.source {
             Source::File => "file",
-            Source::Managed => "managed",
+            Source::Managed | Source::Platform => "managed",
         }
         .into(),
         enabled: e.enabled,

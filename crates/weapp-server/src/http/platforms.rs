@@ -91,6 +91,13 @@ pub async fn events(
             tracing::info!(platform = %component_appid, info_type = other.info_type(), "platform event");
         }
     }
+    if !matches!(event, ComponentEvent::VerifyTicket { .. }) {
+        // This instance serves (or stops serving) the merchant at once; the others at their
+        // next registry poll.
+        if let Err(e) = state.sync_authorizers().await {
+            tracing::warn!(error = %e, "merchants not reloaded; the next registry poll will");
+        }
+    }
     Ok((StatusCode::OK, "success").into_response())
 }
 

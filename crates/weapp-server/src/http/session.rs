@@ -360,7 +360,12 @@ pub async fn login(
             "code must be 1–256 characters",
         ));
     }
-    let session = match app.client.auth().code_to_session(&req.code).await {
+    // A merchant's mini program logs its users in through its platform.
+    let exchanged = match app.platform.as_ref().and_then(|c| state.platforms.get(c)) {
+        Some(component) => component.code_to_session(&app.appid, &req.code).await,
+        None => app.client.auth().code_to_session(&req.code).await,
+    };
+    let session = match exchanged {
         Ok(s) => s,
         Err(e) => {
             note_upstream(&state, &app.appid, &e);

@@ -753,6 +753,9 @@ macro_rules! sql_store {
             }
 
             async fn put_platform_authorizer(&self, rec: &PlatformAuthorizer) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // Every instance reloads its platforms' merchants at the next registry poll.
+                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1").execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at) \
                              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                              ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
@@ -768,12 +771,16 @@ macro_rules! sql_store {
                     .bind(&rec.func_ids)
                     .bind(rec.auth_time)
                     .bind(rec.updated_at)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
             async fn save_platform_refresh(&self, component_appid: &str, authorizer_appid: &str, sealed: &[u8], key_id: &str, now: i64) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // Every instance reloads its platforms' merchants at the next registry poll.
+                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1").execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at) \
                              VALUES ($1, $2, $3, $4, 1, '[]', $6, $5) \
                              ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
@@ -784,18 +791,23 @@ macro_rules! sql_store {
                     .bind(key_id)
                     .bind(now)
                     .bind(now / 1000)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
             async fn deauthorize_platform_authorizer(&self, component_appid: &str, authorizer_appid: &str, now: i64) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // Every instance reloads its platforms' merchants at the next registry poll.
+                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1").execute(&mut *tx).await?;
                 let done = sqlx::query("UPDATE platform_authorizers SET authorized = 0, refresh_sealed = NULL, key_id = NULL, updated_at = $3 WHERE component_appid = $1 AND authorizer_appid = $2")
                     .bind(component_appid)
                     .bind(authorizer_appid)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() > 0)
             }
 
