@@ -585,6 +585,13 @@ pub struct PlatformConfig {
     /// WeChat's API host, or a weapp-sim URL.
     #[serde(default = "default_api_base")]
     pub api_base: String,
+    /// Where the merchants' pushes (received at
+    /// `/v1/platforms/{component_appid}/apps/{appid}/push`) are delivered as webhooks.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Key of the webhook signature (required with `webhook_url`).
+    #[serde(default)]
+    pub webhook_secret: Option<Secret>,
 }
 
 impl std::fmt::Debug for PlatformConfig {
@@ -596,6 +603,8 @@ impl std::fmt::Debug for PlatformConfig {
             .field("token", &self.token)
             .field("encoding_aes_key", &self.encoding_aes_key)
             .field("api_base", &redact_url(&self.api_base))
+            .field("webhook_url", &self.webhook_url.as_deref().map(redact_url))
+            .field("webhook_secret", &self.webhook_secret)
             .finish()
     }
 }
@@ -1004,6 +1013,9 @@ impl Config {
                 .map_err(|e| ConfigError(format!("platforms[{i}].encoding_aes_key: {e}")))?;
             if !p.api_base.starts_with("http://") && !p.api_base.starts_with("https://") {
                 return bad(format!("platforms[{i}].api_base must be an http(s) URL"));
+            }
+            if p.webhook_url.is_some() && p.webhook_secret.as_ref().is_none_or(Secret::is_empty) {
+                return bad(format!("platforms[{i}]: webhook_url needs webhook_secret"));
             }
         }
         if self.access_token_issuer.trim().is_empty() || self.access_token_issuer.len() > 256 {

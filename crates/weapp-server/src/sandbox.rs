@@ -59,7 +59,10 @@ impl Sandbox {
                         "{server_url}/v1/platforms/{}/events",
                         p.component_appid
                     )),
-                    message_url: None,
+                    message_url: Some(format!(
+                        "{server_url}/v1/platforms/{}/apps/$APPID$/push",
+                        p.component_appid
+                    )),
                 })
                 .map_err(|e| format!("platform {}: {}", p.component_appid, e.msg))?;
         }

@@ -177,9 +177,24 @@ impl AppRuntime {
     /// An appid the SDK refuses.
     pub fn for_authorizer(
         component: &weapp::open_platform::Component,
+        platform: &crate::config::PlatformConfig,
         authorizer_appid: &str,
         warm: WarmPolicy,
     ) -> Result<Self, String> {
+        // Its pushes come to the platform's message URL, signed and encrypted with the
+        // platform's Token and key, bound to the platform's appid (safe mode, XML).
+        let push_config = weapp::push::PushConfig::new(
+            &platform.component_appid,
+            platform.token.expose(),
+            Some(platform.encoding_aes_key.expose()),
+        )
+        .and_then(|c| c.with_mode(weapp::push::PushMode::Safe))
+        .map_err(|e| format!("platform {}: push: {e}", platform.component_appid))?;
+        let push = Some(PushRuntime {
+            receiver: weapp::push::Receiver::new(push_config),
+            webhook_url: platform.webhook_url.clone(),
+            webhook_secret: platform.webhook_secret.clone(),
+        });
         let manager = component
             .authorizer_manager(authorizer_appid)
             .map_err(|e| e.to_string())?;
@@ -192,7 +207,7 @@ impl AppRuntime {
             client,
             manager,
             seen: Mutex::new(None),
-            push: None,
+            push,
             last_invalidation: Mutex::new(None),
             warm,
             access_tokens: true,
@@ -778,8 +793,18 @@ impl AppState {
                     }
                     None => {}
                 }
-                let runtime =
-                    AppRuntime::for_authorizer(component, &row.authorizer_appid, self.config.warm)?;
+                let platform = self
+                    .config
+                    .platforms
+                    .iter()
+                    .find(|p| &p.component_appid == component_appid)
+                    .expect("a configured platform");
+                let runtime = AppRuntime::for_authorizer(
+                    component,
+                    platform,
+                    &row.authorizer_appid,
+                    self.config.warm,
+                )?;
                 self.registry.put_app(AppEntry {
                     appid: row.authorizer_appid.clone(),
                     source: Source::Platform,

@@ -47,6 +47,8 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         token: token.into(),
         encoding_aes_key: aes.clone().into(),
         api_base: w.sim.url().into(),
+        webhook_url: None,
+        webhook_secret: None,
     }];
     config.clients.push(ClientConfig {
         name: "platform-backend".into(),
@@ -54,7 +56,7 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         key_env: None,
         key_sha256: None,
         apps: vec!["*".into()],
-        scopes: None,
+        scopes: Some(vec!["token:read".into(), "events:read".into()]),
     });
     let a = weapp_server::spawn(config.clone()).await.unwrap();
     // Another instance of the fleet (WeChat pushes to one URL: A's).
@@ -64,7 +66,8 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         .http
         .post(format!("{}/_sim/platforms", w.sim.url()))
         .json(&json!({"component_appid": component_appid, "secret": secret, "token": token,
-            "encoding_aes_key": aes, "event_url": format!("{}/v1/platforms/{component_appid}/events", a.url())}))
+            "encoding_aes_key": aes, "event_url": format!("{}/v1/platforms/{component_appid}/events", a.url()),
+            "message_url": format!("{}/v1/platforms/{component_appid}/apps/$APPID$/push", a.url())}))
         .send()
         .await
         .unwrap()
@@ -194,6 +197,42 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         )
         .await;
     assert_ne!(v["errcode"], 0, "{s} {v}");
+    // The merchant's users' messages reach the platform's message URL and land in the
+    // merchant's event log.
+    let v: Value = w
+        .http
+        .post(format!("{}/_sim/user-message", w.sim.url()))
+        .json(&json!({"appid": merchant, "openid": openid, "kind": "text", "content": "商家你好"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["pushed"]["delivered"], true, "{v}");
+    let events: Value = w
+        .http
+        .get(format!("{}/v1/apps/{merchant}/events", a.url()))
+        .bearer_auth(BACKEND_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(events.to_string().contains("商家你好"), "{events}");
+    // Another platform's path for the merchant: 404.
+    let wrong = w
+        .http
+        .post(format!(
+            "{}/v1/platforms/wxother/apps/{merchant}/push",
+            a.url()
+        ))
+        .body("<xml/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 404);
     drop(c);
 
     // A forged push is refused and changes nothing.

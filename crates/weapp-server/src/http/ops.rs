@@ -20,7 +20,7 @@ use crate::state::AppState;
         crate::http::session::login, crate::http::session::me, crate::http::session::phone,
         crate::http::session::decrypt, crate::http::session::logout, crate::http::session::logout_all,
         crate::http::session::refresh, crate::http::tokens::jwks, crate::http::tokens::introspect,
-        crate::http::platforms::events,
+        crate::http::platforms::events, crate::http::platforms::merchant_push,
         crate::http::broker::access_token, crate::http::broker::invalidate,
         crate::http::broker::cgi_token, crate::http::broker::cgi_stable_token,
         crate::http::push::verify, crate::http::push::receive, crate::http::push::events,

@@ -118,7 +118,40 @@ struct PushQueryDoc {
     msg_signature: Option<String>,
 }
 
+/// The app of `appid` if it is a merchant of the platform `component_appid`.
+fn merchant_of(state: &AppState, component_appid: &str, appid: &str) -> Result<(), AppError> {
+    match state.app(appid) {
+        Some(a) if a.platform.as_deref() == Some(component_appid) => Ok(()),
+        _ => Err(AppError::NotFound(format!(
+            "{appid} is not a merchant of platform {component_appid}"
+        ))),
+    }
+}
+
+/// Receive a push of a merchant's mini program at the platform's message URL
+/// (`…/apps/$APPID$/push` in the platform's settings): verified and decrypted with the
+/// platform's Token and key (safe mode), stored in the merchant's event log and delivered to
+/// the platform's webhook — like an app's own pushes.
+#[utoipa::path(post, path = "/v1/platforms/{component_appid}/apps/{appid}/push", tag = "platforms",
+    params(("component_appid" = String, Path, description = "the platform"), ("appid" = String, Path, description = "the merchant's mini program"), PushQueryDoc),
+    request_body(content = String, content_type = "text/xml", description = "`<xml><ToUserName/><Encrypt/></xml>`"),
+    responses((status = 200, description = "`success`", body = String), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "a replay", body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn merchant_push(
+    State(state): State<AppState>,
+    Path((component_appid, appid)): Path<(String, String)>,
+    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    merchant_of(&state, &component_appid, &appid)?;
+    crate::http::push::receive(State(state), Path(appid), q, body).await
+}
+
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/platforms/{component_appid}/events", post(events))
+    Router::new()
+        .route("/v1/platforms/{component_appid}/events", post(events))
+        .route(
+            "/v1/platforms/{component_appid}/apps/{appid}/push",
+            post(merchant_push),
+        )
 }
