@@ -96,6 +96,10 @@ fn default_session_ttl() -> u64 {
 /// long (plus a minute), whatever the configured lifetime.
 pub const MAX_ACCESS_TOKEN_TTL_SECS: i64 = 86_400;
 
+fn default_platform_reconcile() -> u64 {
+    86_400
+}
+
 fn default_access_token_ttl() -> u64 {
     900
 }
@@ -366,6 +370,11 @@ pub struct Config {
     /// the database.
     #[serde(default)]
     pub platforms: Vec<PlatformConfig>,
+    /// How often every platform's merchants are reconciled with WeChat's authorizer list
+    /// (refresh tokens restored, missed de-authorizations applied); 0: never. Env
+    /// `WEAPP_PLATFORM_RECONCILE_SECS`. Default 86,400 (nightly).
+    #[serde(default = "default_platform_reconcile")]
+    pub platform_reconcile_secs: u64,
     /// Requests per minute each administrator may make to the admin API. Env
     /// `WEAPP_ADMIN_RATE_LIMIT_PER_MINUTE`. Default 600; 0 disables.
     #[serde(default = "default_admin_rate")]
@@ -842,6 +851,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("access_token_issuer", Kind::Text),
     ("signing_key_rotate_days", Kind::Scalar),
     ("signing_key_publish_ahead_secs", Kind::Scalar),
+    ("platform_reconcile_secs", Kind::Scalar),
 ];
 
 /// Older names still read.
@@ -1074,6 +1084,12 @@ impl Config {
             ("warmup_spread_secs", self.warmup_spread_secs, 0, 3_600),
             ("idle_after_secs", self.idle_after_secs, 60, 366 * 86_400),
             ("refresher_poll_ms", self.refresher_poll_ms, 50, 300_000),
+            (
+                "platform_reconcile_secs",
+                self.platform_reconcile_secs,
+                0,
+                31 * 86_400,
+            ),
             (
                 "access_token_ttl_secs",
                 self.access_token_ttl_secs,

@@ -57,6 +57,7 @@ async fn serve(
     let fleet = fleet::spawn(state.clone(), stop_rx.clone());
     let registry = spawn_registry_poller(state.clone(), stop_rx.clone());
     let purger = spawn_session_purger(state.clone(), stop_rx.clone());
+    let reconciler = spawn_platform_reconciler(state.clone(), stop_rx.clone());
     let outbox = webhook::spawn_outbox(state.clone(), stop_rx);
     let app = http::router(state);
     let served = axum::serve(
@@ -70,6 +71,7 @@ async fn serve(
     let _ = fleet.await;
     let _ = registry.await;
     let _ = purger.await;
+    let _ = reconciler.await;
     let _ = outbox.await;
     tracing::info!("server stopped");
     served
@@ -100,6 +102,38 @@ fn spawn_registry_poller(
             }
             if let Err(e) = state.signing_tick(state::now_ms()).await {
                 tracing::warn!(error = %e, "signing keys: cannot rotate or clean up");
+            }
+        }
+    })
+}
+
+/// Reconciles every platform's merchants with WeChat's authorizer list, a minute after start
+/// and then every `platform_reconcile_secs` (0: never).
+fn spawn_platform_reconciler(
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = state.config.platform_reconcile_secs;
+        if every == 0 || state.platforms.is_empty() {
+            return;
+        }
+        let mut wait = std::time::Duration::from_secs(60.min(every));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => break,
+            }
+            wait = std::time::Duration::from_secs(every);
+            for component_appid in state.platforms.keys() {
+                match state.reconcile_platform(component_appid).await {
+                    Ok(r) => {
+                        tracing::info!(platform = %component_appid, restored = r.restored, deauthorized = r.deauthorized, "platform reconciled with the authorizer list")
+                    }
+                    Err(e) => {
+                        tracing::warn!(platform = %component_appid, error = %e, "platform reconciliation failed; next time")
+                    }
+                }
             }
         }
     })

@@ -258,6 +258,15 @@ impl AppRuntime {
     }
 }
 
+/// What [`AppState::reconcile_platform`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Merchants whose refresh token was restored from the list.
+    pub restored: usize,
+    /// Merchants de-authorized because the list no longer has them.
+    pub deauthorized: usize,
+}
+
 /// A caller of the token broker.
 #[derive(Debug)]
 pub struct BrokerClient {
@@ -838,6 +847,79 @@ impl AppState {
             }
         }
         Ok(())
+    }
+
+    /// Reconciles a platform's merchants with WeChat's authorizer list (the truth): a merchant
+    /// in the list whose refresh token is missing or different here gets the list's; a
+    /// merchant authorized here but absent from the list is de-authorized (a missed
+    /// `unauthorized` push). Then this instance serves what the database says.
+    ///
+    /// # Errors
+    /// WeChat or the database failed (nothing is de-authorized on a failed listing).
+    pub async fn reconcile_platform(&self, component_appid: &str) -> Result<Reconciled, String> {
+        use weapp::open_platform::RefreshTokenStore;
+        let component = self
+            .platforms
+            .get(component_appid)
+            .ok_or_else(|| format!("no platform {component_appid}"))?;
+        let store = crate::platform::DbPlatformStore::new(self.store.clone(), self.keyring.clone());
+        let mut listed = std::collections::HashMap::new();
+        let mut offset = 0u32;
+        loop {
+            let page = component
+                .authorizer_list(offset, 500)
+                .await
+                .map_err(|e| e.to_string())?;
+            let n = page.list.len();
+            for e in page.list {
+                listed.insert(e.authorizer_appid.clone(), e.refresh_token);
+            }
+            offset += n as u32;
+            if n == 0 || i64::from(offset) >= page.total_count {
+                break;
+            }
+        }
+        let mut out = Reconciled::default();
+        for (appid, refresh) in &listed {
+            let Some(refresh) = refresh.as_ref().filter(|r| !r.expose().is_empty()) else {
+                continue;
+            };
+            let ours = store
+                .load(component_appid, appid)
+                .await
+                .map_err(|e| e.to_string())?;
+            if ours.as_deref() != Some(refresh.expose()) {
+                store
+                    .save(component_appid, appid, refresh.expose())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.restored += 1;
+            }
+        }
+        for row in self
+            .store
+            .platform_authorizers(component_appid)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if row.authorized && !listed.contains_key(&row.authorizer_appid) {
+                self.store
+                    .deauthorize_platform_authorizer(
+                        component_appid,
+                        &row.authorizer_appid,
+                        now_ms(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                component
+                    .forget_authorizer(&row.authorizer_appid)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.deauthorized += 1;
+            }
+        }
+        self.sync_authorizers().await?;
+        Ok(out)
     }
 
     /// The access-token signing keys as last read.

@@ -285,6 +285,23 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         .await
         .is_ok());
 
+    // A refresh token lost here (a bad restore, say) is restored from WeChat's authorizer list.
+    let store = b.state().store.clone();
+    store
+        .deauthorize_platform_authorizer(component_appid, &merchant, 0)
+        .await
+        .unwrap();
+    b.state().sync_authorizers().await.unwrap();
+    assert_eq!(broker(b.url().to_owned()).await.0, 404, "lost: not served");
+    let r = b.state().reconcile_platform(component_appid).await.unwrap();
+    assert_eq!((r.restored, r.deauthorized), (1, 0));
+    assert_eq!(
+        broker(b.url().to_owned()).await.0,
+        200,
+        "restored and served"
+    );
+    assert!(store.platform_authorizers(component_appid).await.unwrap()[0].authorized);
+
     // (The new instance listens elsewhere: WeChat's event URL follows it, credentials kept.)
     w.http
         .post(format!("{}/_sim/platforms", w.sim.url()))
@@ -314,4 +331,88 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     // No longer served: 404 from the broker.
     let (s, v) = broker(b.url().to_owned()).await;
     assert_eq!(s, 404, "{v}");
+}
+
+#[tokio::test]
+async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
+    let w = world().await;
+    let component_appid = "wxplatform0000002";
+    let (secret, token) = ("platform-secret-2", "platformtoken2");
+    let aes = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    let aes = aes.trim_end_matches('=').to_owned();
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.platforms = vec![PlatformConfig {
+        component_appid: component_appid.into(),
+        secret: Some(secret.into()),
+        secret_env: None,
+        token: token.into(),
+        encoding_aes_key: aes.clone().into(),
+        api_base: w.sim.url().into(),
+        webhook_url: None,
+        webhook_secret: None,
+    }];
+    let server = weapp_server::spawn(config).await.unwrap();
+    let register = |event_url: String| {
+        let http = w.http.clone();
+        let body = json!({"component_appid": component_appid, "secret": secret, "token": token,
+            "encoding_aes_key": aes, "event_url": event_url});
+        let url = format!("{}/_sim/platforms", w.sim.url());
+        async move { http.post(url).json(&body).send().await.unwrap() }
+    };
+    register(format!(
+        "{}/v1/platforms/{component_appid}/events",
+        server.url()
+    ))
+    .await;
+    let store = server.state().store.clone();
+    until("the ticket stored", || {
+        let store = store.clone();
+        async move {
+            store
+                .platform_ticket(component_appid)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+    let component = &server.state().platforms[component_appid];
+    let pre = component.pre_auth_code().await.unwrap();
+    let (merchant, _) = w.sim.sim().add_app(None, None, false);
+    w.http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/authorize",
+            w.sim.url()
+        ))
+        .json(&json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant, "redirect_uri": "https://x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(server.state().app(&merchant).is_some());
+    // The `unauthorized` push is lost (the event URL is unreachable at that moment).
+    register("http://127.0.0.1:9/unreachable".into()).await;
+    let v: Value = w
+        .http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/deauthorize",
+            w.sim.url()
+        ))
+        .json(&json!({"authorizer_appid": merchant}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["push"]["delivered"], false, "{v}");
+    assert!(server.state().app(&merchant).is_some(), "still served");
+    let r = server
+        .state()
+        .reconcile_platform(component_appid)
+        .await
+        .unwrap();
+    assert_eq!((r.restored, r.deauthorized), (0, 1));
+    assert!(server.state().app(&merchant).is_none(), "no longer served");
+    let rows = store.platform_authorizers(component_appid).await.unwrap();
+    assert!(!rows[0].authorized && rows[0].refresh_sealed.is_none());
 }
