@@ -180,6 +180,7 @@ impl AppRuntime {
         platform: &crate::config::PlatformConfig,
         authorizer_appid: &str,
         warm: WarmPolicy,
+        fleet: bool,
     ) -> Result<Self, String> {
         // Its pushes come to the platform's message URL, signed and encrypted with the
         // platform's Token and key, bound to the platform's appid (safe mode, XML).
@@ -198,6 +199,8 @@ impl AppRuntime {
         let manager = component
             .authorizer_manager(authorizer_appid)
             .map_err(|e| e.to_string())?;
+        // In a fleet, the shard holder's refresher refreshes it; the others read.
+        manager.leave_refresh_to_others(fleet);
         let client = component
             .authorizer(authorizer_appid)
             .map_err(|e| e.to_string())?;
@@ -813,6 +816,7 @@ impl AppState {
                     platform,
                     &row.authorizer_appid,
                     self.config.warm,
+                    self.deps.fleet,
                 )?;
                 self.registry.put_app(AppEntry {
                     appid: row.authorizer_appid.clone(),
