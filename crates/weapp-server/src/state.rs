@@ -788,6 +788,12 @@ impl AppState {
     /// # Errors
     /// The database could not be read.
     pub async fn sync_authorizers(&self) -> Result<(), String> {
+        // Not interleaved with a registry sync (which calls the same under its lock).
+        let _one = self.registry_sync.lock().await;
+        self.sync_authorizers_locked().await
+    }
+
+    async fn sync_authorizers_locked(&self) -> Result<(), String> {
         let mut authorized = std::collections::HashSet::new();
         for (component_appid, component) in &self.platforms {
             let rows = self
@@ -811,13 +817,19 @@ impl AppState {
                     .iter()
                     .find(|p| &p.component_appid == component_appid)
                     .expect("a configured platform");
-                let runtime = AppRuntime::for_authorizer(
+                let runtime = match AppRuntime::for_authorizer(
                     component,
                     platform,
                     &row.authorizer_appid,
                     self.config.warm,
                     self.deps.fleet,
-                )?;
+                ) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(appid = %row.authorizer_appid, error = %e, "a merchant of the platform cannot be served");
+                        continue;
+                    }
+                };
                 self.registry.put_app(AppEntry {
                     appid: row.authorizer_appid.clone(),
                     source: Source::Platform,
@@ -867,9 +879,17 @@ impl AppState {
             .get(component_appid)
             .ok_or_else(|| format!("no platform {component_appid}"))?;
         let store = crate::platform::DbPlatformStore::new(self.store.clone(), self.keyring.clone());
+        // What the database said before listing: a merchant authorizing meanwhile is not in
+        // the list, and must not be taken for one that left.
+        let started = now_ms();
+        let rows = self
+            .store
+            .platform_authorizers(component_appid)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut listed = std::collections::HashMap::new();
         let mut offset = 0u32;
-        loop {
+        let total = loop {
             let page = component
                 .authorizer_list(offset, 500)
                 .await
@@ -880,33 +900,56 @@ impl AppState {
             }
             offset += n as u32;
             if n == 0 || i64::from(offset) >= page.total_count {
-                break;
+                break page.total_count;
             }
+        };
+        // A short listing (an empty page, an answer without its list) changes nothing.
+        if i64::try_from(listed.len()).unwrap_or(i64::MAX) < total {
+            return Err(format!(
+                "the authorizer list was incomplete ({} of {total}); nothing reconciled",
+                listed.len()
+            ));
         }
         let mut out = Reconciled::default();
         for (appid, refresh) in &listed {
             let Some(refresh) = refresh.as_ref().filter(|r| !r.expose().is_empty()) else {
                 continue;
             };
+            let row = rows.iter().find(|r| &r.authorizer_appid == appid);
+            // Changed since the listing began (an event): the event knows better.
+            if row.is_some_and(|r| r.updated_at >= started) {
+                continue;
+            }
             let ours = store
                 .load(component_appid, appid)
                 .await
                 .map_err(|e| e.to_string())?;
-            if ours.as_deref() != Some(refresh.expose()) {
+            let revive = row.is_some_and(|r| !r.authorized);
+            if ours.as_deref() != Some(refresh.expose()) || revive {
                 store
                     .save(component_appid, appid, refresh.expose())
                     .await
                     .map_err(|e| e.to_string())?;
+                if let Some(r) = row.filter(|r| !r.authorized) {
+                    self.store
+                        .put_platform_authorizer(&crate::store::PlatformAuthorizer {
+                            authorized: true,
+                            refresh_sealed: None,
+                            key_id: None,
+                            updated_at: now_ms(),
+                            ..r.clone()
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 out.restored += 1;
             }
         }
-        for row in self
-            .store
-            .platform_authorizers(component_appid)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            if row.authorized && !listed.contains_key(&row.authorizer_appid) {
+        for row in &rows {
+            if row.authorized
+                && row.updated_at < started
+                && !listed.contains_key(&row.authorizer_appid)
+            {
                 self.store
                     .deauthorize_platform_authorizer(
                         component_appid,
@@ -1100,9 +1143,9 @@ impl AppState {
             return Ok(false);
         }
         // Signing keys change with the revision too (rotations, removals): a small table,
-        // read whole. So do platforms' merchants (authorizations, de-authorizations).
+        // read whole. (Platforms' merchants too: after the managed apps, below, so that an
+        // appid defined in the admin API keeps that definition.)
         self.reload_signing_keys().await?;
-        self.sync_authorizers().await?;
         let mut live_apps = std::collections::HashSet::new();
         let mut live_clients = std::collections::HashSet::new();
         let mut cursor = from;
@@ -1158,6 +1201,7 @@ impl AppState {
         // Everything up to the revision read before the queries is applied (commits happen in
         // revision order); rows newer than it may have been read too, and are read again by
         // the next poll, harmlessly.
+        self.sync_authorizers_locked().await?;
         self.registry.set_rev(store_rev);
         Ok(true)
     }
@@ -1166,8 +1210,8 @@ impl AppState {
     pub(crate) fn apply_app(&self, rec: ManagedAppRecord) {
         let existing = self.registry.entry(&rec.appid);
         match &existing {
-            Some(e) if e.source != Source::Managed => {
-                tracing::warn!(appid = %rec.appid, "a managed app has the appid of an app in the configuration file or of a platform's merchant; that one is served");
+            Some(e) if e.source == Source::File => {
+                tracing::warn!(appid = %rec.appid, "a managed app has the appid of an app in the configuration file; the file's is served");
                 return;
             }
             // The same or an older change than the one applied: nothing to do.

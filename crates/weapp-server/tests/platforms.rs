@@ -406,6 +406,21 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         .unwrap();
     assert_eq!(v["push"]["delivered"], false, "{v}");
     assert!(server.state().app(&merchant).is_some(), "still served");
+    // A listing that comes back short (an answer without its list) de-authorizes no one.
+    w.sim.sim().add_fault(
+        weapp_sim::Fault::body(
+            "/cgi-bin/component/api_get_authorizer_list",
+            r#"{"total_count": 7}"#,
+        )
+        .times(1),
+    );
+    let e = server
+        .state()
+        .reconcile_platform(component_appid)
+        .await
+        .unwrap_err();
+    assert!(e.contains("incomplete"), "{e}");
+    assert!(server.state().app(&merchant).is_some(), "still served");
     let r = server
         .state()
         .reconcile_platform(component_appid)

@@ -509,7 +509,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// one).
     async fn put_platform_authorizer(&self, rec: &PlatformAuthorizer) -> Result<(), StoreError>;
 
-    /// Keeps a merchant's refresh token (sealed), marking it authorized.
+    /// Keeps a merchant's refresh token (sealed); a new merchant is marked authorized, a known
+    /// one keeps its state (a token saved late does not revive a de-authorized merchant).
     async fn save_platform_refresh(
         &self,
         component_appid: &str,

@@ -784,7 +784,7 @@ macro_rules! sql_store {
                 sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at) \
                              VALUES ($1, $2, $3, $4, 1, '[]', $6, $5) \
                              ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
-                               refresh_sealed = excluded.refresh_sealed, key_id = excluded.key_id, authorized = 1, updated_at = excluded.updated_at")
+                               refresh_sealed = excluded.refresh_sealed, key_id = excluded.key_id, updated_at = excluded.updated_at")
                     .bind(component_appid)
                     .bind(authorizer_appid)
                     .bind(sealed)
