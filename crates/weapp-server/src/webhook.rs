@@ -71,6 +71,23 @@ fn backoff(state: &AppState, attempts: u32) -> Duration {
 }
 
 async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecord) {
+    // A third-party platform's own events (merchants authorizing it) go to its webhook.
+    if let Some(p) = state
+        .config
+        .platforms
+        .iter()
+        .find(|p| p.component_appid == event.appid)
+    {
+        let Some((url, secret)) = p.webhook_url.as_deref().zip(p.webhook_secret.as_ref()) else {
+            let _ = state
+                .store
+                .mark_failed(event.id, crate::store::NEVER, "no webhook configured", None)
+                .await;
+            return;
+        };
+        let (url, secret) = (url.to_owned(), secret.clone());
+        return deliver_to(state, http, event, &url, &secret).await;
+    }
     let app = state.app(&event.appid);
     if app.is_none() {
         // Not served here right now (disabled for a moment, not synced yet, failed to load):
@@ -97,6 +114,18 @@ async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecor
             .await;
         return;
     };
+    let (url, secret) = (url.to_owned(), secret.clone());
+    deliver_to(state, http, event, &url, &secret).await;
+}
+
+/// One signed delivery of `event` to `url`, and its outcome recorded.
+async fn deliver_to(
+    state: &AppState,
+    http: &reqwest::Client,
+    event: EventRecord,
+    url: &str,
+    secret: &crate::config::Secret,
+) {
     let body = body(&event);
     let signature = sign(secret.expose(), now_ms() / 1000, &body);
     let result = http

@@ -340,7 +340,37 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
     let (secret, token) = ("platform-secret-2", "platformtoken2");
     let aes = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
     let aes = aes.trim_end_matches('=').to_owned();
+    // The platform's webhook: authorization events arrive there, signed.
+    let hooks: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = hooks.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let got = got.clone();
+                async move {
+                    let sig = headers["weapp-signature"].to_str().unwrap().to_owned();
+                    let now = chrono_free_now();
+                    assert!(weapp_server::webhook::verify(
+                        "hook-secret",
+                        &sig,
+                        &body,
+                        now,
+                        300
+                    ));
+                    got.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    "ok"
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
     let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.webhook_retry_base_ms = 50;
     config.platforms = vec![PlatformConfig {
         component_appid: component_appid.into(),
         secret: Some(secret.into()),
@@ -348,8 +378,8 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         token: token.into(),
         encoding_aes_key: aes.clone().into(),
         api_base: w.sim.url().into(),
-        webhook_url: None,
-        webhook_secret: None,
+        webhook_url: Some(hook_url),
+        webhook_secret: Some("hook-secret".into()),
     }];
     let server = weapp_server::spawn(config).await.unwrap();
     let register = |event_url: String| {
@@ -389,6 +419,17 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         .await
         .unwrap();
     assert!(server.state().app(&merchant).is_some());
+    // The platform's webhook hears of it (without the authorization code).
+    until("the authorized webhook", || {
+        let hooks = hooks.clone();
+        async move { !hooks.lock().unwrap().is_empty() }
+    })
+    .await;
+    let hook = hooks.lock().unwrap()[0].clone();
+    assert_eq!(hook["type"], "authorized", "{hook}");
+    assert_eq!(hook["appid"], component_appid);
+    assert_eq!(hook["payload"]["authorizer_appid"], merchant.as_str());
+    assert!(!hook.to_string().contains("queryauthcode"), "{hook}");
     // The `unauthorized` push is lost (the event URL is unreachable at that moment).
     register("http://127.0.0.1:9/unreachable".into()).await;
     let v: Value = w
@@ -430,4 +471,11 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
     assert!(server.state().app(&merchant).is_none(), "no longer served");
     let rows = store.platform_authorizers(component_appid).await.unwrap();
     assert!(!rows[0].authorized && rows[0].refresh_sealed.is_none());
+}
+
+fn chrono_free_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

@@ -92,6 +92,46 @@ pub async fn events(
         }
     }
     if !matches!(event, ComponentEvent::VerifyTicket { .. }) {
+        // The platform's event log (and its webhook): who authorized, changed or left — never
+        // the authorization code, which is redeemable for a refresh token.
+        let (authorizer, create_time) = match &event {
+            ComponentEvent::Authorized(a) | ComponentEvent::UpdateAuthorized(a) => {
+                (Some(a.authorizer_appid.clone()), a.create_time)
+            }
+            ComponentEvent::Unauthorized {
+                authorizer_appid,
+                create_time,
+            } => (Some(authorizer_appid.clone()), *create_time),
+            ComponentEvent::FastRegister { appid, .. } => (appid.clone(), 0),
+            _ => (None, 0),
+        };
+        let payload = serde_json::json!({
+            "info_type": event.info_type(),
+            "authorizer_appid": authorizer,
+            "create_time": create_time,
+        });
+        let webhook = state
+            .config
+            .platforms
+            .iter()
+            .find(|p| p.component_appid == component_appid)
+            .is_some_and(|p| p.webhook_url.is_some());
+        state
+            .store
+            .insert_event(
+                &component_appid,
+                &format!(
+                    "{}:{}:{create_time}",
+                    event.info_type(),
+                    authorizer.as_deref().unwrap_or("")
+                ),
+                event.info_type(),
+                &payload.to_string(),
+                now_ms(),
+                if webhook { 0 } else { crate::store::NEVER },
+            )
+            .await?;
+        state.outbox.notify_one();
         // This instance serves (or stops serving) the merchant at once; the others at their
         // next registry poll.
         if let Err(e) = state.sync_authorizers().await {
