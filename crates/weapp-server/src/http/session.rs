@@ -216,6 +216,40 @@ pub(crate) fn access_token_for(
     }
 }
 
+/// What a bearer credential names: the SHA-256 of its session's token, and the claims when it
+/// is an access token (verified: signature, issuer, expiry).
+///
+/// # Errors
+/// Why an access token does not verify (one whose `sid` names no session is malformed).
+pub(crate) fn resolve_bearer(
+    state: &AppState,
+    token: &str,
+    now: i64,
+) -> Result<([u8; 32], Option<crate::jwt::Claims>), crate::jwt::Invalid> {
+    if token.starts_with("wa_") || !token.contains('.') {
+        return Ok((hash_token(token), None));
+    }
+    let claims =
+        state
+            .signing_keys()
+            .verify(token, &state.config.access_token_issuer, now / 1000)?;
+    let hash = hash_of_session_id(&claims.sid).ok_or(crate::jwt::Invalid::Malformed)?;
+    Ok((hash, Some(claims)))
+}
+
+/// The live session of `hash` (unexpired, not idle), provided an access token's claims name
+/// its user and app.
+pub(crate) async fn live_session(
+    state: &AppState,
+    hash: &[u8; 32],
+    claims: Option<&crate::jwt::Claims>,
+    now: i64,
+) -> Result<Option<crate::store::SessionRecord>, AppError> {
+    let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
+    let found = state.store.session_user(hash, now, idle_ms).await?;
+    Ok(found.filter(|s| claims.is_none_or(|c| c.aud == s.user.appid && c.openid == s.user.openid)))
+}
+
 /// How a session was presented.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Presented {
@@ -253,43 +287,30 @@ async fn session_of(
         ));
     };
     let now = now_ms();
-    let (hash, presented, claims) = if token.starts_with("wa_") || !token.contains('.') {
-        (hash_token(token), Presented::SessionToken, None)
-    } else {
-        let verified =
-            state
-                .signing_keys()
-                .verify(token, &state.config.access_token_issuer, now / 1000);
-        match verified.map(|c| (hash_of_session_id(&c.sid), c)) {
-            Ok((Some(h), c)) if allow_access_token => (h, Presented::AccessToken, Some(c)),
-            Ok((Some(_), _)) => {
-                return Err(AppError::Unauthorized(
-                    "an access token cannot do this: send the session token".into(),
-                ))
-            }
-            // Signed by us but past its time (or another issuer's setting): a user coming back,
-            // not a guess — not counted against the source.
-            Err(crate::jwt::Invalid::Expired | crate::jwt::Invalid::Issuer) => {
-                return Err(AppError::Unauthorized(
-                    "access token is invalid or expired".into(),
-                ))
-            }
-            _ => {
-                auth_failed(state, ip, "session").await;
-                return Err(AppError::Unauthorized(
-                    "access token is invalid or expired".into(),
-                ));
-            }
+    let (hash, presented, claims) = match resolve_bearer(state, token, now) {
+        Ok((h, None)) => (h, Presented::SessionToken, None),
+        Ok((h, Some(c))) if allow_access_token => (h, Presented::AccessToken, Some(c)),
+        Ok((_, Some(_))) => {
+            return Err(AppError::Unauthorized(
+                "an access token cannot do this: send the session token".into(),
+            ))
+        }
+        // Signed by us but past its time (or another issuer's setting): a user coming back,
+        // not a guess — not counted against the source.
+        Err(crate::jwt::Invalid::Expired | crate::jwt::Invalid::Issuer) => {
+            return Err(AppError::Unauthorized(
+                "access token is invalid or expired".into(),
+            ))
+        }
+        Err(_) => {
+            auth_failed(state, ip, "session").await;
+            return Err(AppError::Unauthorized(
+                "access token is invalid or expired".into(),
+            ));
         }
     };
     let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
-    let found = state.store.session_user(&hash, now, idle_ms).await?;
-    // An access token names its session's user and app; anything else is not that session's.
-    let found = found.filter(|s| {
-        claims
-            .as_ref()
-            .is_none_or(|c| c.aud == s.user.appid && c.openid == s.user.openid)
-    });
+    let found = live_session(state, &hash, claims.as_ref(), now).await?;
     match found {
         // A session of an app no longer served (disabled or deleted) is not honoured.
         Some(s) if state.app(&s.user.appid).is_none() => Err(AppError::Unauthorized(

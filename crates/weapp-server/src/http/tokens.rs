@@ -9,10 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::session::{hash_of_session_id, session_id};
+use super::session::{live_session, resolve_bearer, session_id};
 use super::{auth_failed, auth_gate, bearer, ClientIp};
 use crate::error::{AppError, ErrorBody};
 use crate::state::{now_ms, AppState};
@@ -138,31 +137,14 @@ pub async fn introspect(
     if token.is_empty() {
         return inactive();
     }
-    let (hash, claims) = if token.starts_with("wa_") || !token.contains('.') {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        (hash, None)
-    } else {
-        let Some((hash, claims)) = state
-            .signing_keys()
-            .verify(token, &state.config.access_token_issuer, now / 1000)
-            .ok()
-            .and_then(|c| hash_of_session_id(&c.sid).map(|h| (h, c)))
-        else {
-            return inactive();
-        };
-        (hash, Some(claims))
+    let Ok((hash, claims)) = resolve_bearer(&state, token, now) else {
+        return inactive();
     };
-    let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
-    let Some(session) = state.store.session_user(&hash, now, idle_ms).await? else {
+    let Some(session) = live_session(&state, &hash, claims.as_ref(), now).await? else {
         return inactive();
     };
     let user = session.user;
-    if !client.may_use(&user.appid)
-        || state.app(&user.appid).is_none()
-        || claims
-            .as_ref()
-            .is_some_and(|c| c.aud != user.appid || c.openid != user.openid)
-    {
+    if !client.may_use(&user.appid) || state.app(&user.appid).is_none() {
         return inactive();
     }
     Ok(Json(match claims {
