@@ -901,25 +901,41 @@ impl Component {
         self.inner.manager.token().await
     }
 
-    /// One attempt of a component request (no retries of failures: a token manager makes
-    /// those decisions); a rejected component token is invalidated and the attempt made once
-    /// more — WeChat did not act on a call it refused for its token.
-    async fn attempt<O: JsonResponse>(&self, path: &'static str, body: &Value) -> Result<O> {
+    /// A request with the component token in `component_access_token=`; a rejected token is
+    /// invalidated (compare-and-swap) and the request made once more — WeChat did not act on a
+    /// call it refused for its token. `retrying`: through the retrying pipeline (idempotent
+    /// calls retried, `OutcomeUnknown` for the others); otherwise single attempts, for a token
+    /// manager that makes those decisions itself.
+    async fn send<O: crate::http::FromResponse>(
+        &self,
+        method: Method,
+        path: &'static str,
+        mut query: Vec<(Cow<'static, str>, String)>,
+        body: Body,
+        idempotent: bool,
+        retrying: bool,
+    ) -> Result<O> {
         let mut retried = false;
+        query.push((Cow::Borrowed("component_access_token"), String::new()));
         loop {
             let token = self.inner.manager.token().await?;
+            if let Some(last) = query.last_mut() {
+                last.1 = token.expose().to_owned();
+            }
             let call = Call {
-                method: Method::Post,
+                method,
                 path,
                 auth: Auth::None,
-                idempotent: false,
-                query: vec![(
-                    Cow::Borrowed("component_access_token"),
-                    token.expose().to_owned(),
-                )],
-                body: Body::json(body)?,
+                idempotent,
+                query: query.clone(),
+                body: body.clone(),
             };
-            match self.inner.http.attempt::<O>(&call, None).await {
+            let result = if retrying {
+                self.inner.http.execute::<O>(&call, None).await
+            } else {
+                self.inner.http.attempt::<O>(&call, None).await
+            };
+            match result {
                 Err(e) if e.is_token_invalid() && !retried => {
                     retried = true;
                     self.inner.manager.invalidate(&token).await?;
@@ -929,36 +945,35 @@ impl Component {
         }
     }
 
-    /// Posts a component request with the component token; a rejected token is invalidated
-    /// (compare-and-swap) and the call retried once.
+    /// One attempt of a component POST (see [`Component::send`]).
+    async fn attempt<O: JsonResponse>(&self, path: &'static str, body: &Value) -> Result<O> {
+        self.send(
+            Method::Post,
+            path,
+            Vec::new(),
+            Body::json(body)?,
+            false,
+            false,
+        )
+        .await
+    }
+
+    /// A component POST through the retrying pipeline (see [`Component::send`]).
     async fn call<O: JsonResponse>(
         &self,
         path: &'static str,
         body: &Value,
         idempotent: bool,
     ) -> Result<O> {
-        let mut retried = false;
-        loop {
-            let token = self.inner.manager.token().await?;
-            let call = Call {
-                method: Method::Post,
-                path,
-                auth: Auth::None,
-                idempotent,
-                query: vec![(
-                    Cow::Borrowed("component_access_token"),
-                    token.expose().to_owned(),
-                )],
-                body: Body::json(body)?,
-            };
-            match self.inner.http.execute::<O>(&call, None).await {
-                Err(e) if e.is_token_invalid() && !retried => {
-                    retried = true;
-                    self.inner.manager.invalidate(&token).await?;
-                }
-                other => return other,
-            }
-        }
+        self.send(
+            Method::Post,
+            path,
+            Vec::new(),
+            Body::json(body)?,
+            idempotent,
+            true,
+        )
+        .await
     }
 
     /// Verifies and decrypts a push to the authorization-event URL (`msg_signature` over the
@@ -1085,17 +1100,14 @@ impl Component {
         auth_type: AuthType,
         biz_appid: Option<&str>,
     ) -> String {
-        let mut url = format!(
-            "https://mp.weixin.qq.com/cgi-bin/componentloginpage?component_appid={}&pre_auth_code={}&redirect_uri={}&auth_type={}",
-            urlencode(&self.inner.appid),
-            urlencode(pre_auth_code),
-            urlencode(redirect_uri),
-            auth_type.code()
-        );
-        if let Some(b) = biz_appid {
-            url.push_str(&format!("&biz_appid={}", urlencode(b)));
-        }
-        url
+        self.page_url(
+            "https://mp.weixin.qq.com/cgi-bin/componentloginpage",
+            &[],
+            pre_auth_code,
+            redirect_uri,
+            auth_type,
+            biz_appid,
+        )
     }
 
     /// The mobile (H5) authorization page, opened inside WeChat.
@@ -1106,18 +1118,41 @@ impl Component {
         auth_type: AuthType,
         biz_appid: Option<&str>,
     ) -> String {
-        let mut url = format!(
-            "https://open.weixin.qq.com/wxaopen/safe/bindcomponent?action=bindcomponent&no_scan=1&component_appid={}&pre_auth_code={}&redirect_uri={}&auth_type={}",
-            urlencode(&self.inner.appid),
-            urlencode(pre_auth_code),
-            urlencode(redirect_uri),
-            auth_type.code()
+        let mut url = self.page_url(
+            "https://open.weixin.qq.com/wxaopen/safe/bindcomponent",
+            &[("action", "bindcomponent"), ("no_scan", "1")],
+            pre_auth_code,
+            redirect_uri,
+            auth_type,
+            biz_appid,
         );
-        if let Some(b) = biz_appid {
-            url.push_str(&format!("&biz_appid={}", urlencode(b)));
-        }
         url.push_str("#wechat_redirect");
         url
+    }
+
+    fn page_url(
+        &self,
+        base: &str,
+        leading: &[(&str, &str)],
+        pre_auth_code: &str,
+        redirect_uri: &str,
+        auth_type: AuthType,
+        biz_appid: Option<&str>,
+    ) -> String {
+        let auth_type = auth_type.code().to_string();
+        let mut params: Vec<(&str, &str)> = leading.to_vec();
+        params.extend([
+            ("component_appid", self.inner.appid.as_str()),
+            ("pre_auth_code", pre_auth_code),
+            ("redirect_uri", redirect_uri),
+            ("auth_type", auth_type.as_str()),
+        ]);
+        if let Some(b) = biz_appid {
+            params.push(("biz_appid", b));
+        }
+        reqwest::Url::parse_with_params(base, &params)
+            .map(String::from)
+            .unwrap_or_else(|_| base.to_owned())
     }
 
     /// `api_query_auth`: what the merchant granted. The refresh token is **saved** in the
@@ -1332,34 +1367,20 @@ impl Component {
         if js_code.is_empty() {
             return Err(Error::InvalidArgument("js_code is empty".into()));
         }
-        let mut retried = false;
-        loop {
-            let token = self.inner.manager.token().await?;
-            let call = Call {
-                method: Method::Get,
-                path: "/sns/component/jscode2session",
-                auth: Auth::None,
-                idempotent: false,
-                query: vec![
-                    (Cow::Borrowed("appid"), authorizer_appid.to_owned()),
-                    (Cow::Borrowed("js_code"), js_code.to_owned()),
-                    (Cow::Borrowed("grant_type"), "authorization_code".to_owned()),
-                    (Cow::Borrowed("component_appid"), self.inner.appid.clone()),
-                    (
-                        Cow::Borrowed("component_access_token"),
-                        token.expose().to_owned(),
-                    ),
-                ],
-                body: Body::Empty,
-            };
-            match self.inner.http.execute::<Code2Session>(&call, None).await {
-                Err(e) if e.is_token_invalid() && !retried => {
-                    retried = true;
-                    self.inner.manager.invalidate(&token).await?;
-                }
-                other => return other,
-            }
-        }
+        self.send(
+            Method::Get,
+            "/sns/component/jscode2session",
+            vec![
+                (Cow::Borrowed("appid"), authorizer_appid.to_owned()),
+                (Cow::Borrowed("js_code"), js_code.to_owned()),
+                (Cow::Borrowed("grant_type"), "authorization_code".to_owned()),
+                (Cow::Borrowed("component_appid"), self.inner.appid.clone()),
+            ],
+            Body::Empty,
+            false,
+            true,
+        )
+        .await
     }
 
     /// A [`Client`] acting for the merchant's mini program `authorizer_appid`: every API
@@ -1432,15 +1453,4 @@ pub enum ReceiveError {
     /// The ticket could not be saved: answer 5xx so that WeChat pushes again.
     #[error("the ticket could not be saved: {0}")]
     Store(StoreError),
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
