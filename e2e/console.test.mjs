@@ -218,6 +218,13 @@ test('the clock buttons move the expiry countdowns', async () => {
     const m = /(?:(\d+)h )?(?:(\d+)m )?(\d+)s/.exec(t);
     return (Number(m[1] || 0) * 3600) + (Number(m[2] || 0) * 60) + Number(m[3]);
   };
+  // Read the countdown from a view that shows the simulator's current token (the tab's refresh
+  // is asynchronous: right after switching, the view can still show the previous test's state).
+  await eventually(async () => {
+    const v = await (await fetch(`${sandbox.sim}/_sim/apps/${apps.classic.appid}/tokens`)).json();
+    const shown = await page.locator(`${tid('tokens-classic')} .tok`).first().innerText();
+    return v.classic.current && shown === v.classic.current.access_token;
+  }, { what: 'the tokens view up to date' });
   const before = await seconds();
   await page.click(tid('advance-3600'));
   await eventually(async () => {
