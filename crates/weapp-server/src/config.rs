@@ -619,6 +619,49 @@ impl std::fmt::Debug for PlatformConfig {
 }
 
 impl PlatformConfig {
+    /// Checks everything but the secret's presence: the component appid, the Token, the
+    /// EncodingAESKey, the URLs, the webhook secret with a webhook URL.
+    ///
+    /// # Errors
+    /// What is wrong, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        let is_url = |u: &str| {
+            (u.starts_with("http://") || u.starts_with("https://"))
+                && u.len() <= 2048
+                && reqwest::Url::parse(u).is_ok()
+        };
+        if self.component_appid.is_empty()
+            || self.component_appid.len() > 64
+            || !self
+                .component_appid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err("component_appid must be 1–64 ASCII letters and digits".into());
+        }
+        let token = self.token.expose();
+        if token.trim().is_empty() || token.len() > 32 {
+            return Err("token must be 1–32 characters".into());
+        }
+        weapp::push::crypto::EncodingAesKey::new(self.encoding_aes_key.expose())
+            .map_err(|e| format!("encoding_aes_key: {e}"))?;
+        if !is_url(&self.api_base) {
+            return Err("api_base must be an http(s) URL".into());
+        }
+        if self.webhook_url.as_deref().is_some_and(|u| !is_url(u)) {
+            return Err("webhook_url must be an http(s) URL".into());
+        }
+        if self.webhook_url.is_some()
+            && self
+                .webhook_secret
+                .as_ref()
+                .is_none_or(|s| s.is_empty() || s.expose().len() > 256)
+        {
+            return Err("webhook_url needs a webhook_secret of 1–256 characters".into());
+        }
+        Ok(())
+    }
+
     /// The component secret, from the file or the environment.
     ///
     /// # Errors
@@ -1001,14 +1044,8 @@ impl Config {
         }
         let mut platform_ids = std::collections::HashSet::new();
         for (i, p) in self.platforms.iter().enumerate() {
-            if p.component_appid.is_empty()
-                || p.component_appid.len() > 64
-                || !p.component_appid.chars().all(|c| c.is_ascii_alphanumeric())
-            {
-                return bad(format!(
-                    "platforms[{i}].component_appid must be 1–64 ASCII letters and digits"
-                ));
-            }
+            p.check()
+                .map_err(|e| ConfigError(format!("platforms[{i}]: {e}")))?;
             if !platform_ids.insert(p.component_appid.as_str()) {
                 return bad(format!(
                     "platforms[{i}]: {} appears twice",
@@ -1016,17 +1053,6 @@ impl Config {
                 ));
             }
             p.resolve_secret()?;
-            if p.token.expose().trim().is_empty() {
-                return bad(format!("platforms[{i}].token must not be empty"));
-            }
-            weapp::push::crypto::EncodingAesKey::new(p.encoding_aes_key.expose())
-                .map_err(|e| ConfigError(format!("platforms[{i}].encoding_aes_key: {e}")))?;
-            if !p.api_base.starts_with("http://") && !p.api_base.starts_with("https://") {
-                return bad(format!("platforms[{i}].api_base must be an http(s) URL"));
-            }
-            if p.webhook_url.is_some() && p.webhook_secret.as_ref().is_none_or(Secret::is_empty) {
-                return bad(format!("platforms[{i}]: webhook_url needs webhook_secret"));
-            }
         }
         if self.access_token_issuer.trim().is_empty() || self.access_token_issuer.len() > 256 {
             return bad("access_token_issuer must be 1–256 characters".into());

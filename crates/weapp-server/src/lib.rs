@@ -107,25 +107,37 @@ fn spawn_registry_poller(
     })
 }
 
-/// Reconciles every platform's merchants with WeChat's authorizer list, a minute after start
-/// and then every `platform_reconcile_secs` (0: never).
+/// Reconciles every platform's merchants with WeChat's authorizer list every
+/// `platform_reconcile_secs` (0: never), the first time a minute after start. One instance of
+/// the fleet does it per platform and period: it claims the run in the database (a
+/// compare-and-set of the last run's time), so a fleet of any size lists each platform once.
 fn spawn_platform_reconciler(
     state: AppState,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let every = state.config.platform_reconcile_secs;
-        if every == 0 || state.platforms.is_empty() {
+        if every == 0 {
             return;
         }
-        let mut wait = std::time::Duration::from_secs(60.min(every));
+        let tick = std::time::Duration::from_secs(60.min(every));
+        let mut wait = tick;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => break,
             }
-            wait = std::time::Duration::from_secs(every);
-            for component_appid in state.platforms.keys() {
+            wait = tick;
+            for platform in state.platforms() {
+                let component_appid = &platform.config.component_appid;
+                match claim_reconciliation(&state, component_appid, every).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(platform = %component_appid, error = %e, "platform reconciliation not claimed; next time");
+                        continue;
+                    }
+                }
                 match state.reconcile_platform(component_appid).await {
                     Ok(r) => {
                         tracing::info!(platform = %component_appid, restored = r.restored, deauthorized = r.deauthorized, "platform reconciled with the authorizer list")
@@ -137,6 +149,33 @@ fn spawn_platform_reconciler(
             }
         }
     })
+}
+
+/// Claims this period's reconciliation of a platform for this instance: true when it is due
+/// (none for `every` seconds) and no other instance claimed it first.
+async fn claim_reconciliation(
+    state: &AppState,
+    component_appid: &str,
+    every: u64,
+) -> Result<bool, String> {
+    let key = format!("platform_reconciled:{component_appid}");
+    let err = |e: store::StoreError| e.to_string();
+    let last = state.store.meta_get(&key).await.map_err(err)?;
+    let now = state::now_ms();
+    let due = last
+        .as_deref()
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_none_or(|t| {
+            now - t >= i64::try_from(every.saturating_mul(1000)).unwrap_or(i64::MAX) || t > now
+        });
+    if !due {
+        return Ok(false);
+    }
+    state
+        .store
+        .meta_cas(&key, last.as_deref(), &now.to_string())
+        .await
+        .map_err(err)
 }
 
 /// Deletes expired sessions every ten minutes.

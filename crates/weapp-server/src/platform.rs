@@ -8,12 +8,145 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use weapp::open_platform::{RefreshTokenStore, TicketStore};
+use serde::{Deserialize, Serialize};
+use weapp::open_platform::{Component, RefreshTokenStore, TicketStore};
 use weapp::StoreError as SdkStoreError;
 
+use crate::config::{PlatformConfig, Secret};
+use crate::registry::Source;
 use crate::seal::Keyring;
-use crate::state::now_ms;
+use crate::state::{now_ms, RuntimeDeps};
 use crate::store::Store;
+
+/// A platform's settings without secrets: what the admin API shows and the database keeps in
+/// the clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlatformSettings {
+    /// WeChat's API host, or a weapp-sim URL.
+    pub api_base: String,
+    /// Where the platform's events and its merchants' pushes are delivered.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+}
+
+/// A managed platform's secrets, sealed together in the database.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PlatformSecrets {
+    pub(crate) secret: String,
+    pub(crate) token: String,
+    pub(crate) encoding_aes_key: String,
+    #[serde(default)]
+    pub(crate) webhook_secret: Option<String>,
+}
+
+impl PlatformSecrets {
+    /// The secrets of `p` (its secret resolved).
+    pub(crate) fn of(p: &PlatformConfig, secret: &Secret) -> Self {
+        Self {
+            secret: secret.expose().to_owned(),
+            token: p.token.expose().to_owned(),
+            encoding_aes_key: p.encoding_aes_key.expose().to_owned(),
+            webhook_secret: p.webhook_secret.as_ref().map(|s| s.expose().to_owned()),
+        }
+    }
+}
+
+impl PlatformSettings {
+    /// The settings of a platform configuration.
+    pub fn of(p: &PlatformConfig) -> Self {
+        Self {
+            api_base: p.api_base.clone(),
+            webhook_url: p.webhook_url.clone(),
+        }
+    }
+
+    /// The configuration these settings and `secrets` make.
+    pub(crate) fn config(
+        &self,
+        component_appid: &str,
+        secrets: &PlatformSecrets,
+    ) -> PlatformConfig {
+        PlatformConfig {
+            component_appid: component_appid.to_owned(),
+            secret: Some(Secret::new(secrets.secret.clone())),
+            secret_env: None,
+            token: Secret::new(secrets.token.clone()),
+            encoding_aes_key: Secret::new(secrets.encoding_aes_key.clone()),
+            api_base: self.api_base.clone(),
+            webhook_url: self.webhook_url.clone(),
+            webhook_secret: secrets.webhook_secret.clone().map(Secret::new),
+        }
+    }
+}
+
+/// What the sealed secrets of a managed platform are bound to: its component appid and the API
+/// host its secret is sent to (settings edited in the database to point it elsewhere no longer
+/// open them).
+pub(crate) fn platform_aad(component_appid: &str, api_base: &str) -> Vec<u8> {
+    format!(
+        "managed-platform:{component_appid}:{}",
+        api_base.trim_end_matches('/')
+    )
+    .into_bytes()
+}
+
+/// A platform this instance serves: its configuration and its [`Component`].
+#[derive(Debug)]
+pub struct PlatformRuntime {
+    /// Its configuration (secrets redacted in `Debug`).
+    pub config: PlatformConfig,
+    /// The SDK's platform: ticket, component token, authorizer tokens.
+    pub component: Component,
+    /// The file or the admin API.
+    pub source: Source,
+    /// The registry revision of its last change (0 for the file's); merchants served through
+    /// an older revision are rebuilt.
+    pub rev: i64,
+    /// Unix ms (0 for the file's).
+    pub created_at: i64,
+    /// Unix ms (0 for the file's).
+    pub updated_at: i64,
+}
+
+impl PlatformRuntime {
+    /// Builds the platform `config` (its secret `secret`) over the shared stores.
+    ///
+    /// # Errors
+    /// A configuration the SDK refuses.
+    pub fn build(
+        config: PlatformConfig,
+        secret: &Secret,
+        deps: &RuntimeDeps,
+        store: Arc<DbPlatformStore>,
+        source: Source,
+    ) -> Result<Self, String> {
+        let mut builder = Component::builder(
+            &config.component_appid,
+            secret.expose(),
+            config.token.expose(),
+            config.encoding_aes_key.expose(),
+        )
+        .base_url(&config.api_base)
+        .http_client(deps.http.clone())
+        .token_store(deps.token_store.clone())
+        .ticket_store(store.clone())
+        .refresh_token_store(store);
+        if let Some(clock) = &deps.clock {
+            builder = builder.clock(clock.clone());
+        }
+        let component = builder
+            .build()
+            .map_err(|e| format!("platform {}: {e}", config.component_appid))?;
+        Ok(Self {
+            config,
+            component,
+            source,
+            rev: 0,
+            created_at: 0,
+            updated_at: 0,
+        })
+    }
+}
 
 /// The associated data binding a sealed ticket to its platform.
 pub fn ticket_aad(component_appid: &str) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! callers, administrators, the data key and metrics.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -13,10 +13,14 @@ use weapp::{AppSecret, Client, TokenManager};
 use crate::config::{redact_url, AppConfig, Config, RateLimitBackend, Secret, WarmPolicy};
 use crate::metrics::{Metrics, TokenGauge};
 use crate::net::IpNet;
+use crate::platform::PlatformRuntime;
 use crate::ratelimit::{RateLimiter, Shared};
 use crate::registry::{app_aad, AppEntry, AppSecrets, AppSettings, ClientEntry, Registry, Source};
 use crate::seal::{user_aad, DataKey, Keyring};
-use crate::store::{ManagedAppRecord, ManagedClientRecord, Store, StoreOptions};
+use crate::store::{
+    ManagedAppRecord, ManagedClientRecord, ManagedPlatformRecord, PlatformAuthorizer, Store,
+    StoreOptions,
+};
 
 /// How long the broker serves a token from memory before re-reading the shared store. Another
 /// instance's refresh is picked up within this delay; WeChat's 5-minute overlap covers it.
@@ -342,8 +346,10 @@ pub struct Inner {
     registry_sync: tokio::sync::Mutex<()>,
     /// The access-token signing keys (a snapshot of the database's).
     signing: Mutex<Arc<crate::jwt::SigningKeys>>,
-    /// Third-party platforms, by component appid.
-    pub platforms: std::collections::HashMap<String, weapp::open_platform::Component>,
+    /// Third-party platforms served (the file's and the admin API's), by component appid.
+    platforms: RwLock<std::collections::HashMap<String, Arc<PlatformRuntime>>>,
+    /// Where platforms keep tickets and refresh tokens.
+    platform_store: Arc<crate::platform::DbPlatformStore>,
     /// Per-admin limiter of the admin API.
     pub admin_limiter: RateLimiter,
     /// Tokens fetched per app on this instance: (Beijing day, count that day, the manager's
@@ -576,24 +582,14 @@ impl AppState {
         let mut platforms = std::collections::HashMap::new();
         for p in &config.platforms {
             let secret = p.resolve_secret().map_err(|e| e.to_string())?;
-            let mut builder = weapp::open_platform::Component::builder(
-                &p.component_appid,
-                secret.expose(),
-                p.token.expose(),
-                p.encoding_aes_key.expose(),
-            )
-            .base_url(&p.api_base)
-            .http_client(deps.http.clone())
-            .token_store(deps.token_store.clone())
-            .ticket_store(platform_store.clone())
-            .refresh_token_store(platform_store.clone());
-            if let Some(clock) = &deps.clock {
-                builder = builder.clock(clock.clone());
-            }
-            let component = builder
-                .build()
-                .map_err(|e| format!("platform {}: {e}", p.component_appid))?;
-            platforms.insert(p.component_appid.clone(), component);
+            let runtime = PlatformRuntime::build(
+                p.clone(),
+                &secret,
+                &deps,
+                platform_store.clone(),
+                Source::File,
+            )?;
+            platforms.insert(p.component_appid.clone(), Arc::new(runtime));
         }
         let registry = Registry::default();
         for app in &config.apps {
@@ -644,7 +640,8 @@ impl AppState {
         let trusted_proxies = config.trusted_proxy_nets().map_err(|e| e.to_string())?;
         let max_keys = config.rate_limit_max_keys;
         let state = AppState(Arc::new(Inner {
-            platforms,
+            platforms: RwLock::new(platforms),
+            platform_store,
             login_writer: crate::logins::LoginWriter::spawn(store.clone()),
             store,
             registry,
@@ -683,6 +680,7 @@ impl AppState {
         state.sync_registry(true).await?;
         state.sync_authorizers().await?;
         state.reseal_signing_keys().await?;
+        state.reseal_platform_secrets().await?;
         state.signing_tick(now_ms()).await?;
         // A file client naming an app that exists nowhere is a typo, refused at start.
         for c in &state.config.clients {
@@ -781,7 +779,29 @@ impl AppState {
         self.registry.app(appid)
     }
 
-    /// Serves exactly the merchants that have authorized a configured platform: a runtime
+    /// A platform this instance serves.
+    pub fn platform(&self, component_appid: &str) -> Option<Arc<PlatformRuntime>> {
+        self.platforms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(component_appid)
+            .cloned()
+    }
+
+    /// Every platform this instance serves, by component appid.
+    pub fn platforms(&self) -> Vec<Arc<PlatformRuntime>> {
+        let mut all: Vec<_> = self
+            .platforms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.config.component_appid.cmp(&b.config.component_appid));
+        all
+    }
+
+    /// Serves exactly the merchants that have authorized a served platform: a runtime
     /// (authorizer tokens, component login) for each authorized one, none for the others.
     /// An appid also defined in the file or the admin API keeps that definition.
     ///
@@ -793,76 +813,218 @@ impl AppState {
         self.sync_authorizers_locked().await
     }
 
+    /// Brings one merchant up to date with the database (after an authorization event here;
+    /// the other instances follow at their next registry poll).
+    ///
+    /// # Errors
+    /// The database could not be read.
+    pub async fn sync_merchant(&self, authorizer_appid: &str) -> Result<(), String> {
+        let _one = self.registry_sync.lock().await;
+        let rows = self
+            .store
+            .authorizations_of(authorizer_appid)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.serve_merchant(authorizer_appid, &rows);
+        Ok(())
+    }
+
     async fn sync_authorizers_locked(&self) -> Result<(), String> {
-        let mut authorized = std::collections::HashSet::new();
-        for (component_appid, component) in &self.platforms {
+        let mut by_appid: std::collections::BTreeMap<String, Vec<PlatformAuthorizer>> =
+            std::collections::BTreeMap::new();
+        for platform in self.platforms() {
             let rows = self
                 .store
-                .platform_authorizers(component_appid)
+                .platform_authorizers(&platform.config.component_appid)
                 .await
                 .map_err(|e| e.to_string())?;
-            for row in rows.into_iter().filter(|r| r.authorized) {
-                authorized.insert(row.authorizer_appid.clone());
-                match self.registry.entry(&row.authorizer_appid) {
-                    Some(e) if e.source == Source::Platform => continue,
-                    Some(_) => {
-                        tracing::warn!(appid = %row.authorizer_appid, platform = %component_appid, "a merchant of the platform is also configured as an app; the app's definition is served");
-                        continue;
-                    }
-                    None => {}
-                }
-                let platform = self
-                    .config
-                    .platforms
-                    .iter()
-                    .find(|p| &p.component_appid == component_appid)
-                    .expect("a configured platform");
-                let runtime = match AppRuntime::for_authorizer(
-                    component,
-                    platform,
-                    &row.authorizer_appid,
-                    self.config.warm,
-                    self.deps.fleet,
-                ) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(appid = %row.authorizer_appid, error = %e, "a merchant of the platform cannot be served");
-                        continue;
-                    }
-                };
-                self.registry.put_app(AppEntry {
-                    appid: row.authorizer_appid.clone(),
-                    source: Source::Platform,
-                    enabled: true,
-                    settings: AppSettings {
-                        api_base: self
-                            .config
-                            .platforms
-                            .iter()
-                            .find(|p| &p.component_appid == component_appid)
-                            .map(|p| p.api_base.clone())
-                            .unwrap_or_default(),
-                        token_mode: weapp::TokenMode::Classic,
-                        warm: None,
-                        push: None,
-                        access_tokens: true,
-                    },
-                    runtime: Some(Arc::new(runtime)),
-                    rev: 0,
-                    created_at: 0,
-                    updated_at: 0,
-                    load_error: None,
-                });
-                tracing::info!(appid = %row.authorizer_appid, platform = %component_appid, "serving a merchant of the platform");
+            for row in rows {
+                by_appid
+                    .entry(row.authorizer_appid.clone())
+                    .or_default()
+                    .push(row);
             }
         }
+        for (appid, rows) in &by_appid {
+            self.serve_merchant(appid, rows);
+        }
         for appid in self.registry.appids_of(Source::Platform) {
-            if !authorized.contains(&appid) {
-                self.registry.remove_app(&appid);
-                tracing::info!(appid = %appid, "no longer serving a merchant that de-authorized its platform");
+            if !by_appid.contains_key(&appid) {
+                self.serve_merchant(&appid, &[]);
             }
         }
         Ok(())
+    }
+
+    /// Reads the merchants whose authorization changed after registry revision `from` and
+    /// brings each up to date.
+    async fn sync_changed_authorizers(&self, from: i64) -> Result<(), String> {
+        let mut cursor = from;
+        let mut changed = std::collections::BTreeSet::new();
+        loop {
+            let batch = self
+                .store
+                .platform_authorizers_after(cursor, 1000)
+                .await
+                .map_err(|e| e.to_string())?;
+            let n = batch.len();
+            for row in batch {
+                cursor = row.rev;
+                changed.insert(row.authorizer_appid);
+            }
+            if n < 1000 {
+                break;
+            }
+        }
+        for appid in changed {
+            let rows = self
+                .store
+                .authorizations_of(&appid)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.serve_merchant(&appid, &rows);
+        }
+        Ok(())
+    }
+
+    /// Serves `appid` through one of the served platforms it has authorized (`rows`: its
+    /// authorizations, any state): the platform serving it now while that one stays
+    /// authorized, else the first by component appid; or not at all.
+    fn serve_merchant(&self, appid: &str, rows: &[PlatformAuthorizer]) {
+        let candidates: Vec<(Arc<PlatformRuntime>, &PlatformAuthorizer)> = rows
+            .iter()
+            .filter(|r| r.authorized && r.authorizer_appid == appid)
+            .filter_map(|r| self.platform(&r.component_appid).map(|p| (p, r)))
+            .collect();
+        let current = self.registry.entry(appid);
+        if let Some(e) = &current {
+            if e.source != Source::Platform {
+                if !candidates.is_empty() {
+                    tracing::warn!(appid, "a merchant of a platform is also configured as an app; the app's definition is served");
+                }
+                return;
+            }
+            let serving = e.runtime.as_ref().and_then(|r| r.platform.clone());
+            if candidates
+                .iter()
+                .any(|(p, _)| Some(&p.config.component_appid) == serving.as_ref() && p.rev == e.rev)
+            {
+                return;
+            }
+        }
+        let Some((platform, _)) = current
+            .as_ref()
+            .and_then(|e| e.runtime.as_ref().and_then(|r| r.platform.clone()))
+            .and_then(|c| {
+                candidates
+                    .iter()
+                    .find(|(p, _)| p.config.component_appid == c)
+                    .cloned()
+            })
+            .or_else(|| candidates.first().cloned())
+        else {
+            if current.is_some() {
+                self.registry.remove_app(appid);
+                tracing::info!(appid, "no longer serving a merchant: it de-authorized its platforms (or they are no longer served)");
+            }
+            return;
+        };
+        let runtime = match AppRuntime::for_authorizer(
+            &platform.component,
+            &platform.config,
+            appid,
+            self.config.warm,
+            self.deps.fleet,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(appid, error = %e, "a merchant of the platform cannot be served");
+                return;
+            }
+        };
+        self.registry.put_app(AppEntry {
+            appid: appid.to_owned(),
+            source: Source::Platform,
+            enabled: true,
+            settings: AppSettings {
+                api_base: platform.config.api_base.clone(),
+                token_mode: weapp::TokenMode::Classic,
+                warm: None,
+                push: None,
+                access_tokens: true,
+            },
+            runtime: Some(Arc::new(runtime)),
+            rev: platform.rev,
+            created_at: 0,
+            updated_at: 0,
+            load_error: None,
+        });
+        tracing::info!(appid, platform = %platform.config.component_appid, "serving a merchant of the platform");
+    }
+
+    /// Applies one managed platform record; whether the served platforms changed.
+    fn apply_platform(&self, rec: ManagedPlatformRecord) -> bool {
+        let c = rec.appid.clone();
+        if self.config.platforms.iter().any(|p| p.component_appid == c) {
+            tracing::warn!(platform = %c, "a managed platform has the component appid of one in the configuration file; the file's is served");
+            return false;
+        }
+        if self.platform(&c).is_some_and(|p| rec.rev <= p.rev) {
+            return false;
+        }
+        let built = if rec.deleted || !rec.enabled {
+            None
+        } else {
+            match self.managed_platform_runtime(&rec) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // Not served: an old secret must not go on being used.
+                    tracing::error!(platform = %c, error = %e, "managed platform cannot be loaded; not served");
+                    None
+                }
+            }
+        };
+        let mut map = self.platforms.write().unwrap_or_else(|p| p.into_inner());
+        match built {
+            Some(p) => {
+                tracing::info!(platform = %c, rev = rec.rev, "managed platform loaded");
+                map.insert(c, Arc::new(p));
+                true
+            }
+            None => map.remove(&c).is_some(),
+        }
+    }
+
+    fn managed_platform_runtime(
+        &self,
+        rec: &ManagedPlatformRecord,
+    ) -> Result<PlatformRuntime, String> {
+        let settings: crate::platform::PlatformSettings = serde_json::from_str(&rec.settings)
+            .map_err(|e| format!("settings do not parse: {e}"))?;
+        let sealed = rec.sealed.as_deref().ok_or("no sealed secrets")?;
+        let plain = zeroize::Zeroizing::new(
+            self.keyring
+                .open(
+                    sealed,
+                    &crate::platform::platform_aad(&rec.appid, &settings.api_base),
+                )
+                .ok_or("its secrets do not open with the configured data keys")?,
+        );
+        let secrets: crate::platform::PlatformSecrets =
+            serde_json::from_slice(&plain).map_err(|_| "its secrets do not parse".to_owned())?;
+        let config = settings.config(&rec.appid, &secrets);
+        let secret = Secret::new(secrets.secret.clone());
+        let mut runtime = PlatformRuntime::build(
+            config,
+            &secret,
+            &self.deps,
+            self.platform_store.clone(),
+            Source::Managed,
+        )?;
+        runtime.rev = rec.rev;
+        runtime.created_at = rec.created_at;
+        runtime.updated_at = rec.updated_at;
+        Ok(runtime)
     }
 
     /// Reconciles a platform's merchants with WeChat's authorizer list (the truth): a merchant
@@ -874,11 +1036,11 @@ impl AppState {
     /// WeChat or the database failed (nothing is de-authorized on a failed listing).
     pub async fn reconcile_platform(&self, component_appid: &str) -> Result<Reconciled, String> {
         use weapp::open_platform::RefreshTokenStore;
-        let component = self
-            .platforms
-            .get(component_appid)
+        let platform = self
+            .platform(component_appid)
             .ok_or_else(|| format!("no platform {component_appid}"))?;
-        let store = crate::platform::DbPlatformStore::new(self.store.clone(), self.keyring.clone());
+        let component = &platform.component;
+        let store = &self.platform_store;
         // What the database said before listing: a merchant authorizing meanwhile is not in
         // the list, and must not be taken for one that left.
         let started = now_ms();
@@ -967,6 +1129,60 @@ impl AppState {
         }
         self.sync_authorizers().await?;
         Ok(out)
+    }
+
+    /// Re-seals the served platforms' tickets and refresh tokens sealed under an older data
+    /// key with the newest one (at start-up, so that a data-key rotation can drop the old key:
+    /// a refresh token that no longer opens would make its merchant authorize again). Each is
+    /// replaced only if unchanged meanwhile (an instance saving a new one wins). Returns how
+    /// many were re-sealed.
+    ///
+    /// # Errors
+    /// The database could not be read or written.
+    pub async fn reseal_platform_secrets(&self) -> Result<usize, String> {
+        let err = |e: crate::store::StoreError| e.to_string();
+        let current = self.keyring.current_id();
+        let stale = |sealed: &[u8]| Keyring::key_id_of(sealed).is_some_and(|k| k != current);
+        let mut resealed = 0;
+        for p in self.platforms() {
+            let c = &p.config.component_appid;
+            if let Some(old) = self.store.platform_ticket(c).await.map_err(err)? {
+                let aad = crate::platform::ticket_aad(c);
+                if let Some(plain) = stale(&old).then(|| self.keyring.open(&old, &aad)).flatten() {
+                    let sealed = self.keyring.seal(&plain, &aad);
+                    resealed += usize::from(
+                        self.store
+                            .reseal_platform_ticket(c, &old, &sealed, &current)
+                            .await
+                            .map_err(err)?,
+                    );
+                }
+            }
+            for row in self.store.platform_authorizers(c).await.map_err(err)? {
+                let Some(old) = row.refresh_sealed.filter(|s| stale(s)) else {
+                    continue;
+                };
+                let aad = crate::platform::refresh_aad(c, &row.authorizer_appid);
+                let Some(plain) = self.keyring.open(&old, &aad).map(zeroize::Zeroizing::new) else {
+                    tracing::error!(platform = %c, authorizer = %row.authorizer_appid, "a refresh token does not open with the configured data keys; the reconciliation with the authorizer list will restore it");
+                    continue;
+                };
+                let sealed = self.keyring.seal(&plain, &aad);
+                resealed += usize::from(
+                    self.store
+                        .reseal_platform_refresh(c, &row.authorizer_appid, &old, &sealed, &current)
+                        .await
+                        .map_err(err)?,
+                );
+            }
+        }
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                "platform tickets and refresh tokens re-sealed with the newest data key"
+            );
+        }
+        Ok(resealed)
     }
 
     /// The access-token signing keys as last read.
@@ -1186,6 +1402,43 @@ impl AppState {
                 break;
             }
         }
+        // Platforms registered through the admin API.
+        let mut platforms_changed = false;
+        let mut live_platforms = std::collections::HashSet::new();
+        let mut cursor = from;
+        loop {
+            let batch = self
+                .store
+                .managed_platforms_after(cursor, 500)
+                .await
+                .map_err(err)?;
+            let n = batch.len();
+            for rec in batch {
+                cursor = rec.rev;
+                if !rec.deleted && rec.enabled {
+                    live_platforms.insert(rec.appid.clone());
+                }
+                platforms_changed |= self.apply_platform(rec);
+            }
+            if n < 500 {
+                break;
+            }
+        }
+        if full {
+            let gone: Vec<String> = self
+                .platforms()
+                .iter()
+                .filter(|p| {
+                    p.source == Source::Managed
+                        && !live_platforms.contains(&p.config.component_appid)
+                })
+                .map(|p| p.config.component_appid.clone())
+                .collect();
+            let mut map = self.platforms.write().unwrap_or_else(|p| p.into_inner());
+            for c in gone {
+                platforms_changed |= map.remove(&c).is_some();
+            }
+        }
         if full {
             for appid in self.registry.managed_appids() {
                 if !live_apps.contains(&appid) {
@@ -1201,7 +1454,13 @@ impl AppState {
         // Everything up to the revision read before the queries is applied (commits happen in
         // revision order); rows newer than it may have been read too, and are read again by
         // the next poll, harmlessly.
-        self.sync_authorizers_locked().await?;
+        // Merchants: all of them when the platforms changed (or on a full read), else only
+        // those whose authorization changed since the last revision applied.
+        if full || platforms_changed {
+            self.sync_authorizers_locked().await?;
+        } else {
+            self.sync_changed_authorizers(from).await?;
+        }
         self.registry.set_rev(store_rev);
         Ok(true)
     }

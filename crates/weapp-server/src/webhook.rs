@@ -72,12 +72,8 @@ fn backoff(state: &AppState, attempts: u32) -> Duration {
 
 async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecord) {
     // A third-party platform's own events (merchants authorizing it) go to its webhook.
-    if let Some(p) = state
-        .config
-        .platforms
-        .iter()
-        .find(|p| p.component_appid == event.appid)
-    {
+    if let Some(p) = state.platform(&event.appid) {
+        let p = &p.config;
         let Some((url, secret)) = p.webhook_url.as_deref().zip(p.webhook_secret.as_ref()) else {
             let _ = state
                 .store

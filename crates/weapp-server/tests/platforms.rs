@@ -99,7 +99,8 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     );
 
     // A merchant authorizes: the refresh token is stored before `success` is answered.
-    let component = &a.state().platforms[component_appid];
+    let platform = a.state().platform(component_appid).unwrap();
+    let component = &platform.component;
     let pre = component.pre_auth_code().await.unwrap();
     let (merchant, _) = w.sim.sim().add_app(None, None, false);
     let v: Value = w
@@ -269,7 +270,8 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     drop(a);
     redis.restart();
     let b = weapp_server::spawn(config).await.unwrap();
-    let component = &b.state().platforms[component_appid];
+    let platform = b.state().platform(component_appid).unwrap();
+    let component = &platform.component;
     let issued = w.sim.sim().component_tokens_issued(component_appid);
     component.component_token().await.unwrap();
     assert_eq!(
@@ -406,7 +408,8 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         }
     })
     .await;
-    let component = &server.state().platforms[component_appid];
+    let platform = server.state().platform(component_appid).unwrap();
+    let component = &platform.component;
     let pre = component.pre_auth_code().await.unwrap();
     let (merchant, _) = w.sim.sim().add_app(None, None, false);
     w.http

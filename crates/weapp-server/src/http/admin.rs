@@ -68,7 +68,7 @@ fn name_key(name: &str) -> u128 {
 }
 
 /// `Some(None)` for an explicit `null`, `None` for an absent field.
-fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -319,7 +319,7 @@ pub struct PageQuery {
     pub limit: Option<u32>,
 }
 
-fn limit_of(q: Option<u32>) -> Result<usize, AppError> {
+pub(crate) fn limit_of(q: Option<u32>) -> Result<usize, AppError> {
     match q.unwrap_or(50) {
         n @ 1..=100 => Ok(n as usize),
         _ => Err(AppError::bad_request(
@@ -333,7 +333,7 @@ fn is_appid(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-fn invalid(message: impl Into<String>) -> AppError {
+pub(crate) fn invalid(message: impl Into<String>) -> AppError {
     AppError::bad_request("invalid_body", message)
 }
 
@@ -393,7 +393,7 @@ async fn changed_meanwhile(state: &AppState, appid: &str) -> AppError {
 }
 
 /// `scheme://host:port` of a URL (empty when it does not parse).
-fn host_of(url: &str) -> String {
+pub(crate) fn host_of(url: &str) -> String {
     reqwest::Url::parse(url)
         .map(|u| {
             format!(
@@ -457,7 +457,13 @@ fn record_of(state: &AppState, app: &AppConfig, enabled: bool, now: i64) -> Mana
     }
 }
 
-async fn audit(state: &AppState, admin: &Admin, action: &str, target: &str, detail: Value) {
+pub(crate) async fn audit(
+    state: &AppState,
+    admin: &Admin,
+    action: &str,
+    target: &str,
+    detail: Value,
+) {
     tracing::info!(admin = %admin.name, action, target, detail = %detail, "admin action");
     let record = AuditRecord {
         id: 0,
@@ -554,7 +560,7 @@ fn mode_name(m: TokenMode) -> &'static str {
 }
 
 /// Apply this instance's registry now (the others follow within `registry_poll_ms`).
-async fn sync(state: &AppState) {
+pub(crate) async fn sync(state: &AppState) {
     if let Err(e) = state.sync_registry(false).await {
         tracing::warn!(error = %e, "registry: could not apply a change at once");
     }

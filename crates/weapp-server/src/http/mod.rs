@@ -1,6 +1,7 @@
 //! The HTTP API: one module per area, assembled by [`router`].
 
 pub mod admin;
+pub mod admin_platforms;
 pub mod broker;
 pub mod console;
 pub mod ops;
@@ -254,6 +255,7 @@ pub fn router(state: AppState) -> Router {
         .merge(push::router())
         .merge(ops::router())
         .merge(admin::router())
+        .merge(admin_platforms::router())
         .merge(console::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

@@ -29,9 +29,10 @@ pub async fn events(
     Query(q): Query<PushQuery>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let component = state.platforms.get(&component_appid).ok_or_else(|| {
+    let platform = state.platform(&component_appid).ok_or_else(|| {
         AppError::NotFound(format!("platform {component_appid} is not configured"))
     })?;
+    let component = &platform.component;
     let event = match component.receive(&q, &body).await {
         Ok(e) => e,
         Err(ReceiveError::Push(e)) => {
@@ -74,13 +75,27 @@ pub async fn events(
                     func_ids: serde_json::to_string(&func_ids).unwrap_or_else(|_| "[]".into()),
                     auth_time: a.create_time,
                     updated_at: now_ms(),
+                    rev: 0,
                 })
                 .await?;
             tracing::info!(platform = %component_appid, authorizer = %info.authorizer_appid, event = event.info_type(), "merchant authorized the platform");
         }
         ComponentEvent::Unauthorized {
-            authorizer_appid, ..
+            authorizer_appid,
+            create_time,
         } => {
+            // Older than the authorization we hold (a replay within the window, or WeChat's
+            // late retry after the merchant authorized again): the merchant is authorized.
+            let held = state
+                .store
+                .authorizations_of(authorizer_appid)
+                .await?
+                .into_iter()
+                .find(|r| r.component_appid == component_appid);
+            if held.is_some_and(|r| r.authorized && r.auth_time > *create_time) {
+                tracing::warn!(platform = %component_appid, authorizer = %authorizer_appid, "an unauthorized event older than the merchant's authorization ignored");
+                return Ok((StatusCode::OK, "success").into_response());
+            }
             component.forget_authorizer(authorizer_appid).await.map_err(|e| {
                 tracing::error!(platform = %component_appid, error = %e, "de-authorization not stored");
                 AppError::Unavailable { retry_after_secs: 1 }
@@ -110,12 +125,7 @@ pub async fn events(
             "authorizer_appid": authorizer,
             "create_time": create_time,
         });
-        let webhook = state
-            .config
-            .platforms
-            .iter()
-            .find(|p| p.component_appid == component_appid)
-            .is_some_and(|p| p.webhook_url.is_some());
+        let webhook = platform.config.webhook_url.is_some();
         state
             .store
             .insert_event(
@@ -134,8 +144,10 @@ pub async fn events(
         state.outbox.notify_one();
         // This instance serves (or stops serving) the merchant at once; the others at their
         // next registry poll.
-        if let Err(e) = state.sync_authorizers().await {
-            tracing::warn!(error = %e, "merchants not reloaded; the next registry poll will");
+        if let Some(appid) = &authorizer {
+            if let Err(e) = state.sync_merchant(appid).await {
+                tracing::warn!(error = %e, "merchant not reloaded; the next registry poll will");
+            }
         }
     }
     Ok((StatusCode::OK, "success").into_response())

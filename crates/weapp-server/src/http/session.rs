@@ -382,8 +382,16 @@ pub async fn login(
         ));
     }
     // A merchant's mini program logs its users in through its platform.
-    let exchanged = match app.platform.as_ref().and_then(|c| state.platforms.get(c)) {
-        Some(component) => component.code_to_session(&app.appid, &req.code).await,
+    let exchanged = match &app.platform {
+        Some(c) => {
+            let platform = state.platform(c).ok_or_else(|| {
+                AppError::NotFound(format!("no app {} (its platform is not served)", app.appid))
+            })?;
+            platform
+                .component
+                .code_to_session(&app.appid, &req.code)
+                .await
+        }
         None => app.client.auth().code_to_session(&req.code).await,
     };
     let session = match exchanged {

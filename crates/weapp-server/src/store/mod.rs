@@ -166,6 +166,11 @@ impl std::fmt::Debug for ManagedAppRecord {
     }
 }
 
+/// A third-party platform registered through the admin API, or the tombstone of a deleted one:
+/// the same shape as a managed app, `appid` holding the component appid and `settings` its
+/// [`crate::platform::PlatformSettings`].
+pub type ManagedPlatformRecord = ManagedAppRecord;
+
 /// A broker client managed through the admin API, or the tombstone of a deleted one.
 #[derive(Debug, Clone)]
 pub struct ManagedClientRecord {
@@ -266,6 +271,8 @@ pub struct PlatformAuthorizer {
     pub auth_time: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// The registry revision of its last change (set by the store).
+    pub rev: i64,
 }
 
 impl std::fmt::Debug for PlatformAuthorizer {
@@ -559,6 +566,78 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Turns a live managed app into a tombstone (its secrets erased); the new revision, or
     /// `None` if there was none.
     async fn delete_managed_app(&self, appid: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Managed platforms changed after revision `rev` (tombstones included), in revision
+    /// order, at most `limit`.
+    async fn managed_platforms_after(
+        &self,
+        rev: i64,
+        limit: i64,
+    ) -> Result<Vec<ManagedPlatformRecord>, StoreError>;
+
+    /// One managed platform (or its tombstone).
+    async fn managed_platform(
+        &self,
+        component_appid: &str,
+    ) -> Result<Option<ManagedPlatformRecord>, StoreError>;
+
+    /// Like [`Store::put_managed_app`], for platforms.
+    async fn put_managed_platform(
+        &self,
+        platform: &ManagedPlatformRecord,
+        create: bool,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Like [`Store::delete_managed_app`], for platforms.
+    async fn delete_managed_platform(
+        &self,
+        component_appid: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Merchants' authorizations (of every platform) changed after registry revision `rev`,
+    /// in revision order, at most `limit`.
+    async fn platform_authorizers_after(
+        &self,
+        rev: i64,
+        limit: i64,
+    ) -> Result<Vec<PlatformAuthorizer>, StoreError>;
+
+    /// Every platform's authorization of the merchant `authorizer_appid`, by component appid.
+    async fn authorizations_of(
+        &self,
+        authorizer_appid: &str,
+    ) -> Result<Vec<PlatformAuthorizer>, StoreError>;
+
+    /// Replaces a platform's sealed ticket with `sealed` (the same ticket under the newest data
+    /// key) only if it is still `old`; whether it was.
+    async fn reseal_platform_ticket(
+        &self,
+        component_appid: &str,
+        old: &[u8],
+        sealed: &[u8],
+        key_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces a merchant's sealed refresh token with `sealed` (the same token under the
+    /// newest data key) only if it is still `old`; whether it was.
+    async fn reseal_platform_refresh(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        old: &[u8],
+        sealed: &[u8],
+        key_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets `key` to `new` only if it is `expected` (absent: `None`); whether it did. A claim
+    /// the fleet agrees on without Redis (e.g. which instance runs a nightly job).
+    async fn meta_cas(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Like [`Store::put_managed_app`], for clients.
     async fn put_managed_client(

@@ -12,8 +12,8 @@ use sqlx::Row;
 use super::KeyGuard;
 use super::{
     AuditRecord, EventRecord, LegacySealed, LoginRecorded, LoginWrite, ManagedAppRecord,
-    ManagedClientRecord, OutboxStats, PlatformAuthorizer, SessionRecord, Store, StoreError,
-    StoreOptions, UserRecord,
+    ManagedClientRecord, ManagedPlatformRecord, OutboxStats, PlatformAuthorizer, SessionRecord,
+    Store, StoreError, StoreOptions, UserRecord,
 };
 use crate::jwt::KeyRecord;
 
@@ -78,6 +78,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "platforms",
         include_str!("../../migrations/sqlite/0006_platforms.sql"),
     ),
+    (
+        7,
+        "managed platforms",
+        include_str!("../../migrations/sqlite/0007_managed_platforms.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -109,6 +114,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "platforms",
         include_str!("../../migrations/postgres/0006_platforms.sql"),
+    ),
+    (
+        7,
+        "managed platforms",
+        include_str!("../../migrations/postgres/0007_managed_platforms.sql"),
     ),
 ];
 
@@ -157,6 +167,31 @@ where
 
 const MANAGED_APP_COLUMNS: &str =
     "appid, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at";
+const MANAGED_PLATFORM_COLUMNS: &str =
+    "component_appid AS appid, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at";
+const AUTHORIZER_COLUMNS: &str = "component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at, rev";
+
+fn authorizer_from<R: Row>(r: &R) -> Result<PlatformAuthorizer, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<Vec<u8>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PlatformAuthorizer {
+        component_appid: r.try_get("component_appid")?,
+        authorizer_appid: r.try_get("authorizer_appid")?,
+        refresh_sealed: r.try_get("refresh_sealed")?,
+        key_id: r.try_get("key_id")?,
+        authorized: r.try_get::<i64, _>("authorized")? != 0,
+        func_ids: r.try_get("func_ids")?,
+        auth_time: r.try_get("auth_time")?,
+        updated_at: r.try_get("updated_at")?,
+        rev: r.try_get("rev")?,
+    })
+}
+
 const MANAGED_CLIENT_COLUMNS: &str =
     "name, key_sha256, apps, scopes, enabled, deleted, rev, created_at, updated_at";
 
@@ -308,7 +343,7 @@ macro_rules! sql_store {
             }
 
             async fn data_key_ids(&self) -> Result<Vec<Option<String>>, StoreError> {
-                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM signing_keys UNION SELECT DISTINCT key_id FROM platform_tickets UNION SELECT DISTINCT key_id FROM platform_authorizers WHERE key_id IS NOT NULL").fetch_all(&self.pool).await?;
+                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM signing_keys UNION SELECT DISTINCT key_id FROM platform_tickets UNION SELECT DISTINCT key_id FROM platform_authorizers WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM managed_platforms WHERE key_id IS NOT NULL").fetch_all(&self.pool).await?;
                 rows.iter().map(|r| Ok(r.try_get("key_id")?)).collect()
             }
 
@@ -755,14 +790,14 @@ macro_rules! sql_store {
             async fn put_platform_authorizer(&self, rec: &PlatformAuthorizer) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // Every instance reloads its platforms' merchants at the next registry poll.
-                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1").execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev").fetch_one(&mut *tx).await?.try_get("rev")?;
+                sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at, rev) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                              ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
                                refresh_sealed = COALESCE(excluded.refresh_sealed, platform_authorizers.refresh_sealed), \
                                key_id = COALESCE(excluded.key_id, platform_authorizers.key_id), \
                                authorized = excluded.authorized, func_ids = excluded.func_ids, \
-                               auth_time = excluded.auth_time, updated_at = excluded.updated_at")
+                               auth_time = excluded.auth_time, updated_at = excluded.updated_at, rev = excluded.rev")
                     .bind(&rec.component_appid)
                     .bind(&rec.authorizer_appid)
                     .bind(rec.refresh_sealed.as_deref())
@@ -771,6 +806,7 @@ macro_rules! sql_store {
                     .bind(&rec.func_ids)
                     .bind(rec.auth_time)
                     .bind(rec.updated_at)
+                    .bind(rev)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -780,17 +816,18 @@ macro_rules! sql_store {
             async fn save_platform_refresh(&self, component_appid: &str, authorizer_appid: &str, sealed: &[u8], key_id: &str, now: i64) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // Every instance reloads its platforms' merchants at the next registry poll.
-                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1").execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at) \
-                             VALUES ($1, $2, $3, $4, 1, '[]', $6, $5) \
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev").fetch_one(&mut *tx).await?.try_get("rev")?;
+                sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at, rev) \
+                             VALUES ($1, $2, $3, $4, 1, '[]', $6, $5, $7) \
                              ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
-                               refresh_sealed = excluded.refresh_sealed, key_id = excluded.key_id, updated_at = excluded.updated_at")
+                               refresh_sealed = excluded.refresh_sealed, key_id = excluded.key_id, updated_at = excluded.updated_at, rev = excluded.rev")
                     .bind(component_appid)
                     .bind(authorizer_appid)
                     .bind(sealed)
                     .bind(key_id)
                     .bind(now)
                     .bind(now / 1000)
+                    .bind(rev)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -800,11 +837,12 @@ macro_rules! sql_store {
             async fn deauthorize_platform_authorizer(&self, component_appid: &str, authorizer_appid: &str, now: i64) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // Every instance reloads its platforms' merchants at the next registry poll.
-                sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1").execute(&mut *tx).await?;
-                let done = sqlx::query("UPDATE platform_authorizers SET authorized = 0, refresh_sealed = NULL, key_id = NULL, updated_at = $3 WHERE component_appid = $1 AND authorizer_appid = $2")
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev").fetch_one(&mut *tx).await?.try_get("rev")?;
+                let done = sqlx::query("UPDATE platform_authorizers SET authorized = 0, refresh_sealed = NULL, key_id = NULL, updated_at = $3, rev = $4 WHERE component_appid = $1 AND authorizer_appid = $2")
                     .bind(component_appid)
                     .bind(authorizer_appid)
                     .bind(now)
+                    .bind(rev)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -812,25 +850,9 @@ macro_rules! sql_store {
             }
 
             async fn platform_authorizers(&self, component_appid: &str) -> Result<Vec<PlatformAuthorizer>, StoreError> {
-                let rows = sqlx::query("SELECT component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at FROM platform_authorizers WHERE component_appid = $1 ORDER BY authorizer_appid")
-                    .bind(component_appid)
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(PlatformAuthorizer {
-                            component_appid: r.try_get("component_appid")?,
-                            authorizer_appid: r.try_get("authorizer_appid")?,
-                            refresh_sealed: r.try_get("refresh_sealed")?,
-                            key_id: r.try_get("key_id")?,
-                            authorized: r.try_get::<i64, _>("authorized")? != 0,
-                            func_ids: r.try_get("func_ids")?,
-                            auth_time: r.try_get("auth_time")?,
-                            updated_at: r.try_get("updated_at")?,
-                        })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(StoreError)
+                let sql = format!("SELECT {AUTHORIZER_COLUMNS} FROM platform_authorizers WHERE component_appid = $1 ORDER BY authorizer_appid");
+                let rows = sqlx::query(&sql).bind(component_appid).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(authorizer_from(r)?)).collect()
             }
 
             async fn reseal_signing_key(&self, kid: &str, sealed: &[u8], key_id: &str) -> Result<(), StoreError> {
@@ -872,59 +894,83 @@ macro_rules! sql_store {
             }
 
             async fn put_managed_app(&self, app: &ManagedAppRecord, create: bool) -> Result<Option<i64>, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("rev")?;
-                let sql = if create {
-                    "INSERT INTO managed_apps (appid, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $7) \
-                     ON CONFLICT (appid) DO UPDATE SET settings = excluded.settings, sealed = excluded.sealed, \
-                       key_id = excluded.key_id, enabled = excluded.enabled, deleted = 0, rev = excluded.rev, \
-                       created_at = excluded.created_at, updated_at = excluded.updated_at \
-                     WHERE managed_apps.deleted = 1"
-                } else {
-                    "UPDATE managed_apps SET settings = $2, sealed = $3, key_id = $4, enabled = $5, rev = $6, updated_at = $7 \
-                     WHERE appid = $1 AND deleted = 0 AND rev = $8"
-                };
-                let done = sqlx::query(sql)
-                    .bind(&app.appid)
-                    .bind(&app.settings)
-                    .bind(app.sealed.as_deref())
-                    .bind(app.key_id.as_deref())
-                    .bind(i64::from(app.enabled))
-                    .bind(rev)
-                    .bind(app.updated_at)
-                    .bind(app.rev)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() == 0 {
-                    tx.rollback().await?;
-                    return Ok(None);
-                }
-                tx.commit().await?;
-                Ok(Some(rev))
+                self.put_managed_row("managed_apps", "appid", app, create).await
             }
 
             async fn delete_managed_app(&self, appid: &str, now: i64) -> Result<Option<i64>, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("rev")?;
-                let done = sqlx::query("UPDATE managed_apps SET deleted = 1, enabled = 0, sealed = NULL, key_id = NULL, rev = $2, updated_at = $3 WHERE appid = $1 AND deleted = 0")
-                    .bind(appid)
-                    .bind(rev)
-                    .bind(now)
-                    .execute(&mut *tx)
+                self.delete_managed_row("managed_apps", "appid", appid, now).await
+            }
+
+            async fn managed_platforms_after(&self, rev: i64, limit: i64) -> Result<Vec<ManagedPlatformRecord>, StoreError> {
+                let sql = format!("SELECT {MANAGED_PLATFORM_COLUMNS} FROM managed_platforms WHERE rev > $1 ORDER BY rev LIMIT $2");
+                let rows = sqlx::query(&sql).bind(rev).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(managed_app_from(r)?)).collect()
+            }
+
+            async fn managed_platform(&self, component_appid: &str) -> Result<Option<ManagedPlatformRecord>, StoreError> {
+                let sql = format!("SELECT {MANAGED_PLATFORM_COLUMNS} FROM managed_platforms WHERE component_appid = $1");
+                let row = sqlx::query(&sql).bind(component_appid).fetch_optional(&self.pool).await?;
+                row.map(|r| Ok(managed_app_from(&r)?)).transpose()
+            }
+
+            async fn put_managed_platform(&self, platform: &ManagedPlatformRecord, create: bool) -> Result<Option<i64>, StoreError> {
+                self.put_managed_row("managed_platforms", "component_appid", platform, create).await
+            }
+
+            async fn delete_managed_platform(&self, component_appid: &str, now: i64) -> Result<Option<i64>, StoreError> {
+                self.delete_managed_row("managed_platforms", "component_appid", component_appid, now).await
+            }
+
+            async fn platform_authorizers_after(&self, rev: i64, limit: i64) -> Result<Vec<PlatformAuthorizer>, StoreError> {
+                let sql = format!("SELECT {AUTHORIZER_COLUMNS} FROM platform_authorizers WHERE rev > $1 ORDER BY rev LIMIT $2");
+                let rows = sqlx::query(&sql).bind(rev).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(authorizer_from(r)?)).collect()
+            }
+
+            async fn authorizations_of(&self, authorizer_appid: &str) -> Result<Vec<PlatformAuthorizer>, StoreError> {
+                let sql = format!("SELECT {AUTHORIZER_COLUMNS} FROM platform_authorizers WHERE authorizer_appid = $1 ORDER BY component_appid");
+                let rows = sqlx::query(&sql).bind(authorizer_appid).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(authorizer_from(r)?)).collect()
+            }
+
+            async fn reseal_platform_ticket(&self, component_appid: &str, old: &[u8], sealed: &[u8], key_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE platform_tickets SET ticket_sealed = $3, key_id = $4 WHERE component_appid = $1 AND ticket_sealed = $2")
+                    .bind(component_appid)
+                    .bind(old)
+                    .bind(sealed)
+                    .bind(key_id)
+                    .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 0 {
-                    tx.rollback().await?;
-                    return Ok(None);
-                }
-                tx.commit().await?;
-                Ok(Some(rev))
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn reseal_platform_refresh(&self, component_appid: &str, authorizer_appid: &str, old: &[u8], sealed: &[u8], key_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE platform_authorizers SET refresh_sealed = $4, key_id = $5 WHERE component_appid = $1 AND authorizer_appid = $2 AND refresh_sealed = $3")
+                    .bind(component_appid)
+                    .bind(authorizer_appid)
+                    .bind(old)
+                    .bind(sealed)
+                    .bind(key_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn meta_cas(&self, key: &str, expected: Option<&str>, new: &str) -> Result<bool, StoreError> {
+                let done = match expected {
+                    None => sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                        .bind(key)
+                        .bind(new)
+                        .execute(&self.pool)
+                        .await?,
+                    Some(old) => sqlx::query("UPDATE meta SET value = $3 WHERE key = $1 AND value = $2")
+                        .bind(key)
+                        .bind(old)
+                        .bind(new)
+                        .execute(&self.pool)
+                        .await?,
+                };
+                Ok(done.rows_affected() > 0)
             }
 
             async fn put_managed_client(&self, client: &ManagedClientRecord, create: bool) -> Result<Option<i64>, StoreError> {
@@ -1030,6 +1076,66 @@ macro_rules! sql_store {
                         })
                     })
                     .collect()
+            }
+        }
+
+        impl $name {
+            /// `put_managed_*` for the table `table` keyed by `key`.
+            async fn put_managed_row(&self, table: &str, key: &str, rec: &ManagedAppRecord, create: bool) -> Result<Option<i64>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("rev")?;
+                let sql = if create {
+                    format!(
+                        "INSERT INTO {table} ({key}, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $7) \
+                         ON CONFLICT ({key}) DO UPDATE SET settings = excluded.settings, sealed = excluded.sealed, \
+                           key_id = excluded.key_id, enabled = excluded.enabled, deleted = 0, rev = excluded.rev, \
+                           created_at = excluded.created_at, updated_at = excluded.updated_at \
+                         WHERE {table}.deleted = 1"
+                    )
+                } else {
+                    format!(
+                        "UPDATE {table} SET settings = $2, sealed = $3, key_id = $4, enabled = $5, rev = $6, updated_at = $7 \
+                         WHERE {key} = $1 AND deleted = 0 AND rev = $8"
+                    )
+                };
+                let done = sqlx::query(&sql)
+                    .bind(&rec.appid)
+                    .bind(&rec.settings)
+                    .bind(rec.sealed.as_deref())
+                    .bind(rec.key_id.as_deref())
+                    .bind(i64::from(rec.enabled))
+                    .bind(rev)
+                    .bind(rec.updated_at)
+                    .bind(rec.rev)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(rev))
+            }
+
+            /// `delete_managed_*` for the table `table` keyed by `key`.
+            async fn delete_managed_row(&self, table: &str, key: &str, id: &str, now: i64) -> Result<Option<i64>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("rev")?;
+                let sql = format!("UPDATE {table} SET deleted = 1, enabled = 0, sealed = NULL, key_id = NULL, rev = $2, updated_at = $3 WHERE {key} = $1 AND deleted = 0");
+                let done = sqlx::query(&sql).bind(id).bind(rev).bind(now).execute(&mut *tx).await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(rev))
             }
         }
     };

@@ -1,0 +1,660 @@
+//! Third-party platforms managed at runtime and the fleet's treatment of them: a platform
+//! registered through the admin API on one instance is served by another within two seconds
+//! (its secrets sealed, never shown); disabling or deleting it stops its URLs and its
+//! merchants, re-registering it resumes them without a re-authorization; a merchant of two
+//! platforms stays served when it leaves one; an `unauthorized` push older than the merchant's
+//! authorization (a replay) erases nothing; the nightly reconciliation runs once per period
+//! for the fleet; refresh tokens and tickets move to a new data key.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::world;
+use serde_json::{json, Value};
+use weapp::TokenMode;
+use weapp_server::config::{AdminConfig, ClientConfig, PlatformConfig};
+use weapp_test_support::{PgDatabase, RedisServer};
+
+const ADMIN: &str = "admin-key-platforms-0123456789abc";
+const BACKEND_KEY: &str = "platform-admin-backend-key-0123";
+
+fn admins() -> Vec<AdminConfig> {
+    vec![AdminConfig {
+        name: "ops".into(),
+        key: Some(ADMIN.into()),
+        key_env: None,
+        key_sha256: None,
+    }]
+}
+
+fn backend() -> ClientConfig {
+    ClientConfig {
+        name: "platform-backend".into(),
+        key: Some(BACKEND_KEY.into()),
+        key_env: None,
+        key_sha256: None,
+        apps: vec!["*".into()],
+        scopes: Some(vec!["token:read".into()]),
+    }
+}
+
+fn aes_key(byte: u8) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode([byte; 32])
+        .trim_end_matches('=')
+        .to_owned()
+}
+
+/// Polls `f` every 50 ms until it is true; returns how long it took (panics after `limit`).
+async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn broker_status(http: &reqwest::Client, base: &str, appid: &str) -> u16 {
+    http.get(format!("{base}/v1/apps/{appid}/access_token"))
+        .bearer_auth(BACKEND_KEY)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn events_status(http: &reqwest::Client, base: &str, component_appid: &str) -> u16 {
+    http.post(format!("{base}/v1/platforms/{component_appid}/events"))
+        .body("<xml/>")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The simulator (WeChat) learns a platform and where its events go.
+async fn register_in_sim(
+    w: &common::World,
+    component_appid: &str,
+    secret: &str,
+    token: &str,
+    aes: &str,
+    server: &str,
+) {
+    let r = w
+        .http
+        .post(format!("{}/_sim/platforms", w.sim.url()))
+        .json(
+            &json!({"component_appid": component_appid, "secret": secret, "token": token,
+            "encoding_aes_key": aes,
+            "event_url": format!("{server}/v1/platforms/{component_appid}/events"),
+            "message_url": format!("{server}/v1/platforms/{component_appid}/apps/$APPID$/push")}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+/// A merchant scans the authorization page of `component_appid` (a pre-auth code from the
+/// server's platform) and WeChat pushes `authorized`; returns the merchant's appid.
+async fn authorize(
+    w: &common::World,
+    server: &weapp_server::ServerHandle,
+    component_appid: &str,
+    merchant: Option<&str>,
+) -> String {
+    let platform = server.state().platform(component_appid).unwrap();
+    let pre = platform.component.pre_auth_code().await.unwrap();
+    let merchant = match merchant {
+        Some(m) => m.to_owned(),
+        None => w.sim.sim().add_app(None, None, false).0,
+    };
+    let v: Value = w
+        .http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/authorize",
+            w.sim.url()
+        ))
+        .json(&json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant, "redirect_uri": "https://x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["push"]["delivered"], true, "{v}");
+    merchant
+}
+
+async fn ticket_stored(server: &weapp_server::ServerHandle, component_appid: &str) {
+    let store = server.state().store.clone();
+    within(Duration::from_secs(10), "the ticket stored", || {
+        let store = store.clone();
+        async move {
+            store
+                .platform_ticket(component_appid)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_merchants() {
+    let w = world().await;
+    let db = PgDatabase::create().await;
+    let redis = RedisServer::start();
+    let mut config = w.config(db.url(), Some(redis.url()), TokenMode::Stable);
+    config.admins = admins();
+    config.clients.push(backend());
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    let b = weapp_server::spawn(config.clone()).await.unwrap();
+    let (a_url, b_url) = (a.url().to_owned(), b.url().to_owned());
+    let c = "wxruntimeplatform01";
+    let (secret, token, aes) = (
+        "runtime-platform-secret-0123",
+        "rtplatformtoken",
+        aes_key(3),
+    );
+    let hook_secret = "runtime-platform-hook-secret";
+    let create = json!({"component_appid": c, "secret": secret, "token": token,
+        "encoding_aes_key": aes, "api_base": w.sim.url(),
+        "webhook_url": "http://127.0.0.1:9/hook", "webhook_secret": hook_secret});
+
+    // Refused: no admin key, a broker key, a malformed key, a bad appid, an unknown field.
+    let (s, _) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/platforms"),
+            None,
+            Some(create.clone()),
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, _) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/platforms"),
+            Some(BACKEND_KEY),
+            Some(create.clone()),
+        )
+        .await;
+    assert_eq!(s, 401);
+    for (field, bad) in [
+        ("encoding_aes_key", json!("short")),
+        ("component_appid", json!("wx bad!")),
+        ("api_base", json!("ftp://x")),
+        ("token", json!("")),
+        ("webhook_secret", Value::Null),
+    ] {
+        let mut body = create.clone();
+        body[field] = bad;
+        let (s, v) = w
+            .call(
+                "POST",
+                format!("{a_url}/v1/admin/platforms"),
+                Some(ADMIN),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 400, "{field}: {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let mut body = create.clone();
+    body["extra"] = json!(1);
+    let (s, _) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/platforms"),
+            Some(ADMIN),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        events_status(&w.http, &b_url, c).await,
+        404,
+        "nothing created"
+    );
+
+    // Registered on A…
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/platforms"),
+            Some(ADMIN),
+            Some(create.clone()),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["source"], "managed");
+    assert_eq!(v["served"], true);
+    let (s, _) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/platforms"),
+            Some(ADMIN),
+            Some(create.clone()),
+        )
+        .await;
+    assert_eq!(s, 409, "it exists");
+    // …served by B within two seconds (its events URL answers, not 404).
+    let took = within(Duration::from_secs(2), "B serves the platform", || {
+        let http = w.http.clone();
+        let b_url = b_url.clone();
+        async move { events_status(&http, &b_url, c).await == 400 }
+    })
+    .await;
+    println!("platform registered on A served by B after {took:?}");
+
+    // WeChat pushes its ticket to B; a merchant authorizes (through B); A serves it.
+    register_in_sim(&w, c, secret, token, &aes, &b_url).await;
+    ticket_stored(&b, c).await;
+    let merchant = authorize(&w, &b, c, None).await;
+    assert_eq!(broker_status(&w.http, &b_url, &merchant).await, 200);
+    within(Duration::from_secs(2), "A serves the merchant", || {
+        let http = w.http.clone();
+        let (a_url, m) = (a_url.clone(), merchant.clone());
+        async move { broker_status(&http, &a_url, &m).await == 200 }
+    })
+    .await;
+
+    // The admin API shows it, its merchant, never a secret.
+    let (s, list) = w
+        .call(
+            "GET",
+            format!("{a_url}/v1/admin/platforms"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let shown = list["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["component_appid"] == c)
+        .cloned()
+        .unwrap();
+    assert_eq!(shown["merchants"], 1, "{shown}");
+    assert_eq!(shown["has_ticket"], true);
+    let (s, m) = w
+        .call(
+            "GET",
+            format!("{a_url}/v1/admin/platforms/{c}/merchants?limit=10"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        m["merchants"][0]["authorizer_appid"],
+        merchant.as_str(),
+        "{m}"
+    );
+    assert_eq!(m["merchants"][0]["served"], true);
+    let (_, audit) = w
+        .call("GET", format!("{a_url}/v1/admin/audit"), Some(ADMIN), None)
+        .await;
+    assert!(audit.to_string().contains("platform.create"), "{audit}");
+    let ticket = w.sim.sim().latest_ticket(c).unwrap();
+    for answer in [&list, &m, &audit, &v] {
+        let text = answer.to_string();
+        for secret_value in [secret, token, aes.as_str(), hook_secret, ticket.as_str()] {
+            assert!(!text.contains(secret_value), "a secret in {text}");
+        }
+    }
+    // Sealed in the database, bound to the platform.
+    let rec = a.state().store.managed_platform(c).await.unwrap().unwrap();
+    let sealed = rec.sealed.unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains(secret));
+
+    // Changing api_base to another host needs the secret again.
+    let (s, v) = w
+        .call(
+            "PATCH",
+            format!("{a_url}/v1/admin/platforms/{c}"),
+            Some(ADMIN),
+            Some(json!({"api_base": "https://attacker.example"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+
+    // Disabled: both instances stop serving its URLs and its merchant.
+    let (s, v) = w
+        .call(
+            "PATCH",
+            format!("{a_url}/v1/admin/platforms/{c}"),
+            Some(ADMIN),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["served"], false);
+    within(Duration::from_secs(2), "B stops serving it", || {
+        let http = w.http.clone();
+        let (b_url, m) = (b_url.clone(), merchant.clone());
+        async move {
+            events_status(&http, &b_url, c).await == 404
+                && broker_status(&http, &b_url, &m).await == 404
+        }
+    })
+    .await;
+    // Enabled again: the merchant is served at once, no re-authorization.
+    let (s, _) = w
+        .call(
+            "PATCH",
+            format!("{a_url}/v1/admin/platforms/{c}"),
+            Some(ADMIN),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    within(
+        Duration::from_secs(2),
+        "B serves the merchant again",
+        || {
+            let http = w.http.clone();
+            let (b_url, m) = (b_url.clone(), merchant.clone());
+            async move { broker_status(&http, &b_url, &m).await == 200 }
+        },
+    )
+    .await;
+
+    // Deleted: gone everywhere; its refresh tokens stay. Registered again: the merchant is
+    // served with the stored refresh token.
+    let (s, _) = w
+        .call(
+            "DELETE",
+            format!("{a_url}/v1/admin/platforms/{c}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = w
+        .call(
+            "DELETE",
+            format!("{a_url}/v1/admin/platforms/{c}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    within(Duration::from_secs(2), "B drops the platform", || {
+        let http = w.http.clone();
+        let (b_url, m) = (b_url.clone(), merchant.clone());
+        async move {
+            events_status(&http, &b_url, c).await == 404
+                && broker_status(&http, &b_url, &m).await == 404
+        }
+    })
+    .await;
+    let refreshed = w.sim.sim().calls("/cgi-bin/component/api_query_auth");
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/platforms"),
+            Some(ADMIN),
+            Some(create),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    within(
+        Duration::from_secs(2),
+        "B serves the merchant after re-registration",
+        || {
+            let http = w.http.clone();
+            let (b_url, m) = (b_url.clone(), merchant.clone());
+            async move { broker_status(&http, &b_url, &m).await == 200 }
+        },
+    )
+    .await;
+    assert_eq!(
+        w.sim.sim().calls("/cgi-bin/component/api_query_auth"),
+        refreshed,
+        "no re-authorization"
+    );
+}
+
+fn file_platform(
+    w: &common::World,
+    c: &str,
+    secret: &str,
+    token: &str,
+    aes: &str,
+) -> PlatformConfig {
+    PlatformConfig {
+        component_appid: c.into(),
+        secret: Some(secret.into()),
+        secret_env: None,
+        token: token.into(),
+        encoding_aes_key: aes.into(),
+        api_base: w.sim.url().into(),
+        webhook_url: None,
+        webhook_secret: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_of_two_platforms_stays_served_when_it_leaves_one() {
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.clients.push(backend());
+    let (p1, p2) = ("wxtwoplatforms01", "wxtwoplatforms02");
+    let (aes1, aes2) = (aes_key(11), aes_key(12));
+    config.platforms = vec![
+        file_platform(&w, p1, "secret-one-0123", "tokenone", &aes1),
+        file_platform(&w, p2, "secret-two-0123", "tokentwo", &aes2),
+    ];
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url().to_owned();
+    register_in_sim(&w, p1, "secret-one-0123", "tokenone", &aes1, &url).await;
+    register_in_sim(&w, p2, "secret-two-0123", "tokentwo", &aes2, &url).await;
+    ticket_stored(&server, p1).await;
+    ticket_stored(&server, p2).await;
+    let merchant = authorize(&w, &server, p1, None).await;
+    authorize(&w, &server, p2, Some(&merchant)).await;
+    let serving =
+        |s: &weapp_server::ServerHandle| s.state().app(&merchant).and_then(|a| a.platform.clone());
+    assert_eq!(serving(&server).as_deref(), Some(p1), "the first keeps it");
+    assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
+    // It leaves the platform serving it: the other one takes over, no gap for callers.
+    w.http
+        .post(format!("{}/_sim/platforms/{p1}/deauthorize", w.sim.url()))
+        .json(&json!({"authorizer_appid": merchant}))
+        .send()
+        .await
+        .unwrap();
+    within(Duration::from_secs(5), "served through the second", || {
+        let s = serving(&server);
+        async move { s.as_deref() == Some(p2) }
+    })
+    .await;
+    assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
+    // And the second: no longer served.
+    w.http
+        .post(format!("{}/_sim/platforms/{p2}/deauthorize", w.sim.url()))
+        .json(&json!({"authorizer_appid": merchant}))
+        .send()
+        .await
+        .unwrap();
+    within(Duration::from_secs(5), "no longer served", || {
+        let s = serving(&server);
+        async move { s.is_none() }
+    })
+    .await;
+    assert_eq!(broker_status(&w.http, &url, &merchant).await, 404);
+}
+
+/// An encrypted, signed push to a platform's event URL, as WeChat builds it.
+fn signed_event(c: &str, token: &str, aes: &str, xml: &str) -> (String, String) {
+    let key = weapp::push::crypto::EncodingAesKey::new(aes).unwrap();
+    let encrypt = key.encrypt(xml, c);
+    let ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+    .to_string();
+    let nonce = "replaynonce1";
+    let sig = weapp::push::crypto::signature(&[token, &ts, nonce, &encrypt]);
+    (
+        format!("timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={sig}"),
+        format!(
+            "<xml><AppId><![CDATA[{c}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.clients.push(backend());
+    let c = "wxreplayplatform1";
+    let (secret, token, aes) = ("replay-secret-0123", "replaytoken", aes_key(21));
+    config.platforms = vec![file_platform(&w, c, secret, token, &aes)];
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url().to_owned();
+    register_in_sim(&w, c, secret, token, &aes, &url).await;
+    ticket_stored(&server, c).await;
+    let merchant = authorize(&w, &server, c, None).await;
+    let auth_time = server.state().store.platform_authorizers(c).await.unwrap()[0].auth_time;
+    // An `unauthorized` event from before the authorization (captured, replayed; or WeChat's
+    // late retry of an earlier one): valid signature, fresh timestamp, old CreateTime.
+    let (q, body) = signed_event(
+        c,
+        token,
+        &aes,
+        &format!(
+            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid></xml>",
+            auth_time - 60
+        ),
+    );
+    let r = w
+        .http
+        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "answered, so that WeChat stops retrying");
+    let rows = server.state().store.platform_authorizers(c).await.unwrap();
+    assert!(
+        rows[0].authorized && rows[0].refresh_sealed.is_some(),
+        "kept"
+    );
+    assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
+    // A current one (CreateTime after the authorization) is applied.
+    let (q, body) = signed_event(
+        c,
+        token,
+        &aes,
+        &format!(
+            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid></xml>",
+            auth_time + 1
+        ),
+    );
+    let r = w
+        .http
+        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rows = server.state().store.platform_authorizers(c).await.unwrap();
+    assert!(!rows[0].authorized && rows[0].refresh_sealed.is_none());
+    assert_eq!(broker_status(&w.http, &url, &merchant).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_reconciles_each_platform_once_per_period() {
+    let w = world().await;
+    let db = PgDatabase::create().await;
+    let mut config = w.config(db.url(), None, TokenMode::Stable);
+    let c = "wxreconcileonce01";
+    let (secret, token, aes) = ("reconcile-secret-0123", "reconciletoken", aes_key(31));
+    config.platforms = vec![file_platform(&w, c, secret, token, &aes)];
+    config.platform_reconcile_secs = 2;
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    let b = weapp_server::spawn(config.clone()).await.unwrap();
+    let c2 = weapp_server::spawn(config).await.unwrap();
+    register_in_sim(&w, c, secret, token, &aes, a.url()).await;
+    ticket_stored(&a, c).await;
+    let path = "/cgi-bin/component/api_get_authorizer_list";
+    let before = w.sim.sim().calls(path);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(7_000)).await;
+    let listed = w.sim.sim().calls(path) - before;
+    let periods = started.elapsed().as_secs() / 2 + 1;
+    println!(
+        "{listed} listings by 3 instances in {:?}",
+        started.elapsed()
+    );
+    assert!(listed >= 2, "it runs: {listed}");
+    assert!(
+        listed <= periods,
+        "once per period for the fleet, not per instance: {listed} listings in {periods} periods"
+    );
+    drop((a, b, c2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_and_tickets_move_to_a_new_data_key() {
+    let w = world().await;
+    let db = PgDatabase::create().await;
+    let mut config = w.config(db.url(), None, TokenMode::Stable);
+    config.clients.push(backend());
+    let c = "wxrekeyplatform01";
+    let (secret, token, aes) = ("rekey-secret-0123", "rekeytoken", aes_key(41));
+    config.platforms = vec![file_platform(&w, c, secret, token, &aes)];
+    let old_key = config.data_key.clone().unwrap();
+    let server = weapp_server::spawn(config.clone()).await.unwrap();
+    register_in_sim(&w, c, secret, token, &aes, server.url()).await;
+    ticket_stored(&server, c).await;
+    let merchant = authorize(&w, &server, c, None).await;
+    drop(server);
+    // A new data key, the old one kept for now: the start re-seals everything with the new.
+    let new_key = base64::engine::general_purpose::STANDARD.encode([77u8; 32]);
+    let mut rotated = config.clone();
+    rotated.data_key = None;
+    rotated.data_keys = vec![new_key.clone().into(), old_key];
+    let server = weapp_server::spawn(rotated).await.unwrap();
+    let new_id = server.state().keyring.current_id();
+    let row = &server.state().store.platform_authorizers(c).await.unwrap()[0];
+    assert_eq!(row.key_id.as_deref(), Some(new_id.as_str()));
+    let ticket = server
+        .state()
+        .store
+        .platform_ticket(c)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        weapp_server::seal::Keyring::key_id_of(&ticket).as_deref(),
+        Some(new_id.as_str())
+    );
+    drop(server);
+    // The old key dropped: the platform works without a re-authorization.
+    let mut only_new = config;
+    only_new.data_key = Some(new_key.into());
+    let server = weapp_server::spawn(only_new).await.unwrap();
+    assert_eq!(broker_status(&w.http, server.url(), &merchant).await, 200);
+    let platform = server.state().platform(c).unwrap();
+    platform.component.component_token().await.unwrap();
+}
