@@ -162,7 +162,13 @@ fn main() {
         }
     });
     // Every merchant authorizes the platform: the page, the push, api_query_auth.
-    let component = fleet[0].server.state().platform(COMPONENT).unwrap().component.clone();
+    let component = fleet[0]
+        .server
+        .state()
+        .platform(COMPONENT)
+        .unwrap()
+        .component
+        .clone();
     driver.block_on(async {
         for chunk in appids.chunks(64) {
             let mut tasks = Vec::new();
