@@ -97,6 +97,9 @@ pub struct PlatformRuntime {
     pub config: PlatformConfig,
     /// The SDK's platform: ticket, component token, authorizer tokens.
     pub component: Component,
+    /// Verifies its merchants' pushes (the platform's Token and key, safe mode), with one
+    /// replay memory for all of them.
+    pub merchant_pushes: Arc<weapp::push::Receiver>,
     /// The file or the admin API.
     pub source: Source,
     /// The registry revision of its last change (0 for the file's); merchants served through
@@ -137,7 +140,15 @@ impl PlatformRuntime {
         let component = builder
             .build()
             .map_err(|e| format!("platform {}: {e}", config.component_appid))?;
+        let push_config = weapp::push::PushConfig::new(
+            &config.component_appid,
+            config.token.expose(),
+            Some(config.encoding_aes_key.expose()),
+        )
+        .and_then(|c| c.with_mode(weapp::push::PushMode::Safe))
+        .map_err(|e| format!("platform {}: push: {e}", config.component_appid))?;
         Ok(Self {
+            merchant_pushes: Arc::new(weapp::push::Receiver::new(push_config)),
             config,
             component,
             source,

@@ -78,8 +78,13 @@ pub struct AppRuntime {
 
 /// An app's push receiver and webhook.
 pub struct PushRuntime {
-    /// Verifies and opens pushes (its replay memory is used when there is no Redis).
-    pub receiver: weapp::push::Receiver,
+    /// Verifies and opens pushes (its replay memory is used when there is no Redis). A
+    /// platform's merchants share the platform's: their pushes are signed with one key.
+    pub receiver: Arc<weapp::push::Receiver>,
+    /// Whose pushes a replay is looked for among: the app's own (`None`), or every merchant's
+    /// of a platform (its component appid) — a push captured at one merchant's URL is a replay
+    /// at another's.
+    pub replay_scope: Option<String>,
     /// Where events go.
     pub webhook_url: Option<String>,
     /// Signs deliveries.
@@ -150,8 +155,11 @@ impl AppRuntime {
                 .and_then(|c| c.with_mode(mode))
                 .map_err(|e| format!("app {}: push: {e}", app.appid))?;
                 Some(PushRuntime {
-                    receiver: weapp::push::Receiver::new(push_config)
-                        .with_replay_protection(p.replay_window_secs),
+                    receiver: Arc::new(
+                        weapp::push::Receiver::new(push_config)
+                            .with_replay_protection(p.replay_window_secs),
+                    ),
+                    replay_scope: None,
                     webhook_url: p.webhook_url.clone(),
                     webhook_secret: p.webhook_secret.clone(),
                 })
@@ -180,25 +188,20 @@ impl AppRuntime {
     /// # Errors
     /// An appid the SDK refuses.
     pub fn for_authorizer(
-        component: &weapp::open_platform::Component,
-        platform: &crate::config::PlatformConfig,
+        platform: &PlatformRuntime,
         authorizer_appid: &str,
         warm: WarmPolicy,
         fleet: bool,
     ) -> Result<Self, String> {
+        let component = &platform.component;
         // Its pushes come to the platform's message URL, signed and encrypted with the
-        // platform's Token and key, bound to the platform's appid (safe mode, XML).
-        let push_config = weapp::push::PushConfig::new(
-            &platform.component_appid,
-            platform.token.expose(),
-            Some(platform.encoding_aes_key.expose()),
-        )
-        .and_then(|c| c.with_mode(weapp::push::PushMode::Safe))
-        .map_err(|e| format!("platform {}: push: {e}", platform.component_appid))?;
+        // platform's Token and key, bound to the platform's appid (safe mode, XML): one
+        // receiver, one replay memory, for all of the platform's merchants.
         let push = Some(PushRuntime {
-            receiver: weapp::push::Receiver::new(push_config),
-            webhook_url: platform.webhook_url.clone(),
-            webhook_secret: platform.webhook_secret.clone(),
+            receiver: platform.merchant_pushes.clone(),
+            replay_scope: Some(platform.config.component_appid.clone()),
+            webhook_url: platform.config.webhook_url.clone(),
+            webhook_secret: platform.config.webhook_secret.clone(),
         });
         let manager = component
             .authorizer_manager(authorizer_appid)
@@ -930,8 +933,7 @@ impl AppState {
             return;
         };
         let runtime = match AppRuntime::for_authorizer(
-            &platform.component,
-            &platform.config,
+            &platform,
             appid,
             self.config.warm,
             self.deps.fleet,

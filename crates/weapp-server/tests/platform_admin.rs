@@ -658,3 +658,54 @@ async fn refresh_tokens_and_tickets_move_to_a_new_data_key() {
     let platform = server.state().platform(c).unwrap();
     platform.component.component_token().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_captured_at_one_merchants_url_is_a_replay_at_anothers() {
+    let w = world().await;
+    let redis = RedisServer::start();
+    for (c, redis_url) in [
+        ("wxpushscope000001", None),
+        ("wxpushscope000002", Some(redis.url())),
+    ] {
+        let mut config = w.config(&common::sqlite_url(), redis_url.clone(), TokenMode::Stable);
+        config.clients.push(backend());
+        let (secret, token, aes) = ("push-scope-secret-0123", "pushscopetoken", aes_key(51));
+        config.platforms = vec![file_platform(&w, c, secret, token, &aes)];
+        let server = weapp_server::spawn(config).await.unwrap();
+        let url = server.url().to_owned();
+        register_in_sim(&w, c, secret, token, &aes, &url).await;
+        ticket_stored(&server, c).await;
+        let one = authorize(&w, &server, c, None).await;
+        let two = authorize(&w, &server, c, None).await;
+        // A user's message to merchant one, as WeChat sends it to the platform's message URL
+        // (encrypted with the platform's key, bound to the platform's appid).
+        let (q, body) = signed_event(
+            c,
+            token,
+            &aes,
+            "<xml><ToUserName><![CDATA[gh_one]]></ToUserName><FromUserName><![CDATA[oUser]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>1</MsgId></xml>",
+        );
+        let send = |appid: String| {
+            let (http, url, q, body) = (w.http.clone(), url.clone(), q.clone(), body.clone());
+            async move {
+                http.post(format!("{url}/v1/platforms/{c}/apps/{appid}/push?{q}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(send(one.clone()).await, 200, "redis: {redis_url:?}");
+        // The same push at merchant two's URL: the same signature, a replay.
+        assert_eq!(send(two.clone()).await, 401, "redis: {redis_url:?}");
+        let events = server
+            .state()
+            .store
+            .events_after(&two, 0, 10)
+            .await
+            .unwrap();
+        assert!(events.is_empty(), "nothing stored for merchant two");
+    }
+}

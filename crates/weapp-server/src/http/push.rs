@@ -110,10 +110,11 @@ async fn reserve(
     if push.receiver.replay_window_secs().is_none() {
         return Ok(None);
     }
-    let local_key = format!("{appid}:{}", incoming.replay_key);
+    let scope = push.replay_scope.as_deref().unwrap_or(appid);
+    let local_key = format!("{scope}:{}", incoming.replay_key);
     if let Some(redis) = &state.redis {
         let key = format!(
-            "{}:push:seen:{appid}:{}",
+            "{}:push:seen:{scope}:{}",
             redis.prefix(),
             incoming.replay_key
         );
