@@ -651,13 +651,15 @@ impl PlatformConfig {
         if self.webhook_url.as_deref().is_some_and(|u| !is_url(u)) {
             return Err("webhook_url must be an http(s) URL".into());
         }
-        if self.webhook_url.is_some()
-            && self
-                .webhook_secret
-                .as_ref()
-                .is_none_or(|s| s.is_empty() || s.expose().len() > 256)
+        if self
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.is_empty() || s.expose().len() > 256)
         {
-            return Err("webhook_url needs a webhook_secret of 1–256 characters".into());
+            return Err("webhook_secret must be 1–256 characters".into());
+        }
+        if self.webhook_url.is_some() && self.webhook_secret.is_none() {
+            return Err("webhook_url needs a webhook_secret".into());
         }
         Ok(())
     }
@@ -1046,6 +1048,12 @@ impl Config {
         for (i, p) in self.platforms.iter().enumerate() {
             p.check()
                 .map_err(|e| ConfigError(format!("platforms[{i}]: {e}")))?;
+            if self.apps.iter().any(|a| a.appid == p.component_appid) {
+                return bad(format!(
+                    "platforms[{i}]: {} is also an app's appid (a platform's events and an app's pushes would mix)",
+                    p.component_appid
+                ));
+            }
             if !platform_ids.insert(p.component_appid.as_str()) {
                 return bad(format!(
                     "platforms[{i}]: {} appears twice",

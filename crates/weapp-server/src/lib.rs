@@ -130,20 +130,34 @@ fn spawn_platform_reconciler(
             wait = tick;
             for platform in state.platforms() {
                 let component_appid = &platform.config.component_appid;
-                match claim_reconciliation(&state, component_appid, every).await {
-                    Ok(true) => {}
-                    Ok(false) => continue,
+                let (key, claimed, previous) = match claim_reconciliation(
+                    &state,
+                    component_appid,
+                    every,
+                )
+                .await
+                {
+                    Ok(Some(c)) => c,
+                    Ok(None) => continue,
                     Err(e) => {
                         tracing::warn!(platform = %component_appid, error = %e, "platform reconciliation not claimed; next time");
                         continue;
                     }
-                }
+                };
                 match state.reconcile_platform(component_appid).await {
                     Ok(r) => {
                         tracing::info!(platform = %component_appid, restored = r.restored, deauthorized = r.deauthorized, "platform reconciled with the authorizer list")
                     }
                     Err(e) => {
-                        tracing::warn!(platform = %component_appid, error = %e, "platform reconciliation failed; next time")
+                        // Released: the fleet tries again at its next tick, not a period later.
+                        tracing::warn!(platform = %component_appid, error = %e, "platform reconciliation failed; it is retried at the next tick");
+                        let released = match &previous {
+                            Some(p) => state.store.meta_cas(&key, Some(&claimed), p).await,
+                            None => state.store.meta_cas(&key, Some(&claimed), "0").await,
+                        };
+                        if let Err(e) = released {
+                            tracing::warn!(platform = %component_appid, error = %e, "reconciliation claim not released; retried a period later");
+                        }
                     }
                 }
             }
@@ -151,31 +165,34 @@ fn spawn_platform_reconciler(
     })
 }
 
-/// Claims this period's reconciliation of a platform for this instance: true when it is due
-/// (none for `every` seconds) and no other instance claimed it first.
+/// Claims this period's reconciliation of a platform for this instance when it is due (none
+/// for `every` seconds) and no other instance claimed it first: the meta key, the value written
+/// and the one it replaced (to release the claim if the run fails). A claim time further in
+/// the future than a period (a clock that was wrong) does not block the fleet.
 async fn claim_reconciliation(
     state: &AppState,
     component_appid: &str,
     every: u64,
-) -> Result<bool, String> {
+) -> Result<Option<(String, String, Option<String>)>, String> {
     let key = format!("platform_reconciled:{component_appid}");
     let err = |e: store::StoreError| e.to_string();
     let last = state.store.meta_get(&key).await.map_err(err)?;
     let now = state::now_ms();
+    let every_ms = i64::try_from(every.saturating_mul(1000)).unwrap_or(i64::MAX);
     let due = last
         .as_deref()
         .and_then(|v| v.parse::<i64>().ok())
-        .is_none_or(|t| {
-            now - t >= i64::try_from(every.saturating_mul(1000)).unwrap_or(i64::MAX) || t > now
-        });
+        .is_none_or(|t| now - t >= every_ms || t - now > every_ms);
     if !due {
-        return Ok(false);
+        return Ok(None);
     }
-    state
+    let claimed = now.to_string();
+    let won = state
         .store
-        .meta_cas(&key, last.as_deref(), &now.to_string())
+        .meta_cas(&key, last.as_deref(), &claimed)
         .await
-        .map_err(err)
+        .map_err(err)?;
+    Ok(won.then_some((key, claimed, last)))
 }
 
 /// Deletes expired sessions every ten minutes.

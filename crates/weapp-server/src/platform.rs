@@ -91,7 +91,6 @@ pub(crate) fn platform_aad(component_appid: &str, api_base: &str) -> Vec<u8> {
 }
 
 /// A platform this instance serves: its configuration and its [`Component`].
-#[derive(Debug)]
 pub struct PlatformRuntime {
     /// Its configuration (secrets redacted in `Debug`).
     pub config: PlatformConfig,
@@ -109,6 +108,18 @@ pub struct PlatformRuntime {
     pub created_at: i64,
     /// Unix ms (0 for the file's).
     pub updated_at: i64,
+}
+
+impl std::fmt::Debug for PlatformRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration redacts its secrets and URLs; the component and the receiver are
+        // left out (the SDK's prints its API host as given).
+        f.debug_struct("PlatformRuntime")
+            .field("config", &self.config)
+            .field("source", &self.source)
+            .field("rev", &self.rev)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PlatformRuntime {

@@ -347,6 +347,9 @@ pub struct Inner {
     fleet_status: Mutex<crate::fleet::FleetStatus>,
     /// Registry syncs one at a time.
     registry_sync: tokio::sync::Mutex<()>,
+    /// The served platforms changed and their merchants have not all been re-read since (a
+    /// sync that failed half-way leaves it set, so the next one re-reads them all).
+    platforms_dirty: std::sync::atomic::AtomicBool,
     /// The access-token signing keys (a snapshot of the database's).
     signing: Mutex<Arc<crate::jwt::SigningKeys>>,
     /// Third-party platforms served (the file's and the admin API's), by component appid.
@@ -653,6 +656,7 @@ impl AppState {
             instance_id: hex::encode(rand::random::<[u8; 8]>()),
             fleet_status: Mutex::new(crate::fleet::FleetStatus::default()),
             registry_sync: tokio::sync::Mutex::new(()),
+            platforms_dirty: std::sync::atomic::AtomicBool::new(false),
             signing: Mutex::new(Arc::new(crate::jwt::SigningKeys::default())),
             admin_limiter: RateLimiter::new("admin", config.admin_rate_limit_per_minute, max_keys)
                 .shared(admin_shared),
@@ -861,9 +865,9 @@ impl AppState {
 
     /// Reads the merchants whose authorization changed after registry revision `from` and
     /// brings each up to date.
-    async fn sync_changed_authorizers(&self, from: i64) -> Result<(), String> {
+    async fn sync_changed_authorizers(&self, from: i64, also: Vec<String>) -> Result<(), String> {
         let mut cursor = from;
-        let mut changed = std::collections::BTreeSet::new();
+        let mut changed: std::collections::BTreeSet<String> = also.into_iter().collect();
         loop {
             let batch = self
                 .store
@@ -1053,11 +1057,19 @@ impl AppState {
             .map_err(|e| e.to_string())?;
         let mut listed = std::collections::HashMap::new();
         let mut offset = 0u32;
+        let mut first_total = None;
         let total = loop {
             let page = component
                 .authorizer_list(offset, 500)
                 .await
                 .map_err(|e| e.to_string())?;
+            // The list changed while it was paged (offsets shifted: a merchant could fall
+            // between two pages and look absent): nothing is reconciled this time.
+            if *first_total.get_or_insert(page.total_count) != page.total_count {
+                return Err(
+                    "the authorizer list changed while it was read; nothing reconciled".into(),
+                );
+            }
             let n = page.list.len();
             for e in page.list {
                 listed.insert(e.authorizer_appid.clone(), e.refresh_token);
@@ -1114,30 +1126,35 @@ impl AppState {
                 && row.updated_at < started
                 && !listed.contains_key(&row.authorizer_appid)
             {
-                self.store
-                    .deauthorize_platform_authorizer(
+                // Only if the row is still as it was before the listing (a merchant
+                // re-authorizing meanwhile is not undone).
+                let applied = self
+                    .store
+                    .deauthorize_platform_authorizer_if(
                         component_appid,
                         &row.authorizer_appid,
+                        i64::MAX,
+                        started,
                         now_ms(),
                     )
                     .await
                     .map_err(|e| e.to_string())?;
-                component
-                    .forget_authorizer(&row.authorizer_appid)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                out.deauthorized += 1;
+                if applied {
+                    component.drop_authorizer(&row.authorizer_appid);
+                    out.deauthorized += 1;
+                }
             }
         }
         self.sync_authorizers().await?;
         Ok(out)
     }
 
-    /// Re-seals the served platforms' tickets and refresh tokens sealed under an older data
-    /// key with the newest one (at start-up, so that a data-key rotation can drop the old key:
-    /// a refresh token that no longer opens would make its merchant authorize again). Each is
-    /// replaced only if unchanged meanwhile (an instance saving a new one wins). Returns how
-    /// many were re-sealed.
+    /// Re-seals the tickets and refresh tokens of every platform known (the file's, and every
+    /// managed one — disabled and deleted ones too) sealed under an older data key with the
+    /// newest one (at start-up, so that a data-key rotation can drop the old key: a refresh
+    /// token that no longer opens would make its merchant authorize again). Each is replaced
+    /// only if unchanged meanwhile (an instance saving a new one wins). Returns how many were
+    /// re-sealed.
     ///
     /// # Errors
     /// The database could not be read or written.
@@ -1146,8 +1163,29 @@ impl AppState {
         let current = self.keyring.current_id();
         let stale = |sealed: &[u8]| Keyring::key_id_of(sealed).is_some_and(|k| k != current);
         let mut resealed = 0;
-        for p in self.platforms() {
-            let c = &p.config.component_appid;
+        let mut known: std::collections::BTreeSet<String> = self
+            .config
+            .platforms
+            .iter()
+            .map(|p| p.component_appid.clone())
+            .collect();
+        let mut cursor = 0;
+        loop {
+            let batch = self
+                .store
+                .managed_platforms_after(cursor, 500)
+                .await
+                .map_err(err)?;
+            let n = batch.len();
+            for rec in batch {
+                cursor = rec.rev;
+                known.insert(rec.appid);
+            }
+            if n < 500 {
+                break;
+            }
+        }
+        for c in &known {
             if let Some(old) = self.store.platform_ticket(c).await.map_err(err)? {
                 let aad = crate::platform::ticket_aad(c);
                 if let Some(plain) = stale(&old).then(|| self.keyring.open(&old, &aad)).flatten() {
@@ -1365,6 +1403,7 @@ impl AppState {
         // appid defined in the admin API keeps that definition.)
         self.reload_signing_keys().await?;
         let mut live_apps = std::collections::HashSet::new();
+        let mut freed = Vec::new();
         let mut live_clients = std::collections::HashSet::new();
         let mut cursor = from;
         loop {
@@ -1379,7 +1418,11 @@ impl AppState {
                 if !rec.deleted {
                     live_apps.insert(rec.appid.clone());
                 }
-                self.apply_app(rec);
+                let appid = rec.appid.clone();
+                if self.apply_app(rec) {
+                    // A merchant of a platform may have that appid: served again below.
+                    freed.push(appid);
+                }
             }
             if n < 500 {
                 break;
@@ -1458,32 +1501,45 @@ impl AppState {
         // the next poll, harmlessly.
         // Merchants: all of them when the platforms changed (or on a full read), else only
         // those whose authorization changed since the last revision applied.
-        if full || platforms_changed {
+        if platforms_changed {
+            self.platforms_dirty
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if full
+            || self
+                .platforms_dirty
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
             self.sync_authorizers_locked().await?;
+            self.platforms_dirty
+                .store(false, std::sync::atomic::Ordering::SeqCst);
         } else {
-            self.sync_changed_authorizers(from).await?;
+            self.sync_changed_authorizers(from, freed).await?;
         }
         self.registry.set_rev(store_rev);
         Ok(true)
     }
 
-    /// Applies one managed app record (a tombstone removes it).
-    pub(crate) fn apply_app(&self, rec: ManagedAppRecord) {
+    /// Applies one managed app record (a tombstone removes it); whether it removed an entry.
+    pub(crate) fn apply_app(&self, rec: ManagedAppRecord) -> bool {
         let existing = self.registry.entry(&rec.appid);
         match &existing {
             Some(e) if e.source == Source::File => {
                 tracing::warn!(appid = %rec.appid, "a managed app has the appid of an app in the configuration file; the file's is served");
-                return;
+                return false;
             }
             // The same or an older change than the one applied: nothing to do.
-            Some(e) if rec.rev <= e.rev => return,
+            Some(e) if e.source == Source::Managed && rec.rev <= e.rev => return false,
+            // A tombstone leaves a platform's merchant of that appid alone.
+            Some(e) if e.source == Source::Platform && rec.deleted => return false,
             _ => {}
         }
         if rec.deleted {
             if self.registry.remove_app(&rec.appid).is_some() {
                 tracing::info!(appid = %rec.appid, "managed app deleted");
+                return true;
             }
-            return;
+            return false;
         }
         match self.managed_entry(&rec) {
             Ok(entry) => {
@@ -1514,6 +1570,7 @@ impl AppState {
                 });
             }
         }
+        false
     }
 
     fn managed_entry(&self, rec: &ManagedAppRecord) -> Result<AppEntry, String> {

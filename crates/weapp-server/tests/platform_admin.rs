@@ -323,6 +323,72 @@ async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_mer
     let sealed = rec.sealed.unwrap();
     assert!(!String::from_utf8_lossy(&sealed).contains(secret));
 
+    // A mini program registered as a managed app that then authorizes the platform stays the
+    // app (its definition wins); deleted, it is served through the platform on every instance.
+    let (both, both_secret) = w.sim.sim().add_app(None, None, false);
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/apps"),
+            Some(ADMIN),
+            Some(json!({"appid": both, "secret": both_secret, "api_base": w.sim.url()})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    within(Duration::from_secs(2), "B serves the managed app", || {
+        let served = b.state().app(&both).is_some();
+        async move { served }
+    })
+    .await;
+    authorize(&w, &b, c, Some(&both)).await;
+    let platform_serves = |s: &weapp_server::ServerHandle| {
+        s.state()
+            .app(&both)
+            .is_some_and(|a| a.platform.as_deref() == Some(c))
+    };
+    assert!(!platform_serves(&b), "the app's definition wins");
+    let (s, _) = w
+        .call(
+            "DELETE",
+            format!("{a_url}/v1/admin/apps/{both}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    within(
+        Duration::from_secs(2),
+        "A and B serve it through the platform",
+        || {
+            let served = platform_serves(&a) && platform_serves(&b);
+            async move { served }
+        },
+    )
+    .await;
+    assert_eq!(broker_status(&w.http, &b_url, &both).await, 200);
+    // A platform cannot take an app's appid, nor an app a platform's.
+    let mut clash = json!({"component_appid": w.appid, "secret": "s", "token": "tok",
+        "encoding_aes_key": aes, "api_base": w.sim.url()});
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/platforms"),
+            Some(ADMIN),
+            Some(clash.clone()),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    clash = json!({"appid": c, "secret": "s", "api_base": w.sim.url()});
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/apps"),
+            Some(ADMIN),
+            Some(clash),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+
     // Changing api_base to another host needs the secret again.
     let (s, v) = w
         .call(

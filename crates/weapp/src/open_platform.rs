@@ -1301,6 +1301,18 @@ impl Component {
         Ok(())
     }
 
+    /// Drops this process's token manager of a merchant whose de-authorization was stored by
+    /// the caller (conditionally, say, so that a late event cannot erase a newer
+    /// authorization); unlike [`Component::forget_authorizer`], the refresh-token store is not
+    /// touched.
+    pub fn drop_authorizer(&self, authorizer_appid: &str) {
+        self.inner
+            .authorizers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(authorizer_appid);
+    }
+
     /// `clear_quota` of the platform's own calls (ten a month).
     ///
     /// # Errors

@@ -610,6 +610,18 @@ pub async fn create_app(
             app.appid
         )));
     }
+    if state.platform(&app.appid).is_some()
+        || state
+            .store
+            .managed_platform(&app.appid)
+            .await?
+            .is_some_and(|r| !r.deleted)
+    {
+        return Err(AppError::Conflict(format!(
+            "{} is a third-party platform's component appid",
+            app.appid
+        )));
+    }
     let enabled = req.enabled.unwrap_or(true);
     let record = record_of(&state, &app, enabled, now_ms());
     let created = state.store.put_managed_app(&record, true).await?;

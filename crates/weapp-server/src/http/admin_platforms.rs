@@ -358,6 +358,12 @@ pub async fn create_platform(
             p.component_appid
         )));
     }
+    if state.registry.entry(&p.component_appid).is_some() {
+        return Err(AppError::Conflict(format!(
+            "{} is an app's appid (a platform's events and an app's pushes would mix)",
+            p.component_appid
+        )));
+    }
     let enabled = req.enabled.unwrap_or(true);
     let record = record_of(&state, &p, enabled, now_ms());
     if state

@@ -84,22 +84,29 @@ pub async fn events(
             authorizer_appid,
             create_time,
         } => {
-            // Older than the authorization we hold (a replay within the window, or WeChat's
-            // late retry after the merchant authorized again): the merchant is authorized.
-            let held = state
+            // Applied only if the authorization we hold is not newer (a replay within the
+            // window, or WeChat's late retry after the merchant authorized again, is answered
+            // and ignored) — decided by the database in the same statement, so a
+            // re-authorization stored meanwhile by another instance cannot be erased.
+            let applied = state
                 .store
-                .authorizations_of(authorizer_appid)
-                .await?
-                .into_iter()
-                .find(|r| r.component_appid == component_appid);
-            if held.is_some_and(|r| r.authorized && r.auth_time > *create_time) {
-                tracing::warn!(platform = %component_appid, authorizer = %authorizer_appid, "an unauthorized event older than the merchant's authorization ignored");
+                .deauthorize_platform_authorizer_if(
+                    &component_appid,
+                    authorizer_appid,
+                    *create_time,
+                    i64::MAX,
+                    now_ms(),
+                )
+                .await
+                .map_err(|e| {
+                    tracing::error!(platform = %component_appid, error = %e, "de-authorization not stored");
+                    AppError::Unavailable { retry_after_secs: 1 }
+                })?;
+            if !applied {
+                tracing::warn!(platform = %component_appid, authorizer = %authorizer_appid, "an unauthorized event not newer than the merchant's authorization (or for no authorized merchant) ignored");
                 return Ok((StatusCode::OK, "success").into_response());
             }
-            component.forget_authorizer(authorizer_appid).await.map_err(|e| {
-                tracing::error!(platform = %component_appid, error = %e, "de-authorization not stored");
-                AppError::Unavailable { retry_after_secs: 1 }
-            })?;
+            component.drop_authorizer(authorizer_appid);
             tracing::info!(platform = %component_appid, authorizer = %authorizer_appid, "merchant de-authorized the platform");
         }
         other => {

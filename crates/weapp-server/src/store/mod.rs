@@ -567,6 +567,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `None` if there was none.
     async fn delete_managed_app(&self, appid: &str, now: i64) -> Result<Option<i64>, StoreError>;
 
+    /// De-authorizes a merchant (its refresh token erased) only if its stored authorization is
+    /// not newer than `auth_time_at_most` (Unix seconds, WeChat's `CreateTime` of the
+    /// `unauthorized` event) and the row was last changed before `changed_before` (Unix ms);
+    /// whether it did. A late or replayed event, or a reconciliation's stale listing, cannot
+    /// erase a newer authorization.
+    async fn deauthorize_platform_authorizer_if(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        auth_time_at_most: i64,
+        changed_before: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
     /// Managed platforms changed after revision `rev` (tombstones included), in revision
     /// order, at most `limit`.
     async fn managed_platforms_after(

@@ -797,7 +797,8 @@ macro_rules! sql_store {
                                refresh_sealed = COALESCE(excluded.refresh_sealed, platform_authorizers.refresh_sealed), \
                                key_id = COALESCE(excluded.key_id, platform_authorizers.key_id), \
                                authorized = excluded.authorized, func_ids = excluded.func_ids, \
-                               auth_time = excluded.auth_time, updated_at = excluded.updated_at, rev = excluded.rev")
+                               auth_time = CASE WHEN excluded.auth_time > platform_authorizers.auth_time THEN excluded.auth_time ELSE platform_authorizers.auth_time END, \
+                               updated_at = excluded.updated_at, rev = excluded.rev")
                     .bind(&rec.component_appid)
                     .bind(&rec.authorizer_appid)
                     .bind(rec.refresh_sealed.as_deref())
@@ -826,7 +827,9 @@ macro_rules! sql_store {
                     .bind(sealed)
                     .bind(key_id)
                     .bind(now)
-                    .bind(now / 1000)
+                    // The authorization's time is WeChat's (its event's CreateTime, set with the
+                    // event); a row made here first does not know it: 0, never this clock.
+                    .bind(0i64)
                     .bind(rev)
                     .execute(&mut *tx)
                     .await?;
@@ -847,6 +850,27 @@ macro_rules! sql_store {
                     .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn deauthorize_platform_authorizer_if(&self, component_appid: &str, authorizer_appid: &str, auth_time_at_most: i64, changed_before: i64, now: i64) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev").fetch_one(&mut *tx).await?.try_get("rev")?;
+                let done = sqlx::query("UPDATE platform_authorizers SET authorized = 0, refresh_sealed = NULL, key_id = NULL, updated_at = $3, rev = $4 \
+                                        WHERE component_appid = $1 AND authorizer_appid = $2 AND authorized = 1 AND auth_time <= $5 AND updated_at < $6")
+                    .bind(component_appid)
+                    .bind(authorizer_appid)
+                    .bind(now)
+                    .bind(rev)
+                    .bind(auth_time_at_most)
+                    .bind(changed_before)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn platform_authorizers(&self, component_appid: &str) -> Result<Vec<PlatformAuthorizer>, StoreError> {
