@@ -222,6 +222,68 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         .await
         .unwrap();
     assert!(events.to_string().contains("商家你好"), "{events}");
+    // The merchant authorizes again with another permission set (updateauthorized): WeChat
+    // issues a new refresh token and kills the merchant's authorizer tokens at once. The stored
+    // refresh token is the new one, and the broker hands out a live token at once.
+    let (_, old_token) = broker(a.url().to_owned()).await;
+    let before = store.platform_authorizers(component_appid).await.unwrap()[0]
+        .refresh_sealed
+        .clone();
+    let pre = component.pre_auth_code().await.unwrap();
+    let v: Value = w
+        .http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/authorize",
+            w.sim.url()
+        ))
+        .json(
+            &json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant,
+            "redirect_uri": "https://x", "func_ids": [17, 18, 19]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["push"]["delivered"], true, "{v}");
+    assert_eq!(v["push"]["message"]["InfoType"], "updateauthorized", "{v}");
+    let row = store.platform_authorizers(component_appid).await.unwrap()[0].clone();
+    assert_ne!(row.refresh_sealed, before);
+    let listed = component.authorizer_list(0, 10).await.unwrap().list[0]
+        .refresh_token
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned();
+    assert_ne!(listed, refresh, "WeChat rotated it");
+    let opened = a
+        .state()
+        .keyring
+        .open(
+            row.refresh_sealed.as_deref().unwrap(),
+            &weapp_server::platform::refresh_aad(component_appid, &merchant),
+        )
+        .unwrap();
+    assert_eq!(opened, listed.as_bytes(), "the stored one is the new one");
+    let (s, v) = broker(a.url().to_owned()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["access_token"], old_token["access_token"]);
+    let works: Value = w
+        .http
+        .get(format!(
+            "{}/wxaapi/newtmpl/getcategory?access_token={}",
+            w.sim.url(),
+            v["access_token"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(works["errcode"], 0, "a live token at once: {works}");
+
     // Another platform's path for the merchant: 404.
     let wrong = w
         .http

@@ -647,7 +647,7 @@ pub async fn merchants(
 /// the list no longer has are de-authorized.
 #[utoipa::path(post, path = "/v1/admin/platforms/{component_appid}/reconcile", tag = "admin", security(("admin_key" = [])),
     params(("component_appid" = String, Path, description = "the platform")),
-    responses((status = 200, body = ReconcileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, description = "WeChat or the database failed; nothing de-authorized", body = ErrorBody)))]
+    responses((status = 200, body = ReconcileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "no ticket yet", body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, description = "WeChat or the database failed; nothing de-authorized", body = ErrorBody)))]
 pub async fn reconcile(
     State(state): State<AppState>,
     admin: Admin,
@@ -656,6 +656,16 @@ pub async fn reconcile(
     if state.platform(&component_appid).is_none() {
         return Err(AppError::NotFound(format!(
             "platform {component_appid} is not served"
+        )));
+    }
+    if state
+        .store
+        .platform_ticket(&component_appid)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::Conflict(format!(
+            "platform {component_appid} has no component_verify_ticket yet: WeChat pushes one to its event URL every 10 minutes"
         )));
     }
     let r = state

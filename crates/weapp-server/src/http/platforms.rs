@@ -155,6 +155,22 @@ pub async fn events(
             if let Err(e) = state.sync_merchant(appid).await {
                 tracing::warn!(error = %e, "merchant not reloaded; the next registry poll will");
             }
+            // A (re-)authorization kills the merchant's authorizer tokens at WeChat at once:
+            // a new one from the new refresh token now, in the shared store, so broker callers
+            // are not handed a dead one until it expires.
+            if matches!(
+                event,
+                ComponentEvent::Authorized(_) | ComponentEvent::UpdateAuthorized(_)
+            ) {
+                if let Some(app) = state
+                    .app(appid)
+                    .filter(|a| a.platform.as_deref() == Some(component_appid.as_str()))
+                {
+                    if let Err(e) = app.manager.force_refresh().await {
+                        tracing::warn!(platform = %component_appid, authorizer = %appid, error = %e, "authorizer token not renewed after the authorization; callers' 40001 reports renew it");
+                    }
+                }
+            }
         }
     }
     Ok((StatusCode::OK, "success").into_response())
