@@ -75,6 +75,9 @@ test('a platform: tickets, a merchant authorizing from the console, de-authoriza
   await form.locator(tid('authorize-submit')).click();
   const merchant = card.locator(tid(`merchant-${apps.stable.appid}`));
   await eventually(async () => (await merchant.locator(tid('merchant-status')).innerText()) === 'authorized', { what: 'the merchant authorized' });
+  // The console's periodic refresh can show the merchant before the page's own answer (the
+  // redirect) has come back: wait for the answer.
+  await eventually(async () => (await card.locator(tid('authorize-result')).innerText()) !== '', { what: 'the redirect shown' });
   const result = await card.locator(tid('authorize-result')).innerText();
   assert.match(result, /^authorized · redirected to https:\/\/example\.com\/authorized\?auth_code=queryauthcode%40%40%40\w+&expires_in=600$/);
   // The code was used: no page is open any more.
