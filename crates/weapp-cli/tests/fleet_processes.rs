@@ -2,9 +2,11 @@
 //! one is killed with SIGKILL (no goodbye, leases left behind) and the two others take its apps
 //! over within a lease period, serving every token throughout.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{serve, until, Server};
+
+use std::time::Duration;
 
 use serde_json::Value;
 use weapp_test_support::{unique_prefix, PgDatabase, RedisServer};
@@ -14,36 +16,6 @@ const CLIENT: &str = "fleet-client-key-0123456789";
 const APPS: usize = 200;
 const LEASE_MS: u64 = 2_000;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn serve(config: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weapp"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("WEAPP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run weapp serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("weapp serve printed its address")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("weapp-server listening on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
-}
-
 async fn fleet(http: &reqwest::Client, url: &str) -> Option<Value> {
     let r = http
         .get(format!("{url}/v1/admin/fleet"))
@@ -52,17 +24,6 @@ async fn fleet(http: &reqwest::Client, url: &str) -> Option<Value> {
         .await
         .ok()?;
     r.json().await.ok()
-}
-
-async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if f().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

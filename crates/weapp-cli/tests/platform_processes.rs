@@ -4,9 +4,11 @@
 //! new ticket meanwhile — get a component token from the stored ticket and serve every
 //! merchant with its stored refresh token: no merchant authorizes again.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{serve, until, Server};
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use weapp_test_support::{unique_prefix, PgDatabase, RedisServer};
@@ -19,46 +21,6 @@ const TOKEN: &str = "platformprocs";
 /// 43 characters of base64 (32 bytes of 0x2a).
 const AES: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio";
 const MERCHANTS: usize = 12;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn serve(config: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weapp"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("WEAPP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run weapp serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("weapp serve printed its address")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("weapp-server listening on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
-}
-
-async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if f().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn broker(http: &reqwest::Client, base: &str, appid: &str) -> (u16, Value) {
     let r = http

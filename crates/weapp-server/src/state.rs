@@ -866,23 +866,15 @@ impl AppState {
     /// Reads the merchants whose authorization changed after registry revision `from` and
     /// brings each up to date.
     async fn sync_changed_authorizers(&self, from: i64, also: Vec<String>) -> Result<(), String> {
-        let mut cursor = from;
         let mut changed: std::collections::BTreeSet<String> = also.into_iter().collect();
-        loop {
-            let batch = self
-                .store
-                .platform_authorizers_after(cursor, 1000)
-                .await
-                .map_err(|e| e.to_string())?;
-            let n = batch.len();
-            for row in batch {
-                cursor = row.rev;
-                changed.insert(row.authorizer_appid);
-            }
-            if n < 1000 {
-                break;
-            }
-        }
+        let rows = crate::store::read_all_after(
+            from,
+            |after, limit| self.store.platform_authorizers_after(after, limit),
+            |r| r.rev,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        changed.extend(rows.into_iter().map(|r| r.authorizer_appid));
         for appid in changed {
             let rows = self
                 .store
@@ -1169,22 +1161,14 @@ impl AppState {
             .iter()
             .map(|p| p.component_appid.clone())
             .collect();
-        let mut cursor = 0;
-        loop {
-            let batch = self
-                .store
-                .managed_platforms_after(cursor, 500)
-                .await
-                .map_err(err)?;
-            let n = batch.len();
-            for rec in batch {
-                cursor = rec.rev;
-                known.insert(rec.appid);
-            }
-            if n < 500 {
-                break;
-            }
-        }
+        let managed = crate::store::read_all_after(
+            0,
+            |after, limit| self.store.managed_platforms_after(after, limit),
+            |r| r.rev,
+        )
+        .await
+        .map_err(err)?;
+        known.extend(managed.into_iter().map(|r| r.appid));
         for c in &known {
             if let Some(old) = self.store.platform_ticket(c).await.map_err(err)? {
                 let aad = crate::platform::ticket_aad(c);
@@ -1405,69 +1389,51 @@ impl AppState {
         let mut live_apps = std::collections::HashSet::new();
         let mut freed = Vec::new();
         let mut live_clients = std::collections::HashSet::new();
-        let mut cursor = from;
-        loop {
-            let batch = self
-                .store
-                .managed_apps_after(cursor, 500)
-                .await
-                .map_err(err)?;
-            let n = batch.len();
-            for rec in batch {
-                cursor = rec.rev;
-                if !rec.deleted {
-                    live_apps.insert(rec.appid.clone());
-                }
-                let appid = rec.appid.clone();
-                if self.apply_app(rec) {
-                    // A merchant of a platform may have that appid: served again below.
-                    freed.push(appid);
-                }
+        let apps = crate::store::read_all_after(
+            from,
+            |after, limit| self.store.managed_apps_after(after, limit),
+            |r| r.rev,
+        )
+        .await
+        .map_err(err)?;
+        for rec in apps {
+            if !rec.deleted {
+                live_apps.insert(rec.appid.clone());
             }
-            if n < 500 {
-                break;
+            let appid = rec.appid.clone();
+            if self.apply_app(rec) {
+                // A merchant of a platform may have that appid: served again below.
+                freed.push(appid);
             }
         }
-        let mut cursor = from;
-        loop {
-            let batch = self
-                .store
-                .managed_clients_after(cursor, 500)
-                .await
-                .map_err(err)?;
-            let n = batch.len();
-            for rec in batch {
-                cursor = rec.rev;
-                if !rec.deleted {
-                    live_clients.insert(rec.name.clone());
-                }
-                self.apply_client(rec);
+        let clients = crate::store::read_all_after(
+            from,
+            |after, limit| self.store.managed_clients_after(after, limit),
+            |r| r.rev,
+        )
+        .await
+        .map_err(err)?;
+        for rec in clients {
+            if !rec.deleted {
+                live_clients.insert(rec.name.clone());
             }
-            if n < 500 {
-                break;
-            }
+            self.apply_client(rec);
         }
         // Platforms registered through the admin API.
         let mut platforms_changed = false;
         let mut live_platforms = std::collections::HashSet::new();
-        let mut cursor = from;
-        loop {
-            let batch = self
-                .store
-                .managed_platforms_after(cursor, 500)
-                .await
-                .map_err(err)?;
-            let n = batch.len();
-            for rec in batch {
-                cursor = rec.rev;
-                if !rec.deleted && rec.enabled {
-                    live_platforms.insert(rec.appid.clone());
-                }
-                platforms_changed |= self.apply_platform(rec);
+        let platforms = crate::store::read_all_after(
+            from,
+            |after, limit| self.store.managed_platforms_after(after, limit),
+            |r| r.rev,
+        )
+        .await
+        .map_err(err)?;
+        for rec in platforms {
+            if !rec.deleted && rec.enabled {
+                live_platforms.insert(rec.appid.clone());
             }
-            if n < 500 {
-                break;
-            }
+            platforms_changed |= self.apply_platform(rec);
         }
         if full {
             let gone: Vec<String> = self

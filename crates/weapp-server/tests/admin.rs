@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{world, KEY};
+use common::{within, world, KEY};
 use serde_json::{json, Value};
 use weapp::TokenMode;
 use weapp_server::config::AdminConfig;
@@ -21,22 +21,6 @@ fn admins() -> Vec<AdminConfig> {
         key_env: None,
         key_sha256: None,
     }]
-}
-
-/// Polls `f` every 50 ms until it is true; returns how long it took (panics after `limit`).
-async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if f().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

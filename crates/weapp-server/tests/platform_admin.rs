@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::world;
+use common::{within, world};
 use serde_json::{json, Value};
 use weapp::TokenMode;
 use weapp_server::config::{AdminConfig, ClientConfig, PlatformConfig};
@@ -47,22 +47,6 @@ fn aes_key(byte: u8) -> String {
         .to_owned()
 }
 
-/// Polls `f` every 50 ms until it is true; returns how long it took (panics after `limit`).
-async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if f().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn broker_status(http: &reqwest::Client, base: &str, appid: &str) -> u16 {
     http.get(format!("{base}/v1/apps/{appid}/access_token"))
         .bearer_auth(BACKEND_KEY)
@@ -81,6 +65,30 @@ async fn events_status(http: &reqwest::Client, base: &str, component_appid: &str
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// Waits (up to 2 s: the registry poll and a margin) until `base` answers `events` at the
+/// platform's event URL and `broker` for `merchant`'s token (each when given); how long it took.
+async fn answers_within_2s(
+    http: &reqwest::Client,
+    base: &str,
+    component_appid: &str,
+    events: Option<u16>,
+    broker: Option<(&str, u16)>,
+    what: &str,
+) -> Duration {
+    within(Duration::from_secs(2), what, || async move {
+        if let Some(status) = events {
+            if events_status(http, base, component_appid).await != status {
+                return false;
+            }
+        }
+        match broker {
+            Some((merchant, status)) => broker_status(http, base, merchant).await == status,
+            None => true,
+        }
+    })
+    .await
 }
 
 /// The simulator (WeChat) learns a platform and where its events go.
@@ -253,12 +261,8 @@ async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_mer
         .await;
     assert_eq!(s, 409, "it exists");
     // …served by B within two seconds (its events URL answers, not 404).
-    let took = within(Duration::from_secs(2), "B serves the platform", || {
-        let http = w.http.clone();
-        let b_url = b_url.clone();
-        async move { events_status(&http, &b_url, c).await == 400 }
-    })
-    .await;
+    let took =
+        answers_within_2s(&w.http, &b_url, c, Some(400), None, "B serves the platform").await;
     println!("platform registered on A served by B after {took:?}");
 
     // WeChat pushes its ticket to B; a merchant authorizes (through B); A serves it.
@@ -266,11 +270,14 @@ async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_mer
     ticket_stored(&b, c).await;
     let merchant = authorize(&w, &b, c, None).await;
     assert_eq!(broker_status(&w.http, &b_url, &merchant).await, 200);
-    within(Duration::from_secs(2), "A serves the merchant", || {
-        let http = w.http.clone();
-        let (a_url, m) = (a_url.clone(), merchant.clone());
-        async move { broker_status(&http, &a_url, &m).await == 200 }
-    })
+    answers_within_2s(
+        &w.http,
+        &a_url,
+        c,
+        None,
+        Some((&merchant, 200)),
+        "A serves the merchant",
+    )
     .await;
 
     // The admin API shows it, its merchant, never a secret.
@@ -411,14 +418,14 @@ async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_mer
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["served"], false);
-    within(Duration::from_secs(2), "B stops serving it", || {
-        let http = w.http.clone();
-        let (b_url, m) = (b_url.clone(), merchant.clone());
-        async move {
-            events_status(&http, &b_url, c).await == 404
-                && broker_status(&http, &b_url, &m).await == 404
-        }
-    })
+    answers_within_2s(
+        &w.http,
+        &b_url,
+        c,
+        Some(404),
+        Some((&merchant, 404)),
+        "B stops serving it",
+    )
     .await;
     // Enabled again: the merchant is served at once, no re-authorization.
     let (s, _) = w
@@ -430,14 +437,13 @@ async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_mer
         )
         .await;
     assert_eq!(s, 200);
-    within(
-        Duration::from_secs(2),
+    answers_within_2s(
+        &w.http,
+        &b_url,
+        c,
+        None,
+        Some((&merchant, 200)),
         "B serves the merchant again",
-        || {
-            let http = w.http.clone();
-            let (b_url, m) = (b_url.clone(), merchant.clone());
-            async move { broker_status(&http, &b_url, &m).await == 200 }
-        },
     )
     .await;
 
@@ -461,14 +467,14 @@ async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_mer
         )
         .await;
     assert_eq!(s, 404);
-    within(Duration::from_secs(2), "B drops the platform", || {
-        let http = w.http.clone();
-        let (b_url, m) = (b_url.clone(), merchant.clone());
-        async move {
-            events_status(&http, &b_url, c).await == 404
-                && broker_status(&http, &b_url, &m).await == 404
-        }
-    })
+    answers_within_2s(
+        &w.http,
+        &b_url,
+        c,
+        Some(404),
+        Some((&merchant, 404)),
+        "B drops the platform",
+    )
     .await;
     let refreshed = w.sim.sim().calls("/cgi-bin/component/api_query_auth");
     let (s, v) = w
@@ -480,14 +486,13 @@ async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_mer
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    within(
-        Duration::from_secs(2),
+    answers_within_2s(
+        &w.http,
+        &b_url,
+        c,
+        None,
+        Some((&merchant, 200)),
         "B serves the merchant after re-registration",
-        || {
-            let http = w.http.clone();
-            let (b_url, m) = (b_url.clone(), merchant.clone());
-            async move { broker_status(&http, &b_url, &m).await == 200 }
-        },
     )
     .await;
     assert_eq!(

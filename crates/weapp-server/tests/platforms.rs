@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use common::world;
@@ -17,16 +17,13 @@ use weapp_server::config::{ClientConfig, PlatformConfig};
 const BACKEND_KEY: &str = "platform-backend-key-0123456789";
 use weapp_test_support::{PgDatabase, RedisServer};
 
-async fn until<F, Fut>(what: &str, mut f: F)
+/// Waits (up to 10 s) until `f` is true.
+async fn until<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::within(Duration::from_secs(10), what, f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,19 +157,7 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     };
     let (s, v) = broker(a.url().to_owned()).await;
     assert_eq!(s, 200, "{v}");
-    let works: Value = w
-        .http
-        .get(format!(
-            "{}/wxaapi/newtmpl/getcategory?access_token={}",
-            w.sim.url(),
-            v["access_token"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let works = w.call_with_token(v["access_token"].as_str().unwrap()).await;
     assert_eq!(works["errcode"], 0, "{works}");
     let c_url = c.url().to_owned();
     until("the other instance serves the merchant", || {
@@ -269,19 +254,7 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     let (s, v) = broker(a.url().to_owned()).await;
     assert_eq!(s, 200, "{v}");
     assert_ne!(v["access_token"], old_token["access_token"]);
-    let works: Value = w
-        .http
-        .get(format!(
-            "{}/wxaapi/newtmpl/getcategory?access_token={}",
-            w.sim.url(),
-            v["access_token"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let works = w.call_with_token(v["access_token"].as_str().unwrap()).await;
     assert_eq!(works["errcode"], 0, "a live token at once: {works}");
 
     // Another platform's path for the merchant: 404.

@@ -393,7 +393,7 @@ async fn changed_meanwhile(state: &AppState, appid: &str) -> AppError {
 }
 
 /// `scheme://host:port` of a URL (empty when it does not parse).
-pub(crate) fn host_of(url: &str) -> String {
+fn host_of(url: &str) -> String {
     reqwest::Url::parse(url)
         .map(|u| {
             format!(
@@ -405,8 +405,51 @@ pub(crate) fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
-fn sandbox_only() -> AppError {
-    invalid("in the sandbox, apps talk to the simulator: leave api_base out")
+fn sandbox_only(what: &str) -> AppError {
+    invalid(format!(
+        "in the sandbox, {what} talk to the simulator: leave api_base out"
+    ))
+}
+
+/// The API host of a new app or platform (`what`, for the message): the one given, WeChat's
+/// by default; in the sandbox the simulator's, and no other.
+pub(crate) fn new_api_base(
+    state: &AppState,
+    given: Option<String>,
+    what: &str,
+) -> Result<String, AppError> {
+    match (&state.config.sandbox_api_base, given) {
+        (Some(sim), None) => Ok(sim.clone()),
+        (Some(sim), Some(b)) if b.trim_end_matches('/') == sim.trim_end_matches('/') => Ok(b),
+        (Some(_), Some(_)) => Err(sandbox_only(what)),
+        (None, b) => Ok(b.unwrap_or_else(|| weapp::DEFAULT_BASE_URL.to_owned())),
+    }
+}
+
+/// Checks moving an app's or a platform's API host from `current` to `new`: the secret goes
+/// wherever api_base points, so another host takes the secret again in the same request (or
+/// an admin key alone could send the secret anywhere); in the sandbox, only the simulator.
+pub(crate) fn check_api_base_move(
+    state: &AppState,
+    current: &str,
+    new: &str,
+    secret_given: bool,
+    what: &str,
+) -> Result<(), AppError> {
+    if host_of(new) != host_of(current) && !secret_given {
+        return Err(invalid(
+            "changing api_base to another host requires the secret in the same request",
+        ));
+    }
+    if state
+        .config
+        .sandbox_api_base
+        .as_ref()
+        .is_some_and(|sim| new.trim_end_matches('/') != sim.trim_end_matches('/'))
+    {
+        return Err(sandbox_only(what));
+    }
+    Ok(())
 }
 
 fn push_config(p: PushInput) -> PushConfig {
@@ -583,12 +626,7 @@ pub async fn create_app(
     admin: Admin,
     JsonBody(req): JsonBody<CreateApp>,
 ) -> Result<Response, AppError> {
-    let api_base = match (&state.config.sandbox_api_base, req.api_base) {
-        (Some(sim), None) => sim.clone(),
-        (Some(sim), Some(b)) if b.trim_end_matches('/') == sim.trim_end_matches('/') => b,
-        (Some(_), Some(_)) => return Err(sandbox_only()),
-        (None, b) => b.unwrap_or_else(|| weapp::DEFAULT_BASE_URL.to_owned()),
-    };
+    let api_base = new_api_base(&state, req.api_base, "apps")?;
     let app = AppConfig {
         appid: req.appid,
         secret: Some(Secret::new(req.secret)),
@@ -724,21 +762,7 @@ pub async fn update_app(
         changed.insert("secret".into(), json!("changed"));
     }
     if let Some(b) = req.api_base {
-        // The secret goes wherever api_base points: moving it to another host takes the
-        // secret again, or an admin key alone could send the secret anywhere.
-        if host_of(&b) != host_of(&app.api_base) && !secret_given {
-            return Err(invalid(
-                "changing api_base to another host requires the secret in the same request",
-            ));
-        }
-        if state
-            .config
-            .sandbox_api_base
-            .as_ref()
-            .is_some_and(|sim| b.trim_end_matches('/') != sim.trim_end_matches('/'))
-        {
-            return Err(sandbox_only());
-        }
+        check_api_base_move(&state, &app.api_base, &b, secret_given, "apps")?;
         changed.insert("api_base".into(), json!(crate::config::redact_url(&b)));
         app.api_base = b;
     }

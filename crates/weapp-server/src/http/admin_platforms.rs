@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::admin::{audit, double_option, host_of, invalid, limit_of, sync, Admin, PageQuery};
+use super::admin::{
+    audit, check_api_base_move, double_option, invalid, limit_of, new_api_base, sync, Admin,
+    PageQuery,
+};
 use super::JsonBody;
 use crate::config::{redact_url, PlatformConfig, Secret};
 use crate::error::{AppError, ErrorBody};
@@ -166,6 +169,19 @@ pub struct ReconcileView {
     pub deauthorized: usize,
 }
 
+/// The file's platform `component_appid`, if any.
+fn file_platform<'s>(state: &'s AppState, component_appid: &str) -> Option<&'s PlatformConfig> {
+    state
+        .config
+        .platforms
+        .iter()
+        .find(|p| p.component_appid == component_appid)
+}
+
+fn is_file_platform(state: &AppState, component_appid: &str) -> bool {
+    file_platform(state, component_appid).is_some()
+}
+
 fn check(p: &PlatformConfig) -> Result<(), AppError> {
     p.check().map_err(invalid)?;
     if p.secret
@@ -254,12 +270,7 @@ async fn view_of(
 
 /// The view of one platform (the file's or a live managed one).
 async fn platform_view(state: &AppState, component_appid: &str) -> Result<PlatformView, AppError> {
-    if let Some(p) = state
-        .config
-        .platforms
-        .iter()
-        .find(|p| p.component_appid == component_appid)
-    {
+    if let Some(p) = file_platform(state, component_appid) {
         return view_of(
             state,
             component_appid,
@@ -299,12 +310,7 @@ async fn managed(
     state: &AppState,
     component_appid: &str,
 ) -> Result<ManagedPlatformRecord, AppError> {
-    if state
-        .config
-        .platforms
-        .iter()
-        .any(|p| p.component_appid == component_appid)
-    {
+    if is_file_platform(state, component_appid) {
         return Err(AppError::Conflict(format!(
             "platform {component_appid} is defined in the configuration file: change it there"
         )));
@@ -317,10 +323,6 @@ async fn managed(
     }
 }
 
-fn sandbox_only() -> AppError {
-    invalid("in the sandbox, platforms talk to the simulator: leave api_base out")
-}
-
 /// Register a third-party platform at runtime: every instance serves its URLs and its
 /// merchants within `registry_poll_ms`.
 #[utoipa::path(post, path = "/v1/admin/platforms", tag = "admin", security(("admin_key" = [])), request_body = CreatePlatform,
@@ -330,12 +332,7 @@ pub async fn create_platform(
     admin: Admin,
     JsonBody(req): JsonBody<CreatePlatform>,
 ) -> Result<Response, AppError> {
-    let api_base = match (&state.config.sandbox_api_base, req.api_base) {
-        (Some(sim), None) => sim.clone(),
-        (Some(sim), Some(b)) if b.trim_end_matches('/') == sim.trim_end_matches('/') => b,
-        (Some(_), Some(_)) => return Err(sandbox_only()),
-        (None, b) => b.unwrap_or_else(|| weapp::DEFAULT_BASE_URL.to_owned()),
-    };
+    let api_base = new_api_base(&state, req.api_base, "platforms")?;
     let p = PlatformConfig {
         component_appid: req.component_appid,
         secret: Some(Secret::new(req.secret)),
@@ -347,12 +344,7 @@ pub async fn create_platform(
         webhook_secret: req.webhook_secret.map(Secret::new),
     };
     check(&p)?;
-    if state
-        .config
-        .platforms
-        .iter()
-        .any(|f| f.component_appid == p.component_appid)
-    {
+    if is_file_platform(&state, &p.component_appid) {
         return Err(AppError::Conflict(format!(
             "platform {} is defined in the configuration file",
             p.component_appid
@@ -411,23 +403,15 @@ pub async fn list_platforms(
             .await?,
         );
     }
-    let mut cursor = 0;
-    loop {
-        let batch = state.store.managed_platforms_after(cursor, 500).await?;
-        let n = batch.len();
-        for rec in batch {
-            cursor = rec.rev;
-            let shadowed = state
-                .config
-                .platforms
-                .iter()
-                .any(|p| p.component_appid == rec.appid);
-            if !rec.deleted && !shadowed {
-                platforms.push(record_view(&state, &rec).await?);
-            }
-        }
-        if n < 500 {
-            break;
+    let managed = crate::store::read_all_after(
+        0,
+        |after, limit| state.store.managed_platforms_after(after, limit),
+        |r| r.rev,
+    )
+    .await?;
+    for rec in managed {
+        if !rec.deleted && !is_file_platform(&state, &rec.appid) {
+            platforms.push(record_view(&state, &rec).await?);
         }
     }
     platforms.sort_by(|a, b| a.component_appid.cmp(&b.component_appid));
@@ -443,19 +427,7 @@ pub async fn get_platform(
     _admin: Admin,
     Path(component_appid): Path<String>,
 ) -> Result<Json<PlatformView>, AppError> {
-    if state
-        .config
-        .platforms
-        .iter()
-        .any(|p| p.component_appid == component_appid)
-    {
-        return platform_view(&state, &component_appid).await.map(Json);
-    }
-    let rec = match state.store.managed_platform(&component_appid).await? {
-        Some(r) if !r.deleted => r,
-        _ => return Err(AppError::NotFound(format!("no platform {component_appid}"))),
-    };
-    record_view(&state, &rec).await.map(Json)
+    platform_view(&state, &component_appid).await.map(Json)
 }
 
 /// Change a managed platform: only the fields given. Its merchants are served throughout;
@@ -503,20 +475,7 @@ pub async fn update_platform(
         changed.insert("encoding_aes_key".into(), json!("changed"));
     }
     if let Some(b) = req.api_base {
-        // The secret goes wherever api_base points: another host takes the secret again.
-        if host_of(&b) != host_of(&p.api_base) && !secret_given {
-            return Err(invalid(
-                "changing api_base to another host requires the secret in the same request",
-            ));
-        }
-        if state
-            .config
-            .sandbox_api_base
-            .as_ref()
-            .is_some_and(|sim| b.trim_end_matches('/') != sim.trim_end_matches('/'))
-        {
-            return Err(sandbox_only());
-        }
+        check_api_base_move(&state, &p.api_base, &b, secret_given, "platforms")?;
         changed.insert("api_base".into(), json!(redact_url(&b)));
         p.api_base = b;
     }
@@ -606,11 +565,7 @@ pub async fn merchants(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<MerchantPage>, AppError> {
     let limit = limit_of(q.limit)?;
-    let known = state
-        .config
-        .platforms
-        .iter()
-        .any(|p| p.component_appid == component_appid)
+    let known = is_file_platform(&state, &component_appid)
         || managed(&state, &component_appid).await.is_ok();
     if !known {
         return Err(AppError::NotFound(format!("no platform {component_appid}")));

@@ -103,7 +103,7 @@ pub async fn events(
                     AppError::Unavailable { retry_after_secs: 1 }
                 })?;
             if !applied {
-                tracing::warn!(platform = %component_appid, authorizer = %authorizer_appid, "an unauthorized event not newer than the merchant's authorization (or for no authorized merchant) ignored");
+                tracing::warn!(platform = %component_appid, authorizer = %authorizer_appid, "an unauthorized event older than the merchant's authorization (or for an unknown merchant) ignored");
                 return Ok((StatusCode::OK, "success").into_response());
             }
             component.drop_authorizer(authorizer_appid);

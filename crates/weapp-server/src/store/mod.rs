@@ -297,6 +297,36 @@ pub enum KeyGuard {
     NoSignerAt(i64),
 }
 
+/// Every record a paged read by revision returns after revision `from`: `read(after, limit)`
+/// is called page by page (`rev_of` gives a record's revision) until a short page.
+///
+/// # Errors
+/// A read failed.
+pub async fn read_all_after<T, F, Fut>(
+    from: i64,
+    read: F,
+    rev_of: impl Fn(&T) -> i64,
+) -> Result<Vec<T>, StoreError>
+where
+    F: Fn(i64, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    const PAGE: usize = 500;
+    let mut all = Vec::new();
+    let mut cursor = from;
+    loop {
+        let page = read(cursor, PAGE as i64).await?;
+        let n = page.len();
+        if let Some(last) = page.last() {
+            cursor = rev_of(last);
+        }
+        all.extend(page);
+        if n < PAGE {
+            return Ok(all);
+        }
+    }
+}
+
 /// What every storage backend provides. Timestamps are Unix milliseconds.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -527,13 +557,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<(), StoreError>;
 
-    /// Marks a merchant de-authorized and erases its refresh token; false if unknown.
+    /// Marks a merchant de-authorized and erases its refresh token, whatever its authorization
+    /// time; false if unknown.
     async fn deauthorize_platform_authorizer(
         &self,
         component_appid: &str,
         authorizer_appid: &str,
         now: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.deauthorize_platform_authorizer_if(
+            component_appid,
+            authorizer_appid,
+            i64::MAX,
+            i64::MAX,
+            now,
+        )
+        .await
+    }
 
     /// A platform's merchants, by appid.
     async fn platform_authorizers(
@@ -570,8 +610,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// De-authorizes a merchant (its refresh token erased) only if its stored authorization is
     /// not newer than `auth_time_at_most` (Unix seconds, WeChat's `CreateTime` of the
     /// `unauthorized` event) and the row was last changed before `changed_before` (Unix ms);
-    /// whether it did. A late or replayed event, or a reconciliation's stale listing, cannot
-    /// erase a newer authorization.
+    /// whether it did (false: unknown, or newer). A late or replayed event, or a
+    /// reconciliation's stale listing, cannot erase a newer authorization.
     async fn deauthorize_platform_authorizer_if(
         &self,
         component_appid: &str,

@@ -167,6 +167,10 @@ where
 
 const MANAGED_APP_COLUMNS: &str =
     "appid, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at";
+/// Takes the next registry revision (inside the transaction of the change it numbers: the row
+/// lock orders commits by revision).
+const NEXT_REV: &str = "UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev";
+
 const MANAGED_PLATFORM_COLUMNS: &str =
     "component_appid AS appid, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at";
 const AUTHORIZER_COLUMNS: &str = "component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at, rev";
@@ -790,7 +794,7 @@ macro_rules! sql_store {
             async fn put_platform_authorizer(&self, rec: &PlatformAuthorizer) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // Every instance reloads its platforms' merchants at the next registry poll.
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev").fetch_one(&mut *tx).await?.try_get("rev")?;
+                let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at, rev) \
                              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                              ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
@@ -817,7 +821,7 @@ macro_rules! sql_store {
             async fn save_platform_refresh(&self, component_appid: &str, authorizer_appid: &str, sealed: &[u8], key_id: &str, now: i64) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // Every instance reloads its platforms' merchants at the next registry poll.
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev").fetch_one(&mut *tx).await?.try_get("rev")?;
+                let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at, rev) \
                              VALUES ($1, $2, $3, $4, 1, '[]', $6, $5, $7) \
                              ON CONFLICT (component_appid, authorizer_appid) DO UPDATE SET \
@@ -837,26 +841,11 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn deauthorize_platform_authorizer(&self, component_appid: &str, authorizer_appid: &str, now: i64) -> Result<bool, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                // Every instance reloads its platforms' merchants at the next registry poll.
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev").fetch_one(&mut *tx).await?.try_get("rev")?;
-                let done = sqlx::query("UPDATE platform_authorizers SET authorized = 0, refresh_sealed = NULL, key_id = NULL, updated_at = $3, rev = $4 WHERE component_appid = $1 AND authorizer_appid = $2")
-                    .bind(component_appid)
-                    .bind(authorizer_appid)
-                    .bind(now)
-                    .bind(rev)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected() > 0)
-            }
-
             async fn deauthorize_platform_authorizer_if(&self, component_appid: &str, authorizer_appid: &str, auth_time_at_most: i64, changed_before: i64, now: i64) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev").fetch_one(&mut *tx).await?.try_get("rev")?;
+                let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let done = sqlx::query("UPDATE platform_authorizers SET authorized = 0, refresh_sealed = NULL, key_id = NULL, updated_at = $3, rev = $4 \
-                                        WHERE component_appid = $1 AND authorizer_appid = $2 AND authorized = 1 AND auth_time <= $5 AND updated_at < $6")
+                                        WHERE component_appid = $1 AND authorizer_appid = $2 AND auth_time <= $5 AND updated_at < $6")
                     .bind(component_appid)
                     .bind(authorizer_appid)
                     .bind(now)
@@ -999,10 +988,7 @@ macro_rules! sql_store {
 
             async fn put_managed_client(&self, client: &ManagedClientRecord, create: bool) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("rev")?;
+                let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let sql = if create {
                     "INSERT INTO managed_clients (name, key_sha256, apps, scopes, enabled, deleted, rev, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $7) \
@@ -1035,10 +1021,7 @@ macro_rules! sql_store {
 
             async fn delete_managed_client(&self, name: &str, now: i64) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("rev")?;
+                let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let done = sqlx::query("UPDATE managed_clients SET deleted = 1, enabled = 0, key_sha256 = NULL, rev = $2, updated_at = $3 WHERE name = $1 AND deleted = 0")
                     .bind(name)
                     .bind(rev)
@@ -1107,10 +1090,7 @@ macro_rules! sql_store {
             /// `put_managed_*` for the table `table` keyed by `key`.
             async fn put_managed_row(&self, table: &str, key: &str, rec: &ManagedAppRecord, create: bool) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("rev")?;
+                let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let sql = if create {
                     format!(
                         "INSERT INTO {table} ({key}, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at) \
@@ -1148,10 +1128,7 @@ macro_rules! sql_store {
             /// `delete_managed_*` for the table `table` keyed by `key`.
             async fn delete_managed_row(&self, table: &str, key: &str, id: &str, now: i64) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let rev: i64 = sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1 RETURNING rev")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("rev")?;
+                let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let sql = format!("UPDATE {table} SET deleted = 1, enabled = 0, sealed = NULL, key_id = NULL, rev = $2, updated_at = $3 WHERE {key} = $1 AND deleted = 0");
                 let done = sqlx::query(&sql).bind(id).bind(rev).bind(now).execute(&mut *tx).await?;
                 if done.rows_affected() == 0 {

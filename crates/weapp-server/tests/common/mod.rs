@@ -165,3 +165,37 @@ pub fn sqlite_url() -> String {
     ));
     format!("sqlite://{}", path.display())
 }
+
+/// Polls `f` every 50 ms until it is true; returns how long it took (panics after `limit`).
+pub async fn within<F, Fut>(limit: std::time::Duration, what: &str, mut f: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+impl World {
+    /// What WeChat (the simulator) answers a mini program API call made with `token`
+    /// (`errcode` 0: the token works).
+    pub async fn call_with_token(&self, token: &str) -> Value {
+        self.http
+            .get(format!(
+                "{}/wxaapi/newtmpl/getcategory?access_token={token}",
+                self.sim.url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,50 @@
+//! Shared helpers of the CLI's process tests: `weapp serve` as a child process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `weapp serve` process and the address it listens on.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+/// Starts `weapp serve --config <config>` (warnings only on stderr) and waits for its address.
+pub fn serve(config: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weapp"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("WEAPP_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run weapp serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("weapp serve printed its address")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("weapp-server listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+/// Polls `f` every 100 ms until it is true; returns how long it took (panics after `limit`).
+pub async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
