@@ -16,9 +16,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/day.rs"]
+mod day;
+use day::{env_or, spread, Day, Instance};
+
 use weapp::clock::ManualClock;
 use weapp_server::config::{ClientConfig, PlatformConfig};
-use weapp_server::{Config, ServerHandle};
+use weapp_server::Config;
 use weapp_sim::{SimConfig, TokenKind};
 use weapp_test_support::{unique_prefix, PgDatabase, RedisServer};
 
@@ -27,48 +31,6 @@ const COMPONENT: &str = "wxplatformday0001";
 const COMPONENT_SECRET: &str = "platform-day-secret";
 const PUSH_TOKEN: &str = "platformday";
 const AES: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc";
-const HOUR: i64 = 3600;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// An instance on its own runtime, so that dropping the runtime kills it like `kill -9`.
-struct Instance {
-    runtime: Option<tokio::runtime::Runtime>,
-    server: ServerHandle,
-}
-
-impl Instance {
-    fn start(config: Config) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let server = runtime
-            .block_on(weapp_server::spawn(config))
-            .expect("instance starts");
-        Self {
-            runtime: Some(runtime),
-            server,
-        }
-    }
-
-    fn alive(&self) -> bool {
-        self.runtime.is_some()
-    }
-
-    /// Every task dropped at once: no lease released, no goodbye.
-    fn kill(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
 
 fn main() {
     let apps = env_or("MERCHANTS", 10_000);
@@ -225,147 +187,31 @@ fn main() {
         "{apps} merchants warm after {:.1} s real time",
         started.elapsed().as_secs_f64()
     );
-    let (mut calls, mut errors, mut refused) = (0u64, 0u64, 0u64);
-    let mut samples: Vec<String> = Vec::new();
-    let mut killed_at = None;
-    let steps = 24 * HOUR / step;
-    for n in 0..steps {
-        let t = n * step;
-        if t >= 12 * HOUR && killed_at.is_none() {
-            fleet[1].kill();
-            killed_at = Some(t);
-            // Virtual time stands still while the survivors take the shards over.
-            let began = Instant::now();
-            driver.block_on(async {
-                loop {
-                    let held: usize = fleet
-                        .iter()
-                        .filter(|i| i.alive())
-                        .map(|i| i.server.state().fleet_status().shards_held)
-                        .sum();
-                    let running: usize = fleet
-                        .iter()
-                        .filter(|i| i.alive())
-                        .map(|i| i.server.state().fleet_status().refreshers)
-                        .sum();
-                    if held == 64 && running == apps {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            });
-            println!(
-                "12.00 h: instance killed; its merchants taken over after {:.2} s real time",
-                began.elapsed().as_secs_f64()
-            );
-        }
-        sim.sim().advance(step);
-        clock.advance_secs(step);
-        // Let the refreshes of this step finish: until the simulator has issued nothing new
-        // for 300 ms.
-        driver.block_on(async {
-            let mut last = issued(&sim);
-            let mut quiet = Instant::now();
-            let began = Instant::now();
-            while quiet.elapsed() < Duration::from_millis(300)
-                && began.elapsed() < Duration::from_secs(30)
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let now = issued(&sim);
-                if now != last {
-                    last = now;
-                    quiet = Instant::now();
-                }
-            }
-        });
-        // Callers: random apps through random live instances; each token used at once.
-        let live: Vec<String> = fleet
-            .iter()
-            .filter(|i| i.alive())
-            .map(|i| i.server.url().to_owned())
-            .collect();
-        driver.block_on(async {
-            for _ in 0..reads {
-                let appid = &appids[rand::random::<u64>() as usize % appids.len()];
-                let url = &live[rand::random::<u64>() as usize % live.len()];
-                calls += 1;
-                let got = http
-                    .get(format!("{url}/v1/apps/{appid}/access_token"))
-                    .bearer_auth(KEY)
-                    .send()
-                    .await;
-                let token = match got {
-                    Ok(r) if r.status() == 200 => r
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| v["access_token"].as_str().map(str::to_owned)),
-                    Ok(r) => {
-                        if samples.len() < 10 {
-                            samples.push(format!(
-                                "{:.2} h: {appid}: HTTP {}",
-                                t as f64 / 3600.0,
-                                r.status()
-                            ));
-                        }
-                        None
-                    }
-                    Err(e) => {
-                        if samples.len() < 10 {
-                            samples.push(format!("{:.2} h: {appid}: {e}", t as f64 / 3600.0));
-                        }
-                        None
-                    }
-                };
-                let Some(token) = token else {
-                    errors += 1;
-                    continue;
-                };
-                let used = http
-                    .post(format!(
-                        "{}/cgi-bin/openapi/quota/get?access_token={token}",
-                        sim.url()
-                    ))
-                    .json(&serde_json::json!({"cgi_path": "/cgi-bin/token"}))
-                    .send()
-                    .await
-                    .ok();
-                let errcode = match used {
-                    Some(r) => r
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| v["errcode"].as_i64())
-                        .unwrap_or(-2),
-                    None => -2,
-                };
-                if matches!(errcode, 40001 | 42001) {
-                    refused += 1;
-                    if samples.len() < 10 {
-                        samples.push(format!(
-                            "{:.2} h: {appid}: WeChat refused the token ({errcode})",
-                            t as f64 / 3600.0
-                        ));
-                    }
-                }
-            }
-        });
-    }
-    // Refreshes during the day: the tokens issued since the start, plus the refresher's first
-    // one (the day's first token).
+    let day = Day {
+        driver: &driver,
+        sim: &sim,
+        clock: &clock,
+        http: &http,
+        key: KEY,
+        appids: &appids,
+        noun: "merchants",
+        step,
+        reads,
+    };
+    let day::Outcome {
+        calls,
+        errors,
+        refused,
+        samples,
+        killed_at,
+    } = day.run(&mut fleet, || issued(&sim));
     let per_app: Vec<u64> = appids
         .iter()
         .zip(&at_start)
         .map(|(a, s)| sim.sim().tokens_issued(a, TokenKind::Authorizer) - s + 1)
         .collect();
     let component_tokens = sim.sim().component_tokens_issued(COMPONENT);
-    let max = per_app.iter().max().copied().unwrap_or(0);
-    let over = per_app.iter().filter(|n| **n > 13).count();
-    let mean = per_app.iter().sum::<u64>() as f64 / per_app.len().max(1) as f64;
-    let mut hist = std::collections::BTreeMap::new();
-    for n in &per_app {
-        *hist.entry(*n).or_insert(0usize) += 1;
-    }
+    let (max, mean, over, hist) = spread(&per_app);
     println!("| | measured | goal |\n|---|---|---|");
     println!("| merchants | {apps} | |");
     println!("| authorizer tokens per merchant for the day | max {max}, mean {mean:.2}, merchants over 13: {over} ({hist:?}) | ≤ 13 |");
