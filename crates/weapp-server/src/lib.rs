@@ -107,10 +107,11 @@ fn spawn_registry_poller(
     })
 }
 
-/// Reconciles every platform's merchants with WeChat's authorizer list every
-/// `platform_reconcile_secs` (0: never), the first time a minute after start. One instance of
-/// the fleet does it per platform and period: it claims the run in the database (a
-/// compare-and-set of the last run's time), so a fleet of any size lists each platform once.
+/// Reconciles every platform's merchants with WeChat's authorizer list once every
+/// `platform_reconcile_secs` (0: never), looking every minute (or every period, if shorter)
+/// whether a run is due. One instance of the fleet does it per platform and period: it claims
+/// the run in the database (a compare-and-set of the last run's time), so a fleet of any size
+/// lists each platform once; a failed run releases its claim.
 fn spawn_platform_reconciler(
     state: AppState,
     mut stop: tokio::sync::watch::Receiver<bool>,
