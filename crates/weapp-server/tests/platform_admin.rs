@@ -780,3 +780,65 @@ async fn a_push_captured_at_one_merchants_url_is_a_replay_at_anothers() {
         assert!(events.is_empty(), "nothing stored for merchant two");
     }
 }
+
+#[tokio::test]
+async fn the_database_decides_a_deauthorization_against_the_authorization_it_holds() {
+    use weapp_server::store::PlatformAuthorizer;
+    let db = PgDatabase::create().await;
+    for url in [common::sqlite_url(), db.url().to_owned()] {
+        let store = weapp_server::store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        let (c, m) = ("wxdecidesplatform", "wxdecidesmerchant");
+        let authorized = |auth_time: i64, updated_at: i64| PlatformAuthorizer {
+            component_appid: c.into(),
+            authorizer_appid: m.into(),
+            refresh_sealed: None,
+            key_id: None,
+            authorized: true,
+            func_ids: "[]".into(),
+            auth_time,
+            updated_at,
+            rev: 0,
+        };
+        store
+            .save_platform_refresh(c, m, b"sealed-refresh-token-bytes-0123456789", "k1", 1_000)
+            .await
+            .unwrap();
+        store
+            .put_platform_authorizer(&authorized(100, 2_000))
+            .await
+            .unwrap();
+        // A late, older authorization event does not move the authorization time back.
+        store
+            .put_platform_authorizer(&authorized(50, 3_000))
+            .await
+            .unwrap();
+        let row = &store.authorizations_of(m).await.unwrap()[0];
+        assert_eq!(row.auth_time, 100, "{url}");
+        // An `unauthorized` from before the authorization: refused by the statement itself.
+        assert!(!store
+            .deauthorize_platform_authorizer_if(c, m, 99, i64::MAX, 4_000)
+            .await
+            .unwrap());
+        // A reconciliation whose listing began before the row's last change: refused.
+        assert!(!store
+            .deauthorize_platform_authorizer_if(c, m, i64::MAX, 3_000, 4_000)
+            .await
+            .unwrap());
+        let row = &store.authorizations_of(m).await.unwrap()[0];
+        assert!(row.authorized && row.refresh_sealed.is_some(), "{url}");
+        // A current one: applied, the refresh token erased.
+        assert!(store
+            .deauthorize_platform_authorizer_if(c, m, 100, 3_001, 4_000)
+            .await
+            .unwrap());
+        let row = &store.authorizations_of(m).await.unwrap()[0];
+        assert!(!row.authorized && row.refresh_sealed.is_none(), "{url}");
+        // Unknown merchants: nothing to do.
+        assert!(!store
+            .deauthorize_platform_authorizer_if(c, "wxnobody", i64::MAX, i64::MAX, 4_000)
+            .await
+            .unwrap());
+    }
+}

@@ -500,6 +500,32 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         .unwrap_err();
     assert!(e.contains("incomplete"), "{e}");
     assert!(server.state().app(&merchant).is_some(), "still served");
+    // A list that changes while it is paged (its total moves between pages: a merchant may
+    // have fallen between two pages, and the first page's entries are stale) reconciles
+    // nothing: no refresh token is replaced, no one de-authorized.
+    let before = store.platform_authorizers(component_appid).await.unwrap();
+    w.sim.sim().add_fault(
+        weapp_sim::Fault::body(
+            "/cgi-bin/component/api_get_authorizer_list",
+            &json!({"total_count": 2, "list": [{"authorizer_appid": merchant,
+                "refresh_token": "a-stale-refresh-token", "auth_time": 1}]})
+            .to_string(),
+        )
+        .times(1),
+    );
+    let e = server
+        .state()
+        .reconcile_platform(component_appid)
+        .await
+        .unwrap_err();
+    assert!(e.contains("changed while it was read"), "{e}");
+    let after = store.platform_authorizers(component_appid).await.unwrap();
+    assert_eq!(
+        after[0].refresh_sealed, before[0].refresh_sealed,
+        "not replaced"
+    );
+    assert!(after[0].authorized);
+    assert!(server.state().app(&merchant).is_some(), "still served");
     let r = server
         .state()
         .reconcile_platform(component_appid)
