@@ -507,7 +507,7 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
     w.sim.sim().add_fault(
         weapp_sim::Fault::body(
             "/cgi-bin/component/api_get_authorizer_list",
-            &json!({"total_count": 2, "list": [{"authorizer_appid": merchant,
+            json!({"total_count": 2, "list": [{"authorizer_appid": merchant,
                 "refresh_token": "a-stale-refresh-token", "auth_time": 1}]})
             .to_string(),
         )
