@@ -1,8 +1,8 @@
 // The console's Platforms tab, end to end, in Debian's Chromium against `weapp serve --sandbox`:
 // a third-party platform registered and given a ticket and a component token over the
 // simulator's WeChat API, its ticket pushes shown and pushed on demand, a merchant scanning the
-// authorization page from the console (the redirect with auth_code shown), de-authorization,
-// and the tab in Chinese. Screenshots land in target/e2e/.
+// authorization page from the console (the redirect with auth_code shown), an authorizer option
+// and an IP whitelist (61004) shown, de-authorization, and the tab in Chinese. Screenshots land in target/e2e/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -84,6 +84,21 @@ test('a platform: tickets, a merchant authorizing from the console, de-authoriza
   assert.equal(await card.locator(tid(`authorize-form-${id}`)).count(), 0);
   await eventually(async () => received.length >= 3, { what: 'the authorized push' });
   await shot(page, '30-platform-authorized');
+
+  // An option set over WeChat's API, and an IP whitelist that shuts this machine out: both shown.
+  const opt = await post(`${sandbox.sim}/cgi-bin/component/api_set_authorizer_option?component_access_token=${tok.component_access_token}`, {
+    component_appid: id, authorizer_appid: apps.stable.appid, option_name: 'location_report', option_value: '2',
+  });
+  assert.equal(opt.errcode, 0, JSON.stringify(opt));
+  await eventually(async () => (await merchant.locator(tid('merchant-options')).innerText()) === 'options: location_report=2', { what: 'the option shown' });
+  assert.match(await card.locator(tid('ip-whitelist')).innerText(), /^IP whitelist: any address$/);
+  const put = await fetch(`${sandbox.sim}/_sim/platforms/${id}/ip_whitelist`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ips: ['10.1.2.3'] }) });
+  assert.equal(put.status, 200);
+  const refused = await post(`${sandbox.sim}/cgi-bin/component/api_create_preauthcode?component_access_token=${tok.component_access_token}`, { component_appid: id });
+  assert.equal(refused.errcode, 61004, JSON.stringify(refused));
+  assert.match(refused.errmsg, /^access clientip is not registered requestIP: 127\.0\.0\.1 rid: /);
+  await eventually(async () => (await card.locator(tid('ip-whitelist')).innerText()) === 'IP whitelist: 10.1.2.3', { what: 'the whitelist shown' });
+  await fetch(`${sandbox.sim}/_sim/platforms/${id}/ip_whitelist`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ips: null }) });
 
   // De-authorization from the console.
   await merchant.locator(tid(`deauthorize-${apps.stable.appid}`)).click();

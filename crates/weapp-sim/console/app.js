@@ -36,6 +36,7 @@ const I18N = {
     preAuthCode: 'pre-auth code (from api_create_preauthcode)', noPreAuth: 'no open page: call api_create_preauthcode first',
     redirectUri: 'redirect_uri', funcIds: 'permission sets (comma-separated, optional)', authorize: 'Authorize',
     redirected: 'redirected to', refreshExchanged: 'refresh token exchanged', never: 'never',
+    ipWhitelist: 'IP whitelist', anyIp: 'any address', options: 'options',
   },
   zh: {
     resync: '回到现在', resyncHelp: '回到真实时间（实时模式）。微信时钟快于你的服务器时，推送的时间戳会超出接收端的重放窗口而被拒绝。',
@@ -69,6 +70,7 @@ const I18N = {
     preAuthCode: '预授权码（api_create_preauthcode）', noPreAuth: '没有打开的授权页：先调用 api_create_preauthcode',
     redirectUri: '回调地址 redirect_uri', funcIds: '权限集（逗号分隔，可选）', authorize: '确认授权',
     redirected: '已跳转到', refreshExchanged: '刷新令牌已换取', never: '从未',
+    ipWhitelist: 'IP 白名单', anyIp: '不限', options: '选项',
   },
 };
 
@@ -395,7 +397,9 @@ function renderPlatforms() {
             el('td', { class: a.authorized ? 'ok' : 'bad', 'data-testid': 'merchant-status' }, a.authorized ? t('authorized') : t('deauthorized')),
             el('td', {}, (a.func_ids || []).join(', ')),
             el('td', {}, secs(a.auth_time)),
-            el('td', {}, `${t('refreshExchanged')}: ${a.refresh_token_exchanged ? '✓' : '—'}`));
+            el('td', {}, `${t('refreshExchanged')}: ${a.refresh_token_exchanged ? '✓' : '—'}`),
+            el('td', { 'data-testid': 'merchant-options' }, a.options
+              ? `${t('options')}: ${Object.entries(a.options).map(([k, v]) => `${k}=${v}`).join(', ')}` : ''));
           if (a.authorized) {
             const b = el('button', { 'data-testid': `deauthorize-${a.authorizer_appid}` }, t('deauthorize'));
             b.addEventListener('click', async () => {
@@ -440,6 +444,7 @@ function renderPlatforms() {
       el('h4', {}, id),
       el('div', {}, `${t('eventUrl')}: ${p.event_url || t('none')}`),
       el('div', {}, `${t('messageUrl')}: ${p.message_url || t('none')}`),
+      el('div', { 'data-testid': 'ip-whitelist' }, `${t('ipWhitelist')}: ${p.ip_whitelist ? (p.ip_whitelist.join(', ') || t('none')) : t('anyIp')}`),
       el('div', { 'data-testid': 'ticket-stats' },
         `${t('ticketPushes')}: ${p.ticket_pushes} · ${t('lastTicket')}: ${secs(p.last_ticket_at)} · ${t('answeredSuccess')}: ${secs(p.last_ticket_answered_success_at)} · ${t('componentTokens')}: ${p.component_tokens_issued}`),
       pushBtn,
@@ -645,6 +650,7 @@ function onEvent(e) {
       later.faults();
       break;
     case 'platform_push': case 'platform_authorized': case 'component_token_issued':
+    case 'platform_whitelist': case 'authorizer_option_set':
       later.platforms();
       break;
     case 'code_issued':

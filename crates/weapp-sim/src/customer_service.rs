@@ -308,7 +308,7 @@ async fn media_upload(
     Query(q): Params,
     mut form: axum::extract::Multipart,
 ) -> Response {
-    let appid = match sim.check_token(p(&q, "access_token")) {
+    let appid = match sim.check_api_token(p(&q, "access_token"), "/cgi-bin/media/upload") {
         Ok(a) => a,
         Err(e) => return wx_error(&sim, "/cgi-bin/media/upload", &e),
     };
@@ -334,7 +334,7 @@ async fn media_upload(
 
 async fn media_get(State(sim): State<Sim>, Query(q): Params) -> Response {
     let result = sim
-        .check_token(p(&q, "access_token"))
+        .check_api_token(p(&q, "access_token"), "/cgi-bin/media/get")
         .and_then(|appid| sim.get_media(&appid, p(&q, "media_id").unwrap_or("")));
     match result {
         Ok((ct, bytes)) => {

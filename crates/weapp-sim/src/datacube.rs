@@ -286,14 +286,16 @@ async fn datacube(
     body: Bytes,
 ) -> Response {
     let path = format!("/datacube/{name}");
-    let result = sim.check_token(p(&q, "access_token")).and_then(|appid| {
-        sim.count_app_call(&appid, &path);
-        let call = name
-            .strip_prefix("getweanalysisappid")
-            .ok_or_else(|| WxError::new(40097, "invalid args"))?;
-        let b = json_body(&body)?;
-        answer(&appid, call, &b, beijing_day(sim.now_ms()))
-    });
+    let result = sim
+        .check_api_token(p(&q, "access_token"), &path)
+        .and_then(|appid| {
+            sim.count_app_call(&appid, &path);
+            let call = name
+                .strip_prefix("getweanalysisappid")
+                .ok_or_else(|| WxError::new(40097, "invalid args"))?;
+            let b = json_body(&body)?;
+            answer(&appid, call, &b, beijing_day(sim.now_ms()))
+        });
     // Success bodies carry no errcode, as WeChat's datacube answers.
     wx_answer(&sim, &path, result)
 }

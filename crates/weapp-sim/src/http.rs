@@ -102,10 +102,11 @@ pub(crate) fn with_token(
     answer(
         sim,
         path,
-        sim.check_token(p(q, "access_token")).and_then(|appid| {
-            sim.count_app_call(&appid, path);
-            f(&appid)
-        }),
+        sim.check_api_token(p(q, "access_token"), path)
+            .and_then(|appid| {
+                sim.count_app_call(&appid, path);
+                f(&appid)
+            }),
     )
 }
 

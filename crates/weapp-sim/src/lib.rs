@@ -314,9 +314,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     // Third-party platforms' ticket pushes, due every ten minutes of the simulator's clock.
     let tickets = tokio::spawn(platform::ticket_loop(sim.clone()));
-    let served = axum::serve(listener, router(sim))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // With the caller's address: a platform's IP whitelist (61004) needs it.
+    let served = axum::serve(
+        listener,
+        router(sim).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     tickets.abort();
     served
 }

@@ -7,13 +7,17 @@
 //! `/sns/component/jscode2session`. See `wechat-open-platform.md` §9 for the behaviours.
 //!
 //! Authorizer tokens live in the same table as the apps' own tokens: every mini program API of
-//! the simulator accepts them for the authorizer's appid.
+//! the simulator accepts them for the authorizer's appid — when the merchant granted the
+//! platform the permission set the API belongs to ([`permission_set`]; 61007 otherwise).
+//! A platform may have an IP whitelist: component calls from elsewhere answer 61004.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,6 +47,34 @@ pub const CLEAR_QUOTA_MONTHLY: u32 = 10;
 pub const AUTHORIZER_PAGE_MAX: i64 = 500;
 /// The permission sets a merchant grants when the control call names none.
 pub const DEFAULT_FUNC_IDS: &[i64] = &[17, 18, 19, 25, 30, 31];
+
+/// The permission set (小程序权限集 id) a mini program API at `path` belongs to, for the APIs
+/// of the simulator whose set WeChat documents: 17 获取小程序码 (the three code APIs), 18
+/// 开发管理与数据分析 (`/datacube/…` and the performance data), 19 客服消息管理 (customer-service
+/// messages, typing and their media). A platform acting for a merchant that did not grant the
+/// set gets 61007 `api is unauthorized to component`; other APIs need no particular set here.
+pub fn permission_set(path: &str) -> Option<i64> {
+    match path {
+        "/wxa/getwxacode" | "/wxa/getwxacodeunlimit" | "/cgi-bin/wxaapp/createwxaqrcode" => {
+            Some(17)
+        }
+        "/wxa/business/performance/boot" => Some(18),
+        p if p.starts_with("/datacube/") => Some(18),
+        "/cgi-bin/message/custom/send"
+        | "/cgi-bin/message/custom/typing"
+        | "/cgi-bin/media/upload"
+        | "/cgi-bin/media/get" => Some(19),
+        _ => None,
+    }
+}
+
+/// The authorizer options (`api_get_authorizer_option`) and the values each takes; every
+/// option is `"0"` until set.
+pub const AUTHORIZER_OPTIONS: &[(&str, &[&str])] = &[
+    ("location_report", &["0", "1", "2"]),
+    ("voice_recognize", &["0", "1"]),
+    ("customer_service", &["0", "1"]),
+];
 
 /// A merchant's authorization of a platform.
 #[derive(Debug, Clone)]
@@ -86,6 +118,8 @@ pub(crate) struct Platform {
     authorizers: BTreeMap<String, Authorization>,
     /// Component tokens issued.
     tokens_issued: u64,
+    /// The addresses component calls may come from (`None`: any).
+    ip_whitelist: Option<Vec<IpAddr>>,
 }
 
 impl Platform {
@@ -115,6 +149,9 @@ struct ComponentToken {
 pub(crate) struct PlatformTable {
     platforms: HashMap<String, Platform>,
     tokens: HashMap<String, ComponentToken>,
+    /// Authorizer options set, by authorizer appid (an account's settings, whichever platform
+    /// set them).
+    options: HashMap<String, BTreeMap<String, String>>,
 }
 
 impl PlatformTable {
@@ -125,20 +162,28 @@ impl PlatformTable {
                 .platforms
                 .iter()
                 .map(|(id, p)| {
-                    (
-                        id.clone(),
-                        fresh(
-                            p.secret.clone(),
-                            p.token.clone(),
-                            p.aes_key.clone(),
-                            p.event_url.clone(),
-                            p.message_url.clone(),
-                        ),
-                    )
+                    let mut kept = fresh(
+                        p.secret.clone(),
+                        p.token.clone(),
+                        p.aes_key.clone(),
+                        p.event_url.clone(),
+                        p.message_url.clone(),
+                    );
+                    kept.ip_whitelist = p.ip_whitelist.clone();
+                    (id.clone(), kept)
                 })
                 .collect(),
             tokens: HashMap::new(),
+            options: HashMap::new(),
         }
+    }
+
+    /// Whether `authorizer` has (still) granted `component_appid` the permission set `set`.
+    pub(crate) fn granted(&self, component_appid: &str, authorizer: &str, set: i64) -> bool {
+        self.platforms
+            .get(component_appid)
+            .and_then(|p| p.authorizers.get(authorizer))
+            .is_some_and(|a| a.active && a.func_ids.contains(&set))
     }
 }
 
@@ -167,6 +212,7 @@ fn fresh(
         auth_codes: HashMap::new(),
         authorizers: BTreeMap::new(),
         tokens_issued: 0,
+        ip_whitelist: None,
     }
 }
 
@@ -192,6 +238,10 @@ pub struct PlatformConfig {
     /// The 消息与事件接收 URL of authorized mini programs (may hold `$APPID$`).
     #[serde(default)]
     pub message_url: Option<String>,
+    /// The 白名单 IP addresses component calls may come from (61004 from any other); absent:
+    /// unchanged on an update, no restriction on a new platform; `[]` refuses every address.
+    #[serde(default)]
+    pub ip_whitelist: Option<Vec<IpAddr>>,
 }
 
 /// An authorization event or ticket, as pushed.
@@ -298,18 +348,20 @@ impl Sim {
                 }
                 p.event_url = config.event_url;
                 p.message_url = config.message_url;
+                if config.ip_whitelist.is_some() {
+                    p.ip_whitelist = config.ip_whitelist;
+                }
             }
             None => {
-                w.platforms.platforms.insert(
-                    appid.clone(),
-                    fresh(
-                        secret.clone(),
-                        token.clone(),
-                        key.clone(),
-                        config.event_url,
-                        config.message_url,
-                    ),
+                let mut p = fresh(
+                    secret.clone(),
+                    token.clone(),
+                    key.clone(),
+                    config.event_url,
+                    config.message_url,
                 );
+                p.ip_whitelist = config.ip_whitelist;
+                w.platforms.platforms.insert(appid.clone(), p);
             }
         }
         Ok(
@@ -344,12 +396,14 @@ impl Sim {
                     "last_ticket_at": p.tickets.last().map(|t| t.1 / 1000),
                     "last_ticket_answered_success_at": p.last_ticket_ok.map(|t| t / 1000),
                     "component_tokens_issued": p.tokens_issued,
+                    "ip_whitelist": p.ip_whitelist,
                     "authorizers": p.authorizers.iter().map(|(a, z)| json!({
                         "authorizer_appid": a,
                         "authorized": z.active,
                         "func_ids": z.func_ids,
                         "auth_time": z.auth_time,
                         "refresh_token_exchanged": z.exchanged,
+                        "options": w.platforms.options.get(a),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -835,6 +889,7 @@ impl Sim {
         now: i64,
     ) -> String {
         let (token, _) = self.mint(w, authorizer, TokenKind::Authorizer, now, false);
+        w.tokens.bind_component(&token, component_appid);
         let p = w
             .platforms
             .platforms
@@ -1097,6 +1152,205 @@ impl Sim {
     }
 }
 
+/// Checks an option name and, when given, its value.
+fn check_option(name: &str, value: Option<&str>) -> WxResult<()> {
+    let values = AUTHORIZER_OPTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| WxError::new(61012, "invalid option name"))?;
+    match value {
+        Some(v) if !values.contains(&v) => Err(WxError::new(61013, "invalid option value")),
+        _ => Ok(()),
+    }
+}
+
+/// An option's value as given: a string, or a number as WeChat's own samples send it.
+fn option_value(body: &Value) -> Option<String> {
+    match body.get("option_value") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl Sim {
+    /// 61004 when the platform a component call is for (the token's, or the body's
+    /// `component_appid` for calls made with the secret) has an IP whitelist without the
+    /// caller's address.
+    fn check_caller(&self, token: Option<&str>, body: &Value, ip: Option<IpAddr>) -> WxResult<()> {
+        let w = self.world();
+        let platform = token
+            .and_then(|t| w.platforms.tokens.get(t))
+            .map(|t| t.component_appid.as_str())
+            .or_else(|| s(body, "component_appid"));
+        let Some(list) = platform
+            .and_then(|c| w.platforms.platforms.get(c))
+            .and_then(|p| p.ip_whitelist.as_ref())
+        else {
+            return Ok(());
+        };
+        match ip {
+            Some(ip) if list.contains(&ip) => Ok(()),
+            _ => Err(WxError::new(
+                61004,
+                format!(
+                    "access clientip is not registered requestIP: {}",
+                    ip.map_or_else(|| "unknown".to_owned(), |i| i.to_string())
+                ),
+            )),
+        }
+    }
+
+    /// Replaces a platform's IP whitelist (`None`: calls from anywhere).
+    ///
+    /// # Errors
+    /// 61011 unknown platform.
+    pub fn set_platform_whitelist(
+        &self,
+        component_appid: &str,
+        ips: Option<Vec<IpAddr>>,
+    ) -> WxResult<()> {
+        let mut w = self.world();
+        let p = w
+            .platforms
+            .platforms
+            .get_mut(component_appid)
+            .ok_or_else(|| WxError::new(61011, "invalid component"))?;
+        p.ip_whitelist = ips.clone();
+        drop(w);
+        self.record(
+            Event::new("platform_whitelist")
+                .appid(component_appid)
+                .detail(json!({"ip_whitelist": ips})),
+        );
+        Ok(())
+    }
+
+    fn set_option(&self, w: &mut World, authorizer: &str, name: String, value: String) {
+        let now = self.now_in(w);
+        self.record_at(
+            now,
+            Event::new("authorizer_option_set")
+                .appid(authorizer)
+                .detail(json!({"option_name": name, "option_value": value})),
+        );
+        w.platforms
+            .options
+            .entry(authorizer.to_owned())
+            .or_default()
+            .insert(name, value);
+    }
+
+    fn option_of(w: &World, authorizer: &str, name: &str) -> String {
+        w.platforms
+            .options
+            .get(authorizer)
+            .and_then(|o| o.get(name))
+            .cloned()
+            .unwrap_or_else(|| "0".to_owned())
+    }
+
+    /// `api_get_authorizer_option` (component token): an authorizer's option.
+    ///
+    /// # Errors
+    /// Token errors, 61003 not authorized, 61012 unknown option.
+    pub fn get_authorizer_option(&self, token: Option<&str>, body: &Value) -> WxResult<Value> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let (_, p) = Self::component_call(&mut w, token, body, now)?;
+        let authorizer = s(body, "authorizer_appid").unwrap_or_default().to_owned();
+        if !p.authorizers.get(&authorizer).is_some_and(|a| a.active) {
+            return Err(WxError::new(
+                61003,
+                "component is not authorized by this account",
+            ));
+        }
+        let name = s(body, "option_name").unwrap_or_default();
+        check_option(name, None)?;
+        Ok(json!({
+            "authorizer_appid": authorizer,
+            "option_name": name,
+            "option_value": Self::option_of(&w, &authorizer, name),
+        }))
+    }
+
+    /// `api_set_authorizer_option` (component token): sets an authorizer's option.
+    ///
+    /// # Errors
+    /// Token errors, 61003 not authorized, 61012 unknown option, 61013 a value it does not
+    /// take.
+    pub fn set_authorizer_option(&self, token: Option<&str>, body: &Value) -> WxResult<Value> {
+        let mut w = self.world();
+        let now = self.now_in(&w);
+        let (_, p) = Self::component_call(&mut w, token, body, now)?;
+        let authorizer = s(body, "authorizer_appid").unwrap_or_default().to_owned();
+        if !p.authorizers.get(&authorizer).is_some_and(|a| a.active) {
+            return Err(WxError::new(
+                61003,
+                "component is not authorized by this account",
+            ));
+        }
+        let name = s(body, "option_name").unwrap_or_default().to_owned();
+        let value = option_value(body).unwrap_or_default();
+        check_option(&name, Some(&value))?;
+        self.set_option(&mut w, &authorizer, name, value);
+        Ok(json!({"errcode": 0, "errmsg": "ok"}))
+    }
+
+    /// `get_authorizer_option` / `set_authorizer_option` of the newer pages: the same, with
+    /// the authorizer token (`value` `None`: a read).
+    ///
+    /// # Errors
+    /// Token errors, 86000 a token that is not an authorizer token, 61012/61013.
+    pub fn authorizer_option_with_token(
+        &self,
+        token: Option<&str>,
+        body: &Value,
+        write: bool,
+    ) -> WxResult<Value> {
+        let path = if write {
+            "/cgi-bin/component/set_authorizer_option"
+        } else {
+            "/cgi-bin/component/get_authorizer_option"
+        };
+        let appid = self.check_api_token(token, path)?;
+        let mut w = self.world();
+        if !token.is_some_and(|t| w.tokens.is_authorizer_token(t)) {
+            return Err(WxError::new(
+                86000,
+                "should be called only from third party",
+            ));
+        }
+        let name = s(body, "option_name").unwrap_or_default().to_owned();
+        if write {
+            let value = option_value(body).unwrap_or_default();
+            check_option(&name, Some(&value))?;
+            self.set_option(&mut w, &appid, name, value);
+            return Ok(json!({"errcode": 0, "errmsg": "ok"}));
+        }
+        check_option(&name, None)?;
+        let value = Self::option_of(&w, &appid, &name);
+        Ok(json!({"errcode": 0, "errmsg": "ok", "option_name": name, "option_value": value}))
+    }
+}
+
+/// The caller's address (`None` when the server was not started with connection info).
+struct Caller(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 /// `POST /_sim/platforms/{component_appid}/authorize`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1127,8 +1381,16 @@ fn component_token(q: &HashMap<String, String>) -> Option<&str> {
 
 macro_rules! component_route {
     ($name:ident, $path:literal, $method:ident) => {
-        async fn $name(State(sim): State<Sim>, Query(q): Q, raw: Bytes) -> Response {
-            let result = json_body(&raw).and_then(|b| sim.$method(component_token(&q), &b));
+        async fn $name(
+            State(sim): State<Sim>,
+            Caller(ip): Caller,
+            Query(q): Q,
+            raw: Bytes,
+        ) -> Response {
+            let result = json_body(&raw).and_then(|b| {
+                sim.check_caller(component_token(&q), &b, ip)?;
+                sim.$method(component_token(&q), &b)
+            });
             answer(&sim, $path, result)
         }
     };
@@ -1155,30 +1417,70 @@ component_route!(
     "/cgi-bin/component/api_get_authorizer_info",
     authorizer_info
 );
+component_route!(
+    get_option,
+    "/cgi-bin/component/api_get_authorizer_option",
+    get_authorizer_option
+);
+component_route!(
+    set_option,
+    "/cgi-bin/component/api_set_authorizer_option",
+    set_authorizer_option
+);
 
-async fn start_push_ticket(State(sim): State<Sim>, raw: Bytes) -> Response {
-    let result = json_body(&raw).and_then(|b| sim.start_push_ticket(&b));
+async fn get_option_with_token(State(sim): State<Sim>, Query(q): Q, raw: Bytes) -> Response {
+    let result = json_body(&raw)
+        .and_then(|b| sim.authorizer_option_with_token(p(&q, "access_token"), &b, false));
+    answer(&sim, "/cgi-bin/component/get_authorizer_option", result)
+}
+
+async fn set_option_with_token(State(sim): State<Sim>, Query(q): Q, raw: Bytes) -> Response {
+    let result = json_body(&raw)
+        .and_then(|b| sim.authorizer_option_with_token(p(&q, "access_token"), &b, true));
+    answer(&sim, "/cgi-bin/component/set_authorizer_option", result)
+}
+
+async fn start_push_ticket(State(sim): State<Sim>, Caller(ip): Caller, raw: Bytes) -> Response {
+    let result = json_body(&raw).and_then(|b| {
+        sim.check_caller(None, &b, ip)?;
+        sim.start_push_ticket(&b)
+    });
     answer(&sim, "/cgi-bin/component/api_start_push_ticket", result)
 }
 
-async fn component_token_route(State(sim): State<Sim>, raw: Bytes) -> Response {
-    let result = json_body(&raw).and_then(|b| sim.component_token(&b));
+async fn component_token_route(State(sim): State<Sim>, Caller(ip): Caller, raw: Bytes) -> Response {
+    let result = json_body(&raw).and_then(|b| {
+        sim.check_caller(None, &b, ip)?;
+        sim.component_token(&b)
+    });
     answer(&sim, "/cgi-bin/component/api_component_token", result)
 }
 
-async fn clear_quota(State(sim): State<Sim>, Query(q): Q, raw: Bytes) -> Response {
-    let result =
-        json_body(&raw).and_then(|b| sim.clear_component_quota(component_token(&q), &b, false));
+async fn clear_quota(
+    State(sim): State<Sim>,
+    Caller(ip): Caller,
+    Query(q): Q,
+    raw: Bytes,
+) -> Response {
+    let result = json_body(&raw).and_then(|b| {
+        sim.check_caller(component_token(&q), &b, ip)?;
+        sim.clear_component_quota(component_token(&q), &b, false)
+    });
     answer(&sim, "/cgi-bin/component/clear_quota", result)
 }
 
-async fn clear_quota_v2(State(sim): State<Sim>, raw: Bytes) -> Response {
-    let result = json_body(&raw).and_then(|b| sim.clear_component_quota(None, &b, true));
+async fn clear_quota_v2(State(sim): State<Sim>, Caller(ip): Caller, raw: Bytes) -> Response {
+    let result = json_body(&raw).and_then(|b| {
+        sim.check_caller(None, &b, ip)?;
+        sim.clear_component_quota(None, &b, true)
+    });
     answer(&sim, "/cgi-bin/component/clear_quota/v2", result)
 }
 
-async fn component_login(State(sim): State<Sim>, Query(q): Q) -> Response {
-    let result = sim.component_code_to_session(&q);
+async fn component_login(State(sim): State<Sim>, Caller(ip): Caller, Query(q): Q) -> Response {
+    let result = sim
+        .check_caller(component_token(&q), &Value::Null, ip)
+        .and_then(|()| sim.component_code_to_session(&q));
     answer(&sim, "/sns/component/jscode2session", result)
 }
 
@@ -1209,6 +1511,22 @@ pub(crate) fn routes() -> Router<Sim> {
         .route(
             "/cgi-bin/component/api_get_authorizer_info",
             post(authorizer_info),
+        )
+        .route(
+            "/cgi-bin/component/api_get_authorizer_option",
+            post(get_option),
+        )
+        .route(
+            "/cgi-bin/component/api_set_authorizer_option",
+            post(set_option),
+        )
+        .route(
+            "/cgi-bin/component/get_authorizer_option",
+            post(get_option_with_token),
+        )
+        .route(
+            "/cgi-bin/component/set_authorizer_option",
+            post(set_option_with_token),
         )
         .route("/cgi-bin/component/clear_quota", post(clear_quota))
         .route("/cgi-bin/component/clear_quota/v2", post(clear_quota_v2))
@@ -1264,6 +1582,24 @@ async fn deauthorize_route(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Whitelist {
+    ips: Option<Vec<IpAddr>>,
+}
+
+async fn whitelist_route(
+    State(sim): State<Sim>,
+    Path(appid): Path<String>,
+    raw: Bytes,
+) -> Response {
+    let req: Whitelist = try_resp!(body(&raw));
+    match sim.set_platform_whitelist(&appid, req.ips) {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(e) => from_wx(e),
+    }
+}
+
 /// The `/_sim` routes of this domain.
 pub(crate) fn control() -> Router<Sim> {
     Router::new()
@@ -1276,6 +1612,10 @@ pub(crate) fn control() -> Router<Sim> {
         .route(
             "/_sim/platforms/{component_appid}/deauthorize",
             post(deauthorize_route),
+        )
+        .route(
+            "/_sim/platforms/{component_appid}/ip_whitelist",
+            axum::routing::put(whitelist_route),
         )
 }
 

@@ -197,7 +197,7 @@ async fn img_sec_check(
     Query(q): Params,
     mut form: axum::extract::Multipart,
 ) -> Response {
-    let appid = match sim.check_token(p(&q, "access_token")) {
+    let appid = match sim.check_api_token(p(&q, "access_token"), "/wxa/img_sec_check") {
         Ok(a) => a,
         Err(e) => return wx_error(&sim, "/wxa/img_sec_check", &e),
     };

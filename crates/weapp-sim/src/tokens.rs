@@ -59,6 +59,9 @@ pub(crate) struct TokenRec {
     expires_at: i64,
     /// Set when superseded: the token works until then (and never past `expires_at`).
     valid_until: Option<i64>,
+    /// For an authorizer token: the platform acting for the mini program with it (whose
+    /// granted permission sets decide which APIs the token may call).
+    component: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -85,6 +88,20 @@ pub(crate) struct TokenTable {
 }
 
 impl TokenTable {
+    /// Whether `token` was issued to a platform acting for a mini program.
+    pub(crate) fn is_authorizer_token(&self, token: &str) -> bool {
+        self.tokens
+            .get(token)
+            .is_some_and(|r| r.component.is_some())
+    }
+
+    /// Marks `token` (an authorizer token) as issued to `component_appid`.
+    pub(crate) fn bind_component(&mut self, token: &str, component_appid: &str) {
+        if let Some(rec) = self.tokens.get_mut(token) {
+            rec.component = Some(component_appid.to_owned());
+        }
+    }
+
     /// `{appid: {classic: n, stable: n}}`.
     pub(crate) fn issued_json(&self) -> serde_json::Map<String, Value> {
         self.issued
@@ -136,6 +153,7 @@ impl Sim {
                 issued_at: now,
                 expires_at,
                 valid_until: None,
+                component: None,
             },
         );
         *w.tokens
@@ -310,6 +328,18 @@ impl Sim {
     /// # Errors
     /// 41001 missing, 42001 expired, 40001 unknown or superseded.
     pub fn check_token(&self, token: Option<&str>) -> WxResult<String> {
+        self.check_api_token(token, "")
+    }
+
+    /// [`Sim::check_token`] for a call of the mini program API at `path`: an authorizer token
+    /// (a third-party platform acting for the mini program) must also come with the permission
+    /// set `path` belongs to among those the merchant granted the platform (see
+    /// [`crate::platform::permission_set`]).
+    ///
+    /// # Errors
+    /// 41001 missing, 42001 expired, 40001 unknown or superseded, 61007 a permission set the
+    /// merchant did not grant.
+    pub fn check_api_token(&self, token: Option<&str>, path: &str) -> WxResult<String> {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| WxError::new(41001, "access_token missing"))?;
@@ -321,6 +351,14 @@ impl Sim {
         }
         if rec.valid_until.is_some_and(|u| now >= u) {
             return Err(invalid_credential());
+        }
+        if let (Some(component), Some(set)) = (
+            rec.component.as_deref(),
+            crate::platform::permission_set(path),
+        ) {
+            if !w.platforms.granted(component, &rec.appid, set) {
+                return Err(WxError::new(61007, "api is unauthorized to component"));
+            }
         }
         Ok(rec.appid.clone())
     }

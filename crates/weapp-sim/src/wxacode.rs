@@ -262,10 +262,12 @@ fn image_call(
     q: &HashMap<String, String>,
     f: impl FnOnce(&str) -> WxResult<(Vec<u8>, Option<u64>)>,
 ) -> Response {
-    match sim.check_token(p(q, "access_token")).and_then(|appid| {
-        sim.count_app_call(&appid, path);
-        f(&appid)
-    }) {
+    match sim
+        .check_api_token(p(q, "access_token"), path)
+        .and_then(|appid| {
+            sim.count_app_call(&appid, path);
+            f(&appid)
+        }) {
         Ok((bytes, used)) => png(bytes, used),
         Err(e) => wx_error(sim, path, &e),
     }

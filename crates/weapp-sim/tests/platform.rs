@@ -572,3 +572,184 @@ async fn a_platform_from_ticket_to_deauthorization() {
         component.as_str()
     );
 }
+
+/// §9 item 3 (61004) and item 14 (options, 61007) over the wire: the two forms of the option
+/// calls, their errors, the IP whitelist on every component call, what the listing shows.
+#[tokio::test]
+async fn options_permission_sets_and_the_ip_whitelist() {
+    let h = spawn(SimConfig::default()).await.unwrap();
+    let t = T {
+        h,
+        http: reqwest::Client::new(),
+    };
+    let sim = t.h.sim().clone();
+    // Registered with a whitelist that lets this machine in.
+    let reg = t
+        .post("/_sim/platforms", json!({"ip_whitelist": ["127.0.0.1"]}))
+        .await;
+    let component = reg["component_appid"].as_str().unwrap().to_owned();
+    sim.push_ticket(&component).await.unwrap();
+    let ct = json!({"component_appid": component, "component_appsecret": reg["secret"], "component_verify_ticket": sim.latest_ticket(&component)});
+    let ctoken = t
+        .post("/cgi-bin/component/api_component_token", ct.clone())
+        .await["component_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pre = t
+        .post(
+            &format!("/cgi-bin/component/api_create_preauthcode?component_access_token={ctoken}"),
+            json!({}),
+        )
+        .await["pre_auth_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (merchant, merchant_secret) = sim.add_app(None, None, false);
+    let auth = t
+        .post(
+            &format!("/_sim/platforms/{component}/authorize"),
+            json!({"pre_auth_code": pre, "authorizer_appid": merchant, "redirect_uri": "https://x", "func_ids": [18]}),
+        )
+        .await;
+    let q = t
+        .post(
+            &format!("/cgi-bin/component/api_query_auth?component_access_token={ctoken}"),
+            json!({"authorization_code": auth["auth_code"]}),
+        )
+        .await;
+    let atoken = q["authorization_info"]["authorizer_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Options with the component token: unknown name 61012, bad value 61013, a number taken
+    // as WeChat's own samples send it.
+    let get = |name: &str| json!({"component_appid": component, "authorizer_appid": merchant, "option_name": name});
+    let path =
+        format!("/cgi-bin/component/api_get_authorizer_option?component_access_token={ctoken}");
+    let v = t.post(&path, get("voice_recognize")).await;
+    assert_eq!(v["option_value"], "0", "{v}");
+    assert_eq!(v["authorizer_appid"], merchant.as_str());
+    assert_eq!(T::errcode(&t.post(&path, get("volume")).await), 61012);
+    let set =
+        format!("/cgi-bin/component/api_set_authorizer_option?component_access_token={ctoken}");
+    let mut bad = get("voice_recognize");
+    bad["option_value"] = json!("7");
+    assert_eq!(T::errcode(&t.post(&set, bad).await), 61013);
+    let mut good = get("voice_recognize");
+    good["option_value"] = json!(1);
+    assert_eq!(T::errcode(&t.post(&set, good).await), 0);
+    // The newer form with the authorizer token sees it; the merchant's own token is not a
+    // platform's: 86000.
+    let v = t
+        .post(
+            &format!("/cgi-bin/component/get_authorizer_option?access_token={atoken}"),
+            json!({"option_name": "voice_recognize"}),
+        )
+        .await;
+    assert_eq!(v["option_value"], "1", "{v}");
+    let own = t
+        .get(&format!(
+            "/cgi-bin/token?grant_type=client_credential&appid={merchant}&secret={merchant_secret}"
+        ))
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = t
+        .post(
+            &format!("/cgi-bin/component/set_authorizer_option?access_token={own}"),
+            json!({"option_name": "voice_recognize", "option_value": "0"}),
+        )
+        .await;
+    assert_eq!(T::errcode(&v), 86000, "{v}");
+
+    // 61007: the merchant granted 18 only — data analysis works, customer service does not;
+    // its own token calls anything.
+    let cs = json!({"touser": "o", "msgtype": "text", "text": {"content": "hi"}});
+    let v = t
+        .post(
+            &format!("/cgi-bin/message/custom/send?access_token={atoken}"),
+            cs.clone(),
+        )
+        .await;
+    assert_eq!(T::errcode(&v), 61007, "{v}");
+    assert!(v["errmsg"]
+        .as_str()
+        .unwrap()
+        .starts_with("api is unauthorized to component rid: "));
+    let v = t
+        .post(
+            &format!("/cgi-bin/message/custom/send?access_token={own}"),
+            cs,
+        )
+        .await;
+    assert_ne!(T::errcode(&v), 61007, "{v}");
+
+    // The whitelist: listed, then shutting this machine out of every component call, the
+    // token call and component login included; `[]` refuses all, `null` lifts it.
+    let listed = t.get("/_sim/platforms").await;
+    let p = &listed["platforms"][0];
+    assert_eq!(p["ip_whitelist"], json!(["127.0.0.1"]));
+    assert_eq!(
+        p["authorizers"][0]["options"],
+        json!({"voice_recognize": "1"})
+    );
+    let put = |ips: Value| {
+        let t = &t;
+        let component = component.clone();
+        async move {
+            t.http
+                .put(format!(
+                    "{}/_sim/platforms/{component}/ip_whitelist",
+                    t.h.url()
+                ))
+                .json(&json!({ "ips": ips }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(put(json!([])).await, 200);
+    let e = t.post(&path, get("voice_recognize")).await;
+    assert_eq!(T::errcode(&e), 61004, "{e}");
+    assert!(e["errmsg"]
+        .as_str()
+        .unwrap()
+        .starts_with("access clientip is not registered requestIP: 127.0.0.1 rid: "));
+    assert_eq!(
+        T::errcode(
+            &t.post("/cgi-bin/component/api_component_token", ct.clone())
+                .await
+        ),
+        61004
+    );
+    let (code, _) = sim.login(&merchant, None, None, false).unwrap();
+    let login = format!(
+        "/sns/component/jscode2session?appid={merchant}&js_code={code}&grant_type=authorization_code&component_appid={component}&component_access_token={ctoken}"
+    );
+    assert_eq!(T::errcode(&t.get(&login).await), 61004);
+    // Not the platform's business: the merchant's own API calls with the authorizer token.
+    let v = t
+        .post(
+            &format!("/datacube/getweanalysisappiddailysummarytrend?access_token={atoken}"),
+            json!({"begin_date": "20200101", "end_date": "20200101"}),
+        )
+        .await;
+    assert_ne!(T::errcode(&v), 61004, "{v}");
+    assert_ne!(T::errcode(&v), 61007, "{v}");
+    // Lifted: component login works again; an address that is not one is refused.
+    assert_eq!(put(json!(null)).await, 200);
+    let v = t.get(&login).await;
+    assert!(v["openid"].is_string(), "{v}");
+    assert_eq!(put(json!(["not an address"])).await, 400);
+    // A reset keeps the registration, whitelist included.
+    assert_eq!(put(json!([])).await, 200);
+    sim.reset();
+    assert_eq!(
+        t.get("/_sim/platforms").await["platforms"][0]["ip_whitelist"],
+        json!([])
+    );
+}

@@ -80,6 +80,29 @@ pub enum ErrCode {
     AccountFrozen,
     /// 61024: the app is authorized to a third-party platform, which must fetch its token.
     AuthorizedToThirdParty,
+    /// 61003: the account has not (or no longer) authorized the third-party platform.
+    ComponentNotAuthorized,
+    /// 61004: the third-party platform's call came from an address not on its IP whitelist.
+    ClientIpNotRegistered,
+    /// 61005: the `component_verify_ticket` is older than 12 hours.
+    ComponentTicketExpired,
+    /// 61006: the `component_verify_ticket` is missing or not one WeChat pushed.
+    ComponentTicketInvalid,
+    /// 61007: the merchant did not grant the platform the permission set this API needs.
+    ApiUnauthorizedToComponent,
+    /// 61009: unknown authorization code.
+    InvalidAuthorizationCode,
+    /// 61011: invalid component (another platform's token, or an unknown component appid).
+    InvalidComponent,
+    /// 61012: unknown authorizer option name.
+    InvalidOptionName,
+    /// 61013: a value the authorizer option does not take.
+    InvalidOptionValue,
+    /// 61023: the authorizer refresh token is invalid (wrong, or replaced by a
+    /// re-authorization).
+    InvalidRefreshToken,
+    /// 86000: a third-party-platform API called with a token that is not the platform's.
+    OnlyFromThirdParty,
     /// 85079: the mini program has no online release.
     NoOnlineRelease,
     /// 85096: `scancode_time` is a reserved query key.
@@ -197,6 +220,17 @@ impl ErrCode {
         (50004, ErrCode::Forbidden),
         (50007, ErrCode::AccountFrozen),
         (61024, ErrCode::AuthorizedToThirdParty),
+        (61003, ErrCode::ComponentNotAuthorized),
+        (61004, ErrCode::ClientIpNotRegistered),
+        (61005, ErrCode::ComponentTicketExpired),
+        (61006, ErrCode::ComponentTicketInvalid),
+        (61007, ErrCode::ApiUnauthorizedToComponent),
+        (61009, ErrCode::InvalidAuthorizationCode),
+        (61011, ErrCode::InvalidComponent),
+        (61012, ErrCode::InvalidOptionName),
+        (61013, ErrCode::InvalidOptionValue),
+        (61023, ErrCode::InvalidRefreshToken),
+        (86000, ErrCode::OnlyFromThirdParty),
         (85079, ErrCode::NoOnlineRelease),
         (85096, ErrCode::ScancodeTimeForbidden),
         (87007, ErrCode::SessionKeyInvalid),

@@ -13,6 +13,8 @@
 //!   merchant's mini program whose tokens are authorizer tokens, refreshed from the stored
 //!   refresh token (a new one WeChat returns is saved before the token is used; a lost one is
 //!   recovered from `api_get_authorizer_list`) — so every API domain works for it unchanged;
+//! - the merchant's account: `api_get_authorizer_info`, the authorizer list (paged) and the
+//!   [`AuthorizerOption`]s;
 //! - login of the merchant's users through `/sns/component/jscode2session`.
 //!
 //! ```no_run
@@ -331,6 +333,45 @@ pub struct AuthorizerInfo {
 }
 
 impl JsonResponse for AuthorizerInfo {}
+
+/// An authorizer option: an account setting a platform reads and sets for a merchant
+/// (`api_get_authorizer_option` / `api_set_authorizer_option`). Values are WeChat's digits, as
+/// strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthorizerOption {
+    /// `location_report`: `"0"` off, `"1"` on entering a session, `"2"` every 5 seconds.
+    LocationReport,
+    /// `voice_recognize`: `"0"` off, `"1"` on.
+    VoiceRecognize,
+    /// `customer_service` (多客服): `"0"` off, `"1"` on.
+    CustomerService,
+}
+
+impl AuthorizerOption {
+    /// The `option_name` WeChat knows it by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorizerOption::LocationReport => "location_report",
+            AuthorizerOption::VoiceRecognize => "voice_recognize",
+            AuthorizerOption::CustomerService => "customer_service",
+        }
+    }
+}
+
+impl std::fmt::Display for AuthorizerOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Deserialize)]
+struct OptionResponse {
+    /// A string in the reference; a number in some answers.
+    option_value: Value,
+}
+
+impl JsonResponse for OptionResponse {}
 
 #[derive(Deserialize)]
 struct Ack {}
@@ -1207,6 +1248,51 @@ impl Component {
         });
         self.call("/cgi-bin/component/api_get_authorizer_info", &body, true)
             .await
+    }
+
+    /// `api_get_authorizer_option`: the value (`"0"`, `"1"`, …) of a merchant's option.
+    ///
+    /// # Errors
+    /// Upstream errors (61003 not authorized, 61012 unknown option).
+    pub async fn authorizer_option(
+        &self,
+        authorizer_appid: &str,
+        option: AuthorizerOption,
+    ) -> Result<String> {
+        let body = serde_json::json!({
+            "component_appid": self.inner.appid,
+            "authorizer_appid": authorizer_appid,
+            "option_name": option.as_str(),
+        });
+        let r: OptionResponse = self
+            .call("/cgi-bin/component/api_get_authorizer_option", &body, true)
+            .await?;
+        Ok(match r.option_value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+    }
+
+    /// `api_set_authorizer_option`: sets a merchant's option to `value` (`"0"`, `"1"`, …).
+    ///
+    /// # Errors
+    /// Upstream errors (61003 not authorized, 61013 a value the option does not take).
+    pub async fn set_authorizer_option(
+        &self,
+        authorizer_appid: &str,
+        option: AuthorizerOption,
+        value: &str,
+    ) -> Result<()> {
+        let body = serde_json::json!({
+            "component_appid": self.inner.appid,
+            "authorizer_appid": authorizer_appid,
+            "option_name": option.as_str(),
+            "option_value": value,
+        });
+        // Setting a value twice is setting it once: safe to retry.
+        self.call::<Ack>("/cgi-bin/component/api_set_authorizer_option", &body, true)
+            .await?;
+        Ok(())
     }
 
     /// Restores every refresh token `api_get_authorizer_list` knows into the refresh-token

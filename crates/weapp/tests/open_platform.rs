@@ -1,7 +1,8 @@
 //! A third-party platform against weapp-sim: tickets received and stored, one component token
 //! for two processes, a merchant's authorization, a client acting for the merchant, component
 //! login, a lost refresh token recovered from the authorizer list, re-authorization and
-//! de-authorization, forged events refused.
+//! de-authorization, forged events refused; a merchant's options; a permission set not granted
+//! (61007); a platform outside its IP whitelist (61004).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,11 +13,12 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 use weapp::open_platform::{
-    AuthType, Component, ComponentEvent, MemoryPlatformStore, ReceiveError, RefreshTokenStore,
-    TicketStore,
+    AuthType, AuthorizerOption, Component, ComponentEvent, MemoryPlatformStore, ReceiveError,
+    RefreshTokenStore, TicketStore,
 };
 use weapp::push::PushQuery;
 use weapp::token::MemoryStore;
+use weapp::ErrCode;
 use weapp_sim::{SimConfig, TokenKind};
 
 type Events = Arc<Mutex<Vec<ComponentEvent>>>;
@@ -337,4 +339,204 @@ async fn without_a_ticket_the_component_token_says_so() {
             .build()
             .is_err()
     );
+}
+
+/// A platform with a ticket stored and a merchant authorized with `func_ids`.
+struct Merchant {
+    component: Component,
+    /// The platform's registration (appid, secret, token, key).
+    reg: Value,
+    store: Arc<MemoryPlatformStore>,
+    appid: String,
+    secret: String,
+}
+
+async fn authorized_merchant(sim: &weapp_sim::SimHandle, func_ids: &[i64]) -> Merchant {
+    let http = reqwest::Client::new();
+    let reg = post_json(&http, format!("{}/_sim/platforms", sim.url()), json!({})).await;
+    let appid = reg["component_appid"].as_str().unwrap().to_owned();
+    sim.sim().push_ticket(&appid).await.unwrap();
+    let store = Arc::new(MemoryPlatformStore::new());
+    TicketStore::save(&*store, &appid, &sim.sim().latest_ticket(&appid).unwrap())
+        .await
+        .unwrap();
+    let component = Component::builder(
+        &appid,
+        reg["secret"].as_str().unwrap(),
+        reg["token"].as_str().unwrap(),
+        reg["encoding_aes_key"].as_str().unwrap(),
+    )
+    .base_url(sim.url())
+    .ticket_store(store.clone())
+    .refresh_token_store(store.clone())
+    .build()
+    .unwrap();
+    let pre = component.pre_auth_code().await.unwrap();
+    let (merchant, merchant_secret) = sim.sim().add_app(None, None, false);
+    let auth = post_json(
+        &http,
+        format!("{}/_sim/platforms/{appid}/authorize", sim.url()),
+        json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant, "redirect_uri": "https://x", "func_ids": func_ids}),
+    )
+    .await;
+    component
+        .query_auth(auth["auth_code"].as_str().unwrap())
+        .await
+        .unwrap();
+    Merchant {
+        component,
+        reg,
+        store,
+        appid: merchant,
+        secret: merchant_secret,
+    }
+}
+
+#[tokio::test]
+async fn a_merchants_options_are_read_and_set() {
+    let sim = weapp_sim::spawn(SimConfig::default()).await.unwrap();
+    let m = authorized_merchant(&sim, &[17, 18, 19]).await;
+    let (component, merchant) = (&m.component, &m.appid);
+    let appid = m.reg["component_appid"].as_str().unwrap();
+    assert_eq!(
+        component
+            .authorizer_option(merchant, AuthorizerOption::LocationReport)
+            .await
+            .unwrap(),
+        "0"
+    );
+    component
+        .set_authorizer_option(merchant, AuthorizerOption::LocationReport, "2")
+        .await
+        .unwrap();
+    component
+        .set_authorizer_option(merchant, AuthorizerOption::CustomerService, "1")
+        .await
+        .unwrap();
+    assert_eq!(
+        component
+            .authorizer_option(merchant, AuthorizerOption::LocationReport)
+            .await
+            .unwrap(),
+        "2"
+    );
+    // A value the option does not take: typed, with the rid, and nothing changed.
+    let e = component
+        .set_authorizer_option(merchant, AuthorizerOption::VoiceRecognize, "2")
+        .await
+        .unwrap_err();
+    assert_eq!(e.errcode(), Some(ErrCode::InvalidOptionValue), "{e}");
+    assert!(e.rid().is_some(), "{e}");
+    assert_eq!(
+        component
+            .authorizer_option(merchant, AuthorizerOption::VoiceRecognize)
+            .await
+            .unwrap(),
+        "0"
+    );
+    // The newer pages' form, with the merchant's own authorizer token, sees the same values.
+    let token = component
+        .authorizer_manager(merchant)
+        .unwrap()
+        .current()
+        .await
+        .unwrap()
+        .access_token;
+    let http = reqwest::Client::new();
+    let got = post_json(
+        &http,
+        format!(
+            "{}/cgi-bin/component/get_authorizer_option?access_token={}",
+            sim.url(),
+            token.expose()
+        ),
+        json!({"option_name": "customer_service"}),
+    )
+    .await;
+    assert_eq!(got["option_value"], "1", "{got}");
+    // A merchant that is not (or no longer) authorized: 61003, typed.
+    post_json(
+        &http,
+        format!("{}/_sim/platforms/{appid}/deauthorize", sim.url()),
+        json!({"authorizer_appid": merchant}),
+    )
+    .await;
+    let e = component
+        .authorizer_option(merchant, AuthorizerOption::LocationReport)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errcode(), Some(ErrCode::ComponentNotAuthorized), "{e}");
+}
+
+#[tokio::test]
+async fn a_permission_set_not_granted_is_61007_and_costs_no_token() {
+    let sim = weapp_sim::spawn(SimConfig::default()).await.unwrap();
+    // Customer service (19) only: no 小程序码 (17).
+    let m = authorized_merchant(&sim, &[19]).await;
+    let merchant = &m.appid;
+    let client = m.component.authorizer(merchant).unwrap();
+    assert!(client.subscribe().categories().await.is_ok());
+    let issued = sim.sim().tokens_issued(merchant, TokenKind::Authorizer);
+    let e = client.wxacode().unlimited("id=1").send().await.unwrap_err();
+    assert_eq!(
+        e.errcode(),
+        Some(ErrCode::ApiUnauthorizedToComponent),
+        "{e}"
+    );
+    assert!(e.rid().is_some(), "{e}");
+    // Not a token problem: the token is not thrown away, and the next call uses it.
+    assert!(client.subscribe().categories().await.is_ok());
+    assert_eq!(
+        sim.sim().tokens_issued(merchant, TokenKind::Authorizer),
+        issued
+    );
+    // The merchant's own token (not the platform's) may call it.
+    let own = weapp::Client::builder(merchant, m.secret.as_str())
+        .base_url(sim.url())
+        .build()
+        .unwrap();
+    assert!(own.wxacode().unlimited("id=1").send().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_platform_called_from_outside_its_ip_whitelist_gets_61004() {
+    let sim = weapp_sim::spawn(SimConfig::default()).await.unwrap();
+    let m = authorized_merchant(&sim, &[19]).await;
+    let (component, appid) = (&m.component, m.reg["component_appid"].as_str().unwrap());
+    let calls = || sim.sim().calls("/cgi-bin/component/api_component_token");
+    let ten = "10.1.2.3".parse().unwrap();
+    sim.sim()
+        .set_platform_whitelist(appid, Some(vec![ten]))
+        .unwrap();
+    // The component token the platform holds is refused for the other calls too.
+    let e = component.pre_auth_code().await.unwrap_err();
+    assert_eq!(e.errcode(), Some(ErrCode::ClientIpNotRegistered), "{e}");
+    assert!(e.to_string().contains("requestIP: 127.0.0.1"), "{e}");
+    // Another process of the platform, without a component token yet: refused, and
+    // remembered (a whitelist is not fixed in a second) — its next caller does not ask WeChat
+    // again.
+    let other = Component::builder(
+        appid,
+        m.reg["secret"].as_str().unwrap(),
+        m.reg["token"].as_str().unwrap(),
+        m.reg["encoding_aes_key"].as_str().unwrap(),
+    )
+    .base_url(sim.url())
+    .ticket_store(m.store.clone())
+    .build()
+    .unwrap();
+    let before = calls();
+    let e = other.component_token().await.unwrap_err();
+    assert_eq!(e.errcode(), Some(ErrCode::ClientIpNotRegistered), "{e}");
+    assert!(e.rid().is_some(), "{e}");
+    let e = other.component_token().await.unwrap_err();
+    assert_eq!(e.errcode(), Some(ErrCode::ClientIpNotRegistered), "{e}");
+    assert_eq!(calls(), before + 1);
+    // The operator adds this machine; the platform is told to forget the failure.
+    sim.sim()
+        .set_platform_whitelist(appid, Some(vec![ten, "127.0.0.1".parse().unwrap()]))
+        .unwrap();
+    other.forget_failures();
+    assert!(other.component_token().await.is_ok());
+    assert!(component.pre_auth_code().await.is_ok());
 }

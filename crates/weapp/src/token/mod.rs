@@ -11,7 +11,7 @@
 //! | a caller that goes away changes nothing | always | the flight runs detached from its callers: a dropped caller (a client that disconnected) neither leaves the lease held nor loses a token WeChat already issued; a flight that dies (a panic, a runtime shutting down) still answers its waiters and frees its slot |
 //! | a stalled refresher cannot overwrite a newer token | the store is up | writes are fenced: each lease's fence exceeds every earlier fence *and* every version written |
 //! | a 40001 storm refreshes once | always | [`TokenSource::invalidate`] is compare-and-swap of the exact failing token |
-//! | failures are not hammered | always | callers share a failed flight's error, and every failure is remembered: 45011 until the next minute; 45009 until the quota day turns (Beijing midnight) or [`TokenManager::forget_failures`] (called by the SDK's `clear_quota`), with one probe per [`TokenPolicy::quota_probe_interval`] so a quota cleared by another process is noticed; credential errors (40001/40013/40125/40164/40243/41002/41004/50004/50007/89501/89503 from the token endpoint itself) for [`TokenPolicy::credential_backoff`]; 89507 for an hour, 89506 for a day; anything else (-1, timeouts, garbage) for an exponential back-off from 1 s to 60 s. A forced refresh's 45009 (its 20-a-day budget) blocks forced refreshes only |
+//! | failures are not hammered | always | callers share a failed flight's error, and every failure is remembered: 45011 until the next minute; 45009 until the quota day turns (Beijing midnight) or [`TokenManager::forget_failures`] (called by the SDK's `clear_quota`), with one probe per [`TokenPolicy::quota_probe_interval`] so a quota cleared by another process is noticed; credential errors (40001/40013/40125/40164/61004/40243/41002/41004/50004/50007/89501/89503 from the token endpoint itself) for [`TokenPolicy::credential_backoff`]; 89507 for an hour, 89506 for a day; anything else (-1, timeouts, garbage) for an exponential back-off from 1 s to 60 s. A forced refresh's 45009 (its 20-a-day budget) blocks forced refreshes only |
 //! | callers do not wait on WeChat | a token is still alive | due tokens are served while another process (or, with [`TokenManager::start_refresher`], a background task) refreshes; a failed refresh serves the alive token |
 //! | no token seconds before death | always | a token is served only while more than [`TokenPolicy::expiry_safety`] remains (capped at half its refresh margin); `expires_in` is clamped to 7200 s and counted from when the request was sent |
 //! | a flushed or restarted Redis costs no fetch | a process still holds a fresh token | the store's watermark tells "lost" from "invalidated": a lost token is put back under the lease instead of fetched again |
@@ -289,6 +289,7 @@ pub(crate) fn is_credential_error(code: ErrCode) -> bool {
             | ErrCode::InvalidAppid
             | ErrCode::InvalidAppSecret
             | ErrCode::IpNotInWhitelist
+            | ErrCode::ClientIpNotRegistered
             | ErrCode::SecretFrozen
             | ErrCode::AppidMissing
             | ErrCode::AppSecretMissing
