@@ -98,7 +98,9 @@ test('a platform: tickets, a merchant authorizing from the console, de-authoriza
   assert.equal(refused.errcode, 61004, JSON.stringify(refused));
   assert.match(refused.errmsg, /^access clientip is not registered requestIP: 127\.0\.0\.1 rid: /);
   await eventually(async () => (await card.locator(tid('ip-whitelist')).innerText()) === 'IP whitelist: 10.1.2.3', { what: 'the whitelist shown' });
-  await fetch(`${sandbox.sim}/_sim/platforms/${id}/ip_whitelist`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ips: null }) });
+  const lifted = await fetch(`${sandbox.sim}/_sim/platforms/${id}/ip_whitelist`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ips: null }) });
+  assert.equal(lifted.status, 200);
+  await eventually(async () => (await card.locator(tid('ip-whitelist')).innerText()) === 'IP whitelist: any address', { what: 'the whitelist lifted' });
 
   // De-authorization from the console.
   await merchant.locator(tid(`deauthorize-${apps.stable.appid}`)).click();

@@ -119,7 +119,12 @@ fn wechat_status(err: &weapp::Error) -> (StatusCode, &'static str) {
             }
             ErrCode::SystemError => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
             c if c.is_token_invalid()
-                || matches!(c, ErrCode::InvalidAppSecret | ErrCode::IpNotInWhitelist) =>
+                || matches!(
+                    c,
+                    ErrCode::InvalidAppSecret
+                        | ErrCode::IpNotInWhitelist
+                        | ErrCode::ClientIpNotRegistered
+                ) =>
             {
                 (StatusCode::BAD_GATEWAY, "upstream_auth_failed")
             }

@@ -264,8 +264,21 @@ async fn not_found(State(sim): State<Sim>, req: Request) -> Response {
         .into_response()
 }
 
+/// Runs the request knowing the caller's address (for the platforms' IP whitelists).
+async fn caller_scope(req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    platform::CALLER.scope(ip, next.run(req)).await
+}
+
 /// The simulator's HTTP application: each domain's WeChat routes and `/_sim` routes, the
 /// core's control routes and the journal.
+///
+/// Serve it with the callers' addresses
+/// (`router(sim).into_make_service_with_connect_info::<SocketAddr>()`, as [`run`] does): a
+/// platform with an IP whitelist refuses (61004) calls whose address it cannot see.
 pub fn router(sim: Sim) -> Router {
     Router::new()
         .merge(tokens::routes())
@@ -290,6 +303,8 @@ pub fn router(sim: Sim) -> Router {
         .merge(journal::control())
         .merge(console::control())
         .fallback(not_found)
+        // Inside `faults`, which may run the request in a task of its own.
+        .layer(axum::middleware::from_fn(caller_scope))
         .layer(axum::middleware::from_fn_with_state(sim.clone(), faults))
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),

@@ -12,12 +12,11 @@
 //! A platform may have an IP whitelist: component calls from elsewhere answer 61004.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +31,17 @@ use crate::push::{
     aes_key, deliver, encrypt, sha1_sorted, to_xml, urlencode, Delivery, PushFormat,
 };
 use crate::tokens::{invalid_credential, TokenKind, TOKEN_OVERLAP, TOKEN_TTL};
+
+tokio::task_local! {
+    /// The address of the request being answered (`None`: the server was started without
+    /// connection info), set around every request by the router.
+    pub(crate) static CALLER: Option<IpAddr>;
+}
+
+/// The caller of the request being answered, if known.
+fn caller() -> Option<IpAddr> {
+    CALLER.try_with(|c| *c).ok().flatten()
+}
 
 /// A ticket push every this many seconds of (virtual or real) time.
 pub const TICKET_INTERVAL: i64 = 600;
@@ -175,6 +185,28 @@ impl PlatformTable {
                 .collect(),
             tokens: HashMap::new(),
             options: HashMap::new(),
+        }
+    }
+
+    /// 61004 when `component_appid` has an IP whitelist without the caller's address (calls
+    /// it makes with its component token, and for a merchant with an authorizer token).
+    pub(crate) fn check_whitelist(&self, component_appid: &str) -> WxResult<()> {
+        let Some(list) = self
+            .platforms
+            .get(component_appid)
+            .and_then(|p| p.ip_whitelist.as_ref())
+        else {
+            return Ok(());
+        };
+        match caller() {
+            Some(ip) if list.contains(&ip) => Ok(()),
+            ip => Err(WxError::new(
+                61004,
+                format!(
+                    "access clientip is not registered requestIP: {}",
+                    ip.map_or_else(|| "unknown".to_owned(), |i| i.to_string())
+                ),
+            )),
         }
     }
 
@@ -348,8 +380,8 @@ impl Sim {
                 }
                 p.event_url = config.event_url;
                 p.message_url = config.message_url;
-                if config.ip_whitelist.is_some() {
-                    p.ip_whitelist = config.ip_whitelist;
+                if let Some(list) = config.ip_whitelist {
+                    p.ip_whitelist = Some(list.into_iter().map(|ip| ip.to_canonical()).collect());
                 }
             }
             None => {
@@ -360,7 +392,9 @@ impl Sim {
                     config.event_url,
                     config.message_url,
                 );
-                p.ip_whitelist = config.ip_whitelist;
+                p.ip_whitelist = config
+                    .ip_whitelist
+                    .map(|l| l.into_iter().map(|ip| ip.to_canonical()).collect());
                 w.platforms.platforms.insert(appid.clone(), p);
             }
         }
@@ -1178,27 +1212,15 @@ impl Sim {
     /// 61004 when the platform a component call is for (the token's, or the body's
     /// `component_appid` for calls made with the secret) has an IP whitelist without the
     /// caller's address.
-    fn check_caller(&self, token: Option<&str>, body: &Value, ip: Option<IpAddr>) -> WxResult<()> {
+    fn check_caller(&self, token: Option<&str>, body: &Value) -> WxResult<()> {
         let w = self.world();
         let platform = token
             .and_then(|t| w.platforms.tokens.get(t))
             .map(|t| t.component_appid.as_str())
             .or_else(|| s(body, "component_appid"));
-        let Some(list) = platform
-            .and_then(|c| w.platforms.platforms.get(c))
-            .and_then(|p| p.ip_whitelist.as_ref())
-        else {
-            return Ok(());
-        };
-        match ip {
-            Some(ip) if list.contains(&ip) => Ok(()),
-            _ => Err(WxError::new(
-                61004,
-                format!(
-                    "access clientip is not registered requestIP: {}",
-                    ip.map_or_else(|| "unknown".to_owned(), |i| i.to_string())
-                ),
-            )),
+        match platform {
+            Some(c) => w.platforms.check_whitelist(c),
+            None => Ok(()),
         }
     }
 
@@ -1217,6 +1239,8 @@ impl Sim {
             .platforms
             .get_mut(component_appid)
             .ok_or_else(|| WxError::new(61011, "invalid component"))?;
+        let ips: Option<Vec<IpAddr>> =
+            ips.map(|l| l.into_iter().map(|ip| ip.to_canonical()).collect());
         p.ip_whitelist = ips.clone();
         drop(w);
         self.record(
@@ -1335,22 +1359,6 @@ impl Sim {
     }
 }
 
-/// The caller's address (`None` when the server was not started with connection info).
-struct Caller(Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Caller(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
-    }
-}
-
 /// `POST /_sim/platforms/{component_appid}/authorize`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1381,14 +1389,9 @@ fn component_token(q: &HashMap<String, String>) -> Option<&str> {
 
 macro_rules! component_route {
     ($name:ident, $path:literal, $method:ident) => {
-        async fn $name(
-            State(sim): State<Sim>,
-            Caller(ip): Caller,
-            Query(q): Q,
-            raw: Bytes,
-        ) -> Response {
+        async fn $name(State(sim): State<Sim>, Query(q): Q, raw: Bytes) -> Response {
             let result = json_body(&raw).and_then(|b| {
-                sim.check_caller(component_token(&q), &b, ip)?;
+                sim.check_caller(component_token(&q), &b)?;
                 sim.$method(component_token(&q), &b)
             });
             answer(&sim, $path, result)
@@ -1440,46 +1443,41 @@ async fn set_option_with_token(State(sim): State<Sim>, Query(q): Q, raw: Bytes) 
     answer(&sim, "/cgi-bin/component/set_authorizer_option", result)
 }
 
-async fn start_push_ticket(State(sim): State<Sim>, Caller(ip): Caller, raw: Bytes) -> Response {
+async fn start_push_ticket(State(sim): State<Sim>, raw: Bytes) -> Response {
     let result = json_body(&raw).and_then(|b| {
-        sim.check_caller(None, &b, ip)?;
+        sim.check_caller(None, &b)?;
         sim.start_push_ticket(&b)
     });
     answer(&sim, "/cgi-bin/component/api_start_push_ticket", result)
 }
 
-async fn component_token_route(State(sim): State<Sim>, Caller(ip): Caller, raw: Bytes) -> Response {
+async fn component_token_route(State(sim): State<Sim>, raw: Bytes) -> Response {
     let result = json_body(&raw).and_then(|b| {
-        sim.check_caller(None, &b, ip)?;
+        sim.check_caller(None, &b)?;
         sim.component_token(&b)
     });
     answer(&sim, "/cgi-bin/component/api_component_token", result)
 }
 
-async fn clear_quota(
-    State(sim): State<Sim>,
-    Caller(ip): Caller,
-    Query(q): Q,
-    raw: Bytes,
-) -> Response {
+async fn clear_quota(State(sim): State<Sim>, Query(q): Q, raw: Bytes) -> Response {
     let result = json_body(&raw).and_then(|b| {
-        sim.check_caller(component_token(&q), &b, ip)?;
+        sim.check_caller(component_token(&q), &b)?;
         sim.clear_component_quota(component_token(&q), &b, false)
     });
     answer(&sim, "/cgi-bin/component/clear_quota", result)
 }
 
-async fn clear_quota_v2(State(sim): State<Sim>, Caller(ip): Caller, raw: Bytes) -> Response {
+async fn clear_quota_v2(State(sim): State<Sim>, raw: Bytes) -> Response {
     let result = json_body(&raw).and_then(|b| {
-        sim.check_caller(None, &b, ip)?;
+        sim.check_caller(None, &b)?;
         sim.clear_component_quota(None, &b, true)
     });
     answer(&sim, "/cgi-bin/component/clear_quota/v2", result)
 }
 
-async fn component_login(State(sim): State<Sim>, Caller(ip): Caller, Query(q): Q) -> Response {
+async fn component_login(State(sim): State<Sim>, Query(q): Q) -> Response {
     let result = sim
-        .check_caller(component_token(&q), &Value::Null, ip)
+        .check_caller(component_token(&q), &Value::Null)
         .and_then(|()| sim.component_code_to_session(&q));
     answer(&sim, "/sns/component/jscode2session", result)
 }
@@ -1582,10 +1580,16 @@ async fn deauthorize_route(
     }
 }
 
+/// `{"ips": [..]}` or `{"ips": null}` — `ips` must be there (`{}` is not "lift it").
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Whitelist {
+    #[serde(deserialize_with = "present")]
     ips: Option<Vec<IpAddr>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpAddr>>, D::Error> {
+    Option::<Vec<IpAddr>>::deserialize(d)
 }
 
 async fn whitelist_route(
@@ -1596,7 +1600,7 @@ async fn whitelist_route(
     let req: Whitelist = try_resp!(body(&raw));
     match sim.set_platform_whitelist(&appid, req.ips) {
         Ok(()) => Json(json!({"ok": true})).into_response(),
-        Err(e) => from_wx(e),
+        Err(_) => control_error(StatusCode::NOT_FOUND, format!("no platform {appid}")),
     }
 }
 

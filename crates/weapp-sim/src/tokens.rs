@@ -323,7 +323,9 @@ impl Sim {
             .unwrap_or(0)
     }
 
-    /// Validates an access token from a query string; returns its appid.
+    /// Validates an access token from a query string; returns its appid. Not an API call:
+    /// an authorizer token's permission sets and its platform's IP whitelist are not looked
+    /// at (the simulator's API routes use [`Sim::check_api_token`]).
     ///
     /// # Errors
     /// 41001 missing, 42001 expired, 40001 unknown or superseded.
@@ -332,13 +334,14 @@ impl Sim {
     }
 
     /// [`Sim::check_token`] for a call of the mini program API at `path`: an authorizer token
-    /// (a third-party platform acting for the mini program) must also come with the permission
-    /// set `path` belongs to among those the merchant granted the platform (see
+    /// (a third-party platform acting for the mini program) must also come from an address
+    /// on the platform's IP whitelist, if it has one, and with the permission set `path`
+    /// belongs to among those the merchant granted the platform (see
     /// [`crate::platform::permission_set`]).
     ///
     /// # Errors
-    /// 41001 missing, 42001 expired, 40001 unknown or superseded, 61007 a permission set the
-    /// merchant did not grant.
+    /// 41001 missing, 42001 expired, 40001 unknown or superseded, 61004 an address not on the
+    /// platform's whitelist, 61007 a permission set the merchant did not grant.
     pub fn check_api_token(&self, token: Option<&str>, path: &str) -> WxResult<String> {
         let token = token
             .filter(|t| !t.is_empty())
@@ -352,12 +355,14 @@ impl Sim {
         if rec.valid_until.is_some_and(|u| now >= u) {
             return Err(invalid_credential());
         }
-        if let (Some(component), Some(set)) = (
-            rec.component.as_deref(),
-            crate::platform::permission_set(path),
-        ) {
-            if !w.platforms.granted(component, &rec.appid, set) {
-                return Err(WxError::new(61007, "api is unauthorized to component"));
+        if let Some(component) = rec.component.as_deref() {
+            // A platform acting for a merchant: from its whitelisted addresses only, and within
+            // the permission sets the merchant granted.
+            w.platforms.check_whitelist(component)?;
+            if let Some(set) = crate::platform::permission_set(path) {
+                if !w.platforms.granted(component, &rec.appid, set) {
+                    return Err(WxError::new(61007, "api is unauthorized to component"));
+                }
             }
         }
         Ok(rec.appid.clone())

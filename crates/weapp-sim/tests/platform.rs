@@ -685,7 +685,8 @@ async fn options_permission_sets_and_the_ip_whitelist() {
             cs,
         )
         .await;
-    assert_ne!(T::errcode(&v), 61007, "{v}");
+    // Its own token gets past the permission sets (to the message's own check: no such user).
+    assert_eq!(T::errcode(&v), 40003, "{v}");
 
     // The whitelist: listed, then shutting this machine out of every component call, the
     // token call and component login included; `[]` refuses all, `null` lifts it.
@@ -731,20 +732,60 @@ async fn options_permission_sets_and_the_ip_whitelist() {
         "/sns/component/jscode2session?appid={merchant}&js_code={code}&grant_type=authorization_code&component_appid={component}&component_access_token={ctoken}"
     );
     assert_eq!(T::errcode(&t.get(&login).await), 61004);
-    // Not the platform's business: the merchant's own API calls with the authorizer token.
+    // What the platform does for a merchant with an authorizer token is a platform's call too:
+    // the mini program API and the newer option form; the merchant's own token is not.
+    let summary = |tok: &str| {
+        let (t, tok) = (&t, tok.to_owned());
+        async move {
+            t.post(
+                &format!("/datacube/getweanalysisappiddailysummarytrend?access_token={tok}"),
+                json!({"begin_date": "20200101", "end_date": "20200101"}),
+            )
+            .await
+        }
+    };
+    assert_eq!(T::errcode(&summary(&atoken).await), 61004);
     let v = t
         .post(
-            &format!("/datacube/getweanalysisappiddailysummarytrend?access_token={atoken}"),
-            json!({"begin_date": "20200101", "end_date": "20200101"}),
+            &format!("/cgi-bin/component/get_authorizer_option?access_token={atoken}"),
+            json!({"option_name": "voice_recognize"}),
         )
         .await;
-    assert_ne!(T::errcode(&v), 61004, "{v}");
-    assert_ne!(T::errcode(&v), 61007, "{v}");
-    // Lifted: component login works again; an address that is not one is refused.
-    assert_eq!(put(json!(null)).await, 200);
-    let v = t.get(&login).await;
+    assert_eq!(T::errcode(&v), 61004, "{v}");
+    assert!(summary(&own).await["list"].is_array());
+    // This machine as an IPv4-mapped IPv6 address is this machine.
+    assert_eq!(put(json!(["::ffff:127.0.0.1"])).await, 200);
+    let (code2, _) = sim.login(&merchant, None, None, false).unwrap();
+    let v = t.get(&login.replace(&code, &code2)).await;
     assert!(v["openid"].is_string(), "{v}");
+    // Lifted: component login and the merchant's API work again; a body without `ips`, an
+    // address that is not one, an unknown platform are refused.
+    assert_eq!(put(json!(null)).await, 200);
+    let v = summary(&atoken).await;
+    assert!(v["list"].is_array(), "{v}");
     assert_eq!(put(json!(["not an address"])).await, 400);
+    let no_ips = t
+        .http
+        .put(format!(
+            "{}/_sim/platforms/{component}/ip_whitelist",
+            t.h.url()
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_ips.status(), 400);
+    let unknown = t
+        .http
+        .put(format!(
+            "{}/_sim/platforms/wxnobody/ip_whitelist",
+            t.h.url()
+        ))
+        .json(&json!({"ips": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
     // A reset keeps the registration, whitelist included.
     assert_eq!(put(json!([])).await, 200);
     sim.reset();

@@ -161,7 +161,9 @@ pub enum ErrCode {
     DateRangeError,
     /// 61503: data not ready yet.
     DataNotReady,
-    /// 61010: the user has not visited the mini program in the last 2 hours.
+    /// 61010: the user has not visited the mini program in the last 2 hours. From a
+    /// third-party platform's `api_query_auth` the same code means "code is expired": the
+    /// authorization code is older than 600 s.
     NotRecentVisitor,
     /// 76001: rid not found.
     RidNotFound,

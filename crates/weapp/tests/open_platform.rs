@@ -508,10 +508,19 @@ async fn a_platform_called_from_outside_its_ip_whitelist_gets_61004() {
     sim.sim()
         .set_platform_whitelist(appid, Some(vec![ten]))
         .unwrap();
-    // The component token the platform holds is refused for the other calls too.
+    // The component token the platform holds is refused for the other calls too, and so are
+    // the calls it makes for the merchant — without costing the merchant's token.
     let e = component.pre_auth_code().await.unwrap_err();
     assert_eq!(e.errcode(), Some(ErrCode::ClientIpNotRegistered), "{e}");
     assert!(e.to_string().contains("requestIP: 127.0.0.1"), "{e}");
+    let merchant = component.authorizer(&m.appid).unwrap();
+    let issued = sim.sim().tokens_issued(&m.appid, TokenKind::Authorizer);
+    let e = merchant.subscribe().categories().await.unwrap_err();
+    assert_eq!(e.errcode(), Some(ErrCode::ClientIpNotRegistered), "{e}");
+    assert_eq!(
+        sim.sim().tokens_issued(&m.appid, TokenKind::Authorizer),
+        issued
+    );
     // Another process of the platform, without a component token yet: refused, and
     // remembered (a whitelist is not fixed in a second) — its next caller does not ask WeChat
     // again.
@@ -537,6 +546,8 @@ async fn a_platform_called_from_outside_its_ip_whitelist_gets_61004() {
         .set_platform_whitelist(appid, Some(vec![ten, "127.0.0.1".parse().unwrap()]))
         .unwrap();
     other.forget_failures();
+    component.forget_failures();
     assert!(other.component_token().await.is_ok());
     assert!(component.pre_auth_code().await.is_ok());
+    assert!(merchant.subscribe().categories().await.is_ok());
 }
