@@ -6,6 +6,11 @@ mod commands;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: a login allocates and frees a few hundred small
+/// buffers, and glibc's `malloc`/`free` were a tenth of the server's CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// weapp — the server side of WeChat Mini Programs.

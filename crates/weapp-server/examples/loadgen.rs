@@ -7,8 +7,9 @@
 //! skew the way they skew requests per second.
 //!
 //! Modes (run through the scripts, which start the servers):
-//! - `loadgen SERVER_URL SIM_URL APPID CLIENT_KEY SERVER_PID` (`scripts/bench-server`):
-//!   `/healthz`, the broker token, login.
+//! - `loadgen SERVER_URL SIM_URL APPID CLIENT_KEY SERVER_PID[,PID…]` (`scripts/bench-server`,
+//!   `scripts/bench-login`): `/healthz`, the broker token, login — of weapp-server, or of the
+//!   Python peer (`scripts/peer_login.py` under gunicorn: the pids of its master and workers).
 //! - `loadgen push APPID TOKEN AES_KEY (LABEL URL PID)...` (`scripts/bench-push`): signed,
 //!   encrypted pushes to each server in turn — e.g. SQLite with `synchronous=FULL` vs `NORMAL`.
 //! - `loadgen apps SERVER_URL CLIENT_KEY SERVER_PID APPID_PREFIX N` (`scripts/bench-apps`):
@@ -29,6 +30,25 @@ struct Outcome {
     client_us: f64,
 }
 
+/// The server's processes: one pid, or several separated by commas (a gunicorn master and its
+/// workers, say); their CPU is summed.
+#[derive(Clone)]
+struct Pids(Vec<u32>);
+
+impl Pids {
+    fn parse(s: &str) -> Self {
+        Pids(
+            s.split(',')
+                .map(|p| p.trim().parse().expect("pid"))
+                .collect(),
+        )
+    }
+
+    fn cpu_secs(&self) -> f64 {
+        self.0.iter().map(|&p| cpu_secs(p)).sum()
+    }
+}
+
 /// utime + stime of `pid`, in seconds.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -40,12 +60,13 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn drive<F, Fut>(pid: u32, concurrency: usize, total: usize, make: F) -> Outcome
+async fn drive<F, Fut>(pid: impl Into<Pids>, concurrency: usize, total: usize, make: F) -> Outcome
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let cpu_before = cpu_secs(pid);
+    let pid: Pids = pid.into();
+    let cpu_before = pid.cpu_secs();
     let own_before = cpu_secs(std::process::id());
     let make = Arc::new(make);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -72,7 +93,7 @@ where
         all.extend(w.await.expect("worker"));
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_secs(pid) - cpu_before;
+    let cpu = pid.cpu_secs() - cpu_before;
     let own = cpu_secs(std::process::id()) - own_before;
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
@@ -82,6 +103,18 @@ where
         p99: pct(0.99),
         cpu_us: cpu * 1e6 / total as f64,
         client_us: own * 1e6 / total as f64,
+    }
+}
+
+impl From<u32> for Pids {
+    fn from(p: u32) -> Self {
+        Pids(vec![p])
+    }
+}
+
+impl From<&Pids> for Pids {
+    fn from(p: &Pids) -> Self {
+        p.clone()
     }
 }
 
@@ -302,8 +335,8 @@ async fn main() {
         return apps_mode(&args[1..]).await;
     }
     let [server, sim, appid, key, pid] = <[String; 5]>::try_from(args)
-        .expect("usage: loadgen SERVER_URL SIM_URL APPID CLIENT_KEY SERVER_PID");
-    let pid: u32 = pid.parse().expect("pid");
+        .expect("usage: loadgen SERVER_URL SIM_URL APPID CLIENT_KEY SERVER_PID[,PID...]");
+    let pid = Pids::parse(&pid);
     let concurrency = concurrency();
     let rounds = 3;
     let n_login: usize = std::env::var("LOGINS")
@@ -327,7 +360,7 @@ async fn main() {
         let h = http.clone();
         let url = format!("{server}/healthz");
         results[0].1.push(
-            drive(pid, concurrency, n_fast, move |_| {
+            drive(&pid, concurrency, n_fast, move |_| {
                 let (h, url) = (h.clone(), url.clone());
                 async move { h.get(url).send().await.is_ok_and(|r| r.status() == 200) }
             })
@@ -338,7 +371,7 @@ async fn main() {
         let url = format!("{server}/v1/apps/{appid}/access_token");
         let k = key.clone();
         results[1].1.push(
-            drive(pid, concurrency, n_fast, move |_| {
+            drive(&pid, concurrency, n_fast, move |_| {
                 let (h, url, k) = (h.clone(), url.clone(), k.clone());
                 async move {
                     h.get(url)
@@ -370,7 +403,7 @@ async fn main() {
         let url = format!("{server}/v1/login");
         let a = appid.clone();
         results[2].1.push(
-            drive(pid, concurrency, n_login, move |i| {
+            drive(&pid, concurrency, n_login, move |i| {
                 let (h, url, body) = (
                     h.clone(),
                     url.clone(),

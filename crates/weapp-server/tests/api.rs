@@ -477,6 +477,9 @@ async fn ops_endpoints_report_health_metrics_and_the_api() {
         )),
         "{text}"
     );
+    // The one login went through the writer: one commit, one login written.
+    assert!(text.contains("\nweapp_login_commits_total 1\n"), "{text}");
+    assert!(text.contains("\nweapp_login_writes_total 1\n"), "{text}");
     assert!(
         text.contains(&format!(
             r#"weapp_token_refreshes_total{{appid="{}"}} 1"#,

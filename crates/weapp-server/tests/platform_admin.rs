@@ -828,6 +828,7 @@ async fn the_database_decides_a_deauthorization_against_the_authorization_it_hol
             .unwrap());
         let row = &store.authorizations_of(m).await.unwrap()[0];
         assert!(row.authorized && row.refresh_sealed.is_some(), "{url}");
+        assert_eq!(store.count_authorized(c).await.unwrap(), 1, "{url}");
         // A current one: applied, the refresh token erased.
         assert!(store
             .deauthorize_platform_authorizer_if(c, m, 100, 3_001, 4_000)
@@ -835,6 +836,8 @@ async fn the_database_decides_a_deauthorization_against_the_authorization_it_hol
             .unwrap());
         let row = &store.authorizations_of(m).await.unwrap()[0];
         assert!(!row.authorized && row.refresh_sealed.is_none(), "{url}");
+        // The admin listing's count: authorized merchants only.
+        assert_eq!(store.count_authorized(c).await.unwrap(), 0, "{url}");
         // Unknown merchants: nothing to do.
         assert!(!store
             .deauthorize_platform_authorizer_if(c, "wxnobody", i64::MAX, i64::MAX, 4_000)

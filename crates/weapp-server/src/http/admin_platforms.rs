@@ -238,13 +238,8 @@ async fn view_of(
         .platform_ticket(component_appid)
         .await?
         .is_some();
-    let merchants = state
-        .store
-        .platform_authorizers(component_appid)
-        .await?
-        .iter()
-        .filter(|r| r.authorized)
-        .count();
+    let merchants =
+        usize::try_from(state.store.count_authorized(component_appid).await?).unwrap_or_default();
     let load_error = (source == Source::Managed && enabled && served.is_none()).then(|| {
         "not loaded: its secrets do not open with this instance's data keys, or its settings do not parse (see the log)".to_owned()
     });

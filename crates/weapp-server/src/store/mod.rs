@@ -581,6 +581,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         component_appid: &str,
     ) -> Result<Vec<PlatformAuthorizer>, StoreError>;
 
+    /// How many merchants have the platform authorized now (a `COUNT`, not the rows).
+    async fn count_authorized(&self, component_appid: &str) -> Result<i64, StoreError>;
+
     /// Replaces a signing key's sealed private key (re-sealed under the data key `key_id`).
     async fn reseal_signing_key(
         &self,

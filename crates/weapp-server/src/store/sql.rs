@@ -868,6 +868,14 @@ macro_rules! sql_store {
                 rows.iter().map(|r| Ok(authorizer_from(r)?)).collect()
             }
 
+            async fn count_authorized(&self, component_appid: &str) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM platform_authorizers WHERE component_appid = $1 AND authorized <> 0")
+                    .bind(component_appid)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get("n")?)
+            }
+
             async fn reseal_signing_key(&self, kid: &str, sealed: &[u8], key_id: &str) -> Result<(), StoreError> {
                 sqlx::query("UPDATE signing_keys SET sealed = $2, key_id = $3 WHERE kid = $1")
                     .bind(kid)
