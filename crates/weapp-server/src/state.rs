@@ -688,6 +688,7 @@ impl AppState {
         state.sync_authorizers().await?;
         state.reseal_signing_keys().await?;
         state.reseal_platform_secrets().await?;
+        state.reseal_managed_secrets().await?;
         state.signing_tick(now_ms()).await?;
         // A file client naming an app that exists nowhere is a typo, refused at start.
         for c in &state.config.clients {
@@ -1204,6 +1205,79 @@ impl AppState {
             tracing::info!(
                 resealed,
                 "platform tickets and refresh tokens re-sealed with the newest data key"
+            );
+        }
+        Ok(resealed)
+    }
+
+    /// Re-seals the secrets of managed apps and managed platforms (disabled ones too; deleted
+    /// ones hold none) sealed under an older data key with the newest one (at start-up, so
+    /// that a data-key rotation can drop the old key without every secret entered again). Each
+    /// is replaced only if unchanged meanwhile (an admin change wins); the registry revision
+    /// does not move (what is served is the same). Secrets that do not open are left (the
+    /// start-up check refuses a missing key; a wrong one is logged when the row is loaded).
+    /// Returns how many were re-sealed.
+    ///
+    /// # Errors
+    /// The database could not be read or written.
+    pub async fn reseal_managed_secrets(&self) -> Result<usize, String> {
+        let err = |e: crate::store::StoreError| e.to_string();
+        let current = self.keyring.current_id();
+        let stale = |sealed: &[u8]| Keyring::key_id_of(sealed).is_some_and(|k| k != current);
+        let api_base = |settings: &str| {
+            serde_json::from_str::<serde_json::Value>(settings)
+                .ok()
+                .and_then(|v| {
+                    v.get("api_base")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                })
+        };
+        let mut rows: Vec<(bool, String, Vec<u8>, Vec<u8>)> = Vec::new();
+        for r in crate::store::read_all_after(
+            0,
+            |after, limit| self.store.managed_apps_after(after, limit),
+            |r| r.rev,
+        )
+        .await
+        .map_err(err)?
+        {
+            if let (Some(old), Some(base)) = (r.sealed.filter(|s| stale(s)), api_base(&r.settings))
+            {
+                rows.push((false, r.appid.clone(), old, app_aad(&r.appid, &base)));
+            }
+        }
+        for r in crate::store::read_all_after(
+            0,
+            |after, limit| self.store.managed_platforms_after(after, limit),
+            |r| r.rev,
+        )
+        .await
+        .map_err(err)?
+        {
+            if let (Some(old), Some(base)) = (r.sealed.filter(|s| stale(s)), api_base(&r.settings))
+            {
+                let aad = crate::platform::platform_aad(&r.appid, &base);
+                rows.push((true, r.appid.clone(), old, aad));
+            }
+        }
+        let mut resealed = 0;
+        for (platform, appid, old, aad) in rows {
+            let Some(plain) = self.keyring.open(&old, &aad).map(zeroize::Zeroizing::new) else {
+                continue;
+            };
+            let sealed = self.keyring.seal(&plain, &aad);
+            resealed += usize::from(
+                self.store
+                    .reseal_managed(platform, &appid, &old, &sealed, &current)
+                    .await
+                    .map_err(err)?,
+            );
+        }
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                "managed apps' and platforms' secrets re-sealed with the newest data key"
             );
         }
         Ok(resealed)

@@ -4,7 +4,8 @@
 //! merchants, re-registering it resumes them without a re-authorization; a merchant of two
 //! platforms stays served when it leaves one; an `unauthorized` push older than the merchant's
 //! authorization (a replay) erases nothing; the nightly reconciliation runs once per period
-//! for the fleet; refresh tokens and tickets move to a new data key.
+//! for the fleet; refresh tokens and tickets, and managed apps' and platforms' secrets, move
+//! to a new data key.
 
 mod common;
 
@@ -844,4 +845,100 @@ async fn the_database_decides_a_deauthorization_against_the_authorization_it_hol
             .await
             .unwrap());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_apps_and_platforms_move_to_a_new_data_key() {
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.admins = admins();
+    config.clients.push(backend());
+    let old_key = config.data_key.clone().unwrap();
+    let server = weapp_server::spawn(config.clone()).await.unwrap();
+    let url = server.url().to_owned();
+    let (appid, secret) = w.sim.sim().add_app(None, None, false);
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{url}/v1/admin/apps"),
+            Some(ADMIN),
+            Some(json!({"appid": appid, "secret": secret, "api_base": w.sim.url(), "token_mode": "stable"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let c = "wxrekeymanaged001";
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{url}/v1/admin/platforms"),
+            Some(ADMIN),
+            Some(
+                json!({"component_appid": c, "secret": "rekey-managed-secret-01",
+                "token": "rekeymanagedtoken", "encoding_aes_key": aes_key(61),
+                "api_base": w.sim.url()}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let store = server.state().store.clone();
+    let before_apps = store.managed_apps_after(0, 100).await.unwrap();
+    let before_platforms = store.managed_platforms_after(0, 100).await.unwrap();
+    drop(server);
+
+    // A new data key first, the old one kept: the start re-seals both rows under the new key,
+    // at the same registry revision.
+    let new_key = base64::engine::general_purpose::STANDARD.encode([78u8; 32]);
+    let mut rotated = config.clone();
+    rotated.data_key = None;
+    rotated.data_keys = vec![new_key.clone().into(), old_key];
+    let server = weapp_server::spawn(rotated).await.unwrap();
+    let new_id = server.state().keyring.current_id();
+    let store = server.state().store.clone();
+    let app_row = store
+        .managed_apps_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.appid == appid)
+        .unwrap();
+    let platform_row = store
+        .managed_platforms_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.appid == c)
+        .unwrap();
+    for (key_id, sealed) in [
+        (&app_row.key_id, &app_row.sealed),
+        (&platform_row.key_id, &platform_row.sealed),
+    ] {
+        assert_eq!(key_id.as_deref(), Some(new_id.as_str()));
+        assert_eq!(
+            weapp_server::seal::Keyring::key_id_of(sealed.as_deref().unwrap()).as_deref(),
+            Some(new_id.as_str())
+        );
+    }
+    let old_app = before_apps.iter().find(|r| r.appid == appid).unwrap();
+    let old_platform = before_platforms.iter().find(|r| r.appid == c).unwrap();
+    assert_eq!(app_row.rev, old_app.rev);
+    assert_eq!(platform_row.rev, old_platform.rev);
+    assert_ne!(app_row.sealed, old_app.sealed);
+    drop(server);
+
+    // The old key dropped: both still served, nothing entered again.
+    let mut only_new = config;
+    only_new.data_key = Some(new_key.into());
+    let server = weapp_server::spawn(only_new).await.unwrap();
+    assert_eq!(broker_status(&w.http, server.url(), &appid).await, 200);
+    assert!(server.state().platform(c).is_some());
+    let (s, v) = w
+        .call(
+            "GET",
+            format!("{}/v1/admin/platforms/{c}", server.url()),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["served"], true, "{v}");
 }

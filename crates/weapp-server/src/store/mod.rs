@@ -666,6 +666,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         authorizer_appid: &str,
     ) -> Result<Vec<PlatformAuthorizer>, StoreError>;
 
+    /// Replaces the sealed secrets of a managed app (`platform` false) or managed platform
+    /// (`platform` true) with `sealed` (the same secrets under the newest data key) only if
+    /// they are still `old`; whether they were. The registry revision does not move: nothing
+    /// an instance serves changes.
+    async fn reseal_managed(
+        &self,
+        platform: bool,
+        appid: &str,
+        old: &[u8],
+        sealed: &[u8],
+        key_id: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Replaces a platform's sealed ticket with `sealed` (the same ticket under the newest data
     /// key) only if it is still `old`; whether it was.
     async fn reseal_platform_ticket(

@@ -954,6 +954,16 @@ macro_rules! sql_store {
                 rows.iter().map(|r| Ok(authorizer_from(r)?)).collect()
             }
 
+            async fn reseal_managed(&self, platform: bool, appid: &str, old: &[u8], sealed: &[u8], key_id: &str) -> Result<bool, StoreError> {
+                let sql = if platform {
+                    "UPDATE managed_platforms SET sealed = $3, key_id = $4 WHERE component_appid = $1 AND sealed = $2"
+                } else {
+                    "UPDATE managed_apps SET sealed = $3, key_id = $4 WHERE appid = $1 AND sealed = $2"
+                };
+                let done = sqlx::query(sql).bind(appid).bind(old).bind(sealed).bind(key_id).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn reseal_platform_ticket(&self, component_appid: &str, old: &[u8], sealed: &[u8], key_id: &str) -> Result<bool, StoreError> {
                 let done = sqlx::query("UPDATE platform_tickets SET ticket_sealed = $3, key_id = $4 WHERE component_appid = $1 AND ticket_sealed = $2")
                     .bind(component_appid)
