@@ -5,7 +5,8 @@
 //! platforms stays served when it leaves one; an `unauthorized` push older than the merchant's
 //! authorization (a replay) erases nothing; the nightly reconciliation runs once per period
 //! for the fleet; refresh tokens and tickets, and managed apps' and platforms' secrets, move
-//! to a new data key.
+//! to a new data key; a merchant sync the database fails (an instance refused the table) is
+//! retried at the next poll.
 
 mod common;
 
@@ -941,4 +942,123 @@ async fn managed_apps_and_platforms_move_to_a_new_data_key() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["served"], true, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
+    use sqlx::Connection;
+    let w = world().await;
+    let db = PgDatabase::create().await;
+    let mut config = w.config(db.url(), None, TokenMode::Stable);
+    config.admins = admins();
+    config.clients.push(backend());
+    // No full re-read of the registry during the test: only the retry can heal B.
+    config.registry_reconcile_secs = 3_600;
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    let a_url = a.url().to_owned();
+    // B connects as a role of its own, so that the database can fail B's reads alone.
+    let role = format!(
+        "weapp_b_{}_{}",
+        std::process::id(),
+        weapp_test_support::free_port()
+    );
+    let admin_url = std::env::var("WEAPP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut on_db = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(&sql).execute(&mut on_db).await.unwrap();
+    }
+    let b_db = db.url().replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(b_db, db.url(), "the test database URL names its user");
+    let mut b_config = config.clone();
+    b_config.database_url = b_db;
+    let b = weapp_server::spawn(b_config).await.unwrap();
+    let b_url = b.url().to_owned();
+
+    // A platform on A with a merchant; B serves both.
+    let c = "wxsyncfailplatform1";
+    let (secret, token, aes) = ("sync-fail-secret-0123", "syncfailtoken", aes_key(71));
+    let (s, v) = w
+        .call(
+            "POST",
+            format!("{a_url}/v1/admin/platforms"),
+            Some(ADMIN),
+            Some(
+                json!({"component_appid": c, "secret": secret, "token": token,
+                "encoding_aes_key": aes, "api_base": w.sim.url()}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    register_in_sim(&w, c, secret, token, &aes, &a_url).await;
+    ticket_stored(&a, c).await;
+    let merchant = authorize(&w, &a, c, None).await;
+    answers_within_2s(
+        &w.http,
+        &b_url,
+        c,
+        None,
+        Some((&merchant, 200)),
+        "B serves the merchant",
+    )
+    .await;
+    // Disabled: B stops serving the merchant.
+    let patch = |enabled: bool| {
+        let (w, url) = (&w, format!("{a_url}/v1/admin/platforms/{c}"));
+        async move {
+            let (s, v) = w
+                .call("PATCH", url, Some(ADMIN), Some(json!({"enabled": enabled})))
+                .await;
+            assert_eq!(s, 200, "{v}");
+        }
+    };
+    patch(false).await;
+    answers_within_2s(&w.http, &b_url, c, None, Some((&merchant, 404)), "B stops").await;
+
+    // The database refuses B the merchants' table; the platform is enabled again meanwhile.
+    sqlx::query(&format!("REVOKE ALL ON platform_authorizers FROM {role}"))
+        .execute(&mut on_db)
+        .await
+        .unwrap();
+    patch(true).await;
+    // B applies the platform but cannot sync its merchants: still 404 for a while…
+    answers_within_2s(
+        &w.http,
+        &b_url,
+        c,
+        Some(400),
+        None,
+        "B serves the platform again",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(broker_status(&w.http, &b_url, &merchant).await, 404);
+    // …and once the database answers again, the next poll syncs them (the platform change is
+    // not forgotten with the failed sync).
+    sqlx::query(&format!("GRANT ALL ON platform_authorizers TO {role}"))
+        .execute(&mut on_db)
+        .await
+        .unwrap();
+    answers_within_2s(
+        &w.http,
+        &b_url,
+        c,
+        None,
+        Some((&merchant, 200)),
+        "B retried the sync",
+    )
+    .await;
+
+    drop((a, b, on_db));
+    drop(db);
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+            .execute(&mut admin)
+            .await;
+    }
 }
