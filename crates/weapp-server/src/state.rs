@@ -1065,7 +1065,7 @@ impl AppState {
             }
             let n = page.list.len();
             for e in page.list {
-                listed.insert(e.authorizer_appid.clone(), e.refresh_token);
+                listed.insert(e.authorizer_appid.clone(), (e.refresh_token, e.auth_time));
             }
             offset += n as u32;
             if n == 0 || i64::from(offset) >= page.total_count {
@@ -1080,7 +1080,7 @@ impl AppState {
             ));
         }
         let mut out = Reconciled::default();
-        for (appid, refresh) in &listed {
+        for (appid, (refresh, listed_time)) in &listed {
             let Some(refresh) = refresh.as_ref().filter(|r| !r.expose().is_empty()) else {
                 continue;
             };
@@ -1099,14 +1099,31 @@ impl AppState {
                     .save(component_appid, appid, refresh.expose())
                     .await
                     .map_err(|e| e.to_string())?;
-                if let Some(r) = row.filter(|r| !r.authorized) {
+                // A merchant revived, new here, or authorized again since the time we hold:
+                // the authorization's time is WeChat's (the list's), so that an `unauthorized`
+                // from before it (a late retry, a replay) cannot erase it.
+                let base = row
+                    .cloned()
+                    .unwrap_or_else(|| crate::store::PlatformAuthorizer {
+                        component_appid: component_appid.to_owned(),
+                        authorizer_appid: appid.clone(),
+                        refresh_sealed: None,
+                        key_id: None,
+                        authorized: true,
+                        func_ids: "[]".into(),
+                        auth_time: 0,
+                        updated_at: 0,
+                        rev: 0,
+                    });
+                if !base.authorized || row.is_none() || *listed_time > base.auth_time {
                     self.store
                         .put_platform_authorizer(&crate::store::PlatformAuthorizer {
                             authorized: true,
                             refresh_sealed: None,
                             key_id: None,
+                            auth_time: base.auth_time.max(*listed_time),
                             updated_at: now_ms(),
-                            ..r.clone()
+                            ..base
                         })
                         .await
                         .map_err(|e| e.to_string())?;

@@ -653,6 +653,90 @@ async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
     let rows = server.state().store.platform_authorizers(c).await.unwrap();
     assert!(!rows[0].authorized && rows[0].refresh_sealed.is_none());
     assert_eq!(broker_status(&w.http, &url, &merchant).await, 404);
+
+    // Two minutes later the merchant authorizes again while our event URL is down: only the
+    // reconciliation learns it — and takes the authorization's time from WeChat's list, so a
+    // late `unauthorized` from between the two authorizations erases nothing.
+    w.http
+        .post(format!("{}/_sim/platforms", w.sim.url()))
+        .json(&json!({"component_appid": c, "event_url": "http://127.0.0.1:9/down"}))
+        .send()
+        .await
+        .unwrap();
+    w.sim.sim().advance(120);
+    let pre = server
+        .state()
+        .platform(c)
+        .unwrap()
+        .component
+        .pre_auth_code()
+        .await
+        .unwrap();
+    let v: Value = w
+        .http
+        .post(format!("{}/_sim/platforms/{c}/authorize", w.sim.url()))
+        .json(&json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant, "redirect_uri": "https://x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["push"]["delivered"], false, "{v}");
+    // (The platform's page the merchant was sent back to exchanged the code: WeChat's list
+    // shows a refresh token only once one was.)
+    server
+        .state()
+        .platform(c)
+        .unwrap()
+        .component
+        .query_auth(v["auth_code"].as_str().unwrap())
+        .await
+        .unwrap();
+    let listed: Value = w
+        .http
+        .get(format!("{}/_sim/platforms", w.sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wechat_time = listed["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["component_appid"] == c)
+        .unwrap()["authorizers"][0]["auth_time"]
+        .as_i64()
+        .unwrap();
+    assert!(wechat_time >= auth_time + 120, "{listed}");
+    let r = server.state().reconcile_platform(c).await.unwrap();
+    assert_eq!((r.restored, r.deauthorized), (1, 0));
+    let rows = server.state().store.platform_authorizers(c).await.unwrap();
+    assert!(rows[0].authorized);
+    assert_eq!(rows[0].auth_time, wechat_time);
+    server.state().sync_authorizers().await.unwrap();
+    assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
+    let (q, body) = signed_event(
+        c,
+        token,
+        &aes,
+        &format!(
+            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid></xml>",
+            auth_time + 60
+        ),
+    );
+    let r = w
+        .http
+        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(server.state().store.platform_authorizers(c).await.unwrap()[0].authorized);
+    assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
