@@ -22,7 +22,7 @@ type Reply = oneshot::Sender<Result<LoginRecorded, StoreError>>;
 #[derive(Debug, Clone)]
 pub struct LoginWriter {
     tx: mpsc::Sender<(LoginWrite, Reply)>,
-    /// (transactions, logins) written so far.
+    /// (transactions committed, logins they recorded) so far.
     counts: Arc<(AtomicU64, AtomicU64)>,
 }
 
@@ -47,10 +47,13 @@ impl LoginWriter {
                     continue;
                 }
                 let writes: Vec<LoginWrite> = batch.iter().map(|(w, _)| w.clone()).collect();
-                c.0.fetch_add(1, Ordering::Relaxed);
-                c.1.fetch_add(writes.len() as u64, Ordering::Relaxed);
+                let committed = |logins: usize| {
+                    c.0.fetch_add(1, Ordering::Relaxed);
+                    c.1.fetch_add(logins as u64, Ordering::Relaxed);
+                };
                 match store.record_logins(&writes).await {
                     Ok(done) => {
+                        committed(done.len());
                         for ((_, reply), r) in batch.into_iter().zip(done) {
                             let _ = reply.send(Ok(r));
                         }
@@ -84,6 +87,9 @@ impl LoginWriter {
                                 .record_logins(std::slice::from_ref(&w))
                                 .await
                                 .map(|mut v| v.remove(0));
+                            if r.is_ok() {
+                                committed(1);
+                            }
                             let _ = reply.send(r);
                         }
                     }
@@ -93,7 +99,8 @@ impl LoginWriter {
         Self { tx, counts }
     }
 
-    /// (transactions, logins) written so far: their ratio is the mean batch size.
+    /// (transactions committed, logins they recorded) so far: their ratio is the mean batch
+    /// size. A batch that failed counts only through the logins then written one by one.
     pub fn counts(&self) -> (u64, u64) {
         (
             self.counts.0.load(Ordering::Relaxed),

@@ -1093,42 +1093,31 @@ impl AppState {
                 .load(component_appid, appid)
                 .await
                 .map_err(|e| e.to_string())?;
-            let revive = row.is_some_and(|r| !r.authorized);
+            // Missing or de-authorized here, or authorized again since the time we hold.
+            let revive = row.is_none_or(|r| !r.authorized || *listed_time > r.auth_time);
             if ours.as_deref() != Some(refresh.expose()) || revive {
-                store
-                    .save(component_appid, appid, refresh.expose())
+                // Decided by the database against the row as it is now, not as read before the
+                // listing: a merchant that left (or came back) meanwhile is not overwritten.
+                // The authorization's time is WeChat's (the list's), so that an `unauthorized`
+                // from before it (a late retry, a replay) cannot erase it.
+                let sealed = self.keyring.seal(
+                    refresh.expose().as_bytes(),
+                    &crate::platform::refresh_aad(component_appid, appid),
+                );
+                let applied = self
+                    .store
+                    .restore_platform_authorizer_if(
+                        component_appid,
+                        appid,
+                        &sealed,
+                        &self.keyring.current_id(),
+                        *listed_time,
+                        started,
+                        now_ms(),
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
-                // A merchant revived, new here, or authorized again since the time we hold:
-                // the authorization's time is WeChat's (the list's), so that an `unauthorized`
-                // from before it (a late retry, a replay) cannot erase it.
-                let base = row
-                    .cloned()
-                    .unwrap_or_else(|| crate::store::PlatformAuthorizer {
-                        component_appid: component_appid.to_owned(),
-                        authorizer_appid: appid.clone(),
-                        refresh_sealed: None,
-                        key_id: None,
-                        authorized: true,
-                        func_ids: "[]".into(),
-                        auth_time: 0,
-                        updated_at: 0,
-                        rev: 0,
-                    });
-                if !base.authorized || row.is_none() || *listed_time > base.auth_time {
-                    self.store
-                        .put_platform_authorizer(&crate::store::PlatformAuthorizer {
-                            authorized: true,
-                            refresh_sealed: None,
-                            key_id: None,
-                            auth_time: base.auth_time.max(*listed_time),
-                            updated_at: now_ms(),
-                            ..base
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                out.restored += 1;
+                out.restored += usize::from(applied);
             }
         }
         for row in &rows {

@@ -666,6 +666,32 @@ async fn apps_without_access_tokens_get_only_the_session() {
     );
 }
 
+#[tokio::test]
+async fn a_first_key_added_a_moment_later_by_another_instance_is_not_doubled() {
+    use weapp_server::store::KeyGuard;
+    let db = PgDatabase::create().await;
+    for url in [sqlite_url(), db.url().to_owned()] {
+        let store = weapp_server::store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        let key = |t: i64| weapp_server::jwt::generate(|p, _| p.to_vec(), "k1".into(), t, t);
+        // Instance B read its clock (1,999), then waited for the lock while instance A, whose
+        // clock read 2,000, added the fleet's first key: B must not add a second one.
+        assert!(store
+            .add_signing_key(&key(2_000), KeyGuard::NoSignerAt(2_000))
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .add_signing_key(&key(1_999), KeyGuard::NoSignerAt(1_999))
+                .await
+                .unwrap(),
+            "{url}"
+        );
+        assert_eq!(store.signing_keys().await.unwrap().len(), 1, "{url}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_shares_one_keyring() {
     let w = world().await;

@@ -1008,6 +1008,20 @@ async fn managed_apps_and_platforms_move_to_a_new_data_key() {
     assert_eq!(app_row.rev, old_app.rev);
     assert_eq!(platform_row.rev, old_platform.rev);
     assert_ne!(app_row.sealed, old_app.sealed);
+    // A re-seal loses to a change made meanwhile (the row no longer holds what was read).
+    assert!(!store
+        .reseal_managed(false, &appid, b"not what the row holds", b"x", "k9")
+        .await
+        .unwrap());
+    assert!(!store
+        .reseal_managed(true, c, b"not what the row holds", b"x", "k9")
+        .await
+        .unwrap());
+    let again = store.managed_apps_after(0, 100).await.unwrap();
+    assert_eq!(
+        again.iter().find(|r| r.appid == appid).unwrap().sealed,
+        app_row.sealed
+    );
     drop(server);
 
     // The old key dropped: both still served, nothing entered again.
@@ -1032,6 +1046,19 @@ async fn managed_apps_and_platforms_move_to_a_new_data_key() {
 async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
     use sqlx::Connection;
     let w = world().await;
+    // B connects as a role of its own, so that the database can fail B's reads alone. The
+    // role is dropped whatever happens (it outlives the database): its guard is declared
+    // before the database, so it runs after the database is gone.
+    let role = format!(
+        "weapp_b_{}_{}",
+        std::process::id(),
+        weapp_test_support::free_port()
+    );
+    let _role_guard = DropRole {
+        admin_url: std::env::var("WEAPP_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        role: role.clone(),
+    };
     let db = PgDatabase::create().await;
     let mut config = w.config(db.url(), None, TokenMode::Stable);
     config.admins = admins();
@@ -1040,14 +1067,6 @@ async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
     config.registry_reconcile_secs = 3_600;
     let a = weapp_server::spawn(config.clone()).await.unwrap();
     let a_url = a.url().to_owned();
-    // B connects as a role of its own, so that the database can fail B's reads alone.
-    let role = format!(
-        "weapp_b_{}_{}",
-        std::process::id(),
-        weapp_test_support::free_port()
-    );
-    let admin_url = std::env::var("WEAPP_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let mut on_db = sqlx::PgConnection::connect(db.url()).await.unwrap();
     for sql in [
         format!("CREATE ROLE {role} LOGIN"),
@@ -1139,10 +1158,116 @@ async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
     .await;
 
     drop((a, b, on_db));
-    drop(db);
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
-            .execute(&mut admin)
-            .await;
+}
+
+/// Drops a PostgreSQL role when the test ends, passed or not.
+struct DropRole {
+    admin_url: String,
+    role: String,
+}
+
+impl Drop for DropRole {
+    fn drop(&mut self) {
+        let (url, role) = (self.admin_url.clone(), self.role.clone());
+        // Outside any runtime guarantee: a private one on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn the_database_decides_what_a_reconciliation_restores() {
+    use weapp_server::store::PlatformAuthorizer;
+    let db = PgDatabase::create().await;
+    for url in [common::sqlite_url(), db.url().to_owned()] {
+        let store = weapp_server::store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        let (c, m) = ("wxrestoreplatform", "wxrestoremerchant");
+        store
+            .put_platform_authorizer(&PlatformAuthorizer {
+                component_appid: c.into(),
+                authorizer_appid: m.into(),
+                refresh_sealed: Some(b"sealed-refresh-token-bytes-first".to_vec()),
+                key_id: Some("k1".into()),
+                authorized: true,
+                func_ids: "[17,18]".into(),
+                auth_time: 100,
+                updated_at: 2_000,
+                rev: 0,
+            })
+            .await
+            .unwrap();
+        // The merchant left after the listing began (the event wrote at 3,000; the listing
+        // began at 2,500): the list's stale entry restores nothing.
+        assert!(store
+            .deauthorize_platform_authorizer_if(c, m, i64::MAX, i64::MAX, 3_000)
+            .await
+            .unwrap());
+        let restore = |changed_before: i64, auth_time: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .restore_platform_authorizer_if(
+                        c,
+                        m,
+                        b"sealed-refresh-token-bytes-listed",
+                        "k2",
+                        auth_time,
+                        changed_before,
+                        4_000,
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(!restore(2_500, 200).await, "{url}");
+        let row = &store.authorizations_of(m).await.unwrap()[0];
+        assert!(!row.authorized && row.refresh_sealed.is_none(), "{url}");
+        // A listing that began after the departure (the merchant came back, the event was
+        // lost): restored, its time WeChat's, its permission sets kept.
+        assert!(restore(3_001, 200).await, "{url}");
+        let row = &store.authorizations_of(m).await.unwrap()[0];
+        assert!(row.authorized, "{url}");
+        assert_eq!(
+            row.refresh_sealed.as_deref(),
+            Some(&b"sealed-refresh-token-bytes-listed"[..])
+        );
+        assert_eq!(
+            (row.auth_time, row.func_ids.as_str()),
+            (200, "[17,18]"),
+            "{url}"
+        );
+        // An older time in a later listing never lowers it.
+        assert!(restore(4_001, 150).await, "{url}");
+        assert_eq!(store.authorizations_of(m).await.unwrap()[0].auth_time, 200);
+        // A merchant we never heard of: added.
+        assert!(store
+            .restore_platform_authorizer_if(
+                c,
+                "wxrestorenewcomer",
+                b"sealed-new",
+                "k2",
+                300,
+                5_000,
+                5_000
+            )
+            .await
+            .unwrap());
+        let row = &store.authorizations_of("wxrestorenewcomer").await.unwrap()[0];
+        assert!(row.authorized && row.auth_time == 300, "{url}");
     }
 }

@@ -293,7 +293,9 @@ pub enum KeyGuard {
     /// Unless a key that is not retired was created at or after this time (a scheduled
     /// rotation another instance may have done).
     NoneCreatedSince(i64),
-    /// Unless some key signs at this time (a first key, or one replacing a removed key).
+    /// Unless some key signs at this time or later (a first key, or one replacing a removed
+    /// key): a key another instance added a moment after this time — its clock read later —
+    /// counts, so that instances starting together make one key, not one each.
     NoSignerAt(i64),
 }
 
@@ -580,6 +582,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         component_appid: &str,
     ) -> Result<Vec<PlatformAuthorizer>, StoreError>;
+
+    /// What a reconciliation restores from WeChat's authorizer list, in one statement decided
+    /// by the database: the merchant authorized, its refresh token `sealed` (under `key_id`),
+    /// its authorization time raised to `auth_time` (WeChat's, seconds) — only if its row has
+    /// not changed since `changed_before` (an event that came meanwhile knows better), or is
+    /// new (then with no permission sets known). Its permission sets are left as they are.
+    /// Whether anything was written.
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_platform_authorizer_if(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        sealed: &[u8],
+        key_id: &str,
+        auth_time: i64,
+        changed_before: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     /// How many merchants have the platform authorized now (a `COUNT`, not the rows).
     async fn count_authorized(&self, component_appid: &str) -> Result<i64, StoreError>;

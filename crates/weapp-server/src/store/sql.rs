@@ -700,7 +700,7 @@ macro_rules! sql_store {
                         t,
                     )),
                     KeyGuard::NoSignerAt(t) => Some((
-                        "SELECT COUNT(*) AS n FROM signing_keys WHERE not_before <= $1 AND (retired_at IS NULL OR retired_at > $1)",
+                        "SELECT COUNT(*) AS n FROM signing_keys WHERE retired_at IS NULL OR retired_at > $1",
                         t,
                     )),
                 };
@@ -839,6 +839,44 @@ macro_rules! sql_store {
                     .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            async fn restore_platform_authorizer_if(&self, component_appid: &str, authorizer_appid: &str, sealed: &[u8], key_id: &str, auth_time: i64, changed_before: i64, now: i64) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
+                let updated = sqlx::query("UPDATE platform_authorizers SET authorized = 1, refresh_sealed = $3, key_id = $4, \
+                                             auth_time = CASE WHEN $5 > auth_time THEN $5 ELSE auth_time END, updated_at = $7, rev = $8 \
+                                           WHERE component_appid = $1 AND authorizer_appid = $2 AND updated_at < $6")
+                    .bind(component_appid)
+                    .bind(authorizer_appid)
+                    .bind(sealed)
+                    .bind(key_id)
+                    .bind(auth_time)
+                    .bind(changed_before)
+                    .bind(now)
+                    .bind(rev)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let inserted = if updated == 0 {
+                    sqlx::query("INSERT INTO platform_authorizers (component_appid, authorizer_appid, refresh_sealed, key_id, authorized, func_ids, auth_time, updated_at, rev) \
+                                 VALUES ($1, $2, $3, $4, 1, '[]', $5, $6, $7) ON CONFLICT (component_appid, authorizer_appid) DO NOTHING")
+                        .bind(component_appid)
+                        .bind(authorizer_appid)
+                        .bind(sealed)
+                        .bind(key_id)
+                        .bind(auth_time)
+                        .bind(now)
+                        .bind(rev)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                } else {
+                    0
+                };
+                tx.commit().await?;
+                Ok(updated + inserted > 0)
             }
 
             async fn deauthorize_platform_authorizer_if(&self, component_appid: &str, authorizer_appid: &str, auth_time_at_most: i64, changed_before: i64, now: i64) -> Result<bool, StoreError> {
