@@ -1,6 +1,7 @@
 //! The admin API and the registry: apps and clients created at runtime reach every instance
 //! within two seconds; disabled apps stop being served and refreshed; deleted ones go; file
-//! apps are read-only; only admin keys get in; every change is audited.
+//! apps are read-only; only admin keys get in; every change is audited — in the transaction
+//! of the change: no change without its audit row.
 
 mod common;
 
@@ -455,11 +456,27 @@ async fn secrets_follow_their_host_and_changes_do_not_undo_each_other() {
     let current = store.managed_app(&appid).await.unwrap().unwrap();
     let mut stale = current.clone();
     stale.rev = current.rev - 1;
+    let stale_audit = weapp_server::store::AuditRecord {
+        id: 0,
+        at: 0,
+        admin: "stale-writer".into(),
+        action: "app.update".into(),
+        target: appid.clone(),
+        source: String::new(),
+        detail: "{}".into(),
+    };
     assert!(store
-        .put_managed_app(&stale, false)
+        .put_managed_app(&stale, false, &stale_audit)
         .await
         .unwrap()
         .is_none());
+    // No audit row for a change that did not happen.
+    assert!(!store
+        .audit_after(0, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.admin == "stale-writer"));
 
     // A user of the app logs in; the app is disabled; the session stops working.
     let (code, _) = w.sim.sim().login(&appid, None, None, false).unwrap();
@@ -519,4 +536,81 @@ async fn secrets_follow_their_host_and_changes_do_not_undo_each_other() {
     .await;
     assert!(server.state().app(&appid).is_none());
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_change_without_its_audit_row() {
+    let w = world().await;
+    let role = common::PgRole::new("weapp_audit");
+    let db = PgDatabase::create().await;
+    let mut config = w.config(db.url(), None, TokenMode::Stable);
+    config.admins = admins();
+    // A migrates the database; the instance under test connects as a role of its own.
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    let mut on_db = role.create_on(db.url()).await;
+    let mut mine = config.clone();
+    mine.database_url = role.url(db.url());
+    let server = weapp_server::spawn(mine).await.unwrap();
+    let url = server.url().to_owned();
+    let (appid, secret) = w.sim.sim().add_app(None, None, false);
+    let create =
+        json!({"appid": appid, "secret": secret, "api_base": w.sim.url(), "token_mode": "stable"});
+    let post = |path: &'static str, body: Value| {
+        let (w, url) = (&w, url.clone());
+        async move {
+            w.call("POST", format!("{url}{path}"), Some(ADMIN), Some(body))
+                .await
+        }
+    };
+
+    // The audit log refuses writes: the change is refused too, and nothing is stored.
+    sqlx::query(&format!("REVOKE INSERT ON admin_audit FROM {}", role.name))
+        .execute(&mut on_db)
+        .await
+        .unwrap();
+    let (s, v) = post("/v1/admin/apps", create.clone()).await;
+    assert!(s >= 500, "{s} {v}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    assert!(!v.to_string().contains(&secret), "{v}");
+    let store = a.state().store.clone();
+    assert!(store.managed_app(&appid).await.unwrap().is_none());
+    let (s, _) = post(
+        "/v1/admin/clients",
+        json!({"name": "unaudited", "apps": ["*"]}),
+    )
+    .await;
+    assert!(s >= 500);
+    assert!(store.managed_client("unaudited").await.unwrap().is_none());
+
+    // The log writable again: the same change goes through, with its row.
+    sqlx::query(&format!("GRANT INSERT ON admin_audit TO {}", role.name))
+        .execute(&mut on_db)
+        .await
+        .unwrap();
+    let (s, v) = post("/v1/admin/apps", create).await;
+    assert_eq!(s, 201, "{v}");
+    let rows = store.audit_after(0, 1_000).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.action == "app.create" && r.target == appid)
+            .count(),
+        1
+    );
+    assert!(!rows.iter().any(|r| r.target == "unaudited"));
+    // A delete whose row cannot be written leaves the app in place.
+    sqlx::query(&format!("REVOKE INSERT ON admin_audit FROM {}", role.name))
+        .execute(&mut on_db)
+        .await
+        .unwrap();
+    let (s, _) = w
+        .call(
+            "DELETE",
+            format!("{url}/v1/admin/apps/{appid}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(s >= 500);
+    assert!(!store.managed_app(&appid).await.unwrap().unwrap().deleted);
+    drop((a, server, on_db));
 }

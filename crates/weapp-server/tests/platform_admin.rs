@@ -1044,21 +1044,9 @@ async fn managed_apps_and_platforms_move_to_a_new_data_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
-    use sqlx::Connection;
     let w = world().await;
-    // B connects as a role of its own, so that the database can fail B's reads alone. The
-    // role is dropped whatever happens (it outlives the database): its guard is declared
-    // before the database, so it runs after the database is gone.
-    let role = format!(
-        "weapp_b_{}_{}",
-        std::process::id(),
-        weapp_test_support::free_port()
-    );
-    let _role_guard = DropRole {
-        admin_url: std::env::var("WEAPP_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-        role: role.clone(),
-    };
+    // B connects as a role of its own, so that the database can fail B's reads alone.
+    let role = common::PgRole::new("weapp_b");
     let db = PgDatabase::create().await;
     let mut config = w.config(db.url(), None, TokenMode::Stable);
     config.admins = admins();
@@ -1067,17 +1055,8 @@ async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
     config.registry_reconcile_secs = 3_600;
     let a = weapp_server::spawn(config.clone()).await.unwrap();
     let a_url = a.url().to_owned();
-    let mut on_db = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    for sql in [
-        format!("CREATE ROLE {role} LOGIN"),
-        format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
-        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
-        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
-    ] {
-        sqlx::query(&sql).execute(&mut on_db).await.unwrap();
-    }
-    let b_db = db.url().replacen("postgres@", &format!("{role}@"), 1);
-    assert_ne!(b_db, db.url(), "the test database URL names its user");
+    let mut on_db = role.create_on(db.url()).await;
+    let b_db = role.url(db.url());
     let mut b_config = config.clone();
     b_config.database_url = b_db;
     let b = weapp_server::spawn(b_config).await.unwrap();
@@ -1124,10 +1103,13 @@ async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
     answers_within_2s(&w.http, &b_url, c, None, Some((&merchant, 404)), "B stops").await;
 
     // The database refuses B the merchants' table; the platform is enabled again meanwhile.
-    sqlx::query(&format!("REVOKE ALL ON platform_authorizers FROM {role}"))
-        .execute(&mut on_db)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "REVOKE ALL ON platform_authorizers FROM {}",
+        role.name
+    ))
+    .execute(&mut on_db)
+    .await
+    .unwrap();
     patch(true).await;
     // B applies the platform but cannot sync its merchants: still 404 for a while…
     answers_within_2s(
@@ -1143,10 +1125,13 @@ async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
     assert_eq!(broker_status(&w.http, &b_url, &merchant).await, 404);
     // …and once the database answers again, the next poll syncs them (the platform change is
     // not forgotten with the failed sync).
-    sqlx::query(&format!("GRANT ALL ON platform_authorizers TO {role}"))
-        .execute(&mut on_db)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "GRANT ALL ON platform_authorizers TO {}",
+        role.name
+    ))
+    .execute(&mut on_db)
+    .await
+    .unwrap();
     answers_within_2s(
         &w.http,
         &b_url,
@@ -1158,34 +1143,6 @@ async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
     .await;
 
     drop((a, b, on_db));
-}
-
-/// Drops a PostgreSQL role when the test ends, passed or not.
-struct DropRole {
-    admin_url: String,
-    role: String,
-}
-
-impl Drop for DropRole {
-    fn drop(&mut self) {
-        let (url, role) = (self.admin_url.clone(), self.role.clone());
-        // Outside any runtime guarantee: a private one on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
-                sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
-                    .execute(&mut conn)
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-    }
 }
 
 #[tokio::test]

@@ -500,15 +500,14 @@ fn record_of(state: &AppState, app: &AppConfig, enabled: bool, now: i64) -> Mana
     }
 }
 
-pub(crate) async fn audit(
-    state: &AppState,
+/// The audit row of an administrator's action (`detail`: what changed, never a secret).
+pub(crate) fn audit_record(
     admin: &Admin,
     action: &str,
     target: &str,
     detail: Value,
-) {
-    tracing::info!(admin = %admin.name, action, target, detail = %detail, "admin action");
-    let record = AuditRecord {
+) -> AuditRecord {
+    AuditRecord {
         id: 0,
         at: now_ms(),
         admin: admin.name.clone(),
@@ -516,7 +515,25 @@ pub(crate) async fn audit(
         target: target.to_owned(),
         source: admin.ip.0.map(|ip| ip.to_string()).unwrap_or_default(),
         detail: detail.to_string(),
-    };
+    }
+}
+
+/// Logs an action whose audit row was written with the change (the registry's changes).
+pub(crate) fn logged(record: &AuditRecord) {
+    tracing::info!(admin = %record.admin, action = %record.action, target = %record.target, detail = %record.detail, "admin action");
+}
+
+/// Logs an action and writes its audit row after the change (actions whose change is not a
+/// registry row: sessions, events, signing keys, reconciliations).
+pub(crate) async fn audit(
+    state: &AppState,
+    admin: &Admin,
+    action: &str,
+    target: &str,
+    detail: Value,
+) {
+    let record = audit_record(admin, action, target, detail);
+    logged(&record);
     if let Err(e) = state.store.audit(&record).await {
         tracing::error!(error = %e, action, target, "could not write the audit log");
     }
@@ -662,18 +679,20 @@ pub async fn create_app(
     }
     let enabled = req.enabled.unwrap_or(true);
     let record = record_of(&state, &app, enabled, now_ms());
-    let created = state.store.put_managed_app(&record, true).await?;
-    if created.is_none() {
-        return Err(AppError::Conflict(format!("app {} exists", app.appid)));
-    }
-    audit(
-        &state,
+    let audit_row = audit_record(
         &admin,
         "app.create",
         &app.appid,
         json!({"api_base": crate::config::redact_url(&app.api_base), "token_mode": mode_name(app.token_mode), "push": app.push.is_some(), "enabled": enabled}),
-    )
-    .await;
+    );
+    let created = state
+        .store
+        .put_managed_app(&record, true, &audit_row)
+        .await?;
+    if created.is_none() {
+        return Err(AppError::Conflict(format!("app {} exists", app.appid)));
+    }
+    logged(&audit_row);
     sync(&state).await;
     let v = entry_view(&state, &app.appid).await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
@@ -793,10 +812,16 @@ pub async fn update_app(
     let mut record = record_of(&state, &app, enabled, now_ms());
     record.created_at = current.created_at;
     record.rev = current.rev;
-    if state.store.put_managed_app(&record, false).await?.is_none() {
+    let audit_row = audit_record(&admin, "app.update", &appid, Value::Object(changed));
+    if state
+        .store
+        .put_managed_app(&record, false, &audit_row)
+        .await?
+        .is_none()
+    {
         return Err(changed_meanwhile(&state, &appid).await);
     }
-    audit(&state, &admin, "app.update", &appid, Value::Object(changed)).await;
+    logged(&audit_row);
     sync(&state).await;
     entry_view(&state, &appid).await.map(Json)
 }
@@ -811,15 +836,16 @@ pub async fn delete_app(
     Path(appid): Path<String>,
 ) -> Result<StatusCode, AppError> {
     managed(&state, &appid).await?;
+    let audit_row = audit_record(&admin, "app.delete", &appid, json!({}));
     if state
         .store
-        .delete_managed_app(&appid, now_ms())
+        .delete_managed_app(&appid, now_ms(), &audit_row)
         .await?
         .is_none()
     {
         return Err(AppError::NotFound(format!("no managed app {appid}")));
     }
-    audit(&state, &admin, "app.delete", &appid, json!({})).await;
+    logged(&audit_row);
     sync(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -917,17 +943,20 @@ pub async fn create_client(
         created_at: now,
         updated_at: now,
     };
-    let Some(rev) = state.store.put_managed_client(&record, true).await? else {
-        return Err(AppError::Conflict(format!("client {} exists", req.name)));
-    };
-    audit(
-        &state,
+    let audit_row = audit_record(
         &admin,
         "client.create",
         &req.name,
         json!({"apps": req.apps.len(), "scopes": scopes, "enabled": enabled}),
-    )
-    .await;
+    );
+    let Some(rev) = state
+        .store
+        .put_managed_client(&record, true, &audit_row)
+        .await?
+    else {
+        return Err(AppError::Conflict(format!("client {} exists", req.name)));
+    };
+    logged(&audit_row);
     sync(&state).await;
     // From the committed record: the key must reach the caller whatever this instance's
     // registry is doing.
@@ -1031,19 +1060,22 @@ pub async fn update_client(
         created_at: current.created_at,
         updated_at: now_ms(),
     };
-    let Some(rev) = state.store.put_managed_client(&record, false).await? else {
-        return Err(AppError::Conflict(format!(
-            "client {name} was changed or deleted meanwhile: read it again and retry"
-        )));
-    };
-    audit(
-        &state,
+    let audit_row = audit_record(
         &admin,
         "client.update",
         &name,
         json!({"apps": apps.len(), "scopes": scopes, "enabled": enabled, "key": if req.rotate_key { "rotated" } else { "kept" }}),
-    )
-    .await;
+    );
+    let Some(rev) = state
+        .store
+        .put_managed_client(&record, false, &audit_row)
+        .await?
+    else {
+        return Err(AppError::Conflict(format!(
+            "client {name} was changed or deleted meanwhile: read it again and retry"
+        )));
+    };
+    logged(&audit_row);
     sync(&state).await;
     Ok(Json(ClientView {
         name,
@@ -1067,15 +1099,16 @@ pub async fn delete_client(
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
     managed_client(&state, &name).await?;
+    let audit_row = audit_record(&admin, "client.delete", &name, json!({}));
     if state
         .store
-        .delete_managed_client(&name, now_ms())
+        .delete_managed_client(&name, now_ms(), &audit_row)
         .await?
         .is_none()
     {
         return Err(AppError::NotFound(format!("no client {name}")));
     }
-    audit(&state, &admin, "client.delete", &name, json!({})).await;
+    logged(&audit_row);
     sync(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::admin::{
-    audit, check_api_base_move, double_option, invalid, limit_of, new_api_base, sync, Admin,
-    PageQuery,
+    audit, audit_record, check_api_base_move, double_option, invalid, limit_of, logged,
+    new_api_base, sync, Admin, PageQuery,
 };
 use super::JsonBody;
 use crate::config::{redact_url, PlatformConfig, Secret};
@@ -353,9 +353,15 @@ pub async fn create_platform(
     }
     let enabled = req.enabled.unwrap_or(true);
     let record = record_of(&state, &p, enabled, now_ms());
+    let audit_row = audit_record(
+        &admin,
+        "platform.create",
+        &p.component_appid,
+        json!({"api_base": redact_url(&p.api_base), "webhook": p.webhook_url.is_some(), "enabled": enabled}),
+    );
     if state
         .store
-        .put_managed_platform(&record, true)
+        .put_managed_platform(&record, true, &audit_row)
         .await?
         .is_none()
     {
@@ -364,14 +370,7 @@ pub async fn create_platform(
             p.component_appid
         )));
     }
-    audit(
-        &state,
-        &admin,
-        "platform.create",
-        &p.component_appid,
-        json!({"api_base": redact_url(&p.api_base), "webhook": p.webhook_url.is_some(), "enabled": enabled}),
-    )
-    .await;
+    logged(&audit_row);
     sync(&state).await;
     let v = platform_view(&state, &p.component_appid).await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
@@ -490,9 +489,15 @@ pub async fn update_platform(
     let mut record = record_of(&state, &p, enabled, now_ms());
     record.created_at = current.created_at;
     record.rev = current.rev;
+    let audit_row = audit_record(
+        &admin,
+        "platform.update",
+        &component_appid,
+        Value::Object(changed),
+    );
     if state
         .store
-        .put_managed_platform(&record, false)
+        .put_managed_platform(&record, false, &audit_row)
         .await?
         .is_none()
     {
@@ -503,14 +508,7 @@ pub async fn update_platform(
             _ => AppError::NotFound(format!("no managed platform {component_appid}")),
         });
     }
-    audit(
-        &state,
-        &admin,
-        "platform.update",
-        &component_appid,
-        Value::Object(changed),
-    )
-    .await;
+    logged(&audit_row);
     sync(&state).await;
     platform_view(&state, &component_appid).await.map(Json)
 }
@@ -527,9 +525,10 @@ pub async fn delete_platform(
     Path(component_appid): Path<String>,
 ) -> Result<StatusCode, AppError> {
     managed(&state, &component_appid).await?;
+    let audit_row = audit_record(&admin, "platform.delete", &component_appid, json!({}));
     if state
         .store
-        .delete_managed_platform(&component_appid, now_ms())
+        .delete_managed_platform(&component_appid, now_ms(), &audit_row)
         .await?
         .is_none()
     {
@@ -537,14 +536,7 @@ pub async fn delete_platform(
             "no managed platform {component_appid}"
         )));
     }
-    audit(
-        &state,
-        &admin,
-        "platform.delete",
-        &component_appid,
-        json!({}),
-    )
-    .await;
+    logged(&audit_row);
     sync(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }

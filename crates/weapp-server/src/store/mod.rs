@@ -619,16 +619,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates (`create`: unless a live one exists) or updates a managed app, at the next
     /// revision, which it returns; `None` when the condition failed. An update applies only to
     /// the live row still at revision `app.rev` (compare-and-set: two concurrent changes cannot
-    /// silently undo each other).
+    /// silently undo each other). `audit` is written in the same transaction: no change
+    /// without its audit row, no audit row without its change.
     async fn put_managed_app(
         &self,
         app: &ManagedAppRecord,
         create: bool,
+        audit: &AuditRecord,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// Turns a live managed app into a tombstone (its secrets erased); the new revision, or
-    /// `None` if there was none.
-    async fn delete_managed_app(&self, appid: &str, now: i64) -> Result<Option<i64>, StoreError>;
+    /// Turns a live managed app into a tombstone (its secrets erased), with its `audit` row in
+    /// the same transaction; the new revision, or `None` if there was none.
+    async fn delete_managed_app(
+        &self,
+        appid: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// De-authorizes a merchant (its refresh token erased) only if its stored authorization is
     /// not newer than `auth_time_at_most` (Unix seconds, WeChat's `CreateTime` of the
@@ -663,6 +670,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         platform: &ManagedPlatformRecord,
         create: bool,
+        audit: &AuditRecord,
     ) -> Result<Option<i64>, StoreError>;
 
     /// Like [`Store::delete_managed_app`], for platforms.
@@ -670,6 +678,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         component_appid: &str,
         now: i64,
+        audit: &AuditRecord,
     ) -> Result<Option<i64>, StoreError>;
 
     /// Merchants' authorizations (of every platform) changed after registry revision `rev`,
@@ -734,10 +743,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         client: &ManagedClientRecord,
         create: bool,
+        audit: &AuditRecord,
     ) -> Result<Option<i64>, StoreError>;
 
     /// Like [`Store::delete_managed_app`], for clients.
-    async fn delete_managed_client(&self, name: &str, now: i64) -> Result<Option<i64>, StoreError>;
+    async fn delete_managed_client(
+        &self,
+        name: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// The user `openid` of `appid`.
     async fn user_by_openid(

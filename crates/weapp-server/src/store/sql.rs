@@ -263,6 +263,21 @@ where
     })
 }
 
+/// Writes an audit row (on a transaction: with the change it records).
+macro_rules! insert_audit {
+    ($conn:expr, $r:expr) => {
+        sqlx::query("INSERT INTO admin_audit (at, admin, action, target, source, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind($r.at)
+            .bind(&$r.admin)
+            .bind(&$r.action)
+            .bind(&$r.target)
+            .bind(&$r.source)
+            .bind(&$r.detail)
+            .execute($conn)
+            .await?
+    };
+}
+
 macro_rules! sql_store {
     ($name:ident, $pool:ty, $kind:literal) => {
         #[async_trait]
@@ -952,12 +967,12 @@ macro_rules! sql_store {
                 row.map(|r| Ok(managed_app_from(&r)?)).transpose()
             }
 
-            async fn put_managed_app(&self, app: &ManagedAppRecord, create: bool) -> Result<Option<i64>, StoreError> {
-                self.put_managed_row("managed_apps", "appid", app, create).await
+            async fn put_managed_app(&self, app: &ManagedAppRecord, create: bool, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
+                self.put_managed_row("managed_apps", "appid", app, create, audit).await
             }
 
-            async fn delete_managed_app(&self, appid: &str, now: i64) -> Result<Option<i64>, StoreError> {
-                self.delete_managed_row("managed_apps", "appid", appid, now).await
+            async fn delete_managed_app(&self, appid: &str, now: i64, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
+                self.delete_managed_row("managed_apps", "appid", appid, now, audit).await
             }
 
             async fn managed_platforms_after(&self, rev: i64, limit: i64) -> Result<Vec<ManagedPlatformRecord>, StoreError> {
@@ -972,12 +987,12 @@ macro_rules! sql_store {
                 row.map(|r| Ok(managed_app_from(&r)?)).transpose()
             }
 
-            async fn put_managed_platform(&self, platform: &ManagedPlatformRecord, create: bool) -> Result<Option<i64>, StoreError> {
-                self.put_managed_row("managed_platforms", "component_appid", platform, create).await
+            async fn put_managed_platform(&self, platform: &ManagedPlatformRecord, create: bool, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
+                self.put_managed_row("managed_platforms", "component_appid", platform, create, audit).await
             }
 
-            async fn delete_managed_platform(&self, component_appid: &str, now: i64) -> Result<Option<i64>, StoreError> {
-                self.delete_managed_row("managed_platforms", "component_appid", component_appid, now).await
+            async fn delete_managed_platform(&self, component_appid: &str, now: i64, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
+                self.delete_managed_row("managed_platforms", "component_appid", component_appid, now, audit).await
             }
 
             async fn platform_authorizers_after(&self, rev: i64, limit: i64) -> Result<Vec<PlatformAuthorizer>, StoreError> {
@@ -1042,7 +1057,7 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn put_managed_client(&self, client: &ManagedClientRecord, create: bool) -> Result<Option<i64>, StoreError> {
+            async fn put_managed_client(&self, client: &ManagedClientRecord, create: bool, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let sql = if create {
@@ -1071,11 +1086,12 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(None);
                 }
+                insert_audit!(&mut *tx, audit);
                 tx.commit().await?;
                 Ok(Some(rev))
             }
 
-            async fn delete_managed_client(&self, name: &str, now: i64) -> Result<Option<i64>, StoreError> {
+            async fn delete_managed_client(&self, name: &str, now: i64, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let done = sqlx::query("UPDATE managed_clients SET deleted = 1, enabled = 0, key_sha256 = NULL, rev = $2, updated_at = $3 WHERE name = $1 AND deleted = 0")
@@ -1088,6 +1104,7 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(None);
                 }
+                insert_audit!(&mut *tx, audit);
                 tx.commit().await?;
                 Ok(Some(rev))
             }
@@ -1108,15 +1125,7 @@ macro_rules! sql_store {
             }
 
             async fn audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO admin_audit (at, admin, action, target, source, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(r.at)
-                    .bind(&r.admin)
-                    .bind(&r.action)
-                    .bind(&r.target)
-                    .bind(&r.source)
-                    .bind(&r.detail)
-                    .execute(&self.pool)
-                    .await?;
+                insert_audit!(&self.pool, r);
                 Ok(())
             }
 
@@ -1144,7 +1153,7 @@ macro_rules! sql_store {
 
         impl $name {
             /// `put_managed_*` for the table `table` keyed by `key`.
-            async fn put_managed_row(&self, table: &str, key: &str, rec: &ManagedAppRecord, create: bool) -> Result<Option<i64>, StoreError> {
+            async fn put_managed_row(&self, table: &str, key: &str, rec: &ManagedAppRecord, create: bool, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let sql = if create {
@@ -1177,12 +1186,13 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(None);
                 }
+                insert_audit!(&mut *tx, audit);
                 tx.commit().await?;
                 Ok(Some(rev))
             }
 
             /// `delete_managed_*` for the table `table` keyed by `key`.
-            async fn delete_managed_row(&self, table: &str, key: &str, id: &str, now: i64) -> Result<Option<i64>, StoreError> {
+            async fn delete_managed_row(&self, table: &str, key: &str, id: &str, now: i64, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let sql = format!("UPDATE {table} SET deleted = 1, enabled = 0, sealed = NULL, key_id = NULL, rev = $2, updated_at = $3 WHERE {key} = $1 AND deleted = 0");
@@ -1191,6 +1201,7 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(None);
                 }
+                insert_audit!(&mut *tx, audit);
                 tx.commit().await?;
                 Ok(Some(rev))
             }

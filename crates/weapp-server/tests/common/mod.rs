@@ -199,3 +199,71 @@ impl World {
             .unwrap()
     }
 }
+
+/// A PostgreSQL role of its own for one instance, so that the database can refuse that
+/// instance alone (privileges revoked on a table). Dropped when the guard goes — declare it
+/// before the `PgDatabase`, so that it is dropped after the database (a role outlives it).
+pub struct PgRole {
+    pub name: String,
+    admin_url: String,
+}
+
+impl PgRole {
+    pub fn new(prefix: &str) -> Self {
+        PgRole {
+            name: format!(
+                "{prefix}_{}_{}",
+                std::process::id(),
+                weapp_test_support::free_port()
+            ),
+            admin_url: std::env::var("WEAPP_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        }
+    }
+
+    /// Creates the role with every privilege on the database's tables (migrated already);
+    /// returns a superuser connection to the database, to revoke and grant with.
+    pub async fn create_on(&self, db_url: &str) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(db_url).await.unwrap();
+        let role = &self.name;
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        ] {
+            sqlx::query(&sql).execute(&mut conn).await.unwrap();
+        }
+        conn
+    }
+
+    /// The database's URL as this role.
+    pub fn url(&self, db_url: &str) -> String {
+        let url = db_url.replacen("postgres@", &format!("{}@", self.name), 1);
+        assert_ne!(url, db_url, "the test database URL names its user");
+        url
+    }
+}
+
+impl Drop for PgRole {
+    fn drop(&mut self) {
+        let (url, role) = (self.admin_url.clone(), self.name.clone());
+        // Outside any runtime guarantee: a private one on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
