@@ -569,7 +569,7 @@ async fn no_change_without_its_audit_row() {
         .await
         .unwrap();
     let (s, v) = post("/v1/admin/apps", create.clone()).await;
-    assert!(s >= 500, "{s} {v}");
+    assert_eq!(s, 500, "{v}");
     assert!(v["error"]["message"].is_string(), "{v}");
     assert!(!v.to_string().contains(&secret), "{v}");
     let store = a.state().store.clone();
@@ -579,7 +579,7 @@ async fn no_change_without_its_audit_row() {
         json!({"name": "unaudited", "apps": ["*"]}),
     )
     .await;
-    assert!(s >= 500);
+    assert_eq!(s, 500);
     assert!(store.managed_client("unaudited").await.unwrap().is_none());
 
     // The log writable again: the same change goes through, with its row.
@@ -610,7 +610,184 @@ async fn no_change_without_its_audit_row() {
             None,
         )
         .await;
-    assert!(s >= 500);
+    assert_eq!(s, 500);
     assert!(!store.managed_app(&appid).await.unwrap().unwrap().deleted);
     drop((a, server, on_db));
+}
+
+/// Every registry write of the store, on SQLite and PostgreSQL, with the audit table refusing
+/// inserts (a trigger): each fails and changes nothing; without the trigger each succeeds with
+/// exactly one audit row.
+#[tokio::test]
+async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written() {
+    use weapp_server::store::{AuditRecord, ManagedAppRecord, ManagedClientRecord, Store};
+    let db = PgDatabase::create().await;
+    for url in [common::sqlite_url(), db.url().to_owned()] {
+        let store = weapp_server::store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        let pg = url.starts_with("postgres");
+        let row = |id: &str, rev: i64| ManagedAppRecord {
+            appid: id.into(),
+            settings: r#"{"api_base":"https://api.weixin.qq.com"}"#.into(),
+            sealed: Some(b"sealed-secrets".to_vec()),
+            key_id: Some("k1".into()),
+            enabled: true,
+            deleted: false,
+            rev,
+            created_at: 1,
+            updated_at: 1,
+        };
+        let client = |rev: i64| ManagedClientRecord {
+            name: "auditedclient".into(),
+            key_sha256: Some(vec![7; 32]),
+            apps: r#"["*"]"#.into(),
+            scopes: "[]".into(),
+            enabled: true,
+            deleted: false,
+            rev,
+            created_at: 1,
+            updated_at: 1,
+        };
+        let audit = |action: &str| AuditRecord {
+            id: 0,
+            at: 1,
+            admin: "ops".into(),
+            action: action.into(),
+            target: "t".into(),
+            source: String::new(),
+            detail: "{}".into(),
+        };
+        let app_rev = store
+            .put_managed_app(&row("wxauditedapp", 0), true, &audit("a"))
+            .await
+            .unwrap()
+            .unwrap();
+        let platform_rev = store
+            .put_managed_platform(&row("wxauditedplatform", 0), true, &audit("p"))
+            .await
+            .unwrap()
+            .unwrap();
+        let client_rev = store
+            .put_managed_client(&client(0), true, &audit("c"))
+            .await
+            .unwrap()
+            .unwrap();
+        let rows_before = store.audit_after(0, 100).await.unwrap().len();
+        assert_eq!(rows_before, 3, "{url}");
+
+        // The audit table refuses every insert.
+        let refuse: &[&str] = if pg {
+            &[
+                "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON admin_audit FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+            ]
+        } else {
+            &["CREATE TRIGGER refuse_audit BEFORE INSERT ON admin_audit BEGIN SELECT RAISE(ABORT, 'audit refused'); END"]
+        };
+        exec_on(&url, refuse).await;
+        let a = audit("refused");
+        assert!(store
+            .put_managed_app(&row("wxauditedapp", app_rev), false, &a)
+            .await
+            .is_err());
+        assert!(store
+            .delete_managed_app("wxauditedapp", 2, &a)
+            .await
+            .is_err());
+        assert!(store
+            .put_managed_app(&row("wxunauditedapp", 0), true, &a)
+            .await
+            .is_err());
+        assert!(store
+            .put_managed_platform(&row("wxauditedplatform", platform_rev), false, &a)
+            .await
+            .is_err());
+        assert!(store
+            .delete_managed_platform("wxauditedplatform", 2, &a)
+            .await
+            .is_err());
+        assert!(store
+            .put_managed_platform(&row("wxunauditedplatform", 0), true, &a)
+            .await
+            .is_err());
+        assert!(store
+            .put_managed_client(&client(client_rev), false, &a)
+            .await
+            .is_err());
+        assert!(store
+            .delete_managed_client("auditedclient", 2, &a)
+            .await
+            .is_err());
+        // Nothing changed: same revisions, live rows, no new rows.
+        let app = store.managed_app("wxauditedapp").await.unwrap().unwrap();
+        assert_eq!((app.rev, app.deleted), (app_rev, false), "{url}");
+        let platform = store
+            .managed_platform("wxauditedplatform")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (platform.rev, platform.deleted),
+            (platform_rev, false),
+            "{url}"
+        );
+        let c = store
+            .managed_client("auditedclient")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.rev, c.deleted), (client_rev, false), "{url}");
+        assert!(store.managed_app("wxunauditedapp").await.unwrap().is_none());
+        assert!(store
+            .managed_platform("wxunauditedplatform")
+            .await
+            .unwrap()
+            .is_none());
+
+        // Inserts allowed again: the same writes go through, one row each.
+        exec_on(
+            &url,
+            &[if pg {
+                "DROP TRIGGER refuse_audit ON admin_audit"
+            } else {
+                "DROP TRIGGER refuse_audit"
+            }],
+        )
+        .await;
+        assert!(store
+            .put_managed_app(&row("wxauditedapp", app_rev), false, &audit("a2"))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .delete_managed_client("auditedclient", 2, &audit("c2"))
+            .await
+            .unwrap()
+            .is_some());
+        let actions: Vec<String> = store
+            .audit_after(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        assert_eq!(actions, ["a", "p", "c", "a2", "c2"], "{url}");
+    }
+}
+
+/// Runs statements on the database at `url` through a connection of the test's own.
+async fn exec_on(url: &str, statements: &[&str]) {
+    use sqlx::Connection;
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        for s in statements {
+            sqlx::query(s).execute(&mut c).await.unwrap();
+        }
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        for s in statements {
+            sqlx::query(s).execute(&mut c).await.unwrap();
+        }
+    }
 }

@@ -474,7 +474,11 @@ pub async fn update_platform(
         p.api_base = b;
     }
     if let Some(w) = req.webhook_url {
-        changed.insert("webhook_url".into(), json!(w.as_deref().map(redact_url)));
+        // Not the URL: a webhook's path may carry a token of its own.
+        changed.insert(
+            "webhook_url".into(),
+            json!(if w.is_some() { "changed" } else { "removed" }),
+        );
         p.webhook_url = w;
     }
     if let Some(s) = req.webhook_secret {
@@ -589,7 +593,7 @@ pub async fn merchants(
 /// the list no longer has are de-authorized.
 #[utoipa::path(post, path = "/v1/admin/platforms/{component_appid}/reconcile", tag = "admin", security(("admin_key" = [])),
     params(("component_appid" = String, Path, description = "the platform")),
-    responses((status = 200, body = ReconcileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "no ticket yet", body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, description = "WeChat or the database failed; nothing de-authorized", body = ErrorBody)))]
+    responses((status = 200, body = ReconcileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "no ticket yet", body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, description = "WeChat or the database failed (merchants restored or de-authorized before the failure stay so, and are in the audit log)", body = ErrorBody)))]
 pub async fn reconcile(
     State(state): State<AppState>,
     admin: Admin,
@@ -610,15 +614,24 @@ pub async fn reconcile(
             "platform {component_appid} has no component_verify_ticket yet: WeChat pushes one to its event URL every 10 minutes"
         )));
     }
-    let r = state
-        .reconcile_platform(&component_appid)
-        .await
-        .map_err(|e| {
+    let r = match state.reconcile_platform(&component_appid).await {
+        Ok(r) => r,
+        Err(e) => {
             tracing::warn!(platform = %component_appid, error = %e, "reconciliation failed");
-            AppError::Unavailable {
+            // Audited too: a run that failed part-way may have changed merchants before.
+            audit(
+                &state,
+                &admin,
+                "platform.reconcile",
+                &component_appid,
+                json!({"failed": true}),
+            )
+            .await;
+            return Err(AppError::Unavailable {
                 retry_after_secs: 60,
-            }
-        })?;
+            });
+        }
+    };
     audit(
         &state,
         &admin,
