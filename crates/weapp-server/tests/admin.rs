@@ -620,7 +620,7 @@ async fn no_change_without_its_audit_row() {
 /// exactly one audit row.
 #[tokio::test]
 async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written() {
-    use weapp_server::store::{AuditRecord, ManagedAppRecord, ManagedClientRecord, Store};
+    use weapp_server::store::{AuditRecord, ManagedAppRecord, ManagedClientRecord};
     let db = PgDatabase::create().await;
     for url in [common::sqlite_url(), db.url().to_owned()] {
         let store = weapp_server::store::connect(&url, &Default::default())
