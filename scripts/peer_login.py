@@ -2,7 +2,7 @@
 Flask login rebuilt with wechatpy 1.8.18 (unchanged), served by gunicorn.
 
 A login: `code_to_session` through wechatpy (its requests session, sent to the simulator by a
-transport adapter, as in scripts/wechatpy_compat.py), then the user upserted and a session
+transport adapter, the one of scripts/wechatpy_compat.py), then the user upserted and a session
 inserted in SQLite (WAL, `synchronous=FULL`, one transaction — the durability weapp-server
 gives), then `{token, expires_at, openid}`. It does less than weapp-server: the session_key is
 stored as it came (not sealed) and no access token is signed.
@@ -18,23 +18,13 @@ import sqlite3
 import time
 
 from flask import Flask, jsonify, request
-from requests.adapters import HTTPAdapter
 from wechatpy.client import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 
-WECHAT = "https://api.weixin.qq.com"
+# The same transport adapter as the compatibility check (this directory is on the path).
+from wechatpy_compat import WECHAT, ToSimulator
+
 SESSION_TTL_MS = 30 * 24 * 3600 * 1000
-
-
-class ToSimulator(HTTPAdapter):
-    def __init__(self, base):
-        super().__init__()
-        self.base = base.rstrip("/")
-
-    def send(self, request, **kwargs):
-        request.url = self.base + request.url[len(WECHAT):]
-        return super().send(request, **kwargs)
-
 
 APPID = os.environ["PEER_APPID"]
 client = WeChatClient(APPID, os.environ["PEER_SECRET"])

@@ -541,7 +541,7 @@ async fn secrets_follow_their_host_and_changes_do_not_undo_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_change_without_its_audit_row() {
     let w = world().await;
-    let role = common::PgRole::new("weapp_audit");
+    let role = weapp_test_support::PgRole::new("weapp_audit");
     let db = PgDatabase::create().await;
     let mut config = w.config(db.url(), None, TokenMode::Stable);
     config.admins = admins();

@@ -593,6 +593,34 @@ fn signed_event(c: &str, token: &str, aes: &str, xml: &str) -> (String, String) 
     )
 }
 
+/// An `unauthorized` event for `merchant` with WeChat's `CreateTime` `create_time`, signed and
+/// encrypted for the platform `(component appid, Token, EncodingAESKey)` with a fresh
+/// timestamp, posted to the server's event URL; the answer's status.
+async fn unauthorized_at(
+    w: &common::World,
+    url: &str,
+    (c, token, aes): (&str, &str, &str),
+    merchant: &str,
+    create_time: i64,
+) -> u16 {
+    let (q, body) = signed_event(
+        c,
+        token,
+        aes,
+        &format!(
+            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid></xml>"
+        ),
+    );
+    w.http
+        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
     let w = world().await;
@@ -609,23 +637,8 @@ async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
     let auth_time = server.state().store.platform_authorizers(c).await.unwrap()[0].auth_time;
     // An `unauthorized` event from before the authorization (captured, replayed; or WeChat's
     // late retry of an earlier one): valid signature, fresh timestamp, old CreateTime.
-    let (q, body) = signed_event(
-        c,
-        token,
-        &aes,
-        &format!(
-            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid></xml>",
-            auth_time - 60
-        ),
-    );
-    let r = w
-        .http
-        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "answered, so that WeChat stops retrying");
+    let status = unauthorized_at(&w, &url, (c, token, &aes), &merchant, auth_time - 60).await;
+    assert_eq!(status, 200, "answered, so that WeChat stops retrying");
     let rows = server.state().store.platform_authorizers(c).await.unwrap();
     assert!(
         rows[0].authorized && rows[0].refresh_sealed.is_some(),
@@ -633,23 +646,8 @@ async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
     );
     assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
     // A current one (CreateTime after the authorization) is applied.
-    let (q, body) = signed_event(
-        c,
-        token,
-        &aes,
-        &format!(
-            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid></xml>",
-            auth_time + 1
-        ),
-    );
-    let r = w
-        .http
-        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let status = unauthorized_at(&w, &url, (c, token, &aes), &merchant, auth_time + 1).await;
+    assert_eq!(status, 200);
     let rows = server.state().store.platform_authorizers(c).await.unwrap();
     assert!(!rows[0].authorized && rows[0].refresh_sealed.is_none());
     assert_eq!(broker_status(&w.http, &url, &merchant).await, 404);
@@ -718,23 +716,8 @@ async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
     assert_eq!(rows[0].auth_time, wechat_time);
     server.state().sync_authorizers().await.unwrap();
     assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
-    let (q, body) = signed_event(
-        c,
-        token,
-        &aes,
-        &format!(
-            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid></xml>",
-            auth_time + 60
-        ),
-    );
-    let r = w
-        .http
-        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let status = unauthorized_at(&w, &url, (c, token, &aes), &merchant, auth_time + 60).await;
+    assert_eq!(status, 200);
     assert!(server.state().store.platform_authorizers(c).await.unwrap()[0].authorized);
     assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
 }
@@ -1046,7 +1029,7 @@ async fn managed_apps_and_platforms_move_to_a_new_data_key() {
 async fn a_merchant_sync_the_database_fails_is_retried_at_the_next_poll() {
     let w = world().await;
     // B connects as a role of its own, so that the database can fail B's reads alone.
-    let role = common::PgRole::new("weapp_b");
+    let role = weapp_test_support::PgRole::new("weapp_b");
     let db = PgDatabase::create().await;
     let mut config = w.config(db.url(), None, TokenMode::Stable);
     config.admins = admins();

@@ -132,7 +132,21 @@ pub(crate) struct Platform {
     ip_whitelist: Option<Vec<IpAddr>>,
 }
 
+/// 61003: the account has not (or no longer) authorized the platform.
+fn not_authorized() -> WxError {
+    WxError::new(61003, "component is not authorized by this account")
+}
+
 impl Platform {
+    /// `authorizer` if it has authorized this platform (and not withdrawn it); 61003 otherwise.
+    fn active_authorizer(&self, authorizer: Option<&str>) -> WxResult<String> {
+        let authorizer = authorizer.unwrap_or_default();
+        match self.authorizers.get(authorizer) {
+            Some(a) if a.active => Ok(authorizer.to_owned()),
+            _ => Err(not_authorized()),
+        }
+    }
+
     fn take(&mut self, name: &'static str, period: i64, limit: u32) -> bool {
         let e = self.counters.entry(name).or_insert((period, 0));
         if e.0 != period {
@@ -977,12 +991,7 @@ impl Sim {
         if now - issued >= CODE_TTL * 1000 {
             return Err(WxError::new(61010, "code is expired"));
         }
-        if !p.authorizers.get(&authorizer).is_some_and(|a| a.active) {
-            return Err(WxError::new(
-                61003,
-                "component is not authorized by this account",
-            ));
-        }
+        p.active_authorizer(Some(&authorizer))?;
         let token = self.mint_authorizer(&mut w, &owner, &authorizer, now);
         let p = w
             .platforms
@@ -1010,7 +1019,7 @@ impl Sim {
             .authorizers
             .get(&authorizer)
             .filter(|a| a.active)
-            .ok_or_else(|| WxError::new(61003, "component is not authorized by this account"))?;
+            .ok_or_else(not_authorized)?;
         let given = s(body, "authorizer_refresh_token").unwrap_or_default();
         if given.is_empty()
             || !bool::from(crate::core::subtle_eq(
@@ -1066,13 +1075,7 @@ impl Sim {
         let mut w = self.world();
         let now = self.now_in(&w);
         let (_, p) = Self::component_call(&mut w, token, body, now)?;
-        let authorizer = s(body, "authorizer_appid").unwrap_or_default().to_owned();
-        if !p.authorizers.get(&authorizer).is_some_and(|a| a.active) {
-            return Err(WxError::new(
-                61003,
-                "component is not authorized by this account",
-            ));
-        }
+        let authorizer = p.active_authorizer(s(body, "authorizer_appid"))?;
         Ok(json!({
             "authorizer_info": {
                 "nick_name": format!("小程序 {authorizer}"),
@@ -1163,19 +1166,12 @@ impl Sim {
         if p(q, "grant_type").is_some_and(|g| g != "authorization_code") {
             return Err(WxError::new(40002, "invalid grant_type"));
         }
-        let appid = p(q, "appid").unwrap_or_default().to_owned();
-        let authorized = w
+        let appid = w
             .platforms
             .platforms
             .get(&owner)
-            .and_then(|p| p.authorizers.get(&appid))
-            .is_some_and(|a| a.active);
-        if !authorized {
-            return Err(WxError::new(
-                61003,
-                "component is not authorized by this account",
-            ));
-        }
+            .ok_or_else(not_authorized)?
+            .active_authorizer(p(q, "appid"))?;
         self.redeem_login_code(
             &mut w,
             &appid,
@@ -1283,13 +1279,7 @@ impl Sim {
         let mut w = self.world();
         let now = self.now_in(&w);
         let (_, p) = Self::component_call(&mut w, token, body, now)?;
-        let authorizer = s(body, "authorizer_appid").unwrap_or_default().to_owned();
-        if !p.authorizers.get(&authorizer).is_some_and(|a| a.active) {
-            return Err(WxError::new(
-                61003,
-                "component is not authorized by this account",
-            ));
-        }
+        let authorizer = p.active_authorizer(s(body, "authorizer_appid"))?;
         let name = s(body, "option_name").unwrap_or_default();
         check_option(name, None)?;
         Ok(json!({
@@ -1308,13 +1298,7 @@ impl Sim {
         let mut w = self.world();
         let now = self.now_in(&w);
         let (_, p) = Self::component_call(&mut w, token, body, now)?;
-        let authorizer = s(body, "authorizer_appid").unwrap_or_default().to_owned();
-        if !p.authorizers.get(&authorizer).is_some_and(|a| a.active) {
-            return Err(WxError::new(
-                61003,
-                "component is not authorized by this account",
-            ));
-        }
+        let authorizer = p.active_authorizer(s(body, "authorizer_appid"))?;
         let name = s(body, "option_name").unwrap_or_default().to_owned();
         let value = option_value(body).unwrap_or_default();
         check_option(&name, Some(&value))?;

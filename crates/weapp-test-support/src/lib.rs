@@ -213,23 +213,103 @@ impl PgDatabase {
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        let (admin, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs outside any runtime guarantee: use a private one on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-                    .ok()
-            })
+        drop_detached(
+            &self.admin_url,
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Runs `sql` on the PostgreSQL server at `admin_url` from a `Drop`: outside any runtime
+/// guarantee, so on a private runtime on its own thread; a failure is reported, not raised.
+fn drop_detached(admin_url: &str, sql: String) {
+    let url = admin_url.to_owned();
+    let failed = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{sql}: {e}"))
         })
-        .join();
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the clean-up thread panicked".into()));
+    if let Err(e) = failed {
+        eprintln!("test clean-up failed (left behind on the PostgreSQL server): {e}");
+    }
+}
+
+/// A PostgreSQL role of its own for one server instance under test, so that the database can
+/// refuse that instance alone (a privilege revoked on a table). Dropped when the guard goes —
+/// declare it before the [`PgDatabase`], so that it is dropped after the database (a role
+/// outlives a database).
+pub struct PgRole {
+    /// The role's name (unique per test run).
+    pub name: String,
+    admin_url: String,
+}
+
+impl PgRole {
+    /// A role name `<prefix>_<pid>_<port>`, nothing created yet.
+    pub fn new(prefix: &str) -> Self {
+        PgRole {
+            name: format!("{prefix}_{}_{}", std::process::id(), free_port()),
+            admin_url: std::env::var("WEAPP_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        }
+    }
+
+    /// Creates the role with every privilege on the database's tables (migrated already);
+    /// returns a superuser connection to the database, to revoke and grant with.
+    ///
+    /// # Panics
+    /// When PostgreSQL refuses.
+    pub async fn create_on(&self, db_url: &str) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(db_url)
+            .await
+            .expect("connect to the test database");
+        let role = &self.name;
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        ] {
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .expect("role set-up");
+        }
+        conn
+    }
+
+    /// The database's URL as this role (the test URL names the user `postgres`).
+    ///
+    /// # Panics
+    /// When the URL does not name that user.
+    pub fn url(&self, db_url: &str) -> String {
+        let url = db_url.replacen("postgres@", &format!("{}@", self.name), 1);
+        assert_ne!(url, db_url, "the test database URL names its user");
+        url
+    }
+}
+
+impl Drop for PgRole {
+    fn drop(&mut self) {
+        drop_detached(
+            &self.admin_url,
+            format!("DROP ROLE IF EXISTS {}", self.name),
+        );
     }
 }
 
