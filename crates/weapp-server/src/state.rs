@@ -1341,8 +1341,9 @@ impl AppState {
     }
 
     /// Adds a new signing key that signs from `not_before` (retiring the current one then),
-    /// unless `guard` says another instance did already; reloads the keys.
-    /// Returns the new key's id when it was added.
+    /// unless `guard` says another instance did already; reloads the keys. An administrator's
+    /// rotation passes its `audit` row (its target becomes the new key's id), written with the
+    /// key. Returns the new key's id when it was added.
     ///
     /// # Errors
     /// The database could not be written.
@@ -1351,6 +1352,7 @@ impl AppState {
         now: i64,
         not_before: i64,
         guard: crate::store::KeyGuard,
+        audit: Option<crate::store::AuditRecord>,
     ) -> Result<Option<String>, String> {
         let record = crate::jwt::generate(
             |plain, aad| self.keyring.seal(plain, aad),
@@ -1360,7 +1362,16 @@ impl AppState {
         );
         let added = self
             .store
-            .add_signing_key(&record, guard)
+            .add_signing_key(
+                &record,
+                guard,
+                audit
+                    .map(|a| crate::store::AuditRecord {
+                        target: record.kid.clone(),
+                        ..a
+                    })
+                    .as_ref(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         self.reload_signing_keys().await?;
@@ -1395,7 +1406,7 @@ impl AppState {
                 // whole fleet, however many instances get here together. A key that signs but
                 // does not open here (sealed under a data key this instance lacks — refused at
                 // start-up) is not replaced: that would retire the fleet's key.
-                self.add_signing_key(now, now, KeyGuard::NoSignerAt(now))
+                self.add_signing_key(now, now, KeyGuard::NoSignerAt(now), None)
                     .await?;
             }
             if !self.signing_keys().can_sign(now) {
@@ -1414,6 +1425,7 @@ impl AppState {
                 now,
                 now + ahead,
                 KeyGuard::NoneCreatedSince(now - rotate_ms),
+                None,
             )
             .await?;
         }
@@ -1424,7 +1436,7 @@ impl AppState {
         if keys.has_retired_before(gone_before) {
             let n = self
                 .store
-                .delete_signing_keys(None, now, gone_before)
+                .delete_signing_keys(None, now, gone_before, None)
                 .await
                 .map_err(|e| e.to_string())?;
             if n > 0 {

@@ -678,12 +678,12 @@ async fn a_first_key_added_a_moment_later_by_another_instance_is_not_doubled() {
         // Instance B read its clock (1,999), then waited for the lock while instance A, whose
         // clock read 2,000, added the fleet's first key: B must not add a second one.
         assert!(store
-            .add_signing_key(&key(2_000), KeyGuard::NoSignerAt(2_000))
+            .add_signing_key(&key(2_000), KeyGuard::NoSignerAt(2_000), None)
             .await
             .unwrap());
         assert!(
             !store
-                .add_signing_key(&key(1_999), KeyGuard::NoSignerAt(1_999))
+                .add_signing_key(&key(1_999), KeyGuard::NoSignerAt(1_999), None)
                 .await
                 .unwrap(),
             "{url}"

@@ -615,12 +615,13 @@ async fn no_change_without_its_audit_row() {
     drop((a, server, on_db));
 }
 
-/// Every registry write of the store, on SQLite and PostgreSQL, with the audit table refusing
-/// inserts (a trigger): each fails and changes nothing; without the trigger each succeeds with
-/// exactly one audit row.
+/// Every registry write of the store (apps, platforms, clients, an administrator's signing-key
+/// rotation and removal), on SQLite and PostgreSQL, with the audit table refusing inserts (a
+/// trigger): each fails and changes nothing; without the trigger each succeeds with exactly one
+/// audit row.
 #[tokio::test]
 async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written() {
-    use weapp_server::store::{AuditRecord, ManagedAppRecord, ManagedClientRecord};
+    use weapp_server::store::{AuditRecord, KeyGuard, ManagedAppRecord, ManagedClientRecord};
     let db = PgDatabase::create().await;
     for url in [common::sqlite_url(), db.url().to_owned()] {
         let store = weapp_server::store::connect(&url, &Default::default())
@@ -673,8 +674,14 @@ async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written()
             .await
             .unwrap()
             .unwrap();
+        let key = |t: i64| weapp_server::jwt::generate(|p, _| p.to_vec(), "k1".into(), t, t);
+        let first_key = key(1_000);
+        assert!(store
+            .add_signing_key(&first_key, KeyGuard::Always, Some(&audit("k")))
+            .await
+            .unwrap());
         let rows_before = store.audit_after(0, 100).await.unwrap().len();
-        assert_eq!(rows_before, 3, "{url}");
+        assert_eq!(rows_before, 4, "{url}");
 
         // The audit table refuses every insert.
         let refuse: &[&str] = if pg {
@@ -719,6 +726,18 @@ async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written()
             .delete_managed_client("auditedclient", 2, &a)
             .await
             .is_err());
+        assert!(store
+            .add_signing_key(&key(2_000), KeyGuard::Always, Some(&a))
+            .await
+            .is_err());
+        assert!(store
+            .delete_signing_keys(Some(&first_key.kid), 3_000, 0, Some(&a))
+            .await
+            .is_err());
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(keys.len(), 1, "{url}");
+        assert_eq!(keys[0].kid, first_key.kid);
+        assert_eq!(keys[0].retired_at, None, "{url}");
         // Nothing changed: same revisions, live rows, no new rows.
         let app = store.managed_app("wxauditedapp").await.unwrap().unwrap();
         assert_eq!((app.rev, app.deleted), (app_rev, false), "{url}");
@@ -765,6 +784,10 @@ async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written()
             .await
             .unwrap()
             .is_some());
+        assert!(store
+            .delete_signing_keys(Some(&first_key.kid), 3_000, 0, Some(&audit("k2")))
+            .await
+            .is_ok_and(|n| n == 1));
         let actions: Vec<String> = store
             .audit_after(0, 100)
             .await
@@ -772,7 +795,7 @@ async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written()
             .into_iter()
             .map(|r| r.action)
             .collect();
-        assert_eq!(actions, ["a", "p", "c", "a2", "c2"], "{url}");
+        assert_eq!(actions, ["a", "p", "c", "k", "a2", "c2", "k2"], "{url}");
     }
 }
 

@@ -1477,19 +1477,27 @@ pub async fn rotate_signing_key(
     } else {
         (state.config.signing_key_publish_ahead_secs as i64).saturating_mul(1000)
     };
+    // Its row is written with the key (its target: the new key's id).
+    let audit_row = audit_record(
+        &admin,
+        "signing_key.rotate",
+        "",
+        json!({"immediate": req.immediate}),
+    );
     let kid = state
-        .add_signing_key(now, now + ahead, crate::store::KeyGuard::Always)
+        .add_signing_key(
+            now,
+            now + ahead,
+            crate::store::KeyGuard::Always,
+            Some(audit_row.clone()),
+        )
         .await
         .map_err(AppError::Internal)?
         .unwrap_or_default();
-    audit(
-        &state,
-        &admin,
-        "signing_key.rotate",
-        &kid,
-        json!({"immediate": req.immediate}),
-    )
-    .await;
+    logged(&crate::store::AuditRecord {
+        target: kid,
+        ..audit_row
+    });
     Ok((
         StatusCode::CREATED,
         Json(SigningKeyList {
@@ -1509,15 +1517,16 @@ pub async fn delete_signing_key(
     admin: Admin,
     Path(kid): Path<String>,
 ) -> Result<StatusCode, AppError> {
+    let audit_row = audit_record(&admin, "signing_key.delete", &kid, json!({}));
     if state
         .store
-        .delete_signing_keys(Some(&kid), now_ms(), 0)
+        .delete_signing_keys(Some(&kid), now_ms(), 0, Some(&audit_row))
         .await?
         == 0
     {
         return Err(AppError::NotFound(format!("no signing key {kid}")));
     }
-    audit(&state, &admin, "signing_key.delete", &kid, json!({})).await;
+    logged(&audit_row);
     state
         .reload_signing_keys()
         .await

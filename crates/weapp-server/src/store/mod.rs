@@ -508,21 +508,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Adds a signing key at the next registry revision; every key still signing is retired
     /// as of the new key's `not_before`. Nothing happens (false) when `guard` says another
     /// instance got there first — so a fleet's instances starting (or rotating) together add
-    /// one key, not one each.
+    /// one key, not one each. An administrator's rotation passes its `audit` row, written in
+    /// the same transaction.
     async fn add_signing_key(
         &self,
         key: &crate::jwt::KeyRecord,
         guard: KeyGuard,
+        audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError>;
 
     /// Deletes the key `kid` (`Some`: an administrator's removal; a key that had not started
     /// signing at `now` un-retires the keys it was to replace), or (`None`) every key retired
-    /// before `retired_before`; how many. A deletion takes the next registry revision.
+    /// before `retired_before`; how many. A deletion takes the next registry revision; an
+    /// administrator's removal passes its `audit` row, written in the same transaction.
     async fn delete_signing_keys(
         &self,
         kid: Option<&str>,
         now: i64,
         retired_before: i64,
+        audit: Option<&AuditRecord>,
     ) -> Result<u64, StoreError>;
 
     /// A third-party platform's latest ticket, sealed.

@@ -702,7 +702,7 @@ macro_rules! sql_store {
                     .map_err(StoreError)
             }
 
-            async fn add_signing_key(&self, key: &KeyRecord, guard: KeyGuard) -> Result<bool, StoreError> {
+            async fn add_signing_key(&self, key: &KeyRecord, guard: KeyGuard, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // The registry row is the lock: concurrent rotations (or first keys) queue here.
                 sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1")
@@ -744,11 +744,14 @@ macro_rules! sql_store {
                     .bind(key.not_before)
                     .execute(&mut *tx)
                     .await?;
+                if let Some(a) = audit {
+                    insert_audit!(&mut *tx, a);
+                }
                 tx.commit().await?;
                 Ok(true)
             }
 
-            async fn delete_signing_keys(&self, kid: Option<&str>, now: i64, retired_before: i64) -> Result<u64, StoreError> {
+            async fn delete_signing_keys(&self, kid: Option<&str>, now: i64, retired_before: i64, audit: Option<&AuditRecord>) -> Result<u64, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let done = match kid {
                     Some(kid) => {
@@ -773,6 +776,9 @@ macro_rules! sql_store {
                 sqlx::query("UPDATE registry SET rev = rev + 1 WHERE id = 1")
                     .execute(&mut *tx)
                     .await?;
+                if let Some(a) = audit {
+                    insert_audit!(&mut *tx, a);
+                }
                 tx.commit().await?;
                 Ok(done.rows_affected())
             }
