@@ -1239,34 +1239,35 @@ impl AppState {
                         .map(str::to_owned)
                 })
         };
-        let mut rows: Vec<(bool, String, Vec<u8>, Vec<u8>)> = Vec::new();
-        for r in crate::store::read_all_after(
+        let apps = crate::store::read_all_after(
             0,
             |after, limit| self.store.managed_apps_after(after, limit),
             |r| r.rev,
         )
         .await
-        .map_err(err)?
-        {
-            if let (Some(old), Some(base)) = (r.sealed.filter(|s| stale(s)), api_base(&r.settings))
-            {
-                rows.push((false, r.appid.clone(), old, app_aad(&r.appid, &base)));
-            }
-        }
-        for r in crate::store::read_all_after(
+        .map_err(err)?;
+        let platforms = crate::store::read_all_after(
             0,
             |after, limit| self.store.managed_platforms_after(after, limit),
             |r| r.rev,
         )
         .await
-        .map_err(err)?
-        {
-            if let (Some(old), Some(base)) = (r.sealed.filter(|s| stale(s)), api_base(&r.settings))
-            {
-                let aad = crate::platform::platform_aad(&r.appid, &base);
-                rows.push((true, r.appid.clone(), old, aad));
-            }
-        }
+        .map_err(err)?;
+        // (platform?, appid, sealed under an older key, what the sealing is bound to)
+        let rows = apps
+            .into_iter()
+            .map(|r| (false, r))
+            .chain(platforms.into_iter().map(|r| (true, r)))
+            .filter_map(|(platform, r)| {
+                let old = r.sealed.filter(|s| stale(s))?;
+                let base = api_base(&r.settings)?;
+                let aad = if platform {
+                    crate::platform::platform_aad(&r.appid, &base)
+                } else {
+                    app_aad(&r.appid, &base)
+                };
+                Some((platform, r.appid, old, aad))
+            });
         let mut resealed = 0;
         for (platform, appid, old, aad) in rows {
             let Some(plain) = self.keyring.open(&old, &aad).map(zeroize::Zeroizing::new) else {
