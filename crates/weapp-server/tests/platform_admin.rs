@@ -1211,3 +1211,41 @@ async fn the_database_decides_what_a_reconciliation_restores() {
         assert!(row.authorized && row.auth_time == 300, "{url}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_outside_its_ip_whitelist_is_an_upstream_auth_failure() {
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.clients.push(backend());
+    let c = "wxwhitelistplatf1";
+    let (secret, token, aes) = ("whitelist-secret-0123", "whitelisttoken", aes_key(81));
+    config.platforms = vec![file_platform(&w, c, secret, token, &aes)];
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url().to_owned();
+    register_in_sim(&w, c, secret, token, &aes, &url).await;
+    ticket_stored(&server, c).await;
+    let merchant = authorize(&w, &server, c, None).await;
+    let login = || {
+        let (code, _) = w.sim.sim().login(&merchant, None, None, false).unwrap();
+        let (w, url, merchant) = (&w, url.clone(), merchant.clone());
+        async move { w.post_login(&url, &merchant, &code).await }
+    };
+    let (s, v) = login().await;
+    assert_eq!(s, 200, "{v}");
+    // The platform's whitelist no longer holds this machine: the merchant's login (the
+    // component's jscode2session) is WeChat refusing our credentials, with errcode and rid.
+    w.sim
+        .sim()
+        .set_platform_whitelist(c, Some(vec!["10.1.2.3".parse().unwrap()]))
+        .unwrap();
+    let (s, v) = login().await;
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(v["error"]["code"], "upstream_auth_failed", "{v}");
+    assert_eq!(v["error"]["wechat_errcode"], 61004, "{v}");
+    assert!(v["error"]["rid"].is_string(), "{v}");
+    assert!(!v.to_string().contains(secret), "{v}");
+    // Added back: logins work again.
+    w.sim.sim().set_platform_whitelist(c, None).unwrap();
+    let (s, v) = login().await;
+    assert_eq!(s, 200, "{v}");
+}
