@@ -4,7 +4,8 @@
 //! the logins that arrived while the previous batch was being written and records them all in
 //! one transaction with one statement per table ([`Store::record_logins`]), so under load a
 //! commit (and its fsync) is shared by every login waiting for it. A login is answered only
-//! once its batch is committed: acknowledged means durable, as before.
+//! once its batch is committed: acknowledged means durable, as before. On SQLite a batch is one
+//! hand-over to a thread with a connection of its own (`store::sqlite_writer`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

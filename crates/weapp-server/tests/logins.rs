@@ -152,3 +152,132 @@ async fn a_unionid_in_a_batch_is_kept() {
         .unwrap();
     assert_eq!(u.unionid.as_deref(), Some("uUnion"));
 }
+
+fn login(openid: &str, token: u8) -> weapp_server::store::LoginWrite {
+    weapp_server::store::LoginWrite {
+        appid: "wxbatch".into(),
+        openid: openid.into(),
+        unionid: None,
+        session_key_enc: vec![1, 2, 3],
+        key_id: "k".into(),
+        token_hash: vec![token; 32],
+        now: 1,
+        expires_at: weapp_server::state::now_ms() + 60_000,
+    }
+}
+
+/// A batch is all or nothing: a login whose session collides (the same token hash) fails the
+/// whole transaction — with a database error saying so — and leaves no trace of the batch's
+/// other logins; the login writer then writes the others one by one, and only the bad one
+/// fails.
+async fn a_bad_login_fails_alone(url: &str) {
+    let store = weapp_server::store::connect(url, &Default::default())
+        .await
+        .unwrap();
+    store.record_logins(&[login("oFirst", 1)]).await.unwrap();
+    let err = store
+        .record_logins(&[login("oNew", 2), login("oAgain", 1)])
+        .await
+        .expect_err("a token hash twice");
+    match &err.0 {
+        sqlx::Error::Database(db) => assert!(db.is_unique_violation(), "{db}"),
+        other => panic!("not a database error: {other}"),
+    }
+    assert!(
+        store
+            .user_by_openid("wxbatch", "oNew")
+            .await
+            .unwrap()
+            .is_none(),
+        "half a batch was written"
+    );
+    // Through the writer: three logins at once, the middle one colliding.
+    let writer = weapp_server::logins::LoginWriter::spawn(store.clone());
+    let (a, b, c) = tokio::join!(
+        writer.write(login("oA", 3)),
+        writer.write(login("oB", 1)),
+        writer.write(login("oC", 4)),
+    );
+    assert!(b.is_err(), "the colliding login must fail");
+    let (a, c) = (a.unwrap(), c.unwrap());
+    for (openid, recorded) in [("oA", a), ("oC", c)] {
+        let u = store
+            .user_by_openid("wxbatch", openid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.id, recorded.user_id);
+        assert_eq!(
+            store
+                .count_sessions(u.id, weapp_server::state::now_ms())
+                .await
+                .unwrap(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_login_fails_alone_on_sqlite() {
+    a_bad_login_fails_alone(&sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn a_bad_login_fails_alone_on_postgres() {
+    let db = PgDatabase::create().await;
+    a_bad_login_fails_alone(db.url()).await;
+}
+
+/// SQLite: while another connection holds the write lock (an administrator's change, another
+/// process on the same file), a batch of logins waits for it instead of failing, and is written
+/// once the lock is released; a lock held past the busy timeout fails the batch with SQLite's
+/// `SQLITE_BUSY` — and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_logins_wait_for_the_write_lock() {
+    use sqlx::Connection;
+    let url = sqlite_url();
+    let store = weapp_server::store::connect(&url, &Default::default())
+        .await
+        .unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move { store.record_logins(&[login("oWaits", 5)]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the batch did not wait for the lock"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    waiting.await.unwrap().expect("written after the lock");
+    assert!(store
+        .user_by_openid("wxbatch", "oWaits")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Held for longer than the busy timeout (5 s): SQLITE_BUSY, nothing written.
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let err = store
+        .record_logins(&[login("oTooLate", 6)])
+        .await
+        .expect_err("the lock was never released");
+    match &err.0 {
+        sqlx::Error::Database(db) => assert_eq!(db.code().as_deref(), Some("5"), "{db}"),
+        other => panic!("not a database error: {other}"),
+    }
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert!(store
+        .user_by_openid("wxbatch", "oTooLate")
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -263,16 +263,6 @@ impl ClientBuilder {
         if self.token_source.is_none() {
             self.token_policy.validate()?;
         }
-        let base_url = self.base_url.trim_end_matches('/').to_owned();
-        match reqwest::Url::parse(&base_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "base_url `{}` is not an http(s) URL",
-                    crate::http::redact_url(&base_url)
-                )))
-            }
-        }
         let client = match self.http_client {
             Some(c) => c,
             None => reqwest::Client::builder()
@@ -282,11 +272,7 @@ impl ClientBuilder {
                 .build()
                 .map_err(|e| Error::InvalidArgument(format!("http client: {e}")))?,
         };
-        let http = Http {
-            client,
-            base_url,
-            retry: self.retry,
-        };
+        let http = Http::new(client, &self.base_url, self.retry)?;
         let (tokens, manager): (Arc<dyn TokenSource>, _) = match self.token_source {
             Some(source) => (source, None),
             None => {

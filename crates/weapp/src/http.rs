@@ -288,10 +288,50 @@ pub(crate) fn never_sent(err: &Error) -> bool {
 pub(crate) struct Http {
     pub(crate) client: reqwest::Client,
     pub(crate) base_url: String,
+    /// `base_url` parsed once: a request's URL is a copy with the endpoint's path set, so no
+    /// request parses a URL (and runs its host through IDNA) again.
+    base: reqwest::Url,
     pub(crate) retry: RetryPolicy,
 }
 
 impl Http {
+    /// The layer over `client` for `base_url` (an http(s) URL; a trailing `/` is dropped).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `base_url` is not an http(s) URL (the message redacts
+    /// any secret in its query).
+    pub(crate) fn new(client: reqwest::Client, base_url: &str, retry: RetryPolicy) -> Result<Self> {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&base_url) {
+            Ok(base)
+                if matches!(base.scheme(), "http" | "https")
+                    && base.query().is_none()
+                    && base.fragment().is_none() =>
+            {
+                Ok(Self {
+                    client,
+                    base_url,
+                    base,
+                    retry,
+                })
+            }
+            _ => Err(Error::InvalidArgument(format!(
+                "base_url `{}` is not an http(s) URL",
+                redact_url(&base_url)
+            ))),
+        }
+    }
+
+    /// `base_url` followed by `path` (which starts with `/`).
+    fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.base.clone();
+        match self.base.path() {
+            "/" => url.set_path(path),
+            prefix => url.set_path(&format!("{prefix}{path}")),
+        }
+        url
+    }
+
     /// Sends one request, no retries. The URL (which may carry a token or secret) never
     /// appears in the returned error.
     pub(crate) async fn send_once(
@@ -302,7 +342,7 @@ impl Http {
         token: Option<&AccessToken>,
         body: &Body,
     ) -> Result<RawResponse> {
-        let url = format!("{}{}", self.base_url, path);
+        let url = self.url(path);
         let mut req = match method {
             Method::Get => self.client.get(url),
             Method::Post => self.client.post(url),
@@ -539,6 +579,43 @@ mod tests {
             status: 200,
             content_type: Some(ct.into()),
             body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn request_urls_are_the_base_with_the_endpoint_path() {
+        let client = reqwest::Client::new();
+        let at = |base: &str, path: &str| {
+            Http::new(client.clone(), base, RetryPolicy::default())
+                .expect("valid base")
+                .url(path)
+                .to_string()
+        };
+        assert_eq!(
+            at("https://api.weixin.qq.com", "/sns/jscode2session"),
+            "https://api.weixin.qq.com/sns/jscode2session"
+        );
+        assert_eq!(
+            at("http://127.0.0.1:9000/", "/cgi-bin/token"),
+            "http://127.0.0.1:9000/cgi-bin/token"
+        );
+        // A base behind a path prefix (a proxy) keeps it.
+        assert_eq!(
+            at("http://gw.example.com/wechat/", "/wxa/getwxacode"),
+            "http://gw.example.com/wechat/wxa/getwxacode"
+        );
+        for bad in [
+            "api.weixin.qq.com",
+            "ftp://x",
+            "http://x/?secret=s3cr3t",
+            "http://x/#f",
+            "",
+        ] {
+            let err = Http::new(client.clone(), bad, RetryPolicy::default())
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("not an http(s) URL"), "{bad}: {err}");
+            assert!(!err.contains("s3cr3t"), "{err}");
         }
     }
 

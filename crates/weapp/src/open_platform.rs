@@ -669,11 +669,7 @@ impl ComponentBuilder {
                 .build()
                 .map_err(|e| Error::InvalidArgument(format!("http client: {e}")))?,
         };
-        let http = Http {
-            client,
-            base_url: self.base_url,
-            retry: RetryPolicy::default(),
-        };
+        let http = Http::new(client, &self.base_url, RetryPolicy::default())?;
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = self
             .store

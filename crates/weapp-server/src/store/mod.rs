@@ -2,6 +2,7 @@
 //! and a PostgreSQL implementation sharing their SQL (see `sql.rs`).
 
 mod sql;
+mod sqlite_writer;
 
 use std::sync::Arc;
 

@@ -582,81 +582,7 @@ macro_rules! sql_store {
             }
 
             async fn record_logins(&self, logins: &[LoginWrite]) -> Result<Vec<LoginRecorded>, StoreError> {
-                if logins.is_empty() {
-                    return Ok(Vec::new());
-                }
-                // One row per user: the last login of a user in the batch carries the newest
-                // session_key (an upsert cannot touch a row twice in one statement).
-                // (its last login, the newest unionid any of its logins carried)
-                let mut last: std::collections::HashMap<(&str, &str), (usize, Option<&str>)> = std::collections::HashMap::new();
-                for (i, l) in logins.iter().enumerate() {
-                    let e = last.entry((l.appid.as_str(), l.openid.as_str())).or_insert((i, None));
-                    e.0 = i;
-                    if l.unionid.is_some() {
-                        e.1 = l.unionid.as_deref();
-                    }
-                }
-                // In key order: two instances upserting the same users lock them in the same
-                // order (no deadlock between their batches).
-                let mut rows: Vec<((&str, &str), usize, Option<&str>)> =
-                    last.into_iter().map(|(k, (i, u))| (k, i, u)).collect();
-                rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                let mut tx = self.writer.begin().await?;
-                let mut sql = String::from("INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) VALUES ");
-                for (n, _) in rows.iter().enumerate() {
-                    let b = n * 6;
-                    if n > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 6));
-                }
-                sql.push_str(
-                    " ON CONFLICT (appid, openid) DO UPDATE SET \
-                       unionid = COALESCE(excluded.unionid, users.unionid), \
-                       session_key_enc = excluded.session_key_enc, \
-                       key_id = excluded.key_id, \
-                       updated_at = excluded.updated_at \
-                     RETURNING id, appid, openid, unionid",
-                );
-                let mut q = sqlx::query(&sql);
-                for &(_, i, unionid) in &rows {
-                    let l = &logins[i];
-                    q = q
-                        .bind(&l.appid)
-                        .bind(&l.openid)
-                        .bind(unionid)
-                        .bind(&l.session_key_enc)
-                        .bind(&l.key_id)
-                        .bind(l.now);
-                }
-                let mut users: std::collections::HashMap<(String, String), (i64, Option<String>)> = std::collections::HashMap::new();
-                for r in q.fetch_all(&mut *tx).await? {
-                    users.insert(
-                        (r.try_get("appid")?, r.try_get("openid")?),
-                        (r.try_get("id")?, r.try_get("unionid")?),
-                    );
-                }
-                let mut sql = String::from("INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen_at) VALUES ");
-                let mut out = Vec::with_capacity(logins.len());
-                for (n, l) in logins.iter().enumerate() {
-                    let (id, unionid) = users
-                        .get(&(l.appid.clone(), l.openid.clone()))
-                        .cloned()
-                        .ok_or_else(|| StoreError(sqlx::Error::RowNotFound))?;
-                    out.push(LoginRecorded { user_id: id, unionid });
-                    let b = n * 4;
-                    if n > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 3));
-                }
-                let mut q = sqlx::query(&sql);
-                for (l, r) in logins.iter().zip(&out) {
-                    q = q.bind(&l.token_hash).bind(r.user_id).bind(l.now).bind(l.expires_at);
-                }
-                q.execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(out)
+                self.record_login_batch(logins).await
             }
 
             async fn registry_rev(&self) -> Result<i64, StoreError> {
@@ -1219,10 +1145,10 @@ macro_rules! sql_store {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
-    /// One connection for the login writer's batches: SQLite has one writer at a time anyway,
-    /// and a connection keeps its page cache only while no other connection writes — with the
-    /// batches spread over the pool, every batch read its index pages back from the WAL.
-    writer: sqlx::SqlitePool,
+    /// One connection, on a thread of its own, for the login writer's batches: SQLite has one
+    /// writer at a time anyway, a connection keeps its page cache only while no other
+    /// connection writes, and a batch is one hand-over to that thread (`sqlite_writer`).
+    writer: super::sqlite_writer::SqliteLoginWriter,
 }
 
 impl SqliteStore {
@@ -1253,11 +1179,15 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await?;
         migrate(SQLITE_MIGRATIONS, &pool).await?;
-        let writer = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let writer = super::sqlite_writer::SqliteLoginWriter::open(
+            connect.get_filename(),
+            in_memory,
+            &super::sqlite_writer::WriterOptions {
+                full_sync: options.sqlite_full_sync,
+                busy_timeout: std::time::Duration::from_secs(5),
+            },
+        )?;
         Ok(Self { pool, writer })
     }
 }
@@ -1287,6 +1217,128 @@ impl PgStore {
             writer: pool.clone(),
             pool,
         })
+    }
+}
+
+impl SqliteStore {
+    /// [`Store::record_logins`]: the login writer's thread (see `sqlite_writer`).
+    async fn record_login_batch(
+        &self,
+        logins: &[LoginWrite],
+    ) -> Result<Vec<LoginRecorded>, StoreError> {
+        self.writer.record(logins).await
+    }
+}
+
+impl PgStore {
+    /// [`Store::record_logins`]: one transaction, one statement per table (a round trip to
+    /// the server each).
+    async fn record_login_batch(
+        &self,
+        logins: &[LoginWrite],
+    ) -> Result<Vec<LoginRecorded>, StoreError> {
+        if logins.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One row per user: the last login of a user in the batch carries the newest
+        // session_key (an upsert cannot touch a row twice in one statement).
+        // (its last login, the newest unionid any of its logins carried)
+        let mut last: std::collections::HashMap<(&str, &str), (usize, Option<&str>)> =
+            std::collections::HashMap::new();
+        for (i, l) in logins.iter().enumerate() {
+            let e = last
+                .entry((l.appid.as_str(), l.openid.as_str()))
+                .or_insert((i, None));
+            e.0 = i;
+            if l.unionid.is_some() {
+                e.1 = l.unionid.as_deref();
+            }
+        }
+        // In key order: two instances upserting the same users lock them in the same
+        // order (no deadlock between their batches).
+        let mut rows: Vec<((&str, &str), usize, Option<&str>)> =
+            last.into_iter().map(|(k, (i, u))| (k, i, u)).collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut tx = self.writer.begin().await?;
+        let mut sql = String::from("INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) VALUES ");
+        for (n, _) in rows.iter().enumerate() {
+            let b = n * 6;
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 6
+            ));
+        }
+        sql.push_str(
+            " ON CONFLICT (appid, openid) DO UPDATE SET \
+               unionid = COALESCE(excluded.unionid, users.unionid), \
+               session_key_enc = excluded.session_key_enc, \
+               key_id = excluded.key_id, \
+               updated_at = excluded.updated_at \
+             RETURNING id, appid, openid, unionid",
+        );
+        let mut q = sqlx::query(&sql);
+        for &(_, i, unionid) in &rows {
+            let l = &logins[i];
+            q = q
+                .bind(&l.appid)
+                .bind(&l.openid)
+                .bind(unionid)
+                .bind(&l.session_key_enc)
+                .bind(&l.key_id)
+                .bind(l.now);
+        }
+        let mut users: std::collections::HashMap<(String, String), (i64, Option<String>)> =
+            std::collections::HashMap::new();
+        for r in q.fetch_all(&mut *tx).await? {
+            users.insert(
+                (r.try_get("appid")?, r.try_get("openid")?),
+                (r.try_get("id")?, r.try_get("unionid")?),
+            );
+        }
+        let mut sql = String::from("INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen_at) VALUES ");
+        let mut out = Vec::with_capacity(logins.len());
+        for (n, l) in logins.iter().enumerate() {
+            let (id, unionid) = users
+                .get(&(l.appid.clone(), l.openid.clone()))
+                .cloned()
+                .ok_or_else(|| StoreError(sqlx::Error::RowNotFound))?;
+            out.push(LoginRecorded {
+                user_id: id,
+                unionid,
+            });
+            let b = n * 4;
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 3
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for (l, r) in logins.iter().zip(&out) {
+            q = q
+                .bind(&l.token_hash)
+                .bind(r.user_id)
+                .bind(l.now)
+                .bind(l.expires_at);
+        }
+        q.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 }
 

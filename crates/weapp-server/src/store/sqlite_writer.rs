@@ -1,0 +1,254 @@
+//! SQLite's login writer: a connection of its own on a thread of its own.
+//!
+//! Through sqlx a batch of logins was a conversation with the connection's worker thread —
+//! a ping to acquire, `BEGIN`, the user upsert (its rows streamed back one by one), the session
+//! insert, `COMMIT`, a ping to give the connection back: each a hand-over between threads,
+//! and the multi-row statements needed a statement journal. Here a batch is one message to
+//! this thread and one answer back; the two statements are prepared once and run row by row
+//! in one `BEGIN IMMEDIATE` transaction. What is written is what the PostgreSQL path writes
+//! (see `record_logins` in `sql.rs`): one row per user with its last login's session_key and
+//! the newest unionid any of its logins carried, one session per login, all or nothing.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::{LoginRecorded, LoginWrite, StoreError};
+
+type Job = (
+    Vec<LoginWrite>,
+    oneshot::Sender<Result<Vec<LoginRecorded>, StoreError>>,
+);
+
+/// A handle to the writer thread (which ends when the last handle is dropped).
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteLoginWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+/// How the writer's connection is opened: what the pool's connections are opened with.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterOptions {
+    /// `synchronous=FULL` (true) or `NORMAL`.
+    pub full_sync: bool,
+    /// How long a statement waits for another connection's write lock.
+    pub busy_timeout: std::time::Duration,
+}
+
+impl SqliteLoginWriter {
+    /// Opens `filename` (an existing, migrated database; `in_memory` for a shared in-memory
+    /// one) and starts the thread.
+    pub(crate) fn open(
+        filename: &Path,
+        in_memory: bool,
+        options: &WriterOptions,
+    ) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if in_memory {
+            let name = filename.to_string_lossy();
+            let name = name.strip_prefix("file:").unwrap_or(&name);
+            rusqlite::Connection::open_with_flags(
+                format!("file:{name}?mode=memory&cache=shared"),
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )
+        } else {
+            rusqlite::Connection::open_with_flags(filename, flags)
+        }
+        .map_err(store_error)?;
+        conn.busy_timeout(options.busy_timeout)
+            .map_err(store_error)?;
+        let sync = if options.full_sync { "FULL" } else { "NORMAL" };
+        // As the pool's connections (SqliteStore::connect): the journal mode is the file's.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+             PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384; PRAGMA temp_store = memory;"
+        ))
+        .map_err(store_error)?;
+        // What "acknowledged means durable" rests on is this connection's setting: read back.
+        let level: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(store_error)?;
+        if level != if options.full_sync { 2 } else { 1 } {
+            return Err(StoreError(sqlx::Error::Configuration(
+                format!("the login writer's connection has synchronous = {level}").into(),
+            )));
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("weapp-sqlite-logins".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok((logins, reply)) = rx.recv() {
+                    // A panic (a bug) fails its batch — rolled back as the transaction drops —
+                    // not the thread, which would fail every login after it.
+                    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write_batch(&mut conn, &logins).map_err(store_error)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(StoreError(sqlx::Error::Protocol(
+                            "the login writer panicked".into(),
+                        )))
+                    });
+                    // A caller gone (its request ended) needs no answer.
+                    let _ = reply.send(written);
+                }
+            })
+            .map_err(|e| StoreError(sqlx::Error::Io(e)))?;
+        Ok(Self { tx })
+    }
+
+    /// Records `logins` in one transaction; answers once it is committed.
+    pub(crate) async fn record(
+        &self,
+        logins: &[LoginWrite],
+    ) -> Result<Vec<LoginRecorded>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError(sqlx::Error::PoolClosed);
+        self.tx.send((logins.to_vec(), reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+fn write_batch(
+    conn: &mut rusqlite::Connection,
+    logins: &[LoginWrite],
+) -> rusqlite::Result<Vec<LoginRecorded>> {
+    if logins.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One row per user: (its last login, the newest unionid any of its logins carried).
+    let mut last: HashMap<(&str, &str), (usize, Option<&str>)> = HashMap::new();
+    for (i, l) in logins.iter().enumerate() {
+        let e = last
+            .entry((l.appid.as_str(), l.openid.as_str()))
+            .or_insert((i, None));
+        e.0 = i;
+        if l.unionid.is_some() {
+            e.1 = l.unionid.as_deref();
+        }
+    }
+    let mut rows: Vec<((&str, &str), usize, Option<&str>)> =
+        last.into_iter().map(|(k, (i, u))| (k, i, u)).collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Dropped without a commit (an error below), the transaction rolls back.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut users: HashMap<(&str, &str), (i64, Option<String>)> =
+        HashMap::with_capacity(rows.len());
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+             ON CONFLICT (appid, openid) DO UPDATE SET \
+               unionid = COALESCE(excluded.unionid, users.unionid), \
+               session_key_enc = excluded.session_key_enc, \
+               key_id = excluded.key_id, \
+               updated_at = excluded.updated_at \
+             RETURNING id, unionid",
+        )?;
+        for &(key, i, unionid) in &rows {
+            let l = &logins[i];
+            let user = upsert.query_row(
+                rusqlite::params![
+                    l.appid,
+                    l.openid,
+                    unionid,
+                    l.session_key_enc,
+                    l.key_id,
+                    l.now
+                ],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
+            )?;
+            users.insert(key, user);
+        }
+    }
+    let mut out = Vec::with_capacity(logins.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen_at) \
+             VALUES (?1, ?2, ?3, ?4, ?3)",
+        )?;
+        for l in logins {
+            let (user_id, unionid) = users
+                .get(&(l.appid.as_str(), l.openid.as_str()))
+                .cloned()
+                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            insert.execute(rusqlite::params![
+                l.token_hash,
+                user_id,
+                l.now,
+                l.expires_at
+            ])?;
+            out.push(LoginRecorded { user_id, unionid });
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// rusqlite's error as the store's: SQLite's own failures (a constraint, a busy database, a
+/// full disk) are database errors, as sqlx reports them; anything else a protocol error.
+fn store_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, message) => {
+            StoreError(sqlx::Error::Database(Box::new(LiteError {
+                code: f.extended_code,
+                message: message.unwrap_or_else(|| f.to_string()),
+            })))
+        }
+        other => StoreError(sqlx::Error::Protocol(other.to_string())),
+    }
+}
+
+/// A failure SQLite reported, with its extended result code.
+#[derive(Debug)]
+struct LiteError {
+    code: std::os::raw::c_int,
+    message: String,
+}
+
+impl std::fmt::Display for LiteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(code: {}) {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for LiteError {}
+
+impl sqlx::error::DatabaseError for LiteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Owned(self.code.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        match self.code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                sqlx::error::ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => sqlx::error::ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => sqlx::error::ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => sqlx::error::ErrorKind::CheckViolation,
+            _ => sqlx::error::ErrorKind::Other,
+        }
+    }
+}
