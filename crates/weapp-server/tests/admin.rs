@@ -616,9 +616,10 @@ async fn no_change_without_its_audit_row() {
 }
 
 /// Every registry write of the store (apps, platforms, clients, an administrator's signing-key
-/// rotation and removal), on SQLite and PostgreSQL, with the audit table refusing inserts (a
-/// trigger): each fails and changes nothing; without the trigger each succeeds with exactly one
-/// audit row.
+/// rotation and removal) and every administrator's operation on sessions and events (a user's
+/// revocation, a redelivery), on SQLite and PostgreSQL, with the audit table refusing inserts
+/// (a trigger): each fails and changes nothing; without the trigger each succeeds with exactly
+/// one audit row.
 #[tokio::test]
 async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written() {
     use weapp_server::store::{AuditRecord, KeyGuard, ManagedAppRecord, ManagedClientRecord};
@@ -682,6 +683,23 @@ async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written()
             .unwrap());
         let rows_before = store.audit_after(0, 100).await.unwrap().len();
         assert_eq!(rows_before, 4, "{url}");
+        // A user with two sessions, a dead-lettered push event.
+        let login = |token: u8| weapp_server::store::LoginWrite {
+            appid: "wxauditedapp".into(),
+            openid: "oAudited".into(),
+            unionid: None,
+            session_key_enc: vec![1],
+            key_id: "k1".into(),
+            token_hash: vec![token; 32],
+            now: 1,
+            expires_at: i64::MAX / 2,
+        };
+        let user_id = store.record_logins(&[login(1), login(2)]).await.unwrap()[0].user_id;
+        let (event, _) = store
+            .insert_event("wxauditedapp", "d1", "text", "{}", 1, 1)
+            .await
+            .unwrap();
+        store.mark_failed(event, 1, "gone", Some(2)).await.unwrap();
 
         // The audit table refuses every insert.
         let refuse: &[&str] = if pg {
@@ -734,6 +752,14 @@ async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written()
             .delete_signing_keys(Some(&first_key.kid), 3_000, 0, Some(&a))
             .await
             .is_err());
+        assert!(store.delete_user_sessions(user_id, Some(&a)).await.is_err());
+        assert_eq!(store.count_sessions(user_id, 1).await.unwrap(), 2, "{url}");
+        assert!(store
+            .redeliver("wxauditedapp", event, 3, Some(&a))
+            .await
+            .is_err());
+        let dead = &store.events_after("wxauditedapp", 0, 10).await.unwrap()[0];
+        assert_eq!((dead.dead_at, dead.attempts), (Some(2), 1), "{url}");
         let keys = store.signing_keys().await.unwrap();
         assert_eq!(keys.len(), 1, "{url}");
         assert_eq!(keys[0].kid, first_key.kid);
@@ -788,14 +814,31 @@ async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written()
             .delete_signing_keys(Some(&first_key.kid), 3_000, 0, Some(&audit("k2")))
             .await
             .is_ok_and(|n| n == 1));
-        let actions: Vec<String> = store
-            .audit_after(0, 100)
+        assert!(store
+            .redeliver("wxauditedapp", event, 3, Some(&audit("e2")))
             .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.action)
-            .collect();
-        assert_eq!(actions, ["a", "p", "c", "k", "a2", "c2", "k2"], "{url}");
+            .unwrap());
+        // A delivered event is not requeued, and its redelivery writes no audit row.
+        store.mark_delivered(event, 4).await.unwrap();
+        assert!(!store
+            .redeliver("wxauditedapp", event, 5, Some(&audit("none")))
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .delete_user_sessions(user_id, Some(&audit("u2")))
+                .await
+                .unwrap(),
+            2
+        );
+        let rows = store.audit_after(0, 100).await.unwrap();
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["a", "p", "c", "k", "a2", "c2", "k2", "e2", "u2"],
+            "{url}"
+        );
+        assert_eq!(rows[8].detail, r#"{"revoked":2}"#, "{url}");
     }
 }
 

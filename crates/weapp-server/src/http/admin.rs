@@ -523,8 +523,8 @@ pub(crate) fn logged(record: &AuditRecord) {
     tracing::info!(admin = %record.admin, action = %record.action, target = %record.target, detail = %record.detail, "admin action");
 }
 
-/// Logs an action and writes its audit row after the change (actions whose change is not a
-/// registry row: sessions, events, signing keys, reconciliations).
+/// Logs an action and writes its audit row after the change: a reconciliation, whose changes
+/// are many transactions around WeChat's answers (a failed audit write is logged).
 pub(crate) async fn audit(
     state: &AppState,
     admin: &Admin,
@@ -1277,15 +1277,20 @@ pub async fn revoke_user(
         .user_by_openid(&appid, &openid)
         .await?
         .ok_or_else(|| AppError::NotFound("no such user".into()))?;
-    let revoked = state.store.delete_user_sessions(user.id).await?;
-    audit(
-        &state,
+    let record = audit_record(
         &admin,
         "user.revoke",
         &format!("{appid}/{openid}"),
-        json!({"revoked": revoked}),
-    )
-    .await;
+        json!({}),
+    );
+    let revoked = state
+        .store
+        .delete_user_sessions(user.id, Some(&record))
+        .await?;
+    logged(&AuditRecord {
+        detail: json!({ "revoked": revoked }).to_string(),
+        ..record
+    });
     Ok(Json(Revoked { revoked }))
 }
 
@@ -1376,20 +1381,23 @@ pub async fn redeliver_event(
     admin: Admin,
     Path((appid, id)): Path<(String, i64)>,
 ) -> Result<StatusCode, AppError> {
-    if !state.store.redeliver(&appid, id, now_ms()).await? {
-        return Err(AppError::NotFound(
-            "no undelivered event with this id for this app".into(),
-        ));
-    }
-    state.outbox.notify_one();
-    audit(
-        &state,
+    let record = audit_record(
         &admin,
         "event.redeliver",
         &format!("{appid}/{id}"),
         json!({}),
-    )
-    .await;
+    );
+    if !state
+        .store
+        .redeliver(&appid, id, now_ms(), Some(&record))
+        .await?
+    {
+        return Err(AppError::NotFound(
+            "no undelivered event with this id for this app".into(),
+        ));
+    }
+    logged(&record);
+    state.outbox.notify_one();
     Ok(StatusCode::ACCEPTED)
 }
 

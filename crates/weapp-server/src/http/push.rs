@@ -419,7 +419,7 @@ pub async fn redeliver(
             "this app has no webhook_url to deliver to".into(),
         ));
     }
-    if !state.store.redeliver(&appid, id, now_ms()).await? {
+    if !state.store.redeliver(&appid, id, now_ms(), None).await? {
         return Err(AppError::NotFound(format!(
             "event {id} of app {appid} does not exist or was delivered"
         )));

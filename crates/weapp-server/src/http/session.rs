@@ -654,7 +654,7 @@ pub async fn logout_all(
     headers: HeaderMap,
 ) -> Result<Json<LogoutAllResponse>, AppError> {
     let (user, _) = session_user(&state, &headers, ip).await?;
-    let revoked = state.store.delete_user_sessions(user.id).await?;
+    let revoked = state.store.delete_user_sessions(user.id, None).await?;
     tracing::info!(appid = %user.appid, user_id = user.id, revoked, "logged out everywhere");
     Ok(Json(LogoutAllResponse { revoked }))
 }

@@ -371,8 +371,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes a session; true if it existed.
     async fn delete_session(&self, token_hash: &[u8]) -> Result<bool, StoreError>;
 
-    /// Deletes every session of a user ("log out everywhere"); returns how many.
-    async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, StoreError>;
+    /// Deletes every session of a user ("log out everywhere"); returns how many. With `audit`
+    /// (an administrator's revocation) its row is written in the same transaction, with
+    /// `{"revoked": n}` as its detail: both or neither.
+    async fn delete_user_sessions(
+        &self,
+        user_id: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<u64, StoreError>;
 
     /// The distinct data-key ids that sealed stored session_keys (`None` for the first
     /// format).
@@ -459,8 +465,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StoreError>;
 
     /// Makes an undelivered event (dead-lettered or not) due now with a fresh attempt count;
-    /// false if `appid` has no such event or it was delivered.
-    async fn redeliver(&self, appid: &str, id: i64, now: i64) -> Result<bool, StoreError>;
+    /// false if `appid` has no such event or it was delivered. With `audit` (an
+    /// administrator's redelivery) its row is written in the same transaction when the event
+    /// is requeued: both or neither.
+    async fn redeliver(
+        &self,
+        appid: &str,
+        id: i64,
+        now: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
 
     /// Webhook backlog: events due or waiting for a retry, the oldest of them, dead letters.
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;

@@ -356,8 +356,14 @@ macro_rules! sql_store {
                 Ok(r.rows_affected() > 0)
             }
 
-            async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
-                let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+            async fn delete_user_sessions(&self, user_id: i64, audit: Option<&AuditRecord>) -> Result<u64, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+                if let Some(a) = audit {
+                    let a = AuditRecord { detail: serde_json::json!({"revoked": r.rows_affected()}).to_string(), ..a.clone() };
+                    insert_audit!(&mut *tx, a);
+                }
+                tx.commit().await?;
                 Ok(r.rows_affected())
             }
 
@@ -544,7 +550,8 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn redeliver(&self, appid: &str, id: i64, now: i64) -> Result<bool, StoreError> {
+            async fn redeliver(&self, appid: &str, id: i64, now: i64, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
                 let r = sqlx::query(
                     "UPDATE push_events SET dead_at = NULL, attempts = 0, next_attempt_at = $1, lease_until = NULL \
                      WHERE id = $2 AND appid = $3 AND delivered_at IS NULL",
@@ -552,9 +559,17 @@ macro_rules! sql_store {
                 .bind(now)
                 .bind(id)
                 .bind(appid)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                Ok(r.rows_affected() > 0)
+                if r.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                if let Some(a) = audit {
+                    insert_audit!(&mut *tx, a);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
