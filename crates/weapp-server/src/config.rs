@@ -645,8 +645,8 @@ impl PlatformConfig {
         }
         weapp::push::crypto::EncodingAesKey::new(self.encoding_aes_key.expose())
             .map_err(|e| format!("encoding_aes_key: {e}"))?;
-        if !is_url(&self.api_base) {
-            return Err("api_base must be an http(s) URL".into());
+        if !is_url(&self.api_base) || !weapp::http::is_base_url(&self.api_base) {
+            return Err("api_base must be an http(s) URL without a query or fragment".into());
         }
         if self.webhook_url.as_deref().is_some_and(|u| !is_url(u)) {
             return Err("webhook_url must be an http(s) URL".into());
@@ -1036,8 +1036,10 @@ impl Config {
                 return bad(format!("apps[{i}]: appid {} appears twice", app.appid));
             }
             app.resolve_secret()?;
-            if !app.api_base.starts_with("http://") && !app.api_base.starts_with("https://") {
-                return bad(format!("apps[{i}].api_base must be an http(s) URL"));
+            if !weapp::http::is_base_url(&app.api_base) {
+                return bad(format!(
+                    "apps[{i}].api_base must be an http(s) URL without a query or fragment"
+                ));
             }
             if let Some(p) = &app.push {
                 p.validate()

@@ -69,8 +69,8 @@ impl AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
-        if e.is_pool_exhausted() {
-            tracing::warn!("database pool exhausted: answering 503");
+        if e.is_busy() {
+            tracing::warn!(error = %e, "database busy: answering 503");
             return AppError::Unavailable {
                 retry_after_secs: 1,
             };

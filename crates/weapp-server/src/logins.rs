@@ -63,11 +63,12 @@ impl LoginWriter {
                         let (_, reply) = batch.pop().expect("one");
                         let _ = reply.send(Err(e));
                     }
-                    // The database itself is in trouble (pool, connection): every login of the
-                    // batch gets the error now, instead of a retry each that waits as long.
-                    Err(e) if !matches!(e.0, sqlx::Error::Database(_)) => {
+                    // The database itself is in trouble (pool, connection, a write lock held
+                    // past the busy timeout, a full disk): every login of the batch gets the
+                    // error now, instead of a retry each that waits as long.
+                    Err(e) if !e.is_per_row() => {
                         let message = e.to_string();
-                        let busy = e.is_pool_exhausted();
+                        let busy = e.is_busy();
                         for (_, reply) in batch {
                             let err = if busy {
                                 StoreError(sqlx::Error::PoolTimedOut)

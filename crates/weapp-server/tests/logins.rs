@@ -183,6 +183,7 @@ async fn a_bad_login_fails_alone(url: &str) {
         sqlx::Error::Database(db) => assert!(db.is_unique_violation(), "{db}"),
         other => panic!("not a database error: {other}"),
     }
+    assert!(err.is_per_row() && !err.is_busy(), "{err}");
     assert!(
         store
             .user_by_openid("wxbatch", "oNew")
@@ -274,10 +275,54 @@ async fn sqlite_logins_wait_for_the_write_lock() {
         sqlx::Error::Database(db) => assert_eq!(db.code().as_deref(), Some("5"), "{db}"),
         other => panic!("not a database error: {other}"),
     }
+    // Busy, not one row's fault: the login writer fails its batch at once (no retry of each
+    // login, each waiting as long), and the API answers 503 with Retry-After.
+    assert!(err.is_busy() && !err.is_per_row(), "{err}");
     sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
     assert!(store
         .user_by_openid("wxbatch", "oTooLate")
         .await
         .unwrap()
         .is_none());
+}
+
+/// Through the API: a login while SQLite's write lock is held past the busy timeout is a 503
+/// with `Retry-After` (the database is busy, not broken) and its code is not spent on a
+/// half-written login; once the lock is released logins work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_against_a_locked_database_is_503() {
+    use sqlx::Connection;
+    let w = world().await;
+    let url = sqlite_url();
+    let server = weapp_server::spawn(w.config(&url, None, TokenMode::Stable))
+        .await
+        .unwrap();
+    let base = server.url().to_owned();
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let (code, openid) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({"appid": w.appid, "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let store = &server.state().store;
+    assert!(store
+        .user_by_openid(&w.appid, &openid)
+        .await
+        .unwrap()
+        .is_none());
+    let (code, _) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
+    let (s, v) = w.post_login(&base, &w.appid, &code).await;
+    assert_eq!(s, 200, "{v}");
+    server.shutdown().await.unwrap();
 }

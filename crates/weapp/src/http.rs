@@ -283,6 +283,18 @@ pub(crate) fn never_sent(err: &Error) -> bool {
     matches!(err, Error::Transport { source, .. } if source.is_connect())
 }
 
+/// Whether `url` can be a client's `base_url` (an API host such as `https://api.weixin.qq.com`,
+/// a `weapp sim`, a proxy with a path prefix): an http(s) URL without a query or fragment.
+pub fn is_base_url(url: &str) -> bool {
+    parse_base_url(url).is_some()
+}
+
+fn parse_base_url(url: &str) -> Option<reqwest::Url> {
+    reqwest::Url::parse(url).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none()
+    })
+}
+
 /// The shared HTTP layer: a reqwest client and the base URL every endpoint is resolved against.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
@@ -302,21 +314,15 @@ impl Http {
     /// any secret in its query).
     pub(crate) fn new(client: reqwest::Client, base_url: &str, retry: RetryPolicy) -> Result<Self> {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        match reqwest::Url::parse(&base_url) {
-            Ok(base)
-                if matches!(base.scheme(), "http" | "https")
-                    && base.query().is_none()
-                    && base.fragment().is_none() =>
-            {
-                Ok(Self {
-                    client,
-                    base_url,
-                    base,
-                    retry,
-                })
-            }
-            _ => Err(Error::InvalidArgument(format!(
-                "base_url `{}` is not an http(s) URL",
+        match parse_base_url(&base_url) {
+            Some(base) => Ok(Self {
+                client,
+                base_url,
+                base,
+                retry,
+            }),
+            None => Err(Error::InvalidArgument(format!(
+                "base_url `{}` must be an http(s) URL without a query or fragment",
                 redact_url(&base_url)
             ))),
         }
@@ -327,7 +333,7 @@ impl Http {
         let mut url = self.base.clone();
         match self.base.path() {
             "/" => url.set_path(path),
-            prefix => url.set_path(&format!("{prefix}{path}")),
+            prefix => url.set_path(&format!("{}{path}", prefix.trim_end_matches('/'))),
         }
         url
     }
@@ -599,7 +605,11 @@ mod tests {
             at("http://127.0.0.1:9000/", "/cgi-bin/token"),
             "http://127.0.0.1:9000/cgi-bin/token"
         );
-        // A base behind a path prefix (a proxy) keeps it.
+        // A base behind a path prefix (a proxy) keeps it; a trailing dot segment adds no `/`.
+        assert_eq!(
+            at("http://gw.example.com/wechat/.", "/wxa/getwxacode"),
+            "http://gw.example.com/wechat/wxa/getwxacode"
+        );
         assert_eq!(
             at("http://gw.example.com/wechat/", "/wxa/getwxacode"),
             "http://gw.example.com/wechat/wxa/getwxacode"
@@ -614,7 +624,8 @@ mod tests {
             let err = Http::new(client.clone(), bad, RetryPolicy::default())
                 .expect_err(bad)
                 .to_string();
-            assert!(err.contains("not an http(s) URL"), "{bad}: {err}");
+            assert!(err.contains("must be an http(s) URL"), "{bad}: {err}");
+            assert!(!is_base_url(bad), "{bad}");
             assert!(!err.contains("s3cr3t"), "{err}");
         }
     }

@@ -582,7 +582,7 @@ impl std::fmt::Debug for ComponentBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ComponentBuilder")
             .field("appid", &self.appid)
-            .field("base_url", &self.base_url)
+            .field("base_url", &crate::http::redact_url(&self.base_url))
             .finish_non_exhaustive()
     }
 }
@@ -744,7 +744,10 @@ impl std::fmt::Debug for Component {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Component")
             .field("appid", &self.inner.appid)
-            .field("base_url", &self.inner.http.base_url)
+            .field(
+                "base_url",
+                &crate::http::redact_url(&self.inner.http.base_url),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -349,11 +349,10 @@ fn check_app(app: &AppConfig) -> Result<(), AppError> {
     {
         return Err(invalid("secret must be 1–128 characters"));
     }
-    if !(app.api_base.starts_with("http://") || app.api_base.starts_with("https://"))
-        || app.api_base.len() > 2048
-        || reqwest::Url::parse(&app.api_base).is_err()
-    {
-        return Err(invalid("api_base must be an http(s) URL"));
+    if app.api_base.len() > 2048 || !weapp::http::is_base_url(&app.api_base) {
+        return Err(invalid(
+            "api_base must be an http(s) URL without a query or fragment",
+        ));
     }
     if let Some(p) = &app.push {
         if p.token.expose().len() < 3 || p.token.expose().len() > 32 {

@@ -24,6 +24,48 @@ impl StoreError {
     pub fn is_pool_exhausted(&self) -> bool {
         matches!(self.0, sqlx::Error::PoolTimedOut)
     }
+
+    /// The database is busy, not broken: every pooled connection taken for the acquire
+    /// timeout, or SQLite's write lock held by another connection past the busy timeout
+    /// (`SQLITE_BUSY`, `SQLITE_LOCKED`). Answered 503 with `Retry-After`.
+    pub fn is_busy(&self) -> bool {
+        self.is_pool_exhausted()
+            || self
+                .sqlite_code()
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+    }
+
+    /// The failure is one row's, not the database's: a constraint (unique, foreign key, not
+    /// null, check), or on PostgreSQL a deadlock or serialization failure — worth retrying
+    /// each row of a batch alone. A busy, full, unreadable or unreachable database is not.
+    pub fn is_per_row(&self) -> bool {
+        let sqlx::Error::Database(db) = &self.0 else {
+            return false;
+        };
+        if db.kind() != sqlx::error::ErrorKind::Other {
+            return true;
+        }
+        if let Some(c) = self.sqlite_code() {
+            // SQLite's primary SQLITE_CONSTRAINT (the extended code's low byte).
+            return c & 0xff == 19;
+        }
+        // PostgreSQL: class 23 (integrity constraint), class 40 (transaction rollback).
+        db.code()
+            .is_some_and(|c| c.starts_with("23") || c.starts_with("40"))
+    }
+
+    /// SQLite's (extended) result code, when the error is SQLite's (sqlx's or the login
+    /// writer's).
+    fn sqlite_code(&self) -> Option<i32> {
+        let sqlx::Error::Database(db) = &self.0 else {
+            return None;
+        };
+        let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+            || db.try_downcast_ref::<sqlite_writer::LiteError>().is_some();
+        db.code()
+            .filter(|_| sqlite)
+            .and_then(|c| c.parse::<i32>().ok())
+    }
 }
 
 /// How the pool is sized and SQLite commits.

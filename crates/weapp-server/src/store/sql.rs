@@ -1194,11 +1194,22 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await?;
         migrate(SQLITE_MIGRATIONS, &pool).await?;
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        };
+        let in_memory = url.ends_with(":memory:")
+            || url.contains(":memory:?")
+            || param("mode") == Some("memory");
         let writer = super::sqlite_writer::SqliteLoginWriter::open(
-            connect.get_filename(),
-            in_memory,
-            &super::sqlite_writer::WriterOptions {
+            super::sqlite_writer::Target {
+                filename: connect.get_filename().to_owned(),
+                in_memory,
+                vfs: param("vfs").map(str::to_owned),
+            },
+            super::sqlite_writer::WriterOptions {
                 full_sync: options.sqlite_full_sync,
                 busy_timeout: std::time::Duration::from_secs(5),
             },

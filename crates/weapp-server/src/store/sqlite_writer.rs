@@ -11,7 +11,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
@@ -38,61 +37,132 @@ pub(crate) struct WriterOptions {
     pub busy_timeout: std::time::Duration,
 }
 
-impl SqliteLoginWriter {
-    /// Opens `filename` (an existing, migrated database; `in_memory` for a shared in-memory
-    /// one) and starts the thread.
-    pub(crate) fn open(
-        filename: &Path,
-        in_memory: bool,
-        options: &WriterOptions,
-    ) -> Result<Self, StoreError> {
-        use rusqlite::OpenFlags;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = if in_memory {
-            let name = filename.to_string_lossy();
+/// The database the pool opened: its file (or shared in-memory database) and VFS.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The file, or for an in-memory database sqlx's name for it (`file:sqlx-in-memory-N`).
+    pub filename: std::path::PathBuf,
+    /// A shared in-memory database.
+    pub in_memory: bool,
+    /// The `vfs=` of the URL: the pool and the writer must lock the file the same way.
+    pub vfs: Option<String>,
+}
+
+/// A connection is replaced after this long, like the pool's (sqlx's `max_lifetime`): a
+/// database file replaced under the server is picked up.
+const MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+fn open_connection(
+    target: &Target,
+    options: &WriterOptions,
+) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match (&target.vfs, target.in_memory) {
+        (_, true) => {
+            let name = target.filename.to_string_lossy();
             let name = name.strip_prefix("file:").unwrap_or(&name);
             rusqlite::Connection::open_with_flags(
                 format!("file:{name}?mode=memory&cache=shared"),
                 flags | OpenFlags::SQLITE_OPEN_URI,
             )
-        } else {
-            rusqlite::Connection::open_with_flags(filename, flags)
         }
-        .map_err(store_error)?;
-        conn.busy_timeout(options.busy_timeout)
-            .map_err(store_error)?;
-        let sync = if options.full_sync { "FULL" } else { "NORMAL" };
-        // As the pool's connections (SqliteStore::connect): the journal mode is the file's.
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
-             PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384; PRAGMA temp_store = memory;"
-        ))
-        .map_err(store_error)?;
-        // What "acknowledged means durable" rests on is this connection's setting: read back.
-        let level: i64 = conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .map_err(store_error)?;
-        if level != if options.full_sync { 2 } else { 1 } {
-            return Err(StoreError(sqlx::Error::Configuration(
-                format!("the login writer's connection has synchronous = {level}").into(),
-            )));
+        (Some(vfs), false) => {
+            rusqlite::Connection::open_with_flags_and_vfs(&target.filename, flags, vfs)
         }
+        (None, false) => rusqlite::Connection::open_with_flags(&target.filename, flags),
+    }
+    .map_err(store_error)?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(store_error)?;
+    let sync = if options.full_sync { "FULL" } else { "NORMAL" };
+    // As the pool's connections (SqliteStore::connect): the journal mode is the file's.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+         PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384; PRAGMA temp_store = memory;"
+    ))
+    .map_err(store_error)?;
+    // What "acknowledged means durable" rests on is this connection's setting: read back.
+    let level: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .map_err(store_error)?;
+    if level != if options.full_sync { 2 } else { 1 } {
+        return Err(StoreError(sqlx::Error::Configuration(
+            format!("the login writer's connection has synchronous = {level}").into(),
+        )));
+    }
+    // The database the pool migrated, not another one (an in-memory database the pool's
+    // connections do not share): refused at start, not at the first login.
+    conn.prepare("SELECT 1 FROM users, sessions LIMIT 0")
+        .map_err(store_error)?;
+    Ok(conn)
+}
+
+/// SQLite's answer means the connection itself is unusable (its file gone, replaced or
+/// corrupt, an I/O error): the next batch gets a new one.
+fn is_fatal(e: &StoreError) -> bool {
+    let code = match &e.0 {
+        sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    code.is_some_and(|c| {
+        matches!(
+            c & 0xff,
+            rusqlite::ffi::SQLITE_IOERR
+                | rusqlite::ffi::SQLITE_CORRUPT
+                | rusqlite::ffi::SQLITE_NOTADB
+                | rusqlite::ffi::SQLITE_CANTOPEN
+                | rusqlite::ffi::SQLITE_READONLY
+        )
+    })
+}
+
+impl SqliteLoginWriter {
+    /// Opens `target` (an existing, migrated database) and starts the thread.
+    pub(crate) fn open(target: Target, options: WriterOptions) -> Result<Self, StoreError> {
+        let conn = open_connection(&target, &options)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("weapp-sqlite-logins".into())
             .spawn(move || {
                 let mut conn = conn;
+                let mut opened = std::time::Instant::now();
+                let mut renew = false;
                 while let Ok((logins, reply)) = rx.recv() {
+                    if renew || opened.elapsed() > MAX_LIFETIME {
+                        match open_connection(&target, &options) {
+                            Ok(c) => {
+                                conn = c;
+                                opened = std::time::Instant::now();
+                                renew = false;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the login writer could not reopen the database; keeping its connection");
+                            }
+                        }
+                    }
                     // A panic (a bug) fails its batch — rolled back as the transaction drops —
                     // not the thread, which would fail every login after it.
                     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         write_batch(&mut conn, &logins).map_err(store_error)
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(StoreError(sqlx::Error::Protocol(
-                            "the login writer panicked".into(),
-                        )))
-                    });
+                    }));
+                    let written = match written {
+                        Ok(w) => {
+                            renew |= w.as_ref().is_err_and(is_fatal);
+                            w
+                        }
+                        Err(_) => {
+                            renew = true;
+                            Err(StoreError(sqlx::Error::Protocol(
+                                "the login writer panicked".into(),
+                            )))
+                        }
+                    };
+                    // A transaction the failure left open (its rollback failed) would refuse
+                    // every later BEGIN.
+                    if written.is_err() && !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
                     // A caller gone (its request ended) needs no answer.
                     let _ = reply.send(written);
                 }
@@ -205,7 +275,7 @@ fn store_error(e: rusqlite::Error) -> StoreError {
 
 /// A failure SQLite reported, with its extended result code.
 #[derive(Debug)]
-struct LiteError {
+pub(crate) struct LiteError {
     code: std::os::raw::c_int,
     message: String,
 }
