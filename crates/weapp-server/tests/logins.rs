@@ -326,3 +326,36 @@ async fn a_login_against_a_locked_database_is_503() {
     assert_eq!(s, 200, "{v}");
     server.shutdown().await.unwrap();
 }
+
+/// An in-memory SQLite database (`sqlite::memory:`, shared by the pool's connections and the
+/// login writer's): batches are written while pool connections read the same tables, and
+/// they wait on each other's shared-cache locks instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_on_an_in_memory_database_wait_for_readers() {
+    let store = weapp_server::store::connect("sqlite::memory:", &Default::default())
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.user_by_openid("wxbatch", "o0").await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for n in 0..200u8 {
+        store
+            .record_logins(&[login(&format!("o{n}"), n)])
+            .await
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let u = store.user_by_openid("wxbatch", "o199").await.unwrap();
+    assert!(u.is_some());
+}
