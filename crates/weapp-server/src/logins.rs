@@ -34,14 +34,26 @@ impl LoginWriter {
         let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let c = counts.clone();
         tokio::spawn(async move {
+            let mut last_batch = 0usize;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+                let drain = |batch: &mut Vec<_>, rx: &mut mpsc::Receiver<_>| {
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
                     }
+                };
+                drain(&mut batch, &mut rx);
+                // Under concurrency (the last batch had company), let the logins whose tasks
+                // are already running reach the queue before committing: one turn of the
+                // scheduler, no timer — a commit (an fsync) shared by more of them.
+                if last_batch > 1 && batch.len() < MAX_BATCH {
+                    tokio::task::yield_now().await;
+                    drain(&mut batch, &mut rx);
                 }
+                last_batch = batch.len();
                 // A login whose caller is gone (its request ended) is not written.
                 batch.retain(|(_, reply)| !reply.is_closed());
                 if batch.is_empty() {
