@@ -2,30 +2,15 @@
 //! SIGKILL while mini programs log in, and every login it answered 200 still has its session
 //! after a restart — the login writer answers a login only once its batch is committed.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use weapp_test_support::{free_port, sim_with_app};
 
-async fn start(config: &std::path::Path, base: &str, http: &reqwest::Client) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_weapp"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run weapp serve");
-    let up = Instant::now();
-    while http.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            up.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
-}
+mod common;
+
+use common::serve;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_login_answered_survives_a_kill_9() {
@@ -57,9 +42,9 @@ api_base = "{}"
         ),
     )
     .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut child = start(&config, &base, &http).await;
+    let server = serve(&config);
+    let (mut child, base) = (server.child, server.url);
 
     // Sixteen mini programs logging in over and over; every 200 is recorded with its token.
     let answered = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
@@ -107,7 +92,7 @@ api_base = "{}"
     let answered = answered.lock().unwrap().clone();
     assert!(answered.len() >= 300);
 
-    let mut child = start(&config, &base, &http).await;
+    let mut child = serve(&config).child;
     let mut lost = Vec::new();
     for (token, openid) in &answered {
         let r = http

@@ -286,6 +286,31 @@ impl std::fmt::Debug for LoginWrite {
     }
 }
 
+/// One user of a batch of logins, as both databases write it: its key (appid, openid), its
+/// last login in the batch (which carries the newest session_key), and the newest unionid any
+/// of its logins carried (a login without one never erases a known one).
+pub(crate) type BatchUser<'a> = ((&'a str, &'a str), usize, Option<&'a str>);
+
+/// The users of a batch, one each (an upsert cannot touch a row twice in one statement), in
+/// key order: two instances upserting the same users lock them in the same order (no
+/// deadlock between their batches).
+pub(crate) fn batch_users(logins: &[LoginWrite]) -> Vec<BatchUser<'_>> {
+    let mut last: std::collections::HashMap<(&str, &str), (usize, Option<&str>)> =
+        std::collections::HashMap::with_capacity(logins.len());
+    for (i, l) in logins.iter().enumerate() {
+        let e = last
+            .entry((l.appid.as_str(), l.openid.as_str()))
+            .or_insert((i, None));
+        e.0 = i;
+        if l.unionid.is_some() {
+            e.1 = l.unionid.as_deref();
+        }
+    }
+    let mut rows: Vec<BatchUser<'_>> = last.into_iter().map(|(k, (i, u))| (k, i, u)).collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
 /// What a recorded login answers with.
 #[derive(Debug, Clone)]
 pub struct LoginRecorded {

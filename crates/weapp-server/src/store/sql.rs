@@ -1266,25 +1266,7 @@ impl PgStore {
         if logins.is_empty() {
             return Ok(Vec::new());
         }
-        // One row per user: the last login of a user in the batch carries the newest
-        // session_key (an upsert cannot touch a row twice in one statement).
-        // (its last login, the newest unionid any of its logins carried)
-        let mut last: std::collections::HashMap<(&str, &str), (usize, Option<&str>)> =
-            std::collections::HashMap::new();
-        for (i, l) in logins.iter().enumerate() {
-            let e = last
-                .entry((l.appid.as_str(), l.openid.as_str()))
-                .or_insert((i, None));
-            e.0 = i;
-            if l.unionid.is_some() {
-                e.1 = l.unionid.as_deref();
-            }
-        }
-        // In key order: two instances upserting the same users lock them in the same
-        // order (no deadlock between their batches).
-        let mut rows: Vec<((&str, &str), usize, Option<&str>)> =
-            last.into_iter().map(|(k, (i, u))| (k, i, u)).collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let rows = super::batch_users(logins);
         let mut tx = self.writer.begin().await?;
         let mut sql = String::from("INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) VALUES ");
         for (n, _) in rows.iter().enumerate() {

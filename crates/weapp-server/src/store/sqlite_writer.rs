@@ -190,20 +190,7 @@ fn write_batch(
     if logins.is_empty() {
         return Ok(Vec::new());
     }
-    // One row per user: (its last login, the newest unionid any of its logins carried).
-    let mut last: HashMap<(&str, &str), (usize, Option<&str>)> = HashMap::new();
-    for (i, l) in logins.iter().enumerate() {
-        let e = last
-            .entry((l.appid.as_str(), l.openid.as_str()))
-            .or_insert((i, None));
-        e.0 = i;
-        if l.unionid.is_some() {
-            e.1 = l.unionid.as_deref();
-        }
-    }
-    let mut rows: Vec<((&str, &str), usize, Option<&str>)> =
-        last.into_iter().map(|(k, (i, u))| (k, i, u)).collect();
-    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let rows = super::batch_users(logins);
     // Dropped without a commit (an error below), the transaction rolls back.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut users: HashMap<(&str, &str), (i64, Option<String>)> =
