@@ -1246,6 +1246,23 @@ impl PgStore {
     }
 }
 
+/// `rows` value tuples of numbered parameters, `per_row` parameters each: `columns` are the
+/// row's parameters (1-based) in column order, one used twice where two columns take it.
+fn values_list(rows: usize, per_row: usize, columns: &[usize]) -> String {
+    let mut sql = String::new();
+    for n in 0..rows {
+        sql.push_str(if n == 0 { "(" } else { ", (" });
+        for (c, p) in columns.iter().enumerate() {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", n * per_row + p));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 impl SqliteStore {
     /// [`Store::record_logins`]: the login writer's thread (see `sqlite_writer`).
     async fn record_login_batch(
@@ -1268,23 +1285,9 @@ impl PgStore {
         }
         let rows = super::batch_users(logins);
         let mut tx = self.writer.begin().await?;
+        // Per row: appid, openid, unionid, session_key_enc, key_id, now (created and updated).
         let mut sql = String::from("INSERT INTO users (appid, openid, unionid, session_key_enc, key_id, created_at, updated_at) VALUES ");
-        for (n, _) in rows.iter().enumerate() {
-            let b = n * 6;
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 6
-            ));
-        }
+        sql.push_str(&values_list(rows.len(), 6, &[1, 2, 3, 4, 5, 6, 6]));
         sql.push_str(
             " ON CONFLICT (appid, openid) DO UPDATE SET \
                unionid = COALESCE(excluded.unionid, users.unionid), \
@@ -1312,30 +1315,17 @@ impl PgStore {
                 (r.try_get("id")?, r.try_get("unionid")?),
             );
         }
-        let mut sql = String::from("INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen_at) VALUES ");
         let mut out = Vec::with_capacity(logins.len());
-        for (n, l) in logins.iter().enumerate() {
-            let (id, unionid) = users
+        for l in logins {
+            let (user_id, unionid) = users
                 .get(&(l.appid.clone(), l.openid.clone()))
                 .cloned()
                 .ok_or_else(|| StoreError(sqlx::Error::RowNotFound))?;
-            out.push(LoginRecorded {
-                user_id: id,
-                unionid,
-            });
-            let b = n * 4;
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 3
-            ));
+            out.push(LoginRecorded { user_id, unionid });
         }
+        // Per row: token_hash, user_id, now (created and last seen), expires_at.
+        let mut sql = String::from("INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen_at) VALUES ");
+        sql.push_str(&values_list(logins.len(), 4, &[1, 2, 3, 4, 3]));
         let mut q = sqlx::query(&sql);
         for (l, r) in logins.iter().zip(&out) {
             q = q
@@ -1352,3 +1342,16 @@ impl PgStore {
 
 sql_store!(SqliteStore, sqlx::SqlitePool, "sqlite");
 sql_store!(PgStore, sqlx::PgPool, "postgres");
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_lists_number_every_row_s_parameters() {
+        assert_eq!(
+            super::values_list(2, 4, &[1, 2, 3, 4, 3]),
+            "($1, $2, $3, $4, $3), ($5, $6, $7, $8, $7)"
+        );
+        assert_eq!(super::values_list(1, 6, &[1, 6, 6]), "($1, $6, $6)");
+        assert_eq!(super::values_list(0, 6, &[1]), "");
+    }
+}
