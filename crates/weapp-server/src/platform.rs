@@ -218,18 +218,33 @@ impl TicketStore for DbPlatformStore {
     }
 
     async fn save(&self, component_appid: &str, ticket: &str) -> Result<(), SdkStoreError> {
+        self.save_pushed(component_appid, ticket, 0).await
+    }
+
+    async fn save_pushed(
+        &self,
+        component_appid: &str,
+        ticket: &str,
+        create_time: i64,
+    ) -> Result<(), SdkStoreError> {
         let sealed = self
             .keyring
             .seal(ticket.as_bytes(), &ticket_aad(component_appid));
-        self.store
+        let kept = self
+            .store
             .put_platform_ticket(
                 component_appid,
                 &sealed,
                 &self.keyring.current_id(),
                 now_ms(),
+                create_time,
             )
             .await
-            .map_err(sdk_err)
+            .map_err(sdk_err)?;
+        if !kept {
+            tracing::info!(platform = %component_appid, create_time, "an older component_verify_ticket arrived late; the newer one is kept");
+        }
+        Ok(())
     }
 }
 

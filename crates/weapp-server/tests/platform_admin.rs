@@ -1249,3 +1249,108 @@ async fn a_platform_outside_its_ip_whitelist_is_an_upstream_auth_failure() {
     let (s, v) = login().await;
     assert_eq!(s, 200, "{v}");
 }
+
+/// A ticket push, signed and encrypted for the platform, with WeChat's `CreateTime`; the
+/// answer's status.
+async fn ticket_at(
+    w: &common::World,
+    url: &str,
+    (c, token, aes): (&str, &str, &str),
+    ticket: &str,
+    create_time: i64,
+) -> u16 {
+    let (q, body) = signed_event(
+        c,
+        token,
+        aes,
+        &format!(
+            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>"
+        ),
+    );
+    w.http
+        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// WeChat retries a push it got no `success` for: a late retry of an older ticket push (valid
+/// signature, fresh timestamp, older `CreateTime`) is answered `success` and does not replace
+/// the newer ticket the server holds; a newer one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_retry_of_an_older_ticket_push_keeps_the_newer_ticket() {
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    let c = "wxticketorder001";
+    let (secret, token, aes) = ("order-secret-0123", "ordertoken", aes_key(23));
+    config.platforms = vec![file_platform(&w, c, secret, token, &aes)];
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url().to_owned();
+    register_in_sim(&w, c, secret, token, &aes, &url).await;
+    ticket_stored(&server, c).await;
+    let store = server.state().store.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let held = |store: std::sync::Arc<dyn weapp_server::store::Store>| async move {
+        store.platform_ticket(c).await.unwrap().unwrap()
+    };
+    // A newer ticket than the simulator's: kept.
+    let before = held(store.clone()).await;
+    assert_eq!(
+        ticket_at(&w, &url, (c, token, &aes), "ticket@newer", now + 600).await,
+        200
+    );
+    let newer = held(store.clone()).await;
+    assert_ne!(newer, before, "a newer ticket replaces the one held");
+    // The late retry of an older push: success, nothing replaced.
+    assert_eq!(
+        ticket_at(&w, &url, (c, token, &aes), "ticket@older", now - 600).await,
+        200
+    );
+    assert_eq!(
+        held(store.clone()).await,
+        newer,
+        "an older ticket replaced a newer one"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// The store's side, on SQLite and PostgreSQL: a ticket pushed earlier than the one kept is
+/// not written (false); a later one, one at the same second, and one without a time are.
+#[tokio::test]
+async fn the_store_keeps_the_latest_pushed_ticket() {
+    let db = PgDatabase::create().await;
+    for url in [common::sqlite_url(), db.url().to_owned()] {
+        let store = weapp_server::store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        let put = |sealed: &'static [u8], at: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .put_platform_ticket("wxc", sealed, "k1", 1, at)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(put(b"t200", 200).await, "{url}");
+        assert!(!put(b"t100", 100).await, "{url}");
+        assert_eq!(
+            store.platform_ticket("wxc").await.unwrap().unwrap(),
+            b"t200"
+        );
+        assert!(put(b"t200b", 200).await, "{url}");
+        assert!(put(b"manual", 0).await, "{url}");
+        assert_eq!(
+            store.platform_ticket("wxc").await.unwrap().unwrap(),
+            b"manual"
+        );
+        assert!(put(b"t50", 50).await, "{url}");
+        assert_eq!(store.platform_ticket("wxc").await.unwrap().unwrap(), b"t50");
+    }
+}

@@ -76,6 +76,24 @@ pub trait TicketStore: Send + Sync + std::fmt::Debug {
         component_appid: &str,
         ticket: &str,
     ) -> std::result::Result<(), StoreError>;
+
+    /// Keeps `ticket`, pushed by WeChat at `create_time` (the push's `CreateTime`, Unix
+    /// seconds), as the latest one — unless a ticket pushed later is kept already: WeChat
+    /// retries a push it got no `success` for, and a late retry of an older push must not
+    /// replace a newer ticket. [`Component::receive`] saves tickets with this. The default
+    /// ignores the time ([`TicketStore::save`]); stores that can compare should.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn save_pushed(
+        &self,
+        component_appid: &str,
+        ticket: &str,
+        create_time: i64,
+    ) -> std::result::Result<(), StoreError> {
+        let _ = create_time;
+        self.save(component_appid, ticket).await
+    }
 }
 
 /// Where merchants' authorizer refresh tokens are kept — the precious thing: lose one and the
@@ -119,7 +137,8 @@ pub trait RefreshTokenStore: Send + Sync + std::fmt::Debug {
 /// losing them on restart — the server keeps them in its database).
 #[derive(Debug, Default)]
 pub struct MemoryPlatformStore {
-    tickets: Mutex<HashMap<String, String>>,
+    /// (ticket, when WeChat pushed it; `None` when saved without a time).
+    tickets: Mutex<HashMap<String, (String, Option<i64>)>>,
     refresh: Mutex<HashMap<(String, String), String>>,
 }
 
@@ -141,7 +160,7 @@ impl TicketStore for MemoryPlatformStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(component_appid)
-            .cloned())
+            .map(|(ticket, _)| ticket.clone()))
     }
 
     async fn save(
@@ -152,7 +171,27 @@ impl TicketStore for MemoryPlatformStore {
         self.tickets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(component_appid.to_owned(), ticket.to_owned());
+            .insert(component_appid.to_owned(), (ticket.to_owned(), None));
+        Ok(())
+    }
+
+    async fn save_pushed(
+        &self,
+        component_appid: &str,
+        ticket: &str,
+        create_time: i64,
+    ) -> std::result::Result<(), StoreError> {
+        let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        let newer_kept = tickets
+            .get(component_appid)
+            .and_then(|(_, at)| *at)
+            .is_some_and(|at| at > create_time);
+        if !newer_kept {
+            tickets.insert(
+                component_appid.to_owned(),
+                (ticket.to_owned(), Some(create_time)),
+            );
+        }
         Ok(())
     }
 }
@@ -1031,10 +1070,14 @@ impl Component {
         body: &[u8],
     ) -> std::result::Result<ComponentEvent, ReceiveError> {
         let event = self.open(q, body).map_err(ReceiveError::Push)?;
-        if let ComponentEvent::VerifyTicket { ticket, .. } = &event {
+        if let ComponentEvent::VerifyTicket {
+            ticket,
+            create_time,
+        } = &event
+        {
             self.inner
                 .tickets
-                .save(&self.inner.appid, ticket)
+                .save_pushed(&self.inner.appid, ticket, *create_time)
                 .await
                 .map_err(ReceiveError::Store)?;
             // A remembered "no ticket" or 61006 is stale now.

@@ -551,3 +551,60 @@ async fn a_platform_called_from_outside_its_ip_whitelist_gets_61004() {
     assert!(component.pre_auth_code().await.is_ok());
     assert!(merchant.subscribe().categories().await.is_ok());
 }
+
+/// WeChat retries a ticket push it got no `success` for: a late retry of an older push (valid
+/// signature, fresh timestamp, older `CreateTime`) is accepted but does not replace the newer
+/// ticket in the store; a newer push does. A ticket saved without a time (by hand) is replaced
+/// by the next push, whatever its time.
+#[tokio::test]
+async fn a_late_retry_of_an_older_ticket_push_keeps_the_newer_ticket() {
+    let (c, token) = ("wxorderplatform1", "ordertoken");
+    let aes = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+    let store = Arc::new(MemoryPlatformStore::new());
+    let component = Component::builder(c, "order-secret", token, aes)
+        .ticket_store(store.clone())
+        .build()
+        .unwrap();
+    let push = |ticket: &str, create_time: i64| {
+        let xml = format!(
+            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>"
+        );
+        let encrypt = weapp::push::crypto::EncodingAesKey::new(aes)
+            .unwrap()
+            .encrypt(&xml, c);
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let nonce = format!("n{create_time}");
+        let q = PushQuery {
+            timestamp: Some(ts.clone()),
+            nonce: Some(nonce.clone()),
+            encrypt_type: Some("aes".into()),
+            msg_signature: Some(weapp::push::crypto::signature(&[
+                token, &ts, &nonce, &encrypt,
+            ])),
+            ..Default::default()
+        };
+        let body = format!(
+            "<xml><AppId><![CDATA[{c}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        );
+        (q, body)
+    };
+    let latest = || async { store.latest(c).await.unwrap() };
+    for (ticket, at, expect) in [
+        ("t@200", 200, "t@200"),
+        ("t@100", 100, "t@200"), // the late retry: accepted, not kept
+        ("t@300", 300, "t@300"),
+    ] {
+        let (q, body) = push(ticket, at);
+        let event = component.receive(&q, body.as_bytes()).await.unwrap();
+        assert!(matches!(event, ComponentEvent::VerifyTicket { .. }));
+        assert_eq!(latest().await.as_deref(), Some(expect), "after {ticket}");
+    }
+    TicketStore::save(&*store, c, "by-hand").await.unwrap();
+    let (q, body) = push("t@10", 10);
+    component.receive(&q, body.as_bytes()).await.unwrap();
+    assert_eq!(latest().await.as_deref(), Some("t@10"));
+}

@@ -614,14 +614,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A third-party platform's latest ticket, sealed.
     async fn platform_ticket(&self, component_appid: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Keeps a platform's latest ticket (sealed under the data key `key_id`).
+    /// Keeps a platform's latest ticket (sealed under the data key `key_id`), pushed by WeChat
+    /// at `pushed_at` (its `CreateTime`, Unix seconds; 0 when unknown) — unless a ticket pushed
+    /// later is kept already (a late retry of an older push): false then, nothing changed.
     async fn put_platform_ticket(
         &self,
         component_appid: &str,
         sealed: &[u8],
         key_id: &str,
         now: i64,
-    ) -> Result<(), StoreError>;
+        pushed_at: i64,
+    ) -> Result<bool, StoreError>;
 
     /// A merchant's sealed refresh token, if one is kept.
     async fn platform_refresh(

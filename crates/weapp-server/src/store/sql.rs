@@ -83,6 +83,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "managed platforms",
         include_str!("../../migrations/sqlite/0007_managed_platforms.sql"),
     ),
+    (
+        8,
+        "ticket order",
+        include_str!("../../migrations/sqlite/0008_ticket_order.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -119,6 +124,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "managed platforms",
         include_str!("../../migrations/postgres/0007_managed_platforms.sql"),
+    ),
+    (
+        8,
+        "ticket order",
+        include_str!("../../migrations/postgres/0008_ticket_order.sql"),
     ),
 ];
 
@@ -732,16 +742,18 @@ macro_rules! sql_store {
                 row.map(|r| Ok(r.try_get("ticket_sealed")?)).transpose()
             }
 
-            async fn put_platform_ticket(&self, component_appid: &str, sealed: &[u8], key_id: &str, now: i64) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO platform_tickets (component_appid, ticket_sealed, key_id, updated_at) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (component_appid) DO UPDATE SET ticket_sealed = excluded.ticket_sealed, key_id = excluded.key_id, updated_at = excluded.updated_at")
+            async fn put_platform_ticket(&self, component_appid: &str, sealed: &[u8], key_id: &str, now: i64, pushed_at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query("INSERT INTO platform_tickets (component_appid, ticket_sealed, key_id, updated_at, pushed_at) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (component_appid) DO UPDATE SET ticket_sealed = excluded.ticket_sealed, key_id = excluded.key_id, updated_at = excluded.updated_at, pushed_at = excluded.pushed_at \
+                             WHERE excluded.pushed_at = 0 OR excluded.pushed_at >= platform_tickets.pushed_at")
                     .bind(component_appid)
                     .bind(sealed)
                     .bind(key_id)
                     .bind(now)
+                    .bind(pushed_at)
                     .execute(&self.pool)
                     .await?;
-                Ok(())
+                Ok(done.rows_affected() > 0)
             }
 
             async fn platform_refresh(&self, component_appid: &str, authorizer_appid: &str) -> Result<Option<Vec<u8>>, StoreError> {
