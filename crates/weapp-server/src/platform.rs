@@ -210,7 +210,8 @@ impl TicketStore for DbPlatformStore {
             return Ok(None);
         };
         // A value that does not open (tampered with, another row's) reads as absent: the
-        // next push replaces it.
+        // next push replaces it (unless its row claims a later push time that is not in the
+        // future — then the push after that ticket's).
         Ok(self
             .keyring
             .open(&sealed, &ticket_aad(component_appid))
@@ -242,7 +243,7 @@ impl TicketStore for DbPlatformStore {
             .await
             .map_err(sdk_err)?;
         if !kept {
-            tracing::info!(platform = %component_appid, create_time, "an older component_verify_ticket arrived late; the newer one is kept");
+            tracing::warn!(platform = %component_appid, create_time, "an older component_verify_ticket arrived late; the newer one is kept");
         }
         Ok(())
     }

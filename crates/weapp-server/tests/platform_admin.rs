@@ -1333,7 +1333,7 @@ async fn the_store_keeps_the_latest_pushed_ticket() {
             let store = store.clone();
             async move {
                 store
-                    .put_platform_ticket("wxc", sealed, "k1", 1, at)
+                    .put_platform_ticket("wxc", sealed, "k1", weapp_server::state::now_ms(), at)
                     .await
                     .unwrap()
             }
@@ -1352,5 +1352,53 @@ async fn the_store_keeps_the_latest_pushed_ticket() {
         );
         assert!(put(b"t50", 50).await, "{url}");
         assert_eq!(store.platform_ticket("wxc").await.unwrap().unwrap(), b"t50");
+        // A kept time ahead of the clock (a simulator's clock moved forward, a bad time) is
+        // not trusted: the next push replaces it.
+        let now = weapp_server::state::now_ms() / 1000;
+        assert!(put(b"future", now + 10 * 86_400).await, "{url}");
+        assert!(put(b"genuine", now).await, "{url}");
+        assert_eq!(
+            store.platform_ticket("wxc").await.unwrap().unwrap(),
+            b"genuine"
+        );
+        assert!(!put(b"older", now - 600).await, "{url}");
+    }
+}
+
+/// A rolling upgrade or a rollback: an instance whose release knows fewer migrations than the
+/// database has applied still starts (migrations only add), on SQLite and PostgreSQL.
+#[tokio::test]
+async fn an_older_release_starts_against_a_newer_schema() {
+    let db = PgDatabase::create().await;
+    for url in [common::sqlite_url(), db.url().to_owned()] {
+        let store = weapp_server::store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        drop(store);
+        // A migration this release does not know, applied by a newer one.
+        {
+            use sqlx::Connection;
+            let sql = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                       VALUES (9999, 'from a newer release', TRUE, X'00', 0)";
+            let sql = if url.starts_with("postgres") {
+                sql.replace("X'00'", "'\\x00'::bytea")
+            } else {
+                sql.to_owned()
+            };
+            if url.starts_with("postgres") {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query(&sql).execute(&mut c).await.unwrap();
+            } else {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query(&sql).execute(&mut c).await.unwrap();
+            }
+        }
+        let store = weapp_server::store::connect(&url, &Default::default())
+            .await
+            .expect("an older release starts");
+        store
+            .put_platform_ticket("wxc", b"t", "k1", 1, 1)
+            .await
+            .unwrap();
     }
 }

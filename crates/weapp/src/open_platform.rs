@@ -78,10 +78,13 @@ pub trait TicketStore: Send + Sync + std::fmt::Debug {
     ) -> std::result::Result<(), StoreError>;
 
     /// Keeps `ticket`, pushed by WeChat at `create_time` (the push's `CreateTime`, Unix
-    /// seconds), as the latest one — unless a ticket pushed later is kept already: WeChat
-    /// retries a push it got no `success` for, and a late retry of an older push must not
-    /// replace a newer ticket. [`Component::receive`] saves tickets with this. The default
-    /// ignores the time ([`TicketStore::save`]); stores that can compare should.
+    /// seconds; 0 when unknown), as the latest one — unless a ticket pushed later is kept
+    /// already: WeChat retries a push it got no `success` for, and a late retry of an older
+    /// push must not replace a newer ticket. A kept time more than
+    /// [`TICKET_TIME_SLACK_SECS`] ahead of this machine's clock is not trusted (a simulator's
+    /// clock moved forward, a bad time): the push replaces it. [`Component::receive`] saves
+    /// tickets with this. The default ignores the time ([`TicketStore::save`]): stores that
+    /// can compare should, and a store wrapping another should forward this method too.
     ///
     /// # Errors
     /// The store failed.
@@ -95,6 +98,10 @@ pub trait TicketStore: Send + Sync + std::fmt::Debug {
         self.save(component_appid, ticket).await
     }
 }
+
+/// How far a ticket's push time may be ahead of the clock it is compared with (the signed
+/// `timestamp` of its push, this machine's clock for the kept one), in seconds.
+pub const TICKET_TIME_SLACK_SECS: i64 = 300;
 
 /// Where merchants' authorizer refresh tokens are kept — the precious thing: lose one and the
 /// merchant must authorize again (or it is recovered from `api_get_authorizer_list`). Keep it
@@ -181,15 +188,19 @@ impl TicketStore for MemoryPlatformStore {
         ticket: &str,
         create_time: i64,
     ) -> std::result::Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
-        let newer_kept = tickets
-            .get(component_appid)
-            .and_then(|(_, at)| *at)
-            .is_some_and(|at| at > create_time);
+        let newer_kept = create_time != 0
+            && tickets
+                .get(component_appid)
+                .and_then(|(_, at)| *at)
+                .is_some_and(|at| at > create_time && at <= now + TICKET_TIME_SLACK_SECS);
         if !newer_kept {
             tickets.insert(
                 component_appid.to_owned(),
-                (ticket.to_owned(), Some(create_time)),
+                (ticket.to_owned(), (create_time != 0).then_some(create_time)),
             );
         }
         Ok(())
@@ -1075,9 +1086,18 @@ impl Component {
             create_time,
         } = &event
         {
+            // `CreateTime` is inside the encrypted body, the signed `timestamp` is what the
+            // window checked: a time past it (a bug, milliseconds, a relay) is capped to it, so
+            // no push can hold its ticket against every later one.
+            let signed = q
+                .timestamp
+                .as_deref()
+                .and_then(|t| t.parse::<i64>().ok())
+                .unwrap_or_else(|| self.inner.clock.now_ms() / 1000);
+            let pushed_at = (*create_time).min(signed.saturating_add(TICKET_TIME_SLACK_SECS));
             self.inner
                 .tickets
-                .save_pushed(&self.inner.appid, ticket, *create_time)
+                .save_pushed(&self.inner.appid, ticket, pushed_at)
                 .await
                 .map_err(ReceiveError::Store)?;
             // A remembered "no ticket" or 61006 is stale now.

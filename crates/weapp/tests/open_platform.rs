@@ -12,9 +12,10 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
+use weapp::clock::Clock;
 use weapp::open_platform::{
     AuthType, AuthorizerOption, Component, ComponentEvent, MemoryPlatformStore, ReceiveError,
-    RefreshTokenStore, TicketStore,
+    RefreshTokenStore, TicketStore, TICKET_TIME_SLACK_SECS,
 };
 use weapp::push::PushQuery;
 use weapp::token::MemoryStore;
@@ -561,23 +562,25 @@ async fn a_late_retry_of_an_older_ticket_push_keeps_the_newer_ticket() {
     let (c, token) = ("wxorderplatform1", "ordertoken");
     let aes = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
     let store = Arc::new(MemoryPlatformStore::new());
+    let real_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let clock = weapp::clock::ManualClock::new(real_now);
     let component = Component::builder(c, "order-secret", token, aes)
         .ticket_store(store.clone())
+        .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
-    let push = |ticket: &str, create_time: i64| {
+    let push_at = |ticket: &str, create_time: i64, signed_at: i64| {
         let xml = format!(
             "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>"
         );
         let encrypt = weapp::push::crypto::EncodingAesKey::new(aes)
             .unwrap()
             .encrypt(&xml, c);
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            .to_string();
-        let nonce = format!("n{create_time}");
+        let ts = signed_at.to_string();
+        let nonce = format!("n{create_time}-{signed_at}");
         let q = PushQuery {
             timestamp: Some(ts.clone()),
             nonce: Some(nonce.clone()),
@@ -592,6 +595,7 @@ async fn a_late_retry_of_an_older_ticket_push_keeps_the_newer_ticket() {
         );
         (q, body)
     };
+    let push = |ticket: &str, create_time: i64| push_at(ticket, create_time, clock.now_ms() / 1000);
     let latest = || async { store.latest(c).await.unwrap() };
     for (ticket, at, expect) in [
         ("t@200", 200, "t@200"),
@@ -607,4 +611,20 @@ async fn a_late_retry_of_an_older_ticket_push_keeps_the_newer_ticket() {
     let (q, body) = push("t@10", 10);
     component.receive(&q, body.as_bytes()).await.unwrap();
     assert_eq!(latest().await.as_deref(), Some("t@10"));
+
+    // A push whose CreateTime is far ahead of its signed timestamp (milliseconds, a bug) does
+    // not hold its ticket against every later push: its time is capped to the signed
+    // timestamp plus the slack, so a push signed after that replaces it.
+    let now = clock.now_ms() / 1000;
+    let (q, body) = push("t@ms", clock.now_ms());
+    component.receive(&q, body.as_bytes()).await.unwrap();
+    assert_eq!(latest().await.as_deref(), Some("t@ms"));
+    let (q, body) = push("t@now", now);
+    component.receive(&q, body.as_bytes()).await.unwrap();
+    assert_eq!(latest().await.as_deref(), Some("t@ms"), "within the slack");
+    clock.advance_secs(TICKET_TIME_SLACK_SECS + 60);
+    let later = clock.now_ms() / 1000;
+    let (q, body) = push("t@later", later);
+    component.receive(&q, body.as_bytes()).await.unwrap();
+    assert_eq!(latest().await.as_deref(), Some("t@later"));
 }

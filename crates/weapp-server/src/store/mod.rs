@@ -616,7 +616,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Keeps a platform's latest ticket (sealed under the data key `key_id`), pushed by WeChat
     /// at `pushed_at` (its `CreateTime`, Unix seconds; 0 when unknown) — unless a ticket pushed
-    /// later is kept already (a late retry of an older push): false then, nothing changed.
+    /// later is kept already (a late retry of an older push): false then, nothing changed. A
+    /// kept time ahead of `now` by more than the slack is not trusted and is replaced.
     async fn put_platform_ticket(
         &self,
         component_appid: &str,

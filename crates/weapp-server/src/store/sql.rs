@@ -167,12 +167,13 @@ where
     <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
 {
     let as_error = |e: sqlx::migrate::MigrateError| sqlx::Error::Migrate(Box::new(e));
-    Migrator::new(Embedded(migrations))
+    let mut migrator = Migrator::new(Embedded(migrations))
         .await
-        .map_err(as_error)?
-        .run(conn)
-        .await
-        .map_err(as_error)
+        .map_err(as_error)?;
+    // An instance of the previous release starts against a database a newer one migrated (a
+    // rolling upgrade, a rollback): migrations only add, so what it knows is still there.
+    migrator.set_ignore_missing(true);
+    migrator.run(conn).await.map_err(as_error)
 }
 
 const MANAGED_APP_COLUMNS: &str =
@@ -572,7 +573,7 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await?;
                 if r.rows_affected() == 0 {
-                    tx.rollback().await?;
+                    // Dropped, the transaction rolls back: a 404 stays a 404.
                     return Ok(false);
                 }
                 if let Some(a) = audit {
@@ -745,12 +746,14 @@ macro_rules! sql_store {
             async fn put_platform_ticket(&self, component_appid: &str, sealed: &[u8], key_id: &str, now: i64, pushed_at: i64) -> Result<bool, StoreError> {
                 let done = sqlx::query("INSERT INTO platform_tickets (component_appid, ticket_sealed, key_id, updated_at, pushed_at) VALUES ($1, $2, $3, $4, $5) \
                              ON CONFLICT (component_appid) DO UPDATE SET ticket_sealed = excluded.ticket_sealed, key_id = excluded.key_id, updated_at = excluded.updated_at, pushed_at = excluded.pushed_at \
-                             WHERE excluded.pushed_at = 0 OR excluded.pushed_at >= platform_tickets.pushed_at")
+                             WHERE excluded.pushed_at = 0 OR excluded.pushed_at >= platform_tickets.pushed_at OR platform_tickets.pushed_at > $6")
                     .bind(component_appid)
                     .bind(sealed)
                     .bind(key_id)
                     .bind(now)
                     .bind(pushed_at)
+                    // A kept time ahead of this clock is not trusted (see TicketStore::save_pushed).
+                    .bind(now.div_euclid(1000) + weapp::open_platform::TICKET_TIME_SLACK_SECS)
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() > 0)
