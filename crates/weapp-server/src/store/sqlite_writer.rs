@@ -6,7 +6,7 @@
 //! and the multi-row statements needed a statement journal. Here a batch is one message to
 //! this thread and one answer back; the two statements are prepared once and run row by row
 //! in one `BEGIN IMMEDIATE` transaction. What is written is what the PostgreSQL path writes
-//! (see `record_logins` in `sql.rs`): one row per user with its last login's session_key and
+//! (`PgStore::record_login_batch` in `sql.rs`; both take `batch_users`): one row per user with its last login's session_key and
 //! the newest unionid any of its logins carried, one session per login, all or nothing.
 
 use std::borrow::Cow;
