@@ -593,14 +593,15 @@ fn signed_event(c: &str, token: &str, aes: &str, xml: &str) -> (String, String) 
     )
 }
 
-/// An `unauthorized` event for `merchant` with WeChat's `CreateTime` `create_time`, signed and
-/// encrypted for the platform `(component appid, Token, EncodingAESKey)` with a fresh
-/// timestamp, posted to the server's event URL; the answer's status.
-async fn unauthorized_at(
+/// A platform event `(InfoType, its other fields as XML)` with WeChat's `CreateTime`
+/// `create_time`, signed and encrypted for the platform `(component appid, Token,
+/// EncodingAESKey)` with a fresh timestamp, posted to the server's event URL; the answer's
+/// status.
+async fn event_at(
     w: &common::World,
     url: &str,
     (c, token, aes): (&str, &str, &str),
-    merchant: &str,
+    (info_type, fields): (&str, &str),
     create_time: i64,
 ) -> u16 {
     let (q, body) = signed_event(
@@ -608,7 +609,7 @@ async fn unauthorized_at(
         token,
         aes,
         &format!(
-            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid></xml>"
+            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[{info_type}]]></InfoType>{fields}</xml>"
         ),
     );
     w.http
@@ -619,6 +620,18 @@ async fn unauthorized_at(
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// An `unauthorized` event for `merchant` (see [`event_at`]).
+async fn unauthorized_at(
+    w: &common::World,
+    url: &str,
+    platform: (&str, &str, &str),
+    merchant: &str,
+    create_time: i64,
+) -> u16 {
+    let fields = format!("<AuthorizerAppid><![CDATA[{merchant}]]></AuthorizerAppid>");
+    event_at(w, url, platform, ("unauthorized", &fields), create_time).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1250,31 +1263,23 @@ async fn a_platform_outside_its_ip_whitelist_is_an_upstream_auth_failure() {
     assert_eq!(s, 200, "{v}");
 }
 
-/// A ticket push, signed and encrypted for the platform, with WeChat's `CreateTime`; the
-/// answer's status.
+/// A ticket push (see [`event_at`]).
 async fn ticket_at(
     w: &common::World,
     url: &str,
-    (c, token, aes): (&str, &str, &str),
+    platform: (&str, &str, &str),
     ticket: &str,
     create_time: i64,
 ) -> u16 {
-    let (q, body) = signed_event(
-        c,
-        token,
-        aes,
-        &format!(
-            "<xml><AppId><![CDATA[{c}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>"
-        ),
-    );
-    w.http
-        .post(format!("{url}/v1/platforms/{c}/events?{q}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let fields = format!("<ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket>");
+    event_at(
+        w,
+        url,
+        platform,
+        ("component_verify_ticket", &fields),
+        create_time,
+    )
+    .await
 }
 
 /// WeChat retries a push it got no `success` for: a late retry of an older ticket push (valid
