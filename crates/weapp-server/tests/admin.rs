@@ -185,6 +185,19 @@ async fn runtime_changes_reach_every_instance_within_two_seconds() {
         }
     })
     .await;
+    // Its events are gone from the admin API too (404, not an empty page), as are an unknown
+    // app's.
+    for id in [appid.as_str(), "wxneverregistered"] {
+        let (s, v) = w
+            .call(
+                "GET",
+                format!("{a_url}/v1/admin/apps/{id}/events"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(s, 404, "{id}: {v}");
+    }
     // Every change is in the audit log, with the admin's name and no secret.
     let (s, v) = w
         .call("GET", format!("{a_url}/v1/admin/audit"), Some(ADMIN), None)

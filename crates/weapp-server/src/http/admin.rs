@@ -1324,13 +1324,17 @@ pub struct EventPage {
 /// An app's push events and their webhook deliveries.
 #[utoipa::path(get, path = "/v1/admin/apps/{appid}/events", tag = "admin", security(("admin_key" = [])),
     params(("appid" = String, Path, description = "the app"), PageQuery),
-    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn app_events(
     State(state): State<AppState>,
     _admin: Admin,
     Path(appid): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<EventPage>, AppError> {
+    // An app this service does not serve (never registered, deleted) has no events to show.
+    if state.registry.entry(&appid).is_none() {
+        return Err(AppError::NotFound(format!("no app {appid}")));
+    }
     let limit = limit_of(q.limit)?;
     let after = match q.after.as_deref() {
         None | Some("") => 0,
