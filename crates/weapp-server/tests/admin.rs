@@ -197,6 +197,15 @@ async fn runtime_changes_reach_every_instance_within_two_seconds() {
             )
             .await;
         assert_eq!(s, 404, "{id}: {v}");
+        let (s, v) = w
+            .call(
+                "POST",
+                format!("{a_url}/v1/admin/apps/{id}/events/1/redeliver"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(s, 404, "{id}: {v}");
     }
     // Every change is in the audit log, with the admin's name and no secret.
     let (s, v) = w

@@ -625,6 +625,15 @@ pub(crate) async fn sync(state: &AppState) {
     }
 }
 
+/// 404 for an app this service does not serve (never registered, or deleted): its events are
+/// neither shown nor redelivered.
+fn served(state: &AppState, appid: &str) -> Result<(), AppError> {
+    match state.registry.entry(appid) {
+        Some(_) => Ok(()),
+        None => Err(AppError::NotFound(format!("no app {appid}"))),
+    }
+}
+
 async fn entry_view(state: &AppState, appid: &str) -> Result<AppView, AppError> {
     let entry = state
         .registry
@@ -1331,10 +1340,7 @@ pub async fn app_events(
     Path(appid): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<EventPage>, AppError> {
-    // An app this service does not serve (never registered, deleted) has no events to show.
-    if state.registry.entry(&appid).is_none() {
-        return Err(AppError::NotFound(format!("no app {appid}")));
-    }
+    served(&state, &appid)?;
     let limit = limit_of(q.limit)?;
     let after = match q.after.as_deref() {
         None | Some("") => 0,
@@ -1384,6 +1390,7 @@ pub async fn redeliver_event(
     admin: Admin,
     Path((appid, id)): Path<(String, i64)>,
 ) -> Result<StatusCode, AppError> {
+    served(&state, &appid)?;
     let record = audit_record(
         &admin,
         "event.redeliver",
