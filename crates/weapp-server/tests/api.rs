@@ -135,6 +135,78 @@ async fn login_journey_on_postgres_and_redis() {
     journey(db.url(), Some(redis.url())).await;
 }
 
+/// Session tokens now carry their issue time, which leads the key their session is stored by
+/// (so the sessions index grows at its end). A session of an earlier release, stored by the
+/// SHA-256 of a token without it, keeps working until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tokens_of_both_formats_are_honoured() {
+    use sha2::{Digest, Sha256};
+    let w = world().await;
+    let db = sqlite_url();
+    let server = weapp_server::spawn(w.config(&db, None, TokenMode::Stable))
+        .await
+        .unwrap();
+    let url = server.url().to_owned();
+
+    let before = weapp_server::state::now_ms();
+    let (token, openid) = w.login(&server, None).await;
+    let after = weapp_server::state::now_ms();
+    assert_eq!(token.len(), 54, "{token}");
+    let raw = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        &token["wa_".len()..],
+    )
+    .unwrap();
+    let mut issued = [0u8; 8];
+    issued[2..].copy_from_slice(&raw[..6]);
+    let issued = i64::from_be_bytes(issued);
+    assert!(
+        (before..=after).contains(&issued),
+        "{before} ≤ {issued} ≤ {after}"
+    );
+
+    // A session written the way an earlier release wrote it.
+    let store = weapp_server::store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    let earlier = format!("wa_{}", "Q".repeat(43));
+    store
+        .record_logins(&[weapp_server::store::LoginWrite {
+            appid: w.appid.clone(),
+            openid: openid.clone(),
+            unionid: None,
+            session_key_enc: vec![1, 2, 3],
+            key_id: "k".into(),
+            token_hash: Sha256::digest(earlier.as_bytes()).to_vec(),
+            now: after,
+            expires_at: after + 3_600_000,
+        }])
+        .await
+        .unwrap();
+    let (s, me) = w
+        .call("GET", format!("{url}/v1/me"), Some(&earlier), None)
+        .await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["openid"], openid.as_str());
+    let (s, _) = w
+        .call("GET", format!("{url}/v1/me"), Some(&token), None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = w
+        .call("POST", format!("{url}/v1/logout"), Some(&earlier), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = w
+        .call("GET", format!("{url}/v1/me"), Some(&earlier), None)
+        .await;
+    assert_eq!(s, 401, "an earlier session ends like any other");
+    let (s, _) = w
+        .call("GET", format!("{url}/v1/me"), Some(&token), None)
+        .await;
+    assert_eq!(s, 200, "the new session lives on");
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechat_failures_become_json_errors_with_errcode_and_rid() {
     let w = world().await;

@@ -155,16 +155,51 @@ pub struct DecryptRequest {
     pub iv: String,
 }
 
+/// A new session token: `wa_` and the base64url of its issue time (Unix ms, 6 bytes, big-endian)
+/// followed by 32 random bytes.
+///
+/// The time is there for the database, not for anyone reading it: a session's key
+/// ([`hash_token`]) starts with it, so the sessions index grows at its end instead of at a
+/// random page per login (one random page written per login, not two — and the commit, the
+/// WAL and the checkpoint write that much less).
+fn new_session_token(now_ms: i64) -> String {
+    let mut raw = [0u8; 38];
+    raw[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+    raw[6..].copy_from_slice(&rand::random::<[u8; 32]>());
+    format!("wa_{}", URL_SAFE_NO_PAD.encode(raw))
+}
+
+/// The key a session is stored and found by (never the token itself).
+///
+/// For a token of [`new_session_token`]: its 6-byte issue time, then the first 26 bytes of the
+/// SHA-256 of the whole token (208 bits: finding a token for a key is still out of reach; the
+/// token's own 256 random bits are what cannot be guessed). For any other bearer string — a
+/// token of an earlier release (`wa_` + 32 random bytes), or a guess — the SHA-256 of it, as
+/// before: earlier sessions keep working.
 fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let issued = token
+        .strip_prefix("wa_")
+        .filter(|rest| rest.len() == 51)
+        // The first 8 characters are exactly the first 6 bytes.
+        .and_then(|rest| URL_SAFE_NO_PAD.decode(&rest.as_bytes()[..8]).ok());
+    match issued {
+        Some(time) if time.len() == 6 => {
+            let mut key = [0u8; 32];
+            key[..6].copy_from_slice(&time);
+            key[6..].copy_from_slice(&digest[..26]);
+            key
+        }
+        _ => digest,
+    }
 }
 
 /// Session-token use is recorded at most this often (not a write per request) — or a quarter
 /// of the idle timeout, if that is shorter.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
-/// A session's id as access tokens carry it (`sid`): base64url of the SHA-256 of its token —
-/// the key the server finds the session by, from which the token cannot be recovered.
+/// A session's id as access tokens carry it (`sid`): base64url of its key ([`hash_token`]) —
+/// what the server finds the session by, from which the token cannot be recovered.
 pub(crate) fn session_id(hash: &[u8; 32]) -> String {
     URL_SAFE_NO_PAD.encode(hash)
 }
@@ -415,7 +450,7 @@ pub async fn login(
         session.session_key.expose().as_bytes(),
         &user_aad(&app.appid, &session.openid),
     );
-    let token = format!("wa_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let token = new_session_token(now);
     let hash = hash_token(&token);
     let expires_at = now + state.config.session_ttl_secs as i64 * 1000;
     let recorded = state
@@ -669,4 +704,41 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/v1/logout", post(logout))
         .route("/v1/logout/all", post(logout_all))
         .route("/v1/session/refresh", post(refresh))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_token_keys_its_session_by_its_issue_time() {
+        let now = 1_790_000_000_123_i64;
+        let token = new_session_token(now);
+        assert_eq!(token.len(), 54);
+        let key = hash_token(&token);
+        assert_eq!(&key[..6], &now.to_be_bytes()[2..], "the issue time first");
+        let digest = Sha256::digest(token.as_bytes());
+        assert_eq!(&key[6..], &digest[..26]);
+        // Later tokens sort after earlier ones: the index grows at its end.
+        assert!(hash_token(&new_session_token(now + 1)) > key);
+        // 256 random bits each.
+        assert_ne!(new_session_token(now), token);
+    }
+
+    #[test]
+    fn other_bearer_strings_are_keyed_by_their_whole_sha256() {
+        // A token of an earlier release: `wa_` and 32 random bytes.
+        let earlier = format!("wa_{}", URL_SAFE_NO_PAD.encode([7u8; 32]));
+        let sha = |t: &str| -> [u8; 32] { Sha256::digest(t.as_bytes()).into() };
+        assert_eq!(hash_token(&earlier), sha(&earlier));
+        // The new length but not base64url, or not `wa_`: the plain hash (and no panic on
+        // a multi-byte character where the time would be).
+        for odd in [
+            format!("wa_{}", "*".repeat(51)),
+            format!("wa_é{}", "A".repeat(49)),
+            format!("wb_{}", "A".repeat(51)),
+        ] {
+            assert_eq!(hash_token(&odd), sha(&odd), "{odd}");
+        }
+    }
 }
