@@ -227,6 +227,21 @@ pub enum SqliteSync {
     Normal,
 }
 
+/// The session tokens `POST /v1/login` issues (both kinds are always accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionTokens {
+    /// `wa_` + base64url of the issue time (Unix ms, 6 bytes) and 32 random bytes; the
+    /// session's key starts with the time, so the sessions index grows at its end. The
+    /// default. Releases before this one cannot find these sessions (they answer 401).
+    #[default]
+    Timed,
+    /// `wa_` + base64url of 32 random bytes, keyed by their SHA-256: what earlier releases
+    /// issue and look up. For the length of a rolling upgrade from one of them (and for as long
+    /// as a rollback to one must keep today's sessions).
+    Random,
+}
+
 /// Where rate-limit counters live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -268,6 +283,11 @@ pub struct Config {
     /// Key prefix in Redis. Env `WEAPP_REDIS_PREFIX`. Default `weapp`.
     #[serde(default = "default_prefix")]
     pub redis_prefix: String,
+    /// The session tokens logins issue: `timed` (default) or `random` (the earlier releases'
+    /// kind, which they can look up: set it on every instance while a fleet still runs one).
+    /// Env `WEAPP_SESSION_TOKENS`.
+    #[serde(default)]
+    pub session_tokens: SessionTokens,
     /// Lifetime of a login session. Env `WEAPP_SESSION_TTL_SECS`. Default 7 days.
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
@@ -459,6 +479,7 @@ impl std::fmt::Debug for Config {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("session_tokens", &self.session_tokens)
             .field("data_key", &self.data_key)
             .field("data_keys", &self.data_keys)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -862,6 +883,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("redis_url", Kind::Text),
     ("redis_prefix", Kind::Text),
     ("session_ttl_secs", Kind::Scalar),
+    ("session_tokens", Kind::Text),
     ("session_idle_timeout_secs", Kind::Scalar),
     ("data_key", Kind::Text),
     ("data_keys", Kind::List),
@@ -1447,6 +1469,15 @@ apps = ["wx1234567890abcdef"]
     fn invalid(text: &str) -> String {
         let c: Config = toml::from_str(text).unwrap();
         c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn session_tokens_are_timed_unless_set_to_random() {
+        assert_eq!(Config::default().session_tokens, SessionTokens::Timed);
+        let c: Config = toml::from_str("session_tokens = \"random\"").unwrap();
+        assert_eq!(c.session_tokens, SessionTokens::Random);
+        let bad = toml::from_str::<Config>("session_tokens = \"sequential\"").unwrap_err();
+        assert!(bad.to_string().contains("session_tokens"), "{bad}");
     }
 
     #[test]

@@ -739,3 +739,141 @@ async fn a_fleet_shares_one_keyring() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The key a session of a new (timed) token is stored by: its issue time, then 26 bytes of the
+/// token's SHA-256 — computed here independently of the server's code.
+fn timed_key(token: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let raw = B64URL.decode(&token["wa_".len()..]).unwrap();
+    assert_eq!(raw.len(), 38, "6 bytes of time and 32 random ones");
+    let mut key = raw[..6].to_vec();
+    key.extend_from_slice(&Sha256::digest(token.as_bytes())[..26]);
+    key
+}
+
+fn sha256(token: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Session tokens carry their issue time, which leads the key their session is stored by (so
+/// the sessions index grows at its end). A session of an earlier release — stored by the whole
+/// SHA-256 of a token without the time — keeps working on every path until it ends: the user's
+/// endpoints, refresh (its access tokens' `sid` is its key), introspection, logout.
+#[tokio::test]
+async fn session_tokens_of_both_formats_are_honoured() {
+    let w = world().await;
+    let db = sqlite_url();
+    let server = weapp_server::spawn(config(&w, &db)).await.unwrap();
+    let base = server.url().to_owned();
+
+    let before = weapp_server::state::now_ms();
+    let (code, openid) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
+    let (s, v) = w.post_login(&base, &w.appid, &code).await;
+    assert_eq!(s, 200, "{v}");
+    let after = weapp_server::state::now_ms();
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 54, "{token}");
+    let key = timed_key(&token);
+    let mut issued = [0u8; 8];
+    issued[2..].copy_from_slice(&key[..6]);
+    let issued = i64::from_be_bytes(issued);
+    assert!(
+        (before..=after).contains(&issued),
+        "{before} ≤ {issued} ≤ {after}"
+    );
+    let store = weapp_server::store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    assert!(store.session_exists(&key).await.unwrap());
+    // Not where an earlier release would look (hence `session_tokens = "random"` while a
+    // fleet still runs one).
+    assert!(!store.session_exists(&sha256(&token)).await.unwrap());
+    let keys = jwks(&w, &server).await;
+    let claims = verify_with(&keys, v["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["sid"], B64URL.encode(&key));
+
+    // A session written the way an earlier release wrote it.
+    let earlier = format!("wa_{}", B64URL.encode(rand::random::<[u8; 32]>()));
+    let now = weapp_server::state::now_ms();
+    store
+        .record_logins(&[weapp_server::store::LoginWrite {
+            appid: w.appid.clone(),
+            openid: openid.clone(),
+            unionid: None,
+            session_key_enc: vec![1, 2, 3],
+            key_id: "k".into(),
+            token_hash: sha256(&earlier),
+            now,
+            expires_at: now + 3_600_000,
+        }])
+        .await
+        .unwrap();
+    let (s, me) = w
+        .call("GET", format!("{base}/v1/me"), Some(&earlier), None)
+        .await;
+    assert_eq!((s, &me["openid"]), (200, &json!(openid)), "{me}");
+    let (s, r) = w
+        .call(
+            "POST",
+            format!("{base}/v1/session/refresh"),
+            Some(&earlier),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let access = r["access_token"].as_str().unwrap().to_owned();
+    let c = verify_with(&keys, &access).unwrap();
+    assert_eq!(c["sid"], B64URL.encode(sha256(&earlier)));
+    let (s, me) = w
+        .call("GET", format!("{base}/v1/me"), Some(&access), None)
+        .await;
+    assert_eq!((s, &me["openid"]), (200, &json!(openid)), "{me}");
+    for bearer in [&earlier, &access] {
+        let (s, i) = introspect(&w, &server, INTROSPECTOR, bearer).await;
+        assert_eq!((s, &i["active"]), (200, &json!(true)), "{i}");
+        assert_eq!(i["sid"], c["sid"], "{i}");
+    }
+
+    let (s, _) = w
+        .call("POST", format!("{base}/v1/logout"), Some(&earlier), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = w
+        .call("GET", format!("{base}/v1/me"), Some(&earlier), None)
+        .await;
+    assert_eq!(s, 401, "an earlier session ends like any other");
+    let (_, i) = introspect(&w, &server, INTROSPECTOR, &access).await;
+    assert_eq!(i["active"], false, "{i}");
+    let (s, _) = w
+        .call("GET", format!("{base}/v1/me"), Some(&token), None)
+        .await;
+    assert_eq!(s, 200, "the new session lives on");
+    server.shutdown().await.unwrap();
+}
+
+/// `session_tokens = "random"` (a rolling upgrade from an earlier release): logins issue the
+/// earlier kind of token, stored by its whole SHA-256 — where an instance of that release looks.
+#[tokio::test]
+async fn random_session_tokens_are_what_earlier_releases_look_up() {
+    let w = world().await;
+    let db = sqlite_url();
+    let mut c = config(&w, &db);
+    c.session_tokens = weapp_server::config::SessionTokens::Random;
+    let server = weapp_server::spawn(c).await.unwrap();
+    let base = server.url().to_owned();
+    let (code, openid) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
+    let (s, v) = w.post_login(&base, &w.appid, &code).await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 46, "{token}");
+    let store = weapp_server::store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    assert!(store.session_exists(&sha256(&token)).await.unwrap());
+    let (s, me) = w
+        .call("GET", format!("{base}/v1/me"), Some(&token), None)
+        .await;
+    assert_eq!((s, &me["openid"]), (200, &json!(openid)), "{me}");
+    server.shutdown().await.unwrap();
+}

@@ -1,5 +1,6 @@
 //! Login and sessions: `wx.login()` code → our own opaque session. The user's session_key stays
-//! on the server, encrypted at rest; the session token is stored only as its SHA-256.
+//! on the server, encrypted at rest; the session token is stored only as a key derived from its
+//! SHA-256 (`hash_token`).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -251,7 +252,7 @@ pub(crate) fn access_token_for(
     }
 }
 
-/// What a bearer credential names: the SHA-256 of its session's token, and the claims when it
+/// What a bearer credential names: its session's key ([`hash_token`]), and the claims when it
 /// is an access token (verified: signature, issuer, expiry).
 ///
 /// # Errors
@@ -450,7 +451,12 @@ pub async fn login(
         session.session_key.expose().as_bytes(),
         &user_aad(&app.appid, &session.openid),
     );
-    let token = new_session_token(now);
+    let token = match state.config.session_tokens {
+        crate::config::SessionTokens::Timed => new_session_token(now),
+        crate::config::SessionTokens::Random => {
+            format!("wa_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
+        }
+    };
     let hash = hash_token(&token);
     let expires_at = now + state.config.session_ttl_secs as i64 * 1000;
     let recorded = state

@@ -269,7 +269,8 @@ pub struct LoginWrite {
     pub session_key_enc: Vec<u8>,
     /// The data key that sealed it.
     pub key_id: String,
-    /// SHA-256 of the new session's token.
+    /// The new session's key: derived from the SHA-256 of its token (weapp-server's
+    /// `hash_token`), never the token.
     pub token_hash: Vec<u8>,
     /// Unix ms.
     pub now: i64,
@@ -412,7 +413,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<UserRecord, StoreError>;
 
-    /// Records a session under the SHA-256 of its token.
+    /// Records a session under its key (derived from the SHA-256 of its token).
     async fn create_session(
         &self,
         token_hash: &[u8],
