@@ -359,3 +359,50 @@ async fn logins_on_an_in_memory_database_wait_for_readers() {
     let u = store.user_by_openid("wxbatch", "o199").await.unwrap();
     assert!(u.is_some());
 }
+
+/// SQLite: a batch whose write fails at the operating system (the WAL file made immutable
+/// under the running writer: `pwrite` answers EPERM, SQLite `SQLITE_IOERR`) fails with that
+/// error — not busy, not retried login by login — and writes nothing; once the file is
+/// writable again the writer records the next batch. (The writer also replaces its connection
+/// after an I/O-class failure; SQLite recovers on the old one too, so this test cannot tell
+/// the two apart — it checks what a caller sees.) Needs `chattr`, which needs root: elsewhere
+/// the test says so and checks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_logins_recover_after_an_io_error() {
+    let url = sqlite_url();
+    let path = url.strip_prefix("sqlite://").unwrap().to_owned();
+    let wal = format!("{path}-wal");
+    let store = weapp_server::store::connect(&url, &Default::default())
+        .await
+        .unwrap();
+    store.record_logins(&[login("oBefore", 7)]).await.unwrap();
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .args([flag, &wal])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        eprintln!("chattr +i is not available here (it needs root): nothing checked");
+        return;
+    }
+    let failed = store.record_logins(&[login("oDuring", 8)]).await;
+    assert!(chattr("-i"), "chattr -i");
+    let err = failed.expect_err("the WAL could not be written");
+    match &err.0 {
+        sqlx::Error::Database(db) => {
+            let code: i32 = db.code().unwrap().parse().unwrap();
+            assert_eq!(code & 0xff, 10, "SQLITE_IOERR, got {db}");
+        }
+        other => panic!("not a database error: {other}"),
+    }
+    assert!(!err.is_busy() && !err.is_per_row(), "{err}");
+    store
+        .record_logins(&[login("oAfter", 9)])
+        .await
+        .expect("written once the file is writable again");
+    for (openid, there) in [("oBefore", true), ("oDuring", false), ("oAfter", true)] {
+        let found = store.user_by_openid("wxbatch", openid).await.unwrap();
+        assert_eq!(found.is_some(), there, "{openid}");
+    }
+}
