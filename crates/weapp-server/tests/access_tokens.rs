@@ -743,11 +743,10 @@ async fn a_fleet_shares_one_keyring() {
 /// The key a session of a new (timed) token is stored by: its issue time, then 26 bytes of the
 /// token's SHA-256 — computed here independently of the server's code.
 fn timed_key(token: &str) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
     let raw = B64URL.decode(&token["wa_".len()..]).unwrap();
     assert_eq!(raw.len(), 38, "6 bytes of time and 32 random ones");
     let mut key = raw[..6].to_vec();
-    key.extend_from_slice(&Sha256::digest(token.as_bytes())[..26]);
+    key.extend_from_slice(&sha256(token)[..26]);
     key
 }
 

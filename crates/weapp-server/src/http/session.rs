@@ -15,6 +15,7 @@ use weapp::crypto::DecryptOptions;
 use weapp::SessionKey;
 
 use super::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
+use crate::config::SessionTokens;
 use crate::error::{AppError, ErrorBody};
 use crate::seal::user_aad;
 use crate::state::{now_ms, AppRuntime, AppState};
@@ -156,18 +157,25 @@ pub struct DecryptRequest {
     pub iv: String,
 }
 
-/// A new session token: `wa_` and the base64url of its issue time (Unix ms, 6 bytes, big-endian)
-/// followed by 32 random bytes.
+/// A new session token of `kind`: `wa_` and the base64url of — timed — its issue time (Unix
+/// ms, 6 bytes, big-endian) followed by 32 random bytes, or — random, as earlier releases —
+/// the 32 random bytes alone.
 ///
 /// The time is there for the database, not for anyone reading it: a session's key
 /// ([`hash_token`]) starts with it, so the sessions index grows at its end instead of at a
 /// random page per login (one random page written per login, not two — and the commit, the
 /// WAL and the checkpoint write that much less).
-fn new_session_token(now_ms: i64) -> String {
-    let mut raw = [0u8; 38];
-    raw[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
-    raw[6..].copy_from_slice(&rand::random::<[u8; 32]>());
-    format!("wa_{}", URL_SAFE_NO_PAD.encode(raw))
+fn new_session_token(kind: SessionTokens, now_ms: i64) -> String {
+    let random = rand::random::<[u8; 32]>();
+    match kind {
+        SessionTokens::Timed => {
+            let mut raw = [0u8; 38];
+            raw[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+            raw[6..].copy_from_slice(&random);
+            format!("wa_{}", URL_SAFE_NO_PAD.encode(raw))
+        }
+        SessionTokens::Random => format!("wa_{}", URL_SAFE_NO_PAD.encode(random)),
+    }
 }
 
 /// The key a session is stored and found by (never the token itself).
@@ -451,12 +459,7 @@ pub async fn login(
         session.session_key.expose().as_bytes(),
         &user_aad(&app.appid, &session.openid),
     );
-    let token = match state.config.session_tokens {
-        crate::config::SessionTokens::Timed => new_session_token(now),
-        crate::config::SessionTokens::Random => {
-            format!("wa_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
-        }
-    };
+    let token = new_session_token(state.config.session_tokens, now);
     let hash = hash_token(&token);
     let expires_at = now + state.config.session_ttl_secs as i64 * 1000;
     let recorded = state
@@ -719,22 +722,23 @@ mod tests {
     #[test]
     fn a_new_token_keys_its_session_by_its_issue_time() {
         let now = 1_790_000_000_123_i64;
-        let token = new_session_token(now);
+        let token = new_session_token(SessionTokens::Timed, now);
         assert_eq!(token.len(), 54);
         let key = hash_token(&token);
         assert_eq!(&key[..6], &now.to_be_bytes()[2..], "the issue time first");
         let digest = Sha256::digest(token.as_bytes());
         assert_eq!(&key[6..], &digest[..26]);
         // Later tokens sort after earlier ones: the index grows at its end.
-        assert!(hash_token(&new_session_token(now + 1)) > key);
+        assert!(hash_token(&new_session_token(SessionTokens::Timed, now + 1)) > key);
         // 256 random bits each.
-        assert_ne!(new_session_token(now), token);
+        assert_ne!(new_session_token(SessionTokens::Timed, now), token);
     }
 
     #[test]
     fn other_bearer_strings_are_keyed_by_their_whole_sha256() {
-        // A token of an earlier release: `wa_` and 32 random bytes.
-        let earlier = format!("wa_{}", URL_SAFE_NO_PAD.encode([7u8; 32]));
+        // A token of an earlier release (`wa_` and 32 random bytes), as `random` issues them.
+        let earlier = new_session_token(SessionTokens::Random, 0);
+        assert_eq!(earlier.len(), 46);
         let sha = |t: &str| -> [u8; 32] { Sha256::digest(t.as_bytes()).into() };
         assert_eq!(hash_token(&earlier), sha(&earlier));
         // The new length but not base64url, or not `wa_`: the plain hash (and no panic on
