@@ -10,7 +10,7 @@ use weapp_test_support::{free_port, sim_with_app};
 
 mod common;
 
-use common::serve;
+use common::{kill_once, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_login_answered_survives_a_kill_9() {
@@ -81,11 +81,7 @@ api_base = "{}"
         }));
     }
     // Let a few hundred land, then pull the plug mid-stream.
-    while answered.lock().unwrap().len() < 300 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    kill_once(&mut child, 300, || answered.lock().unwrap().len()).await;
     for l in loggers {
         l.await.expect("a logger failed");
     }

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use weapp_test_support::{free_port, sim_with_app};
 
+mod common;
+
+use common::kill_once;
+
 const TOKEN: &str = "pushtoken123";
 const AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 
@@ -108,11 +112,7 @@ encoding_aes_key = "{AES_KEY}"
         }));
     }
     // Let a few hundred land, then pull the plug mid-stream.
-    while acked.lock().unwrap().len() < 200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    kill_once(&mut child, 200, || acked.lock().unwrap().len()).await;
     for s in senders {
         let _ = s.await;
     }

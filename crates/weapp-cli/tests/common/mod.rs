@@ -48,3 +48,13 @@ pub async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Pulls the plug mid-stream: once `landed()` (the answers counted so far) reaches `at_least`,
+/// `child` is killed with SIGKILL and reaped.
+pub async fn kill_once(child: &mut Child, at_least: usize, landed: impl Fn() -> usize) {
+    while landed() < at_least {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
