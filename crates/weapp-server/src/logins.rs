@@ -59,7 +59,7 @@ impl LoginWriter {
                 if batch.is_empty() {
                     continue;
                 }
-                let writes: Vec<LoginWrite> = batch.iter().map(|(w, _)| w.clone()).collect();
+                let (writes, replies): (Vec<LoginWrite>, Vec<Reply>) = batch.into_iter().unzip();
                 let committed = |logins: usize| {
                     c.0.fetch_add(1, Ordering::Relaxed);
                     c.1.fetch_add(logins as u64, Ordering::Relaxed);
@@ -67,12 +67,12 @@ impl LoginWriter {
                 match store.record_logins(&writes).await {
                     Ok(done) => {
                         committed(done.len());
-                        for ((_, reply), r) in batch.into_iter().zip(done) {
+                        for (reply, r) in replies.into_iter().zip(done) {
                             let _ = reply.send(Ok(r));
                         }
                     }
-                    Err(e) if batch.len() == 1 => {
-                        let (_, reply) = batch.pop().expect("one");
+                    Err(e) if replies.len() == 1 => {
+                        let reply = replies.into_iter().next().expect("one");
                         let _ = reply.send(Err(e));
                     }
                     // The database itself is in trouble (pool, connection, a write lock held
@@ -81,7 +81,7 @@ impl LoginWriter {
                     Err(e) if !e.is_per_row() => {
                         let message = e.to_string();
                         let busy = e.is_busy();
-                        for (_, reply) in batch {
+                        for reply in replies {
                             let err = if busy {
                                 StoreError(sqlx::Error::PoolTimedOut)
                             } else {
@@ -92,13 +92,13 @@ impl LoginWriter {
                     }
                     Err(e) => {
                         // One bad login (a constraint) must not fail the others: each on its own.
-                        tracing::warn!(error = %e, logins = batch.len(), "a login batch failed; writing its logins one by one");
-                        for (w, reply) in batch {
+                        tracing::warn!(error = %e, logins = writes.len(), "a login batch failed; writing its logins one by one");
+                        for (w, reply) in writes.iter().zip(replies) {
                             if reply.is_closed() {
                                 continue;
                             }
                             let r = store
-                                .record_logins(std::slice::from_ref(&w))
+                                .record_logins(std::slice::from_ref(w))
                                 .await
                                 .map(|mut v| v.remove(0));
                             if r.is_ok() {

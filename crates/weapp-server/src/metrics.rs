@@ -7,13 +7,43 @@ use std::sync::Mutex;
 /// Counters shared by all handlers.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    logins: Mutex<BTreeMap<(String, &'static str), u64>>,
-    upstream_errors: Mutex<BTreeMap<(String, i64), u64>>,
-    pushes: Mutex<BTreeMap<(String, &'static str), u64>>,
-    webhooks: Mutex<BTreeMap<(String, &'static str), u64>>,
+    requests: Counters<u16>,
+    logins: Counters<&'static str>,
+    upstream_errors: Counters<i64>,
+    pushes: Counters<&'static str>,
+    webhooks: Counters<&'static str>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
-    invalidations: Mutex<BTreeMap<(String, &'static str), u64>>,
+    invalidations: Counters<&'static str>,
+}
+
+/// Counters keyed by a name (a route, an appid) and a second label. Counting an existing pair
+/// allocates nothing (every request and every login counts one).
+#[derive(Debug)]
+struct Counters<K>(Mutex<BTreeMap<String, BTreeMap<K, u64>>>);
+
+impl<K> Default for Counters<K> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<K: Ord + Copy> Counters<K> {
+    fn bump(&self, name: &str, label: K) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = match map.get_mut(name) {
+            Some(counts) => counts,
+            None => map.entry(name.to_owned()).or_default(),
+        };
+        *counts.entry(label).or_default() += 1;
+    }
+
+    /// ((name, label), count), in order.
+    fn entries(&self) -> Vec<((String, K), u64)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .flat_map(|(name, counts)| counts.iter().map(|(&l, &n)| ((name.clone(), l), n)))
+            .collect()
+    }
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -45,22 +75,22 @@ pub struct TokenGauge {
 impl Metrics {
     /// Counts a finished request by route template (never the raw path) and status.
     pub fn request(&self, route: &str, status: u16) {
-        bump(&self.requests, (route.to_owned(), status));
+        self.requests.bump(route, status);
     }
 
     /// Counts a login attempt: `ok`, `invalid_code`, `upstream_error`, `rate_limited`.
     pub fn login(&self, appid: &str, outcome: &'static str) {
-        bump(&self.logins, (appid.to_owned(), outcome));
+        self.logins.bump(appid, outcome);
     }
 
     /// Counts a WeChat errcode seen for an app (-2 for transport failures).
     pub fn upstream_error(&self, appid: &str, errcode: i64) {
-        bump(&self.upstream_errors, (appid.to_owned(), errcode));
+        self.upstream_errors.bump(appid, errcode);
     }
 
     /// Counts a push: `accepted`, `duplicate`, `refused`.
     pub fn push(&self, appid: &str, outcome: &'static str) {
-        bump(&self.pushes, (appid.to_owned(), outcome));
+        self.pushes.bump(appid, outcome);
     }
 
     /// Counts a failed authentication by surface (`session`, `client_key`, `mirror`, `admin`).
@@ -70,12 +100,12 @@ impl Metrics {
 
     /// Counts a broker report of a failing token: `refreshed` or `throttled`.
     pub fn invalidation(&self, appid: &str, outcome: &'static str) {
-        bump(&self.invalidations, (appid.to_owned(), outcome));
+        self.invalidations.bump(appid, outcome);
     }
 
     /// Counts a webhook attempt: `ok`, `failed` or `dead` (attempts exhausted).
     pub fn webhook(&self, appid: &str, outcome: &'static str) {
-        bump(&self.webhooks, (appid.to_owned(), outcome));
+        self.webhooks.bump(appid, outcome);
     }
 
     /// The text exposition.
@@ -99,16 +129,11 @@ impl Metrics {
             );
         }
         let _ = writeln!(out, "# HELP weapp_token_invalidations_total Broker reports of failing tokens by outcome.\n# TYPE weapp_token_invalidations_total counter");
-        for ((appid, outcome), n) in self
-            .invalidations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for ((appid, outcome), n) in self.invalidations.entries() {
             let _ = writeln!(
                 out,
                 "weapp_token_invalidations_total{{appid=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(appid)
+                escape(&appid)
             );
         }
         if let Some(o) = outbox {
@@ -120,37 +145,27 @@ impl Metrics {
             let _ = writeln!(out, "# HELP weapp_webhook_dead_letters Events whose delivery attempts are exhausted.\n# TYPE weapp_webhook_dead_letters gauge\nweapp_webhook_dead_letters {}", o.dead);
         }
         let _ = writeln!(out, "# HELP weapp_http_requests_total HTTP requests by route and status.\n# TYPE weapp_http_requests_total counter");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for ((route, status), n) in self.requests.entries() {
             let _ = writeln!(
                 out,
                 "weapp_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
+                escape(&route)
             );
         }
         let _ = writeln!(out, "# HELP weapp_logins_total Login attempts by app and outcome.\n# TYPE weapp_logins_total counter");
-        for ((appid, outcome), n) in self.logins.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for ((appid, outcome), n) in self.logins.entries() {
             let _ = writeln!(
                 out,
                 "weapp_logins_total{{appid=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(appid)
+                escape(&appid)
             );
         }
         let _ = writeln!(out, "# HELP weapp_upstream_errors_total WeChat errcodes by app (-2: transport).\n# TYPE weapp_upstream_errors_total counter");
-        for ((appid, code), n) in self
-            .upstream_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for ((appid, code), n) in self.upstream_errors.entries() {
             let _ = writeln!(
                 out,
                 "weapp_upstream_errors_total{{appid=\"{}\",errcode=\"{code}\"}} {n}",
-                escape(appid)
+                escape(&appid)
             );
         }
         for (name, help, map) in [
@@ -166,11 +181,11 @@ impl Metrics {
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((appid, outcome), n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for ((appid, outcome), n) in map.entries() {
                 let _ = writeln!(
                     out,
                     "{name}{{appid=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(appid)
+                    escape(&appid)
                 );
             }
         }

@@ -170,12 +170,11 @@ pub async fn auth_failed(state: &AppState, ip: ClientIp, surface: &'static str) 
 
 /// Counts each request by route template and status.
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    // MatchedPath is a shared string: cloned, not copied.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    state.metrics.request(&route, resp.status().as_u16());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.request(route, resp.status().as_u16());
     resp
 }
 
