@@ -4,10 +4,12 @@
 //! a ping to acquire, `BEGIN`, the user upsert (its rows streamed back one by one), the session
 //! insert, `COMMIT`, a ping to give the connection back: each a hand-over between threads,
 //! and the multi-row statements needed a statement journal. Here a batch is one message to
-//! this thread and one answer back; the two statements are prepared once and run row by row
-//! in one `BEGIN IMMEDIATE` transaction. What is written is what the PostgreSQL path writes
-//! (`PgStore::record_login_batch` in `sql.rs`; both take `batch_users`): one row per user with its last login's session_key and
-//! the newest unionid any of its logins carried, one session per login, all or nothing.
+//! this thread and one answer back; the statements (the user upsert and its read-back, the
+//! session insert) are prepared once and run row by row in one `BEGIN IMMEDIATE`
+//! transaction. What is written is what the PostgreSQL path writes
+//! (`PgStore::record_login_batch` in `sql.rs`; both take `batch_users`): one row per user with
+//! its last login's session_key and the newest unionid any of its logins carried, one session
+//! per login, all or nothing.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
