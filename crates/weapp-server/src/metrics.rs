@@ -14,6 +14,7 @@ pub struct Metrics {
     webhooks: Counters<&'static str>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     invalidations: Counters<&'static str>,
+    token_probes: Counters<&'static str>,
 }
 
 /// Counters keyed by a name (a route, an appid) and a second label. Counting an existing pair
@@ -98,7 +99,15 @@ impl Metrics {
         bump(&self.auth_failures, surface);
     }
 
-    /// Counts a broker report of a failing token: `refreshed` or `throttled`.
+    /// Counts an upstream check of the broker's token (a mirror refetch, a throttled report):
+    /// `alive`, `dead` or `unknown`.
+    pub fn token_probe(&self, appid: &str, verdict: &'static str) {
+        self.token_probes.bump(appid, verdict);
+    }
+
+    /// Counts a broker report of a failing token: `refreshed`, `throttled`, or `proven_dead`
+    /// (throttled, but the token was proven dead upstream and replaced — also counted for a
+    /// mirror refetch that replaced it).
     pub fn invalidation(&self, appid: &str, outcome: &'static str) {
         self.invalidations.bump(appid, outcome);
     }
@@ -133,6 +142,14 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "weapp_token_invalidations_total{{appid=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(&appid)
+            );
+        }
+        let _ = writeln!(out, "# HELP weapp_token_probes_total Upstream checks of the broker's token (mirror refetches, throttled reports) by verdict.\n# TYPE weapp_token_probes_total counter");
+        for ((appid, verdict), n) in self.token_probes.entries() {
+            let _ = writeln!(
+                out,
+                "weapp_token_probes_total{{appid=\"{}\",verdict=\"{verdict}\"}} {n}",
                 escape(&appid)
             );
         }

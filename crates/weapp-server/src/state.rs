@@ -65,6 +65,8 @@ pub struct AppRuntime {
     /// When this instance last let a broker report refresh the token (the fleet-wide
     /// interval lives in Redis when there is one).
     last_invalidation: Mutex<Option<(Instant, String, bool)>>,
+    /// Settles suspicions that its token died upstream (mirror refetches, throttled reports).
+    pub probe: crate::token_probe::TokenProbe,
     /// When its token is kept fresh.
     pub warm: WarmPolicy,
     /// Whether logins get signed access tokens (JWT).
@@ -174,6 +176,7 @@ impl AppRuntime {
             seen: Mutex::new(None),
             push,
             last_invalidation: Mutex::new(None),
+            probe: Default::default(),
             warm,
             access_tokens: app.access_tokens,
             platform: None,
@@ -219,6 +222,7 @@ impl AppRuntime {
             seen: Mutex::new(None),
             push,
             last_invalidation: Mutex::new(None),
+            probe: Default::default(),
             warm,
             access_tokens: true,
             platform: Some(component.appid().to_owned()),
@@ -1729,36 +1733,47 @@ impl AppState {
         found
     }
 
-    /// May a broker report that `token` failed refresh `app`'s token now? One token per
+    /// May a broker report that `token` failed refresh `app`'s token now? `None` when it may;
+    /// otherwise how long until the interval ends (for `Retry-After`). One token per
     /// `invalidate_min_interval_secs` per app is refreshed on reports — fleet-wide through Redis
     /// when there is one, per instance otherwise (and while Redis is unreachable). Reports of
     /// the token being refreshed right now (a storm of 40001s about one token) all pass: they are
     /// one incident, and the store's compare-and-swap refreshes it once. Once that refresh is
     /// [done](AppState::invalidation_done), the same token is not refreshed again within the
-    /// interval either — with stable tokens WeChat may hand the very same token back.
-    pub async fn invalidation_permit(&self, app: &AppRuntime, token: &weapp::AccessToken) -> bool {
+    /// interval either — with stable tokens WeChat may hand the very same token back. (A
+    /// throttled report is not the end of it: the broker then probes the token, and one proven
+    /// dead is replaced whatever the interval.)
+    pub async fn invalidation_permit(
+        &self,
+        app: &AppRuntime,
+        token: &weapp::AccessToken,
+    ) -> Option<Duration> {
         let interval = Duration::from_secs(self.config.invalidate_min_interval_secs);
         if interval.is_zero() {
-            return true;
+            return None;
         }
         let digest = token_digest(token);
         if let Some(redis) = &self.redis {
             let key = format!("{}:invalidate:{}", redis.prefix(), app.appid);
             let mut conn = redis.connection();
+            // 0: granted; otherwise the milliseconds left of the interval (at least 1).
             let script = redis::Script::new(
                 "local v = redis.call('GET', KEYS[1]) \
-                 if not v then redis.call('SET', KEYS[1], ARGV[1] .. ':pending', 'PX', ARGV[2]) return 1 end \
-                 if v == ARGV[1] .. ':pending' then return 1 end \
-                 return 0",
+                 if not v then redis.call('SET', KEYS[1], ARGV[1] .. ':pending', 'PX', ARGV[2]) return 0 end \
+                 if v == ARGV[1] .. ':pending' then return 0 end \
+                 local left = redis.call('PTTL', KEYS[1]) \
+                 if left < 1 then return 1 end \
+                 return left",
             );
-            let granted: redis::RedisResult<i64> = script
+            let left: redis::RedisResult<i64> = script
                 .key(&key)
                 .arg(&digest)
                 .arg(interval.as_millis() as u64)
                 .invoke_async(&mut conn)
                 .await;
-            match granted {
-                Ok(g) => return g == 1,
+            match left {
+                Ok(0) => return None,
+                Ok(ms) => return Some(Duration::from_millis(ms.unsigned_abs())),
                 Err(e) => {
                     tracing::warn!(appid = %app.appid, error = %e, "redis unavailable for the invalidation interval; using this instance's")
                 }
@@ -1769,10 +1784,20 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match &*last {
-            Some((at, d, done)) if at.elapsed() < interval => *d == digest && !done,
+            Some((at, d, done)) if at.elapsed() < interval => {
+                if *d == digest && !done {
+                    None
+                } else {
+                    Some(
+                        interval
+                            .saturating_sub(at.elapsed())
+                            .max(Duration::from_millis(1)),
+                    )
+                }
+            }
             _ => {
                 *last = Some((Instant::now(), digest, false));
-                true
+                None
             }
         }
     }

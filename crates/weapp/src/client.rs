@@ -147,6 +147,57 @@ impl Client {
         }
         Ok(out)
     }
+
+    /// Asks WeChat whether `token` is still good, with one cheap call that changes nothing
+    /// and spends none of the token endpoints' quota (`openapi/quota/get` about itself): one
+    /// attempt, no retry, no invalidation, whatever the answer. A broker uses it to prove a
+    /// token dead before replacing it, so that a report or a refetch about a token that still
+    /// works costs no refresh.
+    ///
+    /// # Errors
+    /// When the answer proves nothing: a transport failure or timeout, a system error (-1),
+    /// WeChat's rate limit (45011), or an answer that is not WeChat's. Any other errcode means
+    /// WeChat accepted the token before refusing the call, and is [`TokenCheck::Alive`].
+    ///
+    /// ```no_run
+    /// # async fn run(client: weapp::Client) -> Result<(), weapp::Error> {
+    /// use weapp::client::TokenCheck;
+    /// let token = client.access_token().await?;
+    /// if let TokenCheck::Dead(code) = client.check_token(&token).await? {
+    ///     println!("WeChat refuses it: {}", code.code());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn check_token(&self, token: &AccessToken) -> Result<TokenCheck> {
+        const PATH: &str = "/cgi-bin/openapi/quota/get";
+        let body = Body::json(&serde_json::json!({ "cgi_path": PATH }))?;
+        let call = Call::raw(Method::Post, PATH, body)?;
+        match self
+            .inner
+            .http
+            .attempt::<RawOutput>(&call, Some(token))
+            .await
+        {
+            Ok(_) => Ok(TokenCheck::Alive),
+            Err(e) => match e.errcode() {
+                Some(code) if code.is_token_invalid() => Ok(TokenCheck::Dead(code)),
+                Some(code) if matches!(code.code(), -1 | 45011) => Err(e),
+                Some(_) => Ok(TokenCheck::Alive),
+                None => Err(e),
+            },
+        }
+    }
+}
+
+/// What WeChat said of an access token when asked with [`Client::check_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenCheck {
+    /// WeChat accepted it.
+    Alive,
+    /// WeChat refused it with a code of the token-invalid family (40001, 40014, 42001): it is
+    /// dead, and no retry with it can succeed.
+    Dead(crate::ErrCode),
 }
 
 /// Builds a [`Client`].

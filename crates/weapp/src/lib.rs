@@ -35,7 +35,7 @@ pub mod push;
 pub mod secret;
 pub mod token;
 
-pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
+pub use client::{Client, ClientBuilder, TokenCheck, DEFAULT_BASE_URL};
 pub use error::{CryptoError, ErrCode, Error, Result, StoreError};
 pub use secret::{AccessToken, AppSecret, SessionKey};
 pub use token::{TokenManager, TokenMode, TokenSource};

@@ -1,6 +1,6 @@
 //! The central token broker (中控): authenticated clients read an app's current access token
 //! from memory, report a failing token for a compare-and-swap refresh, or use the
-//! WeChat-compatible mirror so existing SDKs switch by changing their base URL.
+//! WeChat-compatible mirror so existing SDKs switch by pointing their token fetch here.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -174,18 +174,21 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authorization {
 
 /// Report a token WeChat rejected: it is dropped only if it is still current, then refreshed
 /// once. A report of an older token changes nothing, and however many reports arrive, the
-/// token is refreshed at most once per `invalidate_min_interval_secs` per app (so no client
-/// can burn WeChat's daily quota).
+/// token is refreshed on a report's word at most once per `invalidate_min_interval_secs` per
+/// app (so no client can burn WeChat's daily quota). A report within the interval is checked
+/// instead: one cheap upstream call, and a token proven dead is replaced at once (once, by
+/// compare-and-swap); one WeChat still accepts is kept, and the answer says `refreshed: false`
+/// with a `Retry-After`.
 #[utoipa::path(post, path = "/v1/apps/{appid}/access_token/invalidate", tag = "broker", security(("client_key" = [])),
     params(("appid" = String, Path, description = "the mini program")), request_body = InvalidateRequest,
-    responses((status = 200, body = InvalidateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = InvalidateResponse, headers(("Retry-After" = Option<u64>, description = "when `refreshed` is false because the report was throttled: seconds until a report of this token is acted on again"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn invalidate(
     State(state): State<AppState>,
     Path(appid): Path<String>,
     ip: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<InvalidateRequest>,
-) -> Result<Json<InvalidateResponse>, AppError> {
+) -> Result<Response, AppError> {
     let (app, client) = authorize(&state, &headers, ip, &appid, "token:invalidate").await?;
     if req.access_token.is_empty() || req.access_token.len() > 1024 {
         return Err(AppError::bad_request(
@@ -205,20 +208,34 @@ pub async fn invalidate(
         return Ok(Json(InvalidateResponse {
             refreshed: true,
             token: readable(&current),
-        }));
+        })
+        .into_response());
     }
-    if !state.invalidation_permit(&app, &stale).await {
-        // Not refreshed from here; but another instance may just have refreshed it: read the
-        // store again rather than this instance's copy.
-        app.manager.drop_local(&stale);
-        let current = app.token().await?;
-        let refreshed = !current.access_token.ct_eq(stale.expose());
-        tracing::warn!(client = %client.name, appid, outcome = "throttled", refreshed, "token invalidation reported within the minimum interval; not refreshed");
-        state.metrics.invalidation(&appid, "throttled");
-        return Ok(Json(InvalidateResponse {
+    if let Some(wait) = state.invalidation_permit(&app, &stale).await {
+        // Not refreshed on the report's word; but another instance may just have refreshed
+        // it (the probe reads the store again first), or WeChat may prove it dead.
+        let settled = app.probe.settle(&app, current).await?;
+        if let Some(v) = settled.probed {
+            state.metrics.token_probe(&appid, v.label());
+        }
+        let refreshed = !settled.token.access_token.ct_eq(stale.expose());
+        if settled.replaced {
+            state.invalidation_done(&app, &stale).await;
+            state.metrics.invalidation(&appid, "proven_dead");
+            tracing::warn!(client = %client.name, appid, outcome = "proven_dead", "token invalidation reported within the minimum interval; the token is dead upstream and was replaced");
+        } else {
+            tracing::warn!(client = %client.name, appid, outcome = "throttled", refreshed, "token invalidation reported within the minimum interval; not refreshed");
+            state.metrics.invalidation(&appid, "throttled");
+        }
+        let body = Json(InvalidateResponse {
             refreshed,
-            token: readable(&current),
-        }));
+            token: readable(&settled.token),
+        });
+        if refreshed {
+            return Ok(body.into_response());
+        }
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Ok(([(axum::http::header::RETRY_AFTER, secs.to_string())], body).into_response());
     }
     weapp::TokenSource::invalidate(&app.manager, &stale).await?;
     let token = app.token().await;
@@ -230,7 +247,8 @@ pub async fn invalidate(
     Ok(Json(InvalidateResponse {
         refreshed,
         token: readable(&token),
-    }))
+    })
+    .into_response())
 }
 
 /// A WeChat-style error (`{errcode, errmsg}`, HTTP 200 as WeChat answers, `/cgi-bin`'s bare
@@ -246,6 +264,7 @@ fn wx_error(code: i64, msg: &str) -> Response {
     let envelope_code = match code {
         40013 | 40125 | 41002 | 41004 => "invalid_credentials",
         40002 | 47001 => "bad_request",
+        48001 => "forbidden",
         45011 => "rate_limited",
         _ => "upstream_error",
     };
@@ -257,14 +276,19 @@ fn wx_error(code: i64, msg: &str) -> Response {
     .into_response()
 }
 
-/// The mirror's answer: the broker's current token for a correct appid + secret, in WeChat's
-/// format. Mirror callers can never invalidate or force-refresh the broker's token. Failed
-/// secrets count against the source's failed-authentication budget.
+/// The mirror's answer: the broker's current token, in WeChat's format, for the app's secret
+/// — or, in its place, a broker client key that may read the app's token (`token:read`), so a
+/// backend that keeps its WeChat SDK needs no AppSecret. Mirror callers never refresh the
+/// broker's token on their word: a refetch of the token this source was already handed (how a
+/// WeChat SDK reacts to 40001) or `force_refresh` makes the broker prove the token dead with
+/// one cheap upstream call, and only a dead token is replaced (see [`crate::token_probe`]).
+/// Failed secrets and keys count against the source's failed-authentication budget.
 async fn mirror(
     state: &AppState,
     ip: ClientIp,
     appid: Option<&str>,
     secret: Option<&str>,
+    force_refresh: bool,
 ) -> Response {
     if auth_gate(state, ip).await.is_err() {
         return wx_error(
@@ -283,13 +307,49 @@ async fn mirror(
         return wx_error(40013, "invalid appid");
     };
     if !app.secret.ct_eq(secret) {
-        auth_failed(state, ip, "mirror").await;
-        return wx_error(40125, "invalid appsecret");
+        match state.broker_client(secret) {
+            Some(client) if client.may_use(appid) && client.has_scope("token:read") => {
+                tracing::debug!(client = %client.name, appid, "mirror fetch with a client key");
+            }
+            Some(client) => {
+                tracing::warn!(client = %client.name, appid, "client key on the mirror for an app or scope it lacks");
+                return wx_error(
+                    48001,
+                    "api unauthorized: this client key may not read this app's token",
+                );
+            }
+            None => {
+                auth_failed(state, ip, "mirror").await;
+                return wx_error(40125, "invalid appsecret");
+            }
+        }
     }
-    match app.token().await {
-        Ok(t) => Json(json!({"access_token": t.access_token.expose(), "expires_in": (t.expires_at_ms - now_ms()) / 1000})).into_response(),
-        Err(e) => wx_error(e.errcode().map_or(-1, |c| c.code()), "system error"),
+    let failed = |e: weapp::Error| {
+        state
+            .metrics
+            .upstream_error(appid, e.errcode().map_or(-2, |c| c.code()));
+        wx_error(e.errcode().map_or(-1, |c| c.code()), "system error")
+    };
+    let mut token = match app.token().await {
+        Ok(t) => t,
+        Err(e) => return failed(e),
+    };
+    if force_refresh || app.probe.handed_before(ip.0, &token.access_token) {
+        match app.probe.settle(&app, token).await {
+            Ok(settled) => {
+                if let Some(v) = settled.probed {
+                    state.metrics.token_probe(appid, v.label());
+                }
+                if settled.replaced {
+                    state.metrics.invalidation(appid, "proven_dead");
+                }
+                token = settled.token;
+            }
+            Err(e) => return failed(e),
+        }
     }
+    app.probe.note_handed(ip.0, &token.access_token);
+    Json(json!({"access_token": token.access_token.expose(), "expires_in": (token.expires_at_ms - now_ms()) / 1000})).into_response()
 }
 
 /// What the WeChat-compatible mirror answers: a token, or — **with HTTP 200, as WeChat does** —
@@ -301,7 +361,8 @@ pub struct MirrorAnswer {
     pub access_token: Option<String>,
     /// Seconds until it expires (on success).
     pub expires_in: Option<i64>,
-    /// WeChat's error code (on failure): 40002, 40013, 40125, 41002, 41004, 45011, 47001, -1.
+    /// WeChat's error code (on failure): 40002, 40013, 40125, 41002, 41004, 45011, 47001,
+    /// 48001 (a client key for another app or without `token:read`), -1.
     pub errcode: Option<i64>,
     /// WeChat's error message, ending in `rid: …` (on failure).
     pub errmsg: Option<String>,
@@ -310,8 +371,9 @@ pub struct MirrorAnswer {
     pub error: Option<serde_json::Value>,
 }
 
-/// WeChat-compatible `GET /cgi-bin/token`: for an existing WeChat SDK, switched by its base
-/// URL. Like WeChat it answers every request with HTTP 200; failures carry `errcode`.
+/// WeChat-compatible `GET /cgi-bin/token`: for an existing WeChat SDK, whose token fetch is
+/// pointed here (`secret` = the app's secret or a broker client key with `token:read`). Like
+/// WeChat it answers every request with HTTP 200; failures carry `errcode`.
 #[utoipa::path(get, path = "/cgi-bin/token", tag = "broker",
     params(("grant_type" = Option<String>, Query), ("appid" = Option<String>, Query), ("secret" = Option<String>, Query)),
     responses((status = 200, description = "`{access_token, expires_in}`, or WeChat's `{errcode, errmsg}` with an `error` envelope", body = MirrorAnswer)))]
@@ -334,12 +396,15 @@ pub async fn cgi_token(
         ip,
         q.get("appid").map(String::as_str),
         q.get("secret").map(String::as_str),
+        false,
     )
     .await
 }
 
-/// WeChat-compatible `POST /cgi-bin/stable_token` (`force_refresh` is ignored: the broker owns
-/// refreshes). Like WeChat it answers every request with HTTP 200; failures carry `errcode`.
+/// WeChat-compatible `POST /cgi-bin/stable_token`. `force_refresh: true` never forces a
+/// refresh (the broker owns refreshes): it makes the broker check its token upstream and
+/// replace it only if WeChat proves it dead. Like WeChat it answers every request with HTTP
+/// 200; failures carry `errcode`.
 #[utoipa::path(post, path = "/cgi-bin/stable_token", tag = "broker",
     request_body(content = Option<serde_json::Value>, description = "`{grant_type: \"client_credential\", appid, secret, force_refresh?}`; anything else is answered like WeChat does, with HTTP 200 and an errcode"),
     responses((status = 200, description = "`{access_token, expires_in}`, or WeChat's `{errcode, errmsg}` with an `error` envelope", body = MirrorAnswer)))]
@@ -359,6 +424,7 @@ pub async fn cgi_stable_token(
         ip,
         v.get("appid").and_then(|a| a.as_str()),
         v.get("secret").and_then(|s| s.as_str()),
+        v.get("force_refresh").and_then(|f| f.as_bool()) == Some(true),
     )
     .await
 }
