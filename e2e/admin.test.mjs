@@ -151,6 +151,19 @@ test('push events and the audit log show, and the console speaks Chinese', async
     await page.click(tid('ev-load'));
     return (await page.locator(tid('event-row')).count()) > 0;
   }, { what: 'the pushed event' });
+  // The admin API describes events as the client API (events:read) does: `type`, `created_at`
+  // in Unix seconds, `stored` for an app without a webhook; the page shows today's date.
+  const { status, body: listed } = await json('GET', `${sandbox.server}/v1/admin/apps/${apps.stable.appid}/events`, { bearer: sandbox.adminKey });
+  assert.equal(status, 200);
+  const pushed = listed.events.find((e) => e.payload && e.payload.Content === 'admin e2e');
+  assert.ok(pushed, JSON.stringify(listed));
+  assert.equal(pushed.type, 'text');
+  assert.equal(pushed.kind, undefined);
+  assert.equal(pushed.appid, apps.stable.appid);
+  assert.ok(Math.abs(pushed.created_at - Date.now() / 1000) < 600, `created_at ${pushed.created_at} in seconds`);
+  assert.ok(['delivered', 'pending', 'dead', 'stored'].includes(pushed.status), pushed.status);
+  const year = String(new Date().getFullYear());
+  assert.ok((await page.locator(tid('event-time')).allInnerTexts()).every((d) => d.startsWith(year)), 'event times are dates of this year');
   await shot(page, 'admin-06-events');
   await tab(page, 'audit');
   const actions = await eventually(async () => {

@@ -1,9 +1,13 @@
 // The console, end to end, in Debian's Chromium against `weapp serve --sandbox`: the virtual
 // phone drives the real weapp-server (login, phone number), subscribe messages sent with
 // `weapp api` reach the phone, customer-service messages are pushed to the server and their
-// delivery shows, a forgotten laptop's token fetch shows 40001 and the broker's recovery, the
-// clock moves countdowns, and a flood of a thousand events a second does not freeze Traffic.
-// Screenshots land in target/e2e/.
+// delivery shows, a forgotten laptop's token fetch shows 40001 and the broker's recovery (a
+// classic fetch, and a foreign force_refresh of the stable token), the page says which token
+// another machine killed and when it stops working, the clock moves countdowns, a warning shows
+// while the clock is further from real time than the server's push replay window, every input
+// and box has a visible label, and a flood of a thousand events a second does not freeze
+// Traffic. Screenshots land in target/e2e/; the phone after a subscribe message is also
+// target/e2e/console.png (copy it to docs/console.png when the page changes).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -48,6 +52,41 @@ async function tab(page, name) {
   await page.waitForSelector(`#tab-${name}.active`);
 }
 
+const TABS = ['phone', 'tokens', 'traffic', 'pushes', 'faults', 'platforms'];
+
+/** What on the page shows no visible label: a control (input, select, textarea) whose <label>s
+ * are all hidden or empty — a placeholder is not a label — or a box (a <pre>, a list, a status
+ * or alert box) without an aria-labelledby naming a visible element with text. Only what is
+ * visible now is checked. */
+function unlabelled(page) {
+  return page.evaluate(() => {
+    const shown = (n) => !!n && n.checkVisibility() && n.innerText.trim() !== '';
+    const name = (n) => `${n.tagName.toLowerCase()}#${n.id || '?'}${n.dataset.testid ? `[${n.dataset.testid}]` : ''}`;
+    const bad = [];
+    for (const c of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+      if (!c.checkVisibility()) continue;
+      if (![...(c.labels || [])].some(shown)) bad.push(name(c));
+    }
+    for (const b of document.querySelectorAll('pre, ul, [role=status], [role=alert]')) {
+      if (!b.checkVisibility() || b.parentElement.closest('li')) continue;
+      const ids = (b.getAttribute('aria-labelledby') || '').split(/\s+/).filter(Boolean);
+      if (!ids.some((id) => shown(document.getElementById(id)))) bad.push(name(b));
+    }
+    return bad;
+  });
+}
+
+/** `unlabelled` over every tab. */
+async function unlabelledAnywhere(page) {
+  const bad = [];
+  for (const name of TABS) {
+    await tab(page, name);
+    bad.push(...(await unlabelled(page)).map((b) => `${name}: ${b}`));
+  }
+  await tab(page, 'phone');
+  return bad;
+}
+
 before(async () => {
   sandbox = await startSandbox(apps);
   browser = await launchBrowser();
@@ -76,6 +115,19 @@ test('the console loads from the binary alone: no errors, nothing from elsewhere
   assert.equal(await page.locator(tid('backend-url')).inputValue(), sandbox.server);
   assert.equal(await page.locator(tid('backend-login-path')).inputValue(), '/v1/login');
   await shot(page, '01-loaded');
+  assert.deepEqual(ui.problems, []);
+});
+
+test('every input and every box has a visible label', async () => {
+  const { page } = ui;
+  assert.deepEqual(await unlabelledAnywhere(page), []);
+  // The subscribe popup's choices too.
+  await selectApp(page, apps.stable.appid);
+  await newUser(page);
+  await page.click(tid('subscribe'));
+  await page.waitForSelector(`${tid('subscribe-popup')}:not(.hidden)`);
+  assert.deepEqual(await unlabelled(page), []);
+  await page.click('#popup-cancel');
   assert.deepEqual(ui.problems, []);
 });
 
@@ -138,6 +190,7 @@ test('accept a subscribe template, send with `weapp api`, the message reaches th
     touser: openid, template_id: templateId, data: { character_string1: { value: 'E2E-43' }, thing2: { value: 'x' } },
   }), /43101/);
   await shot(page, '04-subscribe-message');
+  await shot(page, 'console');
   assert.deepEqual(ui.problems, []);
 });
 
@@ -175,9 +228,17 @@ test('a foreign token fetch plus five minutes: 40001 in Traffic, then the broker
   // no previous one) is a change too. The foreign fetch shows as the broker's token moved to
   // "previous", still working for its five minutes.
   await eventually(async () => /previous: SIMC_.*(works for|还能用)|上一个: SIMC_.*(works for|还能用)/s.test(await text(page, 'tokens-classic')), { what: 'the broker\'s token now the previous one, still working' });
+  // The page says what happened: which token was killed, and until when it works.
+  const said = await eventually(async () => {
+    const r = await text(page, 'foreign-result');
+    return /\/cgi-bin\/token/.test(r) && /Killed: the classic token SIMC_\S+ .*works until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(r) ? r : null;
+  }, { what: 'what the foreign fetch did' });
+  assert.match(said, /Stable tokens are not affected/);
   await shot(page, '06-foreign-fetch');
   await page.click(tid('advance-300'));
   await eventually(async () => /no longer works|已失效/.test(await text(page, 'tokens-classic')), { what: 'the old token retired' });
+  await eventually(async () => /Killed: the classic token SIMC_.* stopped working at/.test(await text(page, 'foreign-result')),
+    { what: 'the result saying the token is dead now' });
   // The broker still holds the retired token: the next call gets 40001, refreshes, retries.
   await tab(page, 'phone');
   await page.click(tid('get-phone'));
@@ -211,8 +272,72 @@ test('a foreign token fetch plus five minutes: 40001 in Traffic, then the broker
   assert.deepEqual(ui.problems, []);
 });
 
+test("a foreign force_refresh kills the server's stable token five minutes later; the broker recovers", async () => {
+  const { page } = ui;
+  await tab(page, 'phone');
+  await selectApp(page, apps.stable.appid);
+  await page.selectOption(tid('user-select'), { index: 0 });
+  // The server logs in and fetches the phone number with its (stable) token.
+  const earlier = await text(page, 'exchange');
+  await page.click(tid('wx-login'));
+  await eventually(async () => {
+    if ((await text(page, 'exchange')) === earlier) return false;
+    const ex = await exchange(page);
+    return ex.request.url.endsWith('/v1/login') && ex.response.status === 200;
+  }, { what: 'a login on the stable app' });
+  const loggedIn = await text(page, 'exchange');
+  await page.click(tid('get-phone'));
+  await eventually(async () => {
+    if ((await text(page, 'exchange')) === loggedIn) return false;
+    const ex = await exchange(page);
+    return ex.request.url.endsWith('/v1/me/phone') && ex.response.status === 200;
+  }, { what: 'a phone number on the stable app' });
+  await tab(page, 'tokens');
+  // The token the server holds: the simulator's current stable token.
+  const held = await eventually(async () => {
+    const v = await (await fetch(`${sandbox.sim}/_sim/apps/${apps.stable.appid}/tokens`)).json();
+    const shown = await page.locator(`${tid('tokens-stable')} .tok`).first().innerText();
+    return v.stable.current && shown === v.stable.current.access_token ? shown : null;
+  }, { what: 'the stable token shown' });
+  await page.click(tid('foreign-stable-force'));
+  const said = await eventually(async () => {
+    const r = await text(page, 'foreign-result');
+    return r.includes('/cgi-bin/stable_token') && r.includes(held) ? r : null;
+  }, { what: 'what the foreign force_refresh did' });
+  const killed = new RegExp(`Killed: the stable token ${held.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(the one your servers hold\\) works until (\\S+ \\S+) — (0?[45]m \\d\\ds) from now`);
+  const m = killed.exec(said);
+  assert.ok(m, said);
+  // Five minutes of grace, on the simulator's clock.
+  const now = new Date((await text(page, 'now')).replace(' ', 'T')).getTime();
+  const until = new Date(m[1].replace(' ', 'T')).getTime();
+  assert.ok(Math.abs(until - now - 300_000) <= 5_000, `${m[1]} is not five minutes after ${await text(page, 'now')}`);
+  assert.match(said, /Advance the clock by 5 min/);
+  assert.match(said, /Classic tokens are not affected/);
+  await eventually(async () => /previous: SIMS_.*works for/s.test(await text(page, 'tokens-stable')), { what: 'the server\'s stable token now the previous one' });
+  await shot(page, '07-foreign-stable-force');
+  await page.click(tid('advance-300'));
+  await eventually(async () => new RegExp(`stable token ${held.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} stopped working at`).test(await text(page, 'foreign-result')),
+    { what: 'the result saying the stable token is dead' });
+  assert.match(await text(page, 'tokens-stable'), /no longer works/);
+  // The server's next call with it gets 40001; the broker takes the new stable token and retries.
+  await tab(page, 'phone');
+  const before = await text(page, 'exchange');
+  await page.click(tid('get-phone'));
+  await eventually(async () => {
+    if ((await text(page, 'exchange')) === before) return false;
+    const ex = await exchange(page);
+    return ex.request.url.endsWith('/v1/me/phone') && ex.response.status === 200 && ex.response.body.phone_number;
+  }, { what: 'the phone number after the stable token died' });
+  const v = await (await fetch(`${sandbox.sim}/_sim/events?appid=${apps.stable.appid}&errcode=40001`)).json();
+  assert.ok(v.events.some((e) => (e.path || '').includes('getuserphonenumber')), 'a 40001 on the stable app');
+  assert.deepEqual(ui.problems, []);
+});
+
 test('the clock buttons move the expiry countdowns', async () => {
   const { page } = ui;
+  // The classic app: its broker holds a classic token (the stable app has none).
+  await tab(page, 'phone');
+  await selectApp(page, apps.classic.appid);
   await tab(page, 'tokens');
   const seconds = async () => {
     const t = await page.locator(`${tid('tokens-classic')} ${tid('countdown')}`).first().innerText();
@@ -235,17 +360,68 @@ test('the clock buttons move the expiry countdowns', async () => {
   await shot(page, '08-clock');
   // WeChat's clock now runs hours ahead of the server's, whose receiver refuses pushes stamped
   // outside its replay window; "now" brings the simulator back, and pushes are accepted again.
+  // Far past the server's replay window: the warning says so.
+  await eventually(async () => page.locator(tid('clock-warning')).isVisible(), { what: 'the clock warning' });
+  assert.match(await text(page, 'clock-warning'), /refused as stale[\s\S]*\dh \d\dm \d\ds ahead of real time[\s\S]*300 s, weapp-server's default/);
   await page.click(tid('resync'));
   await eventually(async () => {
     const shown = new Date((await text(page, 'now')).replace(' ', 'T')).getTime();
     return Math.abs(shown - Date.now()) < 120_000;
   }, { what: 'the clock back at the wall clock' });
+  await eventually(async () => !(await page.locator(tid('clock-warning')).isVisible()), { what: 'no warning after resync' });
   await tab(page, 'phone');
   await page.fill(tid('cs-text'), 'after resync');
   await page.click(tid('cs-send'));
   await tab(page, 'pushes');
   await eventually(async () => (await page.locator(tid('delivery')).allInnerTexts())
     .some((d) => d.includes('after resync') && d.includes('HTTP 200')), { what: 'a push accepted after resync' });
+  assert.deepEqual(ui.problems, []);
+});
+
+test("a warning shows once the clock is further from real time than the server's replay window, and not before", async () => {
+  const { page } = ui;
+  await tab(page, 'phone');
+  await selectApp(page, apps.stable.appid);
+  const offset = async () => (await (await fetch(`${sandbox.sim}/_sim/clock`)).json()).offset_secs;
+  // Within the window: +1 min leaves it hidden (checked across a few of the page's clock polls).
+  await page.click(tid('advance-60'));
+  await eventually(async () => (await offset()) >= 60, { what: 'the clock a minute ahead' });
+  await page.waitForTimeout(2_500);
+  assert.equal(await page.locator(tid('clock-warning')).isVisible(), false, 'no warning within the window');
+  // +5 min more: 6 minutes ahead, past the 300 s window.
+  await page.click(tid('advance-300'));
+  await eventually(async () => page.locator(tid('clock-warning')).isVisible(), { what: 'the warning past the window' });
+  const warning = await text(page, 'clock-warning');
+  assert.match(warning, /Pushes to your server will be refused as stale/);
+  assert.match(warning, /0?(6m 0\ds|5m 5\ds) ahead of real time/);
+  assert.match(warning, /“now”/);
+  // It is right: a push now is refused by the server.
+  await page.fill(tid('cs-text'), 'six minutes ahead');
+  await page.click(tid('cs-send'));
+  await tab(page, 'pushes');
+  const refused = await eventually(async () => (await page.locator(tid('delivery')).allInnerTexts())
+    .find((d) => d.includes('six minutes ahead')), { what: 'the stale push delivery' });
+  assert.doesNotMatch(refused, /HTTP 200/);
+  await shot(page, '09-clock-warning');
+  // In Chinese too.
+  await page.click(tid('lang'));
+  await eventually(async () => /推送将被你的服务器当作过期而拒绝/.test(await text(page, 'clock-warning')), { what: 'the warning in Chinese' });
+  assert.match(await text(page, 'clock-warning'), /快 0?(6m 0\ds|5m 5\ds)/);
+  await page.click(tid('lang'));
+  // The button in the warning resets the clock; the warning goes.
+  await page.click(tid('clock-warning-reset'));
+  await eventually(async () => !(await page.locator(tid('clock-warning')).isVisible()), { what: 'no warning after the reset' });
+  assert.ok(Math.abs(await offset()) <= 2);
+  // A backend that tells a shorter window (120 s) gets the warning sooner: at +5 min.
+  await tab(page, 'phone');
+  await page.fill(tid('backend-replay-window'), '120');
+  await page.click(tid('backend-save'));
+  await page.click(tid('advance-300'));
+  await eventually(async () => /120 s, as set for this backend/.test(await text(page, 'clock-warning')), { what: 'the warning with the backend\'s window' });
+  await page.fill(tid('backend-replay-window'), '');
+  await page.click(tid('backend-save'));
+  await page.click(tid('resync'));
+  await eventually(async () => !(await page.locator(tid('clock-warning')).isVisible()), { what: 'no warning at the end' });
   assert.deepEqual(ui.problems, []);
 });
 
@@ -320,6 +496,7 @@ test('Chinese: a toggle, and the browser language is followed', async () => {
   assert.equal(await page.getAttribute('html', 'lang'), 'zh-CN');
   await tab(page, 'phone');
   await shot(page, '10-zh');
+  assert.deepEqual(await unlabelledAnywhere(page), [], 'labels in Chinese');
   await page.click(tid('lang'));
   await eventually(async () => (await text(page, 'tab-phone')) === 'Phone', { what: 'English labels' });
   // A browser that prefers Chinese gets Chinese without touching the toggle.

@@ -16,13 +16,13 @@ const I18N = {
     name: 'name', apps: 'apps', scopes: 'scopes', addClient: 'Add a broker client',
     appsPlaceholder: 'appids, comma-separated (* for all)', keyOnce: "The client's key — shown this once, never again:",
     keyDone: 'I have stored it', or: 'or', find: 'Find', phone: 'phone', since: 'since', sessions: 'sessions',
-    load: 'Load', received: 'received', kind: 'kind', attempts: 'attempts', time: 'time', adminName: 'admin',
+    load: 'Load', received: 'received', kind: 'type', attempts: 'attempts', time: 'time', adminName: 'admin',
     action: 'action', target: 'target', from: 'from', detail: 'detail', enabled: 'enabled', disabled: 'disabled',
     enable: 'Enable', disable: 'Disable', del: 'Delete', rotate: 'New key', revoke: 'End sessions', redeliver: 'Redeliver',
     file: 'file', managed: 'managed', confirmDelete: 'Delete {x}? Every instance stops serving it.',
     created: 'created', saved: 'saved', deleted: 'deleted', revoked: 'sessions ended: {n}', queued: 'queued',
     noRows: 'nothing here', instances: 'instances', shards: 'shards here', refreshers: 'refreshers here',
-    delivered: 'delivered', pending: 'pending', dead: 'dead letter', none: '—',
+    delivered: 'delivered', pending: 'pending', dead: 'dead letter', stored: 'stored (no webhook)', none: '—',
   },
   zh: {
     admin: '管理后台', logout: '退出', loginTitle: '管理员密钥',
@@ -42,7 +42,7 @@ const I18N = {
     file: '配置文件', managed: '后台管理', confirmDelete: '删除 {x}？所有实例将停止服务它。',
     created: '已创建', saved: '已保存', deleted: '已删除', revoked: '已结束会话：{n}', queued: '已排队',
     noRows: '暂无数据', instances: '实例数', shards: '本实例分片', refreshers: '本实例刷新任务',
-    delivered: '已送达', pending: '待投递', dead: '死信', none: '—',
+    delivered: '已送达', pending: '待投递', dead: '死信', stored: '已保存（无 webhook）', none: '—',
   },
 };
 
@@ -319,19 +319,21 @@ $('#user-search').addEventListener('submit', (e) => { e.preventDefault(); guarde
 
 // ----------------------------------------------------------------------------------- events
 
+// An event as the client API shows it (GET /v1/apps/{appid}/events): `type`, `created_at` in
+// Unix seconds, `status` delivered | pending | dead | stored (no webhook: nothing to redeliver).
 function eventRow(appid, e) {
-  const state = e.status === 'delivered' ? 'ok' : e.status === 'dead' ? 'bad' : 'warn';
+  const state = e.status === 'delivered' ? 'ok' : e.status === 'dead' ? 'bad' : e.status === 'stored' ? '' : 'warn';
   const actions = el('td', { class: 'actions' });
-  if (e.status !== 'delivered') {
+  if (e.status === 'pending' || e.status === 'dead') {
     actions.append(el('button', { 'data-testid': 'event-redeliver', onclick: () => guarded(async () => {
       await api('POST', `/v1/admin/apps/${encodeURIComponent(appid)}/events/${e.id}/redeliver`);
       toast(t('queued'));
       await loadEvents();
     }) }, t('redeliver')));
   }
-  const kind = (e.payload && (e.payload.Event || e.payload.MsgType)) || e.kind;
+  const kind = (e.payload && (e.payload.Event || e.payload.MsgType)) || e.type;
   return el('tr', { 'data-testid': 'event-row' },
-    el('td', {}, e.id), el('td', {}, fmtTime(e.created_at)), el('td', {}, kind),
+    el('td', {}, e.id), el('td', { 'data-testid': 'event-time' }, fmtTime(e.created_at * 1000)), el('td', {}, kind),
     el('td', { class: state, 'data-testid': 'event-state' }, t(e.status)), el('td', {}, e.attempts),
     el('td', {}, e.last_error || ''), actions);
 }

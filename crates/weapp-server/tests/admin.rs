@@ -879,3 +879,145 @@ async fn exec_on(url: &str, statements: &[&str]) {
         }
     }
 }
+
+/// The admin API's event listing describes an event as the client API (`events:read`) does:
+/// the same object — `type` (not `kind`), `created_at` in Unix seconds, `stored` for an app
+/// without a webhook, `pending` for one waiting for its webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_events_are_described_as_the_client_api_describes_them() {
+    use weapp_server::config::PushConfig;
+    use weapp_sim::{PushFormat, PushMode, PushTarget};
+    const TOKEN: &str = "pushToken123";
+    const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    let w = world().await;
+    let mut config = w.config(&common::sqlite_url(), None, TokenMode::Stable);
+    config.admins = admins();
+    let push = |webhook_url: Option<&str>| PushConfig {
+        token: TOKEN.into(),
+        encoding_aes_key: Some(AES_KEY.into()),
+        mode: None,
+        webhook_url: webhook_url.map(str::to_owned),
+        webhook_secret: webhook_url.map(|_| "webhook-secret-0123456789".into()),
+        replay_window_secs: 300,
+    };
+    // The first app keeps its pushes for pulling; the second's webhook never answers (a
+    // closed port), so its event stays pending: retried, never dead within the test.
+    config.apps[0].push = Some(push(None));
+    config.apps[1].push = Some(push(Some("http://127.0.0.1:9/hook")));
+    config.webhook_max_attempts = 1000;
+    config.webhook_retry_base_ms = 60_000;
+    let server = weapp_server::spawn(config).await.unwrap();
+    let url = server.url().to_owned();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (appid, content) in [
+        (&w.appid, "kept for pulling"),
+        (&w.other_appid, "for a webhook"),
+    ] {
+        w.sim
+            .sim()
+            .set_push_target(
+                appid,
+                PushTarget {
+                    url: format!("{url}/v1/apps/{appid}/push"),
+                    token: TOKEN.into(),
+                    encoding_aes_key: Some(AES_KEY.into()),
+                    mode: PushMode::Safe,
+                    format: PushFormat::Json,
+                },
+            )
+            .unwrap();
+        let message =
+            json!({"FromUserName": "oUser", "MsgType": "text", "Content": content, "MsgId": 4242});
+        let d = w
+            .sim
+            .sim()
+            .push(appid, message.as_object().unwrap().clone())
+            .await
+            .unwrap();
+        assert!(d.delivered, "{d:?}");
+    }
+    let client = |appid: &str, key: &str| {
+        let (w, url, appid, key) = (&w, url.clone(), appid.to_owned(), key.to_owned());
+        async move {
+            let (s, v) = w
+                .call(
+                    "GET",
+                    format!("{url}/v1/apps/{appid}/events"),
+                    Some(&key),
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v["events"].as_array().unwrap().clone()
+        }
+    };
+    let admin = |appid: &str| {
+        let (w, url, appid) = (&w, url.clone(), appid.to_owned());
+        async move {
+            let (s, v) = w
+                .call(
+                    "GET",
+                    format!("{url}/v1/admin/apps/{appid}/events"),
+                    Some(ADMIN),
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["next_after"], Value::Null, "one page: {v}");
+            v["events"].as_array().unwrap().clone()
+        }
+    };
+
+    // Without a webhook: the very same object from both APIs.
+    let (by_client, by_admin) = (client(&w.appid, KEY).await, admin(&w.appid).await);
+    assert_eq!(by_admin.len(), 1, "{by_admin:?}");
+    assert_eq!(by_admin, by_client);
+    let e = &by_admin[0];
+    assert_eq!(e["type"], "text");
+    assert!(e.get("kind").is_none(), "{e}");
+    assert_eq!(e["appid"], w.appid.as_str());
+    assert_eq!(e["status"], "stored");
+    assert_eq!(e["delivered"], false);
+    assert_eq!(e["payload"]["Content"], "kept for pulling");
+    let at = e["created_at"].as_i64().unwrap();
+    assert!(
+        (started - 5..=started + 60).contains(&at),
+        "created_at {at} is not Unix seconds near {started}"
+    );
+
+    // With a webhook that does not answer: pending in both (attempts and the last error move
+    // on with the outbox, so they are compared for shape, not value).
+    let (by_client, by_admin) = (
+        client(&w.other_appid, common::OTHER_KEY).await,
+        admin(&w.other_appid).await,
+    );
+    assert_eq!(by_admin.len(), 1, "{by_admin:?}");
+    let (c, a) = (&by_client[0], &by_admin[0]);
+    for field in [
+        "id",
+        "appid",
+        "type",
+        "created_at",
+        "payload",
+        "delivered",
+        "status",
+    ] {
+        assert_eq!(a[field], c[field], "{field}: admin {a} client {c}");
+    }
+    assert_eq!(a["status"], "pending");
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "last_error")
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(a), keys(c));
+}

@@ -11,11 +11,11 @@ const I18N = {
     user: 'User', enterSession: 'Enter customer service', popupTitle: 'Allow these notifications?',
     ok: 'OK', cancel: 'Cancel', csPlaceholder: 'Write to customer service…', send: 'Send',
     storage: 'Storage (wx.setStorageSync)', notifications: 'Notifications', newUser: 'New user',
-    openidOptional: 'openid (optional)', withUnionid: 'with unionid', blocked: 'blocked', create: 'Create',
+    withUnionid: 'with unionid', blocked: 'blocked', create: 'Create',
     backend: 'Your backend',
     backendHelp: 'The phone sends its codes here, like wx.request; the simulator makes the request, so no CORS is needed. {{code}}, {{appid}}, {{openid}} and {{storage.KEY}} are replaced.',
-    save: 'Save', lastExchange: 'Last backend exchange', foreign: 'Fetch from another machine (a forgotten laptop)',
-    foreignHelp: "A classic /cgi-bin/token fetch with the app's secret from somewhere else: the token your servers hold keeps working for 300 s, then WeChat answers 40001.",
+    save: 'Save', lastExchange: 'Last backend exchange', foreign: 'Classic fetch from another machine (a forgotten laptop)',
+    foreignHelp: "A classic /cgi-bin/token fetch with the app's secret from somewhere else: the classic token your servers hold keeps working for 300 s, then WeChat answers 40001. A stable token is not affected.",
     allApps: 'all apps', pathContains: 'path contains', errcode: 'errcode', allKinds: 'all kinds', pause: 'pause',
     events: 'events', time: 'time', kind: 'kind', path: 'path', clickRow: 'Click a row to see its request and response.',
     pushConfig: 'Push configuration', deliveries: 'Deliveries', addFault: 'Add fault', clearFaults: 'Remove all faults',
@@ -37,6 +37,27 @@ const I18N = {
     redirectUri: 'redirect_uri', funcIds: 'permission sets (comma-separated, optional)', authorize: 'Authorize',
     redirected: 'redirected to', refreshExchanged: 'refresh token exchanged', never: 'never',
     ipWhitelist: 'IP whitelist', anyIp: 'any address', options: 'options',
+    optional: 'optional', csLabel: 'Message to customer service', method: 'Method', pathLabel: 'Path',
+    bodyTemplate: 'Body (template)', headersJson: 'Headers (JSON)', replayWindow: 'Its push replay window (s; weapp-server: 300)',
+    replayDefault: '300', kindLabel: 'Kind', detailTitle: 'Request and response',
+    addFaultTitle: 'Add a fault', faultPath: 'WeChat API path', faultStatus: 'HTTP status', faultLatency: 'Latency (ms)',
+    faultRate: 'Rate (0–1)', faultCount: 'Times', unlimited: 'unlimited', activeFaults: 'Active faults',
+    tokensTitle: "This app's tokens at WeChat", anotherMachine: 'Another machine with the AppSecret',
+    foreignStable: 'Foreign force_refresh of the stable token',
+    foreignStableHelp: 'Another machine calls /cgi-bin/stable_token with force_refresh=true (a second deployment, a colleague debugging): the stable token your servers hold keeps working for 300 s, then WeChat answers 40001. At most 20 a day; within 30 s of the last one nothing changes.',
+    resultTitle: 'What the other machine did',
+    resultIssued: '{time}: another machine called {path} and got a new {kind} token, {token}.',
+    resultSame: '{time}: another machine called {path}; WeChat answered the {kind} token in use, {token} (a forced refresh within 30 s of the last one), and retired nothing.',
+    resultRetired: 'Killed: the {kind} token {token} (the one your servers hold) works until {until} — {left} from now — then WeChat answers 40001.',
+    resultDead: 'Killed: the {kind} token {token} stopped working at {until}: WeChat answers 40001 to it.',
+    resultNone: 'No other {kind} token was in use: nothing was killed.',
+    resultAdvance: 'Advance the clock by 5 min to see it refused, and your broker recover.',
+    resultStableSafe: 'Stable tokens are not affected by a classic fetch: to kill the stable token, use "Foreign force_refresh".',
+    resultClassicSafe: 'Classic tokens are not affected.',
+    clockWarnTitle: 'Pushes to your server will be refused as stale.',
+    clockWarnText: "The simulator's clock is {offset} {dir} real time: more than the server's push replay window ({window} s{source}). weapp-server — and any receiver that checks timestamps — refuses these pushes (without telling anyone: WeChat only sees a failed delivery). Reset the clock with “now”.",
+    ahead: 'ahead of', behind: 'behind', windowDefault: ", weapp-server's default", windowBackend: ', as set for this backend',
+    resetClock: 'Reset the clock (now)',
   },
   zh: {
     resync: '回到现在', resyncHelp: '回到真实时间（实时模式）。微信时钟快于你的服务器时，推送的时间戳会超出接收端的重放窗口而被拒绝。',
@@ -45,11 +66,11 @@ const I18N = {
     user: '用户', enterSession: '进入客服会话', popupTitle: '允许发送以下消息？',
     ok: '确定', cancel: '取消', csPlaceholder: '给客服发消息…', send: '发送',
     storage: '本地存储 (wx.setStorageSync)', notifications: '通知', newUser: '新建用户',
-    openidOptional: 'openid（可选）', withUnionid: '带 unionid', blocked: '高风险用户', create: '创建',
+    withUnionid: '带 unionid', blocked: '高风险用户', create: '创建',
     backend: '你的后端',
     backendHelp: '手机像 wx.request 一样把 code 发到这里；请求由模拟器发出，无需 CORS。{{code}}、{{appid}}、{{openid}} 和 {{storage.KEY}} 会被替换。',
-    save: '保存', lastExchange: '最近一次后端请求', foreign: '在另一台机器上获取（被遗忘的笔记本）',
-    foreignHelp: '有人在别处用 AppSecret 调用了 /cgi-bin/token：你的服务器持有的令牌还能用 300 秒，之后微信返回 40001。',
+    save: '保存', lastExchange: '最近一次后端请求', foreign: '在另一台机器上获取普通令牌（被遗忘的笔记本）',
+    foreignHelp: '有人在别处用 AppSecret 调用了 /cgi-bin/token：你的服务器持有的普通令牌还能用 300 秒，之后微信返回 40001。稳定版令牌不受影响。',
     allApps: '全部小程序', pathContains: '路径包含', errcode: '错误码', allKinds: '全部类型', pause: '暂停',
     events: '条事件', time: '时间', kind: '类型', path: '路径', clickRow: '点击一行查看请求和响应。',
     pushConfig: '消息推送配置', deliveries: '推送记录', addFault: '添加故障', clearFaults: '清除全部故障',
@@ -71,12 +92,35 @@ const I18N = {
     redirectUri: '回调地址 redirect_uri', funcIds: '权限集（逗号分隔，可选）', authorize: '确认授权',
     redirected: '已跳转到', refreshExchanged: '刷新令牌已换取', never: '从未',
     ipWhitelist: 'IP 白名单', anyIp: '不限', options: '选项',
+    optional: '可选', csLabel: '发给客服的消息', method: '方法', pathLabel: '路径',
+    bodyTemplate: '请求体（模板）', headersJson: '请求头（JSON）', replayWindow: '它的推送重放窗口（秒；weapp-server 默认 300）',
+    replayDefault: '300', kindLabel: '类型', detailTitle: '请求与响应',
+    addFaultTitle: '添加故障', faultPath: '微信接口路径', faultStatus: 'HTTP 状态码', faultLatency: '延迟（毫秒）',
+    faultRate: '比例（0–1）', faultCount: '次数', unlimited: '不限', activeFaults: '生效中的故障',
+    tokensTitle: '该小程序在微信的令牌', anotherMachine: '另一台持有 AppSecret 的机器',
+    foreignStable: '在另一台机器上强制刷新稳定版令牌（force_refresh）',
+    foreignStableHelp: '另一台机器用 force_refresh=true 调用 /cgi-bin/stable_token（第二套部署、正在调试的同事）：你的服务器持有的稳定版令牌还能用 300 秒，之后微信返回 40001。每天最多 20 次；距上次强制刷新不足 30 秒时什么也不会改变。',
+    resultTitle: '另一台机器做了什么',
+    resultIssued: '{time}：另一台机器调用了 {path}，拿到新的 {kind} 令牌 {token}。',
+    resultSame: '{time}：另一台机器调用了 {path}；微信返回的是正在使用的 {kind} 令牌 {token}（距上次强制刷新不足 30 秒），没有令牌失效。',
+    resultRetired: '被废掉的：{kind} 令牌 {token}（你的服务器持有的那个）在 {until} 前仍可用——还剩 {left}——之后微信返回 40001。',
+    resultDead: '被废掉的：{kind} 令牌 {token} 已于 {until} 失效，微信对它返回 40001。',
+    resultNone: '之前没有其他在用的 {kind} 令牌：没有令牌被废掉。',
+    resultAdvance: '把时钟拨快 5 分钟，即可看到它被拒绝、中控随之恢复。',
+    resultStableSafe: '普通令牌的获取不影响稳定版令牌：要废掉稳定版令牌，请用“强制刷新稳定版令牌”。',
+    resultClassicSafe: '普通令牌不受影响。',
+    clockWarnTitle: '推送将被你的服务器当作过期而拒绝。',
+    clockWarnText: '模拟器的时钟比真实时间{dir} {offset}，超出了服务器的推送重放窗口（{window} 秒{source}）。weapp-server 以及任何校验时间戳的接收端都会拒绝这些推送（不会告诉任何人：微信只看到投递失败）。请点“回到现在”重置时钟。',
+    ahead: '快', behind: '慢', windowDefault: '，weapp-server 默认值', windowBackend: '，按该后端的设置',
+    resetClock: '重置时钟（回到现在）',
   },
 };
 
 let lang = localStorage.getItem('weapp-console-lang') ||
   ((navigator.language || 'en').toLowerCase().startsWith('zh') ? 'zh' : 'en');
 const t = (k) => (I18N[lang] && I18N[lang][k]) || I18N.en[k] || k;
+/** `t(k)` with its `{name}` placeholders filled from `vars`. */
+const tf = (k, vars) => t(k).replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs, ...children) => {
@@ -144,17 +188,48 @@ function fmtSpan(ms) {
   return (h ? `${h}h ` : '') + (h || m ? `${pad(m)}m ` : '') + `${pad(s)}s`;
 }
 
-const state = { apps: [], appid: null, openid: null, nowMs: 0, realTime: false, templates: [] };
+const state = {
+  apps: [], appid: null, openid: null, nowMs: 0, realTime: false, templates: [],
+  // Seconds the simulator's clock is from the wall clock (positive: ahead).
+  offsetSecs: 0,
+  // The current app's backend's push replay window, when its settings say (else 300 s).
+  replayWindow: null,
+  // Per app: what the last foreign fetch from the console did.
+  foreign: {},
+};
 
 // ------------------------------------------------------------------------------------- clock
+
+/** weapp-server's default push replay window (`replay_window_secs`). */
+const DEFAULT_REPLAY_WINDOW = 300;
 
 async function refreshClock() {
   const c = await api('GET', '/_sim/clock');
   state.nowMs = c.now * 1000;
   state.realTime = !!c.real_time;
+  state.offsetSecs = Number(c.offset_secs) || 0;
   $('#now').textContent = fmtTime(state.nowMs);
   $('#realtime').checked = state.realTime;
+  renderClockWarning();
   renderTokens();
+}
+
+// A receiver refuses pushes stamped further than its replay window from its own clock; the
+// simulator stamps them with its clock. Warn before they are refused, not after — when some app
+// has a push URL (without one, nothing is pushed).
+function renderClockWarning() {
+  const win = state.replayWindow == null ? DEFAULT_REPLAY_WINDOW : state.replayWindow;
+  const off = state.offsetSecs;
+  const box = $('#clock-warning');
+  if (win === 0 || Math.abs(off) <= win || !state.apps.some((a) => a.push)) {
+    box.classList.add('hidden');
+    return;
+  }
+  $('#clock-warning-text').textContent = tf('clockWarnText', {
+    offset: fmtSpan(Math.abs(off) * 1000), dir: t(off > 0 ? 'ahead' : 'behind'), window: win,
+    source: t(state.replayWindow == null ? 'windowDefault' : 'windowBackend'),
+  });
+  box.classList.remove('hidden');
 }
 
 document.querySelectorAll('[data-advance]').forEach((b) => b.addEventListener('click', async () => {
@@ -166,11 +241,13 @@ $('#realtime').addEventListener('change', async (e) => {
   await api('POST', '/_sim/clock', { real_time: e.target.checked });
   await refreshClock();
 });
-$('#resync').addEventListener('click', async () => {
+async function resync() {
   await api('POST', '/_sim/clock', { resync: true });
   await refreshClock();
   await refreshTokens();
-});
+}
+$('#resync').addEventListener('click', () => resync().catch((err) => toast(err.message, true)));
+$('#clock-warning-reset').addEventListener('click', () => resync().catch((err) => toast(err.message, true)));
 
 // -------------------------------------------------------------------------------------- apps
 
@@ -238,6 +315,9 @@ $('#user-form').addEventListener('submit', async (e) => {
 async function loadBackend() {
   if (!state.appid) return;
   const { backend } = await api('GET', `/_sim/apps/${state.appid}/backend`);
+  state.replayWindow = backend && backend.replay_window_secs != null ? backend.replay_window_secs : null;
+  renderClockWarning();
+  $('#be-replay').value = state.replayWindow == null ? '' : String(state.replayWindow);
   if (!backend) return;
   $('#be-url').value = backend.url;
   for (const a of ['login', 'phone']) {
@@ -257,7 +337,12 @@ $('#backend-form').addEventListener('submit', async (e) => {
       body: $(`#be-${a}-body`).value,
       headers: JSON.parse($(`#be-${a}-headers`).value || '{}'),
     });
-    await api('PUT', `/_sim/apps/${state.appid}/backend`, { url: $('#be-url').value.trim(), login: req('login'), phone: req('phone') });
+    const backend = { url: $('#be-url').value.trim(), login: req('login'), phone: req('phone') };
+    const replay = $('#be-replay').value.trim();
+    if (replay !== '') backend.replay_window_secs = Number(replay);
+    await api('PUT', `/_sim/apps/${state.appid}/backend`, backend);
+    state.replayWindow = replay === '' ? null : Number(replay);
+    renderClockWarning();
     toast(t('saved'));
   } catch (err) { toast(err.message, true); }
 });
@@ -486,14 +571,39 @@ function renderTokens() {
     card('classic', 'classic · /cgi-bin/token', tokenView.quota.classic),
     card('stable', 'stable · /cgi-bin/stable_token', tokenView.quota.stable)),
   el('p', { class: 'muted' }, `${t('overlap')}: ${tokenView.overlap_secs}s · stable force: ${tokenView.quota.stable_force.used} / ${tokenView.quota.stable_force.left}`));
+  renderForeignResult();
 }
 
-$('#foreign').addEventListener('click', async () => {
+// What the last foreign fetch of this app did: which token it killed and when that token stops
+// working (counting down on the simulator's clock).
+function renderForeignResult() {
+  const box = $('#foreign-result');
+  const r = state.foreign[state.appid];
+  if (!r) { box.classList.add('hidden'); return; }
+  const now = state.nowMs || r.now;
+  const kind = r.token_kind;
+  const lines = [tf(r.renewed ? 'resultIssued' : 'resultSame',
+    { time: fmtTime(r.now), path: r.path, kind, token: r.access_token })];
+  const retired = r.retired.map((x) => {
+    const vars = { kind, token: x.access_token, until: fmtTime(x.valid_until), left: fmtSpan(x.valid_until - now) };
+    return x.valid_until > now ? tf('resultRetired', vars) : tf('resultDead', vars);
+  });
+  lines.push(...(retired.length ? retired : [tf('resultNone', { kind })]));
+  if (r.retired.some((x) => x.valid_until > now)) lines.push(t('resultAdvance'));
+  lines.push(t(kind === 'classic' ? 'resultStableSafe' : 'resultClassicSafe'));
+  $('#foreign-result-text').replaceChildren(...lines.map((l, i) => el('div', { 'data-testid': `foreign-line-${i}` }, l)));
+  box.classList.remove('hidden');
+}
+
+async function foreignFetch(kind) {
   try {
-    await api('POST', `/_sim/apps/${state.appid}/foreign-token`);
+    const appid = state.appid;
+    state.foreign[appid] = await api('POST', `/_sim/apps/${appid}/foreign-token`, { kind });
     await refreshTokens();
   } catch (err) { toast(err.message, true); }
-});
+}
+$('#foreign').addEventListener('click', () => foreignFetch('classic'));
+$('#foreign-stable').addEventListener('click', () => foreignFetch('stable_force'));
 
 // ----------------------------------------------------------------------------------- traffic
 
@@ -693,6 +803,7 @@ $('#lang').addEventListener('click', () => {
   applyI18n();
   renderUsers();
   renderTokens();
+  renderClockWarning();
   renderDeliveries();
   refreshFaults().catch(() => {});
   refreshPhone().catch(() => {});

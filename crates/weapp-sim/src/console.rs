@@ -60,6 +60,12 @@ pub struct Backend {
     pub login: RequestTemplate,
     /// Sent after `getPhoneNumber` with the phone code.
     pub phone: RequestTemplate,
+    /// The push receiver's replay window (seconds), when the backend told it: the console warns
+    /// when the simulator's clock is further than this from the wall clock, because the backend
+    /// then refuses pushes as stale. Unset: weapp-server's default, 300 s; 0: the backend checks
+    /// no timestamps (no warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_window_secs: Option<u64>,
 }
 
 impl Backend {
@@ -85,7 +91,16 @@ impl Backend {
                 .collect(),
                 body: r#"{"code": "{{code}}"}"#.into(),
             },
+            replay_window_secs: None,
         }
+    }
+
+    /// The backend's push replay window, for the console's clock warning (what weapp-server's
+    /// `replay_window_secs` is set to).
+    #[must_use]
+    pub fn replay_window(mut self, secs: u64) -> Self {
+        self.replay_window_secs = Some(secs);
+        self
     }
 }
 
@@ -155,10 +170,16 @@ impl Sim {
     /// Sets where an app's backend is and what the phone sends it.
     ///
     /// # Errors
-    /// 40013 unknown app, 40097 a URL that is not http(s).
+    /// 40013 unknown app, 40097 a URL that is not http(s) or a replay window over a day.
     pub fn set_backend(&self, appid: &str, backend: Backend) -> WxResult<()> {
         if !backend.url.starts_with("http://") && !backend.url.starts_with("https://") {
             return Err(WxError::new(40097, "invalid args: url must be http(s)"));
+        }
+        if backend.replay_window_secs.is_some_and(|s| s > 86_400) {
+            return Err(WxError::new(
+                40097,
+                "invalid args: replay_window_secs must be at most 86400",
+            ));
         }
         let mut w = self.world();
         w.app_mut(appid)?;

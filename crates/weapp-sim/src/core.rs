@@ -544,6 +544,13 @@ impl Sim {
         self.now_ms() / 1000
     }
 
+    /// How far the simulator's clock is from this machine's wall clock, in seconds (positive:
+    /// ahead). A receiver on this machine refuses pushes as stale once this exceeds its replay
+    /// window (weapp-server: ±300 s by default), which the console warns about.
+    pub fn clock_offset_secs(&self) -> i64 {
+        (self.now_ms() - wall_ms()) / 1000
+    }
+
     /// Moves the clock forward; returns the new time in Unix seconds.
     pub fn advance(&self, secs: i64) -> i64 {
         let now = {
@@ -992,7 +999,7 @@ async fn clock(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
             );
         }
         let now = sim.resync_to_wall_clock();
-        return Json(json!({"now": now, "real_time": true})).into_response();
+        return clock_view(&sim, now);
     }
     if let Some(real) = req.real_time {
         sim.set_clock_mode(if real {
@@ -1001,13 +1008,22 @@ async fn clock(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {
             ClockMode::Virtual
         });
     }
-    Json(json!({"now": sim.advance(req.advance_secs), "real_time": sim.clock_mode() == ClockMode::Real}))
-        .into_response()
+    let now = sim.advance(req.advance_secs);
+    clock_view(&sim, now)
+}
+
+/// `{now, real_time, offset_secs}`: the time, the mode, and the distance from the wall clock.
+fn clock_view(sim: &Sim, now: i64) -> Response {
+    Json(json!({
+        "now": now,
+        "real_time": sim.clock_mode() == ClockMode::Real,
+        "offset_secs": sim.clock_offset_secs(),
+    }))
+    .into_response()
 }
 
 async fn clock_get(State(sim): State<Sim>) -> Response {
-    Json(json!({"now": sim.now(), "real_time": sim.clock_mode() == ClockMode::Real}))
-        .into_response()
+    clock_view(&sim, sim.now())
 }
 
 async fn faults_add(State(sim): State<Sim>, raw: axum::body::Bytes) -> Response {

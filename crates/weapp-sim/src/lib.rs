@@ -57,8 +57,8 @@ pub use openapi::CLEAR_QUOTA_MONTHLY;
 pub use push::{Attempt, Delivery, PushFormat, PushMode, PushTarget};
 pub use security::VERDICT_KEYWORDS;
 pub use tokens::{
-    TokenKind, CLASSIC_DAILY_QUOTA, STABLE_DAILY_QUOTA, STABLE_FORCE_DAILY, STABLE_FORCE_SPACING,
-    STABLE_MINUTE_QUOTA, TOKEN_OVERLAP, TOKEN_TTL,
+    ForeignFetch, TokenKind, CLASSIC_DAILY_QUOTA, STABLE_DAILY_QUOTA, STABLE_FORCE_DAILY,
+    STABLE_FORCE_SPACING, STABLE_MINUTE_QUOTA, TOKEN_OVERLAP, TOKEN_TTL,
 };
 
 /// Applies an injected fault for the request's path, if one matches; counts every WeChat call.

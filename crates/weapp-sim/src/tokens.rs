@@ -9,11 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::core::{day_of, minute_of, random_alnum, Sim, World, WxError, WxResult};
-use crate::http::{answer, from_wx, json_body, p, s, wx_error, Params};
+use crate::http::{answer, body, from_wx, json_body, p, s, try_resp, wx_error, Params};
 use crate::journal::Event;
 
 /// Lifetime of an access token (seconds).
@@ -427,6 +427,132 @@ impl Sim {
     }
 }
 
+/// What "another machine" holding the app's secret does (the console's forgotten laptop).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignFetch {
+    /// A classic `GET /cgi-bin/token`: the classic token in use keeps working for 300 s, the
+    /// one before it dies at once. Stable tokens are not touched.
+    #[default]
+    Classic,
+    /// `POST /cgi-bin/stable_token` with `force_refresh: true`: the stable token in use keeps
+    /// working for 300 s, the one before it dies at once (within 30 s of the last forced
+    /// refresh WeChat answers the current token and nothing changes). Classic tokens are not
+    /// touched.
+    StableForce,
+}
+
+impl ForeignFetch {
+    fn token_kind(self) -> TokenKind {
+        match self {
+            Self::Classic => TokenKind::Classic,
+            Self::StableForce => TokenKind::Stable,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Self::Classic => "/cgi-bin/token",
+            Self::StableForce => "/cgi-bin/stable_token",
+        }
+    }
+}
+
+impl Sim {
+    /// Fetches a token of `appid` the way another machine with its secret would, and tells
+    /// what that did: `{kind, path, token_kind, access_token (masked), expires_in, renewed,
+    /// now, retired: [{access_token (masked), token_kind, valid_until, works}]}` — `renewed`
+    /// is false when WeChat answered the token in use (a forced refresh within 30 s of the
+    /// last); `retired` lists the tokens this fetch cut short (`valid_until`, Unix ms: when
+    /// each stops working; `now` is the simulator's time, Unix ms). Journaled as
+    /// `foreign_fetch`.
+    ///
+    /// # Errors
+    /// 40013 unknown app; the token endpoint's own refusals (45009 quota).
+    pub fn foreign_fetch(&self, appid: &str, kind: ForeignFetch) -> WxResult<Value> {
+        let token_kind = kind.token_kind();
+        // The tokens of that kind in use, and until when each worked before this fetch.
+        let (secret, before) = {
+            let w = self.world();
+            let app = w
+                .apps
+                .get(appid)
+                .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+            let slot = match token_kind {
+                TokenKind::Classic => &app.tokens.classic,
+                _ => &app.tokens.stable,
+            };
+            let before: Vec<(String, Option<i64>)> = slot
+                .current
+                .iter()
+                .map(|(t, _)| t.clone())
+                .chain(slot.previous.iter().cloned())
+                .map(|t| {
+                    let until = w.tokens.tokens.get(&t).and_then(|r| r.valid_until);
+                    (t, until)
+                })
+                .collect();
+            (app.secret.clone(), before)
+        };
+        let (token, expires_in) = match kind {
+            ForeignFetch::Classic => {
+                self.classic_token(Some("client_credential"), Some(appid), Some(&secret))?
+            }
+            ForeignFetch::StableForce => {
+                self.stable_token(Some("client_credential"), Some(appid), Some(&secret), true)?
+            }
+        };
+        let (now, retired) = {
+            let w = self.world();
+            let now = self.now_in(&w);
+            let retired: Vec<Value> = before
+                .iter()
+                .filter_map(|(t, until_before)| {
+                    let rec = w.tokens.tokens.get(t)?;
+                    let until = rec.valid_until?;
+                    // Cut short by this fetch: it had no end before, or an end later than now.
+                    (until_before.is_none_or(|b| until < b)).then(|| {
+                        let stops = until.min(rec.expires_at);
+                        json!({
+                            "access_token": t,
+                            "token_kind": token_kind,
+                            "valid_until": stops,
+                            "works": now < stops,
+                        })
+                    })
+                })
+                .collect();
+            (now, retired)
+        };
+        let renewed = !before.iter().any(|(t, _)| *t == token);
+        // The journal masks the tokens itself (the same way as every other event's).
+        self.record(
+            Event::new("foreign_fetch")
+                .appid(appid)
+                .path(kind.path())
+                .detail(json!({"kind": kind, "access_token": token, "renewed": renewed, "retired": retired})),
+        );
+        let retired: Vec<Value> = retired
+            .into_iter()
+            .map(|mut r| {
+                let shown = masked(r["access_token"].as_str().unwrap_or_default());
+                r["access_token"] = Value::String(shown);
+                r
+            })
+            .collect();
+        Ok(json!({
+            "kind": kind,
+            "path": kind.path(),
+            "token_kind": token_kind,
+            "access_token": masked(&token),
+            "expires_in": expires_in,
+            "renewed": renewed,
+            "now": now,
+            "retired": retired,
+        }))
+    }
+}
+
 async fn classic_token(State(sim): State<Sim>, Query(q): Params) -> Response {
     let r = sim
         .classic_token(p(&q, "grant_type"), p(&q, "appid"), p(&q, "secret"))
@@ -461,23 +587,20 @@ async fn view(State(sim): State<Sim>, Path(appid): Path<String>) -> Response {
     }
 }
 
-/// The forgotten laptop: someone else fetches a classic token with the app's secret, which
-/// starts retiring the token everyone else holds.
-async fn foreign_fetch(State(sim): State<Sim>, Path(appid): Path<String>) -> Response {
-    let secret = sim.world().apps.get(&appid).map(|a| a.secret.clone());
-    let Some(secret) = secret else {
-        return from_wx(WxError::new(40013, "invalid appid"));
-    };
-    match sim.classic_token(Some("client_credential"), Some(&appid), Some(&secret)) {
-        Ok((token, expires_in)) => {
-            sim.record(
-                Event::new("foreign_fetch")
-                    .appid(&appid)
-                    .path("/cgi-bin/token")
-                    .detail(json!({"access_token": token})),
-            );
-            Json(json!({"access_token": masked(&token), "expires_in": expires_in})).into_response()
-        }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForeignReq {
+    #[serde(default)]
+    kind: ForeignFetch,
+}
+
+/// The forgotten laptop: someone else fetches a token with the app's secret, which starts
+/// retiring the token everyone else holds. The body (optional) picks how: `{"kind": "classic"}`
+/// (the default) or `{"kind": "stable_force"}`.
+async fn foreign_fetch(State(sim): State<Sim>, Path(appid): Path<String>, raw: Bytes) -> Response {
+    let req: ForeignReq = try_resp!(body(&raw));
+    match sim.foreign_fetch(&appid, req.kind) {
+        Ok(v) => Json(v).into_response(),
         Err(e) => from_wx(e),
     }
 }
@@ -492,7 +615,7 @@ pub(crate) fn routes() -> Router<Sim> {
         )
 }
 
-/// The `/_sim` routes of this domain: the console's token view and a foreign classic fetch.
+/// The `/_sim` routes of this domain: the console's token view and a foreign fetch.
 pub(crate) fn control() -> Router<Sim> {
     Router::new()
         .route("/_sim/apps/{appid}/tokens", get(view))

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use weapp::token::TokenKey;
 use weapp::TokenMode;
 
+use super::push::{has_webhook, EventOut};
 use super::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
 use crate::config::{AppConfig, PushConfig, Secret, WarmPolicy, SCOPES};
 use crate::error::{AppError, ErrorBody};
@@ -1302,35 +1303,18 @@ pub async fn revoke_user(
     Ok(Json(Revoked { revoked }))
 }
 
-/// A push event as shown.
-#[derive(Serialize, ToSchema)]
-pub struct EventView {
-    /// Id.
-    pub id: i64,
-    /// `text`, `subscribe_msg_popup_event`, …
-    pub kind: String,
-    /// The message (JSON).
-    pub payload: Value,
-    /// Unix ms received.
-    pub created_at: i64,
-    /// `delivered`, `pending` or `dead`.
-    pub status: String,
-    /// Delivery attempts.
-    pub attempts: u32,
-    /// The last delivery error.
-    pub last_error: Option<String>,
-}
-
 /// A page of events.
 #[derive(Serialize, ToSchema)]
 pub struct EventPage {
-    /// Oldest first.
-    pub events: Vec<EventView>,
-    /// Pass as `after` for the next page.
+    /// Oldest first; each as the client API's `GET /v1/apps/{appid}/events` shows it (`type`,
+    /// `created_at` in Unix seconds, `status` `delivered`, `pending`, `dead` or `stored`).
+    pub events: Vec<EventOut>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next_after: Option<String>,
 }
 
-/// An app's push events and their webhook deliveries.
+/// An app's push events and their webhook deliveries, described as the client API describes
+/// them (`GET /v1/apps/{appid}/events`).
 #[utoipa::path(get, path = "/v1/admin/apps/{appid}/events", tag = "admin", security(("admin_key" = [])),
     params(("appid" = String, Path, description = "the app"), PageQuery),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -1353,25 +1337,11 @@ pub async fn app_events(
         .events_after(&appid, after, limit as i64 + 1)
         .await?;
     let more = rows.len() > limit;
-    let events: Vec<EventView> = rows
+    let webhook = has_webhook(&state, &appid);
+    let events: Vec<EventOut> = rows
         .into_iter()
         .take(limit)
-        .map(|e| EventView {
-            id: e.id,
-            status: if e.delivered_at.is_some() {
-                "delivered"
-            } else if e.dead_at.is_some() {
-                "dead"
-            } else {
-                "pending"
-            }
-            .into(),
-            kind: e.kind,
-            payload: serde_json::from_str(&e.payload).unwrap_or(Value::Null),
-            created_at: e.created_at,
-            attempts: e.attempts,
-            last_error: e.last_error,
-        })
+        .map(|e| EventOut::from_record(e, webhook))
         .collect();
     Ok(Json(EventPage {
         next_after: more

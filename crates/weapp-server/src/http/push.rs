@@ -16,6 +16,7 @@ use weapp::push::{Incoming, PushError, PushQuery};
 use super::ClientIp;
 use crate::error::{AppError, ErrorBody};
 use crate::state::{now_ms, AppState, PushRuntime};
+use crate::store::EventRecord;
 
 /// An app that receives pushes: its push settings, and the app kept alive while they are used.
 struct PushApp(std::sync::Arc<crate::state::AppRuntime>);
@@ -338,6 +339,35 @@ pub struct EventOut {
     pub last_error: Option<String>,
 }
 
+impl EventOut {
+    /// The log's record as the API shows it; `has_webhook` tells `pending` from `stored`.
+    /// The admin API's event listing shows events the same way.
+    pub fn from_record(e: EventRecord, has_webhook: bool) -> Self {
+        Self {
+            status: match (&e.delivered_at, &e.dead_at) {
+                (Some(_), _) => "delivered",
+                (None, Some(_)) => "dead",
+                _ if has_webhook => "pending",
+                _ => "stored",
+            }
+            .into(),
+            id: e.id,
+            appid: e.appid,
+            kind: e.kind,
+            created_at: e.created_at / 1000,
+            payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
+            delivered: e.delivered_at.is_some(),
+            attempts: e.attempts,
+            last_error: e.last_error,
+        }
+    }
+}
+
+/// Whether `appid`'s pushes go to a webhook (else they are kept for pulling: `stored`).
+pub(crate) fn has_webhook(state: &AppState, appid: &str) -> bool {
+    push_of(state, appid).is_ok_and(|p| p.webhook_url.is_some())
+}
+
 /// A page of the event log.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsPage {
@@ -369,25 +399,10 @@ pub async fn events(
     }
     let rows = state.store.events_after(&appid, q.after, limit).await?;
     let next_after = rows.last().map_or(q.after, |e| e.id);
+    let webhook = has_webhook(&state, &appid);
     let events = rows
         .into_iter()
-        .map(|e| EventOut {
-            status: match (&e.delivered_at, &e.dead_at) {
-                (Some(_), _) => "delivered",
-                (None, Some(_)) => "dead",
-                _ if push_of(&state, &appid).is_ok_and(|p| p.webhook_url.is_some()) => "pending",
-                _ => "stored",
-            }
-            .into(),
-            id: e.id,
-            appid: e.appid,
-            kind: e.kind,
-            created_at: e.created_at / 1000,
-            payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
-            delivered: e.delivered_at.is_some(),
-            attempts: e.attempts,
-            last_error: e.last_error,
-        })
+        .map(|e| EventOut::from_record(e, webhook))
         .collect();
     Ok(Json(EventsPage { events, next_after }))
 }
