@@ -101,3 +101,30 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `weapp serve` warns about `WEAPP_*` variables nothing reads: every variable of this
+    /// command's flags must be known to it.
+    #[test]
+    fn every_environment_variable_of_the_command_is_known_to_serve() {
+        fn walk(c: &clap::Command, names: &mut Vec<String>) {
+            for arg in c.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    names.push(env.to_string_lossy().into_owned());
+                }
+            }
+            for sub in c.get_subcommands() {
+                walk(sub, names);
+            }
+        }
+        let mut names = Vec::new();
+        walk(&super::Cli::command(), &mut names);
+        assert!(names.iter().any(|n| n == "WEAPP_SECRET"), "{names:?}");
+        let unknown =
+            weapp_server::config::unknown_env_vars(names.iter().map(std::ffi::OsString::from));
+        assert!(unknown.is_empty(), "{unknown:?}");
+    }
+}

@@ -814,6 +814,9 @@ impl Default for Config {
 /// diagram. The offending line's value is never quoted, and quoted values in the message are
 /// elided: either may be a secret (a password in a URL, a data key given as a string).
 fn one_line(text: &str, e: &toml::de::Error) -> String {
+    if let Some(m) = unknown_key(text, e) {
+        return m;
+    }
     let message = redact_quoted(e.message().trim()).replace('\n', " ");
     match e.span() {
         Some(span) => {
@@ -856,6 +859,161 @@ fn redact_quoted(text: &str) -> String {
         }
     }
     out
+}
+
+/// The 1-based line of byte `offset` in `text`, and that line.
+fn line_at(text: &str, offset: usize) -> (usize, &str) {
+    let before = &text[..offset.min(text.len())];
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    (before.matches('\n').count() + 1, line)
+}
+
+/// serde's `unknown field `x`, expected one of `a`, `b`, …` rewritten as one short line:
+/// where, which key, and the known key it most resembles — instead of every key there is.
+/// `None` for any other error.
+fn unknown_key(text: &str, e: &toml::de::Error) -> Option<String> {
+    let rest = e.message().trim().strip_prefix("unknown field `")?;
+    let (name, rest) = rest.split_once('`')?;
+    // The known keys are the other backticked words (none after "there are no fields").
+    let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let suggestion = did_you_mean(name, known.iter().copied());
+    let (line, source) = match e.span() {
+        Some(span) => {
+            let (n, source) = line_at(text, span.start);
+            (format!("line {n}: "), source.trim())
+        }
+        None => (String::new(), ""),
+    };
+    if source.starts_with('[') {
+        // A table header: `[[app]]` for `[[apps]]`, `[apps.pussh]` for `[apps.push]`.
+        let header = source.split('#').next().unwrap_or(source).trim();
+        return Some(match suggestion {
+            Some(s) => match header.rfind(name) {
+                Some(i) => format!(
+                    "{line}unknown table {header} — did you mean {}{s}{}?",
+                    &header[..i],
+                    &header[i + name.len()..]
+                ),
+                None => format!("{line}unknown table {header} — did you mean \"{s}\"?"),
+            },
+            None => format!("{line}unknown table {header}"),
+        });
+    }
+    // The table the key is in: the nearest header above it (when the key starts its line,
+    // i.e. is not inside an inline table).
+    let starts_line = source.trim_start_matches('"').starts_with(name);
+    let section = e
+        .span()
+        .filter(|_| starts_line)
+        .and_then(|span| {
+            text[..span.start.min(text.len())]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+        })
+        .map(|h| {
+            let h = h.split('#').next().unwrap_or(h).trim();
+            format!(" in {h}")
+        })
+        .unwrap_or_default();
+    Some(match suggestion {
+        Some(s) => format!("{line}unknown key \"{name}\"{section} — did you mean \"{s}\"?"),
+        // A short list helps; the sixty top-level keys do not (the README has the table).
+        None if !known.is_empty() && known.len() <= 8 => format!(
+            "{line}unknown key \"{name}\"{section} (known keys: {})",
+            known.join(", ")
+        ),
+        None => format!("{line}unknown key \"{name}\"{section}"),
+    })
+}
+
+/// The Damerau–Levenshtein distance (optimal string alignment: insertions, deletions,
+/// substitutions and swaps of two neighbours each cost one).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The candidate closest to `word` — ignoring case, and `-` for `_` — if it is close enough to
+/// be a misspelling of it (a third of its length, at least one edit and at most three); the
+/// first of equally close ones.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let word = norm(word);
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, &norm(c)), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The tables written with the wrong brackets, which serde would only call "invalid type":
+/// `[apps]` where `[[apps]]` (an array of tables) is meant, and `[[apps.push]]` for
+/// `[apps.push]`.
+fn shape_hint(table: &toml::Table, text: &str) -> Option<String> {
+    // The first line defining `key` (a header `[key]`, `[key.…]`, `[[key]]`, or `key = `).
+    let line_of = |key: &str| {
+        text.lines()
+            .position(|l| {
+                let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+                let l = l.trim_start_matches('[');
+                l.strip_prefix(key)
+                    .is_some_and(|r| r.starts_with([']', '.', '=']))
+            })
+            .map_or(String::new(), |i| format!("line {}: ", i + 1))
+    };
+    for (list, one) in [
+        ("apps", "app"),
+        ("clients", "broker client"),
+        ("admins", "administrator"),
+        ("platforms", "platform"),
+    ] {
+        if matches!(table.get(list), Some(toml::Value::Table(_))) {
+            return Some(format!(
+                "{}{list} must be an array of tables: write [[{list}]] (double brackets), one block per {one}, not [{list}]",
+                line_of(list)
+            ));
+        }
+    }
+    if let Some(toml::Value::Array(apps)) = table.get("apps") {
+        if apps
+            .iter()
+            .any(|a| matches!(a.get("push"), Some(toml::Value::Array(_))))
+        {
+            return Some(format!(
+                "{}an app has one push receiver: write [apps.push] (single brackets), not [[apps.push]]",
+                line_of("apps.push")
+            ));
+        }
+    }
+    None
 }
 
 fn env(name: &str) -> Option<String> {
@@ -924,6 +1082,105 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
 /// Older names still read.
 const ENV_ALIASES: &[(&str, &str)] = &[("WEAPP_LOGIN_RATE_LIMIT", "login_rate_limit_per_minute")];
 
+/// `WEAPP_*` variables that are not settings of `weapp serve` but are read elsewhere in the
+/// project, so a shell that exports them is normal and `weapp serve` does not warn about them:
+/// the `weapp` command's own (logging, and the other subcommands' flags: `token`, `api`,
+/// `decrypt`, `sim`, `push`), the backends' (`examples/flask`, `examples/express`: what
+/// `weapp serve --sandbox` prints for them to paste), and the scripts' and tests'.
+pub const OTHER_ENV_VARS: &[&str] = &[
+    // the `weapp` command
+    "WEAPP_LOG",
+    "WEAPP_LOG_FORMAT",
+    "WEAPP_APPID",
+    "WEAPP_SECRET",
+    "WEAPP_API_BASE",
+    "WEAPP_TOKEN_STORE",
+    "WEAPP_SESSION_KEY",
+    "WEAPP_SIM_LISTEN",
+    "WEAPP_PUSH_TOKEN",
+    "WEAPP_PUSH_AES_KEY",
+    // backends, and the sandbox's block for them
+    "WEAPP_URL",
+    "WEAPP_ISSUER",
+    "WEAPP_CLIENT_KEY",
+    "WEAPP_ADMIN_KEY",
+    "WEAPP_WEBHOOK_SECRET",
+    "WEAPP_TEMPLATE_ID",
+    // scripts and tests
+    "WEAPP_BIN",
+];
+
+/// Prefixes of `WEAPP_*` variables that are not settings either: test fixtures
+/// (`WEAPP_TEST_POSTGRES_URL`, …).
+pub const OTHER_ENV_PREFIXES: &[&str] = &["WEAPP_TEST_"];
+
+/// Every environment variable a setting is read from: `WEAPP_CONFIG`, `WEAPP_<SETTING>` for
+/// every top-level setting, and the older names still read.
+pub fn setting_env_vars() -> Vec<String> {
+    std::iter::once("WEAPP_CONFIG".to_owned())
+        .chain(
+            ENV_SETTINGS
+                .iter()
+                .map(|(name, _)| format!("WEAPP_{}", name.to_ascii_uppercase())),
+        )
+        .chain(ENV_ALIASES.iter().map(|(alias, _)| (*alias).to_owned()))
+        .collect()
+}
+
+/// A `WEAPP_*` environment variable nothing reads: most likely a misspelt setting, which would
+/// otherwise be ignored without a word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownEnvVar {
+    /// Its name (never its value).
+    pub name: String,
+    /// The known variable it most resembles.
+    pub suggestion: Option<String>,
+}
+
+impl std::fmt::Display for UnknownEnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "environment variable {} is not a weapp setting and is ignored",
+            self.name
+        )?;
+        match &self.suggestion {
+            Some(s) => write!(f, " — did you mean {s}?"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The variables among `names` (e.g. `std::env::vars_os().map(|(k, _)| k)`) that start with
+/// `WEAPP_` but are neither a setting ([`setting_env_vars`]) nor read elsewhere
+/// ([`OTHER_ENV_VARS`], [`OTHER_ENV_PREFIXES`]), sorted by name.
+pub fn unknown_env_vars(names: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<UnknownEnvVar> {
+    let settings = setting_env_vars();
+    let known: Vec<&str> = settings
+        .iter()
+        .map(String::as_str)
+        .chain(OTHER_ENV_VARS.iter().copied())
+        .collect();
+    let mut unknown: Vec<UnknownEnvVar> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| n.starts_with("WEAPP_"))
+        .filter(|n| !known.contains(&n.as_str()))
+        .filter(|n| !OTHER_ENV_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .map(|name| {
+            // Compared without the common prefix, so that it does not make every name close.
+            let suggestion = did_you_mean(
+                &name["WEAPP_".len()..],
+                known.iter().map(|k| &k["WEAPP_".len()..]),
+            )
+            .map(|s| format!("WEAPP_{s}"));
+            UnknownEnvVar { name, suggestion }
+        })
+        .collect();
+    unknown.sort_by(|a, b| a.name.cmp(&b.name));
+    unknown
+}
+
 fn env_value(var: &str, raw: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
     let secret = var.contains("KEY") || var.contains("URL");
     let shown = if secret { "***" } else { raw };
@@ -966,6 +1223,9 @@ impl Config {
                 let table: toml::Table = toml::from_str(&text).map_err(|e| {
                     ConfigError(format!("{}: {}", p.display(), one_line(&text, &e)))
                 })?;
+                if let Some(hint) = shape_hint(&table, &text) {
+                    return Err(ConfigError(format!("{}: {hint}", p.display())));
+                }
                 (table, text, p.display().to_string())
             }
             None => (toml::Table::new(), String::new(), "defaults".to_owned()),
@@ -1563,6 +1823,155 @@ apps = ["wx1234567890abcdef"]
         ] {
             std::env::remove_var(v);
         }
+    }
+
+    /// The error `Config::load` gives for a file holding `text`.
+    fn load_error(text: &str) -> String {
+        let path = std::env::temp_dir().join(format!(
+            "weapp-config-{}-{}.toml",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        e
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_known_key_it_resembles() {
+        let e = load_error("listen = \"127.0.0.1:1\"\nacess_token_ttl_secs = 60\n");
+        assert!(
+            e.ends_with(
+                "line 2: unknown key \"acess_token_ttl_secs\" — did you mean \"access_token_ttl_secs\"?"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("listen"), "no list of every key: {e}");
+        for (text, wanted) in [
+            (
+                "[[apps]]\nappid = \"wx1\"\nsecert = \"s\"\n",
+                "line 3: unknown key \"secert\" in [[apps]] — did you mean \"secret\"?",
+            ),
+            (
+                "[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[apps.push]\ntoken = \"t\"\nencoding_aes_kye = \"k\"\n",
+                "line 6: unknown key \"encoding_aes_kye\" in [apps.push] — did you mean \"encoding_aes_key\"?",
+            ),
+            (
+                "[[clients]]\nname = \"billing\"\nkey = \"0123456789abcdef\"\napps = [\"*\"]\nscope = [\"token:read\"]\n",
+                "line 5: unknown key \"scope\" in [[clients]] — did you mean \"scopes\"?",
+            ),
+            (
+                "[[platforms]]\ncomponent_appid = \"wxc\"\ncomponent_secret = \"s\"\n",
+                "unknown key \"component_secret\" in [[platforms]]",
+            ),
+            (
+                "[[admins]]\nname = \"ops\"\nkey-env = \"OPS_KEY\"\n",
+                "line 3: unknown key \"key-env\" in [[admins]] — did you mean \"key_env\"?",
+            ),
+            (
+                "[[app]]\nappid = \"wx1\"\n",
+                "line 1: unknown table [[app]] — did you mean [[apps]]?",
+            ),
+            (
+                "[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\ncolour = \"red\"\n",
+                "line 4: unknown key \"colour\" in [[apps]] (known keys: appid, secret, secret_env, api_base, token_mode, push, warm, access_tokens)",
+            ),
+        ] {
+            let e = load_error(text);
+            assert!(e.contains(wanted), "{wanted}\nnot in: {e}");
+            assert!(!e.contains("expected one of"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_table_where_an_array_of_tables_is_meant_gets_a_hint() {
+        for list in ["apps", "clients", "admins", "platforms"] {
+            let e = load_error(&format!(
+                "listen = \"127.0.0.1:1\"\n\n[{list}]\nname = \"x\"\n"
+            ));
+            assert!(
+                e.contains(&format!(
+                    "line 3: {list} must be an array of tables: write [[{list}]] (double brackets)"
+                )),
+                "{e}"
+            );
+        }
+        let e =
+            load_error("[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[[apps.push]]\ntoken = \"t\"\n");
+        assert!(
+            e.contains("line 4: an app has one push receiver: write [apps.push]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_top_level_setting_has_an_environment_variable() {
+        // serde names every key it knows when it meets an unknown one: the same keys as the
+        // environment mapping, plus the four arrays of tables.
+        let e = toml::from_str::<Config>("zzz = 1").unwrap_err();
+        let message = e.message().to_owned();
+        let mut from_serde: Vec<&str> = message.split('`').skip(3).step_by(2).collect();
+        let mut ours: Vec<&str> = ENV_SETTINGS
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(["apps", "clients", "admins", "platforms"])
+            .collect();
+        from_serde.sort_unstable();
+        ours.sort_unstable();
+        assert_eq!(from_serde, ours, "{message}");
+    }
+
+    #[test]
+    fn misspellings_are_matched_by_edit_distance() {
+        assert_eq!(edit_distance("lsiten", "listen"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(did_you_mean("LISTEN", ["listen", "warm"]), Some("listen"));
+        assert_eq!(did_you_mean("colour", ["listen", "warm"]), None);
+        assert_eq!(did_you_mean("wrm", ["listen", "warm"]), Some("warm"));
+    }
+
+    #[test]
+    fn unknown_weapp_variables_are_found_and_known_ones_are_not() {
+        let names = [
+            "WEAPP_LSITEN",
+            "WEAPP_LISTEN",
+            "WEAPP_CONFIG",
+            "WEAPP_LOGIN_RATE_LIMIT",
+            "WEAPP_LOG",
+            "WEAPP_URL",
+            "WEAPP_CLIENT_KEY",
+            "WEAPP_ADMIN_KEY",
+            "WEAPP_TEST_POSTGRES_URL",
+            "WEAPP_BIN",
+            "WEAPP_DATA_KY",
+            "WEAPP_SOMETHING_ELSE_ENTIRELY",
+            "PATH",
+            "weapp_listen",
+        ]
+        .map(std::ffi::OsString::from);
+        let unknown = unknown_env_vars(names);
+        assert_eq!(
+            unknown,
+            [
+                UnknownEnvVar {
+                    name: "WEAPP_DATA_KY".into(),
+                    suggestion: Some("WEAPP_DATA_KEY".into())
+                },
+                UnknownEnvVar {
+                    name: "WEAPP_LSITEN".into(),
+                    suggestion: Some("WEAPP_LISTEN".into())
+                },
+                UnknownEnvVar {
+                    name: "WEAPP_SOMETHING_ELSE_ENTIRELY".into(),
+                    suggestion: None
+                },
+            ]
+        );
+        assert_eq!(
+            unknown[1].to_string(),
+            "environment variable WEAPP_LSITEN is not a weapp setting and is ignored — did you mean WEAPP_LISTEN?"
+        );
     }
 
     #[test]

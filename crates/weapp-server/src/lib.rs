@@ -25,6 +25,7 @@ pub mod sandbox;
 pub mod seal;
 pub mod state;
 pub mod store;
+pub mod token_probe;
 pub mod webhook;
 
 use std::future::Future;
@@ -48,7 +49,15 @@ pub async fn run(
     serve(state, listener, shutdown).await
 }
 
-async fn serve(
+/// Serves the API of a built `state` (see [`AppState::build`]) on `listener` until `shutdown`
+/// completes, then finishes in-flight requests and stops the background tasks. With [`run`],
+/// for a caller that has something to do between a successful set-up and serving — `weapp
+/// serve` prints its banner only once the configuration, the listener and the database are
+/// known to be good.
+///
+/// # Errors
+/// Listener I/O errors.
+pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -1,17 +1,95 @@
 //! Zero-setup mode: an in-process weapp-sim stands in for WeChat, the configured apps (or one
 //! demo app) are registered there, and the real service runs against it on SQLite.
+//!
+//! A sandbox remembers: what it generates for the caller — the demo app's secret, the broker
+//! client key, the admin key, the subscribe template ids, the simulator's port — is kept in its
+//! database (the `vault` module), so a restart on the same database prints and accepts the same
+//! values, and the new simulator is seeded with them.
+
+mod vault;
 
 use std::net::SocketAddr;
 
 use weapp_sim::{ClockMode, SimConfig, SimHandle};
 
-use crate::config::{AppConfig, ClientConfig, Config};
+use crate::config::{AppConfig, ClientConfig, Config, ConfigError};
+use crate::store::StoreError;
 
 /// The demo app registered when the configuration has none.
 pub const DEMO_APPID: &str = "wxdemo0000000001";
 
-/// What the sandbox set up.
-#[derive(Debug)]
+/// The public template every sandbox app gets a private subscribe template from: 订单配送通知
+/// (an order delivered), with its keywords 商品名称 (`thing1`), 送达时间 (`time2`) and 订单状态
+/// (`phrase3`).
+pub const SUBSCRIBE_TEMPLATE: (i64, &[i64]) = (1001, &[2, 3, 7]);
+
+/// Why a sandbox could not be set up. Never carries a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The simulator could not listen.
+    #[error("sandbox simulator: {0}")]
+    Simulator(#[source] std::io::Error),
+    /// The sandbox database could not be opened, migrated, read or written.
+    #[error("sandbox {0}")]
+    Database(#[from] StoreError),
+    /// The database holds real users (or was made by `weapp serve` without `--sandbox`).
+    #[error("--sandbox refuses a database that is not a sandbox one (it holds real users); use another database_url")]
+    NotSandbox,
+    /// A configured data key is malformed, or the keyring cannot be made.
+    #[error("sandbox data keys: {0}")]
+    DataKey(String),
+    /// A value an earlier start kept does not open with the data keys in force.
+    #[error("{}", unreadable(name, key_id.as_deref()))]
+    Unreadable {
+        /// What it is (`client_key`, `admin_key`, `app_secret/<appid>`).
+        name: String,
+        /// The data key that sealed it, when the value says so.
+        key_id: Option<String>,
+    },
+    /// The database file's permissions could not be restricted to its owner.
+    #[error("sandbox database file {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configured app's or platform's secret cannot be resolved.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The simulator refused what the sandbox registers.
+    #[error("sandbox simulator: {what}: {message}")]
+    Refused {
+        /// What was being registered.
+        what: String,
+        /// The simulator's answer.
+        message: String,
+    },
+}
+
+fn unreadable(name: &str, key_id: Option<&str>) -> String {
+    let sealed = key_id.map_or(String::new(), |id| format!(" (sealed with data key {id})"));
+    format!(
+        "the sandbox's {name} kept in its database does not open with the data keys in force{sealed}: configure that key again in data_keys, or use another database_url"
+    )
+}
+
+/// A subscribe message template the sandbox seeded in its simulator.
+#[derive(Debug, Clone)]
+pub struct SubscribeTemplate {
+    /// The app it belongs to.
+    pub appid: String,
+    /// Its id (`template_id` of `message/subscribe/send`), the same on every start.
+    pub template_id: String,
+    /// Its title.
+    pub title: String,
+    /// Its data keys, in order (`thing1`, `time2`, …).
+    pub keys: Vec<String>,
+}
+
+/// What the sandbox set up. `Debug` shows which values were generated, never them.
 pub struct Sandbox {
     /// The configuration to serve with (apps pointed at the simulator).
     pub config: Config,
@@ -23,6 +101,25 @@ pub struct Sandbox {
     pub demo_admin_key: Option<String>,
     /// The generated secret of the demo app, when the configuration had no apps.
     pub demo_app_secret: Option<String>,
+    /// One subscribe template per app, seeded in the simulator.
+    pub subscribe_templates: Vec<SubscribeTemplate>,
+    /// True when the generated values above come from an earlier start on this database.
+    pub remembered: bool,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("Sandbox")
+            .field("config", &self.config)
+            .field("sim", &self.sim.url())
+            .field("demo_client_key", &shown(&self.demo_client_key))
+            .field("demo_admin_key", &shown(&self.demo_admin_key))
+            .field("demo_app_secret", &shown(&self.demo_app_secret))
+            .field("subscribe_templates", &self.subscribe_templates)
+            .field("remembered", &self.remembered)
+            .finish()
+    }
 }
 
 impl Sandbox {
@@ -37,7 +134,15 @@ impl Sandbox {
         for app in &self.config.apps {
             self.sim
                 .sim()
-                .set_backend(&app.appid, weapp_sim::Backend::weapp_server(server_url))
+                .set_backend(&app.appid, {
+                    // The console warns when its clock runs past the window this server
+                    // accepts pushes in (they would be refused as stale).
+                    let backend = weapp_sim::Backend::weapp_server(server_url);
+                    match &app.push {
+                        Some(p) => backend.replay_window(p.replay_window_secs),
+                        None => backend,
+                    }
+                })
                 .map_err(|e| format!("app {}: backend: {}", app.appid, e.msg))?;
         }
         // Third-party platforms: WeChat (the simulator) pushes tickets and authorization events
@@ -96,28 +201,66 @@ impl Sandbox {
     }
 }
 
-/// Starts the simulator and rewrites `config` to use it.
+/// Starts the simulator on `listen`; without one, on the address of the last start if it is
+/// free (the console's URL and a backend's `WECHAT_API_BASE` stay valid across restarts), on a
+/// free port otherwise.
+async fn spawn_simulator(
+    vault: &vault::Vault,
+    listen: Option<SocketAddr>,
+) -> Result<SimHandle, SandboxError> {
+    let spawn = |listen: SocketAddr| {
+        weapp_sim::spawn(SimConfig {
+            listen: Some(listen),
+            apps: Vec::new(),
+            clock: ClockMode::Real,
+        })
+    };
+    if let Some(listen) = listen {
+        return spawn(listen).await.map_err(SandboxError::Simulator);
+    }
+    let last = vault.get("sim_listen").await?;
+    let reused = match last.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()) {
+        Some(addr) => spawn(addr).await.ok(),
+        None => None,
+    };
+    let sim = match reused {
+        Some(sim) => sim,
+        None => spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(SandboxError::Simulator)?,
+    };
+    vault
+        .set("sim_listen", last.as_deref(), &sim.addr().to_string())
+        .await?;
+    Ok(sim)
+}
+
+/// Opens the sandbox database, starts the simulator and rewrites `config` to use it. Values
+/// generated for the caller are those an earlier start on the same database kept, or new ones,
+/// kept for the next start.
 ///
 /// # Errors
-/// The simulator cannot listen, or an app's secret cannot be resolved.
+/// The database cannot be opened or is not a sandbox one, a kept value does not open with the
+/// data keys, the simulator cannot listen, or an app's secret cannot be resolved.
 pub async fn prepare(
     mut config: Config,
     sim_listen: Option<SocketAddr>,
-) -> Result<Sandbox, String> {
-    let sim = weapp_sim::spawn(SimConfig {
-        listen: Some(sim_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))),
-        apps: Vec::new(),
-        clock: ClockMode::Real,
-    })
-    .await
-    .map_err(|e| format!("sandbox simulator: {e}"))?;
+) -> Result<Sandbox, SandboxError> {
+    let vault = vault::Vault::open(&config).await?;
+    let sim = spawn_simulator(&vault, sim_listen).await?;
+    let mut remembered = false;
     let mut demo_app_secret = None;
     if config.apps.is_empty() {
-        let secret = hex::encode(rand::random::<[u8; 16]>());
-        demo_app_secret = Some(secret.clone());
+        // An AppSecret as WeChat makes them: 32 hex digits.
+        let kept = vault
+            .secret(&format!("app_secret/{DEMO_APPID}"), || {
+                hex::encode(rand::random::<[u8; 16]>())
+            })
+            .await?;
+        remembered |= kept.remembered;
         config.apps.push(AppConfig {
             appid: DEMO_APPID.into(),
-            secret: Some(secret.into()),
+            secret: Some(kept.value.clone().into()),
             secret_env: None,
             api_base: sim.url().to_owned(),
             token_mode: weapp::TokenMode::Stable,
@@ -125,11 +268,14 @@ pub async fn prepare(
             warm: None,
             access_tokens: true,
         });
+        demo_app_secret = Some(kept.value);
     }
+    let mut subscribe_templates = Vec::new();
     for app in &mut config.apps {
         if app.push.is_none() {
             // The simulator pushes (customer-service messages, subscribe popups) to this
-            // server in safe mode, once it listens (see `Sandbox::connect_pushes`).
+            // server in safe mode, once it listens (see `Sandbox::connect`). Both ends learn
+            // these on every start: nothing else uses them.
             let aes = {
                 use base64::Engine;
                 let b64 =
@@ -145,23 +291,50 @@ pub async fn prepare(
                 replay_window_secs: 300,
             });
         }
-        let secret = app.resolve_secret().map_err(|e| e.to_string())?;
+        let secret = app.resolve_secret()?;
         sim.sim().add_app(
             Some(app.appid.clone()),
             Some(secret.expose().to_owned()),
             true,
         );
         app.api_base = sim.url().to_owned();
+        // A template for the console's subscribe popup and for backends sending subscribe
+        // messages, under the id the first start chose (WeChat's are 43 letters and digits).
+        let kept = vault
+            .plain(&format!("subscribe_template/{}", app.appid), || {
+                use rand::distributions::{Alphanumeric, DistString};
+                Alphanumeric.sample_string(&mut rand::thread_rng(), 43)
+            })
+            .await?;
+        let (tid, kids) = SUBSCRIBE_TEMPLATE;
+        let template = sim
+            .sim()
+            .add_template_with_id(&app.appid, tid, kids, "sandbox", &kept.value)
+            .map_err(|e| SandboxError::Refused {
+                what: format!("subscribe template of {}", app.appid),
+                message: e.msg,
+            })?;
+        subscribe_templates.push(SubscribeTemplate {
+            appid: app.appid.clone(),
+            template_id: template.pri_tmpl_id,
+            title: template.title,
+            keys: template.keys,
+        });
     }
     // Sandbox data is throwaway: without a configured key, one is generated and kept in the
     // (sandbox) database, so a restart still opens what the last run sealed.
     config.sandbox = true;
     let mut demo_client_key = None;
     if config.clients.is_empty() {
-        let key = format!("wck_{}", hex::encode(rand::random::<[u8; 20]>()));
+        let kept = vault
+            .secret("client_key", || {
+                format!("wck_{}", hex::encode(rand::random::<[u8; 20]>()))
+            })
+            .await?;
+        remembered |= kept.remembered;
         config.clients.push(ClientConfig {
             name: "sandbox".into(),
-            key: Some(key.clone().into()),
+            key: Some(kept.value.clone().into()),
             key_env: None,
             key_sha256: None,
             apps: config.apps.iter().map(|a| a.appid.clone()).collect(),
@@ -172,7 +345,7 @@ pub async fn prepare(
                     .collect(),
             ),
         });
-        demo_client_key = Some(key);
+        demo_client_key = Some(kept.value);
     }
     for p in &mut config.platforms {
         p.api_base = sim.url().to_owned();
@@ -187,14 +360,19 @@ pub async fn prepare(
     )));
     let mut demo_admin_key = None;
     if config.admins.is_empty() {
-        let key = format!("wak_{}", hex::encode(rand::random::<[u8; 20]>()));
+        let kept = vault
+            .secret("admin_key", || {
+                format!("wak_{}", hex::encode(rand::random::<[u8; 20]>()))
+            })
+            .await?;
+        remembered |= kept.remembered;
         config.admins.push(crate::config::AdminConfig {
             name: "sandbox".into(),
-            key: Some(key.clone().into()),
+            key: Some(kept.value.clone().into()),
             key_env: None,
             key_sha256: None,
         });
-        demo_admin_key = Some(key);
+        demo_admin_key = Some(kept.value);
     }
     Ok(Sandbox {
         config,
@@ -202,5 +380,79 @@ pub async fn prepare(
         demo_client_key,
         demo_admin_key,
         demo_app_secret,
+        subscribe_templates,
+        remembered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_on(db: &std::path::Path) -> Config {
+        Config {
+            database_url: format!("sqlite://{}", db.display()),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_sandbox_on_the_database_is_the_same_and_debug_shows_no_secret() {
+        let db = std::env::temp_dir().join(format!(
+            "weapp-sandbox-unit-{}-{}.db",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let first = prepare(config_on(&db), None).await.unwrap();
+        assert!(!first.remembered);
+        let secrets = |s: &Sandbox| {
+            (
+                s.demo_app_secret.clone().unwrap(),
+                s.demo_client_key.clone().unwrap(),
+                s.demo_admin_key.clone().unwrap(),
+                s.subscribe_templates[0].template_id.clone(),
+            )
+        };
+        let kept = secrets(&first);
+        let shown = format!("{first:?}");
+        for secret in [&kept.0, &kept.1, &kept.2] {
+            assert!(!shown.contains(secret.as_str()), "{shown}");
+        }
+        drop(first);
+        let second = prepare(config_on(&db), None).await.unwrap();
+        assert!(second.remembered);
+        assert_eq!(secrets(&second), kept);
+        assert_eq!(
+            second.sim.sim().templates(DEMO_APPID).unwrap()[0]["priTmplId"],
+            kept.3.as_str()
+        );
+        drop(second);
+        // A configured data key besides the generated one: the ring still opens them.
+        let mut keyed = config_on(&db);
+        keyed.data_key = Some(crate::seal::DataKey::generate_base64().into());
+        let third = prepare(keyed, None).await.unwrap();
+        assert_eq!(secrets(&third), kept);
+        drop(third);
+        // The key that sealed them gone: refused, naming the value and the key, never a secret.
+        let store = crate::store::connect(&config_on(&db).database_url, &Default::default())
+            .await
+            .unwrap();
+        let old = store.meta_get("data_key").await.unwrap().unwrap();
+        let old_id = crate::seal::DataKey::from_base64(&old).unwrap().id();
+        assert!(store
+            .meta_cas(
+                "data_key",
+                Some(&old),
+                &crate::seal::DataKey::generate_base64()
+            )
+            .await
+            .unwrap());
+        let e = prepare(config_on(&db), None).await.unwrap_err().to_string();
+        assert!(e.contains("app_secret/wxdemo0000000001"), "{e}");
+        assert!(e.contains(&format!("sealed with data key {old_id}")), "{e}");
+        assert!(!e.contains(&kept.0), "{e}");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+    }
 }

@@ -285,15 +285,41 @@ impl Sim {
             })
             .collect::<WxResult<_>>()?;
         let scene = body.get("sceneDesc").and_then(Value::as_str).unwrap_or("");
+        let id = random_alnum(43);
+        self.add_template_with_id(appid, tid, &kids, scene, &id)?;
+        Ok(id)
+    }
+
+    /// What `addtemplate` does, under an id chosen by the caller instead of a random one: a
+    /// sandbox that seeds the same template on every start keeps its id, so a backend
+    /// configured with it keeps working. Returns the template.
+    ///
+    /// # Errors
+    /// 40013 unknown app, 200012 over 50 private templates, 200014, 200020, 200021 (as
+    /// `addtemplate`), 40097 for an id that is empty or already taken.
+    pub fn add_template_with_id(
+        &self,
+        appid: &str,
+        tid: i64,
+        kids: &[i64],
+        scene_desc: &str,
+        id: &str,
+    ) -> WxResult<PrivateTemplate> {
         let mut w = self.world();
         let app = w.app_mut(appid)?;
         if app.subscribe.templates.len() >= 50 {
             return Err(WxError::new(200012, "private template count reach limit"));
         }
-        let id = random_alnum(43);
-        let t = instantiate(tid, &kids, scene, id.clone()).map_err(|(c, m)| WxError::new(c, m))?;
-        app.subscribe.templates.push(t);
-        Ok(id)
+        if id.is_empty() || app.subscribe.templates.iter().any(|t| t.pri_tmpl_id == id) {
+            return Err(WxError::new(
+                40097,
+                "invalid args: template id empty or taken",
+            ));
+        }
+        let t = instantiate(tid, kids, scene_desc, id.to_owned())
+            .map_err(|(c, m)| WxError::new(c, m))?;
+        app.subscribe.templates.push(t.clone());
+        Ok(t)
     }
 
     /// `deltemplate`.

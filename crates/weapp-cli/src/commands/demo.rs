@@ -76,7 +76,9 @@ pub async fn run(_args: Args) -> CmdResult {
 
 async fn journey(config: Config) -> CmdResult {
     use reqwest::Method;
-    let sandbox = weapp_server::sandbox::prepare(config, None).await?;
+    let sandbox = weapp_server::sandbox::prepare(config, None)
+        .await
+        .map_err(|e| e.to_string())?;
     let key = sandbox
         .demo_client_key
         .clone()
