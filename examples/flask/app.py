@@ -9,14 +9,24 @@ backend never sees a WeChat secret or a session_key.
   weapp-server's broker (plain ``requests``; no WeChat SDK), reporting a rejected token once.
 
 Configuration (environment, or arguments of ``create_app``): ``WEAPP_URL``, ``WEAPP_APPID``,
-``WEAPP_ISSUER``, ``WEAPP_CLIENT_KEY``, ``WEAPP_WEBHOOK_SECRET``, ``WECHAT_API_BASE``.
+``WEAPP_ISSUER``, ``WEAPP_CLIENT_KEY``, ``WEAPP_WEBHOOK_SECRET``, ``WECHAT_API_BASE`` (against
+``weapp serve --sandbox``: the simulator URL it prints — the sandbox's tokens mean nothing to
+WeChat).
+
+An access token travels in WeChat's URLs (``?access_token=…``), so it must never reach a log or an
+answer: WeChat and broker calls catch their errors and answer 502 with a generic message, what is
+logged names the failure with ``access_token=***``, and every log record of this app and of urllib3
+passes through ``RedactingFilter``.
 """
 
 import hashlib
 import hmac
 import json
+import logging
 import os
+import re
 import time
+import traceback
 
 import jwt
 import requests
@@ -28,8 +38,46 @@ WEBHOOK_TOLERANCE_SECS = 300
 STALE_TOKEN_ERRCODES = {40001, 40014, 42001}
 
 
+# Query parameters that carry secrets in WeChat's URLs (and the broker mirror's).
+SECRET_PARAM = re.compile(r"\b(access_token|secret)=[^&#\s'\"<>)]+", re.IGNORECASE)
+
+
+def redact(text, *secrets):
+    """``text`` with every ``access_token=…``/``secret=…`` value, and each of ``secrets``, as ``***``."""
+    text = SECRET_PARAM.sub(r"\1=***", str(text))
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a log record whose message or traceback carries a secret query parameter (an
+    exception of ``requests`` names the whole URL, token included). Installed on this app's
+    logger and on urllib3's, whose debug lines name every request URL."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            record.exc_info = record.exc_text = None
+        record.msg, record.args = redact(message), ()
+        return True
+
+
+def _install_redaction(*loggers):
+    for logger in loggers:
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
 class Unauthorized(Exception):
     """A request without a valid access token."""
+
+
+class Upstream(Exception):
+    """WeChat or weapp-server failed us (unreachable, an HTTP error, not JSON). Its message is what
+    the caller sees, and holds no token or key."""
 
 
 def create_app(
@@ -52,6 +100,7 @@ def create_app(
         raise ValueError("WEAPP_APPID is required: tokens of other apps must be refused")
 
     app = Flask(__name__)
+    _install_redaction(app.logger, logging.getLogger("urllib3.connectionpool"))
     # The JWKS is cached for `jwks_cache_secs` (keep it under weapp-server's
     # signing_key_publish_ahead_secs, 600 by default: the next key is then known before it
     # signs). A token naming an unknown kid makes PyJWKClient fetch the set again, but at most
@@ -83,6 +132,10 @@ def create_app(
     def unauthorized(e):
         return jsonify(error={"code": "unauthorized", "message": str(e)}), 401
 
+    @app.errorhandler(Upstream)
+    def upstream(e):
+        return jsonify(error={"code": "upstream_unavailable", "message": str(e)}), 502
+
     @app.get("/api/profile")
     def profile():
         user = current_user()
@@ -90,6 +143,10 @@ def create_app(
 
     @app.post("/webhooks/weapp")
     def webhook():
+        if not webhook_secret:
+            # No app of this backend pushes here (WEAPP_WEBHOOK_SECRET is unset): refuse, loudly.
+            app.logger.warning("a webhook arrived but WEAPP_WEBHOOK_SECRET is not set")
+            return jsonify(error="webhooks are not configured"), 503
         body = request.get_data()
         parts = dict(
             p.strip().split("=", 1)
@@ -114,14 +171,54 @@ def create_app(
             app.config["EVENTS"].append(event)
         return "", 204
 
+    def broker(method, path, **kwargs):
+        """A call to weapp-server's broker with our client key; its failures as ``Upstream``."""
+        try:
+            r = requests.request(
+                method,
+                f"{weapp_url}/v1/apps/{appid}/{path}",
+                headers={"Authorization": f"Bearer {client_key}"},
+                timeout=10,
+                **kwargs,
+            )
+        except requests.RequestException as e:
+            app.logger.warning("weapp-server's broker (%s) unreachable: %s", path, redact(e, client_key))
+            raise Upstream("weapp-server could not be reached") from None
+        if r.status_code >= 300:
+            try:
+                code = r.json()["error"]["code"]
+            except (ValueError, KeyError, TypeError):
+                code = "?"
+            app.logger.warning("weapp-server's broker (%s) answered %s (%s)", path, r.status_code, code)
+            raise Upstream(f"weapp-server's broker answered {r.status_code}")
+        return r
+
     def broker_token():
-        r = requests.get(
-            f"{weapp_url}/v1/apps/{appid}/access_token",
-            headers={"Authorization": f"Bearer {client_key}"},
-            timeout=10,
-        )
-        r.raise_for_status()
-        return r.json()["access_token"]
+        try:
+            return broker("GET", "access_token").json()["access_token"]
+        except (ValueError, KeyError, TypeError):
+            app.logger.warning("weapp-server's broker answered no access token")
+            raise Upstream("weapp-server's broker answered no access token") from None
+
+    def wechat(path, token, body):
+        """POST ``body`` to WeChat with ``token``: its JSON answer, or ``Upstream``. The token is
+        in the URL, so no exception of ``requests`` leaves this function."""
+        try:
+            r = requests.post(
+                f"{wechat_api}{path}", params={"access_token": token}, json=body, timeout=10
+            )
+        except requests.RequestException as e:
+            app.logger.warning("WeChat %s failed: %s", path, redact(e, token))
+            raise Upstream("WeChat could not be reached") from None
+        try:
+            answer = r.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            app.logger.warning("WeChat %s answered HTTP %s, not a JSON object", path, r.status_code)
+            raise Upstream("WeChat answered no JSON object")
+        # Nothing WeChat (or a gateway on the way) says goes back with our token in it.
+        return json.loads(redact(json.dumps(answer), token))
 
     @app.post("/api/notify")
     def notify():
@@ -135,20 +232,13 @@ def create_app(
         }
         for attempt in range(2):
             token = broker_token()
-            answer = requests.post(
-                f"{wechat_api}/cgi-bin/message/subscribe/send",
-                params={"access_token": token},
-                json=message,
-                timeout=10,
-            ).json()
+            answer = wechat("/cgi-bin/message/subscribe/send", token, message)
             if answer.get("errcode") in STALE_TOKEN_ERRCODES and attempt == 0:
                 # Tell the broker (it refreshes once, fleet-wide) and try again with the new one.
-                requests.post(
-                    f"{weapp_url}/v1/apps/{appid}/access_token/invalidate",
-                    headers={"Authorization": f"Bearer {client_key}"},
-                    json={"access_token": token},
-                    timeout=10,
-                )
+                try:
+                    broker("POST", "access_token/invalidate", json={"access_token": token})
+                except Upstream:
+                    pass  # logged; the retry gets whatever the broker holds now
                 continue
             break
         status = 200 if answer.get("errcode", 0) == 0 else 502
