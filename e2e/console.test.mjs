@@ -362,7 +362,7 @@ test('the clock buttons move the expiry countdowns', async () => {
   // outside its replay window; "now" brings the simulator back, and pushes are accepted again.
   // Far past the server's replay window: the warning says so.
   await eventually(async () => page.locator(tid('clock-warning')).isVisible(), { what: 'the clock warning' });
-  assert.match(await text(page, 'clock-warning'), /refused as stale[\s\S]*\dh \d\dm \d\ds ahead of real time[\s\S]*300 s, weapp-server's default/);
+  assert.match(await text(page, 'clock-warning'), /refused as stale[\s\S]*\dh \d\dm \d\ds ahead of real time[\s\S]*300 s, as set for this backend/);
   await page.click(tid('resync'));
   await eventually(async () => {
     const shown = new Date((await text(page, 'now')).replace(' ', 'T')).getTime();

@@ -178,9 +178,10 @@ async fn twenty_naive_clients_at_once_get_one_new_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_refetches_cannot_refresh_a_live_token_nor_a_dead_one_twice() {
     let w = std::sync::Arc::new(world().await);
-    let server = weapp_server::spawn(w.config(&sqlite_url(), None, TokenMode::Classic))
-        .await
-        .unwrap();
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Classic);
+    // 300 connections from one address: this test is about the broker, not connection caps.
+    config.max_connections_per_ip = 0;
+    let server = weapp_server::spawn(config).await.unwrap();
     let base = server.url().to_owned();
     let flood = |n: usize| {
         let tasks: Vec<_> = (0..n)
@@ -403,4 +404,170 @@ async fn a_fleet_replaces_a_dead_token_once() {
     );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+const PROBE: &str = "/cgi-bin/openapi/quota/get";
+
+/// Review finding: a suspicion dropped the instance's copy and re-read a store that was down,
+/// which fetched a new token (retiring the live one) or answered -1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refetch_while_redis_is_down_keeps_the_live_token() {
+    let db = PgDatabase::create().await;
+    let mut redis = RedisServer::start();
+    let w = world().await;
+    let server = weapp_server::spawn(w.config(db.url(), Some(redis.url()), TokenMode::Classic))
+        .await
+        .unwrap();
+    let base = server.url();
+    let first = fetch(&w, base, TokenMode::Classic, &w.secret, false).await;
+    let issued = w.sim.sim().tokens_issued(&w.appid, TokenKind::Classic);
+    redis.stop();
+    for _ in 0..3 {
+        let again = fetch(&w, base, TokenMode::Classic, &w.secret, false).await;
+        assert_eq!(again["access_token"], first["access_token"], "{again}");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_eq!(
+        w.sim.sim().tokens_issued(&w.appid, TokenKind::Classic),
+        issued,
+        "a live token is not refreshed because the store is down"
+    );
+}
+
+/// Review finding: one slow probe stalled every refetch of the app past the request deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_probe_costs_a_refetch_a_few_seconds_not_the_request() {
+    let w = std::sync::Arc::new(world().await);
+    let server = weapp_server::spawn(w.config(&sqlite_url(), None, TokenMode::Stable))
+        .await
+        .unwrap();
+    let base = server.url().to_owned();
+    let first = fetch(&w, &base, TokenMode::Stable, &w.secret, false).await;
+    w.sim
+        .sim()
+        .add_fault(weapp_sim::Fault::latency(PROBE, 12_000));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let (w, base) = (w.clone(), base.clone());
+            tokio::spawn(async move { fetch(&w, &base, TokenMode::Stable, &w.secret, false).await })
+        })
+        .collect();
+    for t in tasks {
+        let v = t.await.unwrap();
+        assert_eq!(v["access_token"], first["access_token"], "{v}");
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    w.sim.sim().clear_faults();
+}
+
+/// Review findings: a single 40001 from a flaky probe replaced a live token, and a remembered
+/// "dead" verdict hid the token's real death later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_40001_from_the_probe_costs_nothing_and_a_later_death_is_still_caught() {
+    let w = world().await;
+    let server = weapp_server::spawn(w.config(&sqlite_url(), None, TokenMode::Stable))
+        .await
+        .unwrap();
+    let base = server.url();
+    let first = fetch(&w, base, TokenMode::Stable, &w.secret, false).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.sim
+        .sim()
+        .add_fault(weapp_sim::Fault::errcode(PROBE, 40001).times(1));
+    let stable_calls = w.sim.sim().calls("/cgi-bin/stable_token");
+    let again = fetch(&w, base, TokenMode::Stable, &w.secret, false).await;
+    assert_eq!(again["access_token"], first.as_str());
+    assert_eq!(
+        w.sim.sim().calls("/cgi-bin/stable_token"),
+        stable_calls,
+        "a lone 40001 is not proof"
+    );
+    kill_upstream(&w, TokenMode::Stable);
+    let (answer, fetches) = naive_call(&w, base, TokenMode::Stable, Some(first), 50).await;
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    assert_eq!(fetches, 1);
+}
+
+/// Review finding: a refetch that a load balancer sent to another instance was not
+/// recognised there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refetch_at_another_instance_is_recognised_through_redis() {
+    let db = PgDatabase::create().await;
+    let redis = RedisServer::start();
+    let w = world().await;
+    let config = w.config(db.url(), Some(redis.url()), TokenMode::Classic);
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    let b = weapp_server::spawn(config.clone()).await.unwrap();
+    let c = weapp_server::spawn(config).await.unwrap();
+    let first = fetch(&w, a.url(), TokenMode::Classic, &w.secret, false).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // B and C serve it from their own copies.
+    for s in [&b, &c] {
+        assert_eq!(
+            fetch(&w, s.url(), TokenMode::Classic, KEY, false).await["access_token"],
+            first.as_str()
+        );
+    }
+    kill_upstream(&w, TokenMode::Classic);
+    let issued = w.sim.sim().tokens_issued(&w.appid, TokenKind::Classic);
+    // The client's refetch lands on B: recognised, proven dead, replaced.
+    assert_eq!(w.call_with_token(&first).await["errcode"], 40001);
+    let fresh = fetch(&w, b.url(), TokenMode::Classic, &w.secret, false).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh, first);
+    assert_eq!(w.call_with_token(&fresh).await["errcode"], 0);
+    // C still holds the dead token in its copy: a refetch there reads the store.
+    let at_c = fetch(&w, c.url(), TokenMode::Classic, &w.secret, false).await;
+    assert_eq!(at_c["access_token"], fresh.as_str(), "{at_c}");
+    assert_eq!(
+        w.sim.sim().tokens_issued(&w.appid, TokenKind::Classic) - issued,
+        1
+    );
+}
+
+/// Review finding: an answer that is not WeChat's (a proxy's page, `{}`) read as "alive".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_answer_that_is_not_wechats_proves_nothing() {
+    let w = world().await;
+    let client = weapp::Client::builder(&w.appid, weapp::AppSecret::new(w.secret.clone()))
+        .base_url(w.sim.url())
+        .build()
+        .unwrap();
+    let token = client.access_token().await.unwrap();
+    assert_eq!(
+        client.check_token(&token).await.unwrap(),
+        weapp::TokenCheck::Alive
+    );
+    for fault in [
+        weapp_sim::Fault::body(PROBE, "{}"),
+        weapp_sim::Fault::body(PROBE, r#"{"errcode":"40001"}"#),
+        weapp_sim::Fault::http_status(PROBE, 502),
+        weapp_sim::Fault::errcode(PROBE, -1),
+        weapp_sim::Fault::errcode(PROBE, 45009),
+    ] {
+        let id = w.sim.sim().add_fault(fault.clone());
+        assert!(client.check_token(&token).await.is_err(), "{fault:?}");
+        w.sim.sim().remove_fault(id);
+    }
+    w.sim
+        .sim()
+        .add_fault(weapp_sim::Fault::errcode(PROBE, 48001).times(1));
+    assert_eq!(
+        client.check_token(&token).await.unwrap(),
+        weapp::TokenCheck::Alive,
+        "another errcode: the token was accepted"
+    );
+    let dead = weapp::AccessToken::new("not-a-token".to_owned());
+    assert!(matches!(
+        client.check_token(&dead).await.unwrap(),
+        weapp::TokenCheck::Dead(_)
+    ));
 }

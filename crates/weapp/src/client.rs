@@ -156,8 +156,9 @@ impl Client {
     ///
     /// # Errors
     /// When the answer proves nothing: a transport failure or timeout, a system error (-1),
-    /// WeChat's rate limit (45011), or an answer that is not WeChat's. Any other errcode means
-    /// WeChat accepted the token before refusing the call, and is [`TokenCheck::Alive`].
+    /// a rate or quota limit (45011, 45009), or an answer that is not WeChat's (not JSON, or
+    /// JSON without the `quota` object — [`Error::Decode`]). Any other errcode means WeChat
+    /// accepted the token before refusing the call, and is [`TokenCheck::Alive`].
     ///
     /// ```no_run
     /// # async fn run(client: weapp::Client) -> Result<(), weapp::Error> {
@@ -178,10 +179,17 @@ impl Client {
             .attempt::<RawOutput>(&call, Some(token))
             .await
         {
-            Ok(_) => Ok(TokenCheck::Alive),
+            Ok(RawOutput::Json(v)) if v.get("quota").is_some_and(|q| q.is_object()) => {
+                Ok(TokenCheck::Alive)
+            }
+            // A proxy's page, an empty object, an errcode as a string: not WeChat's answer.
+            Ok(_) => Err(Error::Decode {
+                endpoint: std::borrow::Cow::Borrowed(PATH),
+                message: "not an openapi/quota/get answer".into(),
+            }),
             Err(e) => match e.errcode() {
                 Some(code) if code.is_token_invalid() => Ok(TokenCheck::Dead(code)),
-                Some(code) if matches!(code.code(), -1 | 45011) => Err(e),
+                Some(code) if matches!(code.code(), -1 | 45009 | 45011) => Err(e),
                 Some(_) => Ok(TokenCheck::Alive),
                 None => Err(e),
             },

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa::ToSchema;
 use weapp::token::StoredToken;
 use weapp::AccessToken;
@@ -218,6 +219,12 @@ pub async fn invalidate(
         if let Some(v) = settled.probed {
             state.metrics.token_probe(&appid, v.label());
         }
+        // Nothing proven either way (WeChat slow or failing): ask again soon, not after the
+        // whole interval.
+        let wait = match settled.verdict {
+            Some(crate::token_probe::Verdict::Unknown) => wait.min(UNPROVEN_RETRY),
+            _ => wait,
+        };
         let refreshed = !settled.token.access_token.ct_eq(stale.expose());
         if settled.replaced {
             state.invalidation_done(&app, &stale).await;
@@ -234,8 +241,7 @@ pub async fn invalidate(
         if refreshed {
             return Ok(body.into_response());
         }
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Ok(([(axum::http::header::RETRY_AFTER, secs.to_string())], body).into_response());
+        return Ok(retry_after(wait, body));
     }
     weapp::TokenSource::invalidate(&app.manager, &stale).await?;
     let token = app.token().await;
@@ -244,12 +250,77 @@ pub async fn invalidate(
     let refreshed = !token.access_token.ct_eq(stale.expose());
     tracing::info!(client = %client.name, appid, outcome = "refreshed", refreshed, "token invalidation reported");
     state.metrics.invalidation(&appid, "refreshed");
-    Ok(Json(InvalidateResponse {
+    let body = Json(InvalidateResponse {
         refreshed,
         token: readable(&token),
-    })
-    .into_response())
+    });
+    if refreshed {
+        return Ok(body.into_response());
+    }
+    // WeChat handed the same (stable) token back: reports of it are throttled from now on.
+    Ok(retry_after(
+        Duration::from_secs(state.config.invalidate_min_interval_secs),
+        body,
+    ))
 }
+
+/// How soon a report whose token could be proven neither dead nor alive may be retried.
+const UNPROVEN_RETRY: Duration = Duration::from_secs(5);
+
+/// `body` with `Retry-After: <wait in whole seconds, rounded up>`.
+fn retry_after(wait: Duration, body: impl IntoResponse) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ([(axum::http::header::RETRY_AFTER, secs.to_string())], body).into_response()
+}
+
+/// Whether the mirror already handed `token` to this source: on this instance, or — with
+/// Redis — on any instance of the fleet (a load balancer may send a client's refetch to
+/// another instance). Records that the source is handed it now.
+async fn handed_before(
+    state: &AppState,
+    app: &AppRuntime,
+    ip: ClientIp,
+    token: &AccessToken,
+) -> bool {
+    let here = app.probe.swap_handed(ip.0, token);
+    let (Some(redis), Some(addr)) = (&state.redis, ip.0) else {
+        return here;
+    };
+    let key = format!(
+        "{}:handed:{}:{:x}",
+        redis.prefix(),
+        app.appid,
+        crate::net::ip_key(addr)
+    );
+    let digest = hex::encode(crate::token_probe::digest(token));
+    let mut conn = redis.connection();
+    // SET … GET: the previous value and the new one in one round trip (Redis 6.2+).
+    let previous = tokio::time::timeout(
+        HANDED_TIMEOUT,
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(&digest)
+            .arg("PX")
+            .arg(HANDED_TTL.as_millis() as u64)
+            .arg("GET")
+            .query_async::<Option<String>>(&mut conn),
+    )
+    .await;
+    match previous {
+        Ok(Ok(previous)) => here || previous.as_deref() == Some(digest.as_str()),
+        Ok(Err(e)) => {
+            tracing::debug!(appid = %app.appid, error = %e, "redis unavailable for the mirror's refetch memory; using this instance's");
+            here
+        }
+        Err(_) => here,
+    }
+}
+
+/// How long the fleet remembers which token a source was handed (a token's life).
+const HANDED_TTL: Duration = Duration::from_secs(7200);
+
+/// How long a mirror fetch waits on Redis for that memory before going on without it.
+const HANDED_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A WeChat-style error (`{errcode, errmsg}`, HTTP 200 as WeChat answers, `/cgi-bin`'s bare
 /// `" rid: "` separator) that also carries this server's error envelope, so both WeChat SDKs
@@ -334,7 +405,8 @@ async fn mirror(
         Ok(t) => t,
         Err(e) => return failed(e),
     };
-    if force_refresh || app.probe.handed_before(ip.0, &token.access_token) {
+    let refetch = handed_before(state, &app, ip, &token.access_token).await;
+    if force_refresh || refetch {
         match app.probe.settle(&app, token).await {
             Ok(settled) => {
                 if let Some(v) = settled.probed {
@@ -347,8 +419,8 @@ async fn mirror(
             }
             Err(e) => return failed(e),
         }
+        handed_before(state, &app, ip, &token.access_token).await;
     }
-    app.probe.note_handed(ip.0, &token.access_token);
     Json(json!({"access_token": token.access_token.expose(), "expires_in": (token.expires_at_ms - now_ms()) / 1000})).into_response()
 }
 

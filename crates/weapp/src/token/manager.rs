@@ -460,6 +460,24 @@ impl TokenManager {
         }
     }
 
+    /// The token the shared store holds now, read without touching this process's copy and
+    /// without refreshing anything: `None` when the store holds none, holds one this process
+    /// saw WeChat reject, or cannot be read (it is then left to its cooldown like any read).
+    /// A broker uses it to learn whether another process already replaced a token it suspects.
+    pub async fn peek_store(&self) -> Option<StoredToken> {
+        let ticket = self.store_ticket()?;
+        match self.inner.store.load(&self.inner.key).await {
+            Ok(t) => {
+                ticket.ok();
+                t.filter(|t| !self.is_rejected(&t.access_token))
+            }
+            Err(e) => {
+                ticket.failed(&e);
+                None
+            }
+        }
+    }
+
     /// The current token with its timing, refreshing first if it is due.
     ///
     /// # Errors
