@@ -11,6 +11,8 @@
 //! Embed it with [`run`] / [`spawn`], or run `weapp serve`.
 
 pub mod config;
+pub mod connections;
+pub mod egress;
 pub mod error;
 pub mod fleet;
 pub mod http;
@@ -29,7 +31,6 @@ pub mod token_probe;
 pub mod webhook;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 pub use config::Config;
 pub use state::AppState;
@@ -55,8 +56,11 @@ pub async fn run(
 /// serve` prints its banner only once the configuration, the listener and the database are
 /// known to be good.
 ///
+/// Connections are served as [`connections`] describes: header-read and idle timeouts,
+/// caps for the process and per source address, accept errors (no descriptor left) retried.
+///
 /// # Errors
-/// Listener I/O errors.
+/// None today: accept errors are logged and retried (the `Result` leaves room for more).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -68,14 +72,10 @@ pub async fn serve(
     let purger = spawn_session_purger(state.clone(), stop_rx.clone());
     let reconciler = spawn_platform_reconciler(state.clone(), stop_rx.clone());
     let outbox = webhook::spawn_outbox(state.clone(), stop_rx);
+    let settings = connections::Settings::new(&state.config, &state.trusted_proxies);
+    log_connection_settings(&settings);
     let app = http::router(state);
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| e.to_string());
+    connections::serve(listener, app, settings, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = fleet.await;
     let _ = registry.await;
@@ -83,7 +83,31 @@ pub async fn serve(
     let _ = reconciler.await;
     let _ = outbox.await;
     tracing::info!("server stopped");
-    served
+    Ok(())
+}
+
+/// Says once, at start, what the server will hold (and warns when the open-file limit made
+/// `max_connections` smaller than configured).
+fn log_connection_settings(settings: &connections::Settings) {
+    let limits = settings.limits;
+    let limit = limits
+        .descriptor_limit
+        .map_or_else(|| "unlimited".to_owned(), |l| l.to_string());
+    if limits.lowered {
+        tracing::warn!(
+            max_connections = limits.max,
+            open_file_limit = %limit,
+            "max_connections lowered to fit under the open-file limit (raise it: LimitNOFILE in systemd, ulimit -n)"
+        );
+    }
+    tracing::info!(
+        max_connections = limits.max,
+        max_connections_per_ip = limits.per_ip.unwrap_or(0),
+        open_file_limit = %limit,
+        header_read_timeout_secs = settings.header_read_timeout.as_secs(),
+        connection_idle_timeout_secs = settings.idle_timeout.as_secs(),
+        "connection limits"
+    );
 }
 
 /// Keeps the registry current: the revision every `registry_poll_ms`, everything every

@@ -43,6 +43,9 @@ const SANDBOX_DATABASE_URL: &str = "sqlite://weapp-sandbox.db";
 
 /// Serves until ctrl-c / SIGTERM.
 pub async fn run(args: Args) -> CmdResult {
+    // Before anything opens a file: the connection cap is sized from this limit. Said once
+    // serving (a failed start is one line on stderr).
+    let descriptors = weapp_server::connections::raise_descriptor_limit();
     // A misspelt setting in the environment would be ignored without a word.
     for unknown in weapp_server::config::unknown_env_vars(std::env::vars_os().map(|(k, _)| k)) {
         tracing::warn!("{unknown}");
@@ -78,6 +81,13 @@ pub async fn run(args: Args) -> CmdResult {
         s.connect(&format!("http://{addr}"))?;
     }
     print_all(&banner(&config, addr, sandbox.as_ref()));
+    match descriptors {
+        Ok((before, after)) if after > before => {
+            tracing::info!("open-file limit raised from {before} to {after} (the hard limit)");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let served = weapp_server::serve(state, listener, super::shutdown_signal()).await;
     drop(sandbox);
     served
