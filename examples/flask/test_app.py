@@ -39,6 +39,7 @@ access_token_ttl_secs = 5
 access_token_issuer = "{ISSUER}"
 signing_key_publish_ahead_secs = 4
 webhook_retry_base_ms = 100
+webhook_allow_private = ["127.0.0.1"]
 
 [[apps]]
 appid = "{APPID}"

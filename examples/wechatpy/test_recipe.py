@@ -138,6 +138,7 @@ def main():
                 f'listen = "127.0.0.1:{port}"\n'
                 f'database_url = "sqlite://{work}/{mode}.db"\n'
                 f"allow_generated_data_key = true\n"
+                f'webhook_allow_private = ["127.0.0.0/8"]\n'
                 f"[[apps]]\n"
                 f'appid = "{app["appid"]}"\n'
                 f'secret = "{app["secret"]}"\n'

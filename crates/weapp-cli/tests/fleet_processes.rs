@@ -39,7 +39,7 @@ async fn a_killed_instance_hands_its_apps_over_within_a_lease() {
         "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\nredis_url = \"{}\"\nredis_prefix = \"{}\"\n\
          data_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n\
          fleet_lease_ms = {LEASE_MS}\nwarmup_spread_secs = 2\nauth_failure_limit_per_minute = 0\n\
-         admin_rate_limit_per_minute = 0\n\n\
+         admin_rate_limit_per_minute = 0\nwebhook_allow_private = [\"127.0.0.0/8\"]\n\n\
          [[admins]]\nname = \"ops\"\nkey = \"{ADMIN}\"\n\n\
          [[clients]]\nname = \"all\"\nkey = \"{CLIENT}\"\napps = [\"*\"]\n\n",
         db.url(),

@@ -31,6 +31,7 @@ listen = "127.0.0.1:{port}"
 database_url = "sqlite://{}/crash.db"
 data_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 login_rate_limit_per_minute = 0
+webhook_allow_private = ["127.0.0.0/8"]
 
 [[apps]]
 appid = "{appid}"

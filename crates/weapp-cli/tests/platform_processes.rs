@@ -69,7 +69,8 @@ async fn kill_9_of_every_instance_and_a_flushed_redis_lose_no_ticket_and_no_refr
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\nredis_url = \"{}\"\nredis_prefix = \"{}\"\n\
          data_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n\
-         fleet_lease_ms = 2000\nauth_failure_limit_per_minute = 0\nadmin_rate_limit_per_minute = 0\n\n\
+         fleet_lease_ms = 2000\nauth_failure_limit_per_minute = 0\nadmin_rate_limit_per_minute = 0\n\
+         webhook_allow_private = [\"127.0.0.0/8\"]\n\n\
          [[admins]]\nname = \"ops\"\nkey = \"{ADMIN}\"\n\n\
          [[clients]]\nname = \"platform-backend\"\nkey = \"{CLIENT}\"\napps = [\"*\"]\n\n\
          [[platforms]]\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{TOKEN}\"\n\

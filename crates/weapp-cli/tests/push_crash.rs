@@ -54,6 +54,7 @@ async fn every_push_answered_success_survives_a_kill_9() {
 listen = "127.0.0.1:{port}"
 database_url = "{db}"
 data_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+webhook_allow_private = ["127.0.0.0/8"]
 
 [[apps]]
 appid = "{appid}"

@@ -84,6 +84,8 @@ fn main() {
         refresher_poll_ms: 100,
         auth_failure_limit_per_minute: 0,
         clock: Some(Arc::new(clock.clone())),
+        // The simulator listens on loopback.
+        webhook_allow_private: vec!["127.0.0.0/8".into()],
         ..Config::default()
     };
     let mut fleet: Vec<Instance> = (0..3).map(|_| Instance::start(config.clone())).collect();

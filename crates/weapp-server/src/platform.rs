@@ -19,14 +19,29 @@ use crate::state::{now_ms, RuntimeDeps};
 use crate::store::Store;
 
 /// A platform's settings without secrets: what the admin API shows and the database keeps in
-/// the clear.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// the clear (`Debug` shows the webhook URL without its path).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlatformSettings {
     /// WeChat's API host, or a weapp-sim URL.
     pub api_base: String,
     /// Where the platform's events and its merchants' pushes are delivered.
     #[serde(default)]
     pub webhook_url: Option<String>,
+}
+
+impl std::fmt::Debug for PlatformSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformSettings")
+            .field("api_base", &crate::config::redact_url(&self.api_base))
+            .field(
+                "webhook_url",
+                &self
+                    .webhook_url
+                    .as_deref()
+                    .map(crate::config::redact_webhook_url),
+            )
+            .finish()
+    }
 }
 
 /// A managed platform's secrets, sealed together in the database.

@@ -33,8 +33,8 @@ pub enum Source {
     Platform,
 }
 
-/// An app's push settings without secrets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An app's push settings without secrets (`Debug` shows the webhook URL without its path).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct PushSettings {
     /// `safe`, `compatible` or `plain` (default: `safe` with a key).
     #[serde(default)]
@@ -49,6 +49,22 @@ pub struct PushSettings {
 
 fn default_replay_window() -> u64 {
     300
+}
+
+impl std::fmt::Debug for PushSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushSettings")
+            .field("mode", &self.mode)
+            .field(
+                "webhook_url",
+                &self
+                    .webhook_url
+                    .as_deref()
+                    .map(crate::config::redact_webhook_url),
+            )
+            .field("replay_window_secs", &self.replay_window_secs)
+            .finish()
+    }
 }
 
 /// An app's settings without secrets: what the admin API shows and the database keeps in the

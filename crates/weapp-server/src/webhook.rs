@@ -1,8 +1,10 @@
 //! Webhook delivery of received pushes: an outbox over the event log, at least once, with
 //! exponential backoff, leases so that a fleet delivers each event from one instance at a time,
 //! and restarts that lose nothing (an unacknowledged event is simply due again). Redirects are
-//! never followed (a 3xx is a failure); after `webhook_max_attempts` an event is dead-lettered:
-//! kept, counted in `/metrics`, and redeliverable through the API.
+//! never followed (a 3xx is a failure); a URL whose host is, or now resolves to, an internal
+//! address not in `webhook_allow_private` is not connected to (a failed attempt, like an
+//! unreachable host; see `crate::egress`); after `webhook_max_attempts` an event is
+//! dead-lettered: kept, counted in `/metrics`, and redeliverable through the API.
 //!
 //! Each delivery is `POST webhook_url` with the JSON `{id, appid, type, created_at, payload}` and
 //! `Weapp-Signature: t=<unix>,v1=<hex hmac_sha256(webhook_secret, "<t>.<body>")>`.
@@ -44,7 +46,8 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64, tolerance_
     let (Some(t), Some(v1)) = (t, v1) else {
         return false;
     };
-    (now_secs - t).abs() <= tolerance_secs
+    // `abs_diff`: a timestamp far from now (i64::MIN, say) cannot overflow.
+    now_secs.abs_diff(t) <= tolerance_secs.unsigned_abs()
         && bool::from(mac(secret, t, body).as_bytes().ct_eq(v1.as_bytes()))
 }
 
@@ -114,6 +117,43 @@ async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecor
     deliver_to(state, http, event, &url, &secret).await;
 }
 
+/// Why a delivery got no answer.
+enum Refused {
+    /// The URL's host is an internal address not allowed (names are refused by the client's
+    /// resolver, inside [`Refused::Http`]).
+    Target(crate::egress::TargetError),
+    /// The request failed.
+    Http(reqwest::Error),
+}
+
+/// Signs and posts `event` to `url`, if its host may be sent to: an IP literal is checked
+/// here; a name by the client itself, against every address it resolves to at this moment, so
+/// only a checked address is connected to.
+async fn send(
+    state: &AppState,
+    http: &reqwest::Client,
+    event: &EventRecord,
+    url: &str,
+    secret: &crate::config::Secret,
+) -> Result<reqwest::Response, Refused> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| Refused::Target(crate::egress::TargetError::NotAUrl))?;
+    state
+        .egress
+        .check_literal(&parsed)
+        .map_err(Refused::Target)?;
+    let body = body(event);
+    let signature = sign(secret.expose(), now_ms() / 1000, &body);
+    http.post(parsed)
+        .header("content-type", "application/json")
+        .header("weapp-signature", signature)
+        .body(body)
+        .timeout(Duration::from_secs(state.config.webhook_timeout_secs))
+        .send()
+        .await
+        .map_err(Refused::Http)
+}
+
 /// One signed delivery of `event` to `url`, and its outcome recorded.
 async fn deliver_to(
     state: &AppState,
@@ -122,24 +162,19 @@ async fn deliver_to(
     url: &str,
     secret: &crate::config::Secret,
 ) {
-    let body = body(&event);
-    let signature = sign(secret.expose(), now_ms() / 1000, &body);
-    let result = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("weapp-signature", signature)
-        .body(body)
-        .timeout(Duration::from_secs(state.config.webhook_timeout_secs))
-        .send()
-        .await;
-    let outcome = match result {
+    let outcome = match send(state, http, &event, url, secret).await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) if r.status().is_redirection() => Err(format!(
             "HTTP {} (redirects are not followed)",
             r.status().as_u16()
         )),
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-        Err(e) => Err(e.without_url().to_string()),
+        // Refused before connecting: the same failed attempt as an unreachable host, with why.
+        Err(Refused::Target(e)) => Err(format!("not sent: {e}")),
+        Err(Refused::Http(e)) => Err(match crate::egress::refusal_in(&e) {
+            Some(target) => format!("not sent: {target}"),
+            None => e.without_url().to_string(),
+        }),
     };
     let stored = match outcome {
         Ok(()) => {
@@ -169,13 +204,12 @@ async fn deliver_to(
     }
 }
 
-/// The client deliveries go out with: no redirects (a webhook URL that redirects elsewhere is
-/// a misconfiguration or an attack, and the signature must not travel to another host).
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("a TLS backend is compiled in")
+/// The client deliveries go out with ([`crate::egress::Egress::webhook_client`]): names
+/// resolved and checked against `egress` at each connection, no redirects (a webhook URL that
+/// redirects elsewhere is a misconfiguration or an attack, and the signature must not travel to
+/// another host), no proxy from the environment.
+pub fn http_client(egress: &crate::egress::Egress) -> reqwest::Client {
+    egress.webhook_client()
 }
 
 /// Runs until `stop` flips: claims due events in batches and delivers them, waking on new
@@ -186,7 +220,7 @@ pub fn spawn_outbox(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = http_client();
+        let http = http_client(&state.egress);
         let lease_ms = (state.config.webhook_lease_secs as i64).saturating_mul(1000);
         loop {
             if *stop.borrow() {
@@ -248,6 +282,21 @@ pub fn spawn_outbox(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_far_from_now_is_refused_without_overflowing() {
+        let body = b"{}";
+        for t in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let header = format!("t={t},v1={}", mac("secret", 0, body));
+            assert!(!verify("secret", &header, body, 1_700_000_000, 300), "{t}");
+            assert!(!verify("secret", &header, body, i64::MIN, i64::MAX), "{t}");
+        }
+        let header = format!("t=-5,v1={}", mac("secret", -5, body));
+        assert!(
+            verify("secret", &header, body, 0, i64::MIN),
+            "|MIN| tolerance is huge, not negative"
+        );
+    }
 
     #[test]
     fn signatures_verify_and_expire() {

@@ -32,6 +32,8 @@ fn config(
         refresher_poll_ms: 100,
         registry_poll_ms: 200,
         clock: Some(Arc::new(clock.clone())),
+        // The simulator listens on loopback.
+        webhook_allow_private: vec!["127.0.0.0/8".into()],
         ..Config::default()
     }
 }

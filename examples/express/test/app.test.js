@@ -41,6 +41,7 @@ before(async () => {
 access_token_issuer = "${ISSUER}"
 signing_key_publish_ahead_secs = 4
 webhook_retry_base_ms = 100
+webhook_allow_private = ["127.0.0.1"]
 
 [[apps]]
 appid = "${APPID}"

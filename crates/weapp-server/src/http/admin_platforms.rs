@@ -17,11 +17,11 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::admin::{
-    audit, audit_record, check_api_base_move, double_option, invalid, limit_of, logged,
-    new_api_base, sync, Admin, PageQuery,
+    audit, audit_record, check_api_base_move, check_api_base_target, check_target, double_option,
+    host_of, invalid, limit_of, logged, new_api_base, sync, Admin, PageQuery,
 };
 use super::JsonBody;
-use crate::config::{redact_url, PlatformConfig, Secret};
+use crate::config::{redact_url, redact_webhook_url, PlatformConfig, Secret};
 use crate::error::{AppError, ErrorBody};
 use crate::platform::{platform_aad, PlatformSecrets, PlatformSettings};
 use crate::registry::Source;
@@ -82,7 +82,7 @@ pub struct UpdatePlatform {
     #[serde(default)]
     #[schema(max_length = 2048)]
     pub api_base: Option<String>,
-    /// A new webhook URL, or `null`.
+    /// A new webhook URL (another URL needs `webhook_secret` in the same request), or `null`.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, max_length = 2048)]
     pub webhook_url: Option<Option<String>>,
@@ -253,7 +253,7 @@ async fn view_of(
         enabled,
         served: served.is_some(),
         api_base: redact_url(&settings.api_base),
-        webhook_url: settings.webhook_url.as_deref().map(redact_url),
+        webhook_url: settings.webhook_url.as_deref().map(redact_webhook_url),
         has_ticket,
         merchants,
         rev: times.0,
@@ -339,6 +339,10 @@ pub async fn create_platform(
         webhook_secret: req.webhook_secret.map(Secret::new),
     };
     check(&p)?;
+    check_api_base_target(&state, &p.api_base).await?;
+    if let Some(url) = &p.webhook_url {
+        check_target(&state, "webhook_url", url).await?;
+    }
     if is_file_platform(&state, &p.component_appid) {
         return Err(AppError::Conflict(format!(
             "platform {} is defined in the configuration file",
@@ -357,7 +361,7 @@ pub async fn create_platform(
         &admin,
         "platform.create",
         &p.component_appid,
-        json!({"api_base": redact_url(&p.api_base), "webhook": p.webhook_url.is_some(), "enabled": enabled}),
+        json!({"api_base": redact_url(&p.api_base), "webhook": p.webhook_url.is_some(), "webhook_host": p.webhook_url.as_deref().map(host_of), "enabled": enabled}),
     );
     if state
         .store
@@ -456,6 +460,9 @@ pub async fn update_platform(
     let mut p = settings.config(&component_appid, &secrets);
     let mut changed = serde_json::Map::new();
     let secret_given = req.secret.is_some();
+    let api_base_given = req.api_base.is_some();
+    let webhook_secret_given = req.webhook_secret.is_some();
+    let mut webhook_moved = false;
     if let Some(s) = req.secret {
         p.secret = Some(Secret::new(s));
         changed.insert("secret".into(), json!("changed"));
@@ -474,11 +481,23 @@ pub async fn update_platform(
         p.api_base = b;
     }
     if let Some(w) = req.webhook_url {
-        // Not the URL: a webhook's path may carry a token of its own.
+        if w.is_some() && w != p.webhook_url {
+            // As an app's webhook, whose push settings are replaced whole: a webhook moves
+            // with a secret entered for it, so deliveries signed with the secret a receiver
+            // trusts never go to a host chosen with the admin key alone.
+            if !webhook_secret_given {
+                return Err(invalid(
+                    "changing webhook_url requires webhook_secret in the same request",
+                ));
+            }
+            webhook_moved = true;
+        }
+        // Not the URL: a webhook's path may carry a token of its own. Its host, though.
         changed.insert(
             "webhook_url".into(),
             json!(if w.is_some() { "changed" } else { "removed" }),
         );
+        changed.insert("webhook_host".into(), json!(w.as_deref().map(host_of)));
         p.webhook_url = w;
     }
     if let Some(s) = req.webhook_secret {
@@ -490,6 +509,12 @@ pub async fn update_platform(
         changed.insert("enabled".into(), json!(enabled));
     }
     check(&p)?;
+    if api_base_given {
+        check_api_base_target(&state, &p.api_base).await?;
+    }
+    if let Some(url) = p.webhook_url.as_deref().filter(|_| webhook_moved) {
+        check_target(&state, "webhook_url", url).await?;
+    }
     let mut record = record_of(&state, &p, enabled, now_ms());
     record.created_at = current.created_at;
     record.rev = current.rev;

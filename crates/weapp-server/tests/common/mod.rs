@@ -74,6 +74,8 @@ impl World {
             redis_prefix: weapp_test_support::unique_prefix("server"),
             data_key: Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into()),
             login_rate_limit_per_minute: 0,
+            // The simulator and the tests' webhook receivers listen on loopback.
+            webhook_allow_private: loopback(),
             apps: vec![
                 app(&self.appid, &self.secret),
                 app(&self.other_appid, &other_secret),
@@ -154,6 +156,12 @@ impl World {
         assert_eq!(s, 200, "{v}");
         (v["token"].as_str().unwrap().to_owned(), openid)
     }
+}
+
+/// What the tests' simulators and webhook receivers listen on: loopback, the only internal
+/// range their servers may call (`webhook_allow_private`).
+pub fn loopback() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1".into()]
 }
 
 /// A fresh SQLite database file in the temp directory.
