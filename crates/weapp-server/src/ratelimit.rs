@@ -1,23 +1,32 @@
 //! Fixed-window rate limits (per client IP on `POST /v1/login`, per session on
-//! `/v1/me/decrypt`, per source on failed authentications).
+//! `/v1/me/decrypt`, per user on `/v1/me/phone`, per source on failed authentications).
 //!
-//! Counters live in this process — a hash map for up to `max_keys` clients per window, plus
-//! 4,096 shared buckets that newcomers hash into once the map is full, so memory is bounded
-//! and each check is O(1) however many addresses a flood brings — or, optionally, in Redis, so
-//! a fleet shares one budget (falling back to the local counters while Redis is unreachable).
+//! Counters live in this process — one per key, for up to `max_keys` keys per window — or,
+//! optionally, in Redis (one counter per key there too), so a fleet shares one budget (falling
+//! back to the local counters while Redis is unreachable).
+//!
+//! A key is only ever charged for its own hits: no two keys share a counter. When the local
+//! memory is full, a newcomer's first hit makes room by forgetting the key that came first this
+//! window, and a check of a key that is not tracked passes — memory stays bounded and each
+//! check O(1) however many addresses a flood brings, and a full memory degrades toward
+//! admitting (credentials are still checked), never toward refusing someone for someone else's
+//! failures. The price: within a window, a source with more than `max_keys` addresses can have
+//! its older ones forgotten and so evade per-source counting — which spreading its requests
+//! over those addresses already does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Buckets shared by the keys that do not fit in the map.
-const OVERFLOW_BUCKETS: usize = 4096;
-
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Window {
     minute: u64,
     counts: HashMap<u128, u32>,
-    overflow: Vec<u32>,
+    /// The keys of `counts`, in the order they came this window: the first is the one a
+    /// newcomer replaces when the map is full.
+    order: VecDeque<u128>,
+    /// Whether a key was forgotten to make room this window (logged once per window).
+    evicted: bool,
 }
 
 impl Window {
@@ -26,28 +35,31 @@ impl Window {
             self.minute = minute;
             // Dropping the map (not clearing it) also returns the memory a flood grew it to.
             self.counts = HashMap::new();
-            self.overflow.iter_mut().for_each(|c| *c = 0);
+            self.order = VecDeque::new();
+            self.evicted = false;
         }
     }
 
-    fn bucket(key: u128) -> usize {
-        let h = (key ^ (key >> 64)) as u64;
-        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % OVERFLOW_BUCKETS
+    /// `key`'s own count; 0 when it is not tracked (never anyone else's).
+    fn peek(&self, key: u128) -> u32 {
+        self.counts.get(&key).copied().unwrap_or(0)
     }
 
-    fn peek(&self, key: u128, max_keys: usize) -> u32 {
-        match self.counts.get(&key) {
-            Some(n) => *n,
-            None if self.counts.len() < max_keys => 0,
-            None => self.overflow[Self::bucket(key)],
+    /// `key`'s counter, made room for by forgetting the earliest key when the map is full;
+    /// and whether one was forgotten.
+    fn slot(&mut self, key: u128, max_keys: usize) -> (&mut u32, bool) {
+        let mut evicted = false;
+        if !self.counts.contains_key(&key) {
+            while self.counts.len() >= max_keys {
+                let Some(oldest) = self.order.pop_front() else {
+                    break;
+                };
+                self.counts.remove(&oldest);
+                evicted = true;
+            }
+            self.order.push_back(key);
         }
-    }
-
-    fn slot(&mut self, key: u128, max_keys: usize) -> &mut u32 {
-        if self.counts.len() < max_keys || self.counts.contains_key(&key) {
-            return self.counts.entry(key).or_insert(0);
-        }
-        &mut self.overflow[Self::bucket(key)]
+        (self.counts.entry(key).or_insert(0), evicted)
     }
 }
 
@@ -103,11 +115,7 @@ impl RateLimiter {
             name,
             per_minute,
             max_keys: max_keys.max(1),
-            window: Mutex::new(Window {
-                minute: 0,
-                counts: HashMap::new(),
-                overflow: vec![0; OVERFLOW_BUCKETS],
-            }),
+            window: Mutex::new(Window::default()),
             shared: None,
         }
     }
@@ -167,17 +175,27 @@ impl RateLimiter {
                 }
             }
         }
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        w.roll(minute);
-        let n = if add == 0 {
-            // A check reads without making room for a key: passing traffic must not fill the
-            // map (and push newcomers into the shared buckets).
-            w.peek(key, self.max_keys)
-        } else {
-            let slot = w.slot(key, self.max_keys);
-            *slot = slot.saturating_add(add);
-            *slot
+        let (n, first_eviction) = {
+            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            w.roll(minute);
+            if add == 0 {
+                // A check reads without making room for a key: passing traffic must not fill
+                // the map (and push out the keys that are counting).
+                (w.peek(key), false)
+            } else {
+                let (slot, evicted) = w.slot(key, self.max_keys);
+                *slot = slot.saturating_add(add);
+                let n = *slot;
+                (n, evicted && !std::mem::replace(&mut w.evicted, true))
+            }
         };
+        if first_eviction {
+            tracing::warn!(
+                limiter = self.name,
+                max_keys = self.max_keys,
+                "rate limiter full this minute: its earliest keys are forgotten to make room (raise rate_limit_max_keys if this is no flood)"
+            );
+        }
         if over(n) {
             Err(wait)
         } else {
@@ -239,12 +257,43 @@ mod tests {
             let _ = l.hit(k).await;
         }
         assert_eq!(l.tracked_keys(), 100);
-        // Known keys keep their own counts.
-        assert!(l.hit(1).await.is_err());
+        // The latest keys keep their own counts; the earliest were forgotten to make room
+        // (counted from zero again: the memory being full never refuses anyone).
+        l.hit(99_999).await.unwrap();
+        l.hit(99_999).await.unwrap();
+        assert!(l.hit(99_999).await.is_err());
+        l.hit(1).await.unwrap();
         let off = RateLimiter::new("t", 0, 100);
         for _ in 0..100 {
             off.hit(1).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_never_charges_one_key_for_anothers_hits() {
+        let l = RateLimiter::new("t", 3, 16);
+        for k in 0..16u128 {
+            l.hit(k).await.unwrap();
+        }
+        // A key goes past its limit once the memory is full: it is still counted on its own.
+        let attacker = 1_000_000u128;
+        for _ in 0..3 {
+            l.hit(attacker).await.unwrap();
+        }
+        assert!(l.hit(attacker).await.is_err());
+        assert!(l.check(attacker).await.is_err());
+        // Every other key is checked against its own count alone, and a newcomer's first hits
+        // pass, however many newcomers come.
+        for k in 2_000_000..2_100_000u128 {
+            assert!(l.check(k).await.is_ok(), "{k} read another key's count");
+        }
+        for k in 3_000_000..3_020_000u128 {
+            assert!(
+                l.hit(k).await.is_ok(),
+                "{k} was charged for another key's hits"
+            );
+        }
+        assert_eq!(l.tracked_keys(), 16, "memory stays bounded");
     }
 
     #[tokio::test]

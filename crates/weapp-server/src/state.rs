@@ -99,7 +99,10 @@ impl std::fmt::Debug for PushRuntime {
             .field("receiver", &self.receiver)
             .field(
                 "webhook_url",
-                &self.webhook_url.as_deref().map(crate::config::redact_url),
+                &self
+                    .webhook_url
+                    .as_deref()
+                    .map(crate::config::redact_webhook_url),
             )
             .field("webhook_secret", &self.webhook_secret)
             .finish()
@@ -375,10 +378,16 @@ pub struct Inner {
     pub login_limiter: RateLimiter,
     /// Per-session limiter of `POST /v1/me/decrypt`.
     pub decrypt_limiter: RateLimiter,
+    /// Per-user limiter of `POST /v1/me/phone` (each call asks WeChat with the app's token).
+    pub phone_limiter: RateLimiter,
     /// Per-source limiter of failed authentications.
     pub auth_failures: RateLimiter,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Where webhooks and API hosts may point (`webhook_allow_private`), and the resolver
+    /// their names go through: the admin API checks new targets with it, the outbox sends
+    /// with a client that resolves through it.
+    pub egress: crate::egress::Egress,
     /// The configuration the server started with.
     pub config: Config,
     /// Wakes the outbox worker when an event is stored.
@@ -532,6 +541,11 @@ impl AppState {
     /// A message naming what could not be set up (never a secret).
     pub async fn build(config: Config) -> Result<Self, String> {
         config.validate().map_err(|e| e.to_string())?;
+        let egress = config.egress().map_err(|e| e.to_string())?;
+        config
+            .check_targets(&egress)
+            .await
+            .map_err(|e| e.to_string())?;
         let options = StoreOptions {
             pool_size: config.database_pool_size,
             acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
@@ -676,6 +690,8 @@ impl AppState {
                 max_keys,
             )
             .shared(shared_limits.clone()),
+            phone_limiter: RateLimiter::new("phone", config.phone_rate_limit_per_minute, max_keys)
+                .shared(shared_limits.clone()),
             auth_failures: RateLimiter::new(
                 "authfail",
                 config.auth_failure_limit_per_minute,
@@ -683,6 +699,7 @@ impl AppState {
             )
             .shared(shared_limits),
             trusted_proxies,
+            egress,
             config,
             outbox: tokio::sync::Notify::new(),
             readiness: tokio::sync::Mutex::new(None),

@@ -1317,3 +1317,158 @@ async fn url_verification_is_bound_to_the_timestamp_window() {
         .await;
     assert_eq!(s, 401, "a leaked verification URL does not echo for ever");
 }
+
+// ------------------------------------------------------------ second round (issue 24, 3–4)
+
+const ADMIN_KEY: &str = "ops-admin-key-0123456789abcdef";
+
+/// The overflow bucket a client had in the limiter's former design, where the sources that
+/// did not fit in its memory shared 4,096 hashed buckets: used to pick a newcomer that shared
+/// the attacker's bucket, i.e. whose check read the attacker's failures.
+fn former_bucket(ip: std::net::IpAddr) -> usize {
+    let key = weapp_server::net::ip_key(ip);
+    let h = (key ^ (key >> 64)) as u64;
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % 4096
+}
+
+/// `GET url` with `bearer`, as the client `source` behind our (loopback) proxy.
+async fn get_from(w: &World, url: &str, bearer: &str, source: std::net::IpAddr) -> u16 {
+    w.http
+        .get(url)
+        .bearer_auth(bearer)
+        .header("x-forwarded-for", source.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_failure_limiter_never_refuses_a_source_for_anothers_failures() {
+    inside_one_minute().await;
+    let w = world().await;
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    config.auth_failure_limit_per_minute = 3;
+    config.rate_limit_max_keys = 16;
+    config.trusted_proxies = vec!["127.0.0.1".into()];
+    config.admins = vec![weapp_server::config::AdminConfig {
+        name: "ops".into(),
+        key: Some(ADMIN_KEY.into()),
+        key_env: None,
+        key_sha256: None,
+    }];
+    let server = weapp_server::spawn(config).await.unwrap();
+    let token_url = format!("{}/v1/apps/{}/access_token", server.url(), w.appid);
+    let admin_url = format!("{}/v1/admin/apps", server.url());
+    // Sixteen sources fail once each: the limiter's memory is full.
+    for i in 0..16u8 {
+        let source = std::net::IpAddr::from([198, 51, 100, i]);
+        assert_eq!(get_from(&w, &token_url, "wrong-key", source).await, 401);
+    }
+    // An attacker fails past its limit: still counted on its own, and refused.
+    let attacker: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get_from(&w, &admin_url, "wrong-admin-key-0123456789", attacker).await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    assert_eq!(get_from(&w, &admin_url, ADMIN_KEY, attacker).await, 429);
+    // A new source with valid credentials — one that shared the attacker's overflow bucket in
+    // the former design — is served: its check reads no one's failures but its own.
+    let victim = (0..=u16::MAX)
+        .map(|n| std::net::IpAddr::from([100, 64, (n >> 8) as u8, n as u8]))
+        .find(|ip| former_bucket(*ip) == former_bucket(attacker))
+        .unwrap();
+    assert_eq!(get_from(&w, &admin_url, ADMIN_KEY, victim).await, 200);
+    assert_eq!(get_from(&w, &token_url, KEY, victim).await, 200);
+    let other = (0..=u16::MAX)
+        .map(|n| std::net::IpAddr::from([100, 65, (n >> 8) as u8, n as u8]))
+        .find(|ip| former_bucket(*ip) == former_bucket(attacker))
+        .unwrap();
+    assert_eq!(get_from(&w, &token_url, KEY, other).await, 200);
+    assert_eq!(get_from(&w, &admin_url, ADMIN_KEY, other).await, 200);
+}
+
+/// `POST /v1/me/phone {code}` with `bearer`: `(status, headers, body)`.
+async fn bind_phone(
+    w: &World,
+    server: &ServerHandle,
+    bearer: &str,
+    code: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    w.call_full(
+        "POST",
+        format!("{}/v1/me/phone", server.url()),
+        Some(bearer),
+        Some(json!({ "code": code }).to_string()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_numbers_are_limited_per_user_before_wechat_is_asked() {
+    inside_one_minute().await;
+    let w = world().await;
+    // The default: five a minute per user.
+    let config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    let server = weapp_server::spawn(config).await.unwrap();
+    let path = "/wxa/business/getuserphonenumber";
+    let (token, openid) = w.login(&server, Some("oPhoneUser")).await;
+    let before = w.sim.sim().calls(path);
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        let (s, h, v) = bind_phone(&w, &server, &token, &format!("garbage-{i}")).await;
+        if s == 429 {
+            assert!(h.get("retry-after").is_some(), "{v}");
+            assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+        }
+        statuses.push(s);
+    }
+    assert_eq!(w.sim.sim().calls(path) - before, 5, "{statuses:?}");
+    assert!(statuses[..5].iter().all(|s| *s == 400), "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Another user of the app is not affected: a real code binds.
+    let (other, other_openid) = w.login(&server, Some("oPhoneOther")).await;
+    let code = w
+        .sim
+        .sim()
+        .phone_code(&w.appid, &other_openid, Some("13900002222".into()))
+        .unwrap();
+    let (s, _, v) = bind_phone(&w, &server, &other, &code).await;
+    assert_eq!(
+        (s, v["phone_number"].as_str()),
+        (200, Some("13900002222")),
+        "{v}"
+    );
+    // The limit is the user's: a second session of the same user gets none, even with a real
+    // code, and WeChat is not asked.
+    let (second, _) = w.login(&server, Some("oPhoneUser")).await;
+    let code = w
+        .sim
+        .sim()
+        .phone_code(&w.appid, &openid, Some("13900003333".into()))
+        .unwrap();
+    let calls = w.sim.sim().calls(path);
+    let (s, h, _) = bind_phone(&w, &server, &second, &code).await;
+    assert_eq!(s, 429);
+    assert!(h.get("retry-after").is_some());
+    assert_eq!(w.sim.sim().calls(path), calls, "not asked");
+    // The limit is a setting.
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    config.phone_rate_limit_per_minute =
+        toml::from_str::<Config>("phone_rate_limit_per_minute = 2")
+            .unwrap()
+            .phone_rate_limit_per_minute;
+    let server = weapp_server::spawn(config).await.unwrap();
+    let (token, _) = w.login(&server, Some("oPhoneThird")).await;
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        statuses.push(
+            bind_phone(&w, &server, &token, &format!("garbage-{i}"))
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses, [400, 400, 429]);
+}

@@ -583,7 +583,14 @@ fn signed_event(c: &str, token: &str, aes: &str, xml: &str) -> (String, String) 
         .unwrap()
         .as_secs())
     .to_string();
-    let nonce = "replaynonce1";
+    // Each push its own nonce, as WeChat's: a (timestamp, nonce) seen in the window is a
+    // replay, refused before its content is looked at.
+    static PUSHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nonce = format!(
+        "nonce{}",
+        PUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let nonce = nonce.as_str();
     let sig = weapp::push::crypto::signature(&[token, &ts, nonce, &encrypt]);
     (
         format!("timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={sig}"),

@@ -391,7 +391,7 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
                     let sig = headers["weapp-signature"].to_str().unwrap().to_owned();
                     let now = chrono_free_now();
                     assert!(weapp_server::webhook::verify(
-                        "hook-secret",
+                        "platform-hook-secret-0123",
                         &sig,
                         &body,
                         now,
@@ -416,7 +416,7 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         encoding_aes_key: aes.clone().into(),
         api_base: w.sim.url().into(),
         webhook_url: Some(hook_url),
-        webhook_secret: Some("hook-secret".into()),
+        webhook_secret: Some("platform-hook-secret-0123".into()),
     }];
     let server = weapp_server::spawn(config).await.unwrap();
     let register = |event_url: String| {
@@ -542,4 +542,255 @@ fn chrono_free_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// A proxy in front of the server that keeps a copy of every request it forwards (what a proxy
+/// log or a tap holds): `(path and query, body)` — the material of a replay.
+struct Tap {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+async fn tap(target: String) -> Tap {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let kept = seen.clone();
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
+        let (kept, http, target) = (kept.clone(), http.clone(), target.clone());
+        async move {
+            let path = uri.path_and_query().unwrap().to_string();
+            kept.lock().unwrap().push((path.clone(), body.clone()));
+            let r = http
+                .post(format!("{target}{path}"))
+                .header("content-type", "text/xml")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap();
+            (status, r.text().await.unwrap())
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Tap { url, seen }
+}
+
+/// Replays a captured platform push at `base`: `(status, body)`.
+async fn replay(w: &common::World, base: &str, captured: &(String, String)) -> (u16, Value) {
+    let r = w
+        .http
+        .post(format!("{base}{}", captured.0))
+        .header("content-type", "text/xml")
+        .body(captured.1.clone())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Captured ticket and `authorized` pushes replayed at the event URL — at the instance that
+/// took them and, in a fleet, at another — are refused as app pushes' replays are (401), and
+/// make no call upstream: no `api_query_auth`, no `api_authorizer_token`, the merchant's token
+/// unchanged.
+async fn captured_platform_events_replayed_are_refused(
+    database_url: &str,
+    redis_url: Option<String>,
+) {
+    let w = world().await;
+    let component_appid = "wxplatform0000003";
+    let (secret, token) = ("platform-secret-3", "platformtoken3");
+    let aes = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
+    let aes = aes.trim_end_matches('=').to_owned();
+    let fleet = redis_url.is_some();
+    let mut config = w.config(database_url, redis_url, TokenMode::Stable);
+    config.platforms = vec![PlatformConfig {
+        component_appid: component_appid.into(),
+        secret: Some(secret.into()),
+        secret_env: None,
+        token: token.into(),
+        encoding_aes_key: aes.clone().into(),
+        api_base: w.sim.url().into(),
+        webhook_url: None,
+        webhook_secret: None,
+    }];
+    config.clients.push(ClientConfig {
+        name: "platform-backend".into(),
+        key: Some(BACKEND_KEY.into()),
+        key_env: None,
+        key_sha256: None,
+        apps: vec!["*".into()],
+        scopes: Some(vec!["token:read".into()]),
+    });
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    // Another instance of the fleet shares the database and Redis; alone, A replays at A.
+    let b = if fleet {
+        Some(weapp_server::spawn(config).await.unwrap())
+    } else {
+        None
+    };
+    let targets: Vec<String> = [Some(a.url().to_owned()), b.as_ref().map(|b| b.url().into())]
+        .into_iter()
+        .flatten()
+        .collect();
+    // WeChat pushes to A through a proxy that keeps a copy of every request.
+    let tap = tap(a.url().to_owned()).await;
+    w.http
+        .post(format!("{}/_sim/platforms", w.sim.url()))
+        .json(&json!({"component_appid": component_appid, "secret": secret, "token": token,
+            "encoding_aes_key": aes, "event_url": format!("{}/v1/platforms/{component_appid}/events", tap.url)}))
+        .send()
+        .await
+        .unwrap();
+    let store = a.state().store.clone();
+    until("the ticket stored", || {
+        let store = store.clone();
+        async move {
+            store
+                .platform_ticket(component_appid)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+    let platform = a.state().platform(component_appid).unwrap();
+    let pre = platform.component.pre_auth_code().await.unwrap();
+    let (merchant, _) = w.sim.sim().add_app(None, None, false);
+    let v: Value = w
+        .http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/authorize",
+            w.sim.url()
+        ))
+        .json(&json!({"pre_auth_code": pre.pre_auth_code, "authorizer_appid": merchant, "redirect_uri": "https://x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["push"]["attempts"][0]["body"], "success", "{v}");
+    let authorized = tap.seen.lock().unwrap().last().unwrap().clone();
+    assert!(authorized.0.contains("msg_signature="), "{authorized:?}");
+    let broker = |base: String| {
+        let http = w.http.clone();
+        let merchant = merchant.clone();
+        async move {
+            let r = http
+                .get(format!("{base}/v1/apps/{merchant}/access_token"))
+                .bearer_auth(BACKEND_KEY)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, before) = broker(a.url().to_owned()).await;
+    assert_eq!(s, 200, "{before}");
+    let query_auth = "/cgi-bin/component/api_query_auth";
+    let authorizer_token = "/cgi-bin/component/api_authorizer_token";
+    let calls = |path: &str| w.sim.sim().calls(path);
+    let (queried, refreshed) = (calls(query_auth), calls(authorizer_token));
+    // Replayed three times, at each instance.
+    let mut answers = Vec::new();
+    for base in &targets {
+        for _ in 0..3 {
+            answers.push((base.clone(), replay(&w, base, &authorized).await));
+        }
+    }
+    assert_eq!(calls(query_auth), queried, "no api_query_auth for a replay");
+    assert_eq!(
+        calls(authorizer_token),
+        refreshed,
+        "no api_authorizer_token for a replay"
+    );
+    let (s, after) = broker(a.url().to_owned()).await;
+    assert_eq!(s, 200, "{after}");
+    assert_eq!(
+        after["access_token"], before["access_token"],
+        "the merchant's token was not rotated"
+    );
+    assert_eq!(
+        w.call_with_token(after["access_token"].as_str().unwrap())
+            .await["errcode"],
+        0
+    );
+    for (base, (s, v)) in answers {
+        assert_eq!(s, 401, "a replay at {base}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("replay"),
+            "{v}"
+        );
+    }
+
+    // A ticket: captured, then a newer one; the captured one replayed is refused too.
+    let v: Value = w
+        .http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/ticket",
+            w.sim.url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["push"]["attempts"][0]["body"], "success", "{v}");
+    let ticket_push = tap.seen.lock().unwrap().last().unwrap().clone();
+    for base in &targets {
+        for _ in 0..3 {
+            let (s, v) = replay(&w, base, &ticket_push).await;
+            assert_eq!(s, 401, "a replayed ticket at {base}: {v}");
+        }
+    }
+    let opened = a
+        .state()
+        .keyring
+        .open(
+            &store
+                .platform_ticket(component_appid)
+                .await
+                .unwrap()
+                .unwrap(),
+            &weapp_server::platform::ticket_aad(component_appid),
+        )
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(opened).unwrap(),
+        w.sim.sim().latest_ticket(component_appid).unwrap()
+    );
+    // WeChat's own pushes keep getting through (each has its own nonce).
+    let v: Value = w
+        .http
+        .post(format!(
+            "{}/_sim/platforms/{component_appid}/ticket",
+            w.sim.url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["push"]["attempts"][0]["body"], "success", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_platform_events_replayed_are_refused_on_one_instance() {
+    captured_platform_events_replayed_are_refused(&common::sqlite_url(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_platform_events_replayed_are_refused_across_a_fleet_sharing_redis() {
+    let db = PgDatabase::create().await;
+    let redis = RedisServer::start();
+    captured_platform_events_replayed_are_refused(db.url(), Some(redis.url())).await;
 }

@@ -3,6 +3,8 @@
 //! authorization events (the refresh token fetched with `api_query_auth` and stored before
 //! `success` is answered; a de-authorization erases it).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,19 +12,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use weapp::open_platform::{ComponentEvent, ReceiveError};
-use weapp::push::PushQuery;
+use weapp::push::{PushError, PushQuery};
 
 use crate::error::{AppError, ErrorBody};
+use crate::http::push::{refused, reserve, settle, Refusal};
+use crate::platform::PlatformRuntime;
 use crate::state::{now_ms, AppState};
 use crate::store::PlatformAuthorizer;
 
 /// Receive a push to the platform's authorization-event URL: verified (`msg_signature` over
 /// the ciphertext, the timestamp window) and decrypted with the platform's Token and
-/// EncodingAESKey. `success` is answered only once what it carries is stored.
+/// EncodingAESKey, then its (timestamp, nonce) reserved in the platform's replay memory — the
+/// one its merchants' pushes share, fleet-wide through Redis — so a replay is refused (401, as
+/// for an app's push) before anything is stored or asked of WeChat. `success` is answered only
+/// once what it carries is stored; a push that could not be is released for WeChat's retry.
 #[utoipa::path(post, path = "/v1/platforms/{component_appid}/events", tag = "platforms",
     params(("component_appid" = String, Path, description = "the platform"), PushQueryDoc),
     request_body(content = String, content_type = "text/xml", description = "`<xml><AppId/><Encrypt/></xml>`"),
-    responses((status = 200, description = "`success`", body = String), (status = 400, description = "forged, stale or malformed", body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, description = "not stored: WeChat pushes again", body = ErrorBody)))]
+    responses((status = 200, description = "`success`", body = String), (status = 400, description = "forged, stale or malformed", body = ErrorBody), (status = 401, description = "a replay", body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, description = "not stored, or the same push is being handled right now: WeChat pushes again", body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     Path(component_appid): Path<String>,
@@ -32,8 +39,59 @@ pub async fn events(
     let platform = state.platform(&component_appid).ok_or_else(|| {
         AppError::NotFound(format!("platform {component_appid} is not configured"))
     })?;
+    // Authentic and fresh before its nonce is reserved: a forgery cannot spend WeChat's.
+    if let Err(e) = platform.component.open(&q, &body) {
+        tracing::warn!(platform = %component_appid, error = %e, "platform event refused");
+        return Err(AppError::bad_request("invalid_push", e.to_string()));
+    }
+    // In a task of its own: a caller that goes away cannot leave a reservation behind that
+    // would refuse WeChat's retry.
+    tokio::spawn(intake(state, platform, component_appid, q, body))
+        .await
+        .map_err(|e| AppError::Internal(format!("platform event task: {e}")))?
+}
+
+/// Reserves the event's (timestamp, nonce), handles it, and keeps the reservation if it was
+/// handled (released otherwise, for WeChat's retry).
+async fn intake(
+    state: AppState,
+    platform: Arc<PlatformRuntime>,
+    component_appid: String,
+    q: PushQuery,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let replay_key = q.replay_key();
+    let receiver = &platform.merchant_pushes;
+    let reservation = match reserve(&state, receiver, &component_appid, &replay_key).await {
+        Ok(r) => r,
+        Err(Refusal::Replay) => {
+            return Err(refused(&state, &component_appid, PushError::Replayed));
+        }
+        Err(Refusal::InFlight) => {
+            state.metrics.push(&component_appid, "in_flight");
+            return Err(AppError::Unavailable {
+                retry_after_secs: 1,
+            });
+        }
+    };
+    let handled = handle(&state, &platform, &component_appid, &q, &body).await;
+    if let Some(r) = reservation {
+        settle(&state, receiver, &replay_key, r, handled.is_ok()).await;
+    }
+    handled
+}
+
+/// Stores what an event carries (the ticket; a merchant's refresh token, fetched with
+/// `api_query_auth`; a de-authorization) and logs it.
+async fn handle(
+    state: &AppState,
+    platform: &PlatformRuntime,
+    component_appid: &str,
+    q: &PushQuery,
+    body: &[u8],
+) -> Result<Response, AppError> {
     let component = &platform.component;
-    let event = match component.receive(&q, &body).await {
+    let event = match component.receive(q, body).await {
         Ok(e) => e,
         Err(ReceiveError::Push(e)) => {
             tracing::warn!(platform = %component_appid, error = %e, "platform event refused");
@@ -67,7 +125,7 @@ pub async fn events(
             state
                 .store
                 .put_platform_authorizer(&PlatformAuthorizer {
-                    component_appid: component_appid.clone(),
+                    component_appid: component_appid.to_owned(),
                     authorizer_appid: info.authorizer_appid.clone(),
                     refresh_sealed: None,
                     key_id: None,
@@ -91,7 +149,7 @@ pub async fn events(
             let applied = state
                 .store
                 .deauthorize_platform_authorizer_if(
-                    &component_appid,
+                    component_appid,
                     authorizer_appid,
                     *create_time,
                     i64::MAX,
@@ -136,7 +194,7 @@ pub async fn events(
         state
             .store
             .insert_event(
-                &component_appid,
+                component_appid,
                 &format!(
                     "{}:{}:{create_time}",
                     event.info_type(),
@@ -164,7 +222,7 @@ pub async fn events(
             ) {
                 if let Some(app) = state
                     .app(appid)
-                    .filter(|a| a.platform.as_deref() == Some(component_appid.as_str()))
+                    .filter(|a| a.platform.as_deref() == Some(component_appid))
                 {
                     if let Err(e) = app.manager.force_refresh().await {
                         tracing::warn!(platform = %component_appid, authorizer = %appid, error = %e, "authorizer token not renewed after the authorization; callers' 40001 reports renew it");

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use weapp::push::{Incoming, PushError, PushQuery};
+use weapp::push::{Incoming, PushError, PushQuery, Receiver};
 
 use super::ClientIp;
 use crate::error::{AppError, ErrorBody};
@@ -36,7 +36,8 @@ fn push_of(state: &AppState, appid: &str) -> Result<PushApp, AppError> {
         .ok_or_else(|| AppError::NotFound(format!("app {appid} has no push configuration")))
 }
 
-fn refused(state: &AppState, appid: &str, e: PushError) -> AppError {
+/// The answer to a push refused (`appid`: the app, or the platform, it was sent to).
+pub(crate) fn refused(state: &AppState, appid: &str, e: PushError) -> AppError {
     state.metrics.push(
         appid,
         if e == PushError::Replayed {
@@ -85,7 +86,7 @@ pub async fn verify(
 const PENDING_MS: u64 = 15_000;
 
 /// Where a push's (timestamp, nonce) is remembered.
-enum Reservation {
+pub(crate) enum Reservation {
     /// In Redis, shared by the fleet, under this key (`pending` until stored).
     Shared(String),
     /// In this instance's receiver (and its in-flight set until stored).
@@ -93,32 +94,29 @@ enum Reservation {
 }
 
 /// Why a push is not taken now.
-enum Refusal {
+pub(crate) enum Refusal {
     /// Already received (and stored): a replay.
     Replay,
     /// The same push is being stored right now (WeChat retried before we answered): retry.
     InFlight,
 }
 
-/// Reserves `incoming`'s (timestamp, nonce) for the replay window: fleet-wide in Redis when
-/// there is one (this instance's memory while Redis is unreachable), else locally.
-async fn reserve(
+/// Reserves a push's (timestamp, nonce) — its `replay_key` — for the replay window of
+/// `receiver`, under `scope` (the app, or the platform whose pushes share one memory):
+/// fleet-wide in Redis when there is one (this instance's memory while Redis is unreachable),
+/// else locally. Third-party platforms' events are reserved here too.
+pub(crate) async fn reserve(
     state: &AppState,
-    appid: &str,
-    push: &PushRuntime,
-    incoming: &Incoming,
+    receiver: &Receiver,
+    scope: &str,
+    replay_key: &str,
 ) -> Result<Option<Reservation>, Refusal> {
-    if push.receiver.replay_window_secs().is_none() {
+    if receiver.replay_window_secs().is_none() {
         return Ok(None);
     }
-    let scope = push.replay_scope.as_deref().unwrap_or(appid);
-    let local_key = format!("{scope}:{}", incoming.replay_key);
+    let local_key = format!("{scope}:{replay_key}");
     if let Some(redis) = &state.redis {
-        let key = format!(
-            "{}:push:seen:{scope}:{}",
-            redis.prefix(),
-            incoming.replay_key
-        );
+        let key = format!("{}:push:seen:{scope}:{replay_key}", redis.prefix());
         let mut conn = redis.connection();
         // SET NX, or tell what holds the key: `pending` (being stored) or `stored`. A pending
         // reservation lives only PENDING_MS: one whose instance died cannot refuse the retries.
@@ -136,7 +134,7 @@ async fn reserve(
             Ok("pending") => return Err(Refusal::InFlight),
             Ok(_) => return Err(Refusal::Replay),
             Err(e) => {
-                tracing::warn!(appid, error = %e, "redis unavailable for push replay protection; using this instance's memory");
+                tracing::warn!(scope, error = %e, "redis unavailable for push replay protection; using this instance's memory");
             }
         }
     }
@@ -148,8 +146,8 @@ async fn reserve(
     {
         return Err(Refusal::InFlight);
     }
-    push.receiver
-        .remember(incoming)
+    receiver
+        .remember_key(replay_key)
         .map_err(|_| Refusal::Replay)?;
     state
         .pushes_in_flight
@@ -159,12 +157,12 @@ async fn reserve(
     Ok(Some(Reservation::Local(local_key)))
 }
 
-/// Settles a reservation: kept (the push is stored) or released (it could not be stored, and
-/// WeChat's retry must get through).
-async fn settle(
+/// Settles a reservation of [`reserve`]: kept (the push is stored) or released (it could not
+/// be stored, and WeChat's retry must get through).
+pub(crate) async fn settle(
     state: &AppState,
-    push: &PushRuntime,
-    incoming: &Incoming,
+    receiver: &Receiver,
+    replay_key: &str,
     r: Reservation,
     stored: bool,
 ) {
@@ -174,8 +172,7 @@ async fn settle(
             let mut conn = redis.connection();
             let result: redis::RedisResult<()> = if stored {
                 // Twice the window: a timestamp may be up to `window` in the future.
-                let keep = push
-                    .receiver
+                let keep = receiver
                     .replay_window_secs()
                     .unwrap_or(0)
                     .saturating_mul(2000)
@@ -200,7 +197,7 @@ async fn settle(
         }
         Reservation::Local(key) => {
             if !stored {
-                push.receiver.forget(incoming);
+                receiver.forget_key(replay_key);
             }
             state
                 .pushes_in_flight
@@ -219,7 +216,8 @@ async fn intake(
     incoming: Incoming,
 ) -> Result<(i64, bool), AppError> {
     let push = push_of(&state, &appid)?;
-    let reservation = match reserve(&state, &appid, &push, &incoming).await {
+    let scope = push.replay_scope.as_deref().unwrap_or(&appid);
+    let reservation = match reserve(&state, &push.receiver, scope, &incoming.replay_key).await {
         Ok(r) => r,
         Err(Refusal::Replay) => return Err(refused(&state, &appid, PushError::Replayed)),
         Err(Refusal::InFlight) => {
@@ -251,7 +249,14 @@ async fn intake(
         Err(e) => Err(AppError::Internal(e.to_string())),
     };
     if let Some(r) = reservation {
-        settle(&state, &push, &incoming, r, stored.is_ok()).await;
+        settle(
+            &state,
+            &push.receiver,
+            &incoming.replay_key,
+            r,
+            stored.is_ok(),
+        )
+        .await;
     }
     if stored.is_err() {
         state.metrics.push(&appid, "store_failed");

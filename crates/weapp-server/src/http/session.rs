@@ -339,9 +339,15 @@ async fn session_of(
                 "an access token cannot do this: send the session token".into(),
             ))
         }
-        // Signed by us but past its time (or another issuer's setting): a user coming back,
-        // not a guess — not counted against the source.
-        Err(crate::jwt::Invalid::Expired | crate::jwt::Invalid::Issuer) => {
+        // Signed by us but past its time (or another issuer's setting), or signed by a key
+        // no longer published (removed after a leak: every holder of its tokens comes back at
+        // once, often from one NAT): a user coming back, not a guess — not counted against the
+        // source. An unknown key cannot be guessed through: nothing verifies with it.
+        Err(
+            crate::jwt::Invalid::Expired
+            | crate::jwt::Invalid::Issuer
+            | crate::jwt::Invalid::UnknownKey,
+        ) => {
             return Err(AppError::Unauthorized(
                 "access token is invalid or expired".into(),
             ))
@@ -530,7 +536,16 @@ pub async fn me(
     }))
 }
 
-/// Bind the user's phone number from a getPhoneNumber code.
+/// A user's key in per-user limiters: the same on every instance and for every session and
+/// access token of the user.
+fn user_limit_key(user: &UserRecord) -> u128 {
+    let d = Sha256::digest(format!("{}\0{}", user.appid, user.openid).as_bytes());
+    u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))
+}
+
+/// Bind the user's phone number from a getPhoneNumber code. Limited per user
+/// (`phone_rate_limit_per_minute`): a call past the limit is answered 429 and never reaches
+/// WeChat.
 #[utoipa::path(post, path = "/v1/me/phone", tag = "sessions", security(("session" = [])), request_body = PhoneRequest,
     responses((status = 200, body = PhoneResponse), (status = 400, description = "malformed, or WeChat refused the code", body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn phone(
@@ -547,6 +562,12 @@ pub async fn phone(
         ));
     }
     let app = app_of(&state, &user.appid)?;
+    // Each call asks WeChat with the app's token: limited per user (so per session, per
+    // access token, across sessions), and refused before WeChat is asked.
+    if let Err(retry_after_secs) = state.phone_limiter.hit(user_limit_key(&user)).await {
+        tracing::debug!(appid = %user.appid, user_id = user.id, "phone number request limited");
+        return Err(AppError::RateLimited { retry_after_secs });
+    }
     let info = app
         .client
         .auth()

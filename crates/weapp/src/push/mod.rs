@@ -114,6 +114,19 @@ pub struct PushQuery {
     pub msg_signature: Option<String>,
 }
 
+impl PushQuery {
+    /// `"<timestamp>:<nonce>"`: what replay protection keys on ([`Incoming::replay_key`] of a
+    /// push opened with this query; [`Receiver::remember_key`] for pushes opened elsewhere,
+    /// such as a third-party platform's events).
+    pub fn replay_key(&self) -> String {
+        format!(
+            "{}:{}",
+            self.timestamp.as_deref().unwrap_or(""),
+            self.nonce.as_deref().unwrap_or("")
+        )
+    }
+}
+
 /// How an app's pushes are protected: the choice made in the WeChat console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -392,12 +405,22 @@ impl Receiver {
     /// # Errors
     /// [`PushError::Replayed`] when it is already there.
     pub fn remember(&self, incoming: &Incoming) -> Result<(), PushError> {
+        self.remember_key(&incoming.replay_key)
+    }
+
+    /// Reserves a replay key ([`PushQuery::replay_key`]) in this receiver's replay memory:
+    /// for pushes verified by something else that share this receiver's memory (a third-party
+    /// platform's events and its merchants' messages, say).
+    ///
+    /// # Errors
+    /// [`PushError::Replayed`] when it is already there.
+    pub fn remember_key(&self, replay_key: &str) -> Result<(), PushError> {
         if let Some(cache) = &self.replay {
             let window = self.window_secs.unwrap_or(0);
             if !cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .check_and_insert(&incoming.replay_key, now_secs(), window)
+                .check_and_insert(replay_key, now_secs(), window)
             {
                 return Err(PushError::Replayed);
             }
@@ -408,11 +431,16 @@ impl Receiver {
     /// Releases the replay reservation [`Receiver::receive`] made for `incoming`, so that
     /// WeChat's retry of a push that could not be stored is accepted.
     pub fn forget(&self, incoming: &Incoming) {
+        self.forget_key(&incoming.replay_key);
+    }
+
+    /// Releases a reservation made with [`Receiver::remember_key`].
+    pub fn forget_key(&self, replay_key: &str) {
         if let Some(cache) = &self.replay {
             cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&incoming.replay_key);
+                .remove(replay_key);
         }
     }
 
@@ -433,13 +461,7 @@ impl Receiver {
         let format = Format::detect(body)
             .ok_or_else(|| PushError::Parse("body is neither XML nor JSON".into()))?;
         let encrypted = q.encrypt_type.as_deref() == Some("aes");
-        let replay_key = |q: &PushQuery| {
-            format!(
-                "{}:{}",
-                q.timestamp.as_deref().unwrap_or(""),
-                q.nonce.as_deref().unwrap_or("")
-            )
-        };
+        let replay_key = PushQuery::replay_key;
         if !encrypted {
             if self.config.mode != PushMode::Plain {
                 return Err(PushError::NotEncrypted);
