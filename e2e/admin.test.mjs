@@ -89,7 +89,12 @@ test('an app added here is served, warmed, disabled and enabled', async () => {
   await eventually(async () => /^\d+$/.test(await appRow(page, NEW_APP).locator(tid('app-version')).innerText()),
     { what: 'a token for the new app', timeout: 30_000 });
   assert.ok(!(await page.content()).includes(NEW_SECRET), 'the secret is never shown');
+  // The change names the version the console showed (If-Match: its rev), so a stale row
+  // cannot undo someone else's change.
+  const { body: seen } = await json('GET', `${sandbox.server}/v1/admin/apps/${NEW_APP}`, { bearer: sandbox.adminKey });
+  const patched = page.waitForRequest((r) => r.method() === 'PATCH' && r.url().endsWith(`/v1/admin/apps/${NEW_APP}`));
   await appRow(page, NEW_APP).locator(tid('app-toggle')).click();
+  assert.equal((await patched).headers()['if-match'], `"${seen.rev}"`);
   await eventually(async () => /disabled/.test(await appRow(page, NEW_APP).locator(tid('app-state')).innerText()),
     { what: 'disabled' });
   await shot(page, 'admin-03-app-disabled');
@@ -170,7 +175,8 @@ test('push events and the audit log show, and the console speaks Chinese', async
     const rows = await page.locator(tid('audit-row')).allInnerTexts();
     return rows.length >= 5 ? rows.join('\n') : null;
   }, { what: 'the audit log' });
-  for (const a of ['app.create', 'app.update', 'client.create', 'client.update', 'user.revoke']) {
+  // Reads of users' data are audited too: whose phone number, which app's messages.
+  for (const a of ['app.create', 'app.update', 'client.create', 'client.update', 'user.read', 'user.revoke', 'events.read']) {
     assert.ok(actions.includes(a), `${a} in the audit log`);
   }
   assert.ok(!actions.includes(NEW_SECRET));

@@ -85,8 +85,11 @@ const key = () => sessionStorage.getItem('weapp-admin-key') || '';
 
 class Unauthorized extends Error {}
 
-async function api(method, path, body) {
+// `version`: the `rev` the operator saw, sent back as If-Match so that a change made from a
+// stale row is refused (412) instead of undoing someone else's.
+async function api(method, path, body, version) {
   const opts = { method, headers: { authorization: `Bearer ${key()}` } };
+  if (version !== undefined) opts.headers['if-match'] = `"${version}"`;
   if (body !== undefined) {
     opts.headers['content-type'] = 'application/json';
     opts.body = JSON.stringify(body);
@@ -165,9 +168,10 @@ function appRow(a) {
   if (a.source === 'managed') {
     actions.append(
       el('button', { 'data-testid': 'app-toggle', onclick: () => guarded(async () => {
-        await api('PATCH', `/v1/admin/apps/${encodeURIComponent(a.appid)}`, { enabled: !a.enabled });
-        toast(t('saved'));
-        await loadApps(true);
+        try {
+          await api('PATCH', `/v1/admin/apps/${encodeURIComponent(a.appid)}`, { enabled: !a.enabled }, a.rev);
+          toast(t('saved'));
+        } finally { await loadApps(true); }
       }) }, a.enabled ? t('disable') : t('enable')),
       el('button', { class: 'danger', 'data-testid': 'app-delete', onclick: () => guarded(async () => {
         if (!window.confirm(t('confirmDelete', { x: a.appid }))) return;
@@ -246,14 +250,16 @@ function clientRow(c) {
     const name = encodeURIComponent(c.name);
     actions.append(
       el('button', { 'data-testid': 'client-toggle', onclick: () => guarded(async () => {
-        await api('PATCH', `/v1/admin/clients/${name}`, { enabled: !c.enabled });
-        toast(t('saved'));
-        await loadClients();
+        try {
+          await api('PATCH', `/v1/admin/clients/${name}`, { enabled: !c.enabled }, c.rev);
+          toast(t('saved'));
+        } finally { await loadClients(); }
       }) }, c.enabled ? t('disable') : t('enable')),
       el('button', { 'data-testid': 'client-rotate', onclick: () => guarded(async () => {
-        const v = await api('PATCH', `/v1/admin/clients/${name}`, { rotate_key: true });
-        showKey(v.key);
-        await loadClients();
+        try {
+          const v = await api('PATCH', `/v1/admin/clients/${name}`, { rotate_key: true }, c.rev);
+          showKey(v.key);
+        } finally { await loadClients(); }
       }) }, t('rotate')),
       el('button', { class: 'danger', 'data-testid': 'client-delete', onclick: () => guarded(async () => {
         if (!window.confirm(t('confirmDelete', { x: c.name }))) return;

@@ -33,6 +33,10 @@ pub enum AppError {
     /// 409: the request conflicts with the current state (e.g. a replayed push).
     #[error("{0}")]
     Conflict(String),
+    /// 412: the request's `If-Match` names a version that is no longer the current one (an
+    /// admin's change made from what they read, which someone has changed since).
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// 413: body over the limit.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -174,6 +178,12 @@ impl IntoResponse for AppError {
                 None,
             ),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None, None),
+            AppError::PreconditionFailed(_) => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                None,
+                None,
+            ),
             AppError::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, None)
             }

@@ -2,14 +2,18 @@
 //! database, secrets sealed; every instance picks a change up within `registry_poll_ms`), token
 //! health, users and sessions, push events, the audit log.
 //!
-//! Authenticated by `[[admins]]` keys (Bearer; compared in constant time; a source that fails
-//! too often is refused before its key is looked at), each admin rate-limited, every change
-//! audit-logged (database and log line). No answer ever carries a secret, except a new broker
-//! client's key, once, in the answer that creates it (or rotates it).
+//! Authenticated by `[[admins]]` keys (Bearer; compared in constant time; a failure is one warn
+//! line — source and reason, never the key — and counts against the source, which is refused
+//! before its key is looked at once it fails too often), each admin rate-limited, every change
+//! audit-logged (database and log line) with what it granted or where it points, and every read
+//! of users' data (a phone number, pushed messages) audited before it is answered. A change may
+//! name the version it was made from (`If-Match`, the `ETag`/`rev` read): 412 once that version
+//! is gone. No answer ever carries a secret, except a new broker client's key, once, in the
+//! answer that creates it (or rotates it).
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -45,8 +49,28 @@ impl FromRequestParts<AppState> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let ip = super::client_ip(state, &parts.headers, &parts.extensions);
         let ip = ClientIp(ip);
+        // A source refused here is not logged: past the limit, its requests would be lines
+        // without bound.
         auth_gate(state, ip).await?;
-        let Some(name) = bearer(&parts.headers).and_then(|k| state.admin(k)) else {
+        let presented = bearer(&parts.headers);
+        let Some(name) = presented.and_then(|k| state.admin(k)) else {
+            // One line per failure (at most `auth_failure_limit_per_minute` per source): where
+            // from and why — never what was presented.
+            let reason = match presented {
+                Some(_) => "unknown key",
+                None if parts
+                    .headers
+                    .contains_key(axum::http::header::AUTHORIZATION) =>
+                {
+                    "not a Bearer credential"
+                }
+                None => "no key",
+            };
+            tracing::warn!(
+                source = %ip.0.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+                reason,
+                "admin authentication failed"
+            );
             auth_failed(state, ip, "admin").await;
             return Err(AppError::Unauthorized(
                 "missing or unknown admin key (Authorization: Bearer <admin key>)".into(),
@@ -392,8 +416,9 @@ async fn changed_meanwhile(state: &AppState, appid: &str) -> AppError {
     }
 }
 
-/// `scheme://host:port` of a URL (empty when it does not parse).
-fn host_of(url: &str) -> String {
+/// `scheme://host:port` of a URL (empty when it does not parse): where it points, without the
+/// credentials, path or query that may carry a secret (what the audit log records of a webhook).
+pub(crate) fn host_of(url: &str) -> String {
     reqwest::Url::parse(url)
         .map(|u| {
             format!(
@@ -448,6 +473,65 @@ pub(crate) fn check_api_base_move(
         .is_some_and(|sim| new.trim_end_matches('/') != sim.trim_end_matches('/'))
     {
         return Err(sandbox_only(what));
+    }
+    Ok(())
+}
+
+/// 400 `forbidden_target` when `url` (the setting `what`) is, or resolves to, an internal
+/// address `webhook_allow_private` does not list. A name that does not resolve now passes
+/// with a warning: every delivery resolves and checks it again.
+pub(crate) async fn check_target(state: &AppState, what: &str, url: &str) -> Result<(), AppError> {
+    match state.egress.check_url(url).await {
+        Ok(None) => Ok(()),
+        Ok(Some(unresolved)) => {
+            tracing::warn!(setting = what, host = %unresolved.host, "the host does not resolve now: accepted (a webhook's host is resolved and checked again at every delivery)");
+            Ok(())
+        }
+        Err(crate::egress::TargetError::NotAUrl) => {
+            Err(invalid(format!("{what} must be an http(s) URL")))
+        }
+        Err(e) => Err(AppError::bad_request(
+            "forbidden_target",
+            format!("{what}: {e}"),
+        )),
+    }
+}
+
+/// [`check_target`] for an API host: the sandbox's simulator (the only one allowed there) and
+/// WeChat's own host (the default; some deployments reach it through an internal forward proxy
+/// named in /etc/hosts) are exempt.
+pub(crate) async fn check_api_base_target(state: &AppState, url: &str) -> Result<(), AppError> {
+    let url = url.trim_end_matches('/');
+    let exempt = url == weapp::DEFAULT_BASE_URL.trim_end_matches('/')
+        || state
+            .config
+            .sandbox_api_base
+            .as_deref()
+            .is_some_and(|sim| sim.trim_end_matches('/') == url);
+    if exempt {
+        return Ok(());
+    }
+    check_target(state, "api_base", url).await
+}
+
+/// Checks where a new or changed app's API host and webhook point (`api_base`, `push`: whether
+/// each is new in this request; what did not change is not judged again).
+async fn check_app_targets(
+    state: &AppState,
+    app: &AppConfig,
+    api_base: bool,
+    push: bool,
+) -> Result<(), AppError> {
+    if api_base {
+        check_api_base_target(state, &app.api_base).await?;
+    }
+    if let Some(url) = app
+        .push
+        .as_ref()
+        .and_then(|p| p.webhook_url.as_deref())
+        .filter(|_| push)
+    {
+        check_target(state, "push.webhook_url", url).await?;
     }
     Ok(())
 }
@@ -518,9 +602,105 @@ pub(crate) fn audit_record(
     }
 }
 
-/// Logs an action whose audit row was written with the change (the registry's changes).
+/// Logs an action whose audit row was written with the change (the registry's changes). A
+/// long detail (a client granted thousands of apps) is cut short in the line; the row keeps it
+/// whole.
 pub(crate) fn logged(record: &AuditRecord) {
-    tracing::info!(admin = %record.admin, action = %record.action, target = %record.target, detail = %record.detail, "admin action");
+    const MAX_CHARS: usize = 2048;
+    let detail = match record.detail.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => std::borrow::Cow::Owned(format!(
+            "{}… ({} bytes: the whole detail is in the audit log)",
+            &record.detail[..end],
+            record.detail.len()
+        )),
+        None => std::borrow::Cow::Borrowed(record.detail.as_str()),
+    };
+    tracing::info!(admin = %record.admin, action = %record.action, target = %record.target, detail = %detail, "admin action");
+}
+
+/// Writes the audit row of an administrator's read of users' data (a phone number, pushed
+/// messages) before the data is answered: no such read without its row. The row names whose
+/// data was read, never the data.
+async fn audited_read(
+    state: &AppState,
+    admin: &Admin,
+    action: &str,
+    target: &str,
+    detail: Value,
+) -> Result<(), AppError> {
+    let record = audit_record(admin, action, target, detail);
+    state.store.audit(&record).await?;
+    logged(&record);
+    Ok(())
+}
+
+/// Where an app's webhook points, for the audit log: `scheme://host:port` alone (`null`: no
+/// webhook). Its path and query are treated as secret (receivers put tokens there).
+fn webhook_host(push: Option<&PushConfig>) -> Value {
+    match push.and_then(|p| p.webhook_url.as_deref()) {
+        Some(url) => json!(host_of(url)),
+        None => Value::Null,
+    }
+}
+
+/// The versions an `If-Match` header accepts: `None` without one (or with `*`), else the
+/// registry revisions it names (`"7"`; a weak tag `W/"7"` never matches, as RFC 9110's strong
+/// comparison says).
+///
+/// # Errors
+/// 400 for a header that is not a list of quoted revisions.
+fn if_match(headers: &HeaderMap) -> Result<Option<Vec<i64>>, AppError> {
+    let bad = || {
+        AppError::bad_request(
+            "invalid_if_match",
+            "If-Match must be the ETag (\"<rev>\") of what you read, or *",
+        )
+    };
+    let mut given = false;
+    let mut any = false;
+    let mut revs = Vec::new();
+    for value in headers.get_all(header::IF_MATCH) {
+        given = true;
+        for tag in value.to_str().map_err(|_| bad())?.split(',') {
+            let tag = tag.trim();
+            if tag == "*" {
+                any = true;
+                continue;
+            }
+            let (weak, quoted) = match tag.strip_prefix("W/") {
+                Some(t) => (true, t),
+                None => (false, tag),
+            };
+            let rev = quoted
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| t.parse::<i64>().ok())
+                .ok_or_else(bad)?;
+            if !weak {
+                revs.push(rev);
+            }
+        }
+    }
+    Ok((given && !any).then_some(revs))
+}
+
+/// 412 unless `current` is a version the request's `If-Match` accepts.
+fn check_version(expected: Option<&[i64]>, current: i64, what: &str) -> Result<(), AppError> {
+    match expected {
+        Some(revs) if !revs.contains(&current) => Err(stale(what)),
+        _ => Ok(()),
+    }
+}
+
+fn stale(what: &str) -> AppError {
+    AppError::PreconditionFailed(format!(
+        "{what} has changed since the version you read (If-Match): read it again, then change it"
+    ))
+}
+
+/// The ETag of a managed app or client at registry revision `rev`.
+fn etag(rev: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{rev}\"")).expect("digits")
 }
 
 /// Logs an action and writes its audit row after the change: a reconciliation, whose changes
@@ -600,7 +780,10 @@ async fn view(state: &AppState, entry: &AppEntry, fetched: u64) -> AppView {
                     .unwrap_or_default(),
                 None => "safe".into(),
             },
-            webhook_url: p.webhook_url.as_deref().map(crate::config::redact_url),
+            webhook_url: p
+                .webhook_url
+                .as_deref()
+                .map(crate::config::redact_webhook_url),
             replay_window_secs: p.replay_window_secs,
         }),
         access_tokens: s.access_tokens,
@@ -664,6 +847,7 @@ pub async fn create_app(
         access_tokens: req.access_tokens.unwrap_or(true),
     };
     check_app(&app)?;
+    check_app_targets(&state, &app, true, true).await?;
     if state
         .registry
         .entry(&app.appid)
@@ -692,19 +876,19 @@ pub async fn create_app(
         &admin,
         "app.create",
         &app.appid,
-        json!({"api_base": crate::config::redact_url(&app.api_base), "token_mode": mode_name(app.token_mode), "push": app.push.is_some(), "enabled": enabled}),
+        json!({"api_base": crate::config::redact_url(&app.api_base), "token_mode": mode_name(app.token_mode), "push": app.push.is_some(), "webhook_host": webhook_host(app.push.as_ref()), "enabled": enabled}),
     );
-    let created = state
+    let Some(rev) = state
         .store
         .put_managed_app(&record, true, &audit_row)
-        .await?;
-    if created.is_none() {
+        .await?
+    else {
         return Err(AppError::Conflict(format!("app {} exists", app.appid)));
-    }
+    };
     logged(&audit_row);
     sync(&state).await;
     let v = entry_view(&state, &app.appid).await?;
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    Ok((StatusCode::CREATED, [(header::ETAG, etag(rev))], Json(v)).into_response())
 }
 
 /// Apps (from the file and managed) in appid order, with their token health.
@@ -733,16 +917,17 @@ pub async fn list_apps(
     }))
 }
 
-/// One app, with its token health.
+/// One app, with its token health; its `ETag` is its version (`"<rev>"`), for `If-Match`.
 #[utoipa::path(get, path = "/v1/admin/apps/{appid}", tag = "admin", security(("admin_key" = [])),
     params(("appid" = String, Path, description = "the app")),
-    responses((status = 200, body = AppView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = AppView, headers(("ETag" = String, description = "the app's version: send it back as If-Match"))), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn get_app(
     State(state): State<AppState>,
     _admin: Admin,
     Path(appid): Path<String>,
-) -> Result<Json<AppView>, AppError> {
-    entry_view(&state, &appid).await.map(Json)
+) -> Result<Response, AppError> {
+    let v = entry_view(&state, &appid).await?;
+    Ok(([(header::ETAG, etag(v.rev))], Json(v)).into_response())
 }
 
 async fn managed(state: &AppState, appid: &str) -> Result<ManagedAppRecord, AppError> {
@@ -762,16 +947,21 @@ async fn managed(state: &AppState, appid: &str) -> Result<ManagedAppRecord, AppE
 }
 
 /// Change a managed app: only the fields given. Its token keeps being served throughout.
+/// With `If-Match: "<rev>"` (the `ETag` of what the admin read), only that version is changed:
+/// 412 once someone else has changed it.
 #[utoipa::path(patch, path = "/v1/admin/apps/{appid}", tag = "admin", security(("admin_key" = [])),
-    params(("appid" = String, Path, description = "the app")), request_body = UpdateApp,
-    responses((status = 200, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    params(("appid" = String, Path, description = "the app"), ("If-Match" = Option<String>, Header, description = "the ETag read (\"<rev>\"): change only that version")), request_body = UpdateApp,
+    responses((status = 200, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, description = "changed since the version in If-Match", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn update_app(
     State(state): State<AppState>,
     admin: Admin,
     Path(appid): Path<String>,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<UpdateApp>,
-) -> Result<Json<AppView>, AppError> {
+) -> Result<Response, AppError> {
+    let expected = if_match(&headers)?;
     let current = managed(&state, &appid).await?;
+    check_version(expected.as_deref(), current.rev, &format!("app {appid}"))?;
     let settings: AppSettings = serde_json::from_str(&current.settings)
         .map_err(|e| AppError::Internal(format!("stored settings of {appid}: {e}")))?;
     let plain = current
@@ -785,6 +975,7 @@ pub async fn update_app(
     let mut app = settings.config(&appid, &secrets);
     let mut changed = serde_json::Map::new();
     let secret_given = req.secret.is_some();
+    let targets_given = (req.api_base.is_some(), matches!(req.push, Some(Some(_))));
     if let Some(s) = req.secret {
         app.secret = Some(Secret::new(s));
         changed.insert("secret".into(), json!("changed"));
@@ -804,6 +995,7 @@ pub async fn update_app(
             json!(if p.is_some() { "replaced" } else { "removed" }),
         );
         app.push = p.map(push_config);
+        changed.insert("webhook_host".into(), webhook_host(app.push.as_ref()));
     }
     if let Some(w) = req.warm {
         app.warm = w;
@@ -818,24 +1010,30 @@ pub async fn update_app(
         changed.insert("enabled".into(), json!(enabled));
     }
     check_app(&app)?;
+    check_app_targets(&state, &app, targets_given.0, targets_given.1).await?;
     let mut record = record_of(&state, &app, enabled, now_ms());
     record.created_at = current.created_at;
     record.rev = current.rev;
     let audit_row = audit_record(&admin, "app.update", &appid, Value::Object(changed));
-    if state
+    let Some(rev) = state
         .store
         .put_managed_app(&record, false, &audit_row)
         .await?
-        .is_none()
-    {
-        return Err(changed_meanwhile(&state, &appid).await);
-    }
+    else {
+        return Err(match changed_meanwhile(&state, &appid).await {
+            AppError::Conflict(_) if expected.is_some() => stale(&format!("app {appid}")),
+            other => other,
+        });
+    };
     logged(&audit_row);
     sync(&state).await;
-    entry_view(&state, &appid).await.map(Json)
+    let v = entry_view(&state, &appid).await?;
+    Ok(([(header::ETAG, etag(rev))], Json(v)).into_response())
 }
 
-/// Delete a managed app: every instance stops serving and refreshing it.
+/// Delete a managed app: every instance stops serving and refreshing it, and every session of
+/// its users ends with it (registering the app again does not bring them back; the audit row
+/// says how many: `sessions_ended`).
 #[utoipa::path(delete, path = "/v1/admin/apps/{appid}", tag = "admin", security(("admin_key" = [])),
     params(("appid" = String, Path, description = "the app")),
     responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -956,7 +1154,7 @@ pub async fn create_client(
         &admin,
         "client.create",
         &req.name,
-        json!({"apps": req.apps.len(), "scopes": scopes, "enabled": enabled}),
+        json!({"apps": req.apps, "scopes": scopes, "enabled": enabled}),
     );
     let Some(rev) = state
         .store
@@ -1022,22 +1220,27 @@ async fn managed_client(state: &AppState, name: &str) -> Result<(), AppError> {
     }
 }
 
-/// Change a managed client: apps, scopes, enabled, or a new key (shown once).
+/// Change a managed client: apps, scopes, enabled, or a new key (shown once). With
+/// `If-Match: "<rev>"` (its `rev` as listed), only that version is changed: 412 once someone
+/// else has changed it.
 #[utoipa::path(patch, path = "/v1/admin/clients/{name}", tag = "admin", security(("admin_key" = [])),
-    params(("name" = String, Path, description = "the client")), request_body = UpdateClient,
-    responses((status = 200, body = ClientView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    params(("name" = String, Path, description = "the client"), ("If-Match" = Option<String>, Header, description = "the version read (\"<rev>\"): change only that version")), request_body = UpdateClient,
+    responses((status = 200, body = ClientView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, description = "changed since the version in If-Match", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn update_client(
     State(state): State<AppState>,
     admin: Admin,
     Path(name): Path<String>,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<UpdateClient>,
 ) -> Result<Json<ClientView>, AppError> {
+    let expected = if_match(&headers)?;
     managed_client(&state, &name).await?;
     // From the database, not this instance's copy (which may be a poll behind).
     let current = match state.store.managed_client(&name).await? {
         Some(c) if !c.deleted => c,
         _ => return Err(AppError::NotFound(format!("no client {name}"))),
     };
+    check_version(expected.as_deref(), current.rev, &format!("client {name}"))?;
     let stored = |json: &str| -> Result<Vec<String>, AppError> {
         serde_json::from_str(json)
             .map_err(|_| AppError::Internal(format!("stored lists of client {name} do not parse")))
@@ -1073,13 +1276,16 @@ pub async fn update_client(
         &admin,
         "client.update",
         &name,
-        json!({"apps": apps.len(), "scopes": scopes, "enabled": enabled, "key": if req.rotate_key { "rotated" } else { "kept" }}),
+        json!({"apps": apps, "scopes": scopes, "enabled": enabled, "key": if req.rotate_key { "rotated" } else { "kept" }}),
     );
     let Some(rev) = state
         .store
         .put_managed_client(&record, false, &audit_row)
         .await?
     else {
+        if expected.is_some() {
+            return Err(stale(&format!("client {name}")));
+        }
         return Err(AppError::Conflict(format!(
             "client {name} was changed or deleted meanwhile: read it again and retry"
         )));
@@ -1229,13 +1435,20 @@ pub struct UserList {
 }
 
 /// Find a user by (appid, openid) or every account of a unionid, with their live sessions.
+/// Each user shown is audited first (`user.read`: which admin, whose appid and openid, whether
+/// a phone number was shown — never the number).
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("admin_key" = [])), params(UserQuery),
     responses((status = 200, body = UserList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn find_users(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Query(q): Query<UserQuery>,
 ) -> Result<Json<UserList>, AppError> {
+    let by = if q.unionid.is_some() {
+        "unionid"
+    } else {
+        "openid"
+    };
     let bounded = |v: &str| !v.is_empty() && v.len() <= 128;
     let pairs: Vec<(String, String)> = match (q.appid, q.openid, q.unionid) {
         (Some(a), Some(o), None) if bounded(&a) && bounded(&o) => vec![(a, o)],
@@ -1252,6 +1465,14 @@ pub async fn find_users(
     for (appid, openid) in pairs.into_iter().take(100) {
         if let Some(u) = state.store.user_by_openid(&appid, &openid).await? {
             let sessions = state.store.count_sessions(u.id, now).await?;
+            audited_read(
+                &state,
+                &admin,
+                "user.read",
+                &format!("{}/{}", u.appid, u.openid),
+                json!({"appid": u.appid, "openid": u.openid, "phone_number": u.phone_number.is_some(), "by": by}),
+            )
+            .await?;
             users.push(UserView {
                 appid: u.appid,
                 openid: u.openid,
@@ -1314,13 +1535,14 @@ pub struct EventPage {
 }
 
 /// An app's push events and their webhook deliveries, described as the client API describes
-/// them (`GET /v1/apps/{appid}/events`).
+/// them (`GET /v1/apps/{appid}/events`). A page that shows events (users' messages) is audited
+/// first (`events.read`: which admin, which app, which event ids — never their content).
 #[utoipa::path(get, path = "/v1/admin/apps/{appid}/events", tag = "admin", security(("admin_key" = [])),
     params(("appid" = String, Path, description = "the app"), PageQuery),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn app_events(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(appid): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<EventPage>, AppError> {
@@ -1343,6 +1565,16 @@ pub async fn app_events(
         .take(limit)
         .map(|e| EventOut::from_record(e, webhook))
         .collect();
+    if let (Some(first), Some(last)) = (events.first(), events.last()) {
+        audited_read(
+            &state,
+            &admin,
+            "events.read",
+            &appid,
+            json!({"first_id": first.id, "last_id": last.id, "count": events.len()}),
+        )
+        .await?;
+    }
     Ok(Json(EventPage {
         next_after: more
             .then(|| events.last().map(|e| e.id.to_string()))

@@ -711,7 +711,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// revision, which it returns; `None` when the condition failed. An update applies only to
     /// the live row still at revision `app.rev` (compare-and-set: two concurrent changes cannot
     /// silently undo each other). `audit` is written in the same transaction: no change
-    /// without its audit row, no audit row without its change.
+    /// without its audit row, no audit row without its change. A creation that revives a
+    /// deleted app ends, in the same transaction, any session its users still have (an earlier
+    /// registration's: taken by an instance that had not yet learned of the deletion).
     async fn put_managed_app(
         &self,
         app: &ManagedAppRecord,
@@ -719,8 +721,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         audit: &AuditRecord,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// Turns a live managed app into a tombstone (its secrets erased), with its `audit` row in
-    /// the same transaction; the new revision, or `None` if there was none.
+    /// Turns a live managed app into a tombstone (its secrets erased) and ends every session of
+    /// its users (their access tokens are then refused here too), with its `audit` row in the
+    /// same transaction (its detail gains `sessions_ended`); the new revision, or `None` if
+    /// there was none.
     async fn delete_managed_app(
         &self,
         appid: &str,

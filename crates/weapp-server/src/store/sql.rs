@@ -930,11 +930,11 @@ macro_rules! sql_store {
             }
 
             async fn put_managed_app(&self, app: &ManagedAppRecord, create: bool, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
-                self.put_managed_row("managed_apps", "appid", app, create, audit).await
+                self.put_managed_row("managed_apps", "appid", app, create, audit, true).await
             }
 
             async fn delete_managed_app(&self, appid: &str, now: i64, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
-                self.delete_managed_row("managed_apps", "appid", appid, now, audit).await
+                self.delete_managed_row("managed_apps", "appid", appid, now, audit, true).await
             }
 
             async fn managed_platforms_after(&self, rev: i64, limit: i64) -> Result<Vec<ManagedPlatformRecord>, StoreError> {
@@ -950,11 +950,11 @@ macro_rules! sql_store {
             }
 
             async fn put_managed_platform(&self, platform: &ManagedPlatformRecord, create: bool, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
-                self.put_managed_row("managed_platforms", "component_appid", platform, create, audit).await
+                self.put_managed_row("managed_platforms", "component_appid", platform, create, audit, false).await
             }
 
             async fn delete_managed_platform(&self, component_appid: &str, now: i64, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
-                self.delete_managed_row("managed_platforms", "component_appid", component_appid, now, audit).await
+                self.delete_managed_row("managed_platforms", "component_appid", component_appid, now, audit, false).await
             }
 
             async fn platform_authorizers_after(&self, rev: i64, limit: i64) -> Result<Vec<PlatformAuthorizer>, StoreError> {
@@ -1114,10 +1114,17 @@ macro_rules! sql_store {
         }
 
         impl $name {
-            /// `put_managed_*` for the table `table` keyed by `key`.
-            async fn put_managed_row(&self, table: &str, key: &str, rec: &ManagedAppRecord, create: bool, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
+            /// `put_managed_*` for the table `table` keyed by `key`. With `app_sessions`, a
+            /// creation that revives a tombstone first ends the sessions of the id's users: any
+            /// left are an earlier registration's (logins an instance took before it learned of
+            /// the deletion), and must not come back with the new one.
+            async fn put_managed_row(&self, table: &str, key: &str, rec: &ManagedAppRecord, create: bool, audit: &AuditRecord, app_sessions: bool) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
+                if create && app_sessions {
+                    let sql = format!("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE appid = $1) AND EXISTS (SELECT 1 FROM {table} WHERE {key} = $1 AND deleted = 1)");
+                    sqlx::query(&sql).bind(&rec.appid).execute(&mut *tx).await?;
+                }
                 let sql = if create {
                     format!(
                         "INSERT INTO {table} ({key}, settings, sealed, key_id, enabled, deleted, rev, created_at, updated_at) \
@@ -1153,8 +1160,10 @@ macro_rules! sql_store {
                 Ok(Some(rev))
             }
 
-            /// `delete_managed_*` for the table `table` keyed by `key`.
-            async fn delete_managed_row(&self, table: &str, key: &str, id: &str, now: i64, audit: &AuditRecord) -> Result<Option<i64>, StoreError> {
+            /// `delete_managed_*` for the table `table` keyed by `key`. With `app_sessions`, every
+            /// session of the id's users ends in the same transaction, and the audit row's detail
+            /// gains `sessions_ended`.
+            async fn delete_managed_row(&self, table: &str, key: &str, id: &str, now: i64, audit: &AuditRecord, app_sessions: bool) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let rev: i64 = sqlx::query(NEXT_REV).fetch_one(&mut *tx).await?.try_get("rev")?;
                 let sql = format!("UPDATE {table} SET deleted = 1, enabled = 0, sealed = NULL, key_id = NULL, rev = $2, updated_at = $3 WHERE {key} = $1 AND deleted = 0");
@@ -1162,6 +1171,17 @@ macro_rules! sql_store {
                 if done.rows_affected() == 0 {
                     tx.rollback().await?;
                     return Ok(None);
+                }
+                let mut audit = Cow::Borrowed(audit);
+                if app_sessions {
+                    let ended = sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE appid = $1)")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    let mut detail: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&audit.detail).unwrap_or_default();
+                    detail.insert("sessions_ended".into(), ended.into());
+                    audit.to_mut().detail = serde_json::Value::Object(detail).to_string();
                 }
                 insert_audit!(&mut *tx, audit);
                 tx.commit().await?;
@@ -1179,6 +1199,45 @@ pub struct SqliteStore {
     /// writer at a time anyway, a connection keeps its page cache only while no other
     /// connection writes, and a batch is one hand-over to that thread (`sqlite_writer`).
     writer: super::sqlite_writer::SqliteLoginWriter,
+}
+
+/// Creates the SQLite file readable and writable by its owner alone (SQLite gives the `-wal` and
+/// `-shm` files it makes later the database file's mode), so users' data is never readable by
+/// others, not even for a moment. An existing file readable by others, or a directory anyone may
+/// write to (who could replace the file), is logged as a warning: the file is the operator's.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the SQLite database is readable by others than its owner; chmod 600 it");
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        // World-writable without the sticky bit: anyone may rename or replace the file.
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            tracing::warn!(dir = %dir.display(), "the SQLite database's directory is writable by everyone: anyone can replace the database");
+        }
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -1203,12 +1262,6 @@ impl SqliteStore {
             .pragma("mmap_size", "268435456")
             .pragma("cache_size", "-16384")
             .pragma("temp_store", "memory");
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(options.pool_size.min(32))
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.clone())
-            .await?;
-        migrate(SQLITE_MIGRATIONS, &pool).await?;
         let query = url.split_once('?').map_or("", |(_, q)| q);
         let param = |name: &str| {
             query
@@ -1218,6 +1271,15 @@ impl SqliteStore {
         let in_memory = url.ends_with(":memory:")
             || url.contains(":memory:?")
             || param("mode") == Some("memory");
+        if !in_memory {
+            create_private(connect.get_filename()).map_err(|e| StoreError(sqlx::Error::Io(e)))?;
+        }
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(options.pool_size.min(32))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await?;
+        migrate(SQLITE_MIGRATIONS, &pool).await?;
         let writer = super::sqlite_writer::SqliteLoginWriter::open(
             super::sqlite_writer::Target {
                 filename: connect.get_filename().to_owned(),
