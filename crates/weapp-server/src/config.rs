@@ -83,6 +83,31 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A webhook URL as it is shown — in the admin API, the console, logs and `Debug` output: its
+/// scheme, host and port, with credentials and everything after the host hidden
+/// (`https://hooks.example.com/***`), since a webhook's path or query often carries a token of
+/// its own.
+pub fn redact_webhook_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.host_str().is_some() => {
+            let host = u.host_str().unwrap_or_default();
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let credentials = if u.username().is_empty() && u.password().is_none() {
+                ""
+            } else {
+                "***@"
+            };
+            let rest = if u.path() == "/" && u.query().is_none() && u.fragment().is_none() {
+                "/"
+            } else {
+                "/***"
+            };
+            format!("{}://{credentials}{host}{port}{rest}", u.scheme())
+        }
+        _ => "<not a URL>".into(),
+    }
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -121,6 +146,9 @@ fn default_login_rate() -> u32 {
 fn default_decrypt_rate() -> u32 {
     10
 }
+fn default_phone_rate() -> u32 {
+    5
+}
 fn default_decrypt_max_age() -> u64 {
     3600
 }
@@ -138,6 +166,18 @@ fn default_timeout() -> u64 {
 }
 fn default_body_limit() -> usize {
     64 * 1024
+}
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_connection_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
+fn default_max_connections_per_ip() -> u64 {
+    256
 }
 fn default_retry_base() -> u64 {
     1000
@@ -316,6 +356,11 @@ pub struct Config {
     /// `WEAPP_DECRYPT_RATE_LIMIT_PER_MINUTE`. Default 10; 0 disables.
     #[serde(default = "default_decrypt_rate")]
     pub decrypt_rate_limit_per_minute: u32,
+    /// `POST /v1/me/phone` requests per minute per user (every session and access token of
+    /// the user draws on it): each asks WeChat with the app's token. Env
+    /// `WEAPP_PHONE_RATE_LIMIT_PER_MINUTE`. Default 5; 0 disables.
+    #[serde(default = "default_phone_rate")]
+    pub phone_rate_limit_per_minute: u32,
     /// Refuse encryptedData whose `watermark.timestamp` is older than this. Env
     /// `WEAPP_DECRYPT_MAX_AGE_SECS`. Default 3600; 0 disables.
     #[serde(default = "default_decrypt_max_age")]
@@ -329,9 +374,10 @@ pub struct Config {
     /// `WEAPP_RATE_LIMIT_BACKEND`.
     #[serde(default)]
     pub rate_limit_backend: RateLimitBackend,
-    /// The most clients a local limiter tracks one by one; beyond it, newcomers share hashed
-    /// buckets (memory stays bounded under a flood of addresses). Env
-    /// `WEAPP_RATE_LIMIT_MAX_KEYS`. Default 100,000.
+    /// The most clients a local limiter tracks in a minute; beyond it, a newcomer makes room by
+    /// forgetting the earliest one (memory stays bounded under a flood of addresses, and no
+    /// client is ever counted against another's budget). Env `WEAPP_RATE_LIMIT_MAX_KEYS`.
+    /// Default 100,000.
     #[serde(default = "default_rate_limit_max_keys")]
     pub rate_limit_max_keys: usize,
     /// Proxies whose `X-Forwarded-For` is believed (CIDRs or addresses): the client is the
@@ -343,6 +389,13 @@ pub struct Config {
     /// `trusted_proxies`. Env `WEAPP_TRUST_FORWARDED_FOR`.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// Internal addresses (CIDRs or addresses) webhooks and API hosts (`api_base`) may point
+    /// at. Without them every loopback, private (RFC 1918, `fc00::/7`), link-local and cloud
+    /// metadata, CGNAT (`100.64.0.0/10`), unspecified, multicast, broadcast and reserved address
+    /// is refused — a name by every address it resolves to, at start-up, at the admin API and
+    /// at each delivery. Env `WEAPP_WEBHOOK_ALLOW_PRIVATE` (comma-separated).
+    #[serde(default)]
+    pub webhook_allow_private: Vec<String>,
     /// A broker report of a failing token refreshes it at most once per this many seconds per
     /// app, fleet-wide, however many reports arrive. Env `WEAPP_INVALIDATE_MIN_INTERVAL_SECS`.
     /// Default 60.
@@ -358,6 +411,27 @@ pub struct Config {
     /// Maximum request body in bytes. Env `WEAPP_BODY_LIMIT_BYTES`. Default 64 KiB.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// A connection must deliver a whole request head (request line and headers) within this
+    /// many seconds of its first byte, and its first head within this long of being accepted;
+    /// otherwise it is closed. Env `WEAPP_HEADER_READ_TIMEOUT_SECS`. Default 10; 1–3,600.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with no request for this many seconds is closed. Env
+    /// `WEAPP_CONNECTION_IDLE_TIMEOUT_SECS`. Default 60; 1–3,600.
+    #[serde(default = "default_connection_idle_timeout")]
+    pub connection_idle_timeout_secs: u64,
+    /// Connections held at once; one more is answered 503 and closed. Never more than the
+    /// open-file limit allows (less a headroom for the database and the rest); 0: only that
+    /// bound. Env `WEAPP_MAX_CONNECTIONS`. Default 10,000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// Connections held at once from one peer address (an IPv6 peer by its /64), never more
+    /// than half of `max_connections`; 0: no such cap. The peer is the TCP peer: behind a load
+    /// balancer it is the balancer, so list it in `trusted_proxies` (whose connections are not
+    /// capped one by one) or set 0, and cap clients at the balancer. Env
+    /// `WEAPP_MAX_CONNECTIONS_PER_IP`. Default 256.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: u64,
     /// First webhook retry delay in milliseconds; it doubles per attempt. Env
     /// `WEAPP_WEBHOOK_RETRY_BASE_MS`. Default 1000.
     #[serde(default = "default_retry_base")]
@@ -468,6 +542,10 @@ pub struct Config {
     /// Set by `weapp serve --sandbox` (not from the file): the database must be a sandbox one.
     #[serde(skip)]
     pub sandbox: bool,
+    /// How host names of webhooks and API hosts are resolved (not from the file): tests answer
+    /// with their own resolver. Default: the system's.
+    #[serde(skip)]
+    pub resolver: Option<std::sync::Arc<dyn crate::egress::Resolver>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -483,6 +561,7 @@ impl std::fmt::Debug for Config {
             .field("data_key", &self.data_key)
             .field("data_keys", &self.data_keys)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("webhook_allow_private", &self.webhook_allow_private)
             .field("apps", &self.apps)
             .field("clients", &self.clients)
             .field("admins", &self.admins)
@@ -575,7 +654,10 @@ impl std::fmt::Debug for PushConfig {
             .field("token", &self.token)
             .field("encoding_aes_key", &self.encoding_aes_key)
             .field("mode", &self.mode)
-            .field("webhook_url", &self.webhook_url.as_deref().map(redact_url))
+            .field(
+                "webhook_url",
+                &self.webhook_url.as_deref().map(redact_webhook_url),
+            )
             .field("webhook_secret", &self.webhook_secret)
             .field("replay_window_secs", &self.replay_window_secs)
             .finish()
@@ -633,7 +715,10 @@ impl std::fmt::Debug for PlatformConfig {
             .field("token", &self.token)
             .field("encoding_aes_key", &self.encoding_aes_key)
             .field("api_base", &redact_url(&self.api_base))
-            .field("webhook_url", &self.webhook_url.as_deref().map(redact_url))
+            .field(
+                "webhook_url",
+                &self.webhook_url.as_deref().map(redact_webhook_url),
+            )
             .field("webhook_secret", &self.webhook_secret)
             .finish()
     }
@@ -675,9 +760,10 @@ impl PlatformConfig {
         if self
             .webhook_secret
             .as_ref()
-            .is_some_and(|s| s.is_empty() || s.expose().len() > 256)
+            .is_some_and(|s| s.expose().len() < 16 || s.expose().len() > 256)
         {
-            return Err("webhook_secret must be 1–256 characters".into());
+            // As an app's: the key of every delivery's signature.
+            return Err("webhook_secret must be 16–256 characters".into());
         }
         if self.webhook_url.is_some() && self.webhook_secret.is_none() {
             return Err("webhook_url needs a webhook_secret".into());
@@ -1048,16 +1134,22 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("allow_generated_data_key", Kind::Scalar),
     ("login_rate_limit_per_minute", Kind::Scalar),
     ("decrypt_rate_limit_per_minute", Kind::Scalar),
+    ("phone_rate_limit_per_minute", Kind::Scalar),
     ("decrypt_max_age_secs", Kind::Scalar),
     ("auth_failure_limit_per_minute", Kind::Scalar),
     ("rate_limit_backend", Kind::Text),
     ("rate_limit_max_keys", Kind::Scalar),
     ("trusted_proxies", Kind::List),
     ("trust_forwarded_for", Kind::Scalar),
+    ("webhook_allow_private", Kind::List),
     ("invalidate_min_interval_secs", Kind::Scalar),
     ("expose_linked_accounts", Kind::Scalar),
     ("request_timeout_secs", Kind::Scalar),
     ("body_limit_bytes", Kind::Scalar),
+    ("header_read_timeout_secs", Kind::Scalar),
+    ("connection_idle_timeout_secs", Kind::Scalar),
+    ("max_connections", Kind::Scalar),
+    ("max_connections_per_ip", Kind::Scalar),
     ("webhook_retry_base_ms", Kind::Scalar),
     ("webhook_retry_max_secs", Kind::Scalar),
     ("webhook_timeout_secs", Kind::Scalar),
@@ -1296,6 +1388,104 @@ impl Config {
         Ok(nets)
     }
 
+    /// The internal ranges webhooks and API hosts may point at (`webhook_allow_private`).
+    ///
+    /// # Errors
+    /// An entry that is not an address or CIDR.
+    pub fn webhook_allow_nets(&self) -> Result<Vec<crate::net::IpNet>, ConfigError> {
+        self.webhook_allow_private
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e| ConfigError(format!("webhook_allow_private: {e}")))
+            })
+            .collect()
+    }
+
+    /// The outbound policy of this configuration: `webhook_allow_private`, and its resolver
+    /// (the system's unless a test set one).
+    ///
+    /// # Errors
+    /// A malformed `webhook_allow_private` entry.
+    pub fn egress(&self) -> Result<crate::egress::Egress, ConfigError> {
+        let resolver = self
+            .resolver
+            .clone()
+            .unwrap_or_else(|| std::sync::Arc::new(crate::egress::SystemResolver));
+        Ok(crate::egress::Egress::new(
+            self.webhook_allow_nets()?,
+            resolver,
+        ))
+    }
+
+    /// Checks where every webhook URL and API host of the file points, after resolving names
+    /// (each distinct host once): none may be an internal address `egress` does not allow. The
+    /// sandbox's simulator (every API host there) and WeChat's own API host (the default) are
+    /// exempt. A name that
+    /// does not resolve now is accepted with a warning (each delivery resolves and checks it
+    /// again).
+    ///
+    /// # Errors
+    /// The first target refused, naming the setting.
+    pub async fn check_targets(&self, egress: &crate::egress::Egress) -> Result<(), ConfigError> {
+        // The sandbox's simulator, and WeChat's own host (the default: some deployments reach
+        // it through an internal forward proxy named in /etc/hosts), are not judged.
+        let sandbox = |url: &str| {
+            let url = url.trim_end_matches('/');
+            url == weapp::DEFAULT_BASE_URL.trim_end_matches('/')
+                || self
+                    .sandbox_api_base
+                    .as_deref()
+                    .is_some_and(|sim| sim.trim_end_matches('/') == url)
+        };
+        let mut targets: Vec<(String, &str)> = Vec::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            if !sandbox(&app.api_base) {
+                targets.push((format!("apps[{i}].api_base"), &app.api_base));
+            }
+            if let Some(url) = app.push.as_ref().and_then(|p| p.webhook_url.as_deref()) {
+                targets.push((format!("apps[{i}].push.webhook_url"), url));
+            }
+        }
+        for (i, p) in self.platforms.iter().enumerate() {
+            if !sandbox(&p.api_base) {
+                targets.push((format!("platforms[{i}].api_base"), &p.api_base));
+            }
+            if let Some(url) = p.webhook_url.as_deref() {
+                targets.push((format!("platforms[{i}].webhook_url"), url));
+            }
+        }
+        // Each host (and port) looked up once: a thousand apps on WeChat's host, one lookup.
+        let mut seen: std::collections::HashMap<
+            String,
+            Result<Option<crate::egress::Unresolved>, crate::egress::TargetError>,
+        > = std::collections::HashMap::new();
+        for (setting, url) in targets {
+            let key = reqwest::Url::parse(url)
+                .map(|u| {
+                    format!(
+                        "{}:{}",
+                        u.host_str().unwrap_or_default(),
+                        u.port_or_known_default().unwrap_or(0)
+                    )
+                })
+                .unwrap_or_else(|_| url.to_owned());
+            let outcome = match seen.get(&key) {
+                Some(known) => known.clone(),
+                None => {
+                    let outcome = egress.check_url(url).await;
+                    seen.insert(key, outcome.clone());
+                    if let Ok(Some(u)) = &outcome {
+                        tracing::warn!(setting = %setting, host = %u.host, "the host does not resolve now: accepted (a webhook's host is resolved and checked again at every delivery)");
+                    }
+                    outcome
+                }
+            };
+            outcome.map_err(|e| ConfigError(format!("{setting}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Checks every rule that can be checked before connecting anything: unique appids,
     /// resolvable secrets and keys, push settings, clients naming configured apps and known
     /// scopes, timeouts and limits in range, keys and proxies well formed.
@@ -1441,6 +1631,25 @@ impl Config {
                 10 * year,
             ),
             ("request_timeout_secs", self.request_timeout_secs, 1, 3600),
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs,
+                1,
+                3600,
+            ),
+            (
+                "connection_idle_timeout_secs",
+                self.connection_idle_timeout_secs,
+                1,
+                3600,
+            ),
+            ("max_connections", self.max_connections, 0, 10_000_000),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                0,
+                10_000_000,
+            ),
             ("webhook_timeout_secs", self.webhook_timeout_secs, 1, 600),
             ("webhook_lease_secs", self.webhook_lease_secs, 2, 86_400),
             (
@@ -1528,6 +1737,7 @@ impl Config {
                 .map_err(|e| ConfigError(format!("data key {i}: {e}")))?;
         }
         self.trusted_proxy_nets()?;
+        self.webhook_allow_nets()?;
         Ok(())
     }
 }
@@ -1781,6 +1991,10 @@ apps = ["wx1234567890abcdef"]
     #[test]
     fn timeouts_leases_and_limits_are_checked() {
         assert!(invalid("request_timeout_secs = 0").contains("request_timeout_secs"));
+        assert!(invalid("header_read_timeout_secs = 0").contains("header_read_timeout_secs"));
+        assert!(
+            invalid("connection_idle_timeout_secs = 0").contains("connection_idle_timeout_secs")
+        );
         assert!(invalid("session_ttl_secs = 0").contains("session_ttl_secs"));
         assert!(
             invalid("webhook_timeout_secs = 30\nwebhook_lease_secs = 30").contains("must exceed")
@@ -2029,5 +2243,28 @@ apps = ["wx1234567890abcdef"]
             redact_url("redis://:pw@h:1/2?password=x"),
             "redis://***@h:1/2"
         );
+    }
+
+    #[test]
+    fn webhook_urls_are_shown_without_their_path_query_or_credentials() {
+        for (url, shown) in [
+            (
+                "https://u:pw@hooks.example.com:8443/t/s3cret?token=q#f",
+                "https://***@hooks.example.com:8443/***",
+            ),
+            (
+                "https://hooks.example.com/x",
+                "https://hooks.example.com/***",
+            ),
+            (
+                "https://hooks.example.com?token=q",
+                "https://hooks.example.com/***",
+            ),
+            ("http://[::1]:9/hook", "http://[::1]:9/***"),
+            ("https://hooks.example.com", "https://hooks.example.com/"),
+            ("not a url", "<not a URL>"),
+        ] {
+            assert_eq!(redact_webhook_url(url), shown, "{url}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
@@ -274,5 +274,38 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outermost: a caller's request id is kept only if it is a plain token (it goes into
+        // every log line of the request); otherwise a fresh one replaces it.
+        .layer(axum::middleware::map_request(sanitize_request_id))
+        // Answers are about one caller (sessions, tokens, keys): no cache may keep them unless
+        // a handler says otherwise (the JWKS, the console's assets).
+        .layer(axum::middleware::map_response(no_store))
         .with_state(state)
+}
+
+/// The longest caller-chosen `x-request-id` kept.
+const REQUEST_ID_MAX: usize = 64;
+
+/// Drops a caller's `x-request-id` unless it is 1–64 characters of `A–Z a–z 0–9 . _ : -`, so
+/// that log lines cannot be forged or bloated through it; [`SetRequestIdLayer`] then makes one.
+async fn sanitize_request_id(mut req: Request) -> Request {
+    let ok = req.headers().get("x-request-id").is_none_or(|v| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= REQUEST_ID_MAX
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+    });
+    if !ok {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
+/// `Cache-Control: no-store` on every answer that does not set its own.
+async fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res
 }

@@ -38,10 +38,8 @@ impl Vault {
     /// Opens (creating and migrating) the database of `config`, refuses one that is not a
     /// sandbox's, and opens the data keyring the server will use.
     pub(super) async fn open(config: &Config) -> Result<Self, SandboxError> {
+        // The store creates a SQLite file readable by its owner alone.
         let sqlite_file = sqlite_file(&config.database_url);
-        if let Some(path) = &sqlite_file {
-            create_private(path)?;
-        }
         let options = StoreOptions {
             pool_size: 2,
             ..StoreOptions::default()
@@ -179,23 +177,6 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
     Some(options.get_filename().to_path_buf())
-}
-
-/// Creates the database file readable by its owner only, if it does not exist yet (so it is
-/// never readable by others, not even between its creation and [`restrict`]).
-fn create_private(path: &std::path::Path) -> Result<(), SandboxError> {
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-    match open.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(SandboxError::File {
-            path: path.display().to_string(),
-            source,
-        }),
-    }
 }
 
 /// Makes the database and its WAL files readable by their owner only (SQLite gives files it
