@@ -17,109 +17,19 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::core::{Sim, WxError, WxResult};
+use crate::error::{WxError, WxResult};
 use crate::http::{app_and_user, body, control_error, from_wx, try_resp};
 use crate::journal::Event;
+pub use crate::state::console::{Backend, RequestTemplate};
+use crate::world::Sim;
 
 const INDEX: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/app.js");
 /// The console's stylesheet — also the base of weapp-server's admin console, so both look alike.
 pub const STYLE: &str = include_str!("../console/app.css");
-
-/// One request the phone makes to the backend.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestTemplate {
-    /// `GET`, `POST`, …
-    #[serde(default = "post_method")]
-    pub method: String,
-    /// Path under the backend URL, e.g. `/v1/login`.
-    pub path: String,
-    /// Headers (values are templates).
-    #[serde(default)]
-    pub headers: Map<String, Value>,
-    /// The body (a template; sent as JSON when it parses as JSON).
-    #[serde(default)]
-    pub body: String,
-}
-
-fn post_method() -> String {
-    "POST".into()
-}
-
-/// Where an app's backend is and what the phone sends it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Backend {
-    /// The backend's base URL, e.g. `http://127.0.0.1:8080`.
-    pub url: String,
-    /// Sent after `wx.login` with the code.
-    pub login: RequestTemplate,
-    /// Sent after `getPhoneNumber` with the phone code.
-    pub phone: RequestTemplate,
-    /// The push receiver's replay window (seconds), when the backend told it: the console warns
-    /// when the simulator's clock is further than this from the wall clock, because the backend
-    /// then refuses pushes as stale. Unset: weapp-server's default, 300 s; 0: the backend checks
-    /// no timestamps (no warning).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replay_window_secs: Option<u64>,
-}
-
-impl Backend {
-    /// What `weapp serve` expects: `POST /v1/login {appid, code}`, then `POST /v1/me/phone
-    /// {code}` with the session token the login answered.
-    pub fn weapp_server(url: &str) -> Self {
-        Self {
-            url: url.trim_end_matches('/').to_owned(),
-            login: RequestTemplate {
-                method: "POST".into(),
-                path: "/v1/login".into(),
-                headers: Map::new(),
-                body: r#"{"appid": "{{appid}}", "code": "{{code}}"}"#.into(),
-            },
-            phone: RequestTemplate {
-                method: "POST".into(),
-                path: "/v1/me/phone".into(),
-                headers: [(
-                    "Authorization".to_owned(),
-                    Value::String("Bearer {{storage.token}}".into()),
-                )]
-                .into_iter()
-                .collect(),
-                body: r#"{"code": "{{code}}"}"#.into(),
-            },
-            replay_window_secs: None,
-        }
-    }
-
-    /// The backend's push replay window, for the console's clock warning (what weapp-server's
-    /// `replay_window_secs` is set to).
-    #[must_use]
-    pub fn replay_window(mut self, secs: u64) -> Self {
-        self.replay_window_secs = Some(secs);
-        self
-    }
-}
-
-/// The console's state: backends per app, storage per user.
-#[derive(Debug, Default)]
-pub(crate) struct ConsoleState {
-    backends: HashMap<String, Backend>,
-    storage: HashMap<(String, String), Map<String, Value>>,
-}
-
-impl ConsoleState {
-    /// The settings without what users did (for `reset`).
-    pub(crate) fn settings_only(self) -> Self {
-        Self {
-            backends: self.backends,
-            storage: HashMap::new(),
-        }
-    }
-}
 
 /// How much of a backend's answer the phone reads.
 const BACKEND_ANSWER_LIMIT: usize = 1024 * 1024;

@@ -18,3 +18,9 @@ pub fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
     mac.update(msg);
     hex::encode(mac.finalize().into_bytes())
 }
+
+/// Constant-time equality of two byte strings (secrets compared with what a caller sent).
+pub(crate) fn subtle_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b)
+}

@@ -2,8 +2,6 @@
 //! the reply windows: 48 hours / 5 replies, 1 minute / 2 replies), replies and "typing", and
 //! temporary image media that lives 3 days.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -11,43 +9,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::core::{random_alnum, Sim, World, WxError, WxResult};
-use crate::http::{
-    answer, body, from_wx, json_body, ok, p, try_resp, with_token, wx_error, Params,
-};
+use crate::error::{WxError, WxResult};
+use crate::http::{answer, body, from_wx, json_body, ok, p, try_resp, wx_error, Params};
 use crate::journal::Event;
+use crate::random::random_alnum;
+pub use crate::state::customer_service::UserAction;
+use crate::tokens::with_token;
+use crate::world::{Sim, World};
 
 /// How long temporary media lives (3 days).
 pub const MEDIA_TTL_SECS: i64 = 3 * 86_400;
-
-/// A user action in the customer-service conversation (what opens the reply windows).
-#[derive(Debug, Clone, Serialize)]
-pub struct UserAction {
-    /// `text` or `enter_session`.
-    pub kind: String,
-    /// Unix ms.
-    pub at: i64,
-    /// Replies sent since.
-    pub replies: u32,
-    /// Whether "typing" is shown.
-    pub typing: bool,
-}
-
-/// An app's customer-service slice.
-#[derive(Debug, Default)]
-pub(crate) struct AppCs {
-    /// Last customer-service action per openid.
-    user_actions: HashMap<String, UserAction>,
-}
-
-/// Temporary media by id: (appid, content type, bytes, created_at ms).
-#[derive(Debug, Default)]
-pub(crate) struct MediaStore {
-    items: HashMap<String, (String, String, Vec<u8>, i64)>,
-}
 
 impl Sim {
     /// A user writes to customer service (`text`) or enters the session (`enter_session`):

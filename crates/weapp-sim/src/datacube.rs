@@ -8,8 +8,10 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::core::{Sim, WxError, WxResult};
-use crate::http::{answer as wx_answer, json_body, p, with_token, Params};
+use crate::error::{WxError, WxResult};
+use crate::http::{answer as wx_answer, json_body, p, Params};
+use crate::tokens::with_token;
+use crate::world::Sim;
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {

@@ -1,5 +1,6 @@
 //! What every domain's routes share: WeChat's answer shapes (HTTP 200 JSON, `errmsg` ending
-//! in a rid), parameter helpers, token checks, and the control API's error shape.
+//! in a rid), parameter helpers, and the control API's error shape. (The token check every
+//! API makes first is `crate::tokens::with_token`.)
 
 use std::collections::HashMap;
 
@@ -11,30 +12,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::core::{Sim, WxError, WxResult};
+use crate::error::{errmsg, WxError, WxResult};
+use crate::world::Sim;
 
 /// Query parameters as WeChat reads them.
 pub(crate) type Params = Query<HashMap<String, String>>;
-
-/// The hint production adds to 40001 today on every path but `/sns/*` (captured on
-/// `/cgi-bin/*`, `/wxa/business/getuserphonenumber` and `/tcb/*`, 2023–2026).
-const STABLE_TOKEN_HINT: &str =
-    ", could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r";
-
-/// An errmsg as production writes it: the text, then the request id — `", rid: "` on `/sns/*`,
-/// a bare `" rid: "` everywhere else (captures 2020–2026; see the crate README). A 40001 outside
-/// `/sns/*` carries today's hint to use `getStableAccessToken`.
-pub(crate) fn errmsg(path: &str, msg: &str, rid: &str) -> String {
-    if path.starts_with("/sns/") {
-        return format!("{msg}, rid: {rid}");
-    }
-    let hint = if msg == crate::tokens::INVALID_CREDENTIAL {
-        STABLE_TOKEN_HINT
-    } else {
-        ""
-    };
-    format!("{msg}{hint} rid: {rid}")
-}
 
 /// Every WeChat answer is HTTP 200 JSON.
 pub(crate) fn wx_json(body: Value) -> Response {
@@ -89,25 +71,6 @@ pub(crate) fn json_body(body: &Bytes) -> WxResult<Value> {
 
 pub(crate) fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
-}
-
-/// Validates `access_token`, counts the call for `quota/get`, then runs `f` with the token's
-/// appid.
-pub(crate) fn with_token(
-    sim: &Sim,
-    path: &str,
-    q: &HashMap<String, String>,
-    f: impl FnOnce(&str) -> WxResult<Value>,
-) -> Response {
-    answer(
-        sim,
-        path,
-        sim.check_api_token(p(q, "access_token"), path)
-            .and_then(|appid| {
-                sim.count_app_call(&appid, path);
-                f(&appid)
-            }),
-    )
 }
 
 // ----------------------------------------------------------------------------- control API

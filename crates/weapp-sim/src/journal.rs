@@ -7,20 +7,11 @@
 //! (`GET /_sim/events/stream`).
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::sync::Mutex;
 
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
-
-use crate::core::Sim;
 
 /// How many events the journal keeps.
 pub const CAPACITY: usize = 10_000;
@@ -30,9 +21,6 @@ pub const BYTE_BUDGET: usize = 64 * 1024 * 1024;
 
 /// An event detail larger than this (in memory, about) is replaced by a preview.
 pub const DETAIL_LIMIT: usize = 64 * 1024;
-
-/// How much `GET /_sim/events` answers at most, about (`next_after` says where it stopped).
-const PAGE_BUDGET: usize = 8 * 1024 * 1024;
 
 /// Whether a field named `key` holds a secret. Names are compared without case, `_` or `-`, so
 /// `access_token`, `accessToken` and `Access-Token` are one name: anything ending in `token`,
@@ -365,7 +353,13 @@ impl Journal {
 
     /// Like [`Journal::after`], stopping once about `budget` bytes are in the page (one event at
     /// least).
-    fn page(&self, after: u64, limit: usize, budget: usize, filter: &Filter) -> (Vec<Event>, u64) {
+    pub(crate) fn page(
+        &self,
+        after: u64,
+        limit: usize,
+        budget: usize,
+        filter: &Filter,
+    ) -> (Vec<Event>, u64) {
         let r = self.ring();
         let mut out = Vec::new();
         let mut next = after;
@@ -414,7 +408,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn from_query(q: &HashMap<String, String>) -> Result<Self, String> {
+    pub(crate) fn from_query(q: &HashMap<String, String>) -> Result<Self, String> {
         let non_empty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
         Ok(Self {
             appid: non_empty("appid"),
@@ -438,99 +432,6 @@ impl Filter {
             && self.kind.as_ref().is_none_or(|k| &e.kind == k)
             && self.errcode.is_none_or(|c| e.errcode == Some(c))
     }
-}
-
-fn parse_u64(q: &HashMap<String, String>, k: &str, default: u64) -> Result<u64, String> {
-    match q.get(k) {
-        Some(v) => v.parse().map_err(|_| format!("{k} must be a whole number")),
-        None => Ok(default),
-    }
-}
-
-async fn events(State(sim): State<Sim>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let parsed = (|| {
-        let after = parse_u64(&q, "after", 0)?;
-        let limit = parse_u64(&q, "limit", 500)?;
-        if !(1..=5000).contains(&limit) {
-            return Err("limit must be 1–5000".to_owned());
-        }
-        Ok((after, limit as usize, Filter::from_query(&q)?))
-    })();
-    let (after, limit, filter) = match parsed {
-        Ok(v) => v,
-        Err(e) => {
-            return crate::http::control_error(axum::http::StatusCode::BAD_REQUEST, e);
-        }
-    };
-    let (events, next_after) = sim.journal().page(after, limit, PAGE_BUDGET, &filter);
-    Json(json!({"events": events, "next_after": next_after})).into_response()
-}
-
-/// Server-Sent Events: the backlog after `after` (or `Last-Event-ID`; default: only new
-/// events), then every new event as it happens, in id order. Each SSE message carries one event
-/// as JSON, with its id. The stream reads the ring a page at a time, so a slow reader holds at
-/// most one page and misses only what the ring no longer keeps. A `Last-Event-ID` from before a
-/// restart of the simulator (above the newest id) starts from the beginning.
-async fn stream(
-    State(sim): State<Sim>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let from_header = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    // Watch before reading the newest id, so nothing falls between them.
-    let newest = sim.journal().watch();
-    let last_id = sim.journal().last_id();
-    let after = match from_header.map_or_else(|| parse_u64(&q, "after", last_id), Ok) {
-        Ok(a) if a > last_id => 0,
-        Ok(a) => a,
-        Err(e) => return crate::http::control_error(axum::http::StatusCode::BAD_REQUEST, e),
-    };
-    let filter = match Filter::from_query(&q) {
-        Ok(f) => f,
-        Err(e) => return crate::http::control_error(axum::http::StatusCode::BAD_REQUEST, e),
-    };
-    let state = (VecDeque::new(), newest, after, filter, sim);
-    let events = futures_util::stream::unfold(
-        state,
-        |(mut page, mut newest, mut last, filter, sim)| async move {
-            loop {
-                if let Some(e) = page.pop_front() {
-                    let sse = to_sse(&e);
-                    return Some((Ok::<_, Infallible>(sse), (page, newest, last, filter, sim)));
-                }
-                newest.borrow_and_update();
-                let (events, next) = sim.journal().page(last, 256, PAGE_BUDGET, &filter);
-                if next > last {
-                    last = next;
-                    page = VecDeque::from(events);
-                    continue;
-                }
-                // Caught up: wait for the next event.
-                if newest.changed().await.is_err() {
-                    return None;
-                }
-            }
-        },
-    );
-    Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response()
-}
-
-fn to_sse(e: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(e.id.to_string())
-        .data(serde_json::to_string(e).unwrap_or_default())
-}
-
-/// The journal's `/_sim` routes.
-pub(crate) fn control() -> Router<Sim> {
-    Router::new()
-        .route("/_sim/events", get(events))
-        .route("/_sim/events/stream", get(stream))
 }
 
 #[cfg(test)]

@@ -17,11 +17,25 @@
 //!
 //! Choices where WeChat's documentation is silent are listed in the crate README.
 
+// The modules form layers; each imports only modules of the layers before it (no two modules
+// import each other: `scripts/module-cycles weapp-sim` checks it):
+// 1. leaves, importing nothing of the crate: `error` (WxError, errmsg), `clock`, `random`,
+//    `crypto`, `journal` (the event ring);
+// 2. `state`: each domain's data, one file per domain, for the world to hold;
+// 3. `world`: the World, the `Sim` handle to it, and what every domain does with it;
+// 4. `http` (answer shapes, control-API helpers) and `events` (the journal's routes);
+// 5. the WeChat domains, each with its rules and routes (`tokens` first: every API checks a
+//    token; `push` before the domains that push; `platform` last), and `core`, the
+//    simulator's own control routes (apps, users, clock, faults, stats, reset);
+// 6. this file: the router that assembles them, the middleware, `run` and `spawn`.
+mod clock;
 pub mod console;
 mod core;
 pub mod crypto;
 pub mod customer_service;
 pub mod datacube;
+mod error;
+mod events;
 mod http;
 pub mod journal;
 pub mod links;
@@ -30,9 +44,12 @@ pub mod openapi;
 pub mod phone;
 pub mod platform;
 pub mod push;
+mod random;
 pub mod security;
+mod state;
 pub mod subscribe;
 pub mod tokens;
+mod world;
 pub mod wxacode;
 
 use std::future::Future;
@@ -48,7 +65,9 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-pub use crate::core::{ClockMode, Fault, RidRecord, Sim, User, WxError, WxResult, CODE_TTL};
+pub use crate::clock::ClockMode;
+pub use crate::error::{WxError, WxResult};
+pub use crate::world::{Fault, RidRecord, Sim, User, CODE_TTL};
 pub use console::{Backend, RequestTemplate, STYLE as CONSOLE_STYLE};
 pub use customer_service::{UserAction, MEDIA_TTL_SECS};
 pub use journal::{Event, Journal};
@@ -270,7 +289,7 @@ async fn caller_scope(req: Request, next: Next) -> Response {
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_canonical());
-    platform::CALLER.scope(ip, next.run(req)).await
+    state::platform::CALLER.scope(ip, next.run(req)).await
 }
 
 /// The simulator's HTTP application: each domain's WeChat routes and `/_sim` routes, the
@@ -300,7 +319,7 @@ pub fn router(sim: Sim) -> Router {
         .merge(platform::routes())
         .merge(platform::control())
         .merge(core::control())
-        .merge(journal::control())
+        .merge(events::control())
         .merge(console::control())
         .fallback(not_found)
         // Inside `faults`, which may run the request in a task of its own.

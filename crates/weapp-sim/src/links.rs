@@ -1,20 +1,20 @@
 //! URL Scheme, URL Link and Short Link: generated values that the query calls resolve back to
 //! their path, query, expiry and version, with the daily, per-second and permanent quotas.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::core::{day_of, Sim};
-use crate::http::{json_body, ok_with, s, with_token, Params};
-
-use crate::core::{random_alnum, WxError, WxResult};
+use crate::clock::day_of;
+use crate::error::{WxError, WxResult};
+use crate::http::{json_body, ok_with, s, Params};
+use crate::random::random_alnum;
+pub use crate::state::links::LinkRecord;
+use crate::tokens::with_token;
+use crate::world::Sim;
 
 /// Scheme + URL Link generations per day (shared).
 pub const DAILY_LINKS: u32 = 500_000;
@@ -25,23 +25,6 @@ pub const PERMANENT_SHORT_LINKS: u64 = 100_000;
 /// Visits a generated link allows (reported as `remain_visit_quota`).
 pub const VISITS: u64 = 100_000;
 const MAX_DAYS: i64 = 30;
-
-/// A generated scheme or link.
-#[derive(Debug, Clone, Serialize)]
-pub struct LinkRecord {
-    /// Owner.
-    pub appid: String,
-    /// Page (empty: home).
-    pub path: String,
-    /// Query.
-    pub query: String,
-    /// Unix seconds.
-    pub create_time: i64,
-    /// Unix seconds (0: never).
-    pub expire_time: i64,
-    /// release / trial / develop.
-    pub env_version: String,
-}
 
 const QUERY_CHARS: &str = "!#$&'()*+,/:;=?@-._~%";
 
@@ -132,13 +115,6 @@ pub fn ticket() -> String {
 /// The `…_info` object of a query answer.
 pub fn info(r: &LinkRecord) -> Value {
     json!({"appid": r.appid, "path": r.path, "query": r.query, "create_time": r.create_time, "expire_time": r.expire_time, "env_version": r.env_version})
-}
-
-/// Schemes and links by ticket, and permanent short links made per app.
-#[derive(Debug, Default)]
-pub(crate) struct LinkTable {
-    links: HashMap<String, LinkRecord>,
-    permanent_short_links: HashMap<String, u64>,
 }
 
 impl Sim {

@@ -3,8 +3,6 @@
 //! (`checksession`, `resetusersessionkey`, `getuserencryptkey`), plugin codes, and the paid
 //! unionid within 5 minutes of a payment.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -13,40 +11,20 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::core::{
-    minute_of, new_user, random_alnum, random_key, subtle_eq, Code, Sim, World, WxError, WxResult,
-    CODE_TTL,
-};
+use crate::clock::minute_of;
+use crate::crypto::subtle_eq;
+use crate::error::{WxError, WxResult};
 use crate::http::{
-    answer, body, control_error, from_wx, json_body, ok, ok_with, p, s, try_resp, with_token,
-    Params,
+    answer, body, control_error, from_wx, json_body, ok, ok_with, p, s, try_resp, Params,
 };
 use crate::journal::Event;
+use crate::random::{random_alnum, random_key};
+use crate::state::{login::Payment, Code};
+use crate::tokens::with_token;
+use crate::world::{new_user, Sim, World, CODE_TTL};
 
 /// `jscode2session` redemptions per user per minute (the legacy documented figure).
 pub const JSCODE_PER_USER_MINUTE: u32 = 100;
-
-#[derive(Debug, Clone)]
-struct Payment {
-    openid: String,
-    transaction_id: Option<String>,
-    mch_id: Option<String>,
-    out_trade_no: Option<String>,
-    paid_at: i64,
-}
-
-/// An app's login slice.
-#[derive(Debug, Default)]
-pub(crate) struct AppLogin {
-    payments: Vec<Payment>,
-}
-
-/// Login and plugin codes by value.
-#[derive(Debug, Default)]
-pub(crate) struct LoginCodes {
-    codes: HashMap<String, Code>,
-    plugin_codes: HashMap<String, Code>,
-}
 
 impl Sim {
     /// What `wx.login()` does: creates the user if needed, rotates their session_key, and

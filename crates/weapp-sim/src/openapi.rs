@@ -1,8 +1,6 @@
 //! OpenAPI management: `quota/get` with real per-app counters, `clear_quota` (10 a month) and
 //! its secret-authenticated `v2`, and `rid/get` for every error the simulator answered.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -10,21 +8,14 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::core::{day_of, month_of, Sim, WxError, WxResult};
-use crate::http::{answer, json_body, ok, ok_with, p, s, with_token, Params};
-use crate::tokens::{CLASSIC_DAILY_QUOTA, STABLE_DAILY_QUOTA, STABLE_MINUTE_QUOTA};
+use crate::clock::{day_of, month_of};
+use crate::error::{WxError, WxResult};
+use crate::http::{answer, json_body, ok, ok_with, p, s, Params};
+use crate::tokens::{with_token, CLASSIC_DAILY_QUOTA, STABLE_DAILY_QUOTA, STABLE_MINUTE_QUOTA};
+use crate::world::Sim;
 
 /// `clear_quota` calls per month.
 pub const CLEAR_QUOTA_MONTHLY: u32 = 10;
-
-/// An app's OpenAPI slice.
-#[derive(Debug, Default)]
-pub(crate) struct AppOpenapi {
-    /// Token-authenticated calls per path today: (day, count).
-    daily_calls: HashMap<String, (i64, u64)>,
-    /// `clear_quota` calls this month: (month, count).
-    clear_quota: (i64, u32),
-}
 
 /// Daily limit and per-minute rate `quota/get` reports for a path (0: no per-minute limit).
 fn quota_of(path: &str) -> (u64, u64) {
@@ -69,23 +60,6 @@ const PATHS: &[&str] = &[
 ];
 
 impl Sim {
-    /// Counts a token-authenticated call of `path` by `appid` (for `quota/get`).
-    pub(crate) fn count_app_call(&self, appid: &str, path: &str) {
-        let mut w = self.world();
-        let day = day_of(self.now_in(&w));
-        if let Some(app) = w.apps.get_mut(appid) {
-            let e = app
-                .openapi
-                .daily_calls
-                .entry(path.to_owned())
-                .or_insert((day, 0));
-            if e.0 != day {
-                *e = (day, 0);
-            }
-            e.1 += 1;
-        }
-    }
-
     /// `openapi/quota/get` for a known WeChat path.
     ///
     /// # Errors

@@ -2,8 +2,6 @@
 //! `getuserphonenumber` (with `countryCode` as the number WeChat really sends), and legacy
 //! `encryptedData` made under the user's current session_key.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -18,19 +16,15 @@ use serde_json::{json, Value};
 fn hint_id() -> String {
     format!(
         "{}-{}",
-        crate::core::random_alnum(9),
-        crate::core::random_alnum(6)
+        crate::random::random_alnum(9),
+        crate::random::random_alnum(6)
     )
 }
 
-use crate::core::{Code, Sim, WxError, WxResult};
-use crate::http::{body, from_wx, json_body, ok_with, s, try_resp, with_token, Params};
-
-/// Phone codes by value.
-#[derive(Debug, Default)]
-pub(crate) struct PhoneCodes {
-    codes: HashMap<String, Code>,
-}
+use crate::error::{WxError, WxResult};
+use crate::http::{body, from_wx, json_body, ok_with, s, try_resp, Params};
+use crate::tokens::with_token;
+use crate::world::Sim;
 
 impl Sim {
     /// What the getPhoneNumber button hands over: a one-time code for the user's number

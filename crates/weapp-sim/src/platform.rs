@@ -11,7 +11,7 @@
 //! platform the permission set the API belongs to ([`permission_set`]; 61007 otherwise).
 //! A platform may have an IP whitelist: component calls from elsewhere answer 61004.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -24,24 +24,18 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::core::{day_of, month_of, random_alnum, Sim, World, WxError, WxResult};
+use crate::clock::{day_of, month_of};
+use crate::error::{invalid_credential, WxError, WxResult};
 use crate::http::{answer, body, control_error, from_wx, json_body, p, s, try_resp};
 use crate::journal::Event;
 use crate::push::{
     aes_key, deliver, encrypt, sha1_sorted, to_xml, urlencode, Delivery, PushFormat,
 };
-use crate::tokens::{invalid_credential, TokenKind, TOKEN_OVERLAP, TOKEN_TTL};
-
-tokio::task_local! {
-    /// The address of the request being answered (`None`: the server was started without
-    /// connection info), set around every request by the router.
-    pub(crate) static CALLER: Option<IpAddr>;
-}
-
-/// The caller of the request being answered, if known.
-fn caller() -> Option<IpAddr> {
-    CALLER.try_with(|c| *c).ok().flatten()
-}
+use crate::random::random_alnum;
+pub use crate::state::platform::permission_set;
+use crate::state::platform::{fresh, Authorization, ComponentToken, Platform};
+use crate::tokens::{TokenKind, TOKEN_OVERLAP, TOKEN_TTL};
+use crate::world::{Sim, World};
 
 /// A ticket push every this many seconds of (virtual or real) time.
 pub const TICKET_INTERVAL: i64 = 600;
@@ -58,26 +52,6 @@ pub const AUTHORIZER_PAGE_MAX: i64 = 500;
 /// The permission sets a merchant grants when the control call names none.
 pub const DEFAULT_FUNC_IDS: &[i64] = &[17, 18, 19, 25, 30, 31];
 
-/// The permission set (小程序权限集 id) a mini program API at `path` belongs to, for the APIs
-/// of the simulator whose set WeChat documents: 17 获取小程序码 (the three code APIs), 18
-/// 开发管理与数据分析 (`/datacube/…` and the performance data), 19 客服消息管理 (customer-service
-/// messages, typing and their media). A platform acting for a merchant that did not grant the
-/// set gets 61007 `api is unauthorized to component`; other APIs need no particular set here.
-pub fn permission_set(path: &str) -> Option<i64> {
-    match path {
-        "/wxa/getwxacode" | "/wxa/getwxacodeunlimit" | "/cgi-bin/wxaapp/createwxaqrcode" => {
-            Some(17)
-        }
-        "/wxa/business/performance/boot" => Some(18),
-        p if p.starts_with("/datacube/") => Some(18),
-        "/cgi-bin/message/custom/send"
-        | "/cgi-bin/message/custom/typing"
-        | "/cgi-bin/media/upload"
-        | "/cgi-bin/media/get" => Some(19),
-        _ => None,
-    }
-}
-
 /// The authorizer options (`api_get_authorizer_option`) and the values each takes; every
 /// option is `"0"` until set.
 pub const AUTHORIZER_OPTIONS: &[(&str, &[&str])] = &[
@@ -85,52 +59,6 @@ pub const AUTHORIZER_OPTIONS: &[(&str, &[&str])] = &[
     ("voice_recognize", &["0", "1"]),
     ("customer_service", &["0", "1"]),
 ];
-
-/// A merchant's authorization of a platform.
-#[derive(Debug, Clone)]
-pub(crate) struct Authorization {
-    refresh_token: String,
-    func_ids: Vec<i64>,
-    /// Unix seconds of the last authorization.
-    auth_time: i64,
-    /// Whether `api_query_auth` has been called since (the list omits the refresh token
-    /// before).
-    exchanged: bool,
-    /// False once the merchant de-authorized (kept, for 61003).
-    active: bool,
-    /// The authorizer tokens issued under this authorization (current, previous).
-    current: Option<String>,
-    previous: Option<String>,
-}
-
-/// One registered platform.
-#[derive(Debug, Clone)]
-pub(crate) struct Platform {
-    secret: String,
-    token: String,
-    aes_key: String,
-    event_url: Option<String>,
-    message_url: Option<String>,
-    /// Tickets pushed: (value, Unix ms).
-    tickets: Vec<(String, i64)>,
-    next_ticket_at: Option<i64>,
-    /// When a ticket push was last answered `success`.
-    last_ticket_ok: Option<i64>,
-    /// Whether the last ticket push was not answered `success`.
-    last_ticket_failed: bool,
-    ticket_pushes: u64,
-    component_current: Option<String>,
-    component_previous: Option<String>,
-    counters: HashMap<&'static str, (i64, u32)>,
-    pre_auth: HashMap<String, (i64, bool)>,
-    auth_codes: HashMap<String, (String, i64)>,
-    /// By authorizer appid (ordered, for stable paging).
-    authorizers: BTreeMap<String, Authorization>,
-    /// Component tokens issued.
-    tokens_issued: u64,
-    /// The addresses component calls may come from (`None`: any).
-    ip_whitelist: Option<Vec<IpAddr>>,
-}
 
 /// 61003: the account has not (or no longer) authorized the platform.
 fn not_authorized() -> WxError {
@@ -157,108 +85,6 @@ impl Platform {
         }
         e.1 += 1;
         true
-    }
-}
-
-/// A component token's life.
-#[derive(Debug, Clone)]
-struct ComponentToken {
-    component_appid: String,
-    expires_at: i64,
-    valid_until: Option<i64>,
-}
-
-/// The platforms and their component tokens.
-#[derive(Debug, Default)]
-pub(crate) struct PlatformTable {
-    platforms: HashMap<String, Platform>,
-    tokens: HashMap<String, ComponentToken>,
-    /// Authorizer options set, by authorizer appid (an account's settings, whichever platform
-    /// set them).
-    options: HashMap<String, BTreeMap<String, String>>,
-}
-
-impl PlatformTable {
-    /// The registrations alone (what a reset keeps): secrets, keys and URLs.
-    pub(crate) fn registrations_only(&self) -> Self {
-        Self {
-            platforms: self
-                .platforms
-                .iter()
-                .map(|(id, p)| {
-                    let mut kept = fresh(
-                        p.secret.clone(),
-                        p.token.clone(),
-                        p.aes_key.clone(),
-                        p.event_url.clone(),
-                        p.message_url.clone(),
-                    );
-                    kept.ip_whitelist = p.ip_whitelist.clone();
-                    (id.clone(), kept)
-                })
-                .collect(),
-            tokens: HashMap::new(),
-            options: HashMap::new(),
-        }
-    }
-
-    /// 61004 when `component_appid` has an IP whitelist without the caller's address (calls
-    /// it makes with its component token, and for a merchant with an authorizer token).
-    pub(crate) fn check_whitelist(&self, component_appid: &str) -> WxResult<()> {
-        let Some(list) = self
-            .platforms
-            .get(component_appid)
-            .and_then(|p| p.ip_whitelist.as_ref())
-        else {
-            return Ok(());
-        };
-        match caller() {
-            Some(ip) if list.contains(&ip) => Ok(()),
-            ip => Err(WxError::new(
-                61004,
-                format!(
-                    "access clientip is not registered requestIP: {}",
-                    ip.map_or_else(|| "unknown".to_owned(), |i| i.to_string())
-                ),
-            )),
-        }
-    }
-
-    /// Whether `authorizer` has (still) granted `component_appid` the permission set `set`.
-    pub(crate) fn granted(&self, component_appid: &str, authorizer: &str, set: i64) -> bool {
-        self.platforms
-            .get(component_appid)
-            .and_then(|p| p.authorizers.get(authorizer))
-            .is_some_and(|a| a.active && a.func_ids.contains(&set))
-    }
-}
-
-fn fresh(
-    secret: String,
-    token: String,
-    aes_key: String,
-    event_url: Option<String>,
-    message_url: Option<String>,
-) -> Platform {
-    Platform {
-        secret,
-        token,
-        aes_key,
-        next_ticket_at: event_url.as_ref().map(|_| 0),
-        event_url,
-        message_url,
-        tickets: Vec::new(),
-        last_ticket_ok: None,
-        last_ticket_failed: false,
-        ticket_pushes: 0,
-        component_current: None,
-        component_previous: None,
-        counters: HashMap::new(),
-        pre_auth: HashMap::new(),
-        auth_codes: HashMap::new(),
-        authorizers: BTreeMap::new(),
-        tokens_issued: 0,
-        ip_whitelist: None,
     }
 }
 
@@ -302,31 +128,6 @@ fn info(component_appid: &str, now_s: i64, info_type: &str, fields: Value) -> Ma
     m
 }
 
-impl PlatformTable {
-    /// Where WeChat pushes the messages of `appid` when a platform manages them: the message
-    /// URL of a platform it has authorized (`$APPID$` replaced by the appid), XML in safe mode,
-    /// signed and encrypted with the platform's token and key, to the platform's appid.
-    pub(crate) fn message_target(&self, appid: &str) -> Option<(crate::push::PushTarget, String)> {
-        let mut ids: Vec<&String> = self.platforms.keys().collect();
-        ids.sort();
-        ids.into_iter().find_map(|id| {
-            let p = &self.platforms[id];
-            let url = p.message_url.as_ref()?;
-            p.authorizers.get(appid).filter(|a| a.active)?;
-            Some((
-                crate::push::PushTarget {
-                    url: url.replace("$APPID$", appid),
-                    token: p.token.clone(),
-                    encoding_aes_key: Some(p.aes_key.clone()),
-                    mode: crate::push::PushMode::Safe,
-                    format: PushFormat::Xml,
-                },
-                id.clone(),
-            ))
-        })
-    }
-}
-
 impl Sim {
     /// Registers (or updates) a third-party platform; returns its appid, secret, token and
     /// EncodingAESKey. With an event URL, ticket pushes start at once and repeat every
@@ -338,7 +139,7 @@ impl Sim {
     pub fn add_platform(&self, config: PlatformConfig) -> WxResult<Value> {
         let appid = config
             .component_appid
-            .unwrap_or_else(|| format!("wx{}", crate::core::random_hex(8)));
+            .unwrap_or_else(|| format!("wx{}", crate::random::random_hex(8)));
         if appid.is_empty() || appid.len() > 64 || !appid.chars().all(|c| c.is_ascii_alphanumeric())
         {
             return Err(WxError::new(
@@ -649,7 +450,7 @@ impl Sim {
             .get_mut(appid)
             .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
         let secret = s(body, "component_secret").unwrap_or_default();
-        if !bool::from(crate::core::subtle_eq(
+        if !bool::from(crate::crypto::subtle_eq(
             secret.as_bytes(),
             p.secret.as_bytes(),
         )) {
@@ -684,7 +485,7 @@ impl Sim {
         if secret.is_empty() {
             return Err(WxError::new(41004, "appsecret missing"));
         }
-        if !bool::from(crate::core::subtle_eq(
+        if !bool::from(crate::crypto::subtle_eq(
             secret.as_bytes(),
             p.secret.as_bytes(),
         )) {
@@ -1022,7 +823,7 @@ impl Sim {
             .ok_or_else(not_authorized)?;
         let given = s(body, "authorizer_refresh_token").unwrap_or_default();
         if given.is_empty()
-            || !bool::from(crate::core::subtle_eq(
+            || !bool::from(crate::crypto::subtle_eq(
                 given.as_bytes(),
                 a.refresh_token.as_bytes(),
             ))
@@ -1112,7 +913,7 @@ impl Sim {
                 .get_mut(appid)
                 .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
             let secret = s(body, "appsecret").unwrap_or_default();
-            if !bool::from(crate::core::subtle_eq(
+            if !bool::from(crate::crypto::subtle_eq(
                 secret.as_bytes(),
                 p.secret.as_bytes(),
             )) {

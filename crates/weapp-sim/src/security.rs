@@ -10,8 +10,11 @@ use axum::Router;
 use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::core::{random_hex, Sim, WxError, WxResult};
-use crate::http::{answer, json_body, ok, ok_with, p, with_token, wx_error, Params};
+use crate::error::{WxError, WxResult};
+use crate::http::{answer, json_body, ok, ok_with, p, wx_error, Params};
+use crate::random::random_hex;
+use crate::tokens::with_token;
+use crate::world::Sim;
 
 /// The simulator's deterministic content verdicts: (keyword, label, suggest). Anything without
 /// one of these keywords passes with label 100.

@@ -11,24 +11,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::core::{random_alnum, Sim, WxError, WxResult};
+use crate::error::{WxError, WxResult};
 use crate::http::{
-    app_and_user, body, control_error, from_wx, json_body, ok, ok_with, p, s, try_resp, with_token,
-    Params,
+    app_and_user, body, control_error, from_wx, json_body, ok, ok_with, p, s, try_resp, Params,
 };
 use crate::journal::Event;
-
-/// An app's subscribe slice.
-#[derive(Debug, Default)]
-pub(crate) struct AppSubscribe {
-    /// Private templates.
-    templates: Vec<PrivateTemplate>,
-    /// Remaining grants per (openid, template_id).
-    grants: HashMap<(String, String), u32>,
-}
+use crate::random::random_alnum;
+pub use crate::state::subscribe::PrivateTemplate;
+use crate::tokens::with_token;
+use crate::world::Sim;
 
 /// A category of the public library.
 pub const CATEGORIES: &[(i64, &str)] = &[
@@ -86,26 +80,6 @@ pub const LIBRARY: &[PublicTemplate] = &[
         ],
     ),
 ];
-
-/// A private template of an app.
-#[derive(Debug, Clone, Serialize)]
-pub struct PrivateTemplate {
-    /// Its id.
-    #[serde(rename = "priTmplId")]
-    pub pri_tmpl_id: String,
-    /// Title.
-    pub title: String,
-    /// `{{thing1.DATA}}` lines.
-    pub content: String,
-    /// Example lines.
-    pub example: String,
-    /// 2: one-time.
-    #[serde(rename = "type")]
-    pub kind: i64,
-    /// The data keys (`thing1`, `time2`, …).
-    #[serde(skip)]
-    pub keys: Vec<String>,
-}
 
 /// Builds a private template from `tid` and 2–5 keyword ids (keys are numbered in order).
 ///

@@ -12,9 +12,15 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::core::{day_of, minute_of, random_alnum, Sim, World, WxError, WxResult};
+use crate::clock::{day_of, minute_of};
+use crate::error::{invalid_credential, WxError, WxResult};
 use crate::http::{answer, body, from_wx, json_body, p, s, try_resp, wx_error, Params};
 use crate::journal::Event;
+use crate::random::random_alnum;
+use crate::state::platform::permission_set;
+pub use crate::state::tokens::TokenKind;
+use crate::state::tokens::{Slot, TokenRec};
+use crate::world::{Sim, World};
 
 /// Lifetime of an access token (seconds).
 pub const TOKEN_TTL: i64 = 7200;
@@ -31,92 +37,23 @@ pub const STABLE_FORCE_DAILY: u32 = 20;
 /// Minimum spacing of forced refreshes (seconds).
 pub const STABLE_FORCE_SPACING: i64 = 30;
 
-/// 40001's text (without the hint `/cgi-bin/*` adds).
-pub(crate) const INVALID_CREDENTIAL: &str =
-    "invalid credential, access_token is invalid or not latest";
-
-pub(crate) fn invalid_credential() -> WxError {
-    WxError::new(40001, INVALID_CREDENTIAL)
-}
-
-/// Which token endpoint issued a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenKind {
-    /// `/cgi-bin/token`
-    Classic,
-    /// `/cgi-bin/stable_token`
-    Stable,
-    /// `/cgi-bin/component/api_query_auth` and `api_authorizer_token`: a third-party
-    /// platform's token for a mini program that authorized it.
-    Authorizer,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct TokenRec {
-    appid: String,
-    issued_at: i64,
-    expires_at: i64,
-    /// Set when superseded: the token works until then (and never past `expires_at`).
-    valid_until: Option<i64>,
-    /// For an authorizer token: the platform acting for the mini program with it (whose
-    /// granted permission sets decide which APIs the token may call).
-    component: Option<String>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Slot {
-    current: Option<(String, i64)>,
-    previous: Option<String>,
-}
-
-/// An app's token slice.
-#[derive(Debug, Default)]
-pub(crate) struct AppTokens {
-    classic: Slot,
-    stable: Slot,
-    last_force: Option<i64>,
-    /// `stable_token` calls with `force_refresh: true` (whatever they answered).
-    force_requests: u64,
-}
-
-/// Every token ever issued (to answer calls made with it), and counts per app.
-#[derive(Debug, Default)]
-pub(crate) struct TokenTable {
-    tokens: HashMap<String, TokenRec>,
-    issued: HashMap<String, HashMap<TokenKind, u64>>,
-}
-
-impl TokenTable {
-    /// Whether `token` was issued to a platform acting for a mini program.
-    pub(crate) fn is_authorizer_token(&self, token: &str) -> bool {
-        self.tokens
-            .get(token)
-            .is_some_and(|r| r.component.is_some())
-    }
-
-    /// Marks `token` (an authorizer token) as issued to `component_appid`.
-    pub(crate) fn bind_component(&mut self, token: &str, component_appid: &str) {
-        if let Some(rec) = self.tokens.get_mut(token) {
-            rec.component = Some(component_appid.to_owned());
-        }
-    }
-
-    /// `{appid: {classic: n, stable: n}}`.
-    pub(crate) fn issued_json(&self) -> serde_json::Map<String, Value> {
-        self.issued
-            .iter()
-            .map(|(appid, m)| {
-                (
-                    appid.clone(),
-                    json!({
-                        "classic": m.get(&TokenKind::Classic).copied().unwrap_or(0),
-                        "stable": m.get(&TokenKind::Stable).copied().unwrap_or(0),
-                    }),
-                )
-            })
-            .collect()
-    }
+/// Validates `access_token`, counts the call for `quota/get`, then runs `f` with the token's
+/// appid.
+pub(crate) fn with_token(
+    sim: &Sim,
+    path: &str,
+    q: &HashMap<String, String>,
+    f: impl FnOnce(&str) -> WxResult<Value>,
+) -> Response {
+    answer(
+        sim,
+        path,
+        sim.check_api_token(p(q, "access_token"), path)
+            .and_then(|appid| {
+                sim.count_app_call(&appid, path);
+                f(&appid)
+            }),
+    )
 }
 
 /// A token shown without its secret part.
@@ -359,7 +296,7 @@ impl Sim {
             // A platform acting for a merchant: from its whitelisted addresses only, and within
             // the permission sets the merchant granted.
             w.platforms.check_whitelist(component)?;
-            if let Some(set) = crate::platform::permission_set(path) {
+            if let Some(set) = permission_set(path) {
                 if !w.platforms.granted(component, &rec.appid, set) {
                     return Err(WxError::new(61007, "api is unauthorized to component"));
                 }

@@ -14,33 +14,16 @@ use axum::Router;
 use qrcode::{Color, EcLevel, QrCode};
 use serde_json::Value;
 
-use crate::core::{minute_of, Sim, WxError, WxResult};
+use crate::clock::minute_of;
+use crate::error::{WxError, WxResult};
 use crate::http::{json_body, p, s, wx_error, Params};
-
-/// An app's code slice.
-#[derive(Debug)]
-pub(crate) struct AppCodes {
-    /// Published pages (for `check_path`).
-    pub(crate) pages: Vec<String>,
-    /// getwxacode + createwxaqrcode codes made so far (lifetime).
-    pub(crate) qrcodes_used: u64,
-}
-
-impl Default for AppCodes {
-    fn default() -> Self {
-        Self {
-            pages: DEFAULT_PAGES.iter().map(|p| p.to_string()).collect(),
-            qrcodes_used: 0,
-        }
-    }
-}
+pub use crate::state::wxacode::DEFAULT_PAGES;
+use crate::world::Sim;
 
 /// Lifetime quota shared by `getwxacode` and `createwxaqrcode`.
 pub const LIFETIME_QUOTA: u64 = 100_000;
 /// `getwxacodeunlimit` calls per minute.
 pub const UNLIMITED_PER_MINUTE: u32 = 5000;
-/// The pages an app has when none were registered.
-pub const DEFAULT_PAGES: &[&str] = &["pages/index/index"];
 
 const SCENE_CHARS: &str = "!#$&'()*+,/:;=?@-._~";
 

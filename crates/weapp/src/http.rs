@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::{split_rid, ErrCode, Error, Result};
 use crate::secret::AccessToken;
-use crate::token::TokenSource;
+use crate::token_source::TokenSource;
 
 /// HTTP method of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,6 +34,7 @@ pub mod open_platform;
 pub mod push;
 pub mod secret;
 pub mod token;
+mod token_source;
 
 pub use client::{Client, ClientBuilder, TokenCheck, DEFAULT_BASE_URL};
 pub use error::{CryptoError, ErrCode, Error, Result, StoreError};

@@ -7,7 +7,7 @@ use base64::Engine;
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use super::PushError;
+use super::error::PushError;
 use crate::crypto::{pad_pkcs7, unpad_pkcs7};
 
 /// `sha1_hex` of the sorted, concatenated parts: the `signature` (token, timestamp, nonce) and

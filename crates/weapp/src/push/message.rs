@@ -6,7 +6,7 @@ use quick_xml::events::Event as XmlEvent;
 use quick_xml::Reader;
 use serde_json::{Map, Value};
 
-use super::PushError;
+use super::error::PushError;
 
 /// How deep a push body may nest (WeChat's go three levels deep).
 const MAX_DEPTH: usize = 16;

@@ -49,7 +49,6 @@ pub mod redis;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrCode, Error, Result};
@@ -57,29 +56,14 @@ use crate::http::{Auth, Body, Endpoint, JsonResponse, Method};
 use crate::secret::{AccessToken, AppSecret};
 pub use manager::{Refresher, TokenManager, TokenStatus};
 pub use store::{Lease, MemoryStore, StoreState, StoredToken, TokenKey, TokenMode, TokenStore};
+// Defined apart, below both this module and `crate::http` (which asks it for tokens).
+pub use crate::token_source::TokenSource;
 
 /// The longest lifetime accepted from WeChat (seconds); larger `expires_in` values are clamped.
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 7200;
 /// The longest access token accepted (WeChat reserves 512 characters; anything far beyond is
 /// garbage, not a token).
 pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// Something that hands out access tokens: a [`TokenManager`], or a remote broker.
-#[async_trait]
-pub trait TokenSource: Send + Sync + std::fmt::Debug {
-    /// A token that is valid now, fetching or waiting for one if needed.
-    ///
-    /// # Errors
-    /// Upstream errors from the token endpoint (typed), or a store failure with no usable copy.
-    async fn token(&self) -> Result<AccessToken>;
-
-    /// Reports that `stale` was rejected by WeChat (40001/40014/42001). The source drops it
-    /// only if it is still current, so the next [`TokenSource::token`] refreshes once.
-    ///
-    /// # Errors
-    /// Implementations may report store failures; the default manager logs them instead.
-    async fn invalidate(&self, stale: &AccessToken) -> Result<()>;
-}
 
 /// Where a [`TokenManager`] gets tokens when they do not come from the app's own token
 /// endpoints: a third-party platform's component token (from its latest ticket) or an
