@@ -223,7 +223,13 @@ impl Egress {
     /// Why `ip` may not be sent to (`None`: it may — public, or listed in the allow-list).
     pub fn refusal(&self, ip: IpAddr) -> Option<Internal> {
         let kind = classify(ip)?;
-        (!self.allow.iter().any(|n| n.contains(ip))).then_some(kind)
+        // A metadata service is allowed only when listed by itself: a range allowed for a
+        // private network (100.64.0.0/10, fd00::/8, 169.254.0.0/16) does not let it in.
+        let allowed = self
+            .allow
+            .iter()
+            .any(|n| n.contains(ip) && (kind != Internal::Metadata || n.is_single()));
+        (!allowed).then_some(kind)
     }
 
     fn check_addrs(&self, host: &str, addrs: &[SocketAddr]) -> Result<(), TargetError> {
@@ -335,6 +341,41 @@ mod tests {
 
     fn kind(s: &str) -> Option<Internal> {
         classify(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_range_allowed_for_a_private_network_does_not_admit_its_metadata_service() {
+        let policy = |allow: &[&str]| {
+            Egress::new(
+                allow.iter().map(|a| a.parse().unwrap()).collect(),
+                Arc::new(SystemResolver),
+            )
+        };
+        let wide = policy(&["100.64.0.0/10", "fd00::/8", "169.254.0.0/16"]);
+        assert_eq!(wide.refusal("100.64.1.2".parse().unwrap()), None);
+        for metadata in ["100.100.100.200", "fd00:ec2::254", "169.254.169.254"] {
+            assert_eq!(
+                wide.refusal(metadata.parse().unwrap()),
+                Some(Internal::Metadata),
+                "{metadata}"
+            );
+        }
+        let exact = policy(&["100.100.100.200/32", "fd00:ec2::254"]);
+        assert_eq!(exact.refusal("100.100.100.200".parse().unwrap()), None);
+        assert_eq!(exact.refusal("fd00:ec2::254".parse().unwrap()), None);
+        assert!(exact.refusal("169.254.169.254".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn an_allow_list_entry_for_every_address_is_refused() {
+        for everything in ["0.0.0.0/0", "::/0"] {
+            let config = crate::Config {
+                webhook_allow_private: vec![everything.into()],
+                ..crate::Config::default()
+            };
+            let err = config.webhook_allow_nets().unwrap_err().to_string();
+            assert!(err.contains("allows every address"), "{err}");
+        }
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! back to the local counters while Redis is unreachable).
 //!
 //! A key is only ever charged for its own hits: no two keys share a counter. When the local
-//! memory is full, a newcomer's first hit makes room by forgetting the key that came first this
-//! window, and a check of a key that is not tracked passes — memory stays bounded and each
+//! memory is full, a newcomer's first hit makes room by forgetting the earliest key this window
+//! that is still under its limit (a key at its limit stays tracked, so forgetting cannot reset
+//! it; when none of the first few is under it, the newcomer goes untracked), and a check of a
+//! key that is not tracked passes — memory stays bounded and each
 //! check O(1) however many addresses a flood brings, and a full memory degrades toward
 //! admitting (credentials are still checked), never toward refusing someone for someone else's
 //! failures. The price: within a window, a source with more than `max_keys` addresses can have
@@ -45,23 +47,37 @@ impl Window {
         self.counts.get(&key).copied().unwrap_or(0)
     }
 
-    /// `key`'s counter, made room for by forgetting the earliest key when the map is full;
-    /// and whether one was forgotten.
-    fn slot(&mut self, key: u128, max_keys: usize) -> (&mut u32, bool) {
+    /// `key`'s counter, made room for by forgetting the earliest key still under `limit` when
+    /// the map is full (a key at its limit stays tracked: forgetting it would let it start
+    /// again; at most [`EVICTION_SCAN`] keys are looked at); and whether one was forgotten.
+    /// `None`: no room could be made, and the key is not tracked this window (admitted).
+    fn slot(&mut self, key: u128, max_keys: usize, limit: u32) -> (Option<&mut u32>, bool) {
         let mut evicted = false;
         if !self.counts.contains_key(&key) {
+            let mut scanned = 0;
             while self.counts.len() >= max_keys {
+                if scanned >= EVICTION_SCAN {
+                    return (None, evicted);
+                }
+                scanned += 1;
                 let Some(oldest) = self.order.pop_front() else {
                     break;
                 };
+                if self.counts.get(&oldest).is_some_and(|n| *n >= limit) {
+                    self.order.push_back(oldest);
+                    continue;
+                }
                 self.counts.remove(&oldest);
                 evicted = true;
             }
             self.order.push_back(key);
         }
-        (self.counts.entry(key).or_insert(0), evicted)
+        (Some(self.counts.entry(key).or_insert(0)), evicted)
     }
 }
+
+/// How many tracked keys a newcomer looks at, at most, for one it may replace.
+const EVICTION_SCAN: usize = 16;
 
 /// Redis counters shared by a fleet.
 #[derive(Clone)]
@@ -183,9 +199,14 @@ impl RateLimiter {
                 // the map (and push out the keys that are counting).
                 (w.peek(key), false)
             } else {
-                let (slot, evicted) = w.slot(key, self.max_keys);
-                *slot = slot.saturating_add(add);
-                let n = *slot;
+                let (slot, evicted) = w.slot(key, self.max_keys, self.per_minute);
+                let n = match slot {
+                    Some(slot) => {
+                        *slot = slot.saturating_add(add);
+                        *slot
+                    }
+                    None => add,
+                };
                 (n, evicted && !std::mem::replace(&mut w.evicted, true))
             }
         };
@@ -244,6 +265,25 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_key_at_its_limit_is_never_forgotten_to_make_room() {
+        let rl = RateLimiter::new("test", 2, 4);
+        for key in 1..=4u128 {
+            for _ in 0..3 {
+                let _ = rl.hit(key).await;
+            }
+            assert!(rl.check(key).await.is_err(), "{key} is over its limit");
+        }
+        // Newcomers cannot push the blocked keys out, however many come.
+        for key in 100..200u128 {
+            assert!(rl.hit(key).await.is_ok());
+        }
+        for key in 1..=4u128 {
+            assert!(rl.check(key).await.is_err(), "{key} is still refused");
+        }
+        assert!(rl.tracked_keys() <= 4);
+    }
+
+    #[tokio::test]
     async fn limits_per_key_and_bounds_memory() {
         let l = RateLimiter::new("t", 3, 100);
         for _ in 0..3 {
@@ -257,12 +297,14 @@ mod tests {
             let _ = l.hit(k).await;
         }
         assert_eq!(l.tracked_keys(), 100);
-        // The latest keys keep their own counts; the earliest were forgotten to make room
-        // (counted from zero again: the memory being full never refuses anyone).
+        // The latest keys keep their own counts; the earliest under their limit were forgotten
+        // to make room (counted from zero again: the memory being full never refuses anyone),
+        // but a key at its limit was kept: forgetting it would let it start again.
         l.hit(99_999).await.unwrap();
         l.hit(99_999).await.unwrap();
         assert!(l.hit(99_999).await.is_err());
-        l.hit(1).await.unwrap();
+        assert!(l.hit(1).await.is_err());
+        l.hit(2).await.unwrap();
         let off = RateLimiter::new("t", 0, 100);
         for _ in 0..100 {
             off.hit(1).await.unwrap();

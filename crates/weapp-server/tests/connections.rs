@@ -304,3 +304,23 @@ async fn shutdown_is_not_held_up_by_half_sent_requests() {
     );
     drop((held, idle));
 }
+
+/// Review finding: a connection closed for its late head (or a response its peer does not
+/// read) was closed with a FIN, leaving whatever the peer did not read queued in the kernel
+/// for minutes. It is reset instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_off_for_taking_too_long_is_reset_not_left_to_linger() {
+    let server = weapp_server::spawn(config()).await.unwrap();
+    let mut s = connect_from([127, 0, 0, 6], addr_of(&server))
+        .await
+        .unwrap();
+    s.write_all(HALF_SENT).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("cut off within the header timeout");
+    match read {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => panic!("closed with a FIN ({n} bytes), not reset"),
+    }
+}

@@ -196,3 +196,50 @@ fn base64_url(s: &str) -> Vec<u8> {
         .decode(s)
         .unwrap()
 }
+
+/// Review finding: the WeChat client followed redirects, so a checked `api_base` could lead
+/// the server anywhere (a metadata service) — WeChat never redirects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_base_that_redirects_is_not_followed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    let target = w.sim.url().to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
+    for app in &mut config.apps {
+        app.api_base = redirector.clone();
+    }
+    let server = weapp_server::spawn(config).await.unwrap();
+    let before = w.sim.sim().calls("/cgi-bin/stable_token");
+    let (s, v) = w
+        .call(
+            "GET",
+            format!("{}/v1/apps/{}/access_token", server.url(), w.appid),
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert!(s >= 500, "{s} {v}");
+    assert!(v.get("access_token").is_none());
+    assert_eq!(
+        w.sim.sim().calls("/cgi-bin/stable_token"),
+        before,
+        "the redirect was not followed"
+    );
+}

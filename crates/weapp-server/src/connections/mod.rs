@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -115,7 +116,10 @@ pub(crate) async fn serve(
     // hyper's timer runs from the moment a connection is ready for a request: the idle
     // timeout. The header timeout counted from a head's first byte is the connection task's.
     http.timer(TokioTimer::new())
-        .header_read_timeout(settings.idle_timeout);
+        .header_read_timeout(settings.idle_timeout)
+        // A request head is small here (no cookies): 64 KiB per connection at most, not
+        // hyper's ~400 KiB, is what a slow head can make the server hold.
+        .max_buf_size(MAX_HEAD_BUFFER);
     let http = Arc::new(http);
     let timeouts = (settings.header_read_timeout, settings.idle_timeout);
     // `true` once the server stops: every connection then finishes its request and closes.
@@ -188,8 +192,25 @@ pub(crate) async fn serve(
         open = closed_tx.receiver_count(),
         "not accepting; waiting for the open connections to finish"
     );
-    closed_tx.closed().await;
+    // A client that never reads its response would hold the stop for an idle timeout or more:
+    // past the grace (under systemd's default 30-s stop timeout), the rest are abandoned.
+    if tokio::time::timeout(SHUTDOWN_GRACE, closed_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = closed_tx.receiver_count(),
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "connections still open after the shutdown grace; abandoning them"
+        );
+    }
 }
+
+/// How long a stopping server waits for its open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The most a connection buffers of a request head.
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
 
 /// What a connection task holds while its connection is open.
 struct Open {
@@ -212,7 +233,14 @@ async fn connection(
     open: Open,
 ) {
     let pace = Pace::new();
-    let io = TokioIo::new(Paced::new(stream, Arc::clone(&pace)));
+    let reset = Arc::new(AtomicBool::new(false));
+    let io = TokioIo::new(Paced::new(
+        ResetOnDrop {
+            stream,
+            reset: Arc::clone(&reset),
+        },
+        Arc::clone(&pace),
+    ));
     let mut conn = pin!(http.serve_connection(io, PacedService::new(app, peer, Arc::clone(&pace))));
     let mut stopping = pin!(stop.wait_for(|stopped| *stopped));
     let mut stopped = false;
@@ -243,11 +271,63 @@ async fn connection(
     match outcome {
         Ok(()) => {}
         Err(None) => {
+            // Reset rather than close: a close would leave what the peer does not read queued
+            // in the kernel (FIN-WAIT-1) for minutes, outside every cap.
+            reset.store(true, Ordering::Relaxed);
             tracing::debug!(peer = %peer, "connection closed: a request head or the reading of a response took too long")
         }
         Err(Some(e)) => tracing::debug!(peer = %peer, error = %e, "connection ended with an error"),
     }
     drop(open);
+}
+
+/// A connection's socket, reset (`SO_LINGER` 0) rather than closed when it is dropped after
+/// `reset` was set.
+struct ResetOnDrop {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Relaxed) {
+            let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for ResetOnDrop {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ResetOnDrop {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Tells a refused connection why, if its socket takes the answer at once, and closes it.

@@ -87,8 +87,9 @@ const PENDING_MS: u64 = 15_000;
 
 /// Where a push's (timestamp, nonce) is remembered.
 pub(crate) enum Reservation {
-    /// In Redis, shared by the fleet, under this key (`pending` until stored).
-    Shared(String),
+    /// In Redis, shared by the fleet, under this key, holding `pending:<this token>` until
+    /// stored: only the attempt that holds it may release it.
+    Shared(String, String),
     /// In this instance's receiver (and its in-flight set until stored).
     Local(String),
 }
@@ -118,20 +119,24 @@ pub(crate) async fn reserve(
     if let Some(redis) = &state.redis {
         let key = format!("{}:push:seen:{scope}:{replay_key}", redis.prefix());
         let mut conn = redis.connection();
-        // SET NX, or tell what holds the key: `pending` (being stored) or `stored`. A pending
+        // SET NX, or tell what holds the key: `pending:…` (being stored) or `stored`. A pending
         // reservation lives only PENDING_MS: one whose instance died cannot refuse the retries.
+        // It names its holder, so an attempt whose own reservation expired meanwhile cannot
+        // release another's.
+        let holder = format!("pending:{:032x}", rand::random::<u128>());
         let script = redis::Script::new(
-            "if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[1]) then return 'reserved' end \
+            "if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) then return 'reserved' end \
              return redis.call('GET', KEYS[1]) or 'reserved'",
         );
         let answer: redis::RedisResult<String> = script
             .key(&key)
             .arg(PENDING_MS)
+            .arg(&holder)
             .invoke_async(&mut conn)
             .await;
         match answer.as_deref() {
-            Ok("reserved") => return Ok(Some(Reservation::Shared(key))),
-            Ok("pending") => return Err(Refusal::InFlight),
+            Ok("reserved") => return Ok(Some(Reservation::Shared(key, holder))),
+            Ok(v) if v.starts_with("pending") => return Err(Refusal::InFlight),
             Ok(_) => return Err(Refusal::Replay),
             Err(e) => {
                 tracing::warn!(scope, error = %e, "redis unavailable for push replay protection; using this instance's memory");
@@ -167,7 +172,7 @@ pub(crate) async fn settle(
     stored: bool,
 ) {
     match r {
-        Reservation::Shared(key) => {
+        Reservation::Shared(key, holder) => {
             let Some(redis) = &state.redis else { return };
             let mut conn = redis.connection();
             let result: redis::RedisResult<()> = if stored {
@@ -185,7 +190,17 @@ pub(crate) async fn settle(
                     .query_async(&mut conn)
                     .await
             } else {
-                redis::cmd("DEL").arg(&key).query_async(&mut conn).await
+                // Released only by its holder: if this reservation expired and another attempt
+                // holds (or stored) the key now, it stays.
+                redis::Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+                     return 0",
+                )
+                .key(&key)
+                .arg(&holder)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
             };
             if let Err(e) = result {
                 if stored {
