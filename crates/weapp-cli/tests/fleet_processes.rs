@@ -84,6 +84,23 @@ async fn a_killed_instance_hands_its_apps_over_within_a_lease() {
     )
     .await;
 
+    // Every app's token fetched (warm-up is spread over 2 s): a SIGKILL in the middle of a
+    // fetch leaves its outcome unknown, and a survivor then rightly fetches again — not what
+    // this test is about.
+    until(
+        Duration::from_secs(30),
+        "every app's token fetched",
+        async || {
+            appids
+                .iter()
+                .all(|a| sim.sim().tokens_issued(a, weapp_sim::TokenKind::Classic) >= 1)
+        },
+    )
+    .await;
+
+    // …and written to Redis (a moment after WeChat answered).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     // SIGKILL: no release, no goodbye.
     let mut victim = servers.remove(1);
     victim.child.kill().unwrap();

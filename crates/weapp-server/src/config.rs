@@ -17,6 +17,68 @@ use weapp::TokenMode;
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// What is wrong with an app's push settings ([`PushConfig::validate`]), naming the field.
+/// Never carries the Token, the key or the webhook secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushConfigError {
+    /// `token` is empty.
+    #[error("token must not be empty")]
+    EmptyToken,
+    /// `token` is not what the WeChat console accepts.
+    #[error("token must be 1–32 ASCII letters and digits, as in the WeChat console")]
+    Token,
+    /// `encoding_aes_key` is malformed.
+    #[error(transparent)]
+    EncodingAesKey(weapp::push::PushError),
+    /// An explicit mode that encrypts, without `encoding_aes_key`.
+    #[error("mode = \"{}\" needs encoding_aes_key", .0.as_str())]
+    ModeNeedsKey(PushMode),
+    /// Neither a key nor an explicit `mode = "plain"`.
+    #[error("set encoding_aes_key (safe mode), or mode = \"plain\" to accept unencrypted pushes, which carry no signature over their body")]
+    NoMode,
+    /// `replay_window_secs` over a day.
+    #[error("replay_window_secs must not exceed a day")]
+    ReplayWindow,
+    /// `webhook_url` is not an http(s) URL.
+    #[error("webhook_url must be an http(s) URL")]
+    WebhookUrl,
+    /// `webhook_url` without `webhook_secret`.
+    #[error("webhook_url needs a webhook_secret to sign deliveries")]
+    WebhookWithoutSecret,
+    /// `webhook_secret` too short.
+    #[error("webhook_secret must be at least 16 characters")]
+    WebhookSecretShort,
+}
+
+/// What is wrong with a platform's settings ([`PlatformConfig::check`]), naming the field.
+/// Never carries the Token, the key or a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformConfigError {
+    /// `component_appid` is malformed.
+    #[error("component_appid must be 1–64 ASCII letters and digits")]
+    ComponentAppid,
+    /// `token` is empty or too long.
+    #[error("token must be 1–32 characters")]
+    Token,
+    /// `encoding_aes_key` is malformed.
+    #[error("encoding_aes_key: {0}")]
+    EncodingAesKey(#[source] weapp::push::PushError),
+    /// `api_base` is not a base URL.
+    #[error("api_base must be an http(s) URL without a query or fragment")]
+    ApiBase,
+    /// `webhook_url` is not an http(s) URL.
+    #[error("webhook_url must be an http(s) URL")]
+    WebhookUrl,
+    /// `webhook_secret` too short or too long.
+    #[error("webhook_secret must be 16–256 characters")]
+    WebhookSecret,
+    /// `webhook_url` without `webhook_secret`.
+    #[error("webhook_url needs a webhook_secret")]
+    WebhookWithoutSecret,
+}
+
 /// A secret from the configuration. `Debug` and `Display` never show it.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -730,7 +792,7 @@ impl PlatformConfig {
     ///
     /// # Errors
     /// What is wrong, naming the field.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), PlatformConfigError> {
         let is_url = |u: &str| {
             (u.starts_with("http://") || u.starts_with("https://"))
                 && u.len() <= 2048
@@ -743,19 +805,19 @@ impl PlatformConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric())
         {
-            return Err("component_appid must be 1–64 ASCII letters and digits".into());
+            return Err(PlatformConfigError::ComponentAppid);
         }
         let token = self.token.expose();
         if token.trim().is_empty() || token.len() > 32 {
-            return Err("token must be 1–32 characters".into());
+            return Err(PlatformConfigError::Token);
         }
         weapp::push::crypto::EncodingAesKey::new(self.encoding_aes_key.expose())
-            .map_err(|e| format!("encoding_aes_key: {e}"))?;
+            .map_err(PlatformConfigError::EncodingAesKey)?;
         if !is_url(&self.api_base) || !weapp::http::is_base_url(&self.api_base) {
-            return Err("api_base must be an http(s) URL without a query or fragment".into());
+            return Err(PlatformConfigError::ApiBase);
         }
         if self.webhook_url.as_deref().is_some_and(|u| !is_url(u)) {
-            return Err("webhook_url must be an http(s) URL".into());
+            return Err(PlatformConfigError::WebhookUrl);
         }
         if self
             .webhook_secret
@@ -763,10 +825,10 @@ impl PlatformConfig {
             .is_some_and(|s| s.expose().len() < 16 || s.expose().len() > 256)
         {
             // As an app's: the key of every delivery's signature.
-            return Err("webhook_secret must be 16–256 characters".into());
+            return Err(PlatformConfigError::WebhookSecret);
         }
         if self.webhook_url.is_some() && self.webhook_secret.is_none() {
-            return Err("webhook_url needs a webhook_secret".into());
+            return Err(PlatformConfigError::WebhookWithoutSecret);
         }
         Ok(())
     }
@@ -1396,8 +1458,15 @@ impl Config {
         self.webhook_allow_private
             .iter()
             .map(|p| {
-                p.parse()
-                    .map_err(|e| ConfigError(format!("webhook_allow_private: {e}")))
+                let net: crate::net::IpNet = p
+                    .parse()
+                    .map_err(|e| ConfigError(format!("webhook_allow_private: {e}")))?;
+                if net.is_everything() {
+                    return Err(ConfigError(format!(
+                        "webhook_allow_private: {p} allows every address; list the internal ranges webhooks and API hosts may reach"
+                    )));
+                }
+                Ok(net)
             })
             .collect()
     }
@@ -1769,29 +1838,23 @@ impl PushConfig {
     ///
     /// # Errors
     /// No key and no explicit `mode = "plain"`, or compatible/safe without a key.
-    pub fn effective_mode(&self) -> Result<PushMode, String> {
+    pub fn effective_mode(&self) -> Result<PushMode, PushConfigError> {
         match (self.mode, &self.encoding_aes_key) {
             (Some(PushMode::Plain), _) => Ok(PushMode::Plain),
             (Some(m), Some(_)) => Ok(m),
             (None, Some(_)) => Ok(PushMode::Safe),
-            (Some(m), None) => Err(format!(
-                "mode = \"{}\" needs encoding_aes_key",
-                m.as_str()
-            )),
-            (None, None) => Err(
-                "set encoding_aes_key (safe mode), or mode = \"plain\" to accept unencrypted pushes, which carry no signature over their body"
-                    .into(),
-            ),
+            (Some(m), None) => Err(PushConfigError::ModeNeedsKey(m)),
+            (None, None) => Err(PushConfigError::NoMode),
         }
     }
 
     /// Checks the token, the mode, the AES key and the webhook settings.
     ///
     /// # Errors
-    /// A message naming the problem.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), PushConfigError> {
         if self.token.expose().trim().is_empty() {
-            return Err("token must not be empty".into());
+            return Err(PushConfigError::EmptyToken);
         }
         if self.token.expose().len() > 32
             || !self
@@ -1801,16 +1864,15 @@ impl PushConfig {
                 .all(|c| c.is_ascii_alphanumeric())
         {
             // The console accepts 3–32 letters and digits.
-            return Err(
-                "token must be 1–32 ASCII letters and digits, as in the WeChat console".into(),
-            );
+            return Err(PushConfigError::Token);
         }
         if let Some(k) = &self.encoding_aes_key {
-            weapp::push::EncodingAesKey::new(k.expose()).map_err(|e| e.to_string())?;
+            weapp::push::EncodingAesKey::new(k.expose())
+                .map_err(PushConfigError::EncodingAesKey)?;
         }
         self.effective_mode()?;
         if self.replay_window_secs > 86_400 {
-            return Err("replay_window_secs must not exceed a day".into());
+            return Err(PushConfigError::ReplayWindow);
         }
         match (&self.webhook_url, &self.webhook_secret) {
             (Some(u), _)
@@ -1818,12 +1880,10 @@ impl PushConfig {
                     !matches!(u.scheme(), "http" | "https") || u.host().is_none()
                 }) =>
             {
-                Err("webhook_url must be an http(s) URL".into())
+                Err(PushConfigError::WebhookUrl)
             }
-            (Some(_), None) => Err("webhook_url needs a webhook_secret to sign deliveries".into()),
-            (_, Some(s)) if s.expose().len() < 16 => {
-                Err("webhook_secret must be at least 16 characters".into())
-            }
+            (Some(_), None) => Err(PushConfigError::WebhookWithoutSecret),
+            (_, Some(s)) if s.expose().len() < 16 => Err(PushConfigError::WebhookSecretShort),
             _ => Ok(()),
         }
     }

@@ -33,19 +33,32 @@ pub mod webhook;
 use std::future::Future;
 
 pub use config::Config;
-pub use state::AppState;
+pub use state::{AppState, StartError};
 use tokio::net::TcpListener;
+
+/// Why [`run`], [`serve`] or a [`ServerHandle`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The server could not be set up (configuration, database, Redis, data keys, an app).
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The background server task panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests
 /// and stops the token refreshers.
 ///
 /// # Errors
-/// Setup failures (database, Redis, configuration) as a message; listener I/O errors.
+/// [`RunError::Start`] when the server cannot be set up: its [`StartError`] tells a bad
+/// configuration from an unreachable database or Redis, and names the problem.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let state = AppState::build(config).await?;
     serve(state, listener, shutdown).await
 }
@@ -65,7 +78,7 @@ pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let fleet = fleet::spawn(state.clone(), stop_rx.clone());
     let registry = spawn_registry_poller(state.clone(), stop_rx.clone());
@@ -207,10 +220,9 @@ async fn claim_reconciliation(
     state: &AppState,
     component_appid: &str,
     every: u64,
-) -> Result<Option<(String, String, Option<String>)>, String> {
+) -> Result<Option<(String, String, Option<String>)>, store::StoreError> {
     let key = format!("platform_reconciled:{component_appid}");
-    let err = |e: store::StoreError| e.to_string();
-    let last = state.store.meta_get(&key).await.map_err(err)?;
+    let last = state.store.meta_get(&key).await?;
     let now = state::now_ms();
     let every_ms = i64::try_from(every.saturating_mul(1000)).unwrap_or(i64::MAX);
     let due = last
@@ -224,8 +236,7 @@ async fn claim_reconciliation(
     let won = state
         .store
         .meta_cas(&key, last.as_deref(), &claimed)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(won.then_some((key, claimed, last)))
 }
 
@@ -255,7 +266,7 @@ pub struct ServerHandle {
     url: String,
     state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), RunError>>>,
 }
 
 impl ServerHandle {
@@ -272,13 +283,13 @@ impl ServerHandle {
     /// Stops gracefully and waits.
     ///
     /// # Errors
-    /// What the server loop returned.
-    pub async fn shutdown(mut self) -> Result<(), String> {
+    /// What the server loop returned, or [`RunError::Task`] when it panicked.
+    pub async fn shutdown(mut self) -> Result<(), RunError> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         match self.task.take() {
-            Some(t) => t.await.map_err(|e| e.to_string())?,
+            Some(t) => t.await?,
             None => Ok(()),
         }
     }
@@ -295,12 +306,16 @@ impl Drop for ServerHandle {
 /// Builds the state and serves on `config.listen` in the background.
 ///
 /// # Errors
-/// Setup failures, or the address cannot be bound.
-pub async fn spawn(config: Config) -> Result<ServerHandle, String> {
+/// Setup failures (see [`AppState::build`]), or [`StartError::Listen`] when the address
+/// cannot be bound.
+pub async fn spawn(config: Config) -> Result<ServerHandle, StartError> {
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
     let state = AppState::build(config).await?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(state.clone(), listener, async move {

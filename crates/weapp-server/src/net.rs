@@ -32,6 +32,14 @@ impl IpNet {
         self.prefix == 0
     }
 
+    /// Whether the range is one address (a /32, or a /128).
+    pub fn is_single(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(_) => self.prefix >= 32,
+            IpAddr::V6(_) => self.prefix >= 128,
+        }
+    }
+
     /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
@@ -52,10 +60,27 @@ impl IpNet {
     }
 }
 
-impl FromStr for IpNet {
-    type Err = String;
+/// Why a string is not an address range ([`IpNet`]'s `FromStr`). Carries the text given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IpNetError {
+    /// Not an address, with or without a prefix length.
+    #[error("`{0}` is not an address or CIDR range")]
+    NotAnAddress(String),
+    /// A prefix length longer than the address.
+    #[error("`{text}`: the prefix length must be 0–{max}")]
+    Prefix {
+        /// The text given.
+        text: String,
+        /// The longest prefix of its family (32 or 128).
+        max: u8,
+    },
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for IpNet {
+    type Err = IpNetError;
+
+    fn from_str(s: &str) -> Result<Self, IpNetError> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -63,17 +88,17 @@ impl FromStr for IpNet {
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("`{s}` is not an address or CIDR range"))?;
+            .map_err(|_| IpNetError::NotAnAddress(s.to_owned()))?;
         let addr = canonical(addr);
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: the prefix length must be 0–{max}"))?,
-            None => max,
-        };
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max),
+            None => Some(max),
+        }
+        .ok_or_else(|| IpNetError::Prefix {
+            text: s.to_owned(),
+            max,
+        })?;
         Ok(IpNet { addr, prefix })
     }
 }

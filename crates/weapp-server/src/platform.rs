@@ -15,7 +15,7 @@ use weapp::StoreError as SdkStoreError;
 use crate::config::{PlatformConfig, Secret};
 use crate::registry::Source;
 use crate::seal::Keyring;
-use crate::state::{now_ms, RuntimeDeps};
+use crate::state::{now_ms, RuntimeDeps, RuntimeError};
 use crate::store::Store;
 
 /// A platform's settings without secrets: what the admin API shows and the database keeps in
@@ -148,7 +148,7 @@ impl PlatformRuntime {
         deps: &RuntimeDeps,
         store: Arc<DbPlatformStore>,
         source: Source,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RuntimeError> {
         let mut builder = Component::builder(
             &config.component_appid,
             secret.expose(),
@@ -163,16 +163,20 @@ impl PlatformRuntime {
         if let Some(clock) = &deps.clock {
             builder = builder.clock(clock.clone());
         }
-        let component = builder
-            .build()
-            .map_err(|e| format!("platform {}: {e}", config.component_appid))?;
+        let component = builder.build().map_err(|source| RuntimeError::Component {
+            component_appid: config.component_appid.clone(),
+            source,
+        })?;
         let push_config = weapp::push::PushConfig::new(
             &config.component_appid,
             config.token.expose(),
             Some(config.encoding_aes_key.expose()),
         )
         .and_then(|c| c.with_mode(weapp::push::PushMode::Safe))
-        .map_err(|e| format!("platform {}: push: {e}", config.component_appid))?;
+        .map_err(|source| RuntimeError::PlatformPush {
+            component_appid: config.component_appid.clone(),
+            source,
+        })?;
         Ok(Self {
             merchant_pushes: Arc::new(weapp::push::Receiver::new(push_config)),
             config,

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 
 use weapp_sim::{ClockMode, SimConfig, SimHandle};
 
-use crate::config::{AppConfig, ClientConfig, Config, ConfigError};
+use crate::config::{AppConfig, ClientConfig, Config, ConfigError, PushConfigError};
+use crate::seal::DataKeyError;
 use crate::store::StoreError;
 
 /// The demo app registered when the configuration has none.
@@ -38,7 +39,7 @@ pub enum SandboxError {
     NotSandbox,
     /// A configured data key is malformed, or the keyring cannot be made.
     #[error("sandbox data keys: {0}")]
-    DataKey(String),
+    DataKey(#[source] DataKeyError),
     /// A value an earlier start kept does not open with the data keys in force.
     #[error("{}", unreadable(name, key_id.as_deref()))]
     Unreadable {
@@ -67,6 +68,19 @@ pub enum SandboxError {
         /// The simulator's answer.
         message: String,
     },
+    /// The simulator refused to send an app's or a platform's traffic to the server
+    /// ([`Sandbox::connect`]).
+    #[error("{what}: {message}")]
+    NotConnected {
+        /// What was being wired (`app <appid>: backend`, `platform <appid>`,
+        /// `app <appid>: push target`).
+        what: String,
+        /// The simulator's answer.
+        message: String,
+    },
+    /// An app's push settings name no mode the simulator can push in.
+    #[error(transparent)]
+    Push(#[from] PushConfigError),
 }
 
 fn unreadable(name: &str, key_id: Option<&str>) -> String {
@@ -129,8 +143,9 @@ impl Sandbox {
     /// `/v1/me/phone`.
     ///
     /// # Errors
-    /// An app's push settings the simulator refuses.
-    pub fn connect(&self, server_url: &str) -> Result<(), String> {
+    /// An app's push settings, or a platform's secret, the simulator refuses or the sandbox
+    /// cannot resolve.
+    pub fn connect(&self, server_url: &str) -> Result<(), SandboxError> {
         for app in &self.config.apps {
             self.sim
                 .sim()
@@ -143,7 +158,10 @@ impl Sandbox {
                         None => backend,
                     }
                 })
-                .map_err(|e| format!("app {}: backend: {}", app.appid, e.msg))?;
+                .map_err(|e| SandboxError::NotConnected {
+                    what: format!("app {}: backend", app.appid),
+                    message: e.msg,
+                })?;
         }
         // Third-party platforms: WeChat (the simulator) pushes tickets and authorization events
         // to this server.
@@ -152,12 +170,7 @@ impl Sandbox {
                 .sim()
                 .add_platform(weapp_sim::platform::PlatformConfig {
                     component_appid: Some(p.component_appid.clone()),
-                    secret: Some(
-                        p.resolve_secret()
-                            .map_err(|e| e.to_string())?
-                            .expose()
-                            .to_owned(),
-                    ),
+                    secret: Some(p.resolve_secret()?.expose().to_owned()),
                     token: Some(p.token.expose().to_owned()),
                     encoding_aes_key: Some(p.encoding_aes_key.expose().to_owned()),
                     event_url: Some(format!(
@@ -171,7 +184,10 @@ impl Sandbox {
                     // The sandbox's simulator answers the server from anywhere.
                     ip_whitelist: None,
                 })
-                .map_err(|e| format!("platform {}: {}", p.component_appid, e.msg))?;
+                .map_err(|e| SandboxError::NotConnected {
+                    what: format!("platform {}", p.component_appid),
+                    message: e.msg,
+                })?;
         }
         for app in &self.config.apps {
             let Some(p) = &app.push else { continue };
@@ -195,7 +211,10 @@ impl Sandbox {
                         format: weapp_sim::PushFormat::Json,
                     },
                 )
-                .map_err(|e| format!("app {}: push target: {}", app.appid, e.msg))?;
+                .map_err(|e| SandboxError::NotConnected {
+                    what: format!("app {}: push target", app.appid),
+                    message: e.msg,
+                })?;
         }
         Ok(())
     }

@@ -18,6 +18,33 @@ use sha2::Sha256;
 const VERSION: u8 = 2;
 const HEADER: usize = 1 + 4;
 
+/// Why a data key or a keyring could not be made. Never carries a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataKeyError {
+    /// The text is not base64.
+    #[error("data key is not valid base64")]
+    NotBase64,
+    /// The key does not decode to 32 bytes.
+    #[error("a data key must decode to 32 bytes, got {0}")]
+    Length(usize),
+    /// A keyring of no key.
+    #[error("no data key")]
+    Empty,
+    /// A keyring listing one key twice.
+    #[error("the same data key is listed twice")]
+    Duplicate,
+    /// A key of a list, by its position.
+    #[error("data key {index}: {source}")]
+    At {
+        /// Its position (0: the newest).
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<DataKeyError>,
+    },
+}
+
 /// One data key. `Debug` shows its id, never the key.
 #[derive(Clone)]
 pub struct DataKey {
@@ -35,22 +62,21 @@ impl DataKey {
     /// From base64 of 32 bytes.
     ///
     /// # Errors
-    /// A message naming the problem (never the key).
-    pub fn from_base64(text: &str) -> Result<Self, String> {
+    /// Not base64, or not 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, DataKeyError> {
+        // The decoder's error is left out: it names the offending character.
         let bytes = B64
             .decode(text.trim())
-            .map_err(|_| "data key is not valid base64".to_owned())?;
+            .map_err(|_| DataKeyError::NotBase64)?;
         if bytes.len() != 32 {
-            return Err(format!(
-                "a data key must decode to 32 bytes, got {}",
-                bytes.len()
-            ));
+            return Err(DataKeyError::Length(bytes.len()));
         }
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&bytes).expect("any key length");
         mac.update(b"weapp data key check");
         let check = mac.finalize().into_bytes();
         Ok(Self {
-            cipher: Aes256Gcm::new_from_slice(&bytes).map_err(|e| e.to_string())?,
+            cipher: Aes256Gcm::new_from_slice(&bytes)
+                .map_err(|_| DataKeyError::Length(bytes.len()))?,
             id: [check[0], check[1], check[2], check[3]],
         })
     }
@@ -82,15 +108,15 @@ impl Keyring {
     ///
     /// # Errors
     /// No key, or two identical keys.
-    pub fn new(keys: Vec<DataKey>) -> Result<Self, String> {
+    pub fn new(keys: Vec<DataKey>) -> Result<Self, DataKeyError> {
         if keys.is_empty() {
-            return Err("no data key".into());
+            return Err(DataKeyError::Empty);
         }
         let mut ids: Vec<_> = keys.iter().map(|k| k.id).collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.len() != keys.len() {
-            return Err("the same data key is listed twice".into());
+            return Err(DataKeyError::Duplicate);
         }
         Ok(Self { keys })
     }
@@ -99,11 +125,16 @@ impl Keyring {
     ///
     /// # Errors
     /// A malformed key (named by its position), none, or a duplicate.
-    pub fn from_base64<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    pub fn from_base64<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<Self, DataKeyError> {
         let keys = keys
             .into_iter()
             .enumerate()
-            .map(|(i, k)| DataKey::from_base64(k).map_err(|e| format!("data key {i}: {e}")))
+            .map(|(index, k)| {
+                DataKey::from_base64(k).map_err(|e| DataKeyError::At {
+                    index,
+                    source: Box::new(e),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(keys)
     }

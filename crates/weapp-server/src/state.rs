@@ -22,6 +22,9 @@ use crate::store::{
     StoreOptions,
 };
 
+mod errors;
+pub use errors::{ReconcileError, RuntimeError, SealError, StartError, SyncError};
+
 /// How long the broker serves a token from memory before re-reading the shared store. Another
 /// instance's refresh is picked up within this delay; WeChat's 5-minute overlap covers it.
 pub const LOCAL_TOKEN_CACHE: Duration = Duration::from_secs(20);
@@ -113,13 +116,13 @@ impl AppRuntime {
     /// Builds the SDK client and push receiver of `app`.
     ///
     /// # Errors
-    /// A message naming the app and the problem (never a secret).
+    /// Settings the SDK refuses, or incomplete push settings, naming the app (never a secret).
     pub fn build(
         app: &AppConfig,
         secret: AppSecret,
         warm: WarmPolicy,
         deps: &RuntimeDeps,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RuntimeError> {
         let mut builder = Client::builder(&app.appid, secret.clone())
             .base_url(&app.api_base)
             .http_client(deps.http.clone())
@@ -139,16 +142,20 @@ impl AppRuntime {
         if let Some(clock) = &deps.clock {
             builder = builder.clock(clock.clone());
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("app {}: {e}", app.appid))?;
+        let client = builder.build().map_err(|source| RuntimeError::Client {
+            appid: app.appid.clone(),
+            source,
+        })?;
         let manager = client.token_manager().expect("built-in manager").clone();
         manager.leave_refresh_to_others(deps.fleet);
         let push = match &app.push {
             Some(p) => {
                 let mode = p
                     .effective_mode()
-                    .map_err(|e| format!("app {}: push: {e}", app.appid))?;
+                    .map_err(|source| RuntimeError::PushSettings {
+                        appid: app.appid.clone(),
+                        source,
+                    })?;
                 if mode == weapp::push::PushMode::Plain {
                     tracing::warn!(appid = %app.appid, "push mode is plain: pushes are signed over a timestamp and a nonce only, not their body; anyone who sees one push URL can forge messages until the replay window closes. Use safe mode in production.");
                 }
@@ -158,7 +165,10 @@ impl AppRuntime {
                     p.encoding_aes_key.as_ref().map(Secret::expose),
                 )
                 .and_then(|c| c.with_mode(mode))
-                .map_err(|e| format!("app {}: push: {e}", app.appid))?;
+                .map_err(|source| RuntimeError::Push {
+                    appid: app.appid.clone(),
+                    source,
+                })?;
                 Some(PushRuntime {
                     receiver: Arc::new(
                         weapp::push::Receiver::new(push_config)
@@ -198,7 +208,7 @@ impl AppRuntime {
         authorizer_appid: &str,
         warm: WarmPolicy,
         fleet: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RuntimeError> {
         let component = &platform.component;
         // Its pushes come to the platform's message URL, signed and encrypted with the
         // platform's Token and key, bound to the platform's appid (safe mode, XML): one
@@ -211,12 +221,12 @@ impl AppRuntime {
         });
         let manager = component
             .authorizer_manager(authorizer_appid)
-            .map_err(|e| e.to_string())?;
+            .map_err(RuntimeError::Merchant)?;
         // In a fleet, the shard holder's refresher refreshes it; the others read.
         manager.leave_refresh_to_others(fleet);
         let client = component
             .authorizer(authorizer_appid)
-            .map_err(|e| e.to_string())?;
+            .map_err(RuntimeError::Merchant)?;
         Ok(Self {
             appid: authorizer_appid.to_owned(),
             secret: AppSecret::new(String::new()),
@@ -407,17 +417,16 @@ impl std::ops::Deref for AppState {
 }
 
 /// Refuses a sandbox database outside `--sandbox` and the reverse, marking a fresh database.
-async fn check_sandbox_marker(store: &dyn Store, sandbox: bool) -> Result<(), String> {
-    let err = |e: crate::store::StoreError| e.to_string();
+async fn check_sandbox_marker(store: &dyn Store, sandbox: bool) -> Result<(), StartError> {
     let wanted = if sandbox { "sandbox" } else { "service" };
-    let mode = store.meta_get("mode").await.map_err(err)?;
+    let mode = store.meta_get("mode").await?;
     match mode.as_deref() {
         Some(m) if m == wanted => Ok(()),
-        Some("sandbox") => Err("this database was created by `weapp serve --sandbox` (simulated users, a data key kept inside it); point database_url at another database".into()),
-        Some(_) => Err("--sandbox refuses a database that is not a sandbox one (it holds real users); use another database_url".into()),
-        None if sandbox && store.has_data().await.map_err(err)? => Err("--sandbox refuses a database that is not a sandbox one (it holds real users); use another database_url".into()),
+        Some("sandbox") => Err(StartError::SandboxDatabase),
+        Some(_) => Err(StartError::NotSandboxDatabase),
+        None if sandbox && store.has_data().await? => Err(StartError::NotSandboxDatabase),
         None => {
-            store.meta_get_or_insert("mode", wanted).await.map_err(err)?;
+            store.meta_get_or_insert("mode", wanted).await?;
             Ok(())
         }
     }
@@ -426,25 +435,23 @@ async fn check_sandbox_marker(store: &dyn Store, sandbox: bool) -> Result<(), St
 /// The data keys, checked against what they sealed: every key id stored with the data must be
 /// in the ring, and values of the first format must open (they are re-sealed, bound to their
 /// row). Without a configured key, a generated one kept in the database — only where allowed.
-async fn open_keyring(store: &dyn Store, config: &Config) -> Result<Keyring, String> {
-    let err = |e: crate::store::StoreError| e.to_string();
+async fn open_keyring(store: &dyn Store, config: &Config) -> Result<Keyring, StartError> {
     let mut keys = config
         .data_key_list()
         .iter()
         .map(|k| DataKey::from_base64(k.expose()))
         .collect::<Result<Vec<_>, _>>()?;
-    let stored = store.meta_get("data_key").await.map_err(err)?;
+    let stored = store.meta_get("data_key").await?;
     if keys.is_empty() {
         if !(config.sandbox || config.allow_generated_data_key) {
-            return Err("no data key: set WEAPP_DATA_KEY (base64 of 32 random bytes, e.g. `openssl rand -base64 32`), or allow_generated_data_key = true to keep a generated key in the database, beside the data it protects".into());
+            return Err(StartError::NoDataKey);
         }
         if !config.sandbox {
             tracing::warn!("no data key configured: using one generated and kept in the database (allow_generated_data_key); set WEAPP_DATA_KEY in production");
         }
         let k = store
             .meta_get_or_insert("data_key", &DataKey::generate_base64())
-            .await
-            .map_err(err)?;
+            .await?;
         keys.push(DataKey::from_base64(&k)?);
     } else if let Some(k) = stored {
         // A key generated by an earlier run opens what it sealed until those users log in again.
@@ -455,51 +462,32 @@ async fn open_keyring(store: &dyn Store, config: &Config) -> Result<Keyring, Str
     }
     let ring = Keyring::new(keys)?;
     let known = ring.ids();
-    for id in store
-        .data_key_ids()
-        .await
-        .map_err(err)?
-        .into_iter()
-        .flatten()
-    {
+    for id in store.data_key_ids().await?.into_iter().flatten() {
         if !known.contains(&id) {
-            return Err(format!(
-                "session keys or managed app secrets in the database were sealed with data key {id}, which is not configured (configured: {}); keep it in data_keys, after the newest key",
-                known.join(", ")
-            ));
+            return Err(StartError::DataKeyMissing {
+                id,
+                configured: known,
+            });
         }
     }
     // Values of the first format are re-sealed once, at the first start of this version; after
     // that one is a forgery (an old blob copied into another row) and the start is refused.
-    let resealing_done = store
-        .meta_get("legacy_resealed")
-        .await
-        .map_err(err)?
-        .is_some();
+    let resealing_done = store.meta_get("legacy_resealed").await?.is_some();
     let mut resealed = 0u64;
     loop {
-        let batch = store.legacy_sealed(500).await.map_err(err)?;
+        let batch = store.legacy_sealed(500).await?;
         if batch.is_empty() {
             break;
         }
         if resealing_done {
-            return Err(format!(
-                "user {} holds a session key in the first sealing format, but this database was converted already: the row was tampered with (restore it, or delete the user)",
-                batch[0].id
-            ));
+            return Err(StartError::LegacyTampered { user: batch[0].id });
         }
         for row in batch {
             let Some(plain) = ring.open_legacy(&row.session_key_enc) else {
-                return Err(format!(
-                    "a stored session key (user {}) does not open with any configured data key: the key is wrong or missing",
-                    row.id
-                ));
+                return Err(StartError::SessionKeyUnopenable { user: row.id });
             };
             let sealed = ring.seal(&plain, &user_aad(&row.appid, &row.openid));
-            store
-                .reseal(row.id, &sealed, &ring.current_id())
-                .await
-                .map_err(err)?;
+            store.reseal(row.id, &sealed, &ring.current_id()).await?;
             resealed += 1;
         }
     }
@@ -510,10 +498,7 @@ async fn open_keyring(store: &dyn Store, config: &Config) -> Result<Keyring, Str
         );
     }
     if !resealing_done {
-        store
-            .meta_get_or_insert("legacy_resealed", "1")
-            .await
-            .map_err(err)?;
+        store.meta_get_or_insert("legacy_resealed", "1").await?;
     }
     tracing::info!(data_keys = ?known, "data keys verified");
     Ok(ring)
@@ -538,14 +523,12 @@ impl AppState {
     /// data keys against the stored data, and builds one client per app.
     ///
     /// # Errors
-    /// A message naming what could not be set up (never a secret).
-    pub async fn build(config: Config) -> Result<Self, String> {
-        config.validate().map_err(|e| e.to_string())?;
-        let egress = config.egress().map_err(|e| e.to_string())?;
-        config
-            .check_targets(&egress)
-            .await
-            .map_err(|e| e.to_string())?;
+    /// What could not be set up — the configuration, the database, the data keys, Redis, an
+    /// app — named in the message (never a secret).
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let egress = config.egress()?;
+        config.check_targets(&egress).await?;
         let options = StoreOptions {
             pool_size: config.database_pool_size,
             acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
@@ -553,8 +536,11 @@ impl AppState {
         };
         let store = crate::store::connect(&config.database_url, &options)
             .await
-            .map_err(|e| format!("database {}: {e}", redact_url(&config.database_url)))?;
-        if !store.durable_commits().await.map_err(|e| e.to_string())? {
+            .map_err(|source| StartError::DatabaseOpen {
+                url: redact_url(&config.database_url),
+                source,
+            })?;
+        if !store.durable_commits().await? {
             tracing::warn!(database = store.kind(), "commits are not synchronous: an acknowledged push can be lost on power failure (sqlite_synchronous = \"full\" prevents it)");
         }
         check_sandbox_marker(store.as_ref(), config.sandbox).await?;
@@ -563,7 +549,10 @@ impl AppState {
             Some(url) => Some(
                 RedisStore::connect(url, config.redis_prefix.clone())
                     .await
-                    .map_err(|e| format!("redis at {}: {e}", redact_url(url)))?,
+                    .map_err(|source| StartError::Redis {
+                        url: redact_url(url),
+                        source,
+                    })?,
             ),
             None => None,
         };
@@ -588,9 +577,12 @@ impl AppState {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
+            // WeChat never redirects: a redirect could only lead a checked `api_base` to a
+            // host that was not checked (a metadata service, say).
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("weapp-server/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(StartError::HttpClient)?;
         let deps = RuntimeDeps {
             token_store,
             http,
@@ -605,7 +597,7 @@ impl AppState {
         ));
         let mut platforms = std::collections::HashMap::new();
         for p in &config.platforms {
-            let secret = p.resolve_secret().map_err(|e| e.to_string())?;
+            let secret = p.resolve_secret()?;
             let runtime = PlatformRuntime::build(
                 p.clone(),
                 &secret,
@@ -617,7 +609,7 @@ impl AppState {
         }
         let registry = Registry::default();
         for app in &config.apps {
-            let secret = app.resolve_secret().map_err(|e| e.to_string())?;
+            let secret = app.resolve_secret()?;
             let runtime = AppRuntime::build(app, secret, app.warm.unwrap_or(config.warm), &deps)?;
             registry.put_app(AppEntry {
                 appid: app.appid.clone(),
@@ -632,13 +624,9 @@ impl AppState {
             });
         }
         for c in &config.clients {
-            let hash = c.resolve_key_hash().map_err(|e| e.to_string())?;
-            let client = BrokerClient::new(
-                c.name.clone(),
-                hash,
-                c.apps.clone(),
-                c.resolved_scopes().map_err(|e| e.to_string())?,
-            );
+            let hash = c.resolve_key_hash()?;
+            let client =
+                BrokerClient::new(c.name.clone(), hash, c.apps.clone(), c.resolved_scopes()?);
             registry.put_client(
                 ClientEntry {
                     client: Arc::new(client),
@@ -654,14 +642,9 @@ impl AppState {
         let admins = config
             .admins
             .iter()
-            .map(|a| {
-                Ok((
-                    a.name.clone(),
-                    a.resolve_key_hash().map_err(|e| e.to_string())?,
-                ))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let trusted_proxies = config.trusted_proxy_nets().map_err(|e| e.to_string())?;
+            .map(|a| Ok((a.name.clone(), a.resolve_key_hash()?)))
+            .collect::<Result<Vec<_>, crate::config::ConfigError>>()?;
+        let trusted_proxies = config.trusted_proxy_nets()?;
         let max_keys = config.rate_limit_max_keys;
         let state = AppState(Arc::new(Inner {
             platforms: RwLock::new(platforms),
@@ -718,10 +701,10 @@ impl AppState {
                 .iter()
                 .find(|a| a.as_str() != "*" && state.registry.entry(a).is_none())
             {
-                return Err(format!(
-                    "client {} names unknown app {unknown} (neither in the file nor managed)",
-                    c.name
-                ));
+                return Err(StartError::UnknownApp {
+                    client: c.name.clone(),
+                    app: unknown.clone(),
+                });
             }
         }
         Ok(state)
@@ -836,7 +819,7 @@ impl AppState {
     ///
     /// # Errors
     /// The database could not be read.
-    pub async fn sync_authorizers(&self) -> Result<(), String> {
+    pub async fn sync_authorizers(&self) -> Result<(), SyncError> {
         // Not interleaved with a registry sync (which calls the same under its lock).
         let _one = self.registry_sync.lock().await;
         self.sync_authorizers_locked().await
@@ -847,26 +830,21 @@ impl AppState {
     ///
     /// # Errors
     /// The database could not be read.
-    pub async fn sync_merchant(&self, authorizer_appid: &str) -> Result<(), String> {
+    pub async fn sync_merchant(&self, authorizer_appid: &str) -> Result<(), SyncError> {
         let _one = self.registry_sync.lock().await;
-        let rows = self
-            .store
-            .authorizations_of(authorizer_appid)
-            .await
-            .map_err(|e| e.to_string())?;
+        let rows = self.store.authorizations_of(authorizer_appid).await?;
         self.serve_merchant(authorizer_appid, &rows);
         Ok(())
     }
 
-    async fn sync_authorizers_locked(&self) -> Result<(), String> {
+    async fn sync_authorizers_locked(&self) -> Result<(), SyncError> {
         let mut by_appid: std::collections::BTreeMap<String, Vec<PlatformAuthorizer>> =
             std::collections::BTreeMap::new();
         for platform in self.platforms() {
             let rows = self
                 .store
                 .platform_authorizers(&platform.config.component_appid)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             for row in rows {
                 by_appid
                     .entry(row.authorizer_appid.clone())
@@ -887,22 +865,21 @@ impl AppState {
 
     /// Reads the merchants whose authorization changed after registry revision `from` and
     /// brings each up to date.
-    async fn sync_changed_authorizers(&self, from: i64, also: Vec<String>) -> Result<(), String> {
+    async fn sync_changed_authorizers(
+        &self,
+        from: i64,
+        also: Vec<String>,
+    ) -> Result<(), SyncError> {
         let mut changed: std::collections::BTreeSet<String> = also.into_iter().collect();
         let rows = crate::store::read_all_after(
             from,
             |after, limit| self.store.platform_authorizers_after(after, limit),
             |r| r.rev,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         changed.extend(rows.into_iter().map(|r| r.authorizer_appid));
         for appid in changed {
-            let rows = self
-                .store
-                .authorizations_of(&appid)
-                .await
-                .map_err(|e| e.to_string())?;
+            let rows = self.store.authorizations_of(&appid).await?;
             self.serve_merchant(&appid, &rows);
         }
         Ok(())
@@ -1018,20 +995,20 @@ impl AppState {
     fn managed_platform_runtime(
         &self,
         rec: &ManagedPlatformRecord,
-    ) -> Result<PlatformRuntime, String> {
-        let settings: crate::platform::PlatformSettings = serde_json::from_str(&rec.settings)
-            .map_err(|e| format!("settings do not parse: {e}"))?;
-        let sealed = rec.sealed.as_deref().ok_or("no sealed secrets")?;
+    ) -> Result<PlatformRuntime, RuntimeError> {
+        let settings: crate::platform::PlatformSettings =
+            serde_json::from_str(&rec.settings).map_err(RuntimeError::Settings)?;
+        let sealed = rec.sealed.as_deref().ok_or(RuntimeError::NotSealed)?;
         let plain = zeroize::Zeroizing::new(
             self.keyring
                 .open(
                     sealed,
                     &crate::platform::platform_aad(&rec.appid, &settings.api_base),
                 )
-                .ok_or("its secrets do not open with the configured data keys")?,
+                .ok_or(RuntimeError::Unopenable)?,
         );
         let secrets: crate::platform::PlatformSecrets =
-            serde_json::from_slice(&plain).map_err(|_| "its secrets do not parse".to_owned())?;
+            serde_json::from_slice(&plain).map_err(|_| RuntimeError::Secrets)?;
         let config = settings.config(&rec.appid, &secrets);
         let secret = Secret::new(secrets.secret.clone());
         let mut runtime = PlatformRuntime::build(
@@ -1054,35 +1031,29 @@ impl AppState {
     ///
     /// # Errors
     /// WeChat or the database failed (nothing is de-authorized on a failed listing).
-    pub async fn reconcile_platform(&self, component_appid: &str) -> Result<Reconciled, String> {
+    pub async fn reconcile_platform(
+        &self,
+        component_appid: &str,
+    ) -> Result<Reconciled, ReconcileError> {
         use weapp::open_platform::RefreshTokenStore;
         let platform = self
             .platform(component_appid)
-            .ok_or_else(|| format!("no platform {component_appid}"))?;
+            .ok_or_else(|| ReconcileError::UnknownPlatform(component_appid.to_owned()))?;
         let component = &platform.component;
         let store = &self.platform_store;
         // What the database said before listing: a merchant authorizing meanwhile is not in
         // the list, and must not be taken for one that left.
         let started = now_ms();
-        let rows = self
-            .store
-            .platform_authorizers(component_appid)
-            .await
-            .map_err(|e| e.to_string())?;
+        let rows = self.store.platform_authorizers(component_appid).await?;
         let mut listed = std::collections::HashMap::new();
         let mut offset = 0u32;
         let mut first_total = None;
         let total = loop {
-            let page = component
-                .authorizer_list(offset, 500)
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = component.authorizer_list(offset, 500).await?;
             // The list changed while it was paged (offsets shifted: a merchant could fall
             // between two pages and look absent): nothing is reconciled this time.
             if *first_total.get_or_insert(page.total_count) != page.total_count {
-                return Err(
-                    "the authorizer list changed while it was read; nothing reconciled".into(),
-                );
+                return Err(ReconcileError::ListChanged);
             }
             let n = page.list.len();
             for e in page.list {
@@ -1095,10 +1066,10 @@ impl AppState {
         };
         // A short listing (an empty page, an answer without its list) changes nothing.
         if i64::try_from(listed.len()).unwrap_or(i64::MAX) < total {
-            return Err(format!(
-                "the authorizer list was incomplete ({} of {total}); nothing reconciled",
-                listed.len()
-            ));
+            return Err(ReconcileError::Incomplete {
+                listed: listed.len(),
+                total,
+            });
         }
         let mut out = Reconciled::default();
         for (appid, (refresh, listed_time)) in &listed {
@@ -1110,10 +1081,7 @@ impl AppState {
             if row.is_some_and(|r| r.updated_at >= started) {
                 continue;
             }
-            let ours = store
-                .load(component_appid, appid)
-                .await
-                .map_err(|e| e.to_string())?;
+            let ours = store.load(component_appid, appid).await?;
             // Missing or de-authorized here, or authorized again since the time we hold.
             let revive = row.is_none_or(|r| !r.authorized || *listed_time > r.auth_time);
             if ours.as_deref() != Some(refresh.expose()) || revive {
@@ -1136,8 +1104,7 @@ impl AppState {
                         started,
                         now_ms(),
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 out.restored += usize::from(applied);
             }
         }
@@ -1157,8 +1124,7 @@ impl AppState {
                         started,
                         now_ms(),
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 if applied {
                     component.drop_authorizer(&row.authorizer_appid);
                     out.deauthorized += 1;
@@ -1178,8 +1144,7 @@ impl AppState {
     ///
     /// # Errors
     /// The database could not be read or written.
-    pub async fn reseal_platform_secrets(&self) -> Result<usize, String> {
-        let err = |e: crate::store::StoreError| e.to_string();
+    pub async fn reseal_platform_secrets(&self) -> Result<usize, SealError> {
         let current = self.keyring.current_id();
         let stale = |sealed: &[u8]| Keyring::key_id_of(sealed).is_some_and(|k| k != current);
         let mut resealed = 0;
@@ -1194,23 +1159,21 @@ impl AppState {
             |after, limit| self.store.managed_platforms_after(after, limit),
             |r| r.rev,
         )
-        .await
-        .map_err(err)?;
+        .await?;
         known.extend(managed.into_iter().map(|r| r.appid));
         for c in &known {
-            if let Some(old) = self.store.platform_ticket(c).await.map_err(err)? {
+            if let Some(old) = self.store.platform_ticket(c).await? {
                 let aad = crate::platform::ticket_aad(c);
                 if let Some(plain) = stale(&old).then(|| self.keyring.open(&old, &aad)).flatten() {
                     let sealed = self.keyring.seal(&plain, &aad);
                     resealed += usize::from(
                         self.store
                             .reseal_platform_ticket(c, &old, &sealed, &current)
-                            .await
-                            .map_err(err)?,
+                            .await?,
                     );
                 }
             }
-            for row in self.store.platform_authorizers(c).await.map_err(err)? {
+            for row in self.store.platform_authorizers(c).await? {
                 let Some(old) = row.refresh_sealed.filter(|s| stale(s)) else {
                     continue;
                 };
@@ -1223,8 +1186,7 @@ impl AppState {
                 resealed += usize::from(
                     self.store
                         .reseal_platform_refresh(c, &row.authorizer_appid, &old, &sealed, &current)
-                        .await
-                        .map_err(err)?,
+                        .await?,
                 );
             }
         }
@@ -1247,8 +1209,7 @@ impl AppState {
     ///
     /// # Errors
     /// The database could not be read or written.
-    pub async fn reseal_managed_secrets(&self) -> Result<usize, String> {
-        let err = |e: crate::store::StoreError| e.to_string();
+    pub async fn reseal_managed_secrets(&self) -> Result<usize, SealError> {
         let current = self.keyring.current_id();
         let stale = |sealed: &[u8]| Keyring::key_id_of(sealed).is_some_and(|k| k != current);
         let api_base = |settings: &str| {
@@ -1265,15 +1226,13 @@ impl AppState {
             |after, limit| self.store.managed_apps_after(after, limit),
             |r| r.rev,
         )
-        .await
-        .map_err(err)?;
+        .await?;
         let platforms = crate::store::read_all_after(
             0,
             |after, limit| self.store.managed_platforms_after(after, limit),
             |r| r.rev,
         )
-        .await
-        .map_err(err)?;
+        .await?;
         // (platform?, appid, sealed under an older key, what the sealing is bound to)
         let rows = apps
             .into_iter()
@@ -1298,8 +1257,7 @@ impl AppState {
             resealed += usize::from(
                 self.store
                     .reseal_managed(platform, &appid, &old, &sealed, &current)
-                    .await
-                    .map_err(err)?,
+                    .await?,
             );
         }
         if resealed > 0 {
@@ -1323,8 +1281,8 @@ impl AppState {
     ///
     /// # Errors
     /// The database could not be read.
-    pub async fn reload_signing_keys(&self) -> Result<(), String> {
-        let records = self.store.signing_keys().await.map_err(|e| e.to_string())?;
+    pub async fn reload_signing_keys(&self) -> Result<(), SealError> {
+        let records = self.store.signing_keys().await?;
         let keys =
             crate::jwt::SigningKeys::load(&records, |sealed, aad| self.keyring.open(sealed, aad));
         *self.signing.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
@@ -1337,11 +1295,10 @@ impl AppState {
     ///
     /// # Errors
     /// The database could not be read or written.
-    pub async fn reseal_signing_keys(&self) -> Result<(), String> {
-        let err = |e: crate::store::StoreError| e.to_string();
+    pub async fn reseal_signing_keys(&self) -> Result<(), SealError> {
         let current = self.keyring.current_id();
         let mut resealed = 0;
-        for r in self.store.signing_keys().await.map_err(err)? {
+        for r in self.store.signing_keys().await? {
             if r.key_id == current {
                 continue;
             }
@@ -1350,8 +1307,7 @@ impl AppState {
                 let sealed = self.keyring.seal(&plain, &aad);
                 self.store
                     .reseal_signing_key(&r.kid, &sealed, &current)
-                    .await
-                    .map_err(err)?;
+                    .await?;
                 resealed += 1;
             }
         }
@@ -1375,7 +1331,7 @@ impl AppState {
         not_before: i64,
         guard: crate::store::KeyGuard,
         audit: Option<crate::store::AuditRecord>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, SealError> {
         let record = crate::jwt::generate(
             |plain, aad| self.keyring.seal(plain, aad),
             self.keyring.current_id(),
@@ -1394,8 +1350,7 @@ impl AppState {
                     })
                     .as_ref(),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.reload_signing_keys().await?;
         if added {
             tracing::info!(kid = %record.kid, not_before, "access-token signing key added");
@@ -1411,17 +1366,14 @@ impl AppState {
     ///
     /// # Errors
     /// The database could not be read or written.
-    pub async fn signing_tick(&self, now: i64) -> Result<(), String> {
+    pub async fn signing_tick(&self, now: i64) -> Result<(), SealError> {
         use crate::store::KeyGuard;
         let keys = self.signing_keys();
         if !keys.can_sign(now) {
             if keys.has_pending(now) {
                 // The signing key was removed while the next one waited its publish-ahead: the
                 // next one signs now, rather than nothing for minutes.
-                self.store
-                    .promote_signing_keys(now)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.store.promote_signing_keys(now).await?;
                 self.reload_signing_keys().await?;
             } else {
                 // No key (a new database, or the signing key removed): one new key for the
@@ -1459,8 +1411,7 @@ impl AppState {
             let n = self
                 .store
                 .delete_signing_keys(None, now, gone_before, None)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             if n > 0 {
                 tracing::info!(deleted = n, "retired signing keys unpublished");
             }
@@ -1475,12 +1426,11 @@ impl AppState {
     ///
     /// # Errors
     /// The database could not be read.
-    pub async fn sync_registry(&self, full: bool) -> Result<bool, String> {
-        let err = |e: crate::store::StoreError| e.to_string();
+    pub async fn sync_registry(&self, full: bool) -> Result<bool, SyncError> {
         // One sync at a time: two interleaved ones could apply an older record over a newer
         // one, or a reconcile could drop an app another sync has just applied.
         let _one = self.registry_sync.lock().await;
-        let store_rev = self.store.registry_rev().await.map_err(err)?;
+        let store_rev = self.store.registry_rev().await?;
         let mut full = full;
         if store_rev < self.registry.rev() {
             // The database went back (a restore): read everything again from there.
@@ -1508,8 +1458,7 @@ impl AppState {
             |after, limit| self.store.managed_apps_after(after, limit),
             |r| r.rev,
         )
-        .await
-        .map_err(err)?;
+        .await?;
         for rec in apps {
             if !rec.deleted {
                 live_apps.insert(rec.appid.clone());
@@ -1525,8 +1474,7 @@ impl AppState {
             |after, limit| self.store.managed_clients_after(after, limit),
             |r| r.rev,
         )
-        .await
-        .map_err(err)?;
+        .await?;
         for rec in clients {
             if !rec.deleted {
                 live_clients.insert(rec.name.clone());
@@ -1541,8 +1489,7 @@ impl AppState {
             |after, limit| self.store.managed_platforms_after(after, limit),
             |r| r.rev,
         )
-        .await
-        .map_err(err)?;
+        .await?;
         for rec in platforms {
             if !rec.deleted && rec.enabled {
                 live_platforms.insert(rec.appid.clone());
@@ -1646,24 +1593,24 @@ impl AppState {
                     rev: rec.rev,
                     created_at: rec.created_at,
                     updated_at: rec.updated_at,
-                    load_error: Some(e),
+                    load_error: Some(e.to_string()),
                 });
             }
         }
         false
     }
 
-    fn managed_entry(&self, rec: &ManagedAppRecord) -> Result<AppEntry, String> {
-        let settings: AppSettings = serde_json::from_str(&rec.settings)
-            .map_err(|e| format!("settings do not parse: {e}"))?;
+    fn managed_entry(&self, rec: &ManagedAppRecord) -> Result<AppEntry, RuntimeError> {
+        let settings: AppSettings =
+            serde_json::from_str(&rec.settings).map_err(RuntimeError::Settings)?;
         let runtime = if rec.enabled {
-            let sealed = rec.sealed.as_deref().ok_or("no sealed secrets")?;
+            let sealed = rec.sealed.as_deref().ok_or(RuntimeError::NotSealed)?;
             let plain = self
                 .keyring
                 .open(sealed, &app_aad(&rec.appid, &settings.api_base))
-                .ok_or("its secrets do not open with the configured data keys")?;
-            let secrets: AppSecrets = serde_json::from_slice(&plain)
-                .map_err(|_| "its secrets do not parse".to_owned())?;
+                .ok_or(RuntimeError::Unopenable)?;
+            let secrets: AppSecrets =
+                serde_json::from_slice(&plain).map_err(|_| RuntimeError::Secrets)?;
             let app = settings.config(&rec.appid, &secrets);
             let secret = AppSecret::new(secrets.secret.clone());
             if let Some(hook) = &self.config.app_hook {

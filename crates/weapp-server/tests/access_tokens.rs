@@ -475,11 +475,17 @@ async fn signing_keys_sealed_under_a_missing_data_key_refuse_the_start() {
     let mut c = config(&w, &db);
     c.data_key = Some("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=".into());
     let err = weapp_server::spawn(c).await.unwrap_err();
-    assert!(err.contains("data key"), "{err}");
     assert!(
-        !err.contains("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY"),
-        "{err}"
+        matches!(err, weapp_server::StartError::DataKeyMissing { .. }),
+        "{err:?}"
     );
+    assert!(err.to_string().contains("data key"), "{err}");
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(
+            !shown.contains("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY"),
+            "{shown}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -295,8 +295,32 @@ async fn decryption_is_limited_per_session() {
     assert_eq!(w.call("POST", url, Some(&other), Some(body)).await.0, 400);
 }
 
+/// Starts a server; a failed start gives its message (the line `weapp serve` prints). Neither
+/// that message nor the error's `Debug` may show a data key, an app secret, a push key or the
+/// Redis URL (it may carry a password).
 async fn try_spawn(config: Config) -> Result<ServerHandle, String> {
-    weapp_server::spawn(config).await
+    let mut secrets: Vec<String> = config
+        .data_key
+        .iter()
+        .chain(&config.data_keys)
+        .map(|k| k.expose().to_owned())
+        .collect();
+    for app in &config.apps {
+        secrets.extend(app.secret.as_ref().map(|s| s.expose().to_owned()));
+        if let Some(p) = &app.push {
+            secrets.extend(p.encoding_aes_key.as_ref().map(|k| k.expose().to_owned()));
+        }
+    }
+    secrets.extend(config.redis_url.clone());
+    secrets.retain(|s| !s.is_empty());
+    weapp_server::spawn(config).await.map_err(|e| {
+        let (shown, debug) = (e.to_string(), format!("{e:?}"));
+        for secret in &secrets {
+            assert!(!shown.contains(secret.as_str()), "{shown}");
+            assert!(!debug.contains(secret.as_str()), "{debug}");
+        }
+        shown
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -849,6 +873,38 @@ async fn start_up_errors_name_the_problem_and_no_secret() {
         .await
         .unwrap_err()
         .contains("webhook_lease_secs"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_errors_tell_a_bad_configuration_from_a_dead_dependency() {
+    use std::error::Error as _;
+    use weapp_server::StartError;
+    let w = world().await;
+    let mut c = w.config(&sqlite_url(), None, TokenMode::Stable);
+    c.webhook_timeout_secs = 90;
+    let e = weapp_server::spawn(c).await.unwrap_err();
+    assert!(matches!(e, StartError::Config(_)), "{e:?}");
+    // The database's own error stays reachable under the message that names the database.
+    let dir = std::env::temp_dir().join(format!("weapp-no-such-dir-{}", std::process::id()));
+    let c = w.config(
+        &format!("sqlite://{}", dir.join("x.db").display()),
+        None,
+        TokenMode::Stable,
+    );
+    let e = weapp_server::spawn(c).await.unwrap_err();
+    assert!(matches!(e, StartError::DatabaseOpen { .. }), "{e:?}");
+    assert!(e.to_string().starts_with("database sqlite://"), "{e}");
+    let source = e.source().expect("the database's error");
+    assert!(source.is::<weapp_server::store::StoreError>(), "{source:?}");
+    let c = w.config(
+        &sqlite_url(),
+        Some("redis://:hunter2secret@127.0.0.1:1".into()),
+        TokenMode::Stable,
+    );
+    let e = weapp_server::spawn(c).await.unwrap_err();
+    assert!(matches!(e, StartError::Redis { .. }), "{e:?}");
+    assert!(e.source().is_some(), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains("hunter2secret"), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

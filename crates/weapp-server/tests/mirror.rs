@@ -246,17 +246,14 @@ async fn force_refresh_on_the_mirror_replaces_only_a_dead_token() {
         .unwrap();
     let base = server.url();
     let first = fetch(&w, base, TokenMode::Stable, &w.secret, false).await;
-    let forced = || w.sim.sim().calls("/cgi-bin/stable_token");
+    // This app's stable tokens (the other app of the world warms its own meanwhile).
+    let forced = || w.sim.sim().tokens_issued(&w.appid, TokenKind::Stable);
     let before = forced();
     for _ in 0..10 {
         let v = fetch(&w, base, TokenMode::Stable, &w.secret, true).await;
         assert_eq!(v["access_token"], first["access_token"], "{v}");
     }
-    assert_eq!(
-        forced(),
-        before,
-        "force_refresh never reaches WeChat's token endpoint"
-    );
+    assert_eq!(forced(), before, "force_refresh never forces a new token");
     kill_upstream(&w, TokenMode::Stable);
     let v = fetch(&w, base, TokenMode::Stable, &w.secret, true).await;
     assert_ne!(v["access_token"], first["access_token"]);
@@ -478,13 +475,20 @@ async fn a_lone_40001_from_the_probe_costs_nothing_and_a_later_death_is_still_ca
     w.sim
         .sim()
         .add_fault(weapp_sim::Fault::errcode(PROBE, 40001).times(1));
-    let stable_calls = w.sim.sim().calls("/cgi-bin/stable_token");
     let again = fetch(&w, base, TokenMode::Stable, &w.secret, false).await;
     assert_eq!(again["access_token"], first.as_str());
-    assert_eq!(
-        w.sim.sim().calls("/cgi-bin/stable_token"),
-        stable_calls,
-        "a lone 40001 is not proof"
+    let (_, metrics) = w.call("GET", format!("{base}/metrics"), None, None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        !metrics.contains("outcome=\"proven_dead\""),
+        "a lone 40001 is not proof: {metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "weapp_token_probes_total{{appid=\"{}\",verdict=\"alive\"}} 1",
+            w.appid
+        )),
+        "the second probe's verdict stands: {metrics}"
     );
     kill_upstream(&w, TokenMode::Stable);
     let (answer, fetches) = naive_call(&w, base, TokenMode::Stable, Some(first), 50).await;

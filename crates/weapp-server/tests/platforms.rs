@@ -13,6 +13,7 @@ use common::world;
 use serde_json::{json, Value};
 use weapp::TokenMode;
 use weapp_server::config::{ClientConfig, PlatformConfig};
+use weapp_server::state::ReconcileError;
 
 const BACKEND_KEY: &str = "platform-backend-key-0123456789";
 use weapp_test_support::{PgDatabase, RedisServer};
@@ -498,7 +499,11 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         .reconcile_platform(component_appid)
         .await
         .unwrap_err();
-    assert!(e.contains("incomplete"), "{e}");
+    assert!(
+        matches!(e, ReconcileError::Incomplete { total: 7, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("incomplete"), "{e}");
     assert!(server.state().app(&merchant).is_some(), "still served");
     // A list that changes while it is paged (its total moves between pages: a merchant may
     // have fallen between two pages, and the first page's entries are stale) reconciles
@@ -518,7 +523,8 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         .reconcile_platform(component_appid)
         .await
         .unwrap_err();
-    assert!(e.contains("changed while it was read"), "{e}");
+    assert!(matches!(e, ReconcileError::ListChanged), "{e:?}");
+    assert!(e.to_string().contains("changed while it was read"), "{e}");
     let after = store.platform_authorizers(component_appid).await.unwrap();
     assert_eq!(
         after[0].refresh_sealed, before[0].refresh_sealed,

@@ -81,7 +81,7 @@ async fn refused_at_start(c: Config) -> String {
             let _ = server.shutdown().await;
             panic!("started")
         }
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 

@@ -84,8 +84,10 @@ async fn journey(config: Config) -> CmdResult {
         .clone()
         .ok_or("sandbox created no client key")?;
     let appid = sandbox.config.apps[0].appid.clone();
-    let server = weapp_server::spawn(sandbox.config.clone()).await?;
-    sandbox.connect(server.url())?;
+    let server = weapp_server::spawn(sandbox.config.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    sandbox.connect(server.url()).map_err(|e| e.to_string())?;
     let mut j = Journey {
         http: reqwest::Client::new(),
         server: server.url().to_owned(),
@@ -277,7 +279,7 @@ async fn journey(config: Config) -> CmdResult {
     .await?;
     j.ok("POST /v1/logout", "the session token no longer works (401)");
 
-    server.shutdown().await?;
+    server.shutdown().await.map_err(|e| e.to_string())?;
     println!("\nall {} steps passed", j.step);
     println!(
         "to click through the same journey yourself: `weapp serve --sandbox` and open the console it prints (a virtual phone, tokens, traffic, pushes, faults, the clock)"

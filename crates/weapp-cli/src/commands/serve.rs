@@ -76,9 +76,12 @@ pub async fn run(args: Args) -> CmdResult {
     } else {
         None
     };
-    let state = weapp_server::AppState::build(config.clone()).await?;
+    let state = weapp_server::AppState::build(config.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     if let Some(s) = &sandbox {
-        s.connect(&format!("http://{addr}"))?;
+        s.connect(&format!("http://{addr}"))
+            .map_err(|e| e.to_string())?;
     }
     print_all(&banner(&config, addr, sandbox.as_ref()));
     match descriptors {
@@ -90,7 +93,7 @@ pub async fn run(args: Args) -> CmdResult {
     }
     let served = weapp_server::serve(state, listener, super::shutdown_signal()).await;
     drop(sandbox);
-    served
+    served.map_err(|e| e.to_string())
 }
 
 /// Writes `text` to stdout at once: a reader waiting for "listening on" has the keys too.

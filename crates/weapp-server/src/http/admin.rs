@@ -1711,8 +1711,7 @@ pub async fn rotate_signing_key(
             crate::store::KeyGuard::Always,
             Some(audit_row.clone()),
         )
-        .await
-        .map_err(AppError::Internal)?
+        .await?
         .unwrap_or_default();
     logged(&crate::store::AuditRecord {
         target: kid,
@@ -1747,14 +1746,8 @@ pub async fn delete_signing_key(
         return Err(AppError::NotFound(format!("no signing key {kid}")));
     }
     logged(&audit_row);
-    state
-        .reload_signing_keys()
-        .await
-        .map_err(AppError::Internal)?;
-    state
-        .signing_tick(now_ms())
-        .await
-        .map_err(AppError::Internal)?;
+    state.reload_signing_keys().await?;
+    state.signing_tick(now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

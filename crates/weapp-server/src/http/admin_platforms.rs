@@ -183,7 +183,7 @@ fn is_file_platform(state: &AppState, component_appid: &str) -> bool {
 }
 
 fn check(p: &PlatformConfig) -> Result<(), AppError> {
-    p.check().map_err(invalid)?;
+    p.check().map_err(|e| invalid(e.to_string()))?;
     if p.secret
         .as_ref()
         .is_none_or(|s| s.is_empty() || s.expose().len() > 128)

@@ -104,11 +104,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A dependency's failure, whichever its type (logged, never answered).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 async fn check_readiness(state: &AppState) -> (bool, Value) {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
     let mut record =
-        |name: &str, outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| {
+        |name: &str, outcome: Result<Result<(), BoxError>, tokio::time::error::Elapsed>| {
             let v = match outcome {
                 Ok(Ok(())) => json!({"ok": true}),
                 Ok(Err(e)) => {
@@ -121,10 +124,10 @@ async fn check_readiness(state: &AppState) -> (bool, Value) {
             checks.insert(name.to_owned(), v);
         };
     let db = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
-    record("database", db.map(|r| r.map_err(|e| e.to_string())));
+    record("database", db.map(|r| r.map_err(BoxError::from)));
     if let Some(redis) = &state.redis {
         let r = tokio::time::timeout(Duration::from_secs(2), redis.ping()).await;
-        record("redis", r.map(|r| r.map_err(|e| e.to_string())));
+        record("redis", r.map(|r| r.map_err(BoxError::from)));
     }
     let mut body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
     if !ready {
