@@ -8,9 +8,11 @@ gives), then `{token, expires_at, openid}`. It does less than weapp-server: the 
 stored as it came (not sealed) and no access token is signed.
 
 Configuration (environment): PEER_APPID, PEER_SECRET, PEER_SIM (the simulator's URL), PEER_DB
-(the SQLite file).
+(the SQLite file); PEER_READY_DIR, optional: each worker, once it has loaded the app, creates an
+empty file named by its pid there (how scripts/bench-login knows both workers are up, and which).
 """
 
+import fcntl
 import hashlib
 import os
 import secrets
@@ -34,24 +36,38 @@ _conn = None
 
 
 def db():
-    """One connection per worker process (gunicorn's sync workers run one request at a time)."""
+    """One connection per worker process (gunicorn's sync workers run one request at a time).
+
+    Set up under an exclusive lock on a file beside the database: the two workers' first logins
+    come together, and `PRAGMA journal_mode=WAL` on a new file does not wait for the other
+    connection's lock (SQLite answers "database is locked" at once, whatever the busy timeout), so
+    one worker's first login could fail. Kept only once set up: a failure is not left half done.
+    """
     global _conn
     if _conn is None:
-        _conn = sqlite3.connect(os.environ["PEER_DB"], isolation_level=None, timeout=10)
-        _conn.execute("PRAGMA journal_mode=WAL")
-        _conn.execute("PRAGMA synchronous=FULL")
-        _conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS users (
-                id INTEGER PRIMARY KEY, appid TEXT NOT NULL, openid TEXT NOT NULL,
-                unionid TEXT, session_key TEXT NOT NULL, updated_at INTEGER NOT NULL,
-                UNIQUE (appid, openid));
-            CREATE TABLE IF NOT EXISTS sessions (
-                token_hash BLOB PRIMARY KEY, user_id INTEGER NOT NULL,
-                created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
-            """
-        )
+        path = os.environ["PEER_DB"]
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        with open(path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _set_up(conn)
+        _conn = conn
     return _conn
+
+
+def _set_up(conn):
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS users (
+            id INTEGER PRIMARY KEY, appid TEXT NOT NULL, openid TEXT NOT NULL,
+            unionid TEXT, session_key TEXT NOT NULL, updated_at INTEGER NOT NULL,
+            UNIQUE (appid, openid));
+        CREATE TABLE IF NOT EXISTS sessions (
+            token_hash BLOB PRIMARY KEY, user_id INTEGER NOT NULL,
+            created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+        """
+    )
 
 
 @app.get("/healthz")
@@ -99,3 +115,8 @@ def login():
         c.execute("ROLLBACK")
         raise
     return jsonify(token=token, expires_at=(now + SESSION_TTL_MS) // 1000, openid=s["openid"])
+
+
+# Ready: this worker has loaded the app (gunicorn loads it in each worker, after the fork).
+if os.environ.get("PEER_READY_DIR"):
+    open(os.path.join(os.environ["PEER_READY_DIR"], str(os.getpid())), "w").close()

@@ -14,6 +14,10 @@
 //!   encrypted pushes to each server in turn — e.g. SQLite with `synchronous=FULL` vs `NORMAL`.
 //! - `loadgen apps SERVER_URL CLIENT_KEY SERVER_PID APPID_PREFIX N` (`scripts/bench-apps`):
 //!   `/healthz`, then the broker token of a random app among N (`<prefix><i:010>`).
+//!
+//! A request that fails (no answer, or not a 200) stops the run: the load generator says which
+//! request failed first and why — the transport error with its causes, or the status and the
+//! start of the body — and exits with status 1.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,37 +64,96 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Prints `loadgen: {msg}` and exits with status 1: a run that cannot go on, said plainly.
+fn die(msg: impl std::fmt::Display) -> ! {
+    eprintln!("loadgen: {msg}");
+    std::process::exit(1)
+}
+
+/// An error and its causes, `outer: inner: …` (reqwest's own message names only the URL; the
+/// cause — refused, reset, closed before the response — is further down).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
+
+/// Sends `req`: `Ok` for a 200 (its body unread, as it always was); else what happened.
+async fn ok200(req: reqwest::RequestBuilder) -> Result<(), String> {
+    match req.send().await {
+        Ok(r) if r.status() == 200 => Ok(()),
+        Ok(r) => {
+            let (url, status) = (r.url().clone(), r.status());
+            let body = r.text().await.unwrap_or_default();
+            let body: String = body.trim().chars().take(300).collect();
+            Err(format!("{url} answered {status}: {body:?}"))
+        }
+        Err(e) => Err(causes(&e)),
+    }
+}
+
 async fn drive<F, Fut>(pid: impl Into<Pids>, concurrency: usize, total: usize, make: F) -> Outcome
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     let pid: Pids = pid.into();
     let cpu_before = pid.cpu_secs();
     let own_before = cpu_secs(std::process::id());
     let make = Arc::new(make);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    // The first failure (request index, cause) stops every worker; the others are counted.
+    let first_failure = Arc::new(std::sync::Mutex::new(None::<(usize, String)>));
+    let (stop, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (make, next) = (make.clone(), next.clone());
+            let (first_failure, stop, failed) =
+                (first_failure.clone(), stop.clone(), failed.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                while !stop.load(Relaxed) {
+                    let i = next.fetch_add(1, Relaxed);
                     if i >= total {
-                        break lat;
+                        break;
                     }
                     let t = Instant::now();
-                    assert!(make(i).await, "request {i} failed");
-                    lat.push(t.elapsed());
+                    match make(i).await {
+                        Ok(()) => lat.push(t.elapsed()),
+                        Err(cause) => {
+                            failed.fetch_add(1, Relaxed);
+                            stop.store(true, Relaxed);
+                            first_failure
+                                .lock()
+                                .expect("not poisoned")
+                                .get_or_insert((i, cause));
+                        }
+                    }
                 }
+                lat
             })
         })
         .collect();
     let mut all = Vec::with_capacity(total);
     for w in workers {
         all.extend(w.await.expect("worker"));
+    }
+    if let Some((i, cause)) = first_failure.lock().expect("not poisoned").take() {
+        let n = failed.load(Relaxed);
+        die(format_args!(
+            "request {i} of {total} failed first (the run stopped there: {n} failed, {} succeeded): {cause}",
+            all.len()
+        ));
     }
     let elapsed = started.elapsed();
     let cpu = pid.cpu_secs() - cpu_before;
@@ -207,13 +270,7 @@ async fn push_mode(args: &[String]) {
                     let h = h.clone();
                     let (q, body) = pushes[j].clone();
                     let u = format!("{base}?{q}");
-                    async move {
-                        h.post(u)
-                            .body(body)
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status() == 200)
-                    }
+                    async move { ok200(h.post(u).body(body)).await }
                 })
                 .await,
             );
@@ -258,7 +315,7 @@ async fn apps_mode(args: &[String]) {
             results[0].1.push(
                 drive(pid, concurrency(), total, move |_| {
                     let (h, url) = (h.clone(), url.clone());
-                    async move { h.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+                    async move { ok200(h.get(url)).await }
                 })
                 .await,
             );
@@ -277,13 +334,7 @@ async fn apps_mode(args: &[String]) {
             results[1].1.push(
                 drive(pid, concurrency(), total, move |i| {
                     let (h, url, k) = (h.clone(), urls[i].clone(), k.clone());
-                    async move {
-                        h.get(url)
-                            .bearer_auth(k)
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status() == 200)
-                    }
+                    async move { ok200(h.get(url).bearer_auth(k)).await }
                 })
                 .await,
             );
@@ -294,13 +345,7 @@ async fn apps_mode(args: &[String]) {
             results[2].1.push(
                 drive(pid, concurrency(), total, move |_| {
                     let (h, url, k) = (h.clone(), one.clone(), k.clone());
-                    async move {
-                        h.get(url)
-                            .bearer_auth(k)
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status() == 200)
-                    }
+                    async move { ok200(h.get(url).bearer_auth(k)).await }
                 })
                 .await,
             );
@@ -362,7 +407,7 @@ async fn main() {
         results[0].1.push(
             drive(&pid, concurrency, n_fast, move |_| {
                 let (h, url) = (h.clone(), url.clone());
-                async move { h.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+                async move { ok200(h.get(url)).await }
             })
             .await,
         );
@@ -373,30 +418,38 @@ async fn main() {
         results[1].1.push(
             drive(&pid, concurrency, n_fast, move |_| {
                 let (h, url, k) = (h.clone(), url.clone(), k.clone());
-                async move {
-                    h.get(url)
-                        .bearer_auth(k)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200)
-                }
+                async move { ok200(h.get(url).bearer_auth(k)).await }
             })
             .await,
         );
 
         // One fresh wx.login code per request, minted before timing starts.
         let mut codes = Vec::with_capacity(n_login);
+        let mint = format!("{sim}/_sim/login");
         for _ in 0..n_login {
-            let v: serde_json::Value = http
-                .post(format!("{sim}/_sim/login"))
-                .json(&json!({"appid": appid}))
-                .send()
-                .await
-                .expect("sim")
-                .json()
-                .await
-                .expect("json");
-            codes.push(v["code"].as_str().expect("code").to_owned());
+            let v: serde_json::Value =
+                match http.post(&mint).json(&json!({"appid": appid})).send().await {
+                    Ok(r) if r.status() == 200 => r.json().await.unwrap_or_else(|e| {
+                        die(format_args!(
+                            "minting a wx.login code at {mint}: {}",
+                            causes(&e)
+                        ))
+                    }),
+                    Ok(r) => die(format_args!(
+                        "minting a wx.login code: {mint} answered {}",
+                        r.status()
+                    )),
+                    Err(e) => die(format_args!(
+                        "minting a wx.login code at {mint}: {}",
+                        causes(&e)
+                    )),
+                };
+            let code = v["code"].as_str().unwrap_or_else(|| {
+                die(format_args!(
+                    "minting a wx.login code: no code in {mint}'s answer {v}"
+                ))
+            });
+            codes.push(code.to_owned());
         }
         let codes = Arc::new(codes);
         let h = http.clone();
@@ -409,13 +462,7 @@ async fn main() {
                     url.clone(),
                     json!({"appid": a, "code": codes[i]}),
                 );
-                async move {
-                    h.post(url)
-                        .json(&body)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200)
-                }
+                async move { ok200(h.post(url).json(&body)).await }
             })
             .await,
         );
