@@ -11,6 +11,15 @@ use weapp_server::config::AdminConfig;
 
 const ADMIN: &str = "admin-key-0123456789abcdefghijkl";
 
+fn admins() -> Vec<AdminConfig> {
+    vec![AdminConfig {
+        name: "ops".into(),
+        key: Some(ADMIN.into()),
+        key_env: None,
+        key_sha256: None,
+    }]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_that_is_not_a_plain_token_is_replaced() {
     let w = world().await;
@@ -54,12 +63,7 @@ fn uuid_like(s: &str) -> bool {
 async fn answers_about_a_caller_are_not_stored_by_caches() {
     let w = world().await;
     let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
-    config.admins = vec![AdminConfig {
-        name: "ops".into(),
-        key: Some(ADMIN.into()),
-        key_env: None,
-        key_sha256: None,
-    }];
+    config.admins = admins();
     let server = weapp_server::spawn(config).await.unwrap();
     let base = server.url();
     let (code, _) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
@@ -139,12 +143,7 @@ async fn the_sqlite_database_is_created_readable_by_its_owner_alone() {
 async fn holders_of_a_removed_keys_tokens_are_not_counted_as_guessing() {
     let w = world().await;
     let mut config = w.config(&sqlite_url(), None, TokenMode::Stable);
-    config.admins = vec![AdminConfig {
-        name: "ops".into(),
-        key: Some(ADMIN.into()),
-        key_env: None,
-        key_sha256: None,
-    }];
+    config.admins = admins();
     config.auth_failure_limit_per_minute = 3;
     let server = weapp_server::spawn(config).await.unwrap();
     let base = server.url();
