@@ -437,8 +437,9 @@ pub struct Config {
     #[serde(default)]
     pub rate_limit_backend: RateLimitBackend,
     /// The most clients a local limiter tracks in a minute; beyond it, a newcomer makes room by
-    /// forgetting the earliest one (memory stays bounded under a flood of addresses, and no
-    /// client is ever counted against another's budget). Env `WEAPP_RATE_LIMIT_MAX_KEYS`.
+    /// forgetting the earliest one still under its limit (memory stays bounded under a flood of
+    /// addresses, a client at its limit stays refused, and no client is ever counted against
+    /// another's budget). Env `WEAPP_RATE_LIMIT_MAX_KEYS`.
     /// Default 100,000.
     #[serde(default = "default_rate_limit_max_keys")]
     pub rate_limit_max_keys: usize,
