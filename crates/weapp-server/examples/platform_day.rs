@@ -129,6 +129,7 @@ fn main() {
     let component = fleet[0]
         .server
         .state()
+        .platforms
         .platform(COMPONENT)
         .unwrap()
         .component
@@ -169,12 +170,13 @@ fn main() {
     );
     // Start: every merchant served by every instance, and its refresher's first token.
     driver.block_on(async {
-        while fleet
-            .iter()
-            .any(|i| appids.iter().any(|a| i.server.state().app(a).is_none()))
-            || appids
+        while fleet.iter().any(|i| {
+            appids
                 .iter()
-                .any(|a| sim.sim().tokens_issued(a, TokenKind::Authorizer) < 2)
+                .any(|a| i.server.state().broker.app(a).is_none())
+        }) || appids
+            .iter()
+            .any(|a| sim.sim().tokens_issued(a, TokenKind::Authorizer) < 2)
         {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -1803,8 +1803,7 @@ impl Config {
             return bad("database_url must start with sqlite: or postgres://".into());
         }
         for (i, k) in self.data_key_list().iter().enumerate() {
-            crate::seal::DataKey::from_base64(k.expose())
-                .map_err(|e| ConfigError(format!("data key {i}: {e}")))?;
+            check_data_key(i, k.expose())?;
         }
         self.trusted_proxy_nets()?;
         self.webhook_allow_nets()?;
@@ -1954,9 +1953,37 @@ impl ClientConfig {
     }
 }
 
+/// The format of a data key (base64 of 32 bytes), checked when the configuration is read; the
+/// keyring (`keys::seal`) opens it at start. The messages are the keyring's own.
+fn check_data_key(index: usize, text: &str) -> Result<(), ConfigError> {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+        Err(_) => Err(ConfigError(format!(
+            "data key {index}: data key is not valid base64"
+        ))),
+        Ok(b) if b.len() != 32 => Err(ConfigError(format!(
+            "data key {index}: a data key must decode to 32 bytes, got {}",
+            b.len()
+        ))),
+        Ok(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_allow_list_entry_for_every_address_is_refused() {
+        for everything in ["0.0.0.0/0", "::/0"] {
+            let config = Config {
+                webhook_allow_private: vec![everything.into()],
+                ..Config::default()
+            };
+            let err = config.webhook_allow_nets().unwrap_err().to_string();
+            assert!(err.contains("allows every address"), "{err}");
+        }
+    }
 
     const DESIGN_EXAMPLE: &str = r#"
 listen = "127.0.0.1:8080"

@@ -6,15 +6,14 @@
 //! database (the `vault` module), so a restart on the same database prints and accepts the same
 //! values, and the new simulator is seeded with them.
 
+mod error;
 mod vault;
 
 use std::net::SocketAddr;
 
 use weapp_sim::{ClockMode, SimConfig, SimHandle};
 
-use crate::config::{AppConfig, ClientConfig, Config, ConfigError, PushConfigError};
-use crate::seal::DataKeyError;
-use crate::store::StoreError;
+use crate::config::{AppConfig, ClientConfig, Config};
 
 /// The demo app registered when the configuration has none.
 pub const DEMO_APPID: &str = "wxdemo0000000001";
@@ -24,71 +23,7 @@ pub const DEMO_APPID: &str = "wxdemo0000000001";
 /// (`phrase3`).
 pub const SUBSCRIBE_TEMPLATE: (i64, &[i64]) = (1001, &[2, 3, 7]);
 
-/// Why a sandbox could not be set up. Never carries a secret.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SandboxError {
-    /// The simulator could not listen.
-    #[error("sandbox simulator: {0}")]
-    Simulator(#[source] std::io::Error),
-    /// The sandbox database could not be opened, migrated, read or written.
-    #[error("sandbox {0}")]
-    Database(#[from] StoreError),
-    /// The database holds real users (or was made by `weapp serve` without `--sandbox`).
-    #[error("--sandbox refuses a database that is not a sandbox one (it holds real users); use another database_url")]
-    NotSandbox,
-    /// A configured data key is malformed, or the keyring cannot be made.
-    #[error("sandbox data keys: {0}")]
-    DataKey(#[source] DataKeyError),
-    /// A value an earlier start kept does not open with the data keys in force.
-    #[error("{}", unreadable(name, key_id.as_deref()))]
-    Unreadable {
-        /// What it is (`client_key`, `admin_key`, `app_secret/<appid>`).
-        name: String,
-        /// The data key that sealed it, when the value says so.
-        key_id: Option<String>,
-    },
-    /// The database file's permissions could not be restricted to its owner.
-    #[error("sandbox database file {path}: {source}")]
-    File {
-        /// The file.
-        path: String,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A configured app's or platform's secret cannot be resolved.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The simulator refused what the sandbox registers.
-    #[error("sandbox simulator: {what}: {message}")]
-    Refused {
-        /// What was being registered.
-        what: String,
-        /// The simulator's answer.
-        message: String,
-    },
-    /// The simulator refused to send an app's or a platform's traffic to the server
-    /// ([`Sandbox::connect`]).
-    #[error("{what}: {message}")]
-    NotConnected {
-        /// What was being wired (`app <appid>: backend`, `platform <appid>`,
-        /// `app <appid>: push target`).
-        what: String,
-        /// The simulator's answer.
-        message: String,
-    },
-    /// An app's push settings name no mode the simulator can push in.
-    #[error(transparent)]
-    Push(#[from] PushConfigError),
-}
-
-fn unreadable(name: &str, key_id: Option<&str>) -> String {
-    let sealed = key_id.map_or(String::new(), |id| format!(" (sealed with data key {id})"));
-    format!(
-        "the sandbox's {name} kept in its database does not open with the data keys in force{sealed}: configure that key again in data_keys, or use another database_url"
-    )
-}
+pub use error::SandboxError;
 
 /// A subscribe message template the sandbox seeded in its simulator.
 #[derive(Debug, Clone)]
@@ -448,7 +383,7 @@ mod tests {
         drop(second);
         // A configured data key besides the generated one: the ring still opens them.
         let mut keyed = config_on(&db);
-        keyed.data_key = Some(crate::seal::DataKey::generate_base64().into());
+        keyed.data_key = Some(crate::keys::seal::DataKey::generate_base64().into());
         let third = prepare(keyed, None).await.unwrap();
         assert_eq!(secrets(&third), kept);
         drop(third);
@@ -457,12 +392,12 @@ mod tests {
             .await
             .unwrap();
         let old = store.meta_get("data_key").await.unwrap().unwrap();
-        let old_id = crate::seal::DataKey::from_base64(&old).unwrap().id();
+        let old_id = crate::keys::seal::DataKey::from_base64(&old).unwrap().id();
         assert!(store
             .meta_cas(
                 "data_key",
                 Some(&old),
-                &crate::seal::DataKey::generate_base64()
+                &crate::keys::seal::DataKey::generate_base64()
             )
             .await
             .unwrap());

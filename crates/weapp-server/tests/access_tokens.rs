@@ -349,7 +349,7 @@ async fn rotated_keys_stay_published_until_their_tokens_expire_and_removed_keys_
     assert!(published >= 2, "the next key and the replacement");
     // (a day: the longest lifetime any instance may give its tokens)
     let later = (chrono_now() + 86_400 + 61 + 600) * 1000;
-    server.state().signing_tick(later).await.unwrap();
+    server.state().keys.signing_tick(later).await.unwrap();
     let keys = jwks(&w, &server).await;
     assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "{keys}");
 
@@ -680,7 +680,7 @@ async fn a_first_key_added_a_moment_later_by_another_instance_is_not_doubled() {
         let store = weapp_server::store::connect(&url, &Default::default())
             .await
             .unwrap();
-        let key = |t: i64| weapp_server::jwt::generate(|p, _| p.to_vec(), "k1".into(), t, t);
+        let key = |t: i64| weapp_server::keys::jwt::generate(|p, _| p.to_vec(), "k1".into(), t, t);
         // Instance B read its clock (1,999), then waited for the lock while instance A, whose
         // clock read 2,000, added the fleet's first key: B must not add a second one.
         assert!(store
@@ -772,11 +772,11 @@ async fn session_tokens_of_both_formats_are_honoured() {
     let server = weapp_server::spawn(config(&w, &db)).await.unwrap();
     let base = server.url().to_owned();
 
-    let before = weapp_server::state::now_ms();
+    let before = weapp_server::shared::now_ms();
     let (code, openid) = w.sim.sim().login(&w.appid, None, None, false).unwrap();
     let (s, v) = w.post_login(&base, &w.appid, &code).await;
     assert_eq!(s, 200, "{v}");
-    let after = weapp_server::state::now_ms();
+    let after = weapp_server::shared::now_ms();
     let token = v["token"].as_str().unwrap().to_owned();
     assert_eq!(token.len(), 54, "{token}");
     let key = timed_key(&token);
@@ -800,7 +800,7 @@ async fn session_tokens_of_both_formats_are_honoured() {
 
     // A session written the way an earlier release wrote it.
     let earlier = format!("wa_{}", B64URL.encode(rand::random::<[u8; 32]>()));
-    let now = weapp_server::state::now_ms();
+    let now = weapp_server::shared::now_ms();
     store
         .record_logins(&[weapp_server::store::LoginWrite {
             appid: w.appid.clone(),

@@ -556,7 +556,7 @@ async fn secrets_follow_their_host_and_changes_do_not_undo_each_other() {
         },
     )
     .await;
-    assert!(server.state().app(&appid).is_none());
+    assert!(server.state().broker.app(&appid).is_none());
     server.shutdown().await.unwrap();
 }
 
@@ -697,7 +697,7 @@ async fn every_registry_write_fails_whole_when_its_audit_row_cannot_be_written()
             .await
             .unwrap()
             .unwrap();
-        let key = |t: i64| weapp_server::jwt::generate(|p, _| p.to_vec(), "k1".into(), t, t);
+        let key = |t: i64| weapp_server::keys::jwt::generate(|p, _| p.to_vec(), "k1".into(), t, t);
         let first_key = key(1_000);
         assert!(store
             .add_signing_key(&first_key, KeyGuard::Always, Some(&audit("k")))

@@ -100,7 +100,7 @@ async fn a_fleet_of_three_refreshes_each_app_once_per_period() {
         || {
             let held: Vec<usize> = fleet
                 .iter()
-                .map(|s| s.state().fleet_status().shards_held)
+                .map(|s| s.state().broker.fleet_status().shards_held)
                 .collect();
             // Shares of ⌈64 / 3⌉ = 22 at most: 22 + 22 + 20.
             held.iter().sum::<usize>() == 64 && held.iter().all(|h| (20..=22).contains(h))
@@ -109,7 +109,7 @@ async fn a_fleet_of_three_refreshes_each_app_once_per_period() {
     .await;
     let refreshers: usize = fleet
         .iter()
-        .map(|s| s.state().fleet_status().refreshers)
+        .map(|s| s.state().broker.fleet_status().refreshers)
         .sum();
     assert_eq!(refreshers, 1000, "one refresher per app in the fleet");
     let first = issued(&sim);

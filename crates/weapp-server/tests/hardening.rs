@@ -473,7 +473,7 @@ async fn values_sealed_by_the_first_format_are_resealed_at_start() {
         .unwrap();
     assert_eq!(
         server.state().store.data_key_ids().await.unwrap(),
-        [Some(server.state().keyring.current_id())],
+        [Some(server.state().keys.keyring.current_id())],
         "re-sealed under the current key"
     );
     let now: i64 = now_secs().parse().unwrap();

@@ -58,7 +58,7 @@ async fn concurrent_logins(database_url: &str) {
         );
     }
     // They were written in batches: fewer transactions than logins.
-    let (transactions, written) = server.state().login_writer.counts();
+    let (transactions, written) = server.state().sessions.login_writer.counts();
     assert_eq!(written, codes.len() as u64);
     assert!(
         transactions < written,
@@ -73,7 +73,7 @@ async fn concurrent_logins(database_url: &str) {
         .unwrap();
     assert_eq!(
         store
-            .count_sessions(u.id, weapp_server::state::now_ms())
+            .count_sessions(u.id, weapp_server::shared::now_ms())
             .await
             .unwrap(),
         2
@@ -162,7 +162,7 @@ fn login(openid: &str, token: u8) -> weapp_server::store::LoginWrite {
         key_id: "k".into(),
         token_hash: vec![token; 32],
         now: 1,
-        expires_at: weapp_server::state::now_ms() + 60_000,
+        expires_at: weapp_server::shared::now_ms() + 60_000,
     }
 }
 
@@ -193,7 +193,7 @@ async fn a_bad_login_fails_alone(url: &str) {
         "half a batch was written"
     );
     // Through the writer: three logins at once, the middle one colliding.
-    let writer = weapp_server::logins::LoginWriter::spawn(store.clone());
+    let writer = weapp_server::sessions::writer::LoginWriter::spawn(store.clone());
     let (a, b, c) = tokio::join!(
         writer.write(login("oA", 3)),
         writer.write(login("oB", 1)),
@@ -210,7 +210,7 @@ async fn a_bad_login_fails_alone(url: &str) {
         assert_eq!(u.id, recorded.user_id);
         assert_eq!(
             store
-                .count_sessions(u.id, weapp_server::state::now_ms())
+                .count_sessions(u.id, weapp_server::shared::now_ms())
                 .await
                 .unwrap(),
             1

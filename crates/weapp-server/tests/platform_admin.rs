@@ -125,7 +125,7 @@ async fn authorize(
     component_appid: &str,
     merchant: Option<&str>,
 ) -> String {
-    let platform = server.state().platform(component_appid).unwrap();
+    let platform = server.state().platforms.platform(component_appid).unwrap();
     let pre = platform.component.pre_auth_code().await.unwrap();
     let merchant = match merchant {
         Some(m) => m.to_owned(),
@@ -345,13 +345,14 @@ async fn platforms_registered_at_runtime_reach_every_instance_and_keep_their_mer
         .await;
     assert_eq!(s, 201, "{v}");
     within(Duration::from_secs(2), "B serves the managed app", || {
-        let served = b.state().app(&both).is_some();
+        let served = b.state().broker.app(&both).is_some();
         async move { served }
     })
     .await;
     authorize(&w, &b, c, Some(&both)).await;
     let platform_serves = |s: &weapp_server::ServerHandle| {
         s.state()
+            .broker
             .app(&both)
             .is_some_and(|a| a.platform.as_deref() == Some(c))
     };
@@ -542,8 +543,12 @@ async fn a_merchant_of_two_platforms_stays_served_when_it_leaves_one() {
     ticket_stored(&server, p2).await;
     let merchant = authorize(&w, &server, p1, None).await;
     authorize(&w, &server, p2, Some(&merchant)).await;
-    let serving =
-        |s: &weapp_server::ServerHandle| s.state().app(&merchant).and_then(|a| a.platform.clone());
+    let serving = |s: &weapp_server::ServerHandle| {
+        s.state()
+            .broker
+            .app(&merchant)
+            .and_then(|a| a.platform.clone())
+    };
     assert_eq!(serving(&server).as_deref(), Some(p1), "the first keeps it");
     assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
     // It leaves the platform serving it: the other one takes over, no gap for callers.
@@ -684,6 +689,7 @@ async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
     w.sim.sim().advance(120);
     let pre = server
         .state()
+        .platforms
         .platform(c)
         .unwrap()
         .component
@@ -705,6 +711,7 @@ async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
     // shows a refresh token only once one was.)
     server
         .state()
+        .platforms
         .platform(c)
         .unwrap()
         .component
@@ -729,12 +736,17 @@ async fn an_unauthorized_push_older_than_the_authorization_erases_nothing() {
         .as_i64()
         .unwrap();
     assert!(wechat_time >= auth_time + 120, "{listed}");
-    let r = server.state().reconcile_platform(c).await.unwrap();
+    let r = server
+        .state()
+        .platforms
+        .reconcile_platform(c)
+        .await
+        .unwrap();
     assert_eq!((r.restored, r.deauthorized), (1, 0));
     let rows = server.state().store.platform_authorizers(c).await.unwrap();
     assert!(rows[0].authorized);
     assert_eq!(rows[0].auth_time, wechat_time);
-    server.state().sync_authorizers().await.unwrap();
+    server.state().platforms.sync_authorizers().await.unwrap();
     assert_eq!(broker_status(&w.http, &url, &merchant).await, 200);
     let status = unauthorized_at(&w, &url, (c, token, &aes), &merchant, auth_time + 60).await;
     assert_eq!(status, 200);
@@ -795,7 +807,7 @@ async fn refresh_tokens_and_tickets_move_to_a_new_data_key() {
     rotated.data_key = None;
     rotated.data_keys = vec![new_key.clone().into(), old_key];
     let server = weapp_server::spawn(rotated).await.unwrap();
-    let new_id = server.state().keyring.current_id();
+    let new_id = server.state().keys.keyring.current_id();
     let row = &server.state().store.platform_authorizers(c).await.unwrap()[0];
     assert_eq!(row.key_id.as_deref(), Some(new_id.as_str()));
     let ticket = server
@@ -806,7 +818,7 @@ async fn refresh_tokens_and_tickets_move_to_a_new_data_key() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        weapp_server::seal::Keyring::key_id_of(&ticket).as_deref(),
+        weapp_server::keys::seal::Keyring::key_id_of(&ticket).as_deref(),
         Some(new_id.as_str())
     );
     drop(server);
@@ -815,7 +827,7 @@ async fn refresh_tokens_and_tickets_move_to_a_new_data_key() {
     only_new.data_key = Some(new_key.into());
     let server = weapp_server::spawn(only_new).await.unwrap();
     assert_eq!(broker_status(&w.http, server.url(), &merchant).await, 200);
-    let platform = server.state().platform(c).unwrap();
+    let platform = server.state().platforms.platform(c).unwrap();
     platform.component.component_token().await.unwrap();
 }
 
@@ -980,7 +992,7 @@ async fn managed_apps_and_platforms_move_to_a_new_data_key() {
     rotated.data_key = None;
     rotated.data_keys = vec![new_key.clone().into(), old_key];
     let server = weapp_server::spawn(rotated).await.unwrap();
-    let new_id = server.state().keyring.current_id();
+    let new_id = server.state().keys.keyring.current_id();
     let store = server.state().store.clone();
     let app_row = store
         .managed_apps_after(0, 100)
@@ -1002,7 +1014,7 @@ async fn managed_apps_and_platforms_move_to_a_new_data_key() {
     ] {
         assert_eq!(key_id.as_deref(), Some(new_id.as_str()));
         assert_eq!(
-            weapp_server::seal::Keyring::key_id_of(sealed.as_deref().unwrap()).as_deref(),
+            weapp_server::keys::seal::Keyring::key_id_of(sealed.as_deref().unwrap()).as_deref(),
             Some(new_id.as_str())
         );
     }
@@ -1032,7 +1044,7 @@ async fn managed_apps_and_platforms_move_to_a_new_data_key() {
     only_new.data_key = Some(new_key.into());
     let server = weapp_server::spawn(only_new).await.unwrap();
     assert_eq!(broker_status(&w.http, server.url(), &appid).await, 200);
-    assert!(server.state().platform(c).is_some());
+    assert!(server.state().platforms.platform(c).is_some());
     let (s, v) = w
         .call(
             "GET",
@@ -1345,7 +1357,7 @@ async fn the_store_keeps_the_latest_pushed_ticket() {
             let store = store.clone();
             async move {
                 store
-                    .put_platform_ticket("wxc", sealed, "k1", weapp_server::state::now_ms(), at)
+                    .put_platform_ticket("wxc", sealed, "k1", weapp_server::shared::now_ms(), at)
                     .await
                     .unwrap()
             }
@@ -1366,7 +1378,7 @@ async fn the_store_keeps_the_latest_pushed_ticket() {
         assert_eq!(store.platform_ticket("wxc").await.unwrap().unwrap(), b"t50");
         // A kept time ahead of the clock (a simulator's clock moved forward, a bad time) is
         // not trusted: the next push replaces it.
-        let now = weapp_server::state::now_ms() / 1000;
+        let now = weapp_server::shared::now_ms() / 1000;
         assert!(put(b"future", now + 10 * 86_400).await, "{url}");
         assert!(put(b"genuine", now).await, "{url}");
         assert_eq!(

@@ -13,7 +13,7 @@ use common::world;
 use serde_json::{json, Value};
 use weapp::TokenMode;
 use weapp_server::config::{ClientConfig, PlatformConfig};
-use weapp_server::state::ReconcileError;
+use weapp_server::platforms::ReconcileError;
 
 const BACKEND_KEY: &str = "platform-backend-key-0123456789";
 use weapp_test_support::{PgDatabase, RedisServer};
@@ -97,7 +97,7 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     );
 
     // A merchant authorizes: the refresh token is stored before `success` is answered.
-    let platform = a.state().platform(component_appid).unwrap();
+    let platform = a.state().platforms.platform(component_appid).unwrap();
     let component = &platform.component;
     let pre = component.pre_auth_code().await.unwrap();
     let (merchant, _) = w.sim.sim().add_app(None, None, false);
@@ -245,10 +245,11 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     assert_ne!(listed, refresh, "WeChat rotated it");
     let opened = a
         .state()
+        .keys
         .keyring
         .open(
             row.refresh_sealed.as_deref().unwrap(),
-            &weapp_server::platform::refresh_aad(component_appid, &merchant),
+            &weapp_server::platforms::runtime::refresh_aad(component_appid, &merchant),
         )
         .unwrap();
     assert_eq!(opened, listed.as_bytes(), "the stored one is the new one");
@@ -306,7 +307,7 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
     drop(a);
     redis.restart();
     let b = weapp_server::spawn(config).await.unwrap();
-    let platform = b.state().platform(component_appid).unwrap();
+    let platform = b.state().platforms.platform(component_appid).unwrap();
     let component = &platform.component;
     let issued = w.sim.sim().component_tokens_issued(component_appid);
     component.component_token().await.unwrap();
@@ -329,9 +330,14 @@ async fn tickets_and_refresh_tokens_survive_dead_instances_and_a_flushed_redis()
         .deauthorize_platform_authorizer(component_appid, &merchant, 0)
         .await
         .unwrap();
-    b.state().sync_authorizers().await.unwrap();
+    b.state().platforms.sync_authorizers().await.unwrap();
     assert_eq!(broker(b.url().to_owned()).await.0, 404, "lost: not served");
-    let r = b.state().reconcile_platform(component_appid).await.unwrap();
+    let r = b
+        .state()
+        .platforms
+        .reconcile_platform(component_appid)
+        .await
+        .unwrap();
     assert_eq!((r.restored, r.deauthorized), (1, 0));
     assert_eq!(
         broker(b.url().to_owned()).await.0,
@@ -391,7 +397,7 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
                 async move {
                     let sig = headers["weapp-signature"].to_str().unwrap().to_owned();
                     let now = chrono_free_now();
-                    assert!(weapp_server::webhook::verify(
+                    assert!(weapp_server::push::outbox::verify(
                         "platform-hook-secret-0123",
                         &sig,
                         &body,
@@ -444,7 +450,7 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         }
     })
     .await;
-    let platform = server.state().platform(component_appid).unwrap();
+    let platform = server.state().platforms.platform(component_appid).unwrap();
     let component = &platform.component;
     let pre = component.pre_auth_code().await.unwrap();
     let (merchant, _) = w.sim.sim().add_app(None, None, false);
@@ -457,7 +463,7 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         .send()
         .await
         .unwrap();
-    assert!(server.state().app(&merchant).is_some());
+    assert!(server.state().broker.app(&merchant).is_some());
     // The platform's webhook hears of it (without the authorization code).
     until("the authorized webhook", || {
         let hooks = hooks.clone();
@@ -485,7 +491,10 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         .await
         .unwrap();
     assert_eq!(v["push"]["delivered"], false, "{v}");
-    assert!(server.state().app(&merchant).is_some(), "still served");
+    assert!(
+        server.state().broker.app(&merchant).is_some(),
+        "still served"
+    );
     // A listing that comes back short (an answer without its list) de-authorizes no one.
     w.sim.sim().add_fault(
         weapp_sim::Fault::body(
@@ -496,6 +505,7 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
     );
     let e = server
         .state()
+        .platforms
         .reconcile_platform(component_appid)
         .await
         .unwrap_err();
@@ -504,7 +514,10 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         "{e:?}"
     );
     assert!(e.to_string().contains("incomplete"), "{e}");
-    assert!(server.state().app(&merchant).is_some(), "still served");
+    assert!(
+        server.state().broker.app(&merchant).is_some(),
+        "still served"
+    );
     // A list that changes while it is paged (its total moves between pages: a merchant may
     // have fallen between two pages, and the first page's entries are stale) reconciles
     // nothing: no refresh token is replaced, no one de-authorized.
@@ -520,6 +533,7 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
     );
     let e = server
         .state()
+        .platforms
         .reconcile_platform(component_appid)
         .await
         .unwrap_err();
@@ -531,14 +545,21 @@ async fn a_missed_deauthorization_is_applied_by_the_reconciliation() {
         "not replaced"
     );
     assert!(after[0].authorized);
-    assert!(server.state().app(&merchant).is_some(), "still served");
+    assert!(
+        server.state().broker.app(&merchant).is_some(),
+        "still served"
+    );
     let r = server
         .state()
+        .platforms
         .reconcile_platform(component_appid)
         .await
         .unwrap();
     assert_eq!((r.restored, r.deauthorized), (0, 1));
-    assert!(server.state().app(&merchant).is_none(), "no longer served");
+    assert!(
+        server.state().broker.app(&merchant).is_none(),
+        "no longer served"
+    );
     let rows = store.platform_authorizers(component_appid).await.unwrap();
     assert!(!rows[0].authorized && rows[0].refresh_sealed.is_none());
 }
@@ -666,7 +687,7 @@ async fn captured_platform_events_replayed_are_refused(
         }
     })
     .await;
-    let platform = a.state().platform(component_appid).unwrap();
+    let platform = a.state().platforms.platform(component_appid).unwrap();
     let pre = platform.component.pre_auth_code().await.unwrap();
     let (merchant, _) = w.sim.sim().add_app(None, None, false);
     let v: Value = w
@@ -759,6 +780,7 @@ async fn captured_platform_events_replayed_are_refused(
     }
     let opened = a
         .state()
+        .keys
         .keyring
         .open(
             &store
@@ -766,7 +788,7 @@ async fn captured_platform_events_replayed_are_refused(
                 .await
                 .unwrap()
                 .unwrap(),
-            &weapp_server::platform::ticket_aad(component_appid),
+            &weapp_server::platforms::runtime::ticket_aad(component_appid),
         )
         .unwrap();
     assert_eq!(

@@ -54,7 +54,13 @@ impl Sink {
                             .unwrap()
                             .as_secs() as i64;
                         assert!(
-                            weapp_server::webhook::verify(WEBHOOK_SECRET, &sig, &body, now, 300),
+                            weapp_server::push::outbox::verify(
+                                WEBHOOK_SECRET,
+                                &sig,
+                                &body,
+                                now,
+                                300
+                            ),
                             "bad webhook signature"
                         );
                         s.received

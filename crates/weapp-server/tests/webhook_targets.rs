@@ -425,7 +425,7 @@ async fn webhook_urls_are_shown_without_their_paths() {
     );
     let server = weapp_server::spawn(c).await.unwrap();
     let url = server.url().to_owned();
-    let shown = format!("{:?}", server.state().app("wxtargets0000001"));
+    let shown = format!("{:?}", server.state().broker.app("wxtargets0000001"));
     assert!(!shown.contains("pathsecret42"), "runtime Debug: {shown}");
     let get = |path: &'static str| {
         let (w, url) = (&w, url.clone());
@@ -753,7 +753,7 @@ async fn a_stored_webhook_on_an_address_no_longer_allowed_is_not_sent_to() {
         "an unrelated change is not judged on the webhook: {v}"
     );
     common::within(Duration::from_secs(10), "served", || async {
-        server.state().app(&w.appid).is_some()
+        server.state().broker.app(&w.appid).is_some()
     })
     .await;
     push_one(&w, &url, 4343).await;

@@ -140,7 +140,7 @@ impl Day<'_> {
             loop {
                 let live = fleet.iter().filter(|i| i.alive());
                 let (held, running) = live.fold((0, 0), |(h, r), i| {
-                    let s = i.server.state().fleet_status();
+                    let s = i.server.state().broker.fleet_status();
                     (h + s.shards_held, r + s.refreshers)
                 });
                 if held == 64 && running == self.appids.len() {

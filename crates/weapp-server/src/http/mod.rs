@@ -1,20 +1,17 @@
-//! The HTTP API: one module per area, assembled by [`router`].
+//! HTTP infrastructure every domain's handlers use: the JSON error envelope ([`AppError`]),
+//! extractors ([`JsonBody`], [`ClientIp`], [`bearer`]), the failed-authentication gate, and the
+//! middleware stack [`layers`] puts around the routes the domains contribute. Knows no domain:
+//! the composition root (`crate::app`) merges their routers and hands them to [`layers`].
 
-pub mod admin;
-pub mod admin_platforms;
-pub mod broker;
-pub mod console;
-pub mod ops;
-pub mod platforms;
-pub mod push;
-pub mod session;
-pub mod tokens;
+pub mod error;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRef, FromRequest, FromRequestParts, MatchedPath, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -25,17 +22,23 @@ use serde_json::Value;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::AppError;
-use crate::state::AppState;
+use crate::shared::Shared;
+pub use error::{AppError, ErrorBody, ErrorDetail};
 
 /// A JSON body whose rejections become clear 4xx errors naming the problem (missing field,
 /// unknown field, wrong type, not JSON, too large).
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+    Shared: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = Shared::from_ref(state).config.body_limit_bytes;
         // Every body of this API is an object: serde would also read a struct from an array
         // (`[null, null]`), which no client means.
         let (parts, body) = req.into_parts();
@@ -45,7 +48,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             {
                 Ok(b) => b,
                 Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    return Err(AppError::PayloadTooLarge(state.config.body_limit_bytes))
+                    return Err(AppError::PayloadTooLarge(limit))
                 }
                 Err(e) => return Err(AppError::bad_request("invalid_body", e.body_text())),
             };
@@ -76,7 +79,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             Err(JsonRejection::BytesRejection(e))
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
-                Err(AppError::PayloadTooLarge(state.config.body_limit_bytes))
+                Err(AppError::PayloadTooLarge(limit))
             }
             Err(e) => Err(AppError::bad_request("invalid_body", e.body_text())),
         }
@@ -106,15 +109,16 @@ pub fn bearer_of(value: &str) -> Option<&str> {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl FromRequestParts<AppState> for ClientIp {
+impl<S> FromRequestParts<S> for ClientIp
+where
+    S: Send + Sync,
+    Shared: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Ok(ClientIp(client_ip(
-            state,
+            &Shared::from_ref(state),
             &parts.headers,
             &parts.extensions,
         )))
@@ -123,7 +127,7 @@ impl FromRequestParts<AppState> for ClientIp {
 
 /// See [`ClientIp`].
 pub fn client_ip(
-    state: &AppState,
+    state: &Shared,
     headers: &HeaderMap,
     extensions: &axum::http::Extensions,
 ) -> Option<IpAddr> {
@@ -154,7 +158,7 @@ impl ClientIp {
 ///
 /// # Errors
 /// [`AppError::RateLimited`].
-pub async fn auth_gate(state: &AppState, ip: ClientIp) -> Result<(), AppError> {
+pub async fn auth_gate(state: &Shared, ip: ClientIp) -> Result<(), AppError> {
     state
         .auth_failures
         .check(ip.key())
@@ -163,13 +167,13 @@ pub async fn auth_gate(state: &AppState, ip: ClientIp) -> Result<(), AppError> {
 }
 
 /// Records a failed authentication on `surface` (`session`, `client_key`, `mirror`, `admin`).
-pub async fn auth_failed(state: &AppState, ip: ClientIp, surface: &'static str) {
+pub async fn auth_failed(state: &Shared, ip: ClientIp, surface: &'static str) {
     state.metrics.auth_failure(surface);
     let _ = state.auth_failures.hit(ip.key()).await;
 }
 
 /// Counts each request by route template and status.
-async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn count(State(state): State<Shared>, req: Request, next: Next) -> Response {
     // MatchedPath is a shared string: cloned, not copied.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
@@ -179,7 +183,7 @@ async fn count(State(state): State<AppState>, req: Request, next: Next) -> Respo
 }
 
 /// Answers a request that outlived its deadline with 408 and the usual error body.
-async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn deadline(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let limit = Duration::from_secs(state.config.request_timeout_secs);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
@@ -196,7 +200,7 @@ async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Re
 
 /// Every error answer carries the JSON envelope: axum's own plain-text rejections (a 405, a
 /// malformed query string or path, the body limit's 413) are rewritten into it.
-async fn json_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn json_errors(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -242,20 +246,14 @@ async fn json_errors(State(state): State<AppState>, req: Request, next: Next) ->
     out
 }
 
-/// The whole application.
-pub fn router(state: AppState) -> Router {
+/// The whole application: the domains' `routes` (each with its own state) inside the
+/// middleware every request goes through, outermost last: `no_store`, the request id kept only
+/// when plain, the request id, the trace span, the metrics count, the body limit, the JSON
+/// error envelope, the panic catcher and the request deadline.
+pub fn layers(routes: Router, state: Shared) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let limit = state.config.body_limit_bytes;
-    Router::new()
-        .merge(session::router(&state))
-        .merge(broker::router())
-        .merge(tokens::router())
-        .merge(platforms::router())
-        .merge(push::router())
-        .merge(ops::router())
-        .merge(admin::router())
-        .merge(admin_platforms::router())
-        .merge(console::router())
+    routes
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
@@ -280,7 +278,6 @@ pub fn router(state: AppState) -> Router {
         // Answers are about one caller (sessions, tokens, keys): no cache may keep them unless
         // a handler says otherwise (the JWKS, the console's assets).
         .layer(axum::middleware::map_response(no_store))
-        .with_state(state)
 }
 
 /// The longest caller-chosen `x-request-id` kept.

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use super::SandboxError;
+use super::error::SandboxError;
 use crate::config::Config;
-use crate::seal::{DataKey, Keyring};
+use crate::keys::seal::{DataKey, Keyring};
 use crate::store::{Store, StoreOptions};
 
 /// The sandbox's database, opened for its remembered values.

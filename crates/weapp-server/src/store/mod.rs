@@ -1,6 +1,7 @@
 //! Persistence: users, sessions and server metadata behind one [`Store`] trait, with a SQLite
 //! and a PostgreSQL implementation sharing their SQL (see `sql.rs`).
 
+mod lite_error;
 mod sql;
 mod sqlite_writer;
 
@@ -61,7 +62,7 @@ impl StoreError {
             return None;
         };
         let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-            || db.try_downcast_ref::<sqlite_writer::LiteError>().is_some();
+            || db.try_downcast_ref::<lite_error::LiteError>().is_some();
         db.code()
             .filter(|_| sqlite)
             .and_then(|c| c.parse::<i32>().ok())
@@ -211,7 +212,7 @@ impl std::fmt::Debug for ManagedAppRecord {
 
 /// A third-party platform registered through the admin API, or the tombstone of a deleted one:
 /// the same shape as a managed app, `appid` holding the component appid and `settings` its
-/// [`crate::platform::PlatformSettings`].
+/// [`crate::platforms::runtime::PlatformSettings`].
 pub type ManagedPlatformRecord = ManagedAppRecord;
 
 /// A broker client managed through the admin API, or the tombstone of a deleted one.
@@ -586,7 +587,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The access-token signing keys (published ones: current, next and retired), oldest
     /// first.
-    async fn signing_keys(&self) -> Result<Vec<crate::jwt::KeyRecord>, StoreError>;
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
 
     /// Adds a signing key at the next registry revision; every key still signing is retired
     /// as of the new key's `not_before`. Nothing happens (false) when `guard` says another
@@ -595,7 +596,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// the same transaction.
     async fn add_signing_key(
         &self,
-        key: &crate::jwt::KeyRecord,
+        key: &KeyRecord,
         guard: KeyGuard,
         audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError>;
@@ -883,5 +884,35 @@ pub async fn connect(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>
             )
             .into(),
         )))
+    }
+}
+
+/// A key of the keyring as the database stores it.
+#[derive(Clone)]
+pub struct KeyRecord {
+    /// RFC 7638 thumbprint of the public key.
+    pub kid: String,
+    /// The PKCS#8 private key, sealed with the data key (bound to the kid).
+    pub sealed: Vec<u8>,
+    /// The data key that sealed it.
+    pub key_id: String,
+    /// The public key as a JWK (JSON).
+    pub public_jwk: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Signs from then (Unix ms).
+    pub not_before: i64,
+    /// Stopped signing then (Unix ms); published until its tokens expire.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("not_before", &self.not_before)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
     }
 }

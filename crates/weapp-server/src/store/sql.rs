@@ -10,12 +10,12 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::Row;
 
 use super::KeyGuard;
+use super::KeyRecord;
 use super::{
     AuditRecord, EventRecord, LegacySealed, LoginRecorded, LoginWrite, ManagedAppRecord,
     ManagedClientRecord, ManagedPlatformRecord, OutboxStats, PlatformAuthorizer, SessionRecord,
     Store, StoreError, StoreOptions, UserRecord,
 };
-use crate::jwt::KeyRecord;
 
 /// Migrations compiled into the binary.
 #[derive(Debug)]

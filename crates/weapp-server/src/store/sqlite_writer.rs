@@ -11,12 +11,12 @@
 //! its last login's session_key and the newest unionid any of its logins carried, one session
 //! per login, all or nothing.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
+use super::lite_error::LiteError;
 use super::{LoginRecorded, LoginWrite, StoreError};
 
 type Job = (
@@ -257,62 +257,9 @@ fn write_batch(
 /// full disk) are database errors, as sqlx reports them; anything else a protocol error.
 fn store_error(e: rusqlite::Error) -> StoreError {
     match e {
-        rusqlite::Error::SqliteFailure(f, message) => {
-            StoreError(sqlx::Error::Database(Box::new(LiteError {
-                code: f.extended_code,
-                message: message.unwrap_or_else(|| f.to_string()),
-            })))
-        }
+        rusqlite::Error::SqliteFailure(f, message) => StoreError(sqlx::Error::Database(Box::new(
+            LiteError::new(f.extended_code, message.unwrap_or_else(|| f.to_string())),
+        ))),
         other => StoreError(sqlx::Error::Protocol(other.to_string())),
-    }
-}
-
-/// A failure SQLite reported, with its extended result code.
-#[derive(Debug)]
-pub(crate) struct LiteError {
-    code: std::os::raw::c_int,
-    message: String,
-}
-
-impl std::fmt::Display for LiteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "(code: {}) {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for LiteError {}
-
-impl sqlx::error::DatabaseError for LiteError {
-    fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn code(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Owned(self.code.to_string()))
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        use rusqlite::ffi;
-        match self.code {
-            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
-                sqlx::error::ErrorKind::UniqueViolation
-            }
-            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => sqlx::error::ErrorKind::ForeignKeyViolation,
-            ffi::SQLITE_CONSTRAINT_NOTNULL => sqlx::error::ErrorKind::NotNullViolation,
-            ffi::SQLITE_CONSTRAINT_CHECK => sqlx::error::ErrorKind::CheckViolation,
-            _ => sqlx::error::ErrorKind::Other,
-        }
     }
 }

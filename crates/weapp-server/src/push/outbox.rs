@@ -15,7 +15,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::state::{now_ms, AppState};
+use super::service::{PlatformWebhooks, Push};
+use crate::shared::now_ms;
 use crate::store::EventRecord;
 
 fn mac(secret: &str, t: i64, body: &[u8]) -> String {
@@ -67,28 +68,31 @@ pub fn body(event: &EventRecord) -> Vec<u8> {
 }
 
 /// The delay before attempt `attempts + 1`: base × 2^attempts, capped, with ±20 % jitter.
-fn backoff(state: &AppState, attempts: u32) -> Duration {
+fn backoff(state: &Push, attempts: u32) -> Duration {
     let base = Duration::from_millis(state.config.webhook_retry_base_ms.max(1));
     let max = Duration::from_secs(state.config.webhook_retry_max_secs.max(1));
     let d = base.saturating_mul(1u32 << attempts.min(20)).min(max);
     d.mul_f64(0.8 + rand::random::<f64>() * 0.4)
 }
 
-async fn deliver_one(state: &AppState, http: &reqwest::Client, event: EventRecord) {
+async fn deliver_one(
+    state: &Push,
+    platforms: &dyn PlatformWebhooks,
+    http: &reqwest::Client,
+    event: EventRecord,
+) {
     // A third-party platform's own events (merchants authorizing it) go to its webhook.
-    if let Some(p) = state.platform(&event.appid) {
-        let p = &p.config;
-        let Some((url, secret)) = p.webhook_url.as_deref().zip(p.webhook_secret.as_ref()) else {
+    if let Some(webhook) = platforms.platform_webhook(&event.appid) {
+        let Some((url, secret)) = webhook else {
             let _ = state
                 .store
                 .mark_failed(event.id, crate::store::NEVER, "no webhook configured", None)
                 .await;
             return;
         };
-        let (url, secret) = (url.to_owned(), secret.clone());
         return deliver_to(state, http, event, &url, &secret).await;
     }
-    let app = state.app(&event.appid);
+    let app = state.broker.app(&event.appid);
     if app.is_none() {
         // Not served here right now (disabled for a moment, not synced yet, failed to load):
         // try again in a minute rather than parking the event.
@@ -131,7 +135,7 @@ enum Refused {
 /// here; a name by the client itself, against every address it resolves to at this moment, so
 /// only a checked address is connected to.
 async fn send(
-    state: &AppState,
+    state: &Push,
     http: &reqwest::Client,
     event: &EventRecord,
     url: &str,
@@ -157,7 +161,7 @@ async fn send(
 
 /// One signed delivery of `event` to `url`, and its outcome recorded.
 async fn deliver_to(
-    state: &AppState,
+    state: &Push,
     http: &reqwest::Client,
     event: EventRecord,
     url: &str,
@@ -217,7 +221,8 @@ pub fn http_client(egress: &crate::egress::Egress) -> reqwest::Client {
 /// events or every 250 ms. On stop, deliveries in flight are abandoned at once; their leases
 /// run out and another instance (or the next start) delivers them.
 pub fn spawn_outbox(
-    state: AppState,
+    state: Push,
+    platforms: std::sync::Arc<dyn PlatformWebhooks>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -236,9 +241,11 @@ pub fn spawn_outbox(
                         std::collections::HashMap::new();
                     for event in events {
                         let (state, http) = (state.clone(), http.clone());
+                        let platforms = platforms.clone();
                         let id = event.id;
-                        let handle =
-                            batch.spawn(async move { deliver_one(&state, &http, event).await });
+                        let handle = batch.spawn(async move {
+                            deliver_one(&state, platforms.as_ref(), &http, event).await
+                        });
                         pending.insert(handle.id(), id);
                     }
                     let stopped = tokio::select! {

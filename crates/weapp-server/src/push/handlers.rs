@@ -13,13 +13,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use weapp::push::{Incoming, PushError, PushQuery, Receiver};
 
-use super::ClientIp;
-use crate::error::{AppError, ErrorBody};
-use crate::state::{now_ms, AppState, PushRuntime};
+use super::service::Push;
+use crate::broker::PushRuntime;
+use crate::http::ClientIp;
+use crate::http::{AppError, ErrorBody};
+use crate::shared::now_ms;
 use crate::store::EventRecord;
 
 /// An app that receives pushes: its push settings, and the app kept alive while they are used.
-struct PushApp(std::sync::Arc<crate::state::AppRuntime>);
+struct PushApp(std::sync::Arc<crate::broker::AppRuntime>);
 
 impl std::ops::Deref for PushApp {
     type Target = PushRuntime;
@@ -28,8 +30,9 @@ impl std::ops::Deref for PushApp {
     }
 }
 
-fn push_of(state: &AppState, appid: &str) -> Result<PushApp, AppError> {
+fn push_of(state: &Push, appid: &str) -> Result<PushApp, AppError> {
     state
+        .broker
         .app(appid)
         .filter(|a| a.push.is_some())
         .map(PushApp)
@@ -37,7 +40,7 @@ fn push_of(state: &AppState, appid: &str) -> Result<PushApp, AppError> {
 }
 
 /// The answer to a push refused (`appid`: the app, or the platform, it was sent to).
-pub(crate) fn refused(state: &AppState, appid: &str, e: PushError) -> AppError {
+pub(crate) fn refused(state: &Push, appid: &str, e: PushError) -> AppError {
     state.metrics.push(
         appid,
         if e == PushError::Replayed {
@@ -60,7 +63,7 @@ pub(crate) fn refused(state: &AppState, appid: &str, e: PushError) -> AppError {
     params(("appid" = String, Path), ("signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query), ("echostr" = String, Query)),
     responses((status = 200, description = "echostr, verbatim"), (status = 400, description = "a parameter is missing or empty", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn verify(
-    State(state): State<AppState>,
+    State(state): State<Push>,
     Path(appid): Path<String>,
     q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -107,7 +110,7 @@ pub(crate) enum Refusal {
 /// fleet-wide in Redis when there is one (this instance's memory while Redis is unreachable),
 /// else locally. Third-party platforms' events are reserved here too.
 pub(crate) async fn reserve(
-    state: &AppState,
+    state: &Push,
     receiver: &Receiver,
     scope: &str,
     replay_key: &str,
@@ -165,7 +168,7 @@ pub(crate) async fn reserve(
 /// Settles a reservation of [`reserve`]: kept (the push is stored) or released (it could not
 /// be stored, and WeChat's retry must get through).
 pub(crate) async fn settle(
-    state: &AppState,
+    state: &Push,
     receiver: &Receiver,
     replay_key: &str,
     r: Reservation,
@@ -225,11 +228,7 @@ pub(crate) async fn settle(
 
 /// Reserves, stores and settles one push. Runs in a task of its own: a caller that goes away
 /// (WeChat gives up after 5 s) cannot leave a reservation behind that would refuse the retry.
-async fn intake(
-    state: AppState,
-    appid: String,
-    incoming: Incoming,
-) -> Result<(i64, bool), AppError> {
+async fn intake(state: Push, appid: String, incoming: Incoming) -> Result<(i64, bool), AppError> {
     let push = push_of(&state, &appid)?;
     let scope = push.replay_scope.as_deref().unwrap_or(&appid);
     let reservation = match reserve(&state, &push.receiver, scope, &incoming.replay_key).await {
@@ -290,7 +289,7 @@ async fn intake(
     request_body(content = String, description = "WeChat's push: XML (`<xml>…</xml>`) or JSON; in safe mode `{ToUserName, Encrypt}`", content_type = "text/xml"),
     responses((status = 200, description = "`success`, once the event is durably stored"), (status = 400, description = "not a well-formed push (a parameter missing, a body that does not parse or decrypt)", body = ErrorBody), (status = 401, description = "not authentic, stale or replayed", body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 500, description = "not stored; WeChat retries it", body = ErrorBody), (status = 503, description = "the same push is being stored right now; retry", body = ErrorBody)))]
 pub async fn receive(
-    State(state): State<AppState>,
+    State(state): State<Push>,
     Path(appid): Path<String>,
     q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
@@ -384,7 +383,7 @@ impl EventOut {
 }
 
 /// Whether `appid`'s pushes go to a webhook (else they are kept for pulling: `stored`).
-pub(crate) fn has_webhook(state: &AppState, appid: &str) -> bool {
+pub(crate) fn has_webhook(state: &Push, appid: &str) -> bool {
     push_of(state, appid).is_ok_and(|p| p.webhook_url.is_some())
 }
 
@@ -402,13 +401,13 @@ pub struct EventsPage {
     params(("appid" = String, Path), ("after" = Option<i64>, Query, minimum = 0), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500)),
     responses((status = 200, body = EventsPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn events(
-    State(state): State<AppState>,
+    State(state): State<Push>,
     Path(appid): Path<String>,
     ip: ClientIp,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventsPage>, AppError> {
-    crate::http::broker::authorize(&state, &headers, ip, &appid, "events:read").await?;
+    crate::broker::handlers::authorize(&state.broker, &headers, ip, &appid, "events:read").await?;
     let Query(q) = q.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) || q.after < 0 {
@@ -442,13 +441,14 @@ pub struct RedeliverResponse {
     params(("appid" = String, Path), ("id" = i64, Path)),
     responses((status = 200, body = RedeliverResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "the app has no webhook", body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn redeliver(
-    State(state): State<AppState>,
+    State(state): State<Push>,
     Path((appid, id)): Path<(String, i64)>,
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<RedeliverResponse>, AppError> {
     let (_, client) =
-        crate::http::broker::authorize(&state, &headers, ip, &appid, "events:redeliver").await?;
+        crate::broker::handlers::authorize(&state.broker, &headers, ip, &appid, "events:redeliver")
+            .await?;
     if push_of(&state, &appid)?.webhook_url.is_none() {
         return Err(AppError::Conflict(
             "this app has no webhook_url to deliver to".into(),
@@ -468,7 +468,7 @@ pub async fn redeliver(
 }
 
 /// Routes of this area.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Push> {
     Router::new()
         .route("/v1/apps/{appid}/push", get(verify).post(receive))
         .route("/v1/apps/{appid}/events", get(events))

@@ -28,8 +28,10 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use weapp::token::Refresher;
 
+use super::runtime::AppRuntime;
+use super::service::{Broker, FleetStatus};
 use crate::config::WarmPolicy;
-use crate::state::{now_ms, AppRuntime, AppState};
+use crate::shared::now_ms;
 
 /// The shard of `appid` among `shards` (FNV-1a: stable across instances and versions).
 pub fn shard_of(appid: &str, shards: u32) -> u32 {
@@ -39,19 +41,6 @@ pub fn shard_of(appid: &str, shards: u32) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     h % shards.max(1)
-}
-
-/// What the fleet task reports (for `/metrics` and the admin API).
-#[derive(Debug, Clone, Default)]
-pub struct FleetStatus {
-    /// Shards this instance holds.
-    pub shards_held: usize,
-    /// Live instances seen (1 without Redis).
-    pub instances: usize,
-    /// Refreshers running here.
-    pub refreshers: usize,
-    /// Refreshers waiting for their spread-out start.
-    pub pending_starts: usize,
 }
 
 struct Running {
@@ -221,7 +210,7 @@ impl Leases {
 
 /// Runs the fleet task until `stop` flips: holds shards, keeps one refresher per warm app of
 /// the held shards, publishes and reads app use, releases the shards at the end.
-pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(state: Broker, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let config = &state.config;
         let shards = config.fleet_shards;

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::state::AppState;
+use super::service::AdminApi;
 
 const INDEX: &str = include_str!("../../admin/index.html");
 const SCRIPT: &str = include_str!("../../admin/app.js");
@@ -32,7 +32,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// The console's routes.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<AdminApi> {
     Router::new()
         .route(
             "/admin",

@@ -14,10 +14,11 @@ use axum::Router;
 use weapp::open_platform::{ComponentEvent, ReceiveError};
 use weapp::push::{PushError, PushQuery};
 
-use crate::error::{AppError, ErrorBody};
-use crate::http::push::{refused, reserve, settle, Refusal};
-use crate::platform::PlatformRuntime;
-use crate::state::{now_ms, AppState};
+use super::runtime::PlatformRuntime;
+use super::service::Platforms;
+use crate::http::{AppError, ErrorBody};
+use crate::push::handlers::{refused, reserve, settle, Refusal};
+use crate::shared::now_ms;
 use crate::store::PlatformAuthorizer;
 
 /// Receive a push to the platform's authorization-event URL: verified (`msg_signature` over
@@ -31,7 +32,7 @@ use crate::store::PlatformAuthorizer;
     request_body(content = String, content_type = "text/xml", description = "`<xml><AppId/><Encrypt/></xml>`"),
     responses((status = 200, description = "`success`", body = String), (status = 400, description = "forged, stale or malformed", body = ErrorBody), (status = 401, description = "a replay", body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, description = "not stored, or the same push is being handled right now: WeChat pushes again", body = ErrorBody)))]
 pub async fn events(
-    State(state): State<AppState>,
+    State(state): State<Platforms>,
     Path(component_appid): Path<String>,
     Query(q): Query<PushQuery>,
     body: Bytes,
@@ -54,7 +55,7 @@ pub async fn events(
 /// Reserves the event's (timestamp, nonce), handles it, and keeps the reservation if it was
 /// handled (released otherwise, for WeChat's retry).
 async fn intake(
-    state: AppState,
+    state: Platforms,
     platform: Arc<PlatformRuntime>,
     component_appid: String,
     q: PushQuery,
@@ -62,10 +63,10 @@ async fn intake(
 ) -> Result<Response, AppError> {
     let replay_key = q.replay_key();
     let receiver = &platform.merchant_pushes;
-    let reservation = match reserve(&state, receiver, &component_appid, &replay_key).await {
+    let reservation = match reserve(&state.push, receiver, &component_appid, &replay_key).await {
         Ok(r) => r,
         Err(Refusal::Replay) => {
-            return Err(refused(&state, &component_appid, PushError::Replayed));
+            return Err(refused(&state.push, &component_appid, PushError::Replayed));
         }
         Err(Refusal::InFlight) => {
             state.metrics.push(&component_appid, "in_flight");
@@ -76,7 +77,7 @@ async fn intake(
     };
     let handled = handle(&state, &platform, &component_appid, &q, &body).await;
     if let Some(r) = reservation {
-        settle(&state, receiver, &replay_key, r, handled.is_ok()).await;
+        settle(&state.push, receiver, &replay_key, r, handled.is_ok()).await;
     }
     handled
 }
@@ -84,7 +85,7 @@ async fn intake(
 /// Stores what an event carries (the ticket; a merchant's refresh token, fetched with
 /// `api_query_auth`; a de-authorization) and logs it.
 async fn handle(
-    state: &AppState,
+    state: &Platforms,
     platform: &PlatformRuntime,
     component_appid: &str,
     q: &PushQuery,
@@ -206,7 +207,7 @@ async fn handle(
                 if webhook { 0 } else { crate::store::NEVER },
             )
             .await?;
-        state.outbox.notify_one();
+        state.push.outbox.notify_one();
         // This instance serves (or stops serving) the merchant at once; the others at their
         // next registry poll.
         if let Some(appid) = &authorizer {
@@ -221,6 +222,7 @@ async fn handle(
                 ComponentEvent::Authorized(_) | ComponentEvent::UpdateAuthorized(_)
             ) {
                 if let Some(app) = state
+                    .broker
                     .app(appid)
                     .filter(|a| a.platform.as_deref() == Some(component_appid))
                 {
@@ -252,8 +254,8 @@ struct PushQueryDoc {
 }
 
 /// The app of `appid` if it is a merchant of the platform `component_appid`.
-fn merchant_of(state: &AppState, component_appid: &str, appid: &str) -> Result<(), AppError> {
-    match state.app(appid) {
+fn merchant_of(state: &Platforms, component_appid: &str, appid: &str) -> Result<(), AppError> {
+    match state.broker.app(appid) {
         Some(a) if a.platform.as_deref() == Some(component_appid) => Ok(()),
         _ => Err(AppError::NotFound(format!(
             "{appid} is not a merchant of platform {component_appid}"
@@ -270,17 +272,17 @@ fn merchant_of(state: &AppState, component_appid: &str, appid: &str) -> Result<(
     request_body(content = String, content_type = "text/xml", description = "`<xml><ToUserName/><Encrypt/></xml>`"),
     responses((status = 200, description = "`success`", body = String), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "a replay", body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn merchant_push(
-    State(state): State<AppState>,
+    State(state): State<Platforms>,
     Path((component_appid, appid)): Path<(String, String)>,
     q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Result<Response, AppError> {
     merchant_of(&state, &component_appid, &appid)?;
-    crate::http::push::receive(State(state), Path(appid), q, body).await
+    crate::push::handlers::receive(State(state.push.clone()), Path(appid), q, body).await
 }
 
 /// Routes of this area.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Platforms> {
     Router::new()
         .route("/v1/platforms/{component_appid}/events", post(events))
         .route(

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use weapp::open_platform::{Component, RefreshTokenStore, TicketStore};
 use weapp::StoreError as SdkStoreError;
 
+use crate::broker::registry::Source;
+use crate::broker::{AppRuntime, PushRuntime, RuntimeDeps, RuntimeError};
+use crate::config::WarmPolicy;
 use crate::config::{PlatformConfig, Secret};
-use crate::registry::Source;
-use crate::seal::Keyring;
-use crate::state::{now_ms, RuntimeDeps, RuntimeError};
+use crate::keys::seal::Keyring;
+use crate::shared::now_ms;
 use crate::store::Store;
 
 /// A platform's settings without secrets: what the admin API shows and the database keeps in
@@ -322,4 +324,44 @@ impl RefreshTokenStore for DbPlatformStore {
             .map(|_| ())
             .map_err(sdk_err)
     }
+}
+
+/// The runtime of a merchant's mini program that authorized `platform`: its client's tokens
+/// are authorizer tokens (one manager per merchant), no secret (the mirror refuses it), no
+/// push receiver of its own.
+///
+/// # Errors
+/// An appid the SDK refuses.
+pub fn authorizer_runtime(
+    platform: &PlatformRuntime,
+    authorizer_appid: &str,
+    warm: WarmPolicy,
+    fleet: bool,
+) -> Result<AppRuntime, RuntimeError> {
+    let component = &platform.component;
+    // Its pushes come to the platform's message URL, signed and encrypted with the
+    // platform's Token and key, bound to the platform's appid (safe mode, XML): one
+    // receiver, one replay memory, for all of the platform's merchants.
+    let push = Some(PushRuntime {
+        receiver: platform.merchant_pushes.clone(),
+        replay_scope: Some(platform.config.component_appid.clone()),
+        webhook_url: platform.config.webhook_url.clone(),
+        webhook_secret: platform.config.webhook_secret.clone(),
+    });
+    let manager = component
+        .authorizer_manager(authorizer_appid)
+        .map_err(RuntimeError::Merchant)?;
+    // In a fleet, the shard holder's refresher refreshes it; the others read.
+    manager.leave_refresh_to_others(fleet);
+    let client = component
+        .authorizer(authorizer_appid)
+        .map_err(RuntimeError::Merchant)?;
+    Ok(AppRuntime::for_merchant(
+        authorizer_appid.to_owned(),
+        client,
+        manager,
+        push,
+        warm,
+        component.appid().to_owned(),
+    ))
 }

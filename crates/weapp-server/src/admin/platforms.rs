@@ -16,16 +16,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::admin::{
+use super::handlers::{
     audit, audit_record, check_api_base_move, check_api_base_target, check_target, double_option,
     host_of, invalid, limit_of, logged, new_api_base, sync, Admin, PageQuery,
 };
-use super::JsonBody;
+use super::service::AdminApi;
+use crate::broker::registry::Source;
 use crate::config::{redact_url, redact_webhook_url, PlatformConfig, Secret};
-use crate::error::{AppError, ErrorBody};
-use crate::platform::{platform_aad, PlatformSecrets, PlatformSettings};
-use crate::registry::Source;
-use crate::state::{now_ms, AppState};
+use crate::http::JsonBody;
+use crate::http::{AppError, ErrorBody};
+use crate::platforms::runtime::{platform_aad, PlatformSecrets, PlatformSettings};
+use crate::shared::now_ms;
 use crate::store::ManagedPlatformRecord;
 
 /// `POST /v1/admin/platforms`.
@@ -170,7 +171,7 @@ pub struct ReconcileView {
 }
 
 /// The file's platform `component_appid`, if any.
-fn file_platform<'s>(state: &'s AppState, component_appid: &str) -> Option<&'s PlatformConfig> {
+fn file_platform<'s>(state: &'s AdminApi, component_appid: &str) -> Option<&'s PlatformConfig> {
     state
         .config
         .platforms
@@ -178,7 +179,7 @@ fn file_platform<'s>(state: &'s AppState, component_appid: &str) -> Option<&'s P
         .find(|p| p.component_appid == component_appid)
 }
 
-fn is_file_platform(state: &AppState, component_appid: &str) -> bool {
+fn is_file_platform(state: &AdminApi, component_appid: &str) -> bool {
     file_platform(state, component_appid).is_some()
 }
 
@@ -195,7 +196,7 @@ fn check(p: &PlatformConfig) -> Result<(), AppError> {
 
 /// The settings and sealed secrets of `p`, as a record at `now`.
 fn record_of(
-    state: &AppState,
+    state: &AdminApi,
     p: &PlatformConfig,
     enabled: bool,
     now: i64,
@@ -212,10 +213,11 @@ fn record_of(
         settings: serde_json::to_string(&PlatformSettings::of(p)).expect("plain data"),
         sealed: Some(
             state
+                .keys
                 .keyring
                 .seal(&plain, &platform_aad(&p.component_appid, &p.api_base)),
         ),
-        key_id: Some(state.keyring.current_id()),
+        key_id: Some(state.keys.keyring.current_id()),
         enabled,
         deleted: false,
         rev: 0,
@@ -225,14 +227,14 @@ fn record_of(
 }
 
 async fn view_of(
-    state: &AppState,
+    state: &AdminApi,
     component_appid: &str,
     source: Source,
     enabled: bool,
     settings: &PlatformSettings,
     times: (i64, i64, i64),
 ) -> Result<PlatformView, AppError> {
-    let served = state.platform(component_appid);
+    let served = state.platforms.platform(component_appid);
     let has_ticket = state
         .store
         .platform_ticket(component_appid)
@@ -264,7 +266,7 @@ async fn view_of(
 }
 
 /// The view of one platform (the file's or a live managed one).
-async fn platform_view(state: &AppState, component_appid: &str) -> Result<PlatformView, AppError> {
+async fn platform_view(state: &AdminApi, component_appid: &str) -> Result<PlatformView, AppError> {
     if let Some(p) = file_platform(state, component_appid) {
         return view_of(
             state,
@@ -281,7 +283,7 @@ async fn platform_view(state: &AppState, component_appid: &str) -> Result<Platfo
 }
 
 async fn record_view(
-    state: &AppState,
+    state: &AdminApi,
     rec: &ManagedPlatformRecord,
 ) -> Result<PlatformView, AppError> {
     let settings: PlatformSettings =
@@ -302,7 +304,7 @@ async fn record_view(
 
 /// A live managed platform, or 404 (409 for the file's).
 async fn managed(
-    state: &AppState,
+    state: &AdminApi,
     component_appid: &str,
 ) -> Result<ManagedPlatformRecord, AppError> {
     if is_file_platform(state, component_appid) {
@@ -323,7 +325,7 @@ async fn managed(
 #[utoipa::path(post, path = "/v1/admin/platforms", tag = "admin", security(("admin_key" = [])), request_body = CreatePlatform,
     responses((status = 201, body = PlatformView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_platform(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     JsonBody(req): JsonBody<CreatePlatform>,
 ) -> Result<Response, AppError> {
@@ -349,7 +351,7 @@ pub async fn create_platform(
             p.component_appid
         )));
     }
-    if state.registry.entry(&p.component_appid).is_some() {
+    if state.broker.registry.entry(&p.component_appid).is_some() {
         return Err(AppError::Conflict(format!(
             "{} is an app's appid (a platform's events and an app's pushes would mix)",
             p.component_appid
@@ -384,7 +386,7 @@ pub async fn create_platform(
 #[utoipa::path(get, path = "/v1/admin/platforms", tag = "admin", security(("admin_key" = [])),
     responses((status = 200, body = PlatformList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_platforms(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     _admin: Admin,
 ) -> Result<Json<PlatformList>, AppError> {
     let mut platforms = Vec::new();
@@ -421,7 +423,7 @@ pub async fn list_platforms(
     params(("component_appid" = String, Path, description = "the platform")),
     responses((status = 200, body = PlatformView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn get_platform(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     _admin: Admin,
     Path(component_appid): Path<String>,
 ) -> Result<Json<PlatformView>, AppError> {
@@ -434,7 +436,7 @@ pub async fn get_platform(
     params(("component_appid" = String, Path, description = "the platform")), request_body = UpdatePlatform,
     responses((status = 200, body = PlatformView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn update_platform(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(component_appid): Path<String>,
     JsonBody(req): JsonBody<UpdatePlatform>,
@@ -447,6 +449,7 @@ pub async fn update_platform(
         .as_deref()
         .and_then(|s| {
             state
+                .keys
                 .keyring
                 .open(s, &platform_aad(&component_appid, &settings.api_base))
         })
@@ -549,7 +552,7 @@ pub async fn update_platform(
     params(("component_appid" = String, Path, description = "the platform")),
     responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_platform(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(component_appid): Path<String>,
 ) -> Result<StatusCode, AppError> {
@@ -575,7 +578,7 @@ pub async fn delete_platform(
     params(("component_appid" = String, Path, description = "the platform"), PageQuery),
     responses((status = 200, body = MerchantPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn merchants(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     _admin: Admin,
     Path(component_appid): Path<String>,
     Query(q): Query<PageQuery>,
@@ -594,6 +597,7 @@ pub async fn merchants(
         .take(limit + 1)
         .map(|r| MerchantView {
             served: state
+                .broker
                 .app(&r.authorizer_appid)
                 .is_some_and(|a| a.platform.as_deref() == Some(component_appid.as_str())),
             func_ids: serde_json::from_str(&r.func_ids).unwrap_or_default(),
@@ -620,11 +624,11 @@ pub async fn merchants(
     params(("component_appid" = String, Path, description = "the platform")),
     responses((status = 200, body = ReconcileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "no ticket yet", body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, description = "WeChat or the database failed (merchants restored or de-authorized before the failure stay so, and are in the audit log)", body = ErrorBody)))]
 pub async fn reconcile(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(component_appid): Path<String>,
 ) -> Result<Json<ReconcileView>, AppError> {
-    if state.platform(&component_appid).is_none() {
+    if state.platforms.platform(&component_appid).is_none() {
         return Err(AppError::NotFound(format!(
             "platform {component_appid} is not served"
         )));
@@ -639,7 +643,7 @@ pub async fn reconcile(
             "platform {component_appid} has no component_verify_ticket yet: WeChat pushes one to its event URL every 10 minutes"
         )));
     }
-    let r = match state.reconcile_platform(&component_appid).await {
+    let r = match state.platforms.reconcile_platform(&component_appid).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(platform = %component_appid, error = %e, "reconciliation failed");
@@ -672,7 +676,7 @@ pub async fn reconcile(
 }
 
 /// The routes of this area.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<AdminApi> {
     Router::new()
         .route(
             "/v1/admin/platforms",

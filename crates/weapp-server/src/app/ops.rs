@@ -10,39 +10,39 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
-use crate::state::AppState;
+use super::state::AppState;
 
 /// The OpenAPI description, generated from the handlers' annotations.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "weapp-server", description = "WeChat Mini Program login/session service and access-token broker."),
     paths(
-        crate::http::session::login, crate::http::session::me, crate::http::session::phone,
-        crate::http::session::decrypt, crate::http::session::logout, crate::http::session::logout_all,
-        crate::http::session::refresh, crate::http::tokens::jwks, crate::http::tokens::introspect,
-        crate::http::platforms::events, crate::http::platforms::merchant_push,
-        crate::http::broker::access_token, crate::http::broker::invalidate,
-        crate::http::broker::cgi_token, crate::http::broker::cgi_stable_token,
-        crate::http::push::verify, crate::http::push::receive, crate::http::push::events,
-        crate::http::push::redeliver,
-        crate::http::admin::create_app, crate::http::admin::list_apps, crate::http::admin::get_app,
-        crate::http::admin::update_app, crate::http::admin::delete_app,
-        crate::http::admin::app_events, crate::http::admin::redeliver_event,
-        crate::http::admin::create_client, crate::http::admin::list_clients,
-        crate::http::admin::update_client, crate::http::admin::delete_client,
-        crate::http::admin::audit_log, crate::http::admin::find_users,
-        crate::http::admin::revoke_user, crate::http::admin::fleet,
-        crate::http::admin::signing_keys, crate::http::admin::rotate_signing_key,
-        crate::http::admin::delete_signing_key,
-        crate::http::admin_platforms::create_platform,
-        crate::http::admin_platforms::list_platforms,
-        crate::http::admin_platforms::get_platform,
-        crate::http::admin_platforms::update_platform,
-        crate::http::admin_platforms::delete_platform,
-        crate::http::admin_platforms::merchants, crate::http::admin_platforms::reconcile,
+        crate::sessions::handlers::login, crate::sessions::handlers::me, crate::sessions::handlers::phone,
+        crate::sessions::handlers::decrypt, crate::sessions::handlers::logout, crate::sessions::handlers::logout_all,
+        crate::sessions::handlers::refresh, crate::keys::handlers::jwks, crate::sessions::introspect::introspect,
+        crate::platforms::handlers::events, crate::platforms::handlers::merchant_push,
+        crate::broker::handlers::access_token, crate::broker::handlers::invalidate,
+        crate::broker::handlers::cgi_token, crate::broker::handlers::cgi_stable_token,
+        crate::push::handlers::verify, crate::push::handlers::receive, crate::push::handlers::events,
+        crate::push::handlers::redeliver,
+        crate::admin::handlers::create_app, crate::admin::handlers::list_apps, crate::admin::handlers::get_app,
+        crate::admin::handlers::update_app, crate::admin::handlers::delete_app,
+        crate::admin::handlers::app_events, crate::admin::handlers::redeliver_event,
+        crate::admin::handlers::create_client, crate::admin::handlers::list_clients,
+        crate::admin::handlers::update_client, crate::admin::handlers::delete_client,
+        crate::admin::handlers::audit_log, crate::admin::handlers::find_users,
+        crate::admin::handlers::revoke_user, crate::admin::handlers::fleet,
+        crate::admin::handlers::signing_keys, crate::admin::handlers::rotate_signing_key,
+        crate::admin::handlers::delete_signing_key,
+        crate::admin::platforms::create_platform,
+        crate::admin::platforms::list_platforms,
+        crate::admin::platforms::get_platform,
+        crate::admin::platforms::update_platform,
+        crate::admin::platforms::delete_platform,
+        crate::admin::platforms::merchants, crate::admin::platforms::reconcile,
         healthz, readyz, metrics,
     ),
-    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    components(schemas(crate::http::ErrorBody, crate::http::ErrorDetail)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;
@@ -149,12 +149,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     };
     let mut body = state.metrics.render(
-        &state.token_gauges(),
+        &state.broker.token_gauges(),
         outbox.as_ref(),
-        crate::state::now_ms(),
+        crate::shared::now_ms(),
     );
     // The login writer's group commit: logins per commit is the ratio of the two.
-    let (commits, logins) = state.login_writer.counts();
+    let (commits, logins) = state.sessions.login_writer.counts();
     body.push_str(&format!(
         "# HELP weapp_login_commits_total Transactions the login writer committed.\n\
          # TYPE weapp_login_commits_total counter\nweapp_login_commits_total {commits}\n\
@@ -169,10 +169,11 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 }
 
 /// Routes of this area.
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .with_state(state)
 }

@@ -58,35 +58,7 @@ pub enum Invalid {
     Expired,
 }
 
-/// A key of the keyring as the database stores it.
-#[derive(Clone)]
-pub struct KeyRecord {
-    /// RFC 7638 thumbprint of the public key.
-    pub kid: String,
-    /// The PKCS#8 private key, sealed with the data key (bound to the kid).
-    pub sealed: Vec<u8>,
-    /// The data key that sealed it.
-    pub key_id: String,
-    /// The public key as a JWK (JSON).
-    pub public_jwk: String,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Signs from then (Unix ms).
-    pub not_before: i64,
-    /// Stopped signing then (Unix ms); published until its tokens expire.
-    pub retired_at: Option<i64>,
-}
-
-impl std::fmt::Debug for KeyRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRecord")
-            .field("kid", &self.kid)
-            .field("created_at", &self.created_at)
-            .field("not_before", &self.not_before)
-            .field("retired_at", &self.retired_at)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::store::KeyRecord;
 
 /// The associated data binding a sealed signing key to its kid.
 pub fn key_aad(kid: &str) -> Vec<u8> {

@@ -83,13 +83,6 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
-impl From<crate::state::SealError> for AppError {
-    /// Keeping the signing keys failed: logged in full, answered as a bare 500.
-    fn from(e: crate::state::SealError) -> Self {
-        AppError::Internal(e.to_string())
-    }
-}
-
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {

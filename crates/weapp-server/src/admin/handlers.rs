@@ -23,12 +23,13 @@ use utoipa::ToSchema;
 use weapp::token::TokenKey;
 use weapp::TokenMode;
 
-use super::push::{has_webhook, EventOut};
-use super::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
+use super::service::AdminApi;
+use crate::broker::registry::{app_aad, AppEntry, AppSecrets, AppSettings, PushSettings, Source};
 use crate::config::{AppConfig, PushConfig, Secret, WarmPolicy, SCOPES};
-use crate::error::{AppError, ErrorBody};
-use crate::registry::{app_aad, AppEntry, AppSecrets, AppSettings, PushSettings, Source};
-use crate::state::{now_ms, AppState};
+use crate::http::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
+use crate::http::{AppError, ErrorBody};
+use crate::push::handlers::{has_webhook, EventOut};
+use crate::shared::now_ms;
 use crate::store::{AuditRecord, ManagedAppRecord, ManagedClientRecord};
 
 /// An authenticated administrator.
@@ -40,14 +41,14 @@ pub struct Admin {
     pub ip: ClientIp,
 }
 
-impl FromRequestParts<AppState> for Admin {
+impl FromRequestParts<AdminApi> for Admin {
     type Rejection = AppError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &AdminApi,
     ) -> Result<Self, Self::Rejection> {
-        let ip = super::client_ip(state, &parts.headers, &parts.extensions);
+        let ip = crate::http::client_ip(state, &parts.headers, &parts.extensions);
         let ip = ClientIp(ip);
         // A source refused here is not logged: past the limit, its requests would be lines
         // without bound.
@@ -407,7 +408,7 @@ fn check_app(app: &AppConfig) -> Result<(), AppError> {
 }
 
 /// The answer to a compare-and-set that failed: gone (404) or changed by someone else (409).
-async fn changed_meanwhile(state: &AppState, appid: &str) -> AppError {
+async fn changed_meanwhile(state: &AdminApi, appid: &str) -> AppError {
     match state.store.managed_app(appid).await {
         Ok(Some(r)) if !r.deleted => AppError::Conflict(format!(
             "app {appid} was changed meanwhile by someone else: read it again and retry"
@@ -439,7 +440,7 @@ fn sandbox_only(what: &str) -> AppError {
 /// The API host of a new app or platform (`what`, for the message): the one given, WeChat's
 /// by default; in the sandbox the simulator's, and no other.
 pub(crate) fn new_api_base(
-    state: &AppState,
+    state: &AdminApi,
     given: Option<String>,
     what: &str,
 ) -> Result<String, AppError> {
@@ -455,7 +456,7 @@ pub(crate) fn new_api_base(
 /// wherever api_base points, so another host takes the secret again in the same request (or
 /// an admin key alone could send the secret anywhere); in the sandbox, only the simulator.
 pub(crate) fn check_api_base_move(
-    state: &AppState,
+    state: &AdminApi,
     current: &str,
     new: &str,
     secret_given: bool,
@@ -480,7 +481,7 @@ pub(crate) fn check_api_base_move(
 /// 400 `forbidden_target` when `url` (the setting `what`) is, or resolves to, an internal
 /// address `webhook_allow_private` does not list. A name that does not resolve now passes
 /// with a warning: every delivery resolves and checks it again.
-pub(crate) async fn check_target(state: &AppState, what: &str, url: &str) -> Result<(), AppError> {
+pub(crate) async fn check_target(state: &AdminApi, what: &str, url: &str) -> Result<(), AppError> {
     match state.egress.check_url(url).await {
         Ok(None) => Ok(()),
         Ok(Some(unresolved)) => {
@@ -500,7 +501,7 @@ pub(crate) async fn check_target(state: &AppState, what: &str, url: &str) -> Res
 /// [`check_target`] for an API host: the sandbox's simulator (the only one allowed there) and
 /// WeChat's own host (the default; some deployments reach it through an internal forward proxy
 /// named in /etc/hosts) are exempt.
-pub(crate) async fn check_api_base_target(state: &AppState, url: &str) -> Result<(), AppError> {
+pub(crate) async fn check_api_base_target(state: &AdminApi, url: &str) -> Result<(), AppError> {
     let url = url.trim_end_matches('/');
     let exempt = url == weapp::DEFAULT_BASE_URL.trim_end_matches('/')
         || state
@@ -517,7 +518,7 @@ pub(crate) async fn check_api_base_target(state: &AppState, url: &str) -> Result
 /// Checks where a new or changed app's API host and webhook point (`api_base`, `push`: whether
 /// each is new in this request; what did not change is not judged again).
 async fn check_app_targets(
-    state: &AppState,
+    state: &AdminApi,
     app: &AppConfig,
     api_base: bool,
     push: bool,
@@ -548,7 +549,7 @@ fn push_config(p: PushInput) -> PushConfig {
 }
 
 /// The settings and sealed secrets of `app`, as a record at `now`.
-fn record_of(state: &AppState, app: &AppConfig, enabled: bool, now: i64) -> ManagedAppRecord {
+fn record_of(state: &AdminApi, app: &AppConfig, enabled: bool, now: i64) -> ManagedAppRecord {
     let settings = AppSettings::of(app);
     let secrets = AppSecrets {
         secret: app
@@ -572,10 +573,11 @@ fn record_of(state: &AppState, app: &AppConfig, enabled: bool, now: i64) -> Mana
         settings: serde_json::to_string(&settings).expect("plain data"),
         sealed: Some(
             state
+                .keys
                 .keyring
                 .seal(&plain, &app_aad(&app.appid, &app.api_base)),
         ),
-        key_id: Some(state.keyring.current_id()),
+        key_id: Some(state.keys.keyring.current_id()),
         enabled,
         deleted: false,
         rev: 0,
@@ -622,7 +624,7 @@ pub(crate) fn logged(record: &AuditRecord) {
 /// messages) before the data is answered: no such read without its row. The row names whose
 /// data was read, never the data.
 async fn audited_read(
-    state: &AppState,
+    state: &AdminApi,
     admin: &Admin,
     action: &str,
     target: &str,
@@ -706,7 +708,7 @@ fn etag(rev: i64) -> HeaderValue {
 /// Logs an action and writes its audit row after the change: a reconciliation, whose changes
 /// are many transactions around WeChat's answers (a failed audit write is logged).
 pub(crate) async fn audit(
-    state: &AppState,
+    state: &AdminApi,
     admin: &Admin,
     action: &str,
     target: &str,
@@ -719,17 +721,13 @@ pub(crate) async fn audit(
     }
 }
 
-/// The Beijing day (WeChat's quota day) of `ms`.
-pub fn quota_day(ms: i64) -> i64 {
-    (ms + 8 * 3_600_000).div_euclid(86_400_000)
-}
-
-async fn token_health(state: &AppState, entry: &AppEntry, fetched: u64) -> Option<TokenHealth> {
+async fn token_health(state: &AdminApi, entry: &AppEntry, fetched: u64) -> Option<TokenHealth> {
     let rt = entry.runtime.as_ref()?;
     let status = rt.manager.status();
     let token = match status.token {
         Some(t) => Some(t),
         None => state
+            .broker
             .deps
             .token_store
             .load(&TokenKey::new(rt.appid.clone(), entry.settings.token_mode))
@@ -754,7 +752,7 @@ async fn token_health(state: &AppState, entry: &AppEntry, fetched: u64) -> Optio
     })
 }
 
-async fn view(state: &AppState, entry: &AppEntry, fetched: u64) -> AppView {
+async fn view(state: &AdminApi, entry: &AppEntry, fetched: u64) -> AppView {
     let s = &entry.settings;
     AppView {
         appid: entry.appid.clone(),
@@ -803,7 +801,7 @@ fn mode_name(m: TokenMode) -> &'static str {
 }
 
 /// Apply this instance's registry now (the others follow within `registry_poll_ms`).
-pub(crate) async fn sync(state: &AppState) {
+pub(crate) async fn sync(state: &AdminApi) {
     if let Err(e) = state.sync_registry(false).await {
         tracing::warn!(error = %e, "registry: could not apply a change at once");
     }
@@ -811,19 +809,20 @@ pub(crate) async fn sync(state: &AppState) {
 
 /// 404 for an app this service does not serve (never registered, or deleted): its events are
 /// neither shown nor redelivered.
-fn served(state: &AppState, appid: &str) -> Result<(), AppError> {
-    match state.registry.entry(appid) {
+fn served(state: &AdminApi, appid: &str) -> Result<(), AppError> {
+    match state.broker.registry.entry(appid) {
         Some(_) => Ok(()),
         None => Err(AppError::NotFound(format!("no app {appid}"))),
     }
 }
 
-async fn entry_view(state: &AppState, appid: &str) -> Result<AppView, AppError> {
+async fn entry_view(state: &AdminApi, appid: &str) -> Result<AppView, AppError> {
     let entry = state
+        .broker
         .registry
         .entry(appid)
         .ok_or_else(|| AppError::NotFound(format!("no app {appid}")))?;
-    let fetched = state.fetches_today(&[appid.to_owned()]).await;
+    let fetched = state.broker.fetches_today(&[appid.to_owned()]).await;
     Ok(view(state, &entry, fetched.first().copied().unwrap_or(0)).await)
 }
 
@@ -831,7 +830,7 @@ async fn entry_view(state: &AppState, appid: &str) -> Result<AppView, AppError> 
 #[utoipa::path(post, path = "/v1/admin/apps", tag = "admin", security(("admin_key" = [])), request_body = CreateApp,
     responses((status = 201, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_app(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     JsonBody(req): JsonBody<CreateApp>,
 ) -> Result<Response, AppError> {
@@ -849,6 +848,7 @@ pub async fn create_app(
     check_app(&app)?;
     check_app_targets(&state, &app, true, true).await?;
     if state
+        .broker
         .registry
         .entry(&app.appid)
         .is_some_and(|e| e.source != Source::Managed)
@@ -858,7 +858,7 @@ pub async fn create_app(
             app.appid
         )));
     }
-    if state.platform(&app.appid).is_some()
+    if state.platforms.platform(&app.appid).is_some()
         || state
             .store
             .managed_platform(&app.appid)
@@ -895,18 +895,19 @@ pub async fn create_app(
 #[utoipa::path(get, path = "/v1/admin/apps", tag = "admin", security(("admin_key" = [])), params(PageQuery),
     responses((status = 200, body = AppPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_apps(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     _admin: Admin,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<AppPage>, AppError> {
     let limit = limit_of(q.limit)?;
     let page = state
+        .broker
         .registry
         .page(q.after.as_deref().unwrap_or(""), limit + 1);
     let more = page.len() > limit;
     let page = &page[..page.len().min(limit)];
     let ids: Vec<String> = page.iter().map(|e| e.appid.clone()).collect();
-    let fetched = state.fetches_today(&ids).await;
+    let fetched = state.broker.fetches_today(&ids).await;
     let mut apps = Vec::with_capacity(page.len());
     for (e, n) in page.iter().zip(fetched) {
         apps.push(view(&state, e, n).await);
@@ -922,7 +923,7 @@ pub async fn list_apps(
     params(("appid" = String, Path, description = "the app")),
     responses((status = 200, body = AppView, headers(("ETag" = String, description = "the app's version: send it back as If-Match"))), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn get_app(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     _admin: Admin,
     Path(appid): Path<String>,
 ) -> Result<Response, AppError> {
@@ -930,8 +931,9 @@ pub async fn get_app(
     Ok(([(header::ETAG, etag(v.rev))], Json(v)).into_response())
 }
 
-async fn managed(state: &AppState, appid: &str) -> Result<ManagedAppRecord, AppError> {
+async fn managed(state: &AdminApi, appid: &str) -> Result<ManagedAppRecord, AppError> {
     if state
+        .broker
         .registry
         .entry(appid)
         .is_some_and(|e| e.source != Source::Managed)
@@ -953,7 +955,7 @@ async fn managed(state: &AppState, appid: &str) -> Result<ManagedAppRecord, AppE
     params(("appid" = String, Path, description = "the app"), ("If-Match" = Option<String>, Header, description = "the ETag read (\"<rev>\"): change only that version")), request_body = UpdateApp,
     responses((status = 200, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, description = "changed since the version in If-Match", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn update_app(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(appid): Path<String>,
     headers: HeaderMap,
@@ -967,7 +969,12 @@ pub async fn update_app(
     let plain = current
         .sealed
         .as_deref()
-        .and_then(|s| state.keyring.open(s, &app_aad(&appid, &settings.api_base)))
+        .and_then(|s| {
+            state
+                .keys
+                .keyring
+                .open(s, &app_aad(&appid, &settings.api_base))
+        })
         .ok_or_else(|| AppError::Internal(format!("the secrets of {appid} do not open")))?;
     let plain = zeroize::Zeroizing::new(plain);
     let secrets: AppSecrets = serde_json::from_slice(&plain)
@@ -1038,7 +1045,7 @@ pub async fn update_app(
     params(("appid" = String, Path, description = "the app")),
     responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_app(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(appid): Path<String>,
 ) -> Result<StatusCode, AppError> {
@@ -1090,7 +1097,7 @@ fn check_client(name: &str, apps: &[String], scopes: &[String]) -> Result<(), Ap
     Ok(())
 }
 
-fn client_view(e: &crate::registry::ClientEntry, key: Option<String>) -> ClientView {
+fn client_view(e: &crate::broker::registry::ClientEntry, key: Option<String>) -> ClientView {
     ClientView {
         name: e.client.name.clone(),
         source: match e.source {
@@ -1118,7 +1125,7 @@ fn new_key() -> (String, Vec<u8>) {
 #[utoipa::path(post, path = "/v1/admin/clients", tag = "admin", security(("admin_key" = [])), request_body = CreateClient,
     responses((status = 201, body = ClientView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_client(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     JsonBody(req): JsonBody<CreateClient>,
 ) -> Result<Response, AppError> {
@@ -1127,6 +1134,7 @@ pub async fn create_client(
         .unwrap_or_else(|| vec!["token:read".into(), "token:invalidate".into()]);
     check_client(&req.name, &req.apps, &scopes)?;
     if state
+        .broker
         .registry
         .client_entry(&req.name)
         .is_some_and(|e| e.source == Source::File)
@@ -1187,13 +1195,14 @@ pub async fn create_client(
 #[utoipa::path(get, path = "/v1/admin/clients", tag = "admin", security(("admin_key" = [])), params(PageQuery),
     responses((status = 200, body = ClientList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn list_clients(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     _admin: Admin,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<ClientList>, AppError> {
     let limit = limit_of(q.limit)?;
     let after = q.after.unwrap_or_default();
     let mut entries: Vec<_> = state
+        .broker
         .registry
         .client_entries()
         .into_iter()
@@ -1210,8 +1219,8 @@ pub async fn list_clients(
     }))
 }
 
-async fn managed_client(state: &AppState, name: &str) -> Result<(), AppError> {
-    match state.registry.client_entry(name) {
+async fn managed_client(state: &AdminApi, name: &str) -> Result<(), AppError> {
+    match state.broker.registry.client_entry(name) {
         Some(e) if e.source == Source::File => Err(AppError::Conflict(format!(
             "client {name} is defined in the configuration file: change it there"
         ))),
@@ -1227,7 +1236,7 @@ async fn managed_client(state: &AppState, name: &str) -> Result<(), AppError> {
     params(("name" = String, Path, description = "the client"), ("If-Match" = Option<String>, Header, description = "the version read (\"<rev>\"): change only that version")), request_body = UpdateClient,
     responses((status = 200, body = ClientView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, description = "changed since the version in If-Match", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn update_client(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(name): Path<String>,
     headers: HeaderMap,
@@ -1309,7 +1318,7 @@ pub async fn update_client(
     params(("name" = String, Path, description = "the client")),
     responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_client(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
@@ -1360,7 +1369,7 @@ pub struct AuditPage {
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("admin_key" = [])), params(PageQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn audit_log(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     _admin: Admin,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<AuditPage>, AppError> {
@@ -1440,7 +1449,7 @@ pub struct UserList {
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("admin_key" = [])), params(UserQuery),
     responses((status = 200, body = UserList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn find_users(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Query(q): Query<UserQuery>,
 ) -> Result<Json<UserList>, AppError> {
@@ -1498,7 +1507,7 @@ pub struct Revoked {
     params(("appid" = String, Path, description = "the app"), ("openid" = String, Path, description = "the user")),
     responses((status = 200, body = Revoked), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn revoke_user(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path((appid, openid)): Path<(String, String)>,
 ) -> Result<Json<Revoked>, AppError> {
@@ -1541,7 +1550,7 @@ pub struct EventPage {
     params(("appid" = String, Path, description = "the app"), PageQuery),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn app_events(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(appid): Path<String>,
     Query(q): Query<PageQuery>,
@@ -1559,7 +1568,7 @@ pub async fn app_events(
         .events_after(&appid, after, limit as i64 + 1)
         .await?;
     let more = rows.len() > limit;
-    let webhook = has_webhook(&state, &appid);
+    let webhook = has_webhook(&state.push, &appid);
     let events: Vec<EventOut> = rows
         .into_iter()
         .take(limit)
@@ -1588,7 +1597,7 @@ pub async fn app_events(
     params(("appid" = String, Path, description = "the app"), ("id" = i64, Path, description = "the event")),
     responses((status = 202, description = "queued"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn redeliver_event(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path((appid, id)): Path<(String, i64)>,
 ) -> Result<StatusCode, AppError> {
@@ -1609,7 +1618,7 @@ pub async fn redeliver_event(
         ));
     }
     logged(&record);
-    state.outbox.notify_one();
+    state.push.outbox.notify_one();
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -1637,8 +1646,8 @@ pub struct FleetView {
 /// How this instance takes part in the fleet.
 #[utoipa::path(get, path = "/v1/admin/fleet", tag = "admin", security(("admin_key" = [])),
     responses((status = 200, body = FleetView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn fleet(State(state): State<AppState>, _admin: Admin) -> Json<FleetView> {
-    let f = state.fleet_status();
+pub async fn fleet(State(state): State<AdminApi>, _admin: Admin) -> Json<FleetView> {
+    let f = state.broker.fleet_status();
     Json(FleetView {
         instance: state.instance_id.clone(),
         instances: f.instances,
@@ -1646,8 +1655,8 @@ pub async fn fleet(State(state): State<AppState>, _admin: Admin) -> Json<FleetVi
         shards: state.config.fleet_shards,
         refreshers: f.refreshers,
         pending_starts: f.pending_starts,
-        apps: state.registry.len(),
-        registry_rev: state.registry.rev(),
+        apps: state.broker.registry.len(),
+        registry_rev: state.broker.registry.rev(),
     })
 }
 
@@ -1655,7 +1664,7 @@ pub async fn fleet(State(state): State<AppState>, _admin: Admin) -> Json<FleetVi
 #[derive(Serialize, ToSchema)]
 pub struct SigningKeyList {
     /// Newest first.
-    pub keys: Vec<crate::jwt::KeyInfo>,
+    pub keys: Vec<crate::keys::jwt::KeyInfo>,
 }
 
 /// `POST /v1/admin/signing-keys/rotate`.
@@ -1674,11 +1683,11 @@ pub struct RotateKey {
 #[utoipa::path(get, path = "/v1/admin/signing-keys", tag = "admin", security(("admin_key" = [])),
     responses((status = 200, body = SigningKeyList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn signing_keys(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     _admin: Admin,
 ) -> Result<Json<SigningKeyList>, AppError> {
     Ok(Json(SigningKeyList {
-        keys: state.signing_keys().info(now_ms()),
+        keys: state.keys.signing_keys().info(now_ms()),
     }))
 }
 
@@ -1687,7 +1696,7 @@ pub async fn signing_keys(
 #[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("admin_key" = [])), request_body = RotateKey,
     responses((status = 201, body = SigningKeyList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn rotate_signing_key(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     JsonBody(req): JsonBody<RotateKey>,
 ) -> Result<(StatusCode, Json<SigningKeyList>), AppError> {
@@ -1705,6 +1714,7 @@ pub async fn rotate_signing_key(
         json!({"immediate": req.immediate}),
     );
     let kid = state
+        .keys
         .add_signing_key(
             now,
             now + ahead,
@@ -1720,7 +1730,7 @@ pub async fn rotate_signing_key(
     Ok((
         StatusCode::CREATED,
         Json(SigningKeyList {
-            keys: state.signing_keys().info(now),
+            keys: state.keys.signing_keys().info(now),
         }),
     ))
 }
@@ -1732,7 +1742,7 @@ pub async fn rotate_signing_key(
     params(("kid" = String, Path, description = "the key id")),
     responses((status = 204, description = "removed"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_signing_key(
-    State(state): State<AppState>,
+    State(state): State<AdminApi>,
     admin: Admin,
     Path(kid): Path<String>,
 ) -> Result<StatusCode, AppError> {
@@ -1746,13 +1756,13 @@ pub async fn delete_signing_key(
         return Err(AppError::NotFound(format!("no signing key {kid}")));
     }
     logged(&audit_row);
-    state.reload_signing_keys().await?;
-    state.signing_tick(now_ms()).await?;
+    state.keys.reload_signing_keys().await?;
+    state.keys.signing_tick(now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The admin routes.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<AdminApi> {
     Router::new()
         .route("/v1/admin/apps", get(list_apps).post(create_app))
         .route(
@@ -1779,9 +1789,4 @@ pub fn router() -> Router<AppState> {
             "/v1/admin/signing-keys/{kid}",
             axum::routing::delete(delete_signing_key),
         )
-}
-
-/// Names of the counters kept per Beijing day (for `fetches_today`).
-pub(crate) fn fetch_counter_key(prefix: &str, day: i64) -> String {
-    format!("{prefix}:fleet:fetches:{day}")
 }

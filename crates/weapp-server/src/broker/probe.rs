@@ -34,6 +34,19 @@ use tokio::sync::watch;
 use weapp::token::StoredToken;
 use weapp::{AccessToken, TokenCheck};
 
+/// What a probe needs of the app it probes: the app's id, its SDK client and token manager,
+/// and its current token ([`AppRuntime`](super::AppRuntime) is one).
+pub trait ProbeSubject: Sync {
+    /// The appid (for logs).
+    fn appid(&self) -> &str;
+    /// The client that asks WeChat (`openapi/quota/get`).
+    fn client(&self) -> &weapp::Client;
+    /// The token manager whose token is suspected.
+    fn manager(&self) -> &weapp::TokenManager;
+    /// The current token, as the broker hands it out.
+    fn token(&self) -> impl std::future::Future<Output = weapp::Result<StoredToken>> + Send;
+}
+
 /// The least time between the starts of two probes of one app on one instance: a flood of
 /// refetches costs at most one upstream check per gap.
 pub const PROBE_GAP: Duration = Duration::from_secs(1);
@@ -141,7 +154,7 @@ impl TokenProbe {
     /// handed out instead.
     pub async fn settle(
         &self,
-        app: &crate::state::AppRuntime,
+        app: &impl ProbeSubject,
         suspect: StoredToken,
     ) -> weapp::Result<Settled> {
         let arrived = Instant::now();
@@ -162,7 +175,7 @@ impl TokenProbe {
         let (verdict, probed) = match shared {
             Some(v) => (v, None),
             None => {
-                if let Some(newer) = app.manager.peek_store().await.filter(|t| {
+                if let Some(newer) = app.manager().peek_store().await.filter(|t| {
                     t.version > suspect.version
                         && !t.access_token.ct_eq(suspect.access_token.expose())
                 }) {
@@ -190,7 +203,7 @@ impl TokenProbe {
             });
         }
         if !self.may_replace(&d) {
-            tracing::error!(appid = %app.appid, limit = REPLACEMENTS_PER_HOUR, "WeChat keeps answering that the broker's tokens are dead; not replacing another this hour (is another machine refreshing this app's token?)");
+            tracing::error!(appid = %app.appid(), limit = REPLACEMENTS_PER_HOUR, "WeChat keeps answering that the broker's tokens are dead; not replacing another this hour (is another machine refreshing this app's token?)");
             return Ok(Settled {
                 token: app.token().await?,
                 probed,
@@ -198,8 +211,8 @@ impl TokenProbe {
                 replaced: false,
             });
         }
-        tracing::warn!(appid = %app.appid, "the broker's token is proven dead upstream; replacing it");
-        weapp::TokenSource::invalidate(&app.manager, &suspect.access_token).await?;
+        tracing::warn!(appid = %app.appid(), "the broker's token is proven dead upstream; replacing it");
+        weapp::TokenSource::invalidate(app.manager(), &suspect.access_token).await?;
         let token = app.token().await?;
         Ok(Settled {
             replaced: !token.access_token.ct_eq(suspect.access_token.expose()),
@@ -211,19 +224,14 @@ impl TokenProbe {
 
     /// Runs one probe of `token`, detached from the caller (its verdict is recorded even if
     /// the caller goes away), and waits for its verdict.
-    async fn probe(
-        &self,
-        app: &crate::state::AppRuntime,
-        token: &AccessToken,
-        d: [u8; 32],
-    ) -> Verdict {
+    async fn probe(&self, app: &impl ProbeSubject, token: &AccessToken, d: [u8; 32]) -> Verdict {
         let (tx, rx) = watch::channel(None);
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Probe {
             digest: d,
             began: Instant::now(),
             verdict: rx.clone(),
         });
-        let (client, token, appid) = (app.client.clone(), token.clone(), app.appid.clone());
+        let (client, token, appid) = (app.client().clone(), token.clone(), app.appid().to_owned());
         tokio::spawn(async move {
             let verdict = match tokio::time::timeout(PROBE_TIMEOUT, client.check_token(&token))
                 .await

@@ -17,8 +17,8 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use weapp::TokenMode;
 
+use super::runtime::{AppRuntime, BrokerClient};
 use crate::config::{AppConfig, PushConfig, Secret, WarmPolicy};
-use crate::state::{AppRuntime, BrokerClient};
 
 /// Where an app or a client is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,7 +1,6 @@
-//! The errors of the server's state, one enum per kind of work: starting
-//! ([`StartError`]), building an app's or a platform's runtime ([`RuntimeError`]), keeping
-//! the registry in step with the database ([`SyncError`]), reconciling a platform with WeChat
-//! ([`ReconcileError`]), and re-sealing secrets or keeping the signing keys ([`SealError`]).
+//! Why the server could not start ([`StartError`]). Each domain has its own error type
+//! (`broker::RuntimeError`, `broker::SyncError`, `platforms::ReconcileError`,
+//! `keys::SealError`); this one wraps them for [`crate::spawn`] and [`crate::run`].
 //!
 //! Their messages are what operators read (`weapp serve` prints a start-up error as its one
 //! line), so they name the setting, the app or the row — never a secret: URLs are shown
@@ -10,8 +9,10 @@
 
 use std::net::SocketAddr;
 
-use crate::config::{ConfigError, PushConfigError};
-use crate::seal::DataKeyError;
+use crate::broker::{RuntimeError, SyncError};
+use crate::config::ConfigError;
+use crate::keys::seal::DataKeyError;
+use crate::keys::SealError;
 use crate::store::StoreError;
 
 /// Why the server could not start ([`AppState::build`](super::AppState::build),
@@ -114,136 +115,13 @@ pub enum StartError {
     LocalAddr(std::io::Error),
 }
 
-/// Why an app's, a merchant's or a platform's runtime could not be built: settings the SDK
-/// refuses, or a managed record whose settings or sealed secrets do not load. Names the app,
-/// never its secrets.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RuntimeError {
-    /// The SDK refused the app's settings.
-    #[error("app {appid}: {source}")]
-    Client {
-        /// The app.
-        appid: String,
-        /// What the SDK said.
-        #[source]
-        source: weapp::Error,
-    },
-    /// The app's push settings are incomplete.
-    #[error("app {appid}: push: {source}")]
-    PushSettings {
-        /// The app.
-        appid: String,
-        /// What is missing.
-        #[source]
-        source: PushConfigError,
-    },
-    /// The SDK refused the app's push settings.
-    #[error("app {appid}: push: {source}")]
-    Push {
-        /// The app.
-        appid: String,
-        /// What the SDK said.
-        #[source]
-        source: weapp::push::PushError,
-    },
-    /// The SDK refused a merchant's appid.
-    #[error(transparent)]
-    Merchant(weapp::Error),
-    /// The SDK refused the platform's settings.
-    #[error("platform {component_appid}: {source}")]
-    Component {
-        /// The platform.
-        component_appid: String,
-        /// What the SDK said.
-        #[source]
-        source: weapp::Error,
-    },
-    /// The SDK refused the platform's push settings.
-    #[error("platform {component_appid}: push: {source}")]
-    PlatformPush {
-        /// The platform.
-        component_appid: String,
-        /// What the SDK said.
-        #[source]
-        source: weapp::push::PushError,
-    },
-    /// A managed app's or platform's settings do not parse.
-    #[error("settings do not parse: {0}")]
-    Settings(#[source] serde_json::Error),
-    /// A managed record has no sealed secrets.
-    #[error("no sealed secrets")]
-    NotSealed,
-    /// A managed record's secrets do not open with the configured data keys.
-    #[error("its secrets do not open with the configured data keys")]
-    Unopenable,
-    /// A managed record's secrets opened but do not parse. (The parser's error is left out:
-    /// it could quote the secrets.)
-    #[error("its secrets do not parse")]
-    Secrets,
-}
-
-/// Why the registry, or the merchants of the served platforms, could not be brought up to
-/// date with the database.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SyncError {
-    /// The database could not be read.
-    #[error(transparent)]
-    Database(#[from] StoreError),
-    /// The signing keys could not be re-read.
-    #[error(transparent)]
-    SigningKeys(#[from] SealError),
-}
-
-/// Why a platform's merchants could not be reconciled with WeChat's authorizer list. Nothing
-/// is de-authorized on a failed listing.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReconcileError {
-    /// This instance serves no such platform.
-    #[error("no platform {0}")]
-    UnknownPlatform(String),
-    /// WeChat (or the network to it) failed to list the authorizers.
-    #[error(transparent)]
-    WeChat(#[from] weapp::Error),
-    /// The list's total changed between two pages (a merchant could have fallen between them).
-    #[error("the authorizer list changed while it was read; nothing reconciled")]
-    ListChanged,
-    /// The list had fewer entries than its total.
-    #[error("the authorizer list was incomplete ({listed} of {total}); nothing reconciled")]
-    Incomplete {
-        /// Entries read.
-        listed: usize,
-        /// The total WeChat announced.
-        total: i64,
-    },
-    /// The database could not be read or written.
-    #[error(transparent)]
-    Database(#[from] StoreError),
-    /// A stored refresh token could not be read.
-    #[error(transparent)]
-    RefreshTokens(#[from] weapp::StoreError),
-    /// The merchants could not be served again afterwards.
-    #[error(transparent)]
-    Sync(#[from] SyncError),
-}
-
-/// Why stored secrets could not be re-sealed under the newest data key, or the access-token
-/// signing keys kept (read, added, rotated, unpublished).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SealError {
-    /// The database could not be read or written.
-    #[error(transparent)]
-    Database(#[from] StoreError),
-}
-
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
 
     use super::*;
+    use crate::config::PushConfigError;
+    use crate::platforms::ReconcileError;
 
     #[test]
     fn messages_are_the_ones_operators_read_and_causes_stay_reachable() {

@@ -14,11 +14,13 @@ use utoipa::ToSchema;
 use weapp::crypto::DecryptOptions;
 use weapp::SessionKey;
 
-use super::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
+use super::service::Sessions;
+use crate::broker::AppRuntime;
 use crate::config::SessionTokens;
-use crate::error::{AppError, ErrorBody};
-use crate::seal::user_aad;
-use crate::state::{now_ms, AppRuntime, AppState};
+use crate::http::{auth_failed, auth_gate, bearer, ClientIp, JsonBody};
+use crate::http::{AppError, ErrorBody};
+use crate::keys::seal::user_aad;
+use crate::shared::now_ms;
 use crate::store::UserRecord;
 
 /// `POST /v1/login` body.
@@ -220,7 +222,7 @@ pub(crate) fn hash_of_session_id(sid: &str) -> Option<[u8; 32]> {
 
 /// A signed access token for the session `hash` of `user`, when the app hands them out.
 pub(crate) fn access_token_for(
-    state: &AppState,
+    state: &Sessions,
     app: &AppRuntime,
     openid: &str,
     unionid: Option<&str>,
@@ -239,7 +241,7 @@ pub(crate) fn access_token_for(
         ends = ends.min(now.saturating_add(idle_ms));
     }
     let exp = (iat + state.config.access_token_ttl_secs as i64).min(ends / 1000);
-    let claims = crate::jwt::Claims {
+    let claims = crate::keys::jwt::Claims {
         iss: state.config.access_token_issuer.clone(),
         aud: app.appid.clone(),
         sub: openid.to_owned(),
@@ -249,7 +251,7 @@ pub(crate) fn access_token_for(
         iat,
         exp,
     };
-    match state.signing_keys().sign(&claims, now) {
+    match state.keys.signing_keys().sign(&claims, now) {
         Some(t) => Ok(Some((t, exp))),
         None => {
             tracing::error!("no signing key can sign access tokens (see the start-up log)");
@@ -266,27 +268,28 @@ pub(crate) fn access_token_for(
 /// # Errors
 /// Why an access token does not verify (one whose `sid` names no session is malformed).
 pub(crate) fn resolve_bearer(
-    state: &AppState,
+    state: &Sessions,
     token: &str,
     now: i64,
-) -> Result<([u8; 32], Option<crate::jwt::Claims>), crate::jwt::Invalid> {
+) -> Result<([u8; 32], Option<crate::keys::jwt::Claims>), crate::keys::jwt::Invalid> {
     if token.starts_with("wa_") || !token.contains('.') {
         return Ok((hash_token(token), None));
     }
     let claims =
         state
+            .keys
             .signing_keys()
             .verify(token, &state.config.access_token_issuer, now / 1000)?;
-    let hash = hash_of_session_id(&claims.sid).ok_or(crate::jwt::Invalid::Malformed)?;
+    let hash = hash_of_session_id(&claims.sid).ok_or(crate::keys::jwt::Invalid::Malformed)?;
     Ok((hash, Some(claims)))
 }
 
 /// The live session of `hash` (unexpired, not idle), provided an access token's claims name
 /// its user and app.
 pub(crate) async fn live_session(
-    state: &AppState,
+    state: &Sessions,
     hash: &[u8; 32],
-    claims: Option<&crate::jwt::Claims>,
+    claims: Option<&crate::keys::jwt::Claims>,
     now: i64,
 ) -> Result<Option<crate::store::SessionRecord>, AppError> {
     let idle_ms = (state.config.session_idle_timeout_secs as i64).saturating_mul(1000);
@@ -306,7 +309,7 @@ enum Presented {
 /// The user behind the request's session token; 401 for a missing, unknown, expired or idle
 /// one (counted against the source's failed-authentication budget).
 async fn session_user(
-    state: &AppState,
+    state: &Sessions,
     headers: &HeaderMap,
     ip: ClientIp,
 ) -> Result<(UserRecord, [u8; 32]), AppError> {
@@ -318,7 +321,7 @@ async fn session_user(
 /// The session behind the request's bearer: its session token or (`allow_access_token`) an
 /// access token of it, which must verify and whose session must still be alive.
 async fn session_of(
-    state: &AppState,
+    state: &Sessions,
     headers: &HeaderMap,
     ip: ClientIp,
     allow_access_token: bool,
@@ -344,9 +347,9 @@ async fn session_of(
         // once, often from one NAT): a user coming back, not a guess — not counted against the
         // source. An unknown key cannot be guessed through: nothing verifies with it.
         Err(
-            crate::jwt::Invalid::Expired
-            | crate::jwt::Invalid::Issuer
-            | crate::jwt::Invalid::UnknownKey,
+            crate::keys::jwt::Invalid::Expired
+            | crate::keys::jwt::Invalid::Issuer
+            | crate::keys::jwt::Invalid::UnknownKey,
         ) => {
             return Err(AppError::Unauthorized(
                 "access token is invalid or expired".into(),
@@ -363,7 +366,7 @@ async fn session_of(
     let found = live_session(state, &hash, claims.as_ref(), now).await?;
     match found {
         // A session of an app no longer served (disabled or deleted) is not honoured.
-        Some(s) if state.app(&s.user.appid).is_none() => Err(AppError::Unauthorized(
+        Some(s) if state.broker.app(&s.user.appid).is_none() => Err(AppError::Unauthorized(
             "the session's app is not served".into(),
         )),
         Some(s) => {
@@ -391,13 +394,14 @@ async fn session_of(
     }
 }
 
-fn app_of(state: &AppState, appid: &str) -> Result<std::sync::Arc<AppRuntime>, AppError> {
+fn app_of(state: &Sessions, appid: &str) -> Result<std::sync::Arc<AppRuntime>, AppError> {
     state
+        .broker
         .app(appid)
         .ok_or_else(|| AppError::NotFound(format!("app {appid} is not configured")))
 }
 
-fn note_upstream(state: &AppState, appid: &str, err: &weapp::Error) {
+fn note_upstream(state: &Sessions, appid: &str, err: &weapp::Error) {
     state
         .metrics
         .upstream_error(appid, err.errcode().map_or(-2, |c| c.code()));
@@ -408,7 +412,7 @@ fn note_upstream(state: &AppState, appid: &str, err: &weapp::Error) {
     responses((status = 200, body = LoginResponse), (status = 400, description = "malformed, or WeChat refused the code (unknown, expired, used, blocked): `wechat_errcode` says which", body = ErrorBody),
               (status = 404, description = "unknown app", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn login(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     ip: ClientIp,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<LoginResponse>, AppError> {
@@ -419,7 +423,7 @@ pub async fn login(
     let app = app_of(&state, &req.appid)?;
     // No key to sign with (a moment of a key's removal): refuse before the code is spent and
     // anything is written, so the mini program's retry with a new code succeeds.
-    if app.access_tokens && !state.signing_keys().can_sign(now_ms()) {
+    if app.access_tokens && !state.keys.signing_keys().can_sign(now_ms()) {
         tracing::error!("no signing key can sign access tokens (see the start-up log)");
         return Err(AppError::Unavailable {
             retry_after_secs: 1,
@@ -434,7 +438,7 @@ pub async fn login(
     // A merchant's mini program logs its users in through its platform.
     let exchanged = match &app.platform {
         Some(c) => {
-            let platform = state.platform(c).ok_or_else(|| {
+            let platform = state.platforms.platform(c).ok_or_else(|| {
                 AppError::NotFound(format!("no app {} (its platform is not served)", app.appid))
             })?;
             platform
@@ -461,7 +465,7 @@ pub async fn login(
         }
     };
     let now = now_ms();
-    let sealed = state.keyring.seal(
+    let sealed = state.keys.keyring.seal(
         session.session_key.expose().as_bytes(),
         &user_aad(&app.appid, &session.openid),
     );
@@ -475,7 +479,7 @@ pub async fn login(
             openid: session.openid.clone(),
             unionid: session.unionid.clone(),
             session_key_enc: sealed,
-            key_id: state.keyring.current_id(),
+            key_id: state.keys.keyring.current_id(),
             token_hash: hash.to_vec(),
             now,
             expires_at,
@@ -507,7 +511,7 @@ pub async fn login(
 #[utoipa::path(get, path = "/v1/me", tag = "sessions", security(("session" = [])),
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn me(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<MeResponse>, AppError> {
@@ -549,7 +553,7 @@ fn user_limit_key(user: &UserRecord) -> u128 {
 #[utoipa::path(post, path = "/v1/me/phone", tag = "sessions", security(("session" = [])), request_body = PhoneRequest,
     responses((status = 200, body = PhoneResponse), (status = 400, description = "malformed, or WeChat refused the code", body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn phone(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     ip: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<PhoneRequest>,
@@ -610,7 +614,7 @@ fn decrypt_failed() -> AppError {
 #[utoipa::path(post, path = "/v1/me/decrypt", tag = "sessions", security(("session" = [])), request_body = DecryptRequest,
     responses((status = 200, description = "the decrypted JSON", body = Object), (status = 400, description = "the data cannot be decrypted with this session (one answer for every reason)", body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn decrypt(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     ip: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<DecryptRequest>,
@@ -627,6 +631,7 @@ pub async fn decrypt(
         return Err(decrypt_failed());
     }
     let plain = state
+        .keys
         .keyring
         .open(&user.session_key_enc, &user_aad(&user.appid, &user.openid))
         .ok_or_else(|| {
@@ -664,7 +669,7 @@ pub async fn decrypt(
 #[utoipa::path(post, path = "/v1/session/refresh", tag = "sessions", security(("session" = [])),
     responses((status = 200, body = RefreshResponse), (status = 400, description = "the app does not hand out access tokens", body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn refresh(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<RefreshResponse>, AppError> {
@@ -700,7 +705,7 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/v1/logout", tag = "sessions", security(("session" = [])),
     responses((status = 204, description = "session ended"), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn logout(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
@@ -714,7 +719,7 @@ pub async fn logout(
 #[utoipa::path(post, path = "/v1/logout/all", tag = "sessions", security(("session" = [])),
     responses((status = 200, body = LogoutAllResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn logout_all(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<LogoutAllResponse>, AppError> {
@@ -725,7 +730,7 @@ pub async fn logout_all(
 }
 
 /// Routes of this area.
-pub fn router(_state: &AppState) -> Router<AppState> {
+pub fn router(_state: &Sessions) -> Router<Sessions> {
     Router::new()
         .route("/v1/login", post(login))
         .route("/v1/me", get(me))

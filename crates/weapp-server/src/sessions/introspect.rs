@@ -1,34 +1,20 @@
-//! What other backends use to trust weapp-server's users without calling it per request: the
-//! signing keys of access tokens (`/.well-known/jwks.json`) and, for those who prefer asking,
-//! token introspection (RFC 7662).
+//! Token introspection (RFC 7662), for backends that prefer asking weapp-server whether a
+//! session or access token is valid over checking access tokens against the JWKS.
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::session::{live_session, resolve_bearer, session_id};
-use super::{auth_failed, auth_gate, bearer, ClientIp};
-use crate::error::{AppError, ErrorBody};
-use crate::state::{now_ms, AppState};
-
-/// The published signing keys (JWK Set, RFC 7517): the current key, the next one (published
-/// before it signs) and retired ones whose tokens may still be alive. Cache it for at most
-/// five minutes, and refetch when a token names a kid you do not know.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
-    responses((status = 200, description = "`{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"x\", \"y\", \"kid\", \"use\": \"sig\", \"alg\": \"ES256\"}]}`", body = Object)))]
-pub async fn jwks(State(state): State<AppState>) -> Response {
-    let mut resp = Json(state.signing_keys().jwks()).into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    resp
-}
+use super::handlers::{live_session, resolve_bearer, session_id};
+use super::service::Sessions;
+use crate::http::{auth_failed, auth_gate, bearer, ClientIp};
+use crate::http::{AppError, ErrorBody};
+use crate::shared::now_ms;
 
 /// `POST /v1/introspect` (form-encoded, RFC 7662). `Debug` never shows the token.
 #[derive(Deserialize, ToSchema)]
@@ -92,13 +78,13 @@ pub struct IntrospectResponse {
     request_body(content = IntrospectRequest, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, body = IntrospectResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn introspect(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     ip: ClientIp,
     headers: HeaderMap,
     form: Result<Form<IntrospectRequest>, FormRejection>,
 ) -> Result<Response, AppError> {
     auth_gate(&state, ip).await?;
-    let Some(client) = bearer(&headers).and_then(|key| state.broker_client(key)) else {
+    let Some(client) = bearer(&headers).and_then(|key| state.broker.broker_client(key)) else {
         auth_failed(&state, ip, "client_key").await;
         return Err(AppError::Unauthorized(
             "missing or unknown client key (Authorization: Bearer <client key>)".into(),
@@ -144,7 +130,7 @@ pub async fn introspect(
         return inactive();
     };
     let user = session.user;
-    if !client.may_use(&user.appid) || state.app(&user.appid).is_none() {
+    if !client.may_use(&user.appid) || state.broker.app(&user.appid).is_none() {
         return inactive();
     }
     Ok(Json(match claims {
@@ -177,8 +163,6 @@ pub async fn introspect(
 }
 
 /// Routes of this area.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/v1/introspect", post(introspect))
+pub fn router() -> Router<Sessions> {
+    Router::new().route("/v1/introspect", post(introspect))
 }

@@ -15,9 +15,10 @@ use utoipa::ToSchema;
 use weapp::token::StoredToken;
 use weapp::AccessToken;
 
-use super::{auth_failed, auth_gate, bearer, bearer_of, ClientIp, JsonBody};
-use crate::error::{AppError, ErrorBody};
-use crate::state::{now_ms, AppRuntime, AppState, BrokerClient};
+use super::{AppRuntime, Broker, BrokerClient};
+use crate::http::{auth_failed, auth_gate, bearer, bearer_of, ClientIp, JsonBody};
+use crate::http::{AppError, ErrorBody};
+use crate::shared::now_ms;
 
 /// An access token as the broker hands it out.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,7 +65,7 @@ pub struct InvalidateResponse {
 /// Authenticates a broker client and checks it may use `appid` with `scope`. A source that
 /// fails too often is refused before its key is looked at.
 pub(crate) async fn authorize(
-    state: &AppState,
+    state: &Broker,
     headers: &HeaderMap,
     ip: ClientIp,
     appid: &str,
@@ -75,7 +76,7 @@ pub(crate) async fn authorize(
 
 /// [`authorize`] with the bearer key already taken from the request.
 async fn authorize_key(
-    state: &AppState,
+    state: &Broker,
     key: Option<&str>,
     ip: ClientIp,
     appid: &str,
@@ -116,7 +117,7 @@ async fn authorize_key(
     params(("appid" = String, Path, description = "the mini program")),
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn access_token(
-    State(state): State<AppState>,
+    State(state): State<Broker>,
     Path(appid): Path<String>,
     ip: ClientIp,
     Authorization(auth): Authorization,
@@ -184,7 +185,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authorization {
     params(("appid" = String, Path, description = "the mini program")), request_body = InvalidateRequest,
     responses((status = 200, body = InvalidateResponse, headers(("Retry-After" = Option<u64>, description = "when `refreshed` is false because the report was throttled: seconds until a report of this token is acted on again"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn invalidate(
-    State(state): State<AppState>,
+    State(state): State<Broker>,
     Path(appid): Path<String>,
     ip: ClientIp,
     headers: HeaderMap,
@@ -215,14 +216,14 @@ pub async fn invalidate(
     if let Some(wait) = state.invalidation_permit(&app, &stale).await {
         // Not refreshed on the report's word; but another instance may just have refreshed
         // it (the probe reads the store again first), or WeChat may prove it dead.
-        let settled = app.probe.settle(&app, current).await?;
+        let settled = app.probe.settle(app.as_ref(), current).await?;
         if let Some(v) = settled.probed {
             state.metrics.token_probe(&appid, v.label());
         }
         // Nothing proven either way (WeChat slow or failing): ask again soon, not after the
         // whole interval.
         let wait = match settled.verdict {
-            Some(crate::token_probe::Verdict::Unknown) => wait.min(UNPROVEN_RETRY),
+            Some(super::probe::Verdict::Unknown) => wait.min(UNPROVEN_RETRY),
             _ => wait,
         };
         let refreshed = !settled.token.access_token.ct_eq(stale.expose());
@@ -277,7 +278,7 @@ fn retry_after(wait: Duration, body: impl IntoResponse) -> Response {
 /// Redis — on any instance of the fleet (a load balancer may send a client's refetch to
 /// another instance). Records that the source is handed it now.
 async fn handed_before(
-    state: &AppState,
+    state: &Broker,
     app: &AppRuntime,
     ip: ClientIp,
     token: &AccessToken,
@@ -292,7 +293,7 @@ async fn handed_before(
         app.appid,
         crate::net::ip_key(addr)
     );
-    let digest = hex::encode(crate::token_probe::digest(token));
+    let digest = hex::encode(super::probe::digest(token));
     let mut conn = redis.connection();
     // SET … GET: the previous value and the new one in one round trip (Redis 6.2+).
     let previous = tokio::time::timeout(
@@ -352,10 +353,10 @@ fn wx_error(code: i64, msg: &str) -> Response {
 /// backend that keeps its WeChat SDK needs no AppSecret. Mirror callers never refresh the
 /// broker's token on their word: a refetch of the token this source was already handed (how a
 /// WeChat SDK reacts to 40001) or `force_refresh` makes the broker prove the token dead with
-/// one cheap upstream call, and only a dead token is replaced (see [`crate::token_probe`]).
+/// one cheap upstream call, and only a dead token is replaced (see [`super::probe`]).
 /// Failed secrets and keys count against the source's failed-authentication budget.
 async fn mirror(
-    state: &AppState,
+    state: &Broker,
     ip: ClientIp,
     appid: Option<&str>,
     secret: Option<&str>,
@@ -407,7 +408,7 @@ async fn mirror(
     };
     let refetch = handed_before(state, &app, ip, &token.access_token).await;
     if force_refresh || refetch {
-        match app.probe.settle(&app, token).await {
+        match app.probe.settle(app.as_ref(), token).await {
             Ok(settled) => {
                 if let Some(v) = settled.probed {
                     state.metrics.token_probe(appid, v.label());
@@ -450,7 +451,7 @@ pub struct MirrorAnswer {
     params(("grant_type" = Option<String>, Query), ("appid" = Option<String>, Query), ("secret" = Option<String>, Query)),
     responses((status = 200, description = "`{access_token, expires_in}`, or WeChat's `{errcode, errmsg}` with an `error` envelope", body = MirrorAnswer)))]
 pub async fn cgi_token(
-    State(state): State<AppState>,
+    State(state): State<Broker>,
     ip: ClientIp,
     q: Result<
         Query<std::collections::HashMap<String, String>>,
@@ -481,7 +482,7 @@ pub async fn cgi_token(
     request_body(content = Option<serde_json::Value>, description = "`{grant_type: \"client_credential\", appid, secret, force_refresh?}`; anything else is answered like WeChat does, with HTTP 200 and an errcode"),
     responses((status = 200, description = "`{access_token, expires_in}`, or WeChat's `{errcode, errmsg}` with an `error` envelope", body = MirrorAnswer)))]
 pub async fn cgi_stable_token(
-    State(state): State<AppState>,
+    State(state): State<Broker>,
     ip: ClientIp,
     body: axum::body::Bytes,
 ) -> Response {
@@ -502,7 +503,7 @@ pub async fn cgi_stable_token(
 }
 
 /// Routes of this area.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Broker> {
     Router::new()
         .route("/v1/apps/{appid}/access_token", get(access_token))
         .route("/v1/apps/{appid}/access_token/invalidate", post(invalidate))
