@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::handlers::{
+use super::auth::Admin;
+use super::common::{
     audit, audit_record, check_api_base_move, check_api_base_target, check_target, double_option,
-    host_of, invalid, limit_of, logged, new_api_base, sync, Admin, PageQuery,
+    host_of, invalid, limit_of, logged, new_api_base, sync, PageQuery,
 };
 use super::service::AdminApi;
 use crate::broker::registry::Source;
