@@ -28,6 +28,12 @@ const I18N = {
     csMsg: 'customer-service reply', noMessages: 'nothing received yet',
     tabPlatforms: 'Platforms',
     platformsHelp: 'Third-party platforms (开放平台) registered with POST /_sim/platforms: their ticket pushes, and the merchants that authorized them.',
+    tabPayments: 'Payments', paymentsHelp: 'WeChat Pay merchants issued with POST /_sim/pay/merchants: their orders and states, each notification with its attempts, and refunds you can end now.',
+    noPayMerchants: 'no merchant issued', verification: 'verification', publicKeyId: 'public key id', certificates: 'platform certificates',
+    payOrders: 'Orders', payNotifications: 'Notifications', payRefunds: 'Refunds', noneYet: 'none yet',
+    outTradeNo: 'out_trade_no', amountFen: 'amount (fen)', tradeState: 'state', payAttempts: 'attempts', delivering: 'delivering',
+    lost: 'lost', gaveUp: 'gave up', refundStatus: 'status', completeRefund: 'Complete', abnormalRefund: 'Abnormal', closeRefund: 'Close',
+    resend: 'Send again', deliveryOn: 'delivery on', deliveryOff: 'delivery off (lost)', toggleDelivery: 'Switch',
     noPlatforms: 'no platform registered', eventUrl: 'authorization-event URL', messageUrl: 'message URL',
     ticketPushes: 'ticket pushes', lastTicket: 'last ticket', answeredSuccess: 'last answered "success"',
     componentTokens: 'component tokens issued', pushTicket: 'Push a ticket now', merchants: 'Merchants',
@@ -83,6 +89,12 @@ const I18N = {
     csMsg: '客服回复', noMessages: '暂无消息',
     tabPlatforms: '第三方平台',
     platformsHelp: '通过 POST /_sim/platforms 注册的第三方平台（开放平台）：验证票据推送，以及授权给它的商家小程序。',
+    tabPayments: '支付', paymentsHelp: '通过 POST /_sim/pay/merchants 开通的微信支付商户：订单及其状态、每条通知及其重试、可立即结束的退款。',
+    noPayMerchants: '尚未开通商户', verification: '验签方式', publicKeyId: '公钥 ID', certificates: '平台证书',
+    payOrders: '订单', payNotifications: '通知', payRefunds: '退款', noneYet: '暂无',
+    outTradeNo: '商户订单号', amountFen: '金额（分）', tradeState: '状态', payAttempts: '尝试', delivering: '投递中',
+    lost: '已丢失', gaveUp: '已放弃', refundStatus: '状态', completeRefund: '退款成功', abnormalRefund: '退款异常', closeRefund: '退款关闭',
+    resend: '重发', deliveryOn: '通知投递开启', deliveryOff: '通知投递关闭（丢失）', toggleDelivery: '切换',
     noPlatforms: '还没有注册第三方平台', eventUrl: '授权事件接收 URL', messageUrl: '消息与事件接收 URL',
     ticketPushes: '票据推送次数', lastTicket: '最近一次票据', answeredSuccess: '最近一次回复 "success"',
     componentTokens: '已签发的 component_access_token', pushTicket: '立即推送票据', merchants: '授权方（商家）',
@@ -728,6 +740,68 @@ $('#fault-form').addEventListener('submit', async (e) => {
 });
 $('#faults-clear').addEventListener('click', async () => { await api('DELETE', '/_sim/faults'); await refreshFaults(); });
 
+// --------------------------------------------------------------------------------- payments
+
+let paymentsView = null;
+async function refreshPayments() {
+  const { merchants } = await api('GET', '/_sim/pay/merchants');
+  paymentsView = await Promise.all(merchants.map(async (m) => {
+    const base = `/_sim/pay/merchants/${m.mchid}`;
+    const [o, n, r] = await Promise.all([api('GET', `${base}/orders`), api('GET', `${base}/notifications`), api('GET', `${base}/refunds`)]);
+    return { m, orders: o.orders, notifications: n.notifications, refunds: r.refunds };
+  }));
+  renderPayments();
+}
+
+function renderPayments() {
+  const box = $('#payments');
+  if (!paymentsView) { box.replaceChildren(); return; }
+  if (!paymentsView.length) { box.replaceChildren(el('p', { class: 'muted' }, t('noPayMerchants'))); return; }
+  const act = (label, testid, fn) => {
+    const b = el('button', { 'data-testid': testid }, label);
+    b.addEventListener('click', async () => {
+      try { await fn(); await refreshPayments(); } catch (err) { toast(String(err.message || err), true); }
+    });
+    return b;
+  };
+  const table = (head, rows, testid) => (rows.length
+    ? el('table', { class: 'merchants', 'data-testid': testid }, el('tr', {}, ...head.map((h) => el('th', {}, h))), ...rows)
+    : el('p', { class: 'muted', 'data-testid': testid }, t('noneYet')));
+  box.replaceChildren(...paymentsView.map(({ m, orders, notifications, refunds }) => {
+    const id = m.mchid;
+    const orderRows = orders.map((o) => el('tr', { 'data-testid': `order-${o.out_trade_no}` },
+      el('td', {}, o.out_trade_no), el('td', {}, String(o.total)),
+      el('td', { class: o.trade_state === 'SUCCESS' ? 'ok' : (o.trade_state === 'NOTPAY' ? '' : 'bad'), 'data-testid': 'trade-state' }, o.trade_state),
+      el('td', {}, o.transaction_id || ''), el('td', {}, o.refunded ? `-${o.refunded}` : ''),
+      el('td', {}, o.transaction_id ? act(t('resend'), `resend-${o.out_trade_no}`, () => api('POST', `/_sim/pay/merchants/${id}/orders/${o.out_trade_no}/notify`)) : '')));
+    const noteRows = notifications.map((n) => {
+      const status = n.delivered ? t('delivered') : n.lost ? t('lost') : n.gave_up ? t('gaveUp') : t('delivering');
+      const attempts = n.attempts.map((a) => `${a.status || a.error || '—'} @ ${fmtTime(a.at)}`).join(' · ');
+      return el('tr', { 'data-testid': `notification-${n.seq}` },
+        el('td', {}, fmtTime(n.created)), el('td', {}, n.event_type + (n.probe ? ' (probe)' : '') + (n.duplicate_of !== null && n.duplicate_of !== undefined && !n.probe ? ' (dup)' : '')),
+        el('td', {}, n.business_no), el('td', { class: n.delivered ? 'ok' : 'bad', 'data-testid': 'notification-status' }, status),
+        el('td', { 'data-testid': 'notification-attempts' }, `${n.attempts.length}: ${attempts}`));
+    });
+    const refundRows = refunds.map((r) => el('tr', { 'data-testid': `refund-${r.out_refund_no}` },
+      el('td', {}, r.out_refund_no), el('td', {}, r.out_trade_no), el('td', {}, String(r.amount.refund)),
+      el('td', { 'data-testid': 'refund-status', class: r.status === 'SUCCESS' ? 'ok' : (r.status === 'PROCESSING' ? '' : 'bad') }, r.status),
+      el('td', {}, ...(r.status === 'PROCESSING'
+        ? [['SUCCESS', 'completeRefund', 'complete'], ['ABNORMAL', 'abnormalRefund', 'abnormal'], ['CLOSED', 'closeRefund', 'close']]
+          .map(([status, label, tid]) => act(t(label), `${tid}-${r.out_refund_no}`, () => api('POST', `/_sim/pay/refunds/${r.out_refund_no}`, { status, mchid: id })))
+        : []))));
+    const certs = (m.platform_certificates || []).map((c) => `${c.serial_no.slice(0, 12)}…${c.in_use ? ' ✓' : ''}`).join(', ');
+    return el('div', { class: 'card', 'data-testid': `pay-merchant-${id}` },
+      el('h4', {}, id),
+      el('div', {}, `${t('verification')}: ${m.verification}${m.migration ? ` (${m.migration.notify_percent}%)` : ''}`),
+      el('div', {}, `${t('publicKeyId')}: ${m.wechatpay_public_key_id || t('none')} · ${t('certificates')}: ${certs || t('none')}`),
+      el('div', { 'data-testid': 'pay-delivery' }, `${m.deliver ? t('deliveryOn') : t('deliveryOff')} `,
+        act(t('toggleDelivery'), `toggle-delivery-${id}`, () => api('PUT', `/_sim/pay/merchants/${id}/notifications`, { deliver: !m.deliver }))),
+      el('h4', {}, t('payOrders')), table([t('outTradeNo'), t('amountFen'), t('tradeState'), 'transaction_id', '', ''], orderRows, `pay-orders-${id}`),
+      el('h4', {}, t('payNotifications')), table([t('time'), 'event_type', 'no', t('tradeState'), t('payAttempts')], noteRows, `pay-notifications-${id}`),
+      el('h4', {}, t('payRefunds')), table(['out_refund_no', t('outTradeNo'), t('amountFen'), t('refundStatus'), ''], refundRows, `pay-refunds-${id}`));
+  }));
+}
+
 // ------------------------------------------------------------------------------------ events
 
 function onEvent(e) {
@@ -763,6 +837,13 @@ function onEvent(e) {
     case 'platform_whitelist': case 'authorizer_option_set':
       later.platforms();
       break;
+    case 'pay_merchant': case 'pay_notify': case 'pay_request_payment': case 'pay_refund_ended':
+    case 'pay_certificate_rotated': case 'pay_migration':
+      later.payments();
+      break;
+    case 'call':
+      if (e.path && e.path.startsWith('/v3/')) later.payments();
+      break;
     case 'code_issued':
       if (e.appid === state.appid && !(currentApp() || { users: [] }).users.some((u) => u.openid === e.openid)) later.apps();
       break;
@@ -777,6 +858,7 @@ const later = {
   faults: coalesced(() => refreshFaults()),
   apps: coalesced(() => refreshApps()),
   platforms: coalesced(() => refreshPlatforms()),
+  payments: coalesced(() => refreshPayments()),
 };
 
 function connectEvents() {
@@ -795,6 +877,7 @@ document.querySelectorAll('#tabs button').forEach((b) => b.addEventListener('cli
   if (b.dataset.tab === 'faults') refreshFaults().catch(() => {});
   if (b.dataset.tab === 'pushes') renderDeliveries();
   if (b.dataset.tab === 'platforms') refreshPlatforms().catch(() => {});
+  if (b.dataset.tab === 'payments') refreshPayments().catch(() => {});
 }));
 
 $('#lang').addEventListener('click', () => {
@@ -808,6 +891,7 @@ $('#lang').addEventListener('click', () => {
   refreshFaults().catch(() => {});
   refreshPhone().catch(() => {});
   renderPlatforms();
+  renderPayments();
 });
 
 async function start() {

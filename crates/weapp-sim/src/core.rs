@@ -78,7 +78,8 @@ impl Sim {
     }
 
     /// Clears every dynamic thing — tokens, users, codes, quotas, faults, statistics, clock
-    /// offset, the journal — but keeps the registered apps, their secrets and push settings.
+    /// offset, the journal, WeChat Pay's orders, refunds and notifications — but keeps the
+    /// registered apps, their secrets and push settings, and the pay merchants with their keys.
     pub fn reset(&self) {
         let mut w = self.world();
         let apps: Vec<(String, String, bool, Option<PushTarget>)> = w
@@ -89,9 +90,11 @@ impl Sim {
         let real_time = w.real_anchor.is_some();
         let console = std::mem::take(&mut w.console).settings_only();
         let platforms = w.platforms.registrations_only();
+        let pay = std::mem::take(&mut w.pay).merchants_only();
         *w = World {
             console,
             platforms,
+            pay,
             ..World::default()
         };
         // A reset clock is the start time (virtual) or the wall clock's time (real time).

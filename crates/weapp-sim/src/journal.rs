@@ -24,8 +24,8 @@ pub const DETAIL_LIMIT: usize = 64 * 1024;
 
 /// Whether a field named `key` holds a secret. Names are compared without case, `_` or `-`, so
 /// `access_token`, `accessToken` and `Access-Token` are one name: anything ending in `token`,
-/// `secret`, `password` or `ticket`, and session keys, AES keys, encrypt keys, `authorization`
-/// and `cookie`.
+/// `secret`, `password`, `ticket` or `private_key`, and session keys, AES keys, encrypt keys,
+/// WeChat Pay's APIv3 key, `authorization` and `cookie`.
 fn is_secret_key(key: &str) -> bool {
     let k: String = key
         .chars()
@@ -36,6 +36,8 @@ fn is_secret_key(key: &str) -> bool {
         || k.ends_with("secret")
         || k.ends_with("password")
         || k.ends_with("ticket")
+        // WeChat Pay: a merchant's API private key and its APIv3 key.
+        || k.ends_with("privatekey")
         || matches!(
             k.as_str(),
             "sessionkey"
@@ -49,6 +51,7 @@ fn is_secret_key(key: &str) -> bool {
                 | "authcode"
                 | "authorizationcode"
                 | "preauthcode"
+                | "apiv3key"
         )
 }
 

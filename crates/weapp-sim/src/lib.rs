@@ -41,6 +41,7 @@ pub mod journal;
 pub mod links;
 pub mod login;
 pub mod openapi;
+pub mod pay;
 pub mod phone;
 pub mod platform;
 pub mod push;
@@ -66,7 +67,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 pub use crate::clock::ClockMode;
-pub use crate::error::{WxError, WxResult};
+pub use crate::error::{PayError, PayResult, WxError, WxResult};
 pub use crate::world::{Fault, RidRecord, Sim, User, CODE_TTL};
 pub use console::{Backend, RequestTemplate, STYLE as CONSOLE_STYLE};
 pub use customer_service::{UserAction, MEDIA_TTL_SECS};
@@ -101,6 +102,9 @@ async fn faults(State(sim): State<Sim>, req: Request, next: Next) -> Response {
             body,
         )
             .into_response()
+    } else if let (Some(status), true) = (fault.http_status, path.starts_with("/v3/")) {
+        // WeChat Pay answers its own way: the status with `{"code","message"}`, unsigned.
+        pay::fault_response(status)
     } else if let Some(status) = fault.http_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
         (status, "simulated upstream failure").into_response()
@@ -318,6 +322,8 @@ pub fn router(sim: Sim) -> Router {
         .merge(push::control())
         .merge(platform::routes())
         .merge(platform::control())
+        .merge(pay::routes())
+        .merge(pay::control())
         .merge(core::control())
         .merge(events::control())
         .merge(console::control())
@@ -348,6 +354,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     // Third-party platforms' ticket pushes, due every ten minutes of the simulator's clock.
     let tickets = tokio::spawn(platform::ticket_loop(sim.clone()));
+    // WeChat Pay's refunds and notifications, due on the simulator's clock.
+    let payments = tokio::spawn(pay::delivery_loop(sim.clone()));
     // With the caller's address: a platform's IP whitelist (61004) needs it.
     let served = axum::serve(
         listener,
@@ -356,6 +364,7 @@ pub async fn run(
     .with_graceful_shutdown(shutdown)
     .await;
     tickets.abort();
+    payments.abort();
     served
 }
 

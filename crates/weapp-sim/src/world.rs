@@ -219,6 +219,7 @@ pub(crate) struct World {
     pub(crate) media: state::customer_service::MediaStore,
     pub(crate) console: state::console::ConsoleState,
     pub(crate) platforms: state::platform::PlatformTable,
+    pub(crate) pay: state::pay::PayState,
 }
 
 impl World {

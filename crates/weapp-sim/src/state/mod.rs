@@ -12,6 +12,7 @@ pub(crate) mod customer_service;
 pub(crate) mod links;
 pub(crate) mod login;
 pub(crate) mod openapi;
+pub(crate) mod pay;
 pub(crate) mod phone;
 pub(crate) mod platform;
 pub(crate) mod push;
