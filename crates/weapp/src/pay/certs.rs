@@ -73,6 +73,15 @@ struct EncryptedCert {
     ciphertext: String,
 }
 
+/// What a refresh attempt did.
+enum Outcome {
+    Downloaded,
+    /// Another caller's download finished while this one waited.
+    Shared,
+    /// Not allowed yet.
+    Limited(Duration),
+}
+
 struct Inner {
     transport: Transport,
     verifier: Verifier,
@@ -151,16 +160,17 @@ impl CertificateStore {
         certs.is_empty() || certs.iter().all(|c| c.not_after() < horizon)
     }
 
-    /// Downloads when [`CertificateStore::is_due`] and the rate limit allows; otherwise does
-    /// nothing. Returns whether it downloaded.
+    /// Downloads when [`CertificateStore::is_due`] and the rate limit allows (waiting for a
+    /// download already under way rather than starting another). Returns whether it
+    /// downloaded.
     ///
     /// # Errors
     /// As [`CertificateStore::refresh`].
     pub async fn refresh_if_due(&self) -> Result<bool, PayError> {
-        if !self.is_due() || !self.wait_left().is_zero() {
+        if !self.is_due() {
             return Ok(false);
         }
-        self.run(true).await.map(|_| true)
+        Ok(matches!(self.run(true).await?, Outcome::Downloaded))
     }
 
     /// Called when `serial` verified nothing: downloads (rate-limited, single-flight) unless
@@ -173,12 +183,12 @@ impl CertificateStore {
         if self.inner.verifier.knows_serial(serial) {
             return Ok(true);
         }
-        let wait = self.wait_left();
-        if !wait.is_zero() {
-            return Err(PayError::RefreshRateLimited { retry_after: wait });
+        match self.run(true).await? {
+            Outcome::Limited(retry_after) if !self.inner.verifier.knows_serial(serial) => {
+                Err(PayError::RefreshRateLimited { retry_after })
+            }
+            _ => Ok(self.inner.verifier.knows_serial(serial)),
         }
-        self.run(true).await?;
-        Ok(self.inner.verifier.knows_serial(serial))
     }
 
     /// Downloads now (single-flight: callers arriving during a download share its result) and
@@ -191,24 +201,25 @@ impl CertificateStore {
     /// open; [`PayError::Decode`] for an empty or malformed listing. The held set is kept on
     /// any failure.
     pub async fn refresh(&self) -> Result<usize, PayError> {
-        self.run(false).await
+        self.run(false).await?;
+        Ok(self.inner.verifier.certificates().len())
     }
 
-    async fn run(&self, limited: bool) -> Result<usize, PayError> {
+    async fn run(&self, limited: bool) -> Result<Outcome, PayError> {
         let seen = self.inner.last_success_ms.load(Ordering::SeqCst);
         let _flight = self.inner.flight.lock().await;
         // Someone else downloaded while we waited: share their result.
         if self.inner.last_success_ms.load(Ordering::SeqCst) != seen {
-            return Ok(self.inner.verifier.certificates().len());
+            return Ok(Outcome::Shared);
         }
-        if limited && !self.wait_left().is_zero() {
-            return Ok(self.inner.verifier.certificates().len());
+        let wait = self.wait_left();
+        if limited && !wait.is_zero() {
+            return Ok(Outcome::Limited(wait));
         }
         self.inner
             .last_attempt_ms
             .store(self.now_ms(), Ordering::SeqCst);
         let certs = self.download().await?;
-        let n = certs.len();
         tracing::info!(
             serials = ?certs.iter().map(PlatformCertificate::serial).collect::<Vec<_>>(),
             "WeChat Pay platform certificates refreshed"
@@ -217,7 +228,7 @@ impl CertificateStore {
         self.inner
             .last_success_ms
             .store(self.now_ms(), Ordering::SeqCst);
-        Ok(n)
+        Ok(Outcome::Downloaded)
     }
 
     async fn download(&self) -> Result<Vec<PlatformCertificate>, PayError> {

@@ -247,7 +247,7 @@ pub enum PayError {
         /// `message` (human text, often Chinese).
         message: String,
         /// `detail`, when present (`field`, `value`, `issue`, `location`, `sign_information`).
-        detail: Option<serde_json::Value>,
+        detail: Option<Box<serde_json::Value>>,
         /// The `Request-ID` response header: what WeChat Pay support asks for.
         request_id: Option<String>,
     },

@@ -73,7 +73,7 @@ pub(crate) fn api_error(endpoint: &'static str, resp: &PayResponse) -> PayError 
             status: resp.status,
             code: b.code.as_str().into(),
             message: b.message,
-            detail: b.detail,
+            detail: b.detail.map(Box::new),
             request_id: resp.request_id(),
         },
         Err(_) => PayError::HttpStatus {
