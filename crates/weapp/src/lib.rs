@@ -10,6 +10,9 @@
 //! - [`crypto`]: `encryptedData` with a watermark check, rawData and login-state signatures.
 //! - [`push`]: receiving WeChat's signed, encrypted pushes: verification, decryption, typed
 //!   messages, a handler router with an axum integration (feature `axum`).
+//! - [`pay`]: WeChat Pay API v3 for the merchant: signed calls (prepay, queries, close,
+//!   refunds, bills), verified responses and notifications (public key, platform certificates,
+//!   or both), `wx.requestPayment` parameters, integer [`pay::Fen`] amounts.
 //! - [`Error`]: `Error::Api { code, message, rid, endpoint }` with [`ErrCode`] for every
 //!   documented code.
 //!
@@ -31,6 +34,7 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod open_platform;
+pub mod pay;
 pub mod push;
 pub mod secret;
 pub mod token;
