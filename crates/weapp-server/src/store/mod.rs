@@ -399,9 +399,9 @@ where
     }
 }
 
-/// What every storage backend provides. Timestamps are Unix milliseconds.
+/// Users and sessions (the sessions domain; the keys domain re-seals session_keys through it).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait SessionStore: Send + Sync {
     /// Creates the user or, for a known (appid, openid), replaces the session_key (WeChat
     /// rotated it) and fills in a unionid that was missing.
     async fn upsert_user(
@@ -459,12 +459,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Replaces a user's sealed session_key (re-sealed under `key_id`).
     async fn reseal(&self, user_id: i64, sealed: &[u8], key_id: &str) -> Result<(), StoreError>;
 
-    /// The value under `key`, if any.
-    async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
-
-    /// Whether any user or push event is stored.
-    async fn has_data(&self) -> Result<bool, StoreError>;
-
     /// Binds a phone number to a user.
     async fn set_phone(
         &self,
@@ -479,22 +473,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Platform account.
     async fn users_by_unionid(&self, unionid: &str) -> Result<Vec<(String, String)>, StoreError>;
 
-    /// The value under `key`, storing `default` first if absent (first writer wins).
-    async fn meta_get_or_insert(&self, key: &str, default: &str) -> Result<String, StoreError>;
-
     /// Deletes expired sessions; returns how many.
     async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
 
-    /// Checks the connection.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Records logins — each user upserted, each session inserted — in one transaction, with
+    /// one statement for the users and one for the sessions however many there are (the login
+    /// writer batches concurrent logins: one commit, one fsync, for all of them). Answers in
+    /// the order given.
+    async fn record_logins(&self, logins: &[LoginWrite]) -> Result<Vec<LoginRecorded>, StoreError>;
 
-    /// Whether a commit is on disk before it returns (SQLite `synchronous=FULL` or stricter;
-    /// Postgres `synchronous_commit` not `off`): what "acknowledged means durable" rests on.
-    async fn durable_commits(&self) -> Result<bool, StoreError>;
+    /// The user `openid` of `appid`.
+    async fn user_by_openid(
+        &self,
+        appid: &str,
+        openid: &str,
+    ) -> Result<Option<UserRecord>, StoreError>;
 
-    /// `sqlite` or `postgres`.
-    fn kind(&self) -> &'static str;
+    /// How many unexpired sessions `user_id` has.
+    async fn count_sessions(&self, user_id: i64, now: i64) -> Result<i64, StoreError>;
+}
 
+/// The event log and the outbox (the push domain).
+#[async_trait]
+pub trait EventStore: Send + Sync {
     /// Appends a push to the event log unless (appid, dedup_key) is already there. Returns the
     /// event id and whether it was new.
     async fn insert_event(
@@ -555,13 +556,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError>;
+}
 
-    /// Records logins — each user upserted, each session inserted — in one transaction, with
-    /// one statement for the users and one for the sessions however many there are (the login
-    /// writer batches concurrent logins: one commit, one fsync, for all of them). Answers in
-    /// the order given.
-    async fn record_logins(&self, logins: &[LoginWrite]) -> Result<Vec<LoginRecorded>, StoreError>;
-
+/// Managed apps, clients and platforms, their revisions, and the audit log (the admin domain).
+#[async_trait]
+pub trait RegistryStore: Send + Sync {
     /// The registry's revision: the number of changes to managed apps and clients so far.
     async fn registry_rev(&self) -> Result<i64, StoreError>;
 
@@ -585,34 +584,100 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One managed app (or its tombstone).
     async fn managed_app(&self, appid: &str) -> Result<Option<ManagedAppRecord>, StoreError>;
 
-    /// The access-token signing keys (published ones: current, next and retired), oldest
-    /// first.
-    async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
-
-    /// Adds a signing key at the next registry revision; every key still signing is retired
-    /// as of the new key's `not_before`. Nothing happens (false) when `guard` says another
-    /// instance got there first — so a fleet's instances starting (or rotating) together add
-    /// one key, not one each. An administrator's rotation passes its `audit` row, written in
-    /// the same transaction.
-    async fn add_signing_key(
+    /// Creates (`create`: unless a live one exists) or updates a managed app, at the next
+    /// revision, which it returns; `None` when the condition failed. An update applies only to
+    /// the live row still at revision `app.rev` (compare-and-set: two concurrent changes cannot
+    /// silently undo each other). `audit` is written in the same transaction: no change
+    /// without its audit row, no audit row without its change. A creation that revives a
+    /// deleted app ends, in the same transaction, any session its users still have (an earlier
+    /// registration's: taken by an instance that had not yet learned of the deletion).
+    async fn put_managed_app(
         &self,
-        key: &KeyRecord,
-        guard: KeyGuard,
-        audit: Option<&AuditRecord>,
+        app: &ManagedAppRecord,
+        create: bool,
+        audit: &AuditRecord,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Turns a live managed app into a tombstone (its secrets erased) and ends every session of
+    /// its users (their access tokens are then refused here too), with its `audit` row in the
+    /// same transaction (its detail gains `sessions_ended`); the new revision, or `None` if
+    /// there was none.
+    async fn delete_managed_app(
+        &self,
+        appid: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Managed platforms changed after revision `rev` (tombstones included), in revision
+    /// order, at most `limit`.
+    async fn managed_platforms_after(
+        &self,
+        rev: i64,
+        limit: i64,
+    ) -> Result<Vec<ManagedPlatformRecord>, StoreError>;
+
+    /// One managed platform (or its tombstone).
+    async fn managed_platform(
+        &self,
+        component_appid: &str,
+    ) -> Result<Option<ManagedPlatformRecord>, StoreError>;
+
+    /// Like [`Store::put_managed_app`], for platforms.
+    async fn put_managed_platform(
+        &self,
+        platform: &ManagedPlatformRecord,
+        create: bool,
+        audit: &AuditRecord,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Like [`Store::delete_managed_app`], for platforms.
+    async fn delete_managed_platform(
+        &self,
+        component_appid: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Replaces the sealed secrets of a managed app (`platform` false) or managed platform
+    /// (`platform` true) with `sealed` (the same secrets under the newest data key) only if
+    /// they are still `old`; whether they were. The registry revision does not move: nothing
+    /// an instance serves changes.
+    async fn reseal_managed(
+        &self,
+        platform: bool,
+        appid: &str,
+        old: &[u8],
+        sealed: &[u8],
+        key_id: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes the key `kid` (`Some`: an administrator's removal; a key that had not started
-    /// signing at `now` un-retires the keys it was to replace), or (`None`) every key retired
-    /// before `retired_before`; how many. A deletion takes the next registry revision; an
-    /// administrator's removal passes its `audit` row, written in the same transaction.
-    async fn delete_signing_keys(
+    /// Like [`Store::put_managed_app`], for clients.
+    async fn put_managed_client(
         &self,
-        kid: Option<&str>,
-        now: i64,
-        retired_before: i64,
-        audit: Option<&AuditRecord>,
-    ) -> Result<u64, StoreError>;
+        client: &ManagedClientRecord,
+        create: bool,
+        audit: &AuditRecord,
+    ) -> Result<Option<i64>, StoreError>;
 
+    /// Like [`Store::delete_managed_app`], for clients.
+    async fn delete_managed_client(
+        &self,
+        name: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Appends to the administrators' audit log.
+    async fn audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+
+    /// Audit records with id > `after`, oldest first.
+    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Third-party platforms' tickets, refresh tokens and authorizations (the platforms domain).
+#[async_trait]
+pub trait PlatformStore: Send + Sync {
     /// A third-party platform's latest ticket, sealed.
     async fn platform_ticket(&self, component_appid: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
@@ -696,43 +761,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How many merchants have the platform authorized now (a `COUNT`, not the rows).
     async fn count_authorized(&self, component_appid: &str) -> Result<i64, StoreError>;
 
-    /// Replaces a signing key's sealed private key (re-sealed under the data key `key_id`).
-    async fn reseal_signing_key(
-        &self,
-        kid: &str,
-        sealed: &[u8],
-        key_id: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Makes keys waiting to sign (published ahead) sign from `now`, retiring the keys they
-    /// were to replace now; how many.
-    async fn promote_signing_keys(&self, now: i64) -> Result<u64, StoreError>;
-
-    /// Creates (`create`: unless a live one exists) or updates a managed app, at the next
-    /// revision, which it returns; `None` when the condition failed. An update applies only to
-    /// the live row still at revision `app.rev` (compare-and-set: two concurrent changes cannot
-    /// silently undo each other). `audit` is written in the same transaction: no change
-    /// without its audit row, no audit row without its change. A creation that revives a
-    /// deleted app ends, in the same transaction, any session its users still have (an earlier
-    /// registration's: taken by an instance that had not yet learned of the deletion).
-    async fn put_managed_app(
-        &self,
-        app: &ManagedAppRecord,
-        create: bool,
-        audit: &AuditRecord,
-    ) -> Result<Option<i64>, StoreError>;
-
-    /// Turns a live managed app into a tombstone (its secrets erased) and ends every session of
-    /// its users (their access tokens are then refused here too), with its `audit` row in the
-    /// same transaction (its detail gains `sessions_ended`); the new revision, or `None` if
-    /// there was none.
-    async fn delete_managed_app(
-        &self,
-        appid: &str,
-        now: i64,
-        audit: &AuditRecord,
-    ) -> Result<Option<i64>, StoreError>;
-
     /// De-authorizes a merchant (its refresh token erased) only if its stored authorization is
     /// not newer than `auth_time_at_most` (Unix seconds, WeChat's `CreateTime` of the
     /// `unauthorized` event) and the row was last changed before `changed_before` (Unix ms);
@@ -747,36 +775,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Managed platforms changed after revision `rev` (tombstones included), in revision
-    /// order, at most `limit`.
-    async fn managed_platforms_after(
-        &self,
-        rev: i64,
-        limit: i64,
-    ) -> Result<Vec<ManagedPlatformRecord>, StoreError>;
-
-    /// One managed platform (or its tombstone).
-    async fn managed_platform(
-        &self,
-        component_appid: &str,
-    ) -> Result<Option<ManagedPlatformRecord>, StoreError>;
-
-    /// Like [`Store::put_managed_app`], for platforms.
-    async fn put_managed_platform(
-        &self,
-        platform: &ManagedPlatformRecord,
-        create: bool,
-        audit: &AuditRecord,
-    ) -> Result<Option<i64>, StoreError>;
-
-    /// Like [`Store::delete_managed_app`], for platforms.
-    async fn delete_managed_platform(
-        &self,
-        component_appid: &str,
-        now: i64,
-        audit: &AuditRecord,
-    ) -> Result<Option<i64>, StoreError>;
-
     /// Merchants' authorizations (of every platform) changed after registry revision `rev`,
     /// in revision order, at most `limit`.
     async fn platform_authorizers_after(
@@ -790,19 +788,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         authorizer_appid: &str,
     ) -> Result<Vec<PlatformAuthorizer>, StoreError>;
-
-    /// Replaces the sealed secrets of a managed app (`platform` false) or managed platform
-    /// (`platform` true) with `sealed` (the same secrets under the newest data key) only if
-    /// they are still `old`; whether they were. The registry revision does not move: nothing
-    /// an instance serves changes.
-    async fn reseal_managed(
-        &self,
-        platform: bool,
-        appid: &str,
-        old: &[u8],
-        sealed: &[u8],
-        key_id: &str,
-    ) -> Result<bool, StoreError>;
 
     /// Replaces a platform's sealed ticket with `sealed` (the same ticket under the newest data
     /// key) only if it is still `old`; whether it was.
@@ -824,6 +809,77 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         sealed: &[u8],
         key_id: &str,
     ) -> Result<bool, StoreError>;
+}
+
+/// The access-token signing keys (the keys domain).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The access-token signing keys (published ones: current, next and retired), oldest
+    /// first.
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Adds a signing key at the next registry revision; every key still signing is retired
+    /// as of the new key's `not_before`. Nothing happens (false) when `guard` says another
+    /// instance got there first — so a fleet's instances starting (or rotating) together add
+    /// one key, not one each. An administrator's rotation passes its `audit` row, written in
+    /// the same transaction.
+    async fn add_signing_key(
+        &self,
+        key: &KeyRecord,
+        guard: KeyGuard,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the key `kid` (`Some`: an administrator's removal; a key that had not started
+    /// signing at `now` un-retires the keys it was to replace), or (`None`) every key retired
+    /// before `retired_before`; how many. A deletion takes the next registry revision; an
+    /// administrator's removal passes its `audit` row, written in the same transaction.
+    async fn delete_signing_keys(
+        &self,
+        kid: Option<&str>,
+        now: i64,
+        retired_before: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<u64, StoreError>;
+
+    /// Replaces a signing key's sealed private key (re-sealed under the data key `key_id`).
+    async fn reseal_signing_key(
+        &self,
+        kid: &str,
+        sealed: &[u8],
+        key_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Makes keys waiting to sign (published ahead) sign from `now`, retiring the keys they
+    /// were to replace now; how many.
+    async fn promote_signing_keys(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// What every storage backend provides: each domain's queries (one trait each, so a domain's
+/// queries read in one place) and the service's own (metadata, health). Timestamps are Unix
+/// milliseconds.
+#[async_trait]
+pub trait Store:
+    SessionStore + EventStore + RegistryStore + PlatformStore + KeyStore + Send + Sync + std::fmt::Debug
+{
+    /// The value under `key`, if any.
+    async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Whether any user or push event is stored.
+    async fn has_data(&self) -> Result<bool, StoreError>;
+
+    /// The value under `key`, storing `default` first if absent (first writer wins).
+    async fn meta_get_or_insert(&self, key: &str, default: &str) -> Result<String, StoreError>;
+
+    /// Checks the connection.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether a commit is on disk before it returns (SQLite `synchronous=FULL` or stricter;
+    /// Postgres `synchronous_commit` not `off`): what "acknowledged means durable" rests on.
+    async fn durable_commits(&self) -> Result<bool, StoreError>;
+
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
 
     /// Sets `key` to `new` only if it is `expected` (absent: `None`); whether it did. A claim
     /// the fleet agrees on without Redis (e.g. which instance runs a nightly job).
@@ -833,38 +889,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expected: Option<&str>,
         new: &str,
     ) -> Result<bool, StoreError>;
-
-    /// Like [`Store::put_managed_app`], for clients.
-    async fn put_managed_client(
-        &self,
-        client: &ManagedClientRecord,
-        create: bool,
-        audit: &AuditRecord,
-    ) -> Result<Option<i64>, StoreError>;
-
-    /// Like [`Store::delete_managed_app`], for clients.
-    async fn delete_managed_client(
-        &self,
-        name: &str,
-        now: i64,
-        audit: &AuditRecord,
-    ) -> Result<Option<i64>, StoreError>;
-
-    /// The user `openid` of `appid`.
-    async fn user_by_openid(
-        &self,
-        appid: &str,
-        openid: &str,
-    ) -> Result<Option<UserRecord>, StoreError>;
-
-    /// How many unexpired sessions `user_id` has.
-    async fn count_sessions(&self, user_id: i64, now: i64) -> Result<i64, StoreError>;
-
-    /// Appends to the administrators' audit log.
-    async fn audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
-
-    /// Audit records with id > `after`, oldest first.
-    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Opens the database named by `url` and applies pending migrations.
