@@ -1467,3 +1467,122 @@ async fn the_simulator_refuses_a_wrong_merchant_serial_or_key() {
         .await
         .unwrap();
 }
+
+// ------------------------------------------------------------------------- faults
+
+#[tokio::test]
+async fn injected_faults_become_the_documented_errors() {
+    let t = T::new().await;
+    let m = t.issue(json!({})).await;
+    let pay = t.pk_client(&m);
+    let fault = |path: &str, spec: Value| {
+        let mut spec = spec;
+        spec["path"] = json!(path);
+        spec["count"] = json!(1);
+        spec
+    };
+    let jsapi = "/v3/pay/transactions/jsapi";
+    let query = "/v3/pay/transactions/out-trade-no/fault_0001";
+
+    // 500 on a prepay: the outcome is unknown; the same out_trade_no again settles it.
+    t.control(
+        "POST",
+        "/_sim/faults",
+        fault(jsapi, json!({"http_status": 500})),
+    )
+    .await;
+    let e = pay
+        .jsapi_prepay(&order("fault_0001", 100, "https://example.com/n"))
+        .await
+        .unwrap_err();
+    assert!(e.is_outcome_unknown() && e.is_retryable(), "{e}");
+    assert_eq!(e.code(), Some(&PayErrorCode::SystemError));
+    assert_eq!(e.status(), Some(500));
+    let prepay = pay
+        .jsapi_prepay(&order("fault_0001", 100, "https://example.com/n"))
+        .await
+        .unwrap();
+    assert!(prepay.prepay_id.starts_with("wx"));
+
+    // 429 on a query: typed and retryable.
+    t.control(
+        "POST",
+        "/_sim/faults",
+        fault(query, json!({"http_status": 429})),
+    )
+    .await;
+    let e = pay.query_by_out_trade_no("fault_0001").await.unwrap_err();
+    assert_eq!(api(&e), (429, "FREQUENCY_LIMITED".into(), true), "{e}");
+    assert!(e.is_retryable());
+
+    // An nginx page: the bare status.
+    t.control(
+        "POST",
+        "/_sim/faults",
+        fault(
+            query,
+            json!({"http_status": 502, "body": "<html><body>502 Bad Gateway</body></html>"}),
+        ),
+    )
+    .await;
+    let e = pay.query_by_out_trade_no("fault_0001").await.unwrap_err();
+    assert!(matches!(e, PayError::HttpStatus { status: 502, .. }), "{e}");
+
+    // An unsigned 200 is treated as forged; for a prepay that leaves the outcome unknown.
+    t.control(
+        "POST",
+        "/_sim/faults",
+        fault(query, json!({"body": "{\"trade_state\":\"SUCCESS\"}"})),
+    )
+    .await;
+    let e = pay.query_by_out_trade_no("fault_0001").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PayError::Verify {
+                source: VerifyError::MissingHeader(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    t.control(
+        "POST",
+        "/_sim/faults",
+        fault(jsapi, json!({"body": "{\"prepay_id\":\"wx_forged\"}"})),
+    )
+    .await;
+    let e = pay
+        .jsapi_prepay(&order("fault_0002", 100, "https://example.com/n"))
+        .await
+        .unwrap_err();
+    assert!(e.is_outcome_unknown(), "{e}");
+
+    // A slow WeChat: the client's timeout.
+    let impatient = t
+        .builder(&m)
+        .wechatpay_public_key(m.public_key_id(), m.public_key())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    t.control(
+        "POST",
+        "/_sim/faults",
+        fault(query, json!({"latency_ms": 1500})),
+    )
+    .await;
+    let e = impatient
+        .query_by_out_trade_no("fault_0001")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PayError::TimedOut { .. }), "{e}");
+    assert!(e.is_retryable());
+    // The faults are used up: everything answers again.
+    assert_eq!(
+        pay.query_by_out_trade_no("fault_0001")
+            .await
+            .unwrap()
+            .trade_state,
+        TradeState::NotPay
+    );
+}
