@@ -9,7 +9,9 @@ import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const BIN = process.env.WEAPP_BIN || path.join(ROOT, 'target', 'debug', 'weapp');
+// Where `scripts/e2e` built it: CARGO_TARGET_DIR (relative to the repository) or target/.
+export const BIN = process.env.WEAPP_BIN
+  || path.join(path.resolve(ROOT, process.env.CARGO_TARGET_DIR || 'target'), 'debug', 'weapp');
 export const SHOTS = path.join(ROOT, 'target', 'e2e');
 mkdirSync(SHOTS, { recursive: true });
 

@@ -64,6 +64,13 @@ const I18N = {
     clockWarnText: "The simulator's clock is {offset} {dir} real time: more than the server's push replay window ({window} s{source}). weapp-server — and any receiver that checks timestamps — refuses these pushes (without telling anyone: WeChat only sees a failed delivery). Reset the clock with “now”.",
     ahead: 'ahead of', behind: 'behind', windowDefault: ", weapp-server's default", windowBackend: ', as set for this backend',
     resetClock: 'Reset the clock (now)',
+    paySheetTitle: 'WeChat Pay', payee: 'Payee', payItem: 'Item', payNow: 'Pay',
+    payTemplateHelp: 'Your backend places the order (/v3/pay/transactions/jsapi) and answers the five wx.requestPayment parameters — timeStamp, nonceStr, package, signType, paySign — at the top level of its JSON or under "request_payment" or "payment". Leave the path empty if the phone does not pay.',
+    noPayParams: 'No wx.requestPayment parameters in the backend\'s answer: timeStamp, nonceStr, package, signType and paySign are read at the top level of its JSON or under "request_payment" or "payment".',
+    payParamsFrom: 'parameters read from', payFromTop: 'the top level', unknownOrder: 'no such order at the simulator (the payment will fail)',
+    payBills: 'Bills', billTrade: 'trade bill', billFund: 'fund-flow bill', billDate: 'date (Beijing)', showBill: 'Show',
+    billReady: 'downloadable through /v3/bill', billNotReady: 'not downloadable through /v3/bill before {at} (so far today)',
+    billEmpty: 'no money moved that day', billSummary: 'summary',
   },
   zh: {
     resync: '回到现在', resyncHelp: '回到真实时间（实时模式）。微信时钟快于你的服务器时，推送的时间戳会超出接收端的重放窗口而被拒绝。',
@@ -125,6 +132,13 @@ const I18N = {
     clockWarnText: '模拟器的时钟比真实时间{dir} {offset}，超出了服务器的推送重放窗口（{window} 秒{source}）。weapp-server 以及任何校验时间戳的接收端都会拒绝这些推送（不会告诉任何人：微信只看到投递失败）。请点“回到现在”重置时钟。',
     ahead: '快', behind: '慢', windowDefault: '，weapp-server 默认值', windowBackend: '，按该后端的设置',
     resetClock: '重置时钟（回到现在）',
+    paySheetTitle: '微信支付', payee: '收款方', payItem: '商品', payNow: '支付',
+    payTemplateHelp: '你的后端下单（/v3/pay/transactions/jsapi）并返回 wx.requestPayment 的五个参数——timeStamp、nonceStr、package、signType、paySign——放在 JSON 顶层，或放在 "request_payment" 或 "payment" 下。手机不支付时路径留空。',
+    noPayParams: '后端的返回中没有 wx.requestPayment 参数：timeStamp、nonceStr、package、signType、paySign 从 JSON 顶层或 "request_payment"、"payment" 下读取。',
+    payParamsFrom: '参数读取自', payFromTop: '顶层', unknownOrder: '模拟器中没有这个订单（支付会失败）',
+    payBills: '账单', billTrade: '交易账单', billFund: '资金账单', billDate: '日期（北京时间）', showBill: '查看',
+    billReady: '可通过 /v3/bill 下载', billNotReady: '{at} 前不能通过 /v3/bill 下载（截至目前）',
+    billEmpty: '当日没有资金变动', billSummary: '汇总',
   },
 };
 
@@ -332,7 +346,9 @@ async function loadBackend() {
   $('#be-replay').value = state.replayWindow == null ? '' : String(state.replayWindow);
   if (!backend) return;
   $('#be-url').value = backend.url;
-  for (const a of ['login', 'phone']) {
+  for (const a of ['login', 'phone', 'pay']) {
+    // No pay request: the fields keep their suggestions, the path stays empty.
+    if (!backend[a]) { if (a === 'pay') $('#be-pay-path').value = ''; continue; }
     $(`#be-${a}-method`).value = backend[a].method;
     $(`#be-${a}-path`).value = backend[a].path;
     $(`#be-${a}-body`).value = backend[a].body;
@@ -350,6 +366,7 @@ $('#backend-form').addEventListener('submit', async (e) => {
       headers: JSON.parse($(`#be-${a}-headers`).value || '{}'),
     });
     const backend = { url: $('#be-url').value.trim(), login: req('login'), phone: req('phone') };
+    if ($('#be-pay-path').value.trim()) backend.pay = req('pay');
     const replay = $('#be-replay').value.trim();
     if (replay !== '') backend.replay_window_secs = Number(replay);
     await api('PUT', `/_sim/apps/${state.appid}/backend`, backend);
@@ -365,7 +382,9 @@ function needUser() {
 }
 
 async function backendRequest(action, code) {
-  const exchange = await api('POST', '/_sim/phone/request', { appid: state.appid, openid: state.openid, action, code });
+  const body = { appid: state.appid, openid: state.openid, action };
+  if (code !== undefined) body.code = code;
+  const exchange = await api('POST', '/_sim/phone/request', body);
   $('#exchange').textContent = pretty(exchange);
   await refreshPhone();
   return exchange;
@@ -386,6 +405,52 @@ $('#get-phone').addEventListener('click', async () => {
     await backendRequest('phone', code);
   } catch (err) { toast(err.message, true); }
 });
+
+// wx.requestPayment: the backend places the order and answers the five parameters; the sheet
+// shows whom and how much (looked up at the simulator by prepay_id); Pay or Cancel is what
+// the user does, and the errMsg is what the mini program receives.
+const payment = { params: null };
+
+function showPayResult(text, bad) {
+  const box = $('#pay-result');
+  box.replaceChildren(el('span', { class: 'muted' }, 'wx.requestPayment → '), el('strong', { 'data-testid': 'pay-errmsg' }, text));
+  box.className = `pay-result ${bad ? 'bad' : 'ok'}`;
+}
+
+$('#request-payment').addEventListener('click', async () => {
+  if (!needUser()) return;
+  $('#pay-sheet').classList.add('hidden');
+  $('#pay-result').classList.add('hidden');
+  try {
+    const exchange = await backendRequest('pay');
+    if (!exchange.payment) { showPayResult(t('noPayParams'), true); return; }
+    payment.params = exchange.payment.params;
+    const pkg = payment.params.package;
+    let order = null;
+    if (typeof pkg === 'string' && pkg.startsWith('prepay_id=')) {
+      order = await api('GET', `/_sim/pay/prepay/${encodeURIComponent(pkg.slice('prepay_id='.length))}`).catch(() => null);
+    }
+    $('#pay-sheet-amount').textContent = order ? `¥${(order.total / 100).toFixed(2)}` : '—';
+    $('#pay-sheet-merchant').textContent = order ? (order.merchant_name ? `${order.merchant_name} (${order.mchid})` : order.mchid) : t('unknownOrder');
+    $('#pay-sheet-description').textContent = order ? order.description : '—';
+    $('#pay-sheet-order').textContent = order ? order.out_trade_no : '—';
+    const from = exchange.payment.from === 'top level' ? t('payFromTop') : exchange.payment.from;
+    $('#pay-sheet-title').textContent = `${t('paySheetTitle')} · ${t('payParamsFrom')} ${from}`;
+    $('#pay-sheet').classList.remove('hidden');
+  } catch (err) { showPayResult(err.message, true); toast(err.message, true); }
+});
+
+async function finishPayment(action) {
+  $('#pay-sheet').classList.add('hidden');
+  if (!payment.params) return;
+  try {
+    const r = await api('POST', '/_sim/pay/request_payment', { appid: state.appid, openid: state.openid, ...payment.params, action });
+    showPayResult(r.errMsg, r.errMsg !== 'requestPayment:ok');
+  } catch (err) { showPayResult(err.message, true); }
+  payment.params = null;
+}
+$('#pay-sheet-pay').addEventListener('click', () => finishPayment('pay'));
+$('#pay-sheet-cancel').addEventListener('click', () => finishPayment('cancel'));
 
 $('#subscribe').addEventListener('click', async () => {
   if (!needUser()) return;
@@ -743,6 +808,45 @@ $('#faults-clear').addEventListener('click', async () => { await api('DELETE', '
 // --------------------------------------------------------------------------------- payments
 
 let paymentsView = null;
+/** Per merchant: the bill form's choices and the last bill shown. */
+const payBills = {};
+const beijingToday = () => new Date((state.nowMs || Date.now()) + 8 * 3600 * 1000).toISOString().slice(0, 10);
+
+function billSection(id) {
+  const b = payBills[id] || (payBills[id] = { date: beijingToday(), kind: 'trade', bill: null });
+  const date = el('input', { type: 'date', value: b.date, 'data-testid': `bill-date-${id}` });
+  date.addEventListener('change', () => { b.date = date.value; });
+  const kind = el('select', { 'data-testid': `bill-kind-${id}` },
+    el('option', { value: 'trade' }, t('billTrade')), el('option', { value: 'fundflow' }, t('billFund')));
+  kind.value = b.kind;
+  kind.addEventListener('change', () => { b.kind = kind.value; });
+  const show = el('button', { type: 'submit', 'data-testid': `bill-show-${id}` }, t('showBill'));
+  const form = el('form', { class: 'bills-form', 'data-testid': `bill-form-${id}` },
+    el('label', { class: 'field' }, el('span', {}, t('billDate')), date),
+    el('label', { class: 'field' }, el('span', {}, t('kind')), kind), show);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      b.bill = await api('GET', `/_sim/pay/merchants/${id}/bills?kind=${encodeURIComponent(b.kind)}&bill_date=${encodeURIComponent(b.date)}`);
+      renderPayments();
+    } catch (err) { toast(String(err.message || err), true); }
+  });
+  const parts = [form];
+  const bill = b.bill;
+  if (bill) {
+    parts.push(el('div', { 'data-testid': `bill-${id}` },
+      el('div', { 'data-testid': 'bill-title' }, `${bill.kind === 'trade' ? t('billTrade') : t('billFund')} · ${bill.bill_date} · `,
+        el('span', { class: bill.ready ? 'ok' : 'warn', 'data-testid': 'bill-ready' }, bill.ready ? t('billReady') : tf('billNotReady', { at: bill.ready_at }))),
+      el('div', {}, `${bill.hash_type}: `, el('span', { class: 'hash', 'data-testid': 'bill-hash' }, bill.hash_value)),
+      el('div', { 'data-testid': 'bill-summary' }, `${t('billSummary')}: ` + bill.summary_columns.map((c, i) => `${c} ${bill.summary[i]}`).join(' · ')),
+      bill.rows.length
+        ? el('div', { class: 'bill-wrap' }, el('table', { 'data-testid': 'bill-rows' },
+          el('tr', {}, ...bill.columns.map((c) => el('th', {}, c))),
+          ...bill.rows.map((r) => el('tr', { 'data-testid': 'bill-row' }, ...r.map((v) => el('td', {}, v))))))
+        : el('p', { class: 'muted', 'data-testid': 'bill-rows' }, t('billEmpty'))));
+  }
+  return parts;
+}
 async function refreshPayments() {
   const { merchants } = await api('GET', '/_sim/pay/merchants');
   paymentsView = await Promise.all(merchants.map(async (m) => {
@@ -791,14 +895,15 @@ function renderPayments() {
         : []))));
     const certs = (m.platform_certificates || []).map((c) => `${c.serial_no.slice(0, 12)}…${c.in_use ? ' ✓' : ''}`).join(', ');
     return el('div', { class: 'card', 'data-testid': `pay-merchant-${id}` },
-      el('h4', {}, id),
+      el('h4', {}, m.name ? `${m.name} · ${id}` : id),
       el('div', {}, `${t('verification')}: ${m.verification}${m.migration ? ` (${m.migration.notify_percent}%)` : ''}`),
       el('div', {}, `${t('publicKeyId')}: ${m.wechatpay_public_key_id || t('none')} · ${t('certificates')}: ${certs || t('none')}`),
       el('div', { 'data-testid': 'pay-delivery' }, `${m.deliver ? t('deliveryOn') : t('deliveryOff')} `,
         act(t('toggleDelivery'), `toggle-delivery-${id}`, () => api('PUT', `/_sim/pay/merchants/${id}/notifications`, { deliver: !m.deliver }))),
       el('h4', {}, t('payOrders')), table([t('outTradeNo'), t('amountFen'), t('tradeState'), 'transaction_id', '', ''], orderRows, `pay-orders-${id}`),
       el('h4', {}, t('payNotifications')), table([t('time'), 'event_type', 'no', t('tradeState'), t('payAttempts')], noteRows, `pay-notifications-${id}`),
-      el('h4', {}, t('payRefunds')), table(['out_refund_no', t('outTradeNo'), t('amountFen'), t('refundStatus'), ''], refundRows, `pay-refunds-${id}`));
+      el('h4', {}, t('payRefunds')), table(['out_refund_no', t('outTradeNo'), t('amountFen'), t('refundStatus'), ''], refundRows, `pay-refunds-${id}`),
+      el('h4', {}, t('payBills')), ...billSection(id));
   }));
 }
 

@@ -3,10 +3,11 @@
 //! would, and live views of tokens, traffic, pushes, faults and the clock.
 //!
 //! The phone's backend requests are made here, by the simulator (so the page needs no CORS):
-//! each app has a backend URL and a request template per action — `login` (after `wx.login`)
-//! and `phone` (after `getPhoneNumber`) — in which `{{code}}`, `{{appid}}`, `{{openid}}` and
-//! `{{storage.KEY}}` are replaced. A JSON object the backend answers is kept in the user's
-//! storage (what `wx.setStorageSync` would keep).
+//! each app has a backend URL and a request template per action — `login` (after `wx.login`),
+//! `phone` (after `getPhoneNumber`) and `pay` (placing an order before `wx.requestPayment`) —
+//! in which `{{code}}`, `{{appid}}`, `{{openid}}` and `{{storage.KEY}}` are replaced. A JSON
+//! object the backend answers is kept in the user's storage (what `wx.setStorageSync` would
+//! keep); for `pay`, the five `wx.requestPayment` parameters are read from the answer.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -33,6 +34,29 @@ pub const STYLE: &str = include_str!("../console/app.css");
 
 /// How much of a backend's answer the phone reads.
 const BACKEND_ANSWER_LIMIT: usize = 1024 * 1024;
+
+/// The five `wx.requestPayment` parameters.
+const PAYMENT_PARAMS: [&str; 5] = ["timeStamp", "nonceStr", "package", "signType", "paySign"];
+
+/// The `wx.requestPayment` parameters in a backend's answer to the `pay` request: the first of
+/// the top level, `request_payment` and `payment` that is an object holding any of the five,
+/// as `{from, params}` (`params` has those of the five it holds). `None` when none does.
+fn payment_params(answer: &Value) -> Option<Value> {
+    [
+        ("top level", Some(answer)),
+        ("request_payment", answer.get("request_payment")),
+        ("payment", answer.get("payment")),
+    ]
+    .into_iter()
+    .find_map(|(from, v)| {
+        let map = v?.as_object()?;
+        let params: Map<String, Value> = PAYMENT_PARAMS
+            .iter()
+            .filter_map(|k| map.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
+        (!params.is_empty()).then(|| json!({"from": from, "params": params}))
+    })
+}
 
 /// `value` escaped for the inside of a JSON string.
 fn json_escaped(value: &str) -> String {
@@ -112,9 +136,10 @@ impl Sim {
             .unwrap_or_default()
     }
 
-    /// Sends the phone's `action` request (`login` or `phone`) with `code` to the app's
+    /// Sends the phone's `action` request (`login`, `phone` or `pay`) with `code` to the app's
     /// backend, like `wx.request`; keeps a JSON object it answers in the user's storage.
-    /// Returns `{request, response}`.
+    /// Returns `{request, response}`, and for `pay` also `payment`: the `wx.requestPayment`
+    /// parameters found in a 2xx answer, `{from, params}`, or `null`.
     ///
     /// # Errors
     /// 40013 unknown app, 40003 unknown user, 47001 no backend set or an unknown action.
@@ -145,10 +170,16 @@ impl Sim {
         let template = match action {
             "login" => &backend.login,
             "phone" => &backend.phone,
+            "pay" => backend.pay.as_ref().ok_or_else(|| {
+                WxError::new(
+                    47001,
+                    "no pay request set for this app's backend (PUT /_sim/apps/{appid}/backend {pay})",
+                )
+            })?,
             other => {
                 return Err(WxError::new(
                     47001,
-                    format!("unknown action {other}: login or phone"),
+                    format!("unknown action {other}: login, phone or pay"),
                 ))
             }
         };
@@ -228,10 +259,19 @@ impl Sim {
             Err(e) => json!({"error": e.without_url().to_string()}),
         };
         let request_body = json_body.unwrap_or(Value::String(body));
-        let exchange = json!({
+        let mut exchange = json!({
             "request": {"method": template.method, "url": url, "headers": headers, "body": request_body},
             "response": response,
         });
+        if action == "pay" {
+            let ok = exchange["response"]["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s));
+            exchange["payment"] = ok
+                .then(|| payment_params(&exchange["response"]["body"]))
+                .flatten()
+                .unwrap_or(Value::Null);
+        }
         // The journal keeps it with secrets masked: query parameters, headers, JSON fields and
         // form fields named like secrets.
         let journaled_request = json!({
@@ -302,6 +342,8 @@ struct PhoneRequestReq {
     appid: String,
     openid: String,
     action: String,
+    /// The code the action hands over (none for `pay`).
+    #[serde(default)]
     code: String,
 }
 
@@ -370,6 +412,25 @@ pub(crate) fn control() -> Router<Sim> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payment_parameters_are_found_where_backends_put_them() {
+        let five = json!({"timeStamp": "1", "nonceStr": "n", "package": "prepay_id=wx1",
+                          "signType": "RSA", "paySign": "s"});
+        let top = payment_params(&five).unwrap();
+        assert_eq!(
+            (top["from"].clone(), top["params"].clone()),
+            (json!("top level"), five.clone())
+        );
+        let nested = payment_params(&json!({"order": "o1", "request_payment": five})).unwrap();
+        assert_eq!(nested["from"], "request_payment");
+        assert_eq!(nested["params"], five);
+        let other = payment_params(&json!({"payment": {"package": "prepay_id=wx2"}})).unwrap();
+        assert_eq!(other["from"], "payment");
+        assert_eq!(other["params"], json!({"package": "prepay_id=wx2"}));
+        assert_eq!(payment_params(&json!({"ok": true})), None);
+        assert_eq!(payment_params(&json!("text")), None);
+    }
 
     #[test]
     fn templates_fill_codes_and_storage() {

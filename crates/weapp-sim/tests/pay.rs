@@ -2000,3 +2000,250 @@ async fn a_merchant_may_bring_its_own_public_key() {
         .await;
     assert_eq!(s, 409, "the mchid is taken");
 }
+
+// ------------------------------------------------------------------------- the console's views
+
+#[tokio::test]
+async fn the_console_reads_any_days_bill_and_the_order_behind_a_prepay_id() {
+    let t = T::new().await;
+    let m = t
+        .merchant(json!({"name": "Image形象店", "appids": [APPID]}))
+        .await;
+    let (_, merchants) = t.control("GET", "/_sim/pay/merchants", Value::Null).await;
+    assert_eq!(merchants["merchants"][0]["name"], "Image形象店");
+    let (status, e) = t
+        .control("POST", "/_sim/pay/merchants", json!({"name": ""}))
+        .await;
+    assert_eq!(status, 400, "{e}");
+
+    // The order behind a prepay_id (bare or as the package), what the payment sheet shows.
+    let a = t
+        .prepay(&m, &order(&m, "sheet_1", 990, "https://example.com/n"))
+        .await;
+    let prepay_id = a.json()["prepay_id"].as_str().unwrap().to_owned();
+    for id in [prepay_id.clone(), format!("prepay_id={prepay_id}")] {
+        let (status, v) = t
+            .control("GET", &format!("/_sim/pay/prepay/{id}"), Value::Null)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["prepay_id"], prepay_id.as_str());
+        assert_eq!(v["current"], true);
+        assert_eq!(v["mchid"], m.mchid.as_str());
+        assert_eq!(v["merchant_name"], "Image形象店");
+        assert_eq!(v["appid"], APPID);
+        assert_eq!(v["out_trade_no"], "sheet_1");
+        assert_eq!(v["description"], "Image形象店-深圳腾大-QQ公仔");
+        assert_eq!(
+            (v["total"].clone(), v["currency"].clone()),
+            (json!(990), json!("CNY"))
+        );
+        assert_eq!(v["payer_openid"], OPENID);
+        assert_eq!(v["trade_state"], "NOTPAY");
+        assert!(v["prepay_expires"].as_i64().unwrap() > t.h.sim().now() * 1000);
+    }
+    let (status, v) = t
+        .control("GET", "/_sim/pay/prepay/wx_no_such_prepay", Value::Null)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(v, json!({"error": "no prepay_id wx_no_such_prepay"}));
+
+    // Today's bill so far (not downloadable through /v3 yet), then the same day's once ready.
+    t.paid_order(&m, "sheet_2", 123, "https://example.com/n")
+        .await;
+    let (status, bill) = t
+        .control(
+            "GET",
+            &format!("/_sim/pay/merchants/{}/bills", m.mchid),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{bill}");
+    let today = bill["bill_date"].as_str().unwrap().to_owned();
+    assert_eq!(bill["kind"], "trade");
+    assert_eq!(bill["bill_type"], "ALL");
+    assert_eq!(bill["mchid"], m.mchid.as_str());
+    assert_eq!(bill["ready"], false);
+    assert!(bill["ready_at"]
+        .as_str()
+        .unwrap()
+        .ends_with("T10:00:00+08:00"));
+    assert_eq!(bill["hash_type"], "SHA1");
+    let csv = bill["csv"].as_str().unwrap();
+    assert_eq!(
+        bill["hash_value"].as_str().unwrap(),
+        hex::encode(Sha1::digest(csv.as_bytes()))
+    );
+    assert_eq!(bill["columns"][6], "商户订单号");
+    assert_eq!(bill["rows"].as_array().unwrap().len(), 1, "{bill}");
+    assert_eq!(bill["rows"][0][6], "sheet_2");
+    assert_eq!(bill["rows"][0][12], "1.23");
+    assert_eq!(bill["summary_columns"][0], "总交易单数");
+    assert_eq!(bill["summary"][0], "1");
+    assert!(csv.contains("`sheet_2,"));
+    // The same day at 10:05 the next morning: ready, and the same file /v3 hands out.
+    let now = t.h.sim().now();
+    t.advance(86_400 - (now + 8 * 3600).rem_euclid(86_400) + 10 * 3600 + 300);
+    let (_, ready) = t
+        .control(
+            "GET",
+            &format!(
+                "/_sim/pay/merchants/{}/bills?kind=trade&bill_date={today}",
+                m.mchid
+            ),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["hash_value"], bill["hash_value"]);
+    let v3 = t
+        .call(
+            &m,
+            "GET",
+            &format!("/v3/bill/tradebill?bill_date={today}"),
+            None,
+        )
+        .await;
+    assert_eq!(v3.json()["hash_value"], bill["hash_value"]);
+    let (_, fund) = t
+        .control(
+            "GET",
+            &format!(
+                "/_sim/pay/merchants/{}/bills?kind=fundflow&bill_date={today}",
+                m.mchid
+            ),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (fund["kind"].clone(), fund["account_type"].clone()),
+        (json!("fundflow"), json!("BASIC"))
+    );
+    assert_eq!(fund["rows"][0][5], "收入");
+    assert_eq!(fund["rows"][0][10], "sheet_2");
+
+    // Unknown merchants are 404 and bad parameters 400, in the control API's envelope.
+    let (status, v) = t
+        .control("GET", "/_sim/pay/merchants/1900000000/bills", Value::Null)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(v["error"], "MCH_NOT_EXISTS: no merchant 1900000000");
+    for (query, field) in [
+        ("kind=weekly", "kind"),
+        ("bill_date=2024-02-30", "bill_date"),
+        ("bill_type=SOME", "bill_type"),
+        ("kind=fundflow&account_type=X", "account_type"),
+    ] {
+        let (status, v) = t
+            .control(
+                "GET",
+                &format!("/_sim/pay/merchants/{}/bills?{query}", m.mchid),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(status, 400, "{query}: {v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("PARAM_ERROR: ") && error.contains(field),
+            "{query}: {error}"
+        );
+    }
+}
+
+/// A backend that answers every request with `answer` and keeps what it was sent.
+async fn backend_answering(answer: Value) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let app = Router::new().route(
+        "/pay",
+        post(move |body: String| {
+            let kept = kept.clone();
+            let answer = answer.clone();
+            async move {
+                kept.lock().unwrap().push(body);
+                axum::Json(answer)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_phone_reads_the_payment_parameters_its_backend_answers() {
+    let t = T::new().await;
+    let m = t.merchant(json!({})).await;
+    let (status, app) = t
+        .control("POST", "/_sim/apps", json!({"appid": APPID}))
+        .await;
+    assert_eq!(status, 200, "{app}");
+    t.control(
+        "POST",
+        "/_sim/users",
+        json!({"appid": APPID, "openid": OPENID}),
+    )
+    .await;
+    let a = t
+        .prepay(&m, &order(&m, "phone_1", 100, "https://example.com/n"))
+        .await;
+    let prepay_id = a.json()["prepay_id"].as_str().unwrap().to_owned();
+    let mut params = m.pay_params(APPID, OPENID, &prepay_id, "pay");
+    let obj = params.as_object_mut().unwrap();
+    for k in ["appid", "openid", "action"] {
+        obj.remove(k);
+    }
+    let (url, seen) = backend_answering(json!({"order": "phone_1", "payment": params})).await;
+    let template = json!({"method": "POST", "path": "/pay", "body": r#"{"openid": "{{openid}}"}"#});
+    let mut backend = json!({"url": url, "login": template, "phone": template});
+    let ask = json!({"appid": APPID, "openid": OPENID, "action": "pay"});
+
+    // No pay request in the backend's settings: refused.
+    let (status, _) = t
+        .control(
+            "PUT",
+            &format!("/_sim/apps/{APPID}/backend"),
+            backend.clone(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, v) = t.control("POST", "/_sim/phone/request", ask.clone()).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("no pay request"),
+        "{v}"
+    );
+
+    backend["pay"] = template;
+    let (status, _) = t
+        .control(
+            "PUT",
+            &format!("/_sim/apps/{APPID}/backend"),
+            backend.clone(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, saved) = t
+        .control("GET", &format!("/_sim/apps/{APPID}/backend"), Value::Null)
+        .await;
+    assert_eq!(saved["backend"]["pay"]["path"], "/pay");
+    let (status, exchange) = t.control("POST", "/_sim/phone/request", ask).await;
+    assert_eq!(status, 200, "{exchange}");
+    assert_eq!(exchange["payment"]["from"], "payment");
+    assert_eq!(exchange["payment"]["params"], params);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [json!({"openid": OPENID}).to_string()]
+    );
+    // What the sheet's Pay button then does.
+    let mut pay = exchange["payment"]["params"].clone();
+    pay["appid"] = json!(APPID);
+    pay["openid"] = json!(OPENID);
+    pay["action"] = json!("pay");
+    let (_, r) = t.control("POST", "/_sim/pay/request_payment", pay).await;
+    assert_eq!(r["errMsg"], "requestPayment:ok");
+    let (_, v) = t
+        .control("GET", &format!("/_sim/pay/prepay/{prepay_id}"), Value::Null)
+        .await;
+    assert_eq!(v["trade_state"], "SUCCESS");
+}

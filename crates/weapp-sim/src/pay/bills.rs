@@ -10,7 +10,7 @@ use std::io::Write;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
-use super::time::{beijing_day, bill_time, parse_day};
+use super::time::{beijing_day, bill_time, day_string, parse_day, rfc3339};
 use crate::error::{PayError, PayResult};
 use crate::random::random_alnum;
 use crate::state::pay::{BillFile, RefundStatus, TradeState};
@@ -54,6 +54,36 @@ fn row(values: &[String]) -> String {
         .map(|v| format!("`{v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A bill before it is written out: its header, rows, summary header and summary line.
+struct Bill {
+    header: &'static str,
+    rows: Vec<Vec<String>>,
+    summary_header: &'static str,
+    summary: Vec<String>,
+}
+
+impl Bill {
+    /// WeChat's CSV: the header, every row's values prefixed with a backtick, the summary
+    /// header and its line, CRLF.
+    fn csv(&self) -> String {
+        let mut lines = vec![self.header.to_owned()];
+        lines.extend(self.rows.iter().map(|r| row(r)));
+        lines.push(self.summary_header.to_owned());
+        lines.push(row(&self.summary));
+        lines.join("\r\n") + "\r\n"
+    }
+
+    /// The bill as JSON for the console: columns, rows and the summary as plain strings.
+    fn view(&self) -> Value {
+        json!({
+            "columns": self.header.split(',').collect::<Vec<_>>(),
+            "rows": self.rows,
+            "summary_columns": self.summary_header.split(',').collect::<Vec<_>>(),
+            "summary": self.summary,
+        })
+    }
 }
 
 /// One money movement of a day: (time ms, is a refund, fields).
@@ -124,8 +154,8 @@ fn clone_base(m: &Movement) -> Movement {
     }
 }
 
-fn trade_bill(w: &World, mchid: &str, day: i64, bill_type: &str) -> String {
-    let mut lines = vec![TRADE_HEADER.to_owned()];
+fn trade_bill(w: &World, mchid: &str, day: i64, bill_type: &str) -> Bill {
+    let mut rows = Vec::new();
     let (mut count, mut settle, mut refunds, mut fees, mut orders) = (0, 0, 0, 0, 0);
     for m in movements(w, mchid)
         .into_iter()
@@ -209,23 +239,26 @@ fn trade_bill(w: &World, mchid: &str, day: i64, bill_type: &str) -> String {
                 ]
             }
         };
-        lines.push(row(&line));
+        rows.push(line);
     }
-    lines.push(TRADE_SUMMARY.to_owned());
-    lines.push(row(&[
-        count.to_string(),
-        yuan(settle),
-        yuan(refunds),
-        "0.00".into(),
-        fee(fees),
-        yuan(orders),
-        yuan(refunds),
-    ]));
-    lines.join("\r\n") + "\r\n"
+    Bill {
+        header: TRADE_HEADER,
+        rows,
+        summary_header: TRADE_SUMMARY,
+        summary: vec![
+            count.to_string(),
+            yuan(settle),
+            yuan(refunds),
+            "0.00".into(),
+            fee(fees),
+            yuan(orders),
+            yuan(refunds),
+        ],
+    }
 }
 
-fn fund_bill(w: &World, mchid: &str, day: i64, account_type: &str) -> String {
-    let mut lines = vec![FUND_HEADER.to_owned()];
+fn fund_bill(w: &World, mchid: &str, day: i64, account_type: &str) -> Bill {
+    let mut rows = Vec::new();
     let (mut income_n, mut income, mut spend_n, mut spend, mut balance) = (0, 0, 0, 0, 0i64);
     for (i, m) in movements(w, mchid).into_iter().enumerate() {
         if account_type != "BASIC" {
@@ -250,7 +283,7 @@ fn fund_bill(w: &World, mchid: &str, day: i64, account_type: &str) -> String {
             None => ("交易", m.out_trade_no.clone()),
             Some((_, out_refund_no, _)) => ("退款", out_refund_no.clone()),
         };
-        lines.push(row(&[
+        rows.push(vec![
             bill_time(m.at),
             m.transaction_id,
             format!("{:018}{i:010}", m.at / 1000),
@@ -262,23 +295,62 @@ fn fund_bill(w: &World, mchid: &str, day: i64, account_type: &str) -> String {
             "system".into(),
             String::new(),
             voucher,
-        ]));
+        ]);
     }
-    lines.push(FUND_SUMMARY.to_owned());
-    lines.push(row(&[
-        (income_n + spend_n).to_string(),
-        income_n.to_string(),
-        yuan(income),
-        spend_n.to_string(),
-        yuan(spend),
-    ]));
-    lines.join("\r\n") + "\r\n"
+    Bill {
+        header: FUND_HEADER,
+        rows,
+        summary_header: FUND_SUMMARY,
+        summary: vec![
+            (income_n + spend_n).to_string(),
+            income_n.to_string(),
+            yuan(income),
+            spend_n.to_string(),
+            yuan(spend),
+        ],
+    }
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(bytes).expect("writing to memory");
     enc.finish().expect("writing to memory")
+}
+
+/// The bill of `kind` for `mchid` on Beijing day `day`, of the `bill_type` (trade: `ALL`,
+/// `SUCCESS`, `REFUND`) or `account_type` (fund flow: `BASIC`, `OPERATION`, `FEES`) `query`
+/// asks for.
+fn generate(
+    w: &World,
+    mchid: &str,
+    kind: BillKind,
+    day: i64,
+    query: &HashMap<String, String>,
+) -> PayResult<Bill> {
+    match kind {
+        BillKind::Trade => {
+            let bill_type = query.get("bill_type").map_or("ALL", String::as_str);
+            if !matches!(bill_type, "ALL" | "SUCCESS" | "REFUND") {
+                return Err(PayError::param(
+                    "bill_type",
+                    "query",
+                    "bill_type must be ALL, SUCCESS or REFUND",
+                ));
+            }
+            Ok(trade_bill(w, mchid, day, bill_type))
+        }
+        BillKind::FundFlow => {
+            let account = query.get("account_type").map_or("BASIC", String::as_str);
+            if !matches!(account, "BASIC" | "OPERATION" | "FEES") {
+                return Err(PayError::param(
+                    "account_type",
+                    "query",
+                    "account_type must be BASIC, OPERATION or FEES",
+                ));
+            }
+            Ok(fund_bill(w, mchid, day, account))
+        }
+    }
 }
 
 /// Which bill `GET /v3/bill/…` asks for.
@@ -334,30 +406,7 @@ impl Sim {
         if day < today - HISTORY_DAYS {
             return Err(PayError::invalid("仅支持下载三个月内的账单"));
         }
-        let csv = match kind {
-            BillKind::Trade => {
-                let bill_type = query.get("bill_type").map_or("ALL", String::as_str);
-                if !matches!(bill_type, "ALL" | "SUCCESS" | "REFUND") {
-                    return Err(PayError::param(
-                        "bill_type",
-                        "query",
-                        "bill_type must be ALL, SUCCESS or REFUND",
-                    ));
-                }
-                trade_bill(&w, mchid, day, bill_type)
-            }
-            BillKind::FundFlow => {
-                let account = query.get("account_type").map_or("BASIC", String::as_str);
-                if !matches!(account, "BASIC" | "OPERATION" | "FEES") {
-                    return Err(PayError::param(
-                        "account_type",
-                        "query",
-                        "account_type must be BASIC, OPERATION or FEES",
-                    ));
-                }
-                fund_bill(&w, mchid, day, account)
-            }
-        };
+        let csv = generate(&w, mchid, kind, day, query)?.csv();
         let hash = hex::encode(Sha1::digest(csv.as_bytes()));
         let token = random_alnum(40);
         let content = if gzip_it {
@@ -380,6 +429,70 @@ impl Sim {
             "hash_value": hash,
             "download_url": format!("{base}/v3/billdownload/file?token={token}"),
         }))
+    }
+
+    /// A merchant's bill of any day as the console shows it (`GET
+    /// /_sim/pay/merchants/{mchid}/bills`): the same generator as `/v3/bill/…`, without its
+    /// download step or its wait for 10:00 the next day — today's bill so far is shown too,
+    /// with `ready: false`. `query`: `kind` (`trade`, default, or `fundflow`), `bill_date`
+    /// (default: today in Beijing on the simulator's clock), `bill_type`, `account_type`.
+    /// Returns `{mchid, kind, bill_date, bill_type | account_type, ready, ready_at, hash_type,
+    /// hash_value, columns, rows, summary_columns, summary, csv}`.
+    ///
+    /// # Errors
+    /// `PARAM_ERROR` (400) for a kind, date or type it does not know; `MCH_NOT_EXISTS` (404)
+    /// for an unknown merchant.
+    pub fn pay_bill_view(&self, mchid: &str, query: &HashMap<String, String>) -> PayResult<Value> {
+        let kind = match query.get("kind").map_or("trade", String::as_str) {
+            "trade" => BillKind::Trade,
+            "fundflow" => BillKind::FundFlow,
+            _ => {
+                return Err(PayError::param(
+                    "kind",
+                    "query",
+                    "kind must be trade or fundflow",
+                ))
+            }
+        };
+        let w = self.world();
+        let now = self.now_in(&w);
+        if !w.pay.merchants.contains_key(mchid) {
+            return Err(PayError::new(
+                404,
+                "MCH_NOT_EXISTS",
+                format!("no merchant {mchid}"),
+            ));
+        }
+        let day = match query.get("bill_date") {
+            None => beijing_day(now),
+            Some(date) => parse_day(date).ok_or_else(|| {
+                PayError::param("bill_date", "query", "bill_date must be yyyy-MM-dd")
+            })?,
+        };
+        let bill = generate(&w, mchid, kind, day, query)?;
+        let csv = bill.csv();
+        // Production answers it from 10:00 Beijing time the next day.
+        let ready_at = ((day + 1) * 86_400 - 8 * 3600 + READY_AFTER_SECS) * 1000;
+        let mut v = bill.view();
+        v["mchid"] = json!(mchid);
+        v["bill_date"] = json!(day_string(day));
+        match kind {
+            BillKind::Trade => {
+                v["kind"] = json!("trade");
+                v["bill_type"] = json!(query.get("bill_type").map_or("ALL", String::as_str));
+            }
+            BillKind::FundFlow => {
+                v["kind"] = json!("fundflow");
+                v["account_type"] =
+                    json!(query.get("account_type").map_or("BASIC", String::as_str));
+            }
+        }
+        v["ready"] = json!(now >= ready_at);
+        v["ready_at"] = json!(rfc3339(ready_at));
+        v["hash_type"] = json!("SHA1");
+        v["hash_value"] = json!(hex::encode(Sha1::digest(csv.as_bytes())));
+        v["csv"] = json!(csv);
+        Ok(v)
     }
 
     /// The file behind a download URL: (bytes, gzip).

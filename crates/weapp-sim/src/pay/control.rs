@@ -1,10 +1,13 @@
 //! The pay domain's `/_sim` routes: WeChat's merchant platform (issue merchants, rotate the
 //! platform certificate, the public-key migration, the balance), the phone's
-//! `wx.requestPayment`, notifications on demand (duplicates, probes, delivery off and on),
-//! ending refunds, and the views the console reads.
+//! `wx.requestPayment` and what its payment sheet shows, notifications on demand (duplicates,
+//! probes, delivery off and on), ending refunds, and the views the console reads (bills
+//! included).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -133,6 +136,21 @@ async fn refunds(State(sim): State<Sim>, Path(mchid): Path<String>) -> Response 
     Json(json!({"refunds": sim.pay_refunds(&mchid)})).into_response()
 }
 
+async fn bills(
+    State(sim): State<Sim>,
+    Path(mchid): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    answer(sim.pay_bill_view(&mchid, &query))
+}
+
+async fn prepay(State(sim): State<Sim>, Path(prepay_id): Path<String>) -> Response {
+    match sim.pay_prepay_view(&prepay_id) {
+        Some(v) => Json(v).into_response(),
+        None => control_error(StatusCode::NOT_FOUND, format!("no prepay_id {prepay_id}")),
+    }
+}
+
 async fn resend(State(sim): State<Sim>, Path((mchid, no)): Path<(String, String)>) -> Response {
     answer(sim.resend_pay_notification(&mchid, &no, false))
 }
@@ -212,6 +230,8 @@ pub(crate) fn control() -> Router<Sim> {
         .route("/_sim/pay/merchants/{mchid}/balance", put(balance))
         .route("/_sim/pay/merchants/{mchid}/orders", get(orders))
         .route("/_sim/pay/merchants/{mchid}/refunds", get(refunds))
+        .route("/_sim/pay/merchants/{mchid}/bills", get(bills))
+        .route("/_sim/pay/prepay/{prepay_id}", get(prepay))
         .route(
             "/_sim/pay/merchants/{mchid}/orders/{out_trade_no}/notify",
             post(resend),

@@ -31,6 +31,9 @@ pub const MIGRATION_RAMP: [f64; 7] = [0.1, 1.0, 5.0, 10.0, 20.0, 50.0, 100.0];
 pub struct MerchantSpec {
     /// The 商户号; default: ten random digits starting with 19.
     pub mchid: Option<String>,
+    /// The merchant's short name (商户简称), shown on the phone's payment sheet; at most 64
+    /// characters; default none (the sheet shows the mchid).
+    pub name: Option<String>,
     /// Mini program appids bound to the merchant; default: any appid is accepted.
     pub appids: Option<Vec<String>>,
     /// How the merchant verifies WeChat Pay; default `public_key` (merchants opened since 2024).
@@ -234,6 +237,7 @@ pub(crate) fn merchant_view(m: &Merchant, now_ms: i64) -> Value {
     let current = current_cert(m, now_ms).map(|c| c.serial_no.clone());
     json!({
         "mchid": m.mchid,
+        "name": m.name,
         "appids": m.appids,
         "verification": m.verification,
         "merchant_serial_no": m.serial_no,
@@ -306,6 +310,17 @@ impl Sim {
                 format!("merchant {mchid} exists"),
             ));
         }
+        if spec
+            .name
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 64)
+        {
+            return Err(PayError::param(
+                "name",
+                "body",
+                "name must be 1-64 characters",
+            ));
+        }
         let apiv3_key = spec.apiv3_key.clone().unwrap_or_else(|| random_alnum(32));
         if apiv3_key.len() != 32 || !apiv3_key.is_ascii() {
             return Err(PayError::param(
@@ -372,6 +387,7 @@ impl Sim {
         };
         let merchant = Merchant {
             mchid: mchid.clone(),
+            name: spec.name.clone(),
             appids: spec.appids.clone(),
             serial_no: serial_no.clone(),
             public_key,

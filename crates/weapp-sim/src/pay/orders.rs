@@ -484,6 +484,36 @@ impl Sim {
         errmsg
     }
 
+    /// What the phone's payment sheet shows about a `prepay_id` (also given as the `package`,
+    /// `prepay_id=…`): `{prepay_id, current, mchid, merchant_name, appid, out_trade_no,
+    /// description, total, currency, payer_openid, trade_state, prepay_expires}` (`current`:
+    /// the order's latest prepay_id, not one it replaced; `prepay_expires` in simulator ms).
+    /// `None` for a prepay_id the simulator never issued.
+    pub fn pay_prepay_view(&self, prepay_id: &str) -> Option<Value> {
+        let prepay_id = prepay_id.strip_prefix("prepay_id=").unwrap_or(prepay_id);
+        let mut guard = self.world();
+        let now = self.now_in(&guard);
+        let w: &mut World = &mut guard;
+        let key = w.pay.prepay_ids.get(prepay_id)?.clone();
+        let name = w.pay.merchants.get(&key.0).and_then(|m| m.name.clone());
+        let o = w.pay.orders.get_mut(&key)?;
+        expire(o, now);
+        Some(json!({
+            "prepay_id": prepay_id,
+            "current": o.prepay_id == prepay_id,
+            "mchid": o.mchid,
+            "merchant_name": name,
+            "appid": o.appid,
+            "out_trade_no": o.out_trade_no,
+            "description": o.description,
+            "total": o.total,
+            "currency": o.currency,
+            "payer_openid": o.openid,
+            "trade_state": o.state.as_str(),
+            "prepay_expires": o.prepay_issued_ms + PREPAY_TTL_SECS * 1000,
+        }))
+    }
+
     /// The orders of a merchant with their states, newest first.
     pub fn pay_orders(&self, mchid: &str) -> Vec<Value> {
         let mut w = self.world();

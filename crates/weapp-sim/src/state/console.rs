@@ -37,6 +37,12 @@ pub struct Backend {
     pub login: RequestTemplate,
     /// Sent after `getPhoneNumber` with the phone code.
     pub phone: RequestTemplate,
+    /// Sent when the phone starts a payment: the backend places the order
+    /// (`/v3/pay/transactions/jsapi`) and answers the five `wx.requestPayment` parameters
+    /// (`timeStamp`, `nonceStr`, `package`, `signType`, `paySign`) at the top level of a JSON
+    /// object or under `request_payment` or `payment`. Unset: the phone cannot pay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay: Option<RequestTemplate>,
     /// The push receiver's replay window (seconds), when the backend told it: the console warns
     /// when the simulator's clock is further than this from the wall clock, because the backend
     /// then refuses pushes as stale. Unset: weapp-server's default, 300 s; 0: the backend checks
@@ -68,6 +74,7 @@ impl Backend {
                 .collect(),
                 body: r#"{"code": "{{code}}"}"#.into(),
             },
+            pay: None,
             replay_window_secs: None,
         }
     }

@@ -64,6 +64,8 @@ pub(crate) struct PlatformCert {
 #[derive(Debug, Clone)]
 pub(crate) struct Merchant {
     pub(crate) mchid: String,
+    /// The short name (商户简称) the payment sheet shows.
+    pub(crate) name: Option<String>,
     /// The mini program appids bound to the merchant; `None`: any appid is accepted.
     pub(crate) appids: Option<Vec<String>>,
     /// The merchant API certificate's serial number.
