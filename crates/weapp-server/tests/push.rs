@@ -202,12 +202,16 @@ async fn every_mode_and_format_round_trips() {
     assert_eq!(log.len(), 4);
     // The sink counts a delivery when it is received; the outbox marks it once the 2xx is
     // read: on a loaded machine the mark can trail the sink.
-    common::within(std::time::Duration::from_secs(10), "all delivered", || async {
-        events_api(&w, &safe)
-            .await
-            .iter()
-            .all(|e| e["delivered"] == true)
-    })
+    common::within(
+        std::time::Duration::from_secs(10),
+        "all delivered",
+        || async {
+            events_api(&w, &safe)
+                .await
+                .iter()
+                .all(|e| e["delivered"] == true)
+        },
+    )
     .await;
 
     // A safe-mode app refuses what the simulator sends in plain mode.
