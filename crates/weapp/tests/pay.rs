@@ -697,3 +697,170 @@ fn secrets_never_reach_debug_or_display() {
     );
     assert!(shown[2].contains("***"));
 }
+
+// ------------------------------------------------------------------------- review fixes
+
+/// A platform certificate verifies only from its effective time (the listing's
+/// `effective_time` or the X.509 notBefore, whichever is later), accepted up to the timestamp
+/// window early for a slightly slow clock.
+#[test]
+fn a_certificate_does_not_verify_before_its_effective_time() {
+    let now = 1_800_000_000;
+    let effective_in = |secs: i64| {
+        cert_a().with_listing_validity(
+            PayTime::from_unix(now + secs),
+            PayTime::from_unix(now + 10 * 86_400),
+        )
+    };
+    let by_a = WechatSigner::platform_a().headers(now, b"{}");
+    // Effective tomorrow: unknown today, in every mode, and not listed as a key we have.
+    let tomorrow = Verifier::builder()
+        .public_key(PUB_ID, wechatpay_public_key())
+        .certificates(vec![effective_in(86_400)])
+        .clock(clock_at(now))
+        .build()
+        .unwrap();
+    assert!(!tomorrow.knows_serial(SERIAL_A));
+    match tomorrow.verify(&by_a, b"{}") {
+        Err(VerifyError::UnknownSerial { have, .. }) => assert_eq!(have, PUB_ID),
+        other => panic!("UnknownSerial expected, got {other:?}"),
+    }
+    // 100 s ahead of a clock that is slow by as much: within the window, accepted; 301 s: not.
+    let v = |cert| {
+        Verifier::builder()
+            .certificates(vec![cert])
+            .clock(clock_at(now))
+            .build()
+            .unwrap()
+    };
+    assert!(v(effective_in(100)).verify(&by_a, b"{}").is_ok());
+    assert!(v(effective_in(300)).verify(&by_a, b"{}").is_ok());
+    assert!(matches!(
+        v(effective_in(301)).verify(&by_a, b"{}"),
+        Err(VerifyError::UnknownSerial { .. })
+    ));
+    // The X.509 notBefore counts too: a year before it, nothing verifies.
+    let before = cert_a().not_before().unix() - 365 * 86_400;
+    let early = Verifier::builder()
+        .certificates(vec![cert_a()])
+        .clock(clock_at(before))
+        .build()
+        .unwrap();
+    assert!(!early.knows_serial(SERIAL_A));
+    assert!(matches!(
+        early.verify(&WechatSigner::platform_a().headers(before, b"{}"), b"{}"),
+        Err(VerifyError::UnknownSerial { .. })
+    ));
+}
+
+/// `TRANSACTION.*` goes with `original_type` `transaction`, `REFUND.*` with `refund`, and the
+/// GCM associated data is the `original_type`: a resource of one kind cannot pass as another.
+#[test]
+fn notification_types_and_associated_data_are_pinned() {
+    let now = 1_800_000_000;
+    let p = parser(clock_at(now));
+    let key = apiv3();
+    let signer = WechatSigner::public_key();
+    let resource = transaction_resource("o1", 1).to_string();
+    let envelope = |event: &str, original: &str, aad: &str, enc_aad: &str| {
+        let nonce = "0123456789ab";
+        let ct = key.encrypt(nonce, enc_aad, resource.as_bytes()).unwrap();
+        format!(
+            r#"{{"id":"x","event_type":"{event}","resource":{{"original_type":"{original}","algorithm":"AEAD_AES_256_GCM","ciphertext":"{ct}","associated_data":"{aad}","nonce":"{nonce}"}}}}"#
+        )
+        .into_bytes()
+    };
+    let parse = |body: &[u8]| p.parse(&signer.headers(now, body), body);
+    // The good one.
+    let n = parse(&envelope(
+        "TRANSACTION.SUCCESS",
+        "transaction",
+        "transaction",
+        "transaction",
+    ))
+    .unwrap();
+    assert!(matches!(n.event, NotificationEvent::Transaction(_)));
+    // The review's case: a transaction event whose envelope says refund, empty AAD.
+    for body in [
+        envelope("TRANSACTION.SUCCESS", "refund", "", ""),
+        envelope("TRANSACTION.SUCCESS", "refund", "refund", "refund"),
+        envelope(
+            "REFUND.SUCCESS",
+            "transaction",
+            "transaction",
+            "transaction",
+        ),
+        envelope(
+            "PAYSCORE.USER_OPEN_SERVICE",
+            "transaction",
+            "transaction",
+            "transaction",
+        ),
+        // The associated data is not the original_type.
+        envelope("TRANSACTION.SUCCESS", "transaction", "", ""),
+        envelope("TRANSACTION.SUCCESS", "transaction", "refund", "refund"),
+    ] {
+        let err = parse(&body).unwrap_err();
+        assert!(matches!(err, NotifyError::TypeMismatch { .. }), "{err:?}");
+        assert_eq!(NotifyResponse::for_error(&err).status, 400);
+    }
+    // The envelope claims the right AAD, but the resource was encrypted under another one.
+    assert_eq!(
+        parse(&envelope(
+            "TRANSACTION.SUCCESS",
+            "transaction",
+            "transaction",
+            "refund"
+        )),
+        Err(NotifyError::Decrypt)
+    );
+}
+
+/// A decode error names the serde category and position, never a value of the decrypted
+/// resource (an openid, an amount) or of the envelope.
+#[test]
+fn decode_errors_carry_no_decrypted_values() {
+    let now = 1_800_000_000;
+    let p = parser(clock_at(now));
+    let signer = WechatSigner::public_key();
+    let secret = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o-openid";
+    for field in ["success_time", "amount", "transaction_id"] {
+        let mut r = transaction_resource("o-1", 1);
+        match field {
+            "amount" => r["amount"]["total"] = secret.into(),
+            "transaction_id" => r[field] = serde_json::json!({ "x": secret }),
+            _ => r[field] = secret.into(),
+        }
+        let body = notification_body(&apiv3(), "TRANSACTION.SUCCESS", "transaction", &r);
+        let err = p.parse(&signer.headers(now, &body), &body).unwrap_err();
+        assert!(matches!(err, NotifyError::Resource(_)), "{err:?}");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("oUpF8uMuAJO"), "{field}: {shown}");
+        assert!(shown.contains("line 1 column"), "{field}: {shown}");
+    }
+    // The envelope itself, signed but not the right shape.
+    let body = format!(r#"{{"id":"x","event_type":"TRANSACTION.SUCCESS","resource":"{secret}"}}"#);
+    let err = p
+        .parse(&signer.headers(now, body.as_bytes()), body.as_bytes())
+        .unwrap_err();
+    assert!(matches!(err, NotifyError::Malformed(_)), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("oUpF8uMuAJO"), "{err}");
+}
+
+#[test]
+fn offsets_take_digits_only_and_amounts_refuse_overflow() {
+    for bad in [
+        "2026-01-01T00:00:00+08:-1",
+        "2026-01-01T00:00:00+08:+1",
+        "2026-01-01T00:00:00+-8:00",
+    ] {
+        assert!(bad.parse::<PayTime>().is_err(), "{bad}");
+    }
+    assert!("2026-01-01T00:00:00+08:30".parse::<PayTime>().is_ok());
+    assert_eq!(Fen::try_from(u64::MAX), Err(weapp::pay::FenOverflow));
+    assert_eq!(
+        Fen::try_from(i64::MAX as u64),
+        Ok(Fen::new(i64::MAX as u64))
+    );
+    assert_eq!(Fen::try_new(-1), None);
+}

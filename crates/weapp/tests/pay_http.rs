@@ -831,9 +831,22 @@ async fn a_listing_that_does_not_authenticate_is_refused_and_the_held_set_kept()
         pay.refresh_certificates().await,
         Err(PayError::CertificateDecrypt { serial }) if serial == SERIAL_A
     ));
-    // A listed serial that is not the certificate's.
+    // The signer's certificate listed under another serial: nothing vouches for the
+    // signature, so the listing is refused before anything is decrypted.
     *fake.listing.lock().unwrap() = Some((
         listing(&[("TEST-platform-a-cert.pem", SERIAL_B)], &apiv3()),
+        WechatSigner::platform_a(),
+    ));
+    assert!(matches!(
+        pay.refresh_certificates().await,
+        Err(PayError::Verify {
+            source: VerifyError::UnknownSerial { .. },
+            ..
+        })
+    ));
+    // A signed listing with another entry whose serial is not its certificate's.
+    *fake.listing.lock().unwrap() = Some((
+        listing(&[CERT_A, ("TEST-platform-a-cert.pem", SERIAL_B)], &apiv3()),
         WechatSigner::platform_a(),
     ));
     assert!(matches!(
@@ -902,4 +915,391 @@ async fn both_mode_verifies_each_kind_and_notifications_refresh_for_new_serials(
     assert_eq!(n.serial, SERIAL_B);
     assert_eq!(fake.hits("/v3/certificates"), before + 1);
     assert!(quick.parse_notification(&by_b, &body).is_ok());
+}
+
+// ------------------------------------------------------------------------- review fixes
+
+/// A raw HTTP server answering every request with `status` and `body_len` bytes of `a`,
+/// announced by `Content-Length` or (without it) read until the connection closes. Counts
+/// what it managed to write, and records each request head.
+async fn raw_server(
+    status: u16,
+    body_len: u64,
+    announce: bool,
+) -> (
+    String,
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<Mutex<Vec<String>>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (w, hs) = (written.clone(), heads.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = l.accept().await.unwrap();
+            let (w, hs) = (w.clone(), hs.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                hs.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let length = if announce {
+                    format!("content-length: {body_len}\r\n")
+                } else {
+                    "connection: close\r\n".into()
+                };
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{length}\r\n"
+                );
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'a'; 64 << 10];
+                let mut left = body_len;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    if sock.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    w.fetch_add(n as u64, Ordering::SeqCst);
+                    left -= n as u64;
+                }
+            });
+        }
+    });
+    (url, written, heads)
+}
+
+/// Answers are read up to 1 MiB (2xx) / 64 KiB (errors): a larger one is refused by its
+/// `Content-Length` or while reading, never buffered whole.
+#[tokio::test]
+async fn oversized_answers_are_refused_without_reading_them_whole() {
+    const LEN: u64 = 512 << 20;
+    for announce in [true, false] {
+        let (url, written, _) = raw_server(200, LEN, announce).await;
+        let pay = client(&url, None, Mode::PublicKey);
+        let err = pay.query_by_out_trade_no("o-1").await.unwrap_err();
+        assert!(
+            matches!(err, PayError::ResponseTooLarge { limit, .. } if limit == 1 << 20),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable());
+        // A prepay whose answer is refused this way may have created the order.
+        assert!(pay
+            .jsapi_prepay(&prepay())
+            .await
+            .unwrap_err()
+            .is_outcome_unknown());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = written.load(Ordering::SeqCst);
+        assert!(sent < 64 << 20, "announce={announce}: {sent} bytes written");
+    }
+    // An oversized error body: the bare status.
+    let (url, _, _) = raw_server(503, 10 << 20, true).await;
+    let err = client(&url, None, Mode::PublicKey)
+        .query_by_out_trade_no("o-1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PayError::HttpStatus { status: 503, .. }),
+        "{err:?}"
+    );
+    // Below the limit, everything as before (a listing, an answer): see the other tests.
+}
+
+/// The unsigned `message`, `code` and `detail` of an error body reach `Display` and logs cut
+/// to 512 characters, without newlines or escape sequences.
+#[tokio::test]
+async fn error_text_is_cut_and_cleaned() {
+    let (fake, base) = start_fake().await;
+    let forged_line = "x\n2026-01-01T00:00:00Z INFO payment verified order=42 \u{1b}[2K";
+    let body = serde_json::json!({
+        "code": format!("PARAM_ERROR\r\n{}", "C".repeat(5000)),
+        "message": format!("{forged_line}{}", "A".repeat(20_000)),
+        "detail": {"field": "\u{1b}[31mamount", "value": "B".repeat(5000), "issue": "\u{202e}evil"}
+    })
+    .to_string();
+    fake.errors
+        .lock()
+        .unwrap()
+        .push(("/v3/pay/transactions/out-trade-no/".into(), 400, body));
+    let pay = client(&base, None, Mode::PublicKey);
+    let err = pay.query_by_out_trade_no("o-1").await.unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.len() < 2500, "{} bytes: {shown:.200}", shown.len());
+    for c in ['\n', '\r', '\u{1b}', '\u{202e}'] {
+        assert!(!shown.contains(c), "{c:?} in {shown:.200}");
+        assert!(!format!("{err:?}").contains(c), "{c:?} in Debug");
+    }
+    assert!(
+        shown.contains("x\\n2026-01-01T00:00:00Z INFO"),
+        "{shown:.200}"
+    );
+    let PayError::Api {
+        message,
+        code,
+        detail,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.ends_with(&format!("{}…", "A".repeat(100))),
+        "cut after 512 characters"
+    );
+    assert!(message.chars().count() < 530);
+    assert!(code.as_str().starts_with("PARAM_ERROR\\r\\nC") && code.as_str().chars().count() < 530);
+    let detail = detail.as_ref().unwrap();
+    assert_eq!(detail["field"], "\\u{1b}[31mamount");
+    assert_eq!(detail["value"].as_str().unwrap().chars().count(), 513);
+    assert_eq!(detail["issue"], "\\u{202e}evil");
+}
+
+/// `download_url` must name the client's own base (or backup) host under `/v3/billdownload/`:
+/// otherwise nothing is signed and nothing is sent.
+#[tokio::test]
+async fn a_download_url_elsewhere_is_refused_unsigned() {
+    let (fake, base) = start_fake().await;
+    let (foreign, _, heads) = raw_server(404, 0, true).await;
+    let pay = client(&base, None, Mode::PublicKey);
+    let bill = |url: String| -> weapp::pay::BillInfo {
+        serde_json::from_value(serde_json::json!({
+            "hash_type": "SHA1",
+            "hash_value": "79bb0f45fc4c42234a918000b2668d689e2bde04",
+            "download_url": url,
+        }))
+        .unwrap()
+    };
+    let target = "/v3/pay/transactions/out-trade-no/victim-order?mchid=1900000109";
+    let host = base.trim_start_matches("http://");
+    for url in [
+        format!("{foreign}{target}"),
+        format!("{foreign}/v3/billdownload/file?token=x"),
+        format!("{base}{target}"),
+        format!("{base}/v3/billdownloadx/file"),
+        format!("{base}/v3/billdownload/../pay/transactions/id/1"),
+        format!("{base}/v3/billdownload/%2e%2e/%2e%2e/pay/transactions/id/1"),
+        format!("https://{host}/v3/billdownload/file?token=x"),
+        format!("http://user:pw@{host}/v3/billdownload/file?token=x"),
+        "https://api.mch.weixin.qq.com/v3/billdownload/file?token=x".into(),
+        "not a url".into(),
+    ] {
+        let err = pay.download_bill(&bill(url.clone())).await.unwrap_err();
+        assert!(
+            matches!(err, PayError::UntrustedDownloadUrl { .. }),
+            "{url}: {err:?}"
+        );
+    }
+    assert!(
+        heads.lock().unwrap().is_empty(),
+        "nothing reached the foreign host"
+    );
+    assert!(
+        fake.seen().is_empty(),
+        "nothing was sent to the API host either"
+    );
+    // The backup host is WeChat's too.
+    let (foreign2, _, heads2) = raw_server(404, 0, true).await;
+    let with_backup = client(&base, Some(foreign2.clone()), Mode::PublicKey);
+    let err = with_backup
+        .download_bill(&bill(format!("{foreign2}/v3/billdownload/file?token=x")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PayError::HttpStatus { status: 404, .. }),
+        "{err:?}"
+    );
+    assert_eq!(heads2.lock().unwrap().len(), 1);
+}
+
+/// `BillDownload::bytes` reads into memory up to a limit (`bytes_up_to`, 256 MiB by
+/// default); `chunk` streams without one.
+#[tokio::test]
+async fn a_bill_read_into_memory_has_a_limit() {
+    let (fake, base) = start_fake().await;
+    let pay = client(&base, None, Mode::PublicKey);
+    let bill_len = fake.bill.lock().unwrap().len() as u64;
+    let info = pay
+        .trade_bill(&TradeBillRequest {
+            bill_date: "2026-12-05".into(),
+            bill_type: TradeBillType::All,
+        })
+        .await
+        .unwrap();
+    let err = pay
+        .download_bill(&info)
+        .await
+        .unwrap()
+        .bytes_up_to(bill_len - 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PayError::ResponseTooLarge { limit, .. } if limit == bill_len - 1),
+        "{err:?}"
+    );
+    let got = pay
+        .download_bill(&info)
+        .await
+        .unwrap()
+        .bytes_up_to(bill_len)
+        .await
+        .unwrap();
+    assert_eq!(got.len() as u64, bill_len);
+    assert_eq!(weapp::pay::BillDownload::DEFAULT_MAX_BYTES, 256 << 20);
+}
+
+fn listing_with(certs: &[(&str, &str)], key: &ApiV3Key, effective: &str, garbage: bool) -> Vec<u8> {
+    let data: Vec<serde_json::Value> = certs
+        .iter()
+        .map(|(file, serial)| {
+            let nonce = &weapp::pay::nonce()[..12];
+            let ciphertext = if garbage {
+                base64::engine::general_purpose::STANDARD.encode([0u8; 64])
+            } else {
+                key.encrypt(nonce, "certificate", data(file).as_bytes())
+                    .unwrap()
+            };
+            serde_json::json!({
+                "serial_no": serial,
+                "effective_time": effective,
+                "expire_time": "2031-01-01T00:00:00+08:00",
+                "encrypt_certificate": {
+                    "algorithm": "AEAD_AES_256_GCM", "nonce": nonce,
+                    "associated_data": "certificate", "ciphertext": ciphertext
+                }
+            })
+        })
+        .collect();
+    serde_json::json!({ "data": data }).to_string().into_bytes()
+}
+
+/// The listing's signature is checked before its entries are opened, at most 16 entries are
+/// accepted, and a certificate listed ahead of its effective time does not vouch for it.
+#[tokio::test]
+async fn a_listing_is_verified_first_capped_and_dated() {
+    let (fake, base) = start_fake().await;
+    let pay = client(&base, None, Mode::Certificates);
+    // Signed by B, which is neither held nor listed; A's entry is not even decryptable: the
+    // signature refuses it first.
+    *fake.listing.lock().unwrap() = Some((
+        listing_with(&[CERT_A], &apiv3(), "2026-01-01T00:00:00+08:00", true),
+        WechatSigner::platform_b(),
+    ));
+    let err = pay.refresh_certificates().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PayError::Verify {
+                source: VerifyError::UnknownSerial { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Seventeen entries.
+    let many = vec![CERT_A; 17];
+    *fake.listing.lock().unwrap() = Some((
+        listing_with(&many, &apiv3(), "2026-01-01T00:00:00+08:00", false),
+        WechatSigner::platform_a(),
+    ));
+    let err = pay.refresh_certificates().await.unwrap_err();
+    assert!(
+        matches!(err, PayError::Decode { ref message, .. } if message.contains("16")),
+        "{err:?}"
+    );
+    // Signed by A, which the listing says is effective only in a year.
+    *fake.listing.lock().unwrap() = Some((
+        listing_with(&[CERT_A], &apiv3(), "2027-12-06T00:00:00+08:00", false),
+        WechatSigner::platform_a(),
+    ));
+    let err = pay.refresh_certificates().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PayError::Verify {
+                source: VerifyError::UnknownSerial { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(pay.verifier().certificates().is_empty(), "nothing kept");
+    // Signed by A (effective), listing B ahead of its effective time: B is kept for later, not
+    // used now.
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&listing(&[CERT_A, CERT_B], &apiv3())).unwrap();
+    body["data"][1]["effective_time"] = "2027-12-06T00:00:00+08:00".into();
+    *fake.listing.lock().unwrap() =
+        Some((body.to_string().into_bytes(), WechatSigner::platform_a()));
+    assert_eq!(pay.refresh_certificates().await.unwrap(), 2);
+    assert!(pay.verifier().knows_serial(SERIAL_A));
+    assert!(!pay.verifier().knows_serial(SERIAL_B));
+}
+
+/// A `MakeWriter` collecting formatted log lines.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// Notifications naming random serials (anyone can send them) are refused by the rate limit
+/// before the refresh lock, and without a warning each.
+#[tokio::test]
+async fn forged_serials_are_refused_quietly_by_the_rate_limit() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (fake, base) = start_fake().await;
+    *fake.listing.lock().unwrap() =
+        Some((listing(&[CERT_A], &apiv3()), WechatSigner::platform_a()));
+    let pay = client(&base, None, Mode::Both);
+    let body = notification_body(
+        &apiv3(),
+        "TRANSACTION.SUCCESS",
+        "transaction",
+        &transaction_resource("o-1", 1),
+    );
+    // A real one first: the certificate store downloads.
+    let ok = WechatSigner::platform_a().headers(now(), &body);
+    pay.receive_notification(&ok, &body).await.unwrap();
+    assert_eq!(fake.hits("/v3/certificates"), 1);
+    for i in 0..50 {
+        let mut forged = WechatSigner::platform_a();
+        forged.serial = format!("{:040X}", i + 1);
+        let h = forged.headers(now(), &body);
+        let err = pay.receive_notification(&h, &body).await.unwrap_err();
+        assert!(err.is_authentication(), "{err:?}");
+    }
+    assert_eq!(fake.hits("/v3/certificates"), 1, "rate-limited");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !text.contains("unknown serial"),
+        "no warning per forged serial:\n{text}"
+    );
+    // The store is still usable: an explicit refresh is not limited.
+    assert_eq!(pay.refresh_certificates().await.unwrap(), 1);
 }

@@ -1436,10 +1436,11 @@ async fn the_simulator_refuses_a_wrong_merchant_serial_or_key() {
     let info = &detail["sign_information"];
     assert_eq!(info["method"], "GET");
     assert_eq!(info["url"], "/v3/pay/transactions/out-trade-no/sign_0001");
+    // Unsigned text: its control characters arrive escaped.
     assert!(info["truncated_sign_message"]
         .as_str()
         .unwrap()
-        .starts_with("GET\n/v3/pay/transactions/out-trade-no/sign_0001?mchid="));
+        .starts_with("GET\\n/v3/pay/transactions/out-trade-no/sign_0001?mchid="));
 
     // An unknown mchid.
     let e = PayClient::builder(

@@ -23,11 +23,40 @@ pub struct Fen(u64);
 /// The largest amount: WeChat's amount fields are signed 64-bit integers.
 const MAX: u64 = i64::MAX as u64;
 
+/// The amount does not fit WeChat's signed 64-bit fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("amount above i64::MAX fen")]
+pub struct FenOverflow;
+
+impl TryFrom<u64> for Fen {
+    type Error = FenOverflow;
+
+    /// `fen` fen, refusing an amount above `i64::MAX` (where [`Fen::new`] clamps).
+    fn try_from(fen: u64) -> Result<Fen, FenOverflow> {
+        if fen > MAX {
+            Err(FenOverflow)
+        } else {
+            Ok(Fen(fen))
+        }
+    }
+}
+
 impl Fen {
     /// Zero.
     pub const ZERO: Fen = Fen(0);
 
-    /// `fen` fen. Amounts above `i64::MAX` are clamped to it (use [`Fen::try_new`] to refuse).
+    /// `fen` fen, for amounts known to fit (constants, amounts already checked).
+    ///
+    /// **Clamps**: an amount above `i64::MAX` (WeChat's largest) becomes `i64::MAX`, silently —
+    /// never pass unchecked input here; use [`Fen::try_new`] or `Fen::try_from(u64)`, which
+    /// refuse it.
+    ///
+    /// ```
+    /// use weapp::pay::Fen;
+    /// assert_eq!(Fen::new(u64::MAX), Fen::new(i64::MAX as u64)); // clamped
+    /// assert_eq!(Fen::try_from(u64::MAX).ok(), None); // refused
+    /// assert_eq!(Fen::try_from(980u64).ok(), Some(Fen::new(980)));
+    /// ```
     pub const fn new(fen: u64) -> Fen {
         if fen > MAX {
             Fen(MAX)

@@ -99,13 +99,38 @@ impl BillDownload {
         }
     }
 
-    /// The whole file, once its hash matched.
+    /// The whole file in memory, once its hash matched, up to
+    /// [`BillDownload::DEFAULT_MAX_BYTES`] (256 MiB). A larger bill is refused; stream it
+    /// with [`BillDownload::chunk`] (unbounded by design: the caller decides where it goes),
+    /// or choose the limit with [`BillDownload::bytes_up_to`].
     ///
     /// # Errors
-    /// As [`BillDownload::chunk`].
-    pub async fn bytes(mut self) -> Result<Vec<u8>, PayError> {
+    /// As [`BillDownload::chunk`]; [`PayError::ResponseTooLarge`] past the limit.
+    pub async fn bytes(self) -> Result<Vec<u8>, PayError> {
+        self.bytes_up_to(Self::DEFAULT_MAX_BYTES).await
+    }
+
+    /// The most [`BillDownload::bytes`] reads into memory: 256 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
+    /// The whole file in memory, once its hash matched, refusing one larger than `limit`
+    /// bytes (by its `Content-Length`, or as soon as more arrives).
+    ///
+    /// # Errors
+    /// As [`BillDownload::chunk`]; [`PayError::ResponseTooLarge`] past `limit`.
+    pub async fn bytes_up_to(mut self, limit: u64) -> Result<Vec<u8>, PayError> {
+        let too_large = || PayError::ResponseTooLarge {
+            endpoint: Cow::Borrowed(ENDPOINT),
+            limit,
+        };
+        if self.resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
         let mut out = Vec::new();
         while let Some(chunk) = self.chunk().await? {
+            if self.received > limit {
+                return Err(too_large());
+            }
             out.extend_from_slice(&chunk);
         }
         Ok(out)

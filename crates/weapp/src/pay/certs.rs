@@ -2,9 +2,11 @@
 //! decrypted with the APIv3 key, kept several at once, refreshed before they expire.
 //!
 //! **Trust.** The listing is itself signed by one of the certificates it carries, so the first
-//! download cannot be verified by a certificate we already hold (the bootstrap problem). As the
-//! official SDKs do, the response is verified with the held certificates *plus* the downloaded
-//! ones. What actually vouches for a certificate is its encryption: each arrives AES-256-GCM
+//! download cannot be verified by a certificate we already hold (the bootstrap problem). The
+//! signature is checked first with what we hold; when it names a certificate we do not hold,
+//! that one listed certificate alone is decrypted and the listing verified with it, before the
+//! rest is opened (at most 16 entries are accepted). A certificate is used only within its
+//! validity (`effective_time`..`expire_time`, narrowed by X.509). What actually vouches for a certificate is its encryption: each arrives AES-256-GCM
 //! encrypted under the merchant's APIv3 key, which only WeChat and the merchant know, and the
 //! GCM tag fails on anything else. (TLS to WeChat's host is the second layer.)
 //!
@@ -20,13 +22,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pay::error::{PayError, VerifyError};
+use crate::pay::error::{serde_summary, PayError, VerifyError};
 use crate::pay::keys::{ApiV3Key, PlatformCertificate};
 use crate::pay::time::PayTime;
 use crate::pay::transport::{api_error, PayRequest, Retry, Transport};
-use crate::pay::verifier::Verifier;
+use crate::pay::verifier::{sanitize, Verifier};
 
 const ENDPOINT: &str = "/v3/certificates";
+/// The most certificates a listing may carry (WeChat lists one or two: two during a rotation).
+const MAX_LISTED: usize = 16;
 
 /// When the certificate store downloads again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +147,8 @@ impl CertificateStore {
         Duration::from_millis(next.saturating_sub(self.now_ms()).max(0) as u64)
     }
 
-    /// True when a download is due: none yet, the interval passed, or a held certificate
-    /// ends within the margin.
+    /// True when a download is due: none yet, the interval passed, or no held certificate
+    /// is valid now beyond the margin.
     pub fn is_due(&self) -> bool {
         let last = self.inner.last_success_ms.load(Ordering::SeqCst);
         let now = self.now_ms();
@@ -157,7 +161,11 @@ impl CertificateStore {
             (now + self.inner.policy.expiry_margin.as_millis() as i64).div_euclid(1000),
         );
         let certs = self.inner.verifier.certificates();
-        certs.is_empty() || certs.iter().all(|c| c.not_after() < horizon)
+        let now = PayTime::from_unix(now.div_euclid(1000));
+        // Due when nothing held verifies now, or everything that does ends within the margin.
+        !certs
+            .iter()
+            .any(|c| self.inner.verifier.usable(c, now) && c.not_after() >= horizon)
     }
 
     /// Downloads when [`CertificateStore::is_due`] and the rate limit allows (waiting for a
@@ -182,6 +190,13 @@ impl CertificateStore {
     pub async fn refresh_for_serial(&self, serial: &str) -> Result<bool, PayError> {
         if self.inner.verifier.knows_serial(serial) {
             return Ok(true);
+        }
+        // The rate limit before the lock: a flood of forged serials is refused here without
+        // queueing on the refresh lock — unless a download is under way, whose result is
+        // then shared (it may bring the serial).
+        let wait = self.wait_left();
+        if !wait.is_zero() && self.inner.flight.try_lock().is_ok() {
+            return Err(PayError::RefreshRateLimited { retry_after: wait });
         }
         match self.run(true).await? {
             Outcome::Limited(retry_after) if !self.inner.verifier.knows_serial(serial) => {
@@ -250,54 +265,92 @@ impl CertificateStore {
             endpoint: Cow::Borrowed(ENDPOINT),
             message,
         };
+        let refused = |source: VerifyError| PayError::Verify {
+            endpoint: Cow::Borrowed(ENDPOINT),
+            source,
+            request_id: resp.request_id(),
+        };
         let listing: Listing =
-            serde_json::from_slice(&resp.body).map_err(|e| decode(e.to_string()))?;
+            serde_json::from_slice(&resp.body).map_err(|e| decode(serde_summary(&e)))?;
         if listing.data.is_empty() {
             return Err(decode("no certificates listed".into()));
+        }
+        if listing.data.len() > MAX_LISTED {
+            return Err(decode(format!(
+                "{} certificates listed, more than {MAX_LISTED}",
+                listing.data.len()
+            )));
+        }
+        // The signature first, with what we hold (the public key in "both" mode, the held
+        // certificates). Only when it names a certificate we do not hold yet (the bootstrap,
+        // a rotation) is that one listed certificate opened, and the listing verified with it,
+        // before anything else in the listing is decrypted.
+        match self.inner.verifier.verify(&resp.headers, &resp.body) {
+            Ok(_) => {}
+            Err(VerifyError::UnknownSerial { serial, have }) => {
+                let Some(item) = listing
+                    .data
+                    .iter()
+                    .find(|i| i.serial_no.eq_ignore_ascii_case(&serial))
+                else {
+                    return Err(refused(VerifyError::UnknownSerial { serial, have }));
+                };
+                let signer = self.open(item)?;
+                let mut union: Vec<PlatformCertificate> =
+                    self.inner.verifier.certificates().to_vec();
+                union.push(signer);
+                self.inner
+                    .verifier
+                    .with_certificate_set(union)
+                    .verify(&resp.headers, &resp.body)
+                    .map_err(refused)?;
+            }
+            Err(e) => return Err(refused(e)),
         }
         let now = PayTime::from_unix(self.inner.verifier.now_secs());
         let mut fresh = Vec::with_capacity(listing.data.len());
         for item in &listing.data {
-            let e = &item.encrypt_certificate;
-            let failed = || PayError::CertificateDecrypt {
-                serial: item.serial_no.chars().take(64).collect(),
-            };
-            if e.algorithm != "AEAD_AES_256_GCM" {
-                return Err(failed());
-            }
-            let pem = self
-                .inner
-                .apiv3_key
-                .decrypt(&e.nonce, &e.associated_data, &e.ciphertext)
-                .ok_or_else(failed)?;
-            let pem = String::from_utf8(pem).map_err(|_| failed())?;
-            let cert = PlatformCertificate::from_pem(&pem)?;
-            if !cert.serial().eq_ignore_ascii_case(&item.serial_no) {
-                return Err(decode(format!(
-                    "listed serial {} is not the certificate's {}",
-                    item.serial_no.chars().take(64).collect::<String>(),
-                    cert.serial()
-                )));
-            }
-            let cert = cert.with_listing_validity(item.effective_time, item.expire_time);
+            let cert = self.open(item)?;
+            // Kept until it ends, including one listed ahead of its effective time (WeChat
+            // lists the next certificate before switching): the verifier uses each only
+            // within its validity.
             if cert.not_after() >= now {
                 fresh.push(cert);
             }
         }
-        // Bootstrap: verify with what we hold plus what was just decrypted.
-        let mut union: Vec<PlatformCertificate> = self.inner.verifier.certificates().to_vec();
-        union.extend(fresh.iter().cloned());
-        let check = self.inner.verifier.with_certificate_set(union);
-        check
-            .verify(&resp.headers, &resp.body)
-            .map_err(|source: VerifyError| PayError::Verify {
-                endpoint: Cow::Borrowed(ENDPOINT),
-                source,
-                request_id: resp.request_id(),
-            })?;
         if fresh.is_empty() {
             return Err(decode("every listed certificate has expired".into()));
         }
         Ok(fresh)
+    }
+
+    /// Decrypts one listed certificate and checks it is the one listed, with the listing's
+    /// validity.
+    fn open(&self, item: &ListedCert) -> Result<PlatformCertificate, PayError> {
+        let e = &item.encrypt_certificate;
+        let failed = || PayError::CertificateDecrypt {
+            serial: sanitize(&item.serial_no),
+        };
+        if e.algorithm != "AEAD_AES_256_GCM" {
+            return Err(failed());
+        }
+        let pem = self
+            .inner
+            .apiv3_key
+            .decrypt(&e.nonce, &e.associated_data, &e.ciphertext)
+            .ok_or_else(failed)?;
+        let pem = String::from_utf8(pem).map_err(|_| failed())?;
+        let cert = PlatformCertificate::from_pem(&pem)?;
+        if !cert.serial().eq_ignore_ascii_case(&item.serial_no) {
+            return Err(PayError::Decode {
+                endpoint: Cow::Borrowed(ENDPOINT),
+                message: format!(
+                    "listed serial {} is not the certificate's {}",
+                    sanitize(&item.serial_no),
+                    cert.serial()
+                ),
+            });
+        }
+        Ok(cert.with_listing_validity(item.effective_time, item.expire_time))
     }
 }

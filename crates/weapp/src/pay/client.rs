@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::clock::{Clock, SystemClock};
 use crate::pay::bill::{self, BillDownload};
 use crate::pay::certs::{CertificateStore, RefreshPolicy};
-use crate::pay::error::{NotifyError, PayError, VerifyError};
+use crate::pay::error::{serde_summary, NotifyError, PayError, VerifyError};
 use crate::pay::keys::{ApiV3Key, PlatformCertificate, RsaPublicKey};
 use crate::pay::models::{
     BillInfo, FundFlowBillRequest, JsapiPrepayRequest, Prepay, Refund, RefundRequest,
@@ -20,7 +20,9 @@ use crate::pay::models::{
 };
 use crate::pay::notify::{Notification, NotificationParser};
 use crate::pay::sign::{nonce, Merchant, RequestPayment};
-use crate::pay::transport::{api_error, parse_base, PayRequest, PayResponse, Retry, Transport};
+use crate::pay::transport::{
+    api_error, parse_base, read_capped, PayRequest, PayResponse, Retry, Transport, MAX_ERROR_BODY,
+};
 use crate::pay::verifier::{HeaderSource, VerificationMode, Verifier};
 
 /// WeChat Pay's API host.
@@ -435,8 +437,16 @@ impl PayClient {
 
     async fn refresh_for(&self, serial: &str) {
         if let Some(store) = &self.inner.certs {
-            if let Err(e) = store.refresh_for_serial(serial).await {
-                tracing::warn!(error = %e, serial, "WeChat Pay certificate refresh for an unknown serial failed");
+            match store.refresh_for_serial(serial).await {
+                Ok(_) => {}
+                // Anyone can send a notification naming a random serial: a refusal by the
+                // rate limit is routine, not worth a warning per request.
+                Err(e @ PayError::RefreshRateLimited { .. }) => {
+                    tracing::debug!(error = %e, serial, "WeChat Pay certificate refresh for an unknown serial skipped");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, serial, "WeChat Pay certificate refresh for an unknown serial failed");
+                }
             }
         }
     }
@@ -491,7 +501,7 @@ impl PayClient {
         serde_json::from_slice(&resp.body).map_err(|e| {
             let err = PayError::Decode {
                 endpoint: Cow::Borrowed(endpoint),
-                message: e.to_string(),
+                message: serde_summary(&e),
             };
             if create {
                 PayError::OutcomeUnknown {
@@ -678,9 +688,13 @@ impl PayClient {
     /// Starts downloading a bill (a signed GET of `download_url`; the answer is unsigned and is
     /// checked against `hash_value` instead). Read it with [`BillDownload::chunk`].
     ///
+    /// `download_url` must name this client's base or backup host (scheme, host, port) and a
+    /// path under `/v3/billdownload/`: it is refused, unsigned and unsent, otherwise.
+    ///
     /// # Errors
-    /// [`PayError::InvalidArgument`] unless `hash_type` is SHA1 and the URL is http(s);
-    /// [`PayError::Api`] for a non-2xx answer; transport errors.
+    /// [`PayError::InvalidArgument`] unless `hash_type` is SHA1;
+    /// [`PayError::UntrustedDownloadUrl`] for a URL elsewhere; [`PayError::Api`] for a
+    /// non-2xx answer; transport errors.
     pub async fn download_bill(&self, info: &BillInfo) -> Result<BillDownload, PayError> {
         if !info.hash_type.eq_ignore_ascii_case("SHA1")
             || info.hash_value.len() != 40
@@ -698,7 +712,8 @@ impl PayClient {
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let headers = resp.headers().clone();
-            let body = resp.bytes().await.unwrap_or_default();
+            // Unsigned: read at most 64 KiB of it (else the bare status).
+            let body = read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default();
             return Err(api_error(
                 bill::ENDPOINT,
                 &PayResponse {

@@ -181,13 +181,14 @@ pub enum VerifyError {
     /// `Wechatpay-Signature-Type` names an algorithm this SDK does not verify (e.g. SM2).
     #[error("unsupported signature type {0}")]
     UnsupportedSignatureType(String),
-    /// `Wechatpay-Serial` names no key we hold (an unknown, expired or not yet downloaded
-    /// certificate, or the public key while only certificates are configured, or the reverse).
+    /// `Wechatpay-Serial` names no key we hold that is valid now (an unknown, expired, not
+    /// yet effective or not yet downloaded certificate, or the public key while only
+    /// certificates are configured, or the reverse).
     #[error("no verification key for Wechatpay-Serial {serial} (have: {have})")]
     UnknownSerial {
         /// The header's value (sanitized, at most 64 characters).
         serial: String,
-        /// The serials we hold, comma-separated.
+        /// The serials that verify now, comma-separated.
         have: String,
     },
     /// The signature is not base64.
@@ -214,9 +215,20 @@ pub enum NotifyError {
     /// AES-GCM refused the ciphertext: wrong APIv3 key, or the resource was altered.
     #[error("cannot decrypt the resource (wrong APIv3 key or altered ciphertext)")]
     Decrypt,
-    /// The decrypted resource is not the shape its `event_type` promises.
+    /// The decrypted resource is not the shape its `event_type` promises (the message names
+    /// the serde error's category and position, never a value).
     #[error("decrypted resource does not decode: {0}")]
     Resource(String),
+    /// `event_type`, `resource.original_type` and `resource.associated_data` disagree
+    /// (`TRANSACTION.*` goes with `transaction`, `REFUND.*` with `refund`, and the GCM
+    /// associated data is the `original_type`).
+    #[error("notification type mismatch: event_type {event_type}, original_type {original_type}")]
+    TypeMismatch {
+        /// `event_type` (sanitized, at most 64 characters).
+        event_type: String,
+        /// `resource.original_type` (sanitized, at most 64 characters).
+        original_type: String,
+    },
 }
 
 impl NotifyError {
@@ -244,9 +256,11 @@ pub enum PayError {
         status: u16,
         /// `code`.
         code: PayErrorCode,
-        /// `message` (human text, often Chinese).
+        /// `message` (human text, often Chinese): unsigned, so at most 512 characters with
+        /// control characters escaped (`\n`).
         message: String,
-        /// `detail`, when present (`field`, `value`, `issue`, `location`, `sign_information`).
+        /// `detail`, when present (`field`, `value`, `issue`, `location`, `sign_information`),
+        /// its strings cleaned like `message` and its size bounded.
         detail: Option<Box<serde_json::Value>>,
         /// The `Request-ID` response header: what WeChat Pay support asks for.
         request_id: Option<String>,
@@ -302,7 +316,8 @@ pub enum PayError {
         /// `Request-ID`, if any.
         request_id: Option<String>,
     },
-    /// A verified 2xx response that does not decode into the expected shape.
+    /// A verified 2xx response that does not decode into the expected shape (the message
+    /// names the serde error's category and position, never a value of the body).
     #[error("{endpoint}: cannot decode response: {message}")]
     Decode {
         /// The endpoint.
@@ -333,6 +348,22 @@ pub enum PayError {
     RefreshRateLimited {
         /// When a refresh is allowed again.
         retry_after: Duration,
+    },
+    /// An answer was larger than this client reads (by its `Content-Length`, or while
+    /// reading): refused before anything in it was trusted.
+    #[error("{endpoint}: answer larger than {limit} bytes, refused")]
+    ResponseTooLarge {
+        /// The endpoint.
+        endpoint: Cow<'static, str>,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A bill's `download_url` does not point at this client's WeChat Pay host (its base or
+    /// backup URL) under `/v3/billdownload/`: nothing was signed or sent.
+    #[error("bill download_url refused: {reason}")]
+    UntrustedDownloadUrl {
+        /// What did not match.
+        reason: &'static str,
     },
     /// Signing failed (ring refused; practically unreachable with a loaded key).
     #[error("signing failed")]
@@ -398,6 +429,56 @@ impl PayError {
             _ => false,
         }
     }
+}
+
+/// At most this many characters of unsigned text (an error body's `message`, `code`,
+/// `detail` strings) are kept in an error.
+pub(crate) const MAX_TEXT_CHARS: usize = 512;
+
+/// Text from the network fit for an error and a log line: at most `max_chars` characters,
+/// control characters (newlines, ANSI escapes) and bidirectional overrides written as
+/// escapes (`\n`, `\u{1b}`), `…` marking a cut. Other Unicode (WeChat's Chinese messages)
+/// is kept.
+pub(crate) fn clean_text(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars * 4));
+    for (i, c) in text.chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        let unsafe_char = c.is_control()
+            || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if unsafe_char {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A serde error as its category and position only: serde's messages quote the offending
+/// value (`invalid type: string "oUpF8u…"`), and decoded bodies carry openids and amounts.
+/// `missing field` / `duplicate field` messages name only our own field and are kept.
+pub(crate) fn serde_summary(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    for keep in ["missing field `", "duplicate field `"] {
+        if text.starts_with(keep) {
+            // "missing field `x` at line 1 column 2": the field is ours, not the payload's.
+            return clean_text(&text, 128);
+        }
+    }
+    let category = match e.classify() {
+        serde_json::error::Category::Io => "I/O",
+        serde_json::error::Category::Syntax => "syntax",
+        serde_json::error::Category::Data => "data",
+        serde_json::error::Category::Eof => "unexpected end of input",
+    };
+    format!(
+        "{category} error at line {} column {}",
+        e.line(),
+        e.column()
+    )
 }
 
 /// `outer: cause: root cause`, skipping repeats.

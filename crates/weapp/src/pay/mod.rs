@@ -98,7 +98,7 @@ mod time;
 mod transport;
 pub mod verifier;
 
-pub use amount::Fen;
+pub use amount::{Fen, FenOverflow};
 pub use bill::BillDownload;
 pub use certs::{CertificateStore, RefreshPolicy};
 pub use client::{PayClient, PayClientBuilder, PAY_BACKUP_URL, PAY_BASE_URL};

@@ -8,11 +8,11 @@
 
 use serde::Deserialize;
 
-use crate::pay::error::NotifyError;
+use crate::pay::error::{serde_summary, NotifyError};
 use crate::pay::keys::ApiV3Key;
 use crate::pay::models::{RefundNotice, Transaction};
 use crate::pay::time::PayTime;
-use crate::pay::verifier::{HeaderSource, Verifier};
+use crate::pay::verifier::{sanitize, HeaderSource, Verifier};
 
 /// The only resource algorithm of RSA merchants.
 const AEAD: &str = "AEAD_AES_256_GCM";
@@ -104,8 +104,10 @@ impl NotificationParser {
     /// # Errors
     /// [`NotifyError::Verify`] for any signature failure (missing header, probe, stale
     /// timestamp, unknown serial, mismatch) — answer it with [`NotifyResponse::for_error`];
-    /// [`NotifyError::Malformed`], [`NotifyError::Decrypt`] or [`NotifyError::Resource`] for
-    /// a verified body that does not decode.
+    /// [`NotifyError::Malformed`], [`NotifyError::TypeMismatch`], [`NotifyError::Decrypt`] or
+    /// [`NotifyError::Resource`] for a verified body that does not decode (`event_type`
+    /// `TRANSACTION.*` needs `original_type` `transaction`, `REFUND.*` needs `refund`, and
+    /// `associated_data` must be the `original_type`).
     pub fn parse<H: HeaderSource + ?Sized>(
         &self,
         headers: &H,
@@ -113,28 +115,46 @@ impl NotificationParser {
     ) -> Result<Notification, NotifyError> {
         let verified = self.verifier.verify(headers, body)?;
         let env: Envelope =
-            serde_json::from_slice(body).map_err(|e| NotifyError::Malformed(e.to_string()))?;
+            serde_json::from_slice(body).map_err(|e| NotifyError::Malformed(serde_summary(&e)))?;
         if env.resource.algorithm != AEAD {
-            return Err(NotifyError::UnsupportedAlgorithm(
-                env.resource.algorithm.chars().take(32).collect(),
-            ));
+            return Err(NotifyError::UnsupportedAlgorithm(sanitize(
+                &env.resource.algorithm,
+            )));
+        }
+        // The kind is decided by `event_type`; `original_type` must agree, and the GCM
+        // associated data is pinned to `original_type`, so a resource encrypted as one kind
+        // cannot be presented as another.
+        let expected = if env.event_type.starts_with("TRANSACTION.") {
+            Some("transaction")
+        } else if env.event_type.starts_with("REFUND.") {
+            Some("refund")
+        } else {
+            None
+        };
+        let original = env.resource.original_type.as_str();
+        let agrees = match expected {
+            Some(kind) => original == kind,
+            None => !matches!(original, "transaction" | "refund"),
+        };
+        if !agrees || env.resource.associated_data != original {
+            return Err(NotifyError::TypeMismatch {
+                event_type: sanitize(&env.event_type),
+                original_type: sanitize(original),
+            });
         }
         let plain = self
             .apiv3_key
-            .decrypt(
-                &env.resource.nonce,
-                &env.resource.associated_data,
-                &env.resource.ciphertext,
-            )
+            .decrypt(&env.resource.nonce, original, &env.resource.ciphertext)
             .ok_or(NotifyError::Decrypt)?;
         let plaintext =
             String::from_utf8(plain).map_err(|_| NotifyError::Resource("not UTF-8".into()))?;
-        let resource = |e: serde_json::Error| NotifyError::Resource(e.to_string());
-        let event = if env.event_type.starts_with("TRANSACTION.") {
+        // Never the serde message itself: it quotes values of the decrypted resource.
+        let resource = |e: serde_json::Error| NotifyError::Resource(serde_summary(&e));
+        let event = if expected == Some("transaction") {
             NotificationEvent::Transaction(Box::new(
                 serde_json::from_str(&plaintext).map_err(resource)?,
             ))
-        } else if env.event_type.starts_with("REFUND.") {
+        } else if expected == Some("refund") {
             NotificationEvent::Refund(Box::new(
                 serde_json::from_str(&plaintext).map_err(resource)?,
             ))

@@ -98,9 +98,13 @@ fn parse_rfc3339(s: &str) -> Option<PayTime> {
                 b'-' => -1,
                 _ => return None,
             };
+            // Digits only: `parse` alone would take `+08:-1` or `+08:+1`.
+            if !ob[1..3].iter().chain(&ob[4..6]).all(u8::is_ascii_digit) {
+                return None;
+            }
             let oh: i64 = rest[1..3].parse().ok()?;
             let om: i64 = rest[4..6].parse().ok()?;
-            if oh > 23 || om > 59 || !rest[1..3].bytes().all(|c| c.is_ascii_digit()) {
+            if oh > 23 || om > 59 {
                 return None;
             }
             sign * (oh * 3600 + om * 60)
@@ -219,6 +223,10 @@ mod tests {
             "2021-06-24T16:37:26.+08:00",
             "2021-06-24T16:37:26+08:00x",
             "２021-06-24T16:37:26+08:00",
+            "2026-01-01T00:00:00+08:-1",
+            "2026-01-01T00:00:00+08:+1",
+            "2026-01-01T00:00:00+-8:00",
+            "2026-01-01T00:00:00++8:00",
         ] {
             assert!(bad.parse::<PayTime>().is_err(), "{bad}");
         }

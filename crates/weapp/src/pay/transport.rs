@@ -14,7 +14,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 
 use crate::clock::Clock;
-use crate::pay::error::PayError;
+use crate::pay::error::{clean_text, PayError, MAX_TEXT_CHARS};
 use crate::pay::sign::{nonce, Merchant};
 
 /// What may be repeated after a failure.
@@ -56,8 +56,66 @@ impl PayResponse {
     }
 }
 
+/// The most of a 2xx answer read into memory (WeChat's answers are a few KiB; a certificate
+/// listing well under 64 KiB).
+pub(crate) const MAX_BODY: u64 = 1 << 20;
+/// The most of a non-2xx answer's body read (an error JSON or a proxy's page).
+pub(crate) const MAX_ERROR_BODY: u64 = 64 << 10;
+
+/// Why a body was not read whole.
+pub(crate) enum ReadError {
+    /// Larger than the limit (by `Content-Length` or while reading).
+    TooLarge,
+    /// The stream broke.
+    Transport(reqwest::Error),
+}
+
+/// Reads `resp`'s body, refusing one announced or found larger than `limit` bytes (without
+/// reading the rest).
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: u64,
+) -> Result<Bytes, ReadError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// `detail` of an unsigned error body with its strings cleaned and its size bounded (depth 4,
+/// 16 entries per level).
+fn clean_detail(value: serde_json::Value, depth: usize) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(clean_text(&s, MAX_TEXT_CHARS)),
+        Value::Array(items) if depth < 4 => Value::Array(
+            items
+                .into_iter()
+                .take(16)
+                .map(|v| clean_detail(v, depth + 1))
+                .collect(),
+        ),
+        Value::Object(map) if depth < 4 => Value::Object(
+            map.into_iter()
+                .take(16)
+                .map(|(k, v)| (clean_text(&k, 64), clean_detail(v, depth + 1)))
+                .collect(),
+        ),
+        Value::Array(_) | Value::Object(_) => Value::String("…".into()),
+        other => other,
+    }
+}
+
 /// The typed error of a non-2xx answer: `{"code","message","detail"}` when the body is that
-/// JSON, else the bare status. (Such answers are not signed.)
+/// JSON, else the bare status. (Such answers are not signed: their text is cut to 512
+/// characters and control characters are escaped before it reaches `Display` and logs.)
 pub(crate) fn api_error(endpoint: &'static str, resp: &PayResponse) -> PayError {
     #[derive(serde::Deserialize)]
     struct Body {
@@ -71,9 +129,9 @@ pub(crate) fn api_error(endpoint: &'static str, resp: &PayResponse) -> PayError 
         Ok(b) => PayError::Api {
             endpoint: Cow::Borrowed(endpoint),
             status: resp.status,
-            code: b.code.as_str().into(),
-            message: b.message,
-            detail: b.detail.map(Box::new),
+            code: clean_text(&b.code, MAX_TEXT_CHARS).as_str().into(),
+            message: clean_text(&b.message, MAX_TEXT_CHARS),
+            detail: b.detail.map(|d| Box::new(clean_detail(d, 0))),
             request_id: resp.request_id(),
         },
         Err(_) => PayError::HttpStatus {
@@ -88,6 +146,8 @@ pub(crate) fn api_error(endpoint: &'static str, resp: &PayResponse) -> PayError 
 struct Failed {
     err: PayError,
     never_sent: bool,
+    /// The server answered (an oversized body): not a connection failure, not retried.
+    answered: bool,
 }
 
 /// Parses an http(s) base URL without query or fragment; a trailing `/` is dropped.
@@ -183,7 +243,11 @@ impl Transport {
                 source: Arc::new(e.without_url()),
             }
         };
-        Failed { err, never_sent }
+        Failed {
+            err,
+            never_sent,
+            answered: false,
+        }
     }
 
     async fn attempt(&self, base: &reqwest::Url, req: &PayRequest) -> Result<PayResponse, Failed> {
@@ -193,6 +257,7 @@ impl Transport {
             .map_err(|err| Failed {
                 err,
                 never_sent: true,
+                answered: false,
             })?;
         let resp = builder
             .send()
@@ -200,11 +265,28 @@ impl Transport {
             .map_err(|e| self.failed(req.endpoint, e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| {
-            let mut f = self.failed(req.endpoint, e);
-            f.never_sent = false;
-            f
-        })?;
+        let ok = (200..300).contains(&status);
+        let limit = if ok { MAX_BODY } else { MAX_ERROR_BODY };
+        let body = match read_capped(resp, limit).await {
+            Ok(body) => body,
+            // An oversized error body: the status is the answer.
+            Err(ReadError::TooLarge) if !ok => Bytes::new(),
+            Err(ReadError::TooLarge) => {
+                return Err(Failed {
+                    err: PayError::ResponseTooLarge {
+                        endpoint: Cow::Borrowed(req.endpoint),
+                        limit,
+                    },
+                    never_sent: false,
+                    answered: true,
+                })
+            }
+            Err(ReadError::Transport(e)) => {
+                let mut f = self.failed(req.endpoint, e);
+                f.never_sent = false;
+                return Err(f);
+            }
+        };
         Ok(PayResponse {
             status,
             headers,
@@ -222,7 +304,7 @@ impl Transport {
         let retry = self
             .backup
             .as_ref()
-            .filter(|_| first.never_sent || req.retry != Retry::Create);
+            .filter(|_| !first.answered && (first.never_sent || req.retry != Retry::Create));
         let last = match retry {
             Some(backup) => {
                 tracing::warn!(
@@ -246,24 +328,48 @@ impl Transport {
         Err(last.err)
     }
 
-    /// A signed GET of an absolute URL (a bill's `download_url`), with the download timeout;
-    /// the response is returned before its body is read.
+    /// The canonical (signed) form of a bill's `download_url`, which must name this client's
+    /// primary or backup host (scheme, host and port) and a path under that base's
+    /// `/v3/billdownload/`. Anything else is refused before it is signed: a signed GET is
+    /// valid at WeChat for any endpoint it names, so `download_url` may not choose where one
+    /// goes or what it asks for.
+    pub(crate) fn download_target(&self, url: &str) -> Result<(reqwest::Url, String), PayError> {
+        let refuse = |reason| PayError::UntrustedDownloadUrl { reason };
+        let url = reqwest::Url::parse(url).map_err(|_| refuse("not a URL"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refuse("carries credentials"));
+        }
+        let base = std::iter::once(&self.primary)
+            .chain(self.backup.as_ref())
+            .find(|b| b.origin() == url.origin())
+            .ok_or(refuse("not the WeChat Pay host of this client"))?;
+        let prefix = base.path().trim_end_matches('/');
+        let path = url
+            .path()
+            .strip_prefix(prefix)
+            .filter(|p| p.starts_with("/v3/billdownload/"))
+            .ok_or(refuse("not under /v3/billdownload/"))?;
+        if path.split('/').any(|seg| seg == ".." || seg == ".") {
+            return Err(refuse("not under /v3/billdownload/"));
+        }
+        let mut canonical = path.to_owned();
+        if let Some(q) = url.query() {
+            canonical.push('?');
+            canonical.push_str(q);
+        }
+        let mut url = url;
+        url.set_fragment(None);
+        Ok((url, canonical))
+    }
+
+    /// A signed GET of a bill's `download_url` (checked by [`Transport::download_target`]),
+    /// with the download timeout; the response is returned before its body is read.
     pub(crate) async fn get_stream(
         &self,
         endpoint: &'static str,
         url: &str,
     ) -> Result<reqwest::Response, PayError> {
-        let url = reqwest::Url::parse(url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                PayError::InvalidArgument("download_url is not an http(s) URL".into())
-            })?;
-        let mut canonical = url.path().to_owned();
-        if let Some(q) = url.query() {
-            canonical.push('?');
-            canonical.push_str(q);
-        }
+        let (url, canonical) = self.download_target(url)?;
         let req = self
             .signed(reqwest::Method::GET, url, &canonical, b"")?
             .timeout(self.download_timeout);

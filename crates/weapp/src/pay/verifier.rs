@@ -200,7 +200,7 @@ impl VerifierBuilder {
 
 /// A header value fit for an error message (it comes from the network): printable ASCII, at
 /// most 64 characters.
-fn sanitize(value: &str) -> String {
+pub(crate) fn sanitize(value: &str) -> String {
     value
         .chars()
         .take(64)
@@ -278,7 +278,8 @@ impl Verifier {
     }
 
     /// True when `serial` names a key that verifies now (the public key id, or a platform
-    /// certificate valid now).
+    /// certificate valid now: past its start — up to the timestamp window early — and not
+    /// ended).
     pub fn knows_serial(&self, serial: &str) -> bool {
         self.key_for(serial).is_some()
     }
@@ -315,15 +316,48 @@ impl Verifier {
         let now = crate::pay::time::PayTime::from_unix(self.now_secs());
         self.certificates()
             .iter()
-            .find(|c| c.serial().eq_ignore_ascii_case(serial) && c.not_after() >= now)
+            .find(|c| c.serial().eq_ignore_ascii_case(serial) && self.usable(c, now))
             .map(|c| c.public_key().clone())
+    }
+
+    /// True when `cert` may verify at `now`: within its validity (the listing's
+    /// `effective_time`/`expire_time` narrowed by X.509), its start accepted up to the
+    /// timestamp window early, so that a slightly slow clock does not refuse WeChat's first
+    /// signatures with a new certificate. Never after its end.
+    pub(crate) fn usable(
+        &self,
+        cert: &PlatformCertificate,
+        now: crate::pay::time::PayTime,
+    ) -> bool {
+        cert.is_valid_at(now)
+            || (now < cert.not_before() && cert.is_valid_at(now.plus_secs(self.inner.window_secs)))
+    }
+
+    /// The serials that verify now (public key id, usable certificates).
+    fn usable_serials(&self) -> Vec<String> {
+        let now = crate::pay::time::PayTime::from_unix(self.now_secs());
+        let mut out: Vec<String> = self
+            .public_key_id()
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
+        if self.inner.use_certificates {
+            out.extend(
+                self.certificates()
+                    .iter()
+                    .filter(|c| self.usable(c, now))
+                    .map(|c| c.serial().to_owned()),
+            );
+        }
+        out
     }
 
     /// Verifies the `Wechatpay-*` headers over the raw `body` (exactly as received).
     ///
     /// Checks, in order: a signature is present and is not a `WECHATPAY/SIGNTEST/` probe; the
     /// signature type (when sent) is RSA; timestamp, nonce and serial are present; the
-    /// timestamp is within the window of now; the serial names a key we hold (not expired);
+    /// timestamp is within the window of now; the serial names a key we hold that is valid now
+    /// (not expired, not before its effective time less the window);
     /// the signature is base64 and verifies over `TIMESTAMP\nNONCE\nBODY\n`.
     ///
     /// # Errors
@@ -367,7 +401,7 @@ impl Verifier {
             .key_for(serial)
             .ok_or_else(|| VerifyError::UnknownSerial {
                 serial: sanitize(serial),
-                have: self.serials().join(","),
+                have: self.usable_serials().join(","),
             })?;
         let raw = B64
             .decode(signature)
