@@ -107,7 +107,8 @@ impl NotificationParser {
     /// [`NotifyError::Malformed`], [`NotifyError::TypeMismatch`], [`NotifyError::Decrypt`] or
     /// [`NotifyError::Resource`] for a verified body that does not decode (`event_type`
     /// `TRANSACTION.*` needs `original_type` `transaction`, `REFUND.*` needs `refund`, and
-    /// `associated_data` must be the `original_type`).
+    /// `associated_data` must be the `original_type` or empty — WeChat documents it as
+    /// "可能为空字符串").
     pub fn parse<H: HeaderSource + ?Sized>(
         &self,
         headers: &H,
@@ -122,8 +123,8 @@ impl NotificationParser {
             )));
         }
         // The kind is decided by `event_type`; `original_type` must agree, and the GCM
-        // associated data is pinned to `original_type`, so a resource encrypted as one kind
-        // cannot be presented as another.
+        // associated data is `original_type` or empty (WeChat: "associated_data … 可能为空字符串"),
+        // so a resource encrypted as another kind cannot be presented as this one.
         let expected = if env.event_type.starts_with("TRANSACTION.") {
             Some("transaction")
         } else if env.event_type.starts_with("REFUND.") {
@@ -136,7 +137,8 @@ impl NotificationParser {
             Some(kind) => original == kind,
             None => !matches!(original, "transaction" | "refund"),
         };
-        if !agrees || env.resource.associated_data != original {
+        let aad = env.resource.associated_data.as_str();
+        if !agrees || !(aad == original || aad.is_empty()) {
             return Err(NotifyError::TypeMismatch {
                 event_type: sanitize(&env.event_type),
                 original_type: sanitize(original),
@@ -144,7 +146,7 @@ impl NotificationParser {
         }
         let plain = self
             .apiv3_key
-            .decrypt(&env.resource.nonce, original, &env.resource.ciphertext)
+            .decrypt(&env.resource.nonce, aad, &env.resource.ciphertext)
             .ok_or(NotifyError::Decrypt)?;
         let plaintext =
             String::from_utf8(plain).map_err(|_| NotifyError::Resource("not UTF-8".into()))?;
