@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::keys::handlers::router(state.keys.clone()))
         .merge(crate::platforms::router(state.platforms.clone()))
         .merge(crate::push::router(state.push.clone()))
+        .merge(crate::payments::router(state.payments.clone()))
         .merge(ops::router(state.clone()))
         .merge(crate::admin::router(state.admin.clone()));
     crate::http::layers(routes, state.shared.clone())

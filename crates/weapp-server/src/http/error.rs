@@ -56,6 +56,19 @@ pub enum AppError {
     /// errcode and rid; the details go to the log.
     #[error(transparent)]
     WeChat(#[from] weapp::Error),
+    /// Another upstream service (WeChat Pay) failed or refused: `status` (a 5xx, or 409/429),
+    /// a code and a message safe to show, and the upstream request id for support.
+    #[error("{message}")]
+    Upstream {
+        /// The HTTP status answered.
+        status: StatusCode,
+        /// Machine-readable code, e.g. `upstream_unavailable`.
+        code: &'static str,
+        /// What happened (never a secret).
+        message: String,
+        /// The upstream request id (WeChat Pay's `Request-ID`).
+        rid: Option<String>,
+    },
     /// Anything else: logged in full, answered as a bare 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -200,6 +213,9 @@ impl IntoResponse for AppError {
                 let (s, c) = wechat_status(e);
                 (s, c, e.errcode().map(|c| c.code()), e.rid())
             }
+            AppError::Upstream {
+                status, code, rid, ..
+            } => (*status, *code, None, rid.as_deref()),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, None),
         };
         let message = match &self {
@@ -237,6 +253,9 @@ impl IntoResponse for AppError {
             AppError::RateLimited { retry_after_secs }
             | AppError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
             AppError::WeChat(e) => e.retry_after().map(|d| d.as_secs().max(1)),
+            AppError::Upstream { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(1)
+            }
             _ => None,
         };
         if let Some(secs) = retry {
