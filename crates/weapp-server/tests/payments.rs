@@ -434,6 +434,11 @@ async fn inbox(database_url: &str, business_no: &str) -> Vec<(Option<String>, i6
     rows
 }
 
+async fn exec(database_url: &str, statement: &str) {
+    let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+    sqlx::query(statement).execute(&pool).await.unwrap();
+}
+
 async fn sql(database_url: &str, statement: &str, no: &str) {
     let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
     sqlx::query(statement)
@@ -840,5 +845,47 @@ async fn merchant_settings_are_checked_at_start_with_clear_errors() {
     assert!(
         !debug.contains(t.issued["apiv3_key"].as_str().unwrap()),
         "{debug}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_stored_but_not_applied_is_applied_by_the_sweep() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    let (st, created) = t
+        .order(&s, SHOP_KEY, &t.w.appid, order_body("order_0006", 300))
+        .await;
+    assert_eq!(st, 200, "{created}");
+    // The database refuses to change orders: the notification is stored in the inbox, but not
+    // applied (as if the instance died between the two); WeChat is told to retry.
+    exec(&db, "CREATE TRIGGER no_updates BEFORE UPDATE ON pay_orders BEGIN SELECT RAISE(ABORT, 'injected'); END").await;
+    t.pay(&created).await;
+    let seen = t.relay.wait_for(1).await;
+    assert_eq!(seen[0].status, 500);
+    let rows = inbox(&db, "order_0006").await;
+    assert_eq!(rows.len(), 1, "stored before the answer: {rows:?}");
+    assert_eq!(rows[0].0, None, "not applied");
+    assert_eq!(t.get_order(&s, "order_0006").await["state"], "NOTPAY");
+    exec(&db, "DROP TRIGGER no_updates").await;
+    // No retry from WeChat (its clock stands still): the sweep applies the stored row.
+    let mut paid = Value::Null;
+    for _ in 0..400 {
+        paid = t.get_order(&s, "order_0006").await;
+        if paid["state"] == "SUCCESS" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(paid["state"], "SUCCESS", "{paid}");
+    assert_eq!(
+        t.relay.seen().len(),
+        1,
+        "no second delivery: the sweep did it"
+    );
+    assert_eq!(t.events(&s, "TRANSACTION.SUCCESS").await.len(), 1);
+    assert_eq!(
+        inbox(&db, "order_0006").await[0].0.as_deref(),
+        Some("applied")
     );
 }

@@ -56,13 +56,14 @@ pub enum AppError {
     /// errcode and rid; the details go to the log.
     #[error(transparent)]
     WeChat(#[from] weapp::Error),
-    /// Another upstream service (WeChat Pay) failed or refused: `status` (a 5xx, or 409/429),
-    /// a code and a message safe to show, and the upstream request id for support.
+    /// A domain's typed error with a status and code of its own (a payment order's conflict,
+    /// WeChat Pay refusing or failing): a message safe to show, and the upstream request id
+    /// (WeChat Pay's `Request-ID`) for support when there is one. 503 carries `Retry-After`.
     #[error("{message}")]
-    Upstream {
+    Coded {
         /// The HTTP status answered.
         status: StatusCode,
-        /// Machine-readable code, e.g. `upstream_unavailable`.
+        /// Machine-readable code, e.g. `order_conflict`, `upstream_unavailable`.
         code: &'static str,
         /// What happened (never a secret).
         message: String,
@@ -213,7 +214,7 @@ impl IntoResponse for AppError {
                 let (s, c) = wechat_status(e);
                 (s, c, e.errcode().map(|c| c.code()), e.rid())
             }
-            AppError::Upstream {
+            AppError::Coded {
                 status, code, rid, ..
             } => (*status, *code, None, rid.as_deref()),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, None),
@@ -253,9 +254,7 @@ impl IntoResponse for AppError {
             AppError::RateLimited { retry_after_secs }
             | AppError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
             AppError::WeChat(e) => e.retry_after().map(|d| d.as_secs().max(1)),
-            AppError::Upstream { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
-                Some(1)
-            }
+            AppError::Coded { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };
         if let Some(secs) = retry {

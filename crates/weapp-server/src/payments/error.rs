@@ -74,19 +74,19 @@ impl From<PaymentsError> for AppError {
             e @ (PaymentsError::NoMerchant(_) | PaymentsError::OrderNotFound(_)) => {
                 AppError::NotFound(e.to_string())
             }
-            e @ PaymentsError::OrderConflict { .. } => AppError::Upstream {
+            e @ PaymentsError::OrderConflict { .. } => AppError::Coded {
                 status: StatusCode::CONFLICT,
                 code: "order_conflict",
                 message: e.to_string(),
                 rid: None,
             },
-            e @ PaymentsError::OrderState { .. } => AppError::Upstream {
+            e @ PaymentsError::OrderState { .. } => AppError::Coded {
                 status: StatusCode::CONFLICT,
                 code: "order_state",
                 message: e.to_string(),
                 rid: None,
             },
-            e @ PaymentsError::PrepayPending(_) => AppError::Upstream {
+            e @ PaymentsError::PrepayPending(_) => AppError::Coded {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "prepay_pending",
                 message: e.to_string(),
@@ -138,7 +138,7 @@ fn wechat_pay(e: &PayError) -> AppError {
             retry_after_secs: 1,
         };
     }
-    AppError::Upstream {
+    AppError::Coded {
         status,
         code,
         message,

@@ -127,6 +127,11 @@ impl Payments {
         })))
     }
 
+    /// Whether any merchant is served here.
+    pub fn has_merchants(&self) -> bool {
+        !self.merchants.is_empty()
+    }
+
     /// The merchant `mchid`, if served here.
     pub fn merchant(&self, mchid: &str) -> Option<Arc<MerchantRuntime>> {
         self.merchants.get(mchid).cloned()
