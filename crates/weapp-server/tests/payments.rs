@@ -889,3 +889,52 @@ async fn a_notification_stored_but_not_applied_is_applied_by_the_sweep() {
         Some("applied")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_prepay_outcome_is_asked_again_or_left_pending_for_the_same_request() {
+    let t = T::new().await;
+    let s = t.spawn(&sqlite_url()).await;
+    let appid = t.w.appid.clone();
+    let fault = |count: u32| json!({"path": "/v3/pay/transactions/jsapi", "http_status": 500, "count": count});
+    let faults = format!("{}/_sim/faults", t.w.sim.url());
+
+    // One 500 (the outcome unknown): asked again at once, the same parameters, one prepay.
+    let (st, v) = t.w.call("POST", faults.clone(), None, Some(fault(1))).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = t
+        .order(&s, SHOP_KEY, &appid, order_body("order_0007", 100))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["prepay_id"].as_str().is_some_and(|p| !p.is_empty()),
+        "{v}"
+    );
+
+    // Still unknown after the retry: 503, the order kept as PENDING; the same request later
+    // gets its prepay.
+    let (st, v) = t.w.call("POST", faults, None, Some(fault(2))).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, headers, v) =
+        t.w.call_full(
+            "POST",
+            format!("{}/v1/apps/{appid}/pay/orders", s.url()),
+            Some(SHOP_KEY),
+            Some(order_body("order_0008", 100).to_string()),
+        )
+        .await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "prepay_pending");
+    assert!(headers.get("retry-after").is_some());
+    let pending = t.get_order(&s, "order_0008").await;
+    assert_eq!(pending["state"], "PENDING", "{pending}");
+    assert!(pending.get("prepay_id").is_none(), "{pending}");
+    let (st, v) = t
+        .order(&s, SHOP_KEY, &appid, order_body("order_0008", 100))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(t.get_order(&s, "order_0008").await["state"], "NOTPAY");
+    assert_eq!(
+        t.get_order(&s, "order_0008").await["prepay_id"],
+        v["prepay_id"]
+    );
+}
