@@ -838,6 +838,12 @@ async fn merchant_settings_are_checked_at_start_with_clear_errors() {
         .unwrap_err()
         .to_string()
         .contains("one merchant per app"));
+    // The API host goes through the egress policy like an app's: an internal address not
+    // allowed is refused at start.
+    let mut c = t.config(&sqlite_url());
+    c.merchants[0].api_base = "http://10.0.0.1:9400".into();
+    let e = weapp_server::spawn(c).await.unwrap_err().to_string();
+    assert!(e.contains("merchants[0].api_base"), "{e}");
     // Secrets never in Debug output.
     let c = t.config(&sqlite_url());
     let debug = format!("{:?}", c.merchants[0]);
