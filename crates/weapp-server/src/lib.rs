@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod broker;
 pub mod keys;
+pub mod payments;
 pub mod platforms;
 pub mod push;
 pub mod sessions;

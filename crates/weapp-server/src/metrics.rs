@@ -15,6 +15,7 @@ pub struct Metrics {
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     invalidations: Counters<&'static str>,
     token_probes: Counters<&'static str>,
+    pay_notifications: Counters<&'static str>,
 }
 
 /// Counters keyed by a name (a route, an appid) and a second label. Counting an existing pair
@@ -112,6 +113,13 @@ impl Metrics {
         self.invalidations.bump(appid, outcome);
     }
 
+    /// Counts a WeChat Pay notification by merchant and outcome: `applied`, `duplicate`,
+    /// `no_change`, `mismatch`, `unknown_order`, `ignored`, `refused`, `malformed`,
+    /// `store_failed`, `unknown_merchant`.
+    pub fn pay_notification(&self, mchid: &str, outcome: &'static str) {
+        self.pay_notifications.bump(mchid, outcome);
+    }
+
     /// Counts a webhook attempt: `ok`, `failed` or `dead` (attempts exhausted).
     pub fn webhook(&self, appid: &str, outcome: &'static str) {
         self.webhooks.bump(appid, outcome);
@@ -205,6 +213,14 @@ impl Metrics {
                     escape(&appid)
                 );
             }
+        }
+        let _ = writeln!(out, "# HELP weapp_pay_notifications_total WeChat Pay notifications by merchant and outcome (mismatch: not marked paid).\n# TYPE weapp_pay_notifications_total counter");
+        for ((mchid, outcome), n) in self.pay_notifications.entries() {
+            let _ = writeln!(
+                out,
+                "weapp_pay_notifications_total{{mchid=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(&mchid)
+            );
         }
         let _ = writeln!(out, "# HELP weapp_token_refreshes_total Access tokens fetched from WeChat by this instance.\n# TYPE weapp_token_refreshes_total counter");
         for t in tokens {

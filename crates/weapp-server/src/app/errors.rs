@@ -24,6 +24,9 @@ pub enum StartError {
     /// The configuration is invalid, or names a secret that cannot be resolved.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A merchant of `[[merchants]]` could not be served.
+    #[error(transparent)]
+    Merchant(#[from] crate::payments::MerchantError),
     /// The database could not be opened or migrated.
     #[error("database {url}: {source}")]
     DatabaseOpen {

@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::keys::handlers::router(state.keys.clone()))
         .merge(crate::platforms::router(state.platforms.clone()))
         .merge(crate::push::router(state.push.clone()))
+        .merge(crate::payments::router(state.payments.clone()))
         .merge(ops::router(state.clone()))
         .merge(crate::admin::router(state.admin.clone()));
     crate::http::layers(routes, state.shared.clone())
@@ -72,6 +73,7 @@ pub async fn serve(
     let registry = tasks::spawn_registry_poller(state.admin.clone(), stop_rx.clone());
     let purger = tasks::spawn_session_purger(state.shared.clone(), stop_rx.clone());
     let reconciler = tasks::spawn_platform_reconciler(state.platforms.clone(), stop_rx.clone());
+    let pay_sweeper = tasks::spawn_pay_inbox_sweeper(state.payments.clone(), stop_rx.clone());
     let outbox = crate::push::outbox::spawn_outbox(
         state.push.clone(),
         std::sync::Arc::new(state.platforms.clone()),
@@ -86,6 +88,7 @@ pub async fn serve(
     let _ = registry.await;
     let _ = purger.await;
     let _ = reconciler.await;
+    let _ = pay_sweeper.await;
     let _ = outbox.await;
     tracing::info!("server stopped");
     Ok(())

@@ -15,6 +15,7 @@ use crate::config::{redact_url, Config, RateLimitBackend};
 use crate::keys::seal::{user_aad, DataKey, Keyring};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
+use crate::payments::Payments;
 use crate::platforms::runtime::{DbPlatformStore, PlatformRuntime};
 use crate::platforms::Platforms;
 use crate::push::Push;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub platforms: Platforms,
     /// The admin API and the registry sync.
     pub admin: AdminApi,
+    /// WeChat Pay: merchants, orders, the notification inbox.
+    pub payments: Payments,
     /// The last readiness answer and when it was computed (`/readyz`).
     pub readiness: Arc<tokio::sync::Mutex<Option<(Instant, bool, serde_json::Value)>>>,
 }
@@ -319,7 +322,9 @@ impl AppState {
             admins,
             admin_limiter,
         );
+        let payments = Payments::new(shared.clone(), broker.clone(), push.clone())?;
         let state = AppState {
+            payments,
             shared,
             keys,
             broker,

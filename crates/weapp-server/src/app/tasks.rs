@@ -141,3 +141,36 @@ pub(super) fn spawn_session_purger(
         }
     })
 }
+
+/// How often the payments inbox is swept, and how old an unapplied row must be to be taken
+/// (older than any store-then-apply takes: a live request is not raced, and racing one would
+/// change nothing — applying is idempotent).
+const PAY_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Applies payment notifications stored but never applied (the instance that acknowledged
+/// them died in between, or the database failed after the inbox write). Every instance
+/// sweeps; applying twice changes nothing.
+pub(super) fn spawn_pay_inbox_sweeper(
+    payments: crate::payments::Payments,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !payments.has_merchants() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(PAY_SWEEP) => {}
+                _ = stop.changed() => break,
+            }
+            let grace = i64::try_from(PAY_SWEEP.as_millis()).unwrap_or(i64::MAX);
+            match crate::payments::inbox::apply_unapplied(&payments, grace).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(applied = n, "unapplied payment notifications applied")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "payment inbox sweep failed"),
+            }
+        }
+    })
+}

@@ -113,6 +113,7 @@ pub const SCOPES: &[&str] = &[
     "events:read",
     "events:redeliver",
     "sessions:introspect",
+    "pay:write",
 ];
 
 /// `[[platforms]]`: a third-party platform. WeChat pushes its tickets and authorization events

@@ -174,6 +174,13 @@ impl Config {
                 targets.push((format!("platforms[{i}].webhook_url"), url));
             }
         }
+        for (i, m) in self.merchants.iter().enumerate() {
+            let pay_host =
+                m.api_base.trim_end_matches('/') == weapp::pay::PAY_BASE_URL.trim_end_matches('/');
+            if !pay_host && !sandbox(&m.api_base) {
+                targets.push((format!("merchants[{i}].api_base"), &m.api_base));
+            }
+        }
         // Each host (and port) looked up once: a thousand apps on WeChat's host, one lookup.
         let mut seen: std::collections::HashMap<
             String,
@@ -254,6 +261,22 @@ impl Config {
                 ));
             }
             p.resolve_secret()?;
+        }
+        let mut mchids = std::collections::HashSet::new();
+        let mut paid_apps = std::collections::HashMap::new();
+        for (i, m) in self.merchants.iter().enumerate() {
+            m.resolve_keys()
+                .map_err(|e| ConfigError(format!("merchants[{i}]: {}", e.0)))?;
+            if !mchids.insert(m.mchid.as_str()) {
+                return bad(format!("merchants[{i}]: mchid {} appears twice", m.mchid));
+            }
+            for appid in &m.appids {
+                if let Some(other) = paid_apps.insert(appid.as_str(), m.mchid.as_str()) {
+                    return bad(format!(
+                        "merchants[{i}]: app {appid} is already served by merchant {other} (one merchant per app)"
+                    ));
+                }
+            }
         }
         if self.access_token_issuer.trim().is_empty() || self.access_token_issuer.len() > 256 {
             return bad("access_token_issuer must be 1–256 characters".into());

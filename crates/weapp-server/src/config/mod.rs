@@ -10,6 +10,7 @@ mod defaults;
 mod env;
 mod errors;
 mod load;
+mod merchants;
 mod parse_errors;
 mod secret;
 mod server;
@@ -22,5 +23,6 @@ pub use apps::{
 pub use defaults::MAX_ACCESS_TOKEN_TTL_SECS;
 pub use env::{setting_env_vars, unknown_env_vars, UnknownEnvVar};
 pub use errors::{ConfigError, PlatformConfigError, PushConfigError};
+pub use merchants::{MerchantConfig, MerchantKeys};
 pub use secret::{redact_url, redact_webhook_url, Secret};
 pub use server::{AppHook, AppHookFn, Config, RateLimitBackend, SessionTokens, SqliteSync};

@@ -185,6 +185,7 @@ pub(crate) fn shape_hint(table: &toml::Table, text: &str) -> Option<String> {
         ("clients", "broker client"),
         ("admins", "administrator"),
         ("platforms", "platform"),
+        ("merchants", "merchant"),
     ] {
         if matches!(table.get(list), Some(toml::Value::Table(_))) {
             return Some(format!(

@@ -245,6 +245,10 @@ pub struct Config {
     /// the database.
     #[serde(default)]
     pub platforms: Vec<PlatformConfig>,
+    /// WeChat Pay merchants: orders for backends with the `pay:write` scope, and their
+    /// notifications received at `/v1/pay/{mchid}/notify`.
+    #[serde(default)]
+    pub merchants: Vec<super::MerchantConfig>,
     /// How often every platform's merchants are reconciled with WeChat's authorizer list
     /// (refresh tokens restored, missed de-authorizations applied); 0: never. Env
     /// `WEAPP_PLATFORM_RECONCILE_SECS`. Default 86,400 (nightly).
@@ -347,6 +351,7 @@ impl std::fmt::Debug for Config {
             .field("clients", &self.clients)
             .field("admins", &self.admins)
             .field("platforms", &self.platforms)
+            .field("merchants", &self.merchants)
             .field("warm", &self.warm)
             .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()

@@ -217,7 +217,7 @@ fn an_unknown_key_names_the_known_key_it_resembles() {
 
 #[test]
 fn a_table_where_an_array_of_tables_is_meant_gets_a_hint() {
-    for list in ["apps", "clients", "admins", "platforms"] {
+    for list in ["apps", "clients", "admins", "platforms", "merchants"] {
         let e = load_error(&format!(
             "listen = \"127.0.0.1:1\"\n\n[{list}]\nname = \"x\"\n"
         ));
@@ -238,14 +238,14 @@ fn a_table_where_an_array_of_tables_is_meant_gets_a_hint() {
 #[test]
 fn every_top_level_setting_has_an_environment_variable() {
     // serde names every key it knows when it meets an unknown one: the same keys as the
-    // environment mapping, plus the four arrays of tables.
+    // environment mapping, plus the five arrays of tables.
     let e = toml::from_str::<Config>("zzz = 1").unwrap_err();
     let message = e.message().to_owned();
     let mut from_serde: Vec<&str> = message.split('`').skip(3).step_by(2).collect();
     let mut ours: Vec<&str> = ENV_SETTINGS
         .iter()
         .map(|(n, _)| *n)
-        .chain(["apps", "clients", "admins", "platforms"])
+        .chain(["apps", "clients", "admins", "platforms", "merchants"])
         .collect();
     from_serde.sort_unstable();
     ours.sort_unstable();

@@ -56,6 +56,20 @@ pub enum AppError {
     /// errcode and rid; the details go to the log.
     #[error(transparent)]
     WeChat(#[from] weapp::Error),
+    /// A domain's typed error with a status and code of its own (a payment order's conflict,
+    /// WeChat Pay refusing or failing): a message safe to show, and the upstream request id
+    /// (WeChat Pay's `Request-ID`) for support when there is one. 503 carries `Retry-After`.
+    #[error("{message}")]
+    Coded {
+        /// The HTTP status answered.
+        status: StatusCode,
+        /// Machine-readable code, e.g. `order_conflict`, `upstream_unavailable`.
+        code: &'static str,
+        /// What happened (never a secret).
+        message: String,
+        /// The upstream request id (WeChat Pay's `Request-ID`).
+        rid: Option<String>,
+    },
     /// Anything else: logged in full, answered as a bare 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -200,6 +214,9 @@ impl IntoResponse for AppError {
                 let (s, c) = wechat_status(e);
                 (s, c, e.errcode().map(|c| c.code()), e.rid())
             }
+            AppError::Coded {
+                status, code, rid, ..
+            } => (*status, *code, None, rid.as_deref()),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, None),
         };
         let message = match &self {
@@ -237,6 +254,7 @@ impl IntoResponse for AppError {
             AppError::RateLimited { retry_after_secs }
             | AppError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
             AppError::WeChat(e) => e.retry_after().map(|d| d.as_secs().max(1)),
+            AppError::Coded { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };
         if let Some(secs) = retry {

@@ -855,12 +855,192 @@ pub trait KeyStore: Send + Sync {
     async fn promote_signing_keys(&self, now: i64) -> Result<u64, StoreError>;
 }
 
+/// A WeChat Pay order placed through the service (the payments domain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayOrderRecord {
+    /// The merchant.
+    pub mchid: String,
+    /// The merchant's order number (unique per merchant).
+    pub out_trade_no: String,
+    /// The app the order was placed for.
+    pub appid: String,
+    /// What the user sees.
+    pub description: String,
+    /// The total in fen.
+    pub amount: i64,
+    /// The payer.
+    pub openid: String,
+    /// Echoed by WeChat.
+    pub attach: Option<String>,
+    /// When the order stops being payable (RFC 3339).
+    pub time_expire: Option<String>,
+    /// `PENDING` (stored, no prepay yet), `NOTPAY`, `SUCCESS`, `CLOSED`.
+    pub state: String,
+    /// WeChat's prepay id, once known.
+    pub prepay_id: Option<String>,
+    /// WeChat's transaction id, once paid.
+    pub transaction_id: Option<String>,
+    /// WeChat's `success_time` (RFC 3339), once paid.
+    pub success_time: Option<String>,
+    /// Unix ms when this service learnt of the payment.
+    pub paid_at: Option<i64>,
+    /// Fen refunded so far.
+    pub refunded: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// A verified, decrypted notification as the inbox keeps it.
+#[derive(Debug, Clone)]
+pub struct PayNotificationRecord {
+    /// The merchant it was sent for.
+    pub mchid: String,
+    /// WeChat's notification id (the key duplicates share).
+    pub notification_id: String,
+    /// `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`, …
+    pub event_type: String,
+    /// The `out_trade_no` (or `out_refund_no`) it is about, when it names one.
+    pub business_no: Option<String>,
+    /// The `Wechatpay-Serial` that verified it.
+    pub serial: String,
+    /// The envelope as received (raw body; the resource still encrypted).
+    pub envelope: String,
+    /// The decrypted resource (JSON).
+    pub resource: String,
+    /// Unix ms.
+    pub received_at: i64,
+}
+
+/// An order's state change, guarded: applied only while the order is in none of `unless`.
+#[derive(Debug, Clone)]
+pub struct PayTransition<'a> {
+    /// The merchant.
+    pub mchid: &'a str,
+    /// The order.
+    pub out_trade_no: &'a str,
+    /// States the order must not be in (e.g. already `SUCCESS`).
+    pub unless: &'a [&'a str],
+    /// The new state.
+    pub to: &'a str,
+    /// WeChat's transaction id.
+    pub transaction_id: Option<&'a str>,
+    /// WeChat's `success_time`.
+    pub success_time: Option<&'a str>,
+    /// Unix ms of the payment, as learnt here.
+    pub paid_at: Option<i64>,
+}
+
+/// An event to append to an app's log (deduplicated by `(appid, dedup_key)`).
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// The app whose log it goes to.
+    pub appid: &'a str,
+    /// The de-duplication key.
+    pub dedup_key: &'a str,
+    /// The event's type.
+    pub kind: &'a str,
+    /// The payload (JSON).
+    pub payload: &'a str,
+    /// When the outbox first tries it ([`NEVER`]: no webhook).
+    pub next_attempt_at: i64,
+}
+
+/// What applying a notification did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayApplied {
+    /// The order's state changed (a transition was given and its guard held).
+    pub changed: bool,
+    /// The event appended, when one was new: its id.
+    pub event: Option<i64>,
+}
+
+/// Payments: orders and the notification inbox (the payments domain).
+#[async_trait]
+pub trait PayStore: Send + Sync {
+    /// Stores `order` unless one with its (mchid, out_trade_no) exists; returns the stored
+    /// order and whether it is the one given.
+    async fn insert_pay_order(
+        &self,
+        order: &PayOrderRecord,
+    ) -> Result<(PayOrderRecord, bool), StoreError>;
+
+    /// The order (mchid, out_trade_no), if stored.
+    async fn pay_order(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+    ) -> Result<Option<PayOrderRecord>, StoreError>;
+
+    /// Records the prepay id (kept if one is there already); a `PENDING` order becomes
+    /// `NOTPAY`. Returns the order as stored.
+    async fn set_pay_prepay(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+        prepay_id: &str,
+        now: i64,
+    ) -> Result<Option<PayOrderRecord>, StoreError>;
+
+    /// `PENDING`/`NOTPAY` → `CLOSED`; whether it changed.
+    async fn close_pay_order(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes a notification to the inbox unless (mchid, notification_id) is there (then its
+    /// delivery count goes up). Returns its inbox id, its outcome so far (`None`: not
+    /// applied yet) and whether it is new.
+    async fn insert_pay_notification(
+        &self,
+        n: &PayNotificationRecord,
+    ) -> Result<(i64, Option<String>, bool), StoreError>;
+
+    /// In one transaction: the transition (if any, guarded), the event (if any: only when
+    /// the transition changed the order, or when there is no transition), and the inbox
+    /// row's outcome (`outcome`, or `no_change` when a transition's guard failed).
+    async fn apply_pay_notification(
+        &self,
+        inbox_id: i64,
+        outcome: &str,
+        transition: Option<&PayTransition<'_>>,
+        event: Option<&NewEvent<'_>>,
+        now: i64,
+    ) -> Result<PayApplied, StoreError>;
+
+    /// Inbox rows not applied yet (a crash between storing and applying), received before
+    /// `before`, oldest first.
+    async fn unapplied_pay_notifications(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, PayNotificationRecord)>, StoreError>;
+
+    /// The inbox's outcome of a notification (`Some(None)`: stored, not applied).
+    async fn pay_notification_outcome(
+        &self,
+        mchid: &str,
+        notification_id: &str,
+    ) -> Result<Option<Option<String>>, StoreError>;
+}
+
 /// What every storage backend provides: each domain's queries (one trait each, so a domain's
 /// queries read in one place) and the service's own (metadata, health). Timestamps are Unix
 /// milliseconds.
 #[async_trait]
 pub trait Store:
-    SessionStore + EventStore + RegistryStore + PlatformStore + KeyStore + Send + Sync + std::fmt::Debug
+    SessionStore
+    + EventStore
+    + RegistryStore
+    + PlatformStore
+    + KeyStore
+    + PayStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// The value under `key`, if any.
     async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;

@@ -5,6 +5,7 @@
 mod events;
 mod keys;
 mod meta;
+mod payments;
 mod platforms;
 mod registry;
 mod sessions;
@@ -20,7 +21,8 @@ use super::KeyGuard;
 use super::KeyRecord;
 use super::{
     AuditRecord, EventRecord, EventStore, KeyStore, LegacySealed, LoginRecorded, LoginWrite,
-    ManagedAppRecord, ManagedClientRecord, ManagedPlatformRecord, OutboxStats, PlatformAuthorizer,
+    ManagedAppRecord, ManagedClientRecord, ManagedPlatformRecord, NewEvent, OutboxStats,
+    PayApplied, PayNotificationRecord, PayOrderRecord, PayStore, PayTransition, PlatformAuthorizer,
     PlatformStore, RegistryStore, SessionRecord, SessionStore, Store, StoreError, StoreOptions,
     UserRecord, NEVER,
 };
@@ -96,6 +98,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "ticket order",
         include_str!("../../../migrations/sqlite/0008_ticket_order.sql"),
     ),
+    (
+        9,
+        "payments",
+        include_str!("../../../migrations/sqlite/0009_payments.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -137,6 +144,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "ticket order",
         include_str!("../../../migrations/postgres/0008_ticket_order.sql"),
+    ),
+    (
+        9,
+        "payments",
+        include_str!("../../../migrations/postgres/0009_payments.sql"),
     ),
 ];
 
@@ -306,6 +318,7 @@ macro_rules! sql_store {
         platforms::impl_platforms!($name, $pool, $kind);
         keys::impl_keys!($name, $pool, $kind);
         meta::impl_meta!($name, $pool, $kind);
+        payments::impl_payments!($name, $pool, $kind);
     };
 }
 
