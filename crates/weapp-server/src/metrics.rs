@@ -114,7 +114,7 @@ impl Metrics {
     }
 
     /// Counts a WeChat Pay notification by merchant and outcome: `applied`, `duplicate`,
-    /// `no_change`, `mismatch`, `unknown_order`, `ignored`, `refused`, `malformed`,
+    /// `no_change`, `mismatch`, `unknown_order`, `deferred`, `ignored`, `refused`, `malformed`,
     /// `store_failed`, `unknown_merchant`.
     pub fn pay_notification(&self, mchid: &str, outcome: &'static str) {
         self.pay_notifications.bump(mchid, outcome);

@@ -844,6 +844,29 @@ async fn merchant_settings_are_checked_at_start_with_clear_errors() {
     c.merchants[0].api_base = "http://10.0.0.1:9400".into();
     let e = weapp_server::spawn(c).await.unwrap_err().to_string();
     assert!(e.contains("merchants[0].api_base"), "{e}");
+    // A key pasted where a variable's name or a file's path belongs is not repeated.
+    let pem = t.issued["merchant_private_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let apiv3 = t.issued["apiv3_key"].as_str().unwrap().to_owned();
+    for e in [
+        check(&|m| {
+            m.private_key = None;
+            m.private_key_env = Some(pem.clone());
+        }),
+        check(&|m| {
+            m.private_key = None;
+            m.private_key_file = Some(pem.clone());
+        }),
+        check(&|m| {
+            m.apiv3_key = None;
+            m.apiv3_key_env = Some(apiv3.clone());
+        }),
+    ] {
+        assert!(e.contains("not shown"), "{e}");
+        assert!(!e.contains("PRIVATE KEY") && !e.contains(&apiv3), "{e}");
+    }
     // Secrets never in Debug output.
     let c = t.config(&sqlite_url());
     let debug = format!("{:?}", c.merchants[0]);
@@ -942,5 +965,119 @@ async fn an_unknown_prepay_outcome_is_asked_again_or_left_pending_for_the_same_r
     assert_eq!(
         t.get_order(&s, "order_0008").await["prepay_id"],
         v["prepay_id"]
+    );
+}
+
+// ------------------------------------------------ found by the adversarial review, then fixed
+
+/// A close racing an in-flight prepay: the order is PENDING while WeChat's answer is late; the
+/// close is accepted (WeChat closes, here CLOSED); when the prepay's answer arrives, the create
+/// must not hand out wx.requestPayment parameters for the closed order (409 `order_state`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_during_the_prepay_leaves_nothing_to_pay() {
+    let t = T::new().await;
+    let s = t.spawn(&sqlite_url()).await;
+    let appid = t.w.appid.clone();
+    let faults = format!("{}/_sim/faults", t.w.sim.url());
+    let (st, v) =
+        t.w.call(
+            "POST",
+            faults,
+            None,
+            Some(json!({"path": "/v3/pay/transactions/jsapi", "latency_ms": 1500, "count": 1})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let create = t.order(&s, SHOP_KEY, &appid, order_body("order_r001", 100));
+    let close = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        t.w.call(
+            "POST",
+            format!("{}/v1/apps/{appid}/pay/orders/order_r001/close", s.url()),
+            Some(SHOP_KEY),
+            None,
+        )
+        .await
+    };
+    let ((cst, created), (kst, closed)) = tokio::join!(create, close);
+    assert_eq!(kst, 200, "{closed}");
+    assert_eq!(closed["state"], "CLOSED");
+    assert_eq!(t.get_order(&s, "order_r001").await["state"], "CLOSED");
+    assert_eq!(
+        cst, 409,
+        "create answered a prepay for an order closed meanwhile: {created}"
+    );
+    assert_eq!(created["error"]["code"], "order_state", "{created}");
+    assert_eq!(t.get_order(&s, "order_r001").await["state"], "CLOSED");
+}
+
+/// One mismatched notification is counted once in weapp_pay_notifications_total
+/// {outcome="mismatch"} (it was counted by the inbox and by the handler).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mismatch_is_counted_once() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    let mchid = t.mchid();
+    let (st, created) = t
+        .order(&s, SHOP_KEY, &t.w.appid, order_body("order_r002", 100))
+        .await;
+    assert_eq!(st, 200, "{created}");
+    sql(
+        &db,
+        "UPDATE pay_orders SET amount = 990 WHERE out_trade_no = $1",
+        "order_r002",
+    )
+    .await;
+    t.pay(&created).await;
+    assert_eq!(t.relay.wait_for(1).await[0].status, 204);
+    let metrics = reqwest::get(format!("{}/metrics", s.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("weapp_pay_notifications_total{{mchid=\"{mchid}\",outcome=\"mismatch\"}}");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or("");
+    assert_eq!(t.events(&s, "PAYMENT.MISMATCH").await.len(), 1);
+    assert_eq!(
+        line,
+        format!("{prefix} 1"),
+        "one notification, one mismatch"
+    );
+}
+
+/// A definite refusal of the prepay (PARAM_ERROR: nothing created at WeChat) does not take the
+/// number here either: the corrected request for the same out_trade_no is accepted (it was 409
+/// `order_conflict`, and the refused values were refused again forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_prepay_does_not_take_the_number() {
+    let t = T::new().await;
+    let s = t.spawn(&sqlite_url()).await;
+    let appid = t.w.appid.clone();
+    let faults = format!("{}/_sim/faults", t.w.sim.url());
+    let (st, v) =
+        t.w.call(
+            "POST",
+            faults,
+            None,
+            Some(
+                json!({"path": "/v3/pay/transactions/jsapi", "http_status": 400, "count": 1,
+                "body": "{\"code\":\"PARAM_ERROR\",\"message\":\"openid mismatch\"}"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut body = order_body("order_r003", 100);
+    let (st, v) = t.order(&s, SHOP_KEY, &appid, body.clone()).await;
+    assert_eq!(st, 400, "{v}");
+    body["description"] = json!("A cup of green tea");
+    let (st, v) = t.order(&s, SHOP_KEY, &appid, body).await;
+    assert_eq!(
+        st, 200,
+        "a corrected request for a number WeChat never took: {v}"
     );
 }

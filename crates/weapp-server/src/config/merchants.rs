@@ -138,10 +138,15 @@ impl MerchantConfig {
             &self.private_key_env,
             &self.private_key,
         ) {
-            (Some(path), None, None) => std::fs::read_to_string(path)
-                .map_err(|e| self.error(format_args!("private_key_file {path}: {e}")))?,
-            (None, Some(var), None) => env(var)
-                .ok_or_else(|| self.error(format_args!("environment variable {var} is not set")))?,
+            (Some(path), None, None) => std::fs::read_to_string(path).map_err(|e| {
+                self.error(format_args!("private_key_file {}: {e}", shown_path(path)))
+            })?,
+            (None, Some(var), None) => env(var).ok_or_else(|| {
+                self.error(format_args!(
+                    "environment variable {} is not set",
+                    shown_var(var)
+                ))
+            })?,
             (None, None, Some(k)) if !k.is_empty() => k.expose().to_owned(),
             _ => {
                 return Err(
@@ -155,8 +160,12 @@ impl MerchantConfig {
             .map_err(|e| self.error(format_args!("serial_no: {e}")))?;
         let apiv3 = match (&self.apiv3_key, &self.apiv3_key_env) {
             (Some(k), None) if !k.is_empty() => k.expose().to_owned(),
-            (None, Some(var)) => env(var)
-                .ok_or_else(|| self.error(format_args!("environment variable {var} is not set")))?,
+            (None, Some(var)) => env(var).ok_or_else(|| {
+                self.error(format_args!(
+                    "environment variable {} is not set",
+                    shown_var(var)
+                ))
+            })?,
             _ => return Err(self.error("set exactly one of apiv3_key, apiv3_key_env")),
         };
         let apiv3_key = weapp::pay::ApiV3Key::new(&apiv3)
@@ -168,8 +177,9 @@ impl MerchantConfig {
                     return Err(self.error("public_key_id is malformed"));
                 }
                 let pem = match (file, inline) {
-                    (Some(path), None) => std::fs::read_to_string(path)
-                        .map_err(|e| self.error(format_args!("public_key_file {path}: {e}")))?,
+                    (Some(path), None) => std::fs::read_to_string(path).map_err(|e| {
+                        self.error(format_args!("public_key_file {}: {e}", shown_path(path)))
+                    })?,
                     (None, Some(pem)) => pem.clone(),
                     _ => {
                         return Err(self.error(
@@ -195,5 +205,29 @@ impl MerchantConfig {
             apiv3_key,
             public_key,
         })
+    }
+}
+
+/// A variable name as an error may show it: one that does not look like a name (a key pasted
+/// where its variable's name belongs) is not repeated.
+fn shown_var(name: &str) -> &str {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name
+    } else {
+        "(not shown: it does not look like a variable name)"
+    }
+}
+
+/// A path as an error may show it: not a pasted key.
+fn shown_path(path: &str) -> &str {
+    if path.contains("-----BEGIN") || path.contains('\n') || path.len() > 512 {
+        "(not shown: it looks like a key, not a path)"
+    } else {
+        path
     }
 }

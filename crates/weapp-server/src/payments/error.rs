@@ -115,6 +115,8 @@ fn wechat_pay(e: &PayError) -> AppError {
             PayErrorCode::OutTradeNoUsed | PayErrorCode::OrderClosed => {
                 (StatusCode::CONFLICT, "wechat_pay_conflict")
             }
+            // Closing an order the user has just paid (WeChat answers ORDERPAID).
+            PayErrorCode::Other(c) if c == "ORDERPAID" => (StatusCode::CONFLICT, "order_state"),
             PayErrorCode::FrequencyLimited => {
                 (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
             }

@@ -307,7 +307,28 @@ pub async fn create_order(
                 tracing::warn!(mchid = %m.mchid, out_trade_no = %stored.out_trade_no, error = %e, "prepay outcome still unknown: the order stays pending");
                 return Err(PaymentsError::PrepayPending(stored.out_trade_no).into());
             }
-            Err(e) => return Err(PaymentsError::WeChatPay(Box::new(e)).into()),
+            Err(e) => {
+                // A definite refusal: WeChat did not take the out_trade_no, so neither does
+                // this service (a corrected request may use it). Not when WeChat says the
+                // number is someone's already (OUT_TRADE_NO_USED, ORDER_CLOSED).
+                let taken = matches!(
+                    e.code(),
+                    Some(
+                        weapp::pay::PayErrorCode::OutTradeNoUsed
+                            | weapp::pay::PayErrorCode::OrderClosed
+                    )
+                );
+                if !taken && matches!(e, weapp::pay::PayError::Api { status, .. } if status < 500) {
+                    if let Err(db) = p
+                        .store
+                        .forget_refused_pay_order(&m.mchid, &stored.out_trade_no)
+                        .await
+                    {
+                        tracing::warn!(mchid = %m.mchid, out_trade_no = %stored.out_trade_no, error = %db, "a refused order could not be forgotten");
+                    }
+                }
+                return Err(PaymentsError::WeChatPay(Box::new(e)).into());
+            }
         }
     };
     let order = p
@@ -316,6 +337,18 @@ pub async fn create_order(
         .await
         .map_err(PaymentsError::from)?
         .ok_or_else(|| PaymentsError::OrderNotFound(stored.out_trade_no.clone()))?;
+    if order.state == "CLOSED" {
+        // Closed here while WeChat was being asked: the prepay WeChat just made must not be
+        // handed out, and is closed there too.
+        if let Err(e) = m.client.close(&order.out_trade_no).await {
+            tracing::warn!(mchid = %m.mchid, out_trade_no = %order.out_trade_no, error = %e, "closing a prepay made after its order was closed failed");
+        }
+        return Err(PaymentsError::OrderState {
+            out_trade_no: order.out_trade_no,
+            state: order.state,
+        }
+        .into());
+    }
     let prepay_id = order.prepay_id.clone().unwrap_or(prepay.prepay_id);
     tracing::info!(client = %client.name, appid, mchid = %m.mchid, out_trade_no = %order.out_trade_no, "order placed");
     Ok(created(&m, &order, &prepay_id)?)
@@ -421,6 +454,19 @@ pub async fn notify(
             return NotifyResponse::for_error(&e).into_response();
         }
     };
+    // Authentic, but whose? Merchants that share a verifying key and an APIv3 key (a service
+    // provider's) could be sent each other's notifications: one naming another merchant, or an
+    // app this merchant does not serve, is refused and stored nowhere.
+    let foreign = match &n.event {
+        NotificationEvent::Transaction(t) => t.mchid != mchid || !m.appids.contains(&t.appid),
+        NotificationEvent::Refund(r) => r.mchid != mchid,
+        _ => false,
+    };
+    if foreign {
+        p.metrics.pay_notification(&mchid, "refused");
+        tracing::warn!(mchid, notification = %n.id, "a notification for another merchant or app refused");
+        return NotifyResponse::failure(401, "not this merchant's notification").into_response();
+    }
     let business_no = match &n.event {
         NotificationEvent::Transaction(t) => Some(t.out_trade_no.clone()),
         NotificationEvent::Refund(r) => Some(r.out_refund_no.clone()),

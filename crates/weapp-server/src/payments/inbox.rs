@@ -8,8 +8,9 @@
 //! `no_change` (the order was already in that state), `mismatch` (amount, appid or mchid
 //! differ from the stored order: not marked paid; one `PAYMENT.MISMATCH` event),
 //! `unknown_order` (an `out_trade_no` this service never stored, e.g. an order made outside
-//! it: kept, nothing changed, no event), `ignored` (an event type this service does not act
-//! on yet, e.g. refunds).
+//! it: kept, nothing changed, no event), `deferred` (a kind this version does not act on yet:
+//! refunds; kept so that the version that does can apply them), `ignored` (a transaction
+//! notification that changes nothing here, e.g. a state other than SUCCESS).
 
 use weapp::pay::{TradeState, Transaction};
 
@@ -23,6 +24,8 @@ pub const MISMATCH_EVENT: &str = "PAYMENT.MISMATCH";
 /// What applying a notification came to (its inbox outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
+    /// A kind this version does not act on yet (refunds): kept for the version that does.
+    Deferred,
     /// The order changed and its one event was appended.
     Changed,
     /// Nothing to change: the order is already there (a copy of a notification applied).
@@ -44,6 +47,7 @@ impl Applied {
             Applied::Mismatch => "mismatch",
             Applied::UnknownOrder => "unknown_order",
             Applied::Ignored => "ignored",
+            Applied::Deferred => "deferred",
         }
     }
 }
@@ -74,7 +78,9 @@ pub async fn apply(
             .map(|_| applied)
     };
     if !n.event_type.starts_with("TRANSACTION.") {
-        return done(Applied::Ignored).await;
+        // Refunds (and kinds this version does not act on) are kept as `deferred`: a version
+        // that handles them re-applies these rows instead of losing them.
+        return done(Applied::Deferred).await;
     }
     let Ok(t) = serde_json::from_str::<Transaction>(&n.resource) else {
         return done(Applied::Ignored).await;
@@ -95,7 +101,6 @@ pub async fn apply(
     };
     if let Some(field) = mismatch {
         tracing::error!(mchid = %n.mchid, out_trade_no = %order.out_trade_no, field, notification = %n.notification_id, "a payment notification does not match its order: not marked paid");
-        p.metrics.pay_notification(&n.mchid, "mismatch");
         let payload = serde_json::json!({
             "field": field,
             "mchid": n.mchid,
@@ -183,9 +188,17 @@ pub async fn apply_unapplied(p: &Payments, grace_ms: i64) -> Result<usize, Store
         .await?;
     let mut n = 0;
     for (id, row) in rows {
-        let outcome = apply(p, id, &row).await?;
-        tracing::info!(mchid = %row.mchid, notification = %row.notification_id, outcome = outcome.as_str(), "an unapplied notification from the inbox applied");
-        n += 1;
+        // One row that keeps failing must not hold back the rows after it.
+        match apply(p, id, &row).await {
+            Ok(outcome) => {
+                p.metrics.pay_notification(&row.mchid, outcome.as_str());
+                tracing::info!(mchid = %row.mchid, notification = %row.notification_id, outcome = outcome.as_str(), "an unapplied notification from the inbox applied");
+                n += 1;
+            }
+            Err(e) => {
+                tracing::warn!(mchid = %row.mchid, notification = %row.notification_id, error = %e, "an unapplied notification could not be applied; next sweep")
+            }
+        }
     }
     Ok(n)
 }

@@ -991,6 +991,15 @@ pub trait PayStore: Send + Sync {
         now: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Forgets an order WeChat definitely refused to create (still `PENDING`, no prepay): its
+    /// `out_trade_no` was never taken at WeChat, so a corrected request may use it. Whether a
+    /// row went.
+    async fn forget_refused_pay_order(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Writes a notification to the inbox unless (mchid, notification_id) is there (then its
     /// delivery count goes up). Returns its inbox id, its outcome so far (`None`: not
     /// applied yet) and whether it is new.

@@ -61,6 +61,18 @@ macro_rules! impl_payments {
                 self.pay_order(mchid, out_trade_no).await
             }
 
+            async fn forget_refused_pay_order(&self, mchid: &str, out_trade_no: &str) -> Result<bool, StoreError> {
+                let r = sqlx::query(
+                    "DELETE FROM pay_orders WHERE mchid = $1 AND out_trade_no = $2 \
+                     AND state = 'PENDING' AND prepay_id IS NULL",
+                )
+                .bind(mchid)
+                .bind(out_trade_no)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
             async fn close_pay_order(&self, mchid: &str, out_trade_no: &str, now: i64) -> Result<bool, StoreError> {
                 let r = sqlx::query(
                     "UPDATE pay_orders SET state = 'CLOSED', updated_at = $1 \
