@@ -55,6 +55,35 @@ impl std::ops::Deref for Shared {
     }
 }
 
+/// What makes a domain service a handle: `$outer(Arc<$inner>)` derefs to `$inner`, `$inner`
+/// (with a `shared: Shared` field) derefs to [`Shared`], and axum extractors that need the
+/// shared parts ([`crate::http::ClientIp`], [`crate::http::JsonBody`]) take them from the
+/// service's state.
+macro_rules! service_handle {
+    ($outer:ident, $inner:ident) => {
+        impl std::ops::Deref for $outer {
+            type Target = $inner;
+            fn deref(&self) -> &$inner {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $inner {
+            type Target = $crate::shared::Shared;
+            fn deref(&self) -> &$crate::shared::Shared {
+                &self.shared
+            }
+        }
+
+        impl axum::extract::FromRef<$outer> for $crate::shared::Shared {
+            fn from_ref(service: &$outer) -> $crate::shared::Shared {
+                service.shared.clone()
+            }
+        }
+    };
+}
+pub(crate) use service_handle;
+
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

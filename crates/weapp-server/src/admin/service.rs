@@ -37,25 +37,7 @@ pub struct AdminInner {
     pub admin_limiter: RateLimiter,
 }
 
-impl std::ops::Deref for AdminApi {
-    type Target = AdminInner;
-    fn deref(&self) -> &AdminInner {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for AdminInner {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl axum::extract::FromRef<AdminApi> for Shared {
-    fn from_ref(a: &AdminApi) -> Shared {
-        a.shared.clone()
-    }
-}
+crate::shared::service_handle!(AdminApi, AdminInner);
 
 impl AdminApi {
     /// The admin service.

@@ -45,25 +45,7 @@ pub struct BrokerInner {
     sync: tokio::sync::Mutex<()>,
 }
 
-impl std::ops::Deref for Broker {
-    type Target = BrokerInner;
-    fn deref(&self) -> &BrokerInner {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for BrokerInner {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl axum::extract::FromRef<Broker> for Shared {
-    fn from_ref(b: &Broker) -> Shared {
-        b.shared.clone()
-    }
-}
+crate::shared::service_handle!(Broker, BrokerInner);
 
 /// The hex SHA-256 of a token (what the invalidation interval remembers).
 fn token_digest(token: &weapp::AccessToken) -> String {

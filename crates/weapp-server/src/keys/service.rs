@@ -21,25 +21,7 @@ pub struct KeysInner {
     signing: Mutex<Arc<super::jwt::SigningKeys>>,
 }
 
-impl std::ops::Deref for Keys {
-    type Target = KeysInner;
-    fn deref(&self) -> &KeysInner {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for KeysInner {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl axum::extract::FromRef<Keys> for Shared {
-    fn from_ref(keys: &Keys) -> Shared {
-        keys.shared.clone()
-    }
-}
+crate::shared::service_handle!(Keys, KeysInner);
 
 impl Keys {
     /// The keys service over an opened keyring (no signing key loaded yet: see

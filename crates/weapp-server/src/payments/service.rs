@@ -83,25 +83,7 @@ pub struct PaymentsInner {
     by_app: HashMap<String, String>,
 }
 
-impl std::ops::Deref for Payments {
-    type Target = PaymentsInner;
-    fn deref(&self) -> &PaymentsInner {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for PaymentsInner {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl axum::extract::FromRef<Payments> for Shared {
-    fn from_ref(p: &Payments) -> Shared {
-        p.shared.clone()
-    }
-}
+crate::shared::service_handle!(Payments, PaymentsInner);
 
 impl Payments {
     /// The payments service with the configuration's merchants.

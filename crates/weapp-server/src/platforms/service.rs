@@ -48,25 +48,7 @@ pub struct PlatformsInner {
     pub(crate) platforms_dirty: AtomicBool,
 }
 
-impl std::ops::Deref for Platforms {
-    type Target = PlatformsInner;
-    fn deref(&self) -> &PlatformsInner {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for PlatformsInner {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl axum::extract::FromRef<Platforms> for Shared {
-    fn from_ref(p: &Platforms) -> Shared {
-        p.shared.clone()
-    }
-}
+crate::shared::service_handle!(Platforms, PlatformsInner);
 
 impl PlatformWebhooks for Platforms {
     fn platform_webhook(&self, id: &str) -> Option<Option<(String, Secret)>> {

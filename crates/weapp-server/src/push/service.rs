@@ -32,25 +32,7 @@ pub struct PushInner {
     pub pushes_in_flight: Mutex<std::collections::HashSet<String>>,
 }
 
-impl std::ops::Deref for Push {
-    type Target = PushInner;
-    fn deref(&self) -> &PushInner {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for PushInner {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl axum::extract::FromRef<Push> for Shared {
-    fn from_ref(p: &Push) -> Shared {
-        p.shared.clone()
-    }
-}
+crate::shared::service_handle!(Push, PushInner);
 
 impl Push {
     /// The push service.

@@ -36,25 +36,7 @@ pub struct SessionsInner {
     pub phone_limiter: RateLimiter,
 }
 
-impl std::ops::Deref for Sessions {
-    type Target = SessionsInner;
-    fn deref(&self) -> &SessionsInner {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for SessionsInner {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl axum::extract::FromRef<Sessions> for Shared {
-    fn from_ref(s: &Sessions) -> Shared {
-        s.shared.clone()
-    }
-}
+crate::shared::service_handle!(Sessions, SessionsInner);
 
 /// The limits of the sessions service ([`Sessions::new`]).
 #[derive(Debug)]
