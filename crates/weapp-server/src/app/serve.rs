@@ -58,7 +58,7 @@ pub async fn run(
 /// serve` prints its banner only once the configuration, the listener and the database are
 /// known to be good.
 ///
-/// Connections are served as [`connections`] describes: header-read and idle timeouts,
+/// Connections are served as [`crate::connections`] describes: header-read and idle timeouts,
 /// caps for the process and per source address, accept errors (no descriptor left) retried.
 ///
 /// # Errors

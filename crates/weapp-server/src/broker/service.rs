@@ -169,7 +169,7 @@ impl Broker {
     /// when there is one, per instance otherwise (and while Redis is unreachable). Reports of
     /// the token being refreshed right now (a storm of 40001s about one token) all pass: they are
     /// one incident, and the store's compare-and-swap refreshes it once. Once that refresh is
-    /// [done](AppState::invalidation_done), the same token is not refreshed again within the
+    /// [done](Broker::invalidation_done), the same token is not refreshed again within the
     /// interval either — with stable tokens WeChat may hand the very same token back. (A
     /// throttled report is not the end of it: the broker then probes the token, and one proven
     /// dead is replaced whatever the interval.)

@@ -148,7 +148,7 @@ impl std::fmt::Display for UnknownEnvVar {
 
 /// The variables among `names` (e.g. `std::env::vars_os().map(|(k, _)| k)`) that start with
 /// `WEAPP_` but are neither a setting ([`setting_env_vars`]) nor read elsewhere
-/// ([`OTHER_ENV_VARS`], [`OTHER_ENV_PREFIXES`]), sorted by name.
+/// (`OTHER_ENV_VARS`, `OTHER_ENV_PREFIXES`), sorted by name.
 pub fn unknown_env_vars(names: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<UnknownEnvVar> {
     let settings = setting_env_vars();
     let known: Vec<&str> = settings

@@ -7,7 +7,7 @@ use weapp::push::PushMode;
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
-/// What is wrong with an app's push settings ([`PushConfig::validate`]), naming the field.
+/// What is wrong with an app's push settings ([`PushConfig::validate`](super::PushConfig::validate)), naming the field.
 /// Never carries the Token, the key or the webhook secret.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,7 +41,7 @@ pub enum PushConfigError {
     WebhookSecretShort,
 }
 
-/// What is wrong with a platform's settings ([`PlatformConfig::check`]), naming the field.
+/// What is wrong with a platform's settings ([`PlatformConfig::check`](super::PlatformConfig::check)), naming the field.
 /// Never carries the Token, the key or a secret.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -49,7 +49,7 @@ pub enum SandboxError {
         message: String,
     },
     /// The simulator refused to send an app's or a platform's traffic to the server
-    /// ([`Sandbox::connect`]).
+    /// ([`Sandbox::connect`](super::Sandbox::connect)).
     #[error("{what}: {message}")]
     NotConnected {
         /// What was being wired (`app <appid>: backend`, `platform <appid>`,

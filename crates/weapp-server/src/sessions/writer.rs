@@ -2,7 +2,7 @@
 //! written one by one, every login is two commits — on SQLite with `synchronous=FULL`, two
 //! fsyncs, and each statement a round trip to the database's worker thread. The writer takes
 //! the logins that arrived while the previous batch was being written and records them all in
-//! one transaction with one statement per table ([`Store::record_logins`]), so under load a
+//! one transaction with one statement per table ([`crate::store::SessionStore::record_logins`]), so under load a
 //! commit (and its fsync) is shared by every login waiting for it. A login is answered only
 //! once its batch is committed: acknowledged means durable, as before. On SQLite a batch is one
 //! hand-over to a thread with a connection of its own (`store::sqlite_writer`).

@@ -355,7 +355,7 @@ impl std::fmt::Debug for PlatformAuthorizer {
     }
 }
 
-/// When [`Store::add_signing_key`] adds its key.
+/// When [`KeyStore::add_signing_key`] adds its key.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyGuard {
     /// Always (an administrator's rotation).
@@ -623,7 +623,7 @@ pub trait RegistryStore: Send + Sync {
         component_appid: &str,
     ) -> Result<Option<ManagedPlatformRecord>, StoreError>;
 
-    /// Like [`Store::put_managed_app`], for platforms.
+    /// Like [`RegistryStore::put_managed_app`], for platforms.
     async fn put_managed_platform(
         &self,
         platform: &ManagedPlatformRecord,
@@ -631,7 +631,7 @@ pub trait RegistryStore: Send + Sync {
         audit: &AuditRecord,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// Like [`Store::delete_managed_app`], for platforms.
+    /// Like [`RegistryStore::delete_managed_app`], for platforms.
     async fn delete_managed_platform(
         &self,
         component_appid: &str,
@@ -652,7 +652,7 @@ pub trait RegistryStore: Send + Sync {
         key_id: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Like [`Store::put_managed_app`], for clients.
+    /// Like [`RegistryStore::put_managed_app`], for clients.
     async fn put_managed_client(
         &self,
         client: &ManagedClientRecord,
@@ -660,7 +660,7 @@ pub trait RegistryStore: Send + Sync {
         audit: &AuditRecord,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// Like [`Store::delete_managed_app`], for clients.
+    /// Like [`RegistryStore::delete_managed_app`], for clients.
     async fn delete_managed_client(
         &self,
         name: &str,
