@@ -480,9 +480,11 @@ test('Traffic keeps up with a thousand events a second without freezing', async 
   // machine's load generator as much as the page (on a slower machine it fell short of 800/s
   // once). What is asserted is the page's behaviour under it: every event counted, the table
   // bounded, and the page kept painting — no frame gap near a second (a page that redrew per
-  // event would stall for many seconds here).
+  // event would stall for many seconds here). The frame count itself is not asserted: headless
+  // Chromium on a loaded 2-core machine paints at ~10 frames a second (median 100 ms) whatever
+  // the page does, and a CI run once counted 29 frames in 3.3 s; the largest gap is the measure
+  // of a freeze.
   assert.ok(rows <= 1000, `${rows} rows`);
-  assert.ok(stats.frames >= sendSecs * 10, `only ${stats.frames} frames in ${sendSecs}s`);
   assert.ok(stats.max_frame_gap_ms < 1000, `the page froze for ${stats.max_frame_gap_ms} ms`);
   await shot(page, '09-flood');
   assert.deepEqual(ui.problems, []);
