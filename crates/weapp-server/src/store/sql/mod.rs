@@ -103,6 +103,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "payments",
         include_str!("../../../migrations/sqlite/0009_payments.sql"),
     ),
+    (
+        10,
+        "refunds and queries",
+        include_str!("../../../migrations/sqlite/0010_refunds_and_queries.sql"),
+    ),
+    (
+        11,
+        "merchants and reconciliation",
+        include_str!("../../../migrations/sqlite/0011_merchants_and_reconciliation.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -149,6 +159,16 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "payments",
         include_str!("../../../migrations/postgres/0009_payments.sql"),
+    ),
+    (
+        10,
+        "refunds and queries",
+        include_str!("../../../migrations/postgres/0010_refunds_and_queries.sql"),
+    ),
+    (
+        11,
+        "merchants and reconciliation",
+        include_str!("../../../migrations/postgres/0011_merchants_and_reconciliation.sql"),
     ),
 ];
 
