@@ -1081,3 +1081,126 @@ async fn a_refused_prepay_does_not_take_the_number() {
         "a corrected request for a number WeChat never took: {v}"
     );
 }
+
+/// Sub-merchants of one service provider share the provider's WeChat Pay key and may share an
+/// APIv3 key: an authentic notification about ANOTHER merchant's order (or about an app this
+/// merchant does not serve) arriving at this merchant's notify URL verifies and decrypts, and
+/// must still be refused (401) and stored nowhere — else it would mark or alert on an order it
+/// does not belong to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentic_notifications_naming_another_merchant_or_app_are_refused_and_stored_nowhere() {
+    use weapp::pay::{
+        ApiV3Key, Fen, JsapiPrepayRequest, Merchant, MerchantPrivateKey, PayClient, RsaPublicKey,
+    };
+    let t = T::new().await;
+    let db = sqlite_url();
+    let ours = t.mchid();
+    let apiv3 = t.issued["apiv3_key"].as_str().unwrap();
+    // A merchant WeChat binds to any app, served here for the other app only.
+    let (st, wide) =
+        t.w.call(
+            "POST",
+            format!("{}/_sim/pay/merchants", t.w.sim.url()),
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 200, "{wide}");
+    let mut config = t.config(&db);
+    config.merchants[1] = merchant(&wide, &t.w.other_appid, t.w.sim.url(), &t.relay);
+    let s = weapp_server::spawn(config).await.unwrap();
+    // A second merchant with our WeChat Pay key and our APIv3 key, for the other app.
+    let (st, sibling) =
+        t.w.call(
+            "POST",
+            format!("{}/_sim/pay/merchants", t.w.sim.url()),
+            None,
+            Some(json!({"appids": [t.w.other_appid], "apiv3_key": apiv3,
+                "share_wechatpay_key_with": ours})),
+        )
+        .await;
+    assert_eq!(st, 200, "{sibling}");
+    assert_eq!(
+        sibling["wechatpay_public_key_id"],
+        t.issued["wechatpay_public_key_id"]
+    );
+    let client = |issued: &Value| {
+        let key =
+            MerchantPrivateKey::from_pem(issued["merchant_private_key"].as_str().unwrap()).unwrap();
+        let merchant = Merchant::new(
+            issued["mchid"].as_str().unwrap(),
+            issued["merchant_serial_no"].as_str().unwrap(),
+            key,
+        )
+        .unwrap();
+        PayClient::builder(
+            merchant,
+            ApiV3Key::new(issued["apiv3_key"].as_str().unwrap()).unwrap(),
+        )
+        .wechatpay_public_key(
+            issued["wechatpay_public_key_id"].as_str().unwrap(),
+            RsaPublicKey::from_pem(issued["wechatpay_public_key"].as_str().unwrap()).unwrap(),
+        )
+        .base_url(t.w.sim.url().to_owned())
+        .build()
+        .unwrap()
+    };
+    // Each order is placed at WeChat directly (not through the service) with OUR notify URL,
+    // then paid: WeChat notifies us about an order that is not ours to take.
+    let wide_mchid = wide["mchid"].as_str().unwrap().to_owned();
+    let cases = [
+        // Another merchant's order, at our URL.
+        (
+            client(&sibling),
+            ours.clone(),
+            t.w.other_appid.clone(),
+            "foreign_0001",
+        ),
+        // The merchant's own order, for an app it does not serve here.
+        (client(&wide), wide_mchid, t.w.appid.clone(), "foreign_0002"),
+    ];
+    for (c, at, appid, no) in &cases {
+        let notify_url = format!("{}/v1/pay/{at}/notify", s.url());
+        let prepay = c
+            .jsapi_prepay(&JsapiPrepayRequest::new(
+                appid,
+                "A cup of tea",
+                *no,
+                &notify_url,
+                Fen::new(100),
+                OPENID,
+            ))
+            .await
+            .unwrap();
+        let rp = c.request_payment(appid, &prepay.prepay_id).unwrap();
+        let (st, v) =
+            t.w.call(
+                "POST",
+                format!("{}/_sim/pay/request_payment", t.w.sim.url()),
+                None,
+                Some(
+                    json!({"appid": appid, "openid": OPENID, "timeStamp": rp.time_stamp,
+                    "nonceStr": rp.nonce_str, "package": rp.package, "signType": rp.sign_type,
+                    "paySign": rp.pay_sign, "action": "pay"}),
+                ),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["errMsg"], "requestPayment:ok", "{v}");
+        // The refusal is counted: wait for it, then look for any trace.
+        let prefix = format!("weapp_pay_notifications_total{{mchid=\"{at}\",outcome=\"refused\"}}");
+        common::within(Duration::from_secs(10), "the refusal", || async {
+            let metrics = reqwest::get(format!("{}/metrics", s.url()))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            metrics.lines().any(|l| l == format!("{prefix} 1"))
+        })
+        .await;
+        assert!(inbox(&db, no).await.is_empty(), "{no}: stored nowhere");
+    }
+    assert!(t.events(&s, "TRANSACTION.SUCCESS").await.is_empty());
+    assert!(t.events(&s, "PAYMENT.MISMATCH").await.is_empty());
+}

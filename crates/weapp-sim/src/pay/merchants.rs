@@ -50,6 +50,11 @@ pub struct MerchantSpec {
     /// The basic account's available balance in fen (refunds beyond it: `NOT_ENOUGH`);
     /// default unlimited.
     pub balance: Option<i64>,
+    /// Sign this merchant's answers and notifications with the WeChat Pay public key pair of
+    /// the merchant named here instead of a new pair (sub-merchants of one service provider
+    /// share the provider's key: with the same `apiv3_key` too, each could be shown the
+    /// other's notifications). Public-key verification only.
+    pub share_wechatpay_key_with: Option<String>,
 }
 
 /// A platform certificate as the control API shows it.
@@ -375,8 +380,31 @@ impl Sim {
             ));
         }
         let now = self.now_ms();
+        let shared_key = match &spec.share_wechatpay_key_with {
+            None => None,
+            Some(other) => {
+                let key = self
+                    .world()
+                    .pay
+                    .merchants
+                    .get(other)
+                    .and_then(|m| m.wechatpay_key.clone());
+                match key {
+                    Some(key) if verification == Verification::PublicKey => Some(key),
+                    _ => {
+                        return Err(PayError::param(
+                            "share_wechatpay_key_with",
+                            "body",
+                            "names no merchant with a WeChat Pay public key (and this merchant must verify by public key)",
+                        ))
+                    }
+                }
+            }
+        };
         let wechatpay_key = if verification == Verification::Certificate {
             None
+        } else if let Some(key) = shared_key {
+            Some(key)
         } else {
             Some((public_key_id(&mchid, now), SecretKey(generate().await?)))
         };
