@@ -281,6 +281,11 @@ async fn views(database_url: &str) {
 
     // view_0001 paid; view_0002 paid 101 where the order (changed here) says 990: a mismatch.
     v.pay(&created[0]).await;
+    // One after the other, so that the inbox's order is known (newest first: view_0002's).
+    v.inbox_until(&s, "view_0001's notification applied", |rows| {
+        rows.len() == 1 && rows[0]["outcome"] == "applied"
+    })
+    .await;
     exec(
         database_url,
         "UPDATE pay_orders SET amount = 990 WHERE out_trade_no = 'view_0002'",
