@@ -120,6 +120,17 @@ impl Metrics {
         self.pay_notifications.bump(mchid, outcome);
     }
 
+    /// This instance's WeChat Pay notification counts since it started: (mchid, outcome,
+    /// count), by merchant then outcome (what [`Metrics::pay_notification`] counted; the
+    /// refused ones are stored nowhere else).
+    pub fn pay_notification_counts(&self) -> Vec<(String, &'static str, u64)> {
+        self.pay_notifications
+            .entries()
+            .into_iter()
+            .map(|((mchid, outcome), n)| (mchid, outcome, n))
+            .collect()
+    }
+
     /// Counts a webhook attempt: `ok`, `failed` or `dead` (attempts exhausted).
     pub fn webhook(&self, appid: &str, outcome: &'static str) {
         self.webhooks.bump(appid, outcome);

@@ -11,6 +11,8 @@ use super::service::AdminApi;
 
 const INDEX: &str = include_str!("../../admin/index.html");
 const SCRIPT: &str = include_str!("../../admin/app.js");
+/// The Payments tab (after `app.js`, whose helpers it uses).
+const PAYMENTS_SCRIPT: &str = include_str!("../../admin/payments.js");
 const STYLE: &str = include_str!("../../admin/admin.css");
 
 /// Everything from this origin only, no framing, no referrer.
@@ -42,6 +44,10 @@ pub fn router() -> Router<AdminApi> {
         .route(
             "/admin/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/admin/payments.js",
+            get(|| async { asset("text/javascript; charset=utf-8", PAYMENTS_SCRIPT) }),
         )
         .route(
             "/admin/base.css",

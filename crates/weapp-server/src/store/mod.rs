@@ -2,6 +2,7 @@
 //! and a PostgreSQL implementation sharing their SQL (see `sql.rs`).
 
 mod lite_error;
+mod pay_views;
 mod sql;
 mod sqlite_writer;
 
@@ -9,6 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use pay_views::{
+    PayCursor, PayNotificationFilter, PayNotificationView, PayOrderFilter, PayRefundFilter,
+    PayRefundView, PayViewStore, PENDING_OUTCOME,
+};
 pub use sql::{PgStore, SqliteStore};
 
 /// `next_attempt_at` of events that have no webhook to go to: never due (they can be pulled).
@@ -1047,6 +1052,7 @@ pub trait Store:
     + PlatformStore
     + KeyStore
     + PayStore
+    + PayViewStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -5,6 +5,7 @@
 mod events;
 mod keys;
 mod meta;
+mod pay_views;
 mod payments;
 mod platforms;
 mod registry;
@@ -25,6 +26,10 @@ use super::{
     PayApplied, PayNotificationRecord, PayOrderRecord, PayStore, PayTransition, PlatformAuthorizer,
     PlatformStore, RegistryStore, SessionRecord, SessionStore, Store, StoreError, StoreOptions,
     UserRecord, NEVER,
+};
+use super::{
+    PayCursor, PayNotificationFilter, PayNotificationView, PayOrderFilter, PayRefundFilter,
+    PayRefundView, PayViewStore, PENDING_OUTCOME,
 };
 
 /// Migrations compiled into the binary.
@@ -339,6 +344,7 @@ macro_rules! sql_store {
         keys::impl_keys!($name, $pool, $kind);
         meta::impl_meta!($name, $pool, $kind);
         payments::impl_payments!($name, $pool, $kind);
+        pay_views::impl_pay_views!($name, $pool, $kind);
     };
 }
 
