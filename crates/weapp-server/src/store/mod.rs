@@ -9,6 +9,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub mod pay_ledger;
+
+pub use pay_ledger::{
+    LedgerRefund, MerchantWrite, PayLedgerStore, PayMerchantRecord, ReconciliationRecord,
+};
 pub use sql::{PgStore, SqliteStore};
 
 /// `next_attempt_at` of events that have no webhook to go to: never due (they can be pulled).
@@ -1047,6 +1052,7 @@ pub trait Store:
     + PlatformStore
     + KeyStore
     + PayStore
+    + PayLedgerStore
     + Send
     + Sync
     + std::fmt::Debug

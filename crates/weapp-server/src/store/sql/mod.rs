@@ -5,6 +5,7 @@
 mod events;
 mod keys;
 mod meta;
+mod pay_admin;
 mod payments;
 mod platforms;
 mod registry;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::Row;
 
+use super::pay_ledger::LedgerRefund;
 use super::KeyGuard;
 use super::KeyRecord;
 use super::{
@@ -26,6 +28,7 @@ use super::{
     PlatformStore, RegistryStore, SessionRecord, SessionStore, Store, StoreError, StoreOptions,
     UserRecord, NEVER,
 };
+use super::{MerchantWrite, PayLedgerStore, PayMerchantRecord, ReconciliationRecord};
 
 /// Migrations compiled into the binary.
 #[derive(Debug)]
@@ -339,6 +342,7 @@ macro_rules! sql_store {
         keys::impl_keys!($name, $pool, $kind);
         meta::impl_meta!($name, $pool, $kind);
         payments::impl_payments!($name, $pool, $kind);
+        pay_admin::impl_pay_admin!($name, $pool, $kind);
     };
 }
 
