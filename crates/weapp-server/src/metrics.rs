@@ -16,6 +16,8 @@ pub struct Metrics {
     invalidations: Counters<&'static str>,
     token_probes: Counters<&'static str>,
     pay_notifications: Counters<&'static str>,
+    pay_reconciliations: Counters<&'static str>,
+    pay_discrepancies: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Counters keyed by a name (a route, an appid) and a second label. Counting an existing pair
@@ -131,6 +133,18 @@ impl Metrics {
             .collect()
     }
 
+    /// Counts a reconciliation run by merchant and outcome (`clean`, `discrepancies`,
+    /// `failed`) and adds its discrepancies to the merchant's total.
+    pub fn pay_reconciliation(&self, mchid: &str, outcome: &'static str, discrepancies: u64) {
+        self.pay_reconciliations.bump(mchid, outcome);
+        *self
+            .pay_discrepancies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(mchid.to_owned())
+            .or_default() += discrepancies;
+    }
+
     /// Counts a webhook attempt: `ok`, `failed` or `dead` (attempts exhausted).
     pub fn webhook(&self, appid: &str, outcome: &'static str) {
         self.webhooks.bump(appid, outcome);
@@ -231,6 +245,27 @@ impl Metrics {
                 out,
                 "weapp_pay_notifications_total{{mchid=\"{}\",outcome=\"{outcome}\"}} {n}",
                 escape(&mchid)
+            );
+        }
+        let _ = writeln!(out, "# HELP weapp_pay_reconciliations_total Daily reconciliations run by this instance, by merchant and outcome.\n# TYPE weapp_pay_reconciliations_total counter");
+        for ((mchid, outcome), n) in self.pay_reconciliations.entries() {
+            let _ = writeln!(
+                out,
+                "weapp_pay_reconciliations_total{{mchid=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(&mchid)
+            );
+        }
+        let _ = writeln!(out, "# HELP weapp_pay_reconciliation_discrepancies_total Discrepancies found by this instance's reconciliations, by merchant.\n# TYPE weapp_pay_reconciliation_discrepancies_total counter");
+        for (mchid, n) in self
+            .pay_discrepancies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "weapp_pay_reconciliation_discrepancies_total{{mchid=\"{}\"}} {n}",
+                escape(mchid)
             );
         }
         let _ = writeln!(out, "# HELP weapp_token_refreshes_total Access tokens fetched from WeChat by this instance.\n# TYPE weapp_token_refreshes_total counter");

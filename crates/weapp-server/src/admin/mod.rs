@@ -1,7 +1,8 @@
 //! Administration: the registry of managed apps and broker clients (kept in the database,
 //! secrets sealed, picked up by every instance through the registry sync), managed platforms,
 //! signing-key rotation, users, the audit log, the admin API ([`apps`], [`clients`],
-//! [`users`], [`signing`], [`platforms`]), the payments' views ([`payments`]) and
+//! [`users`], [`signing`], [`platforms`], WeChat Pay [`merchants`] and their reconciliation
+//! reports, the payments' views ([`payments`])) and
 //! the console ([`console`]).
 //!
 //! The admin API (`/v1/admin/…`) is authenticated by `[[admins]]` keys (Bearer; compared in
@@ -22,6 +23,7 @@ pub mod clients;
 mod common;
 pub mod console;
 pub mod payments;
+pub mod merchants;
 pub mod platforms;
 mod service;
 pub mod signing;
@@ -39,6 +41,7 @@ pub fn router(admin: AdminApi) -> Router {
         .merge(signing::router())
         .merge(platforms::router())
         .merge(payments::router())
+        .merge(merchants::router())
         .merge(console::router())
         .with_state(admin)
 }

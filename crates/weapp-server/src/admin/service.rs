@@ -9,6 +9,7 @@ use crate::broker::registry::{app_aad, AppEntry, AppSecrets, AppSettings, Client
 use crate::broker::{AppRuntime, Broker, BrokerClient, RuntimeError, SyncError};
 use crate::keys::seal::Keyring;
 use crate::keys::{Keys, SealError};
+use crate::payments::Payments;
 use crate::platforms::Platforms;
 use crate::push::Push;
 use crate::ratelimit::RateLimiter;
@@ -31,6 +32,8 @@ pub struct AdminInner {
     pub push: Push,
     /// Third-party platforms.
     pub platforms: Platforms,
+    /// WeChat Pay: the runtime merchants the admin API changes, reconciliation reports.
+    pub payments: Payments,
     /// Administrators: name and key hash.
     pub admins: Vec<(String, [u8; 32])>,
     /// Per-admin limiter of the admin API.
@@ -41,12 +44,14 @@ crate::shared::service_handle!(AdminApi, AdminInner);
 
 impl AdminApi {
     /// The admin service.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Shared,
         keys: Keys,
         broker: Broker,
         push: Push,
         platforms: Platforms,
+        payments: Payments,
         admins: Vec<(String, [u8; 32])>,
         admin_limiter: RateLimiter,
     ) -> Self {
@@ -56,6 +61,7 @@ impl AdminApi {
             broker,
             push,
             platforms,
+            payments,
             admins,
             admin_limiter,
         }))

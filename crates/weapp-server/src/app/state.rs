@@ -313,16 +313,17 @@ impl AppState {
                 phone,
             },
         );
+        let payments = Payments::new(shared.clone(), keys.clone(), broker.clone(), push.clone())?;
         let admin = AdminApi::new(
             shared.clone(),
             keys.clone(),
             broker.clone(),
             push.clone(),
             platforms.clone(),
+            payments.clone(),
             admins,
             admin_limiter,
         );
-        let payments = Payments::new(shared.clone(), broker.clone(), push.clone())?;
         let state = AppState {
             payments,
             shared,
@@ -335,6 +336,7 @@ impl AppState {
             readiness: Arc::new(tokio::sync::Mutex::new(None)),
         };
         state.admin.sync_registry(true).await?;
+        state.payments.sync_merchants().await?;
         state.platforms.sync_authorizers().await?;
         state.keys.reseal_signing_keys().await?;
         state.platforms.reseal_platform_secrets().await?;

@@ -155,9 +155,7 @@ pub(super) fn spawn_pay_inbox_sweeper(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if !payments.has_merchants() {
-            return;
-        }
+        // Not only with merchants at start: the admin API may add some.
         loop {
             tokio::select! {
                 () = tokio::time::sleep(PAY_SWEEP) => {}
@@ -171,6 +169,54 @@ pub(super) fn spawn_pay_inbox_sweeper(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "payment inbox sweep failed"),
             }
+        }
+    })
+}
+
+/// Keeps the merchants added through the admin API current on this instance: every
+/// `registry_poll_ms`, `pay_merchants` is read (a small table) and changed rows are rebuilt,
+/// so a merchant created at another instance takes orders and notifications here after one
+/// poll.
+pub(super) fn spawn_merchant_poller(
+    payments: crate::payments::Payments,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let poll = std::time::Duration::from_millis(payments.config.registry_poll_ms);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => break,
+            }
+            if let Err(e) = payments.sync_merchants().await {
+                tracing::warn!(error = %e, "merchants: cannot read the runtime merchants");
+            }
+        }
+    })
+}
+
+/// How often the reconciler looks whether a day is due (cheap: nothing is read before
+/// `pay_reconcile_at`, nor for a day this instance saw finished).
+const RECONCILE_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reconciles every merchant's previous Beijing day once `pay_reconcile_at` has passed (on
+/// the server's clock), once for the fleet (`payments::reconcile`: the day's row is claimed).
+pub(super) fn spawn_pay_reconciler(
+    payments: crate::payments::Payments,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(Some(at)) = payments.config.pay_reconcile_minute() else {
+            return;
+        };
+        let mut done = std::collections::HashSet::new();
+        let mut retry = std::collections::HashMap::new();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(RECONCILE_TICK) => {}
+                _ = stop.changed() => break,
+            }
+            crate::payments::reconcile::tick(&payments, at, &mut done, &mut retry).await;
         }
     })
 }

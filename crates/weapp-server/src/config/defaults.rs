@@ -122,3 +122,8 @@ pub(crate) fn default_pool_size() -> u32 {
 pub(crate) fn default_acquire_timeout_ms() -> u64 {
     3000
 }
+
+/// WeChat's trade bills are ready from 10:00 Beijing time the next day.
+pub(crate) fn default_pay_reconcile_at() -> String {
+    "10:00".into()
+}

@@ -71,6 +71,7 @@ pub(crate) const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("signing_key_rotate_days", Kind::Scalar),
     ("signing_key_publish_ahead_secs", Kind::Scalar),
     ("platform_reconcile_secs", Kind::Scalar),
+    ("pay_reconcile_at", Kind::Text),
 ];
 
 /// Older names still read.

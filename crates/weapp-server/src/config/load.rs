@@ -363,6 +363,7 @@ impl Config {
                 return bad(format!("{name} must be within {min}..={max}, got {v}"));
             }
         }
+        self.pay_reconcile_minute()?;
         let year = 366 * 24 * 3600;
         for (name, v, min, max) in [
             ("session_ttl_secs", self.session_ttl_secs, 1, 10 * year),

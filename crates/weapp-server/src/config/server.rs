@@ -18,6 +18,7 @@ use super::defaults::{
     default_session_ttl, default_timeout, default_timeout_webhook, default_warmup_spread,
     default_webhook_attempts, default_webhook_lease,
 };
+use super::errors::ConfigError;
 use super::secret::{redact_url, Secret};
 
 /// A callback told of every managed app loaded (appid, secret): the sandbox registers them in
@@ -249,6 +250,12 @@ pub struct Config {
     /// notifications received at `/v1/pay/{mchid}/notify`.
     #[serde(default)]
     pub merchants: Vec<super::MerchantConfig>,
+    /// When (Beijing time, `HH:MM`) each merchant's trade bill of the previous day is
+    /// reconciled with the stored orders and refunds, once for the fleet; `off`: never (the
+    /// admin API still runs one on demand). WeChat's bills are ready from 10:00. Env
+    /// `WEAPP_PAY_RECONCILE_AT`. Default `10:00`.
+    #[serde(default = "super::defaults::default_pay_reconcile_at")]
+    pub pay_reconcile_at: String,
     /// How often every platform's merchants are reconciled with WeChat's authorizer list
     /// (refresh tokens restored, missed de-authorizations applied); 0: never. Env
     /// `WEAPP_PLATFORM_RECONCILE_SECS`. Default 86,400 (nightly).
@@ -352,9 +359,33 @@ impl std::fmt::Debug for Config {
             .field("admins", &self.admins)
             .field("platforms", &self.platforms)
             .field("merchants", &self.merchants)
+            .field("pay_reconcile_at", &self.pay_reconcile_at)
             .field("warm", &self.warm)
             .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// `pay_reconcile_at` as minutes after Beijing midnight; `None` for `off`.
+    ///
+    /// # Errors
+    /// Neither `HH:MM` nor `off`.
+    pub fn pay_reconcile_minute(&self) -> Result<Option<i64>, ConfigError> {
+        let v = self.pay_reconcile_at.trim();
+        if v.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let parsed = v.split_once(':').and_then(|(h, m)| {
+            let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+            ((0..24).contains(&h) && (0..60).contains(&m) && v.len() == 5).then_some(h * 60 + m)
+        });
+        parsed.map(Some).ok_or_else(|| {
+            ConfigError(format!(
+                "pay_reconcile_at must be HH:MM (Beijing time) or off, got `{}`",
+                v.chars().take(16).collect::<String>()
+            ))
+        })
     }
 }
 

@@ -2,13 +2,14 @@
 //! client (signing, verifying, decrypting), and the domains it asks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use weapp::pay::PayClient;
 
 use super::error::MerchantError;
 use crate::broker::Broker;
 use crate::config::MerchantConfig;
+use crate::keys::Keys;
 use crate::push::Push;
 use crate::shared::Shared;
 
@@ -24,6 +25,27 @@ pub struct MerchantRuntime {
     pub client: PayClient,
     /// The `notify_url` sent with every prepay.
     pub notify_url: String,
+    /// Where it is defined: the configuration file or the admin API.
+    pub source: MerchantSource,
+}
+
+/// Where a merchant is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MerchantSource {
+    /// `[[merchants]]` of the configuration file (changed there only).
+    Config,
+    /// The admin API (`/v1/admin/merchants`), stored in `pay_merchants`.
+    Admin,
+}
+
+impl MerchantSource {
+    /// `config` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MerchantSource::Config => "config",
+            MerchantSource::Admin => "admin",
+        }
+    }
 }
 
 impl MerchantRuntime {
@@ -61,6 +83,7 @@ impl MerchantRuntime {
             appids: config.appids.clone(),
             client,
             notify_url: config.notify_url.clone(),
+            source: MerchantSource::Config,
         })
     }
 }
@@ -77,10 +100,26 @@ pub struct PaymentsInner {
     pub broker: Broker,
     /// The event log and the outbox: one event per business change.
     pub push: Push,
+    /// Opens the runtime merchants' sealed keys.
+    pub keys: Keys,
+    /// The merchants served now: the file's, and the admin API's as last loaded. Replaced
+    /// whole (never changed in place) by [`Payments::sync_merchants`]; readers clone the
+    /// `Arc` and hold no lock across an await.
+    merchants: RwLock<Arc<MerchantMap>>,
+    /// One merchant sync at a time (two interleaved ones could apply an older read last).
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+/// The merchants served, by mchid and by app.
+#[derive(Debug, Default, Clone)]
+pub struct MerchantMap {
     /// The merchants, by mchid.
-    merchants: HashMap<String, Arc<MerchantRuntime>>,
+    pub by_mchid: HashMap<String, Arc<MerchantRuntime>>,
     /// Which merchant takes each app's orders.
-    by_app: HashMap<String, String>,
+    pub by_app: HashMap<String, String>,
+    /// The stored row each runtime merchant was built from (a digest of it): unchanged rows
+    /// keep their client (and its certificate cache) across syncs.
+    pub(super) loaded: HashMap<String, [u8; 32]>,
 }
 
 crate::shared::service_handle!(Payments, PaymentsInner);
@@ -90,7 +129,12 @@ impl Payments {
     ///
     /// # Errors
     /// A merchant whose settings, keys or client do not load.
-    pub fn new(shared: Shared, broker: Broker, push: Push) -> Result<Self, MerchantError> {
+    pub fn new(
+        shared: Shared,
+        keys: Keys,
+        broker: Broker,
+        push: Push,
+    ) -> Result<Self, MerchantError> {
         let mut merchants = HashMap::new();
         let mut by_app = HashMap::new();
         for m in &shared.config.merchants {
@@ -104,23 +148,49 @@ impl Payments {
             shared,
             broker,
             push,
-            merchants,
-            by_app,
+            keys,
+            merchants: RwLock::new(Arc::new(MerchantMap {
+                by_mchid: merchants,
+                by_app,
+                loaded: HashMap::new(),
+            })),
+            sync_lock: tokio::sync::Mutex::new(()),
         })))
+    }
+
+    /// The merchants served now (a snapshot).
+    pub fn merchants(&self) -> Arc<MerchantMap> {
+        self.merchants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the merchants served.
+    pub(super) fn set_merchants(&self, map: MerchantMap) {
+        *self.merchants.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+    }
+
+    /// Holds off other merchant syncs while held.
+    pub(super) async fn sync_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.sync_lock.lock().await
     }
 
     /// Whether any merchant is served here.
     pub fn has_merchants(&self) -> bool {
-        !self.merchants.is_empty()
+        !self.merchants().by_mchid.is_empty()
     }
 
     /// The merchant `mchid`, if served here.
     pub fn merchant(&self, mchid: &str) -> Option<Arc<MerchantRuntime>> {
-        self.merchants.get(mchid).cloned()
+        self.merchants().by_mchid.get(mchid).cloned()
     }
 
     /// The merchant taking `appid`'s orders, if any.
     pub fn merchant_for_app(&self, appid: &str) -> Option<Arc<MerchantRuntime>> {
-        self.by_app.get(appid).and_then(|m| self.merchant(m))
+        let map = self.merchants();
+        map.by_app
+            .get(appid)
+            .and_then(|m| map.by_mchid.get(m).cloned())
     }
 }

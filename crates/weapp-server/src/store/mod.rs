@@ -14,6 +14,11 @@ pub use pay_views::{
     PayCursor, PayNotificationFilter, PayNotificationView, PayOrderFilter, PayRefundFilter,
     PayRefundView, PayViewStore, PENDING_OUTCOME,
 };
+pub mod pay_ledger;
+
+pub use pay_ledger::{
+    LedgerRefund, MerchantWrite, PayLedgerStore, PayMerchantRecord, ReconciliationRecord,
+};
 pub use sql::{PgStore, SqliteStore};
 
 /// `next_attempt_at` of events that have no webhook to go to: never due (they can be pulled).
@@ -1053,6 +1058,7 @@ pub trait Store:
     + KeyStore
     + PayStore
     + PayViewStore
+    + PayLedgerStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -6,6 +6,7 @@ mod events;
 mod keys;
 mod meta;
 mod pay_views;
+mod pay_admin;
 mod payments;
 mod platforms;
 mod registry;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::Row;
 
+use super::pay_ledger::LedgerRefund;
 use super::KeyGuard;
 use super::KeyRecord;
 use super::{
@@ -31,6 +33,7 @@ use super::{
     PayCursor, PayNotificationFilter, PayNotificationView, PayOrderFilter, PayRefundFilter,
     PayRefundView, PayViewStore, PENDING_OUTCOME,
 };
+use super::{MerchantWrite, PayLedgerStore, PayMerchantRecord, ReconciliationRecord};
 
 /// Migrations compiled into the binary.
 #[derive(Debug)]
@@ -345,6 +348,7 @@ macro_rules! sql_store {
         meta::impl_meta!($name, $pool, $kind);
         payments::impl_payments!($name, $pool, $kind);
         pay_views::impl_pay_views!($name, $pool, $kind);
+        pay_admin::impl_pay_admin!($name, $pool, $kind);
     };
 }
 

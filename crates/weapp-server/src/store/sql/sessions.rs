@@ -92,7 +92,7 @@ macro_rules! impl_sessions {
             }
 
             async fn data_key_ids(&self) -> Result<Vec<Option<String>>, StoreError> {
-                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM signing_keys UNION SELECT DISTINCT key_id FROM platform_tickets UNION SELECT DISTINCT key_id FROM platform_authorizers WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM managed_platforms WHERE key_id IS NOT NULL").fetch_all(&self.pool).await?;
+                let rows = sqlx::query("SELECT DISTINCT key_id FROM users UNION SELECT DISTINCT key_id FROM managed_apps WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM signing_keys UNION SELECT DISTINCT key_id FROM platform_tickets UNION SELECT DISTINCT key_id FROM platform_authorizers WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM managed_platforms WHERE key_id IS NOT NULL UNION SELECT DISTINCT key_id FROM pay_merchants").fetch_all(&self.pool).await?;
                 rows.iter().map(|r| Ok(r.try_get("key_id")?)).collect()
             }
 
