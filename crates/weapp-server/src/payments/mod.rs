@@ -8,9 +8,13 @@
 //! outbox's wake-up).
 
 mod error;
+pub mod fallback;
 pub mod handlers;
 pub mod inbox;
+pub mod refund_handlers;
+pub mod refunds;
 mod service;
+pub mod settle;
 
 use axum::Router;
 
