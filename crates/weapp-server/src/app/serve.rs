@@ -76,6 +76,7 @@ pub async fn serve(
     let pay_sweeper = tasks::spawn_pay_inbox_sweeper(state.payments.clone(), stop_rx.clone());
     let merchant_poller = tasks::spawn_merchant_poller(state.payments.clone(), stop_rx.clone());
     let pay_reconciler = tasks::spawn_pay_reconciler(state.payments.clone(), stop_rx.clone());
+    let pay_queries = tasks::spawn_pay_query_fallback(state.payments.clone(), stop_rx.clone());
     let outbox = crate::push::outbox::spawn_outbox(
         state.push.clone(),
         std::sync::Arc::new(state.platforms.clone()),
@@ -93,6 +94,7 @@ pub async fn serve(
     let _ = pay_sweeper.await;
     let _ = merchant_poller.await;
     let _ = pay_reconciler.await;
+    let _ = pay_queries.await;
     let _ = outbox.await;
     tracing::info!("server stopped");
     Ok(())

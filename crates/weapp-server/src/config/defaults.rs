@@ -127,3 +127,9 @@ pub(crate) fn default_acquire_timeout_ms() -> u64 {
 pub(crate) fn default_pay_reconcile_at() -> String {
     "10:00".into()
 }
+pub(crate) fn default_pay_query_after() -> u64 {
+    60
+}
+pub(crate) fn default_pay_rate() -> u32 {
+    600
+}

@@ -7,6 +7,7 @@ mod keys;
 mod meta;
 mod pay_views;
 mod pay_admin;
+mod pay_flow;
 mod payments;
 mod platforms;
 mod registry;
@@ -25,9 +26,9 @@ use super::KeyRecord;
 use super::{
     AuditRecord, EventRecord, EventStore, KeyStore, LegacySealed, LoginRecorded, LoginWrite,
     ManagedAppRecord, ManagedClientRecord, ManagedPlatformRecord, NewEvent, OutboxStats,
-    PayApplied, PayNotificationRecord, PayOrderRecord, PayStore, PayTransition, PlatformAuthorizer,
-    PlatformStore, RegistryStore, SessionRecord, SessionStore, Store, StoreError, StoreOptions,
-    UserRecord, NEVER,
+    PayApplied, PayFlowStore, PayNotificationRecord, PayOrderRecord, PayRefundChange,
+    PayRefundInsert, PayRefundRecord, PayStore, PayTransition, PlatformAuthorizer, PlatformStore,
+    RegistryStore, SessionRecord, SessionStore, Store, StoreError, StoreOptions, UserRecord, NEVER,
 };
 use super::{
     PayCursor, PayNotificationFilter, PayNotificationView, PayOrderFilter, PayRefundFilter,
@@ -349,6 +350,7 @@ macro_rules! sql_store {
         payments::impl_payments!($name, $pool, $kind);
         pay_views::impl_pay_views!($name, $pool, $kind);
         pay_admin::impl_pay_admin!($name, $pool, $kind);
+        pay_flow::impl_pay_flow!($name, $pool, $kind);
     };
 }
 
