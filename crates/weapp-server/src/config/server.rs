@@ -18,8 +18,8 @@ use super::defaults::{
     default_session_ttl, default_timeout, default_timeout_webhook, default_warmup_spread,
     default_webhook_attempts, default_webhook_lease,
 };
-use super::errors::ConfigError;
 use super::defaults::{default_pay_query_after, default_pay_rate};
+use super::errors::ConfigError;
 use super::secret::{redact_url, Secret};
 
 /// A callback told of every managed app loaded (appid, secret): the sandbox registers them in

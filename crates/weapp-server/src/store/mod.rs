@@ -2,8 +2,8 @@
 //! and a PostgreSQL implementation sharing their SQL (see `sql.rs`).
 
 mod lite_error;
-mod pay_views;
 mod pay_flow;
+mod pay_views;
 mod sql;
 mod sqlite_writer;
 
@@ -17,10 +17,10 @@ pub use pay_views::{
 };
 pub mod pay_ledger;
 
+pub use pay_flow::{PayFlowStore, PayRefundChange, PayRefundInsert, PayRefundRecord};
 pub use pay_ledger::{
     LedgerRefund, MerchantWrite, PayLedgerStore, PayMerchantRecord, ReconciliationRecord,
 };
-pub use pay_flow::{PayFlowStore, PayRefundChange, PayRefundInsert, PayRefundRecord};
 pub use sql::{PgStore, SqliteStore};
 
 /// `next_attempt_at` of events that have no webhook to go to: never due (they can be pulled).

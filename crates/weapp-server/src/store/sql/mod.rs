@@ -5,9 +5,9 @@
 mod events;
 mod keys;
 mod meta;
-mod pay_views;
 mod pay_admin;
 mod pay_flow;
+mod pay_views;
 mod payments;
 mod platforms;
 mod registry;
@@ -30,11 +30,11 @@ use super::{
     PayRefundInsert, PayRefundRecord, PayStore, PayTransition, PlatformAuthorizer, PlatformStore,
     RegistryStore, SessionRecord, SessionStore, Store, StoreError, StoreOptions, UserRecord, NEVER,
 };
+use super::{MerchantWrite, PayLedgerStore, PayMerchantRecord, ReconciliationRecord};
 use super::{
     PayCursor, PayNotificationFilter, PayNotificationView, PayOrderFilter, PayRefundFilter,
     PayRefundView, PayViewStore, PENDING_OUTCOME,
 };
-use super::{MerchantWrite, PayLedgerStore, PayMerchantRecord, ReconciliationRecord};
 
 /// Migrations compiled into the binary.
 #[derive(Debug)]
