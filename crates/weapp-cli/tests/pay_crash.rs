@@ -219,6 +219,9 @@ data_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 webhook_allow_private = ["127.0.0.0/8"]
 webhook_retry_base_ms = 50
 webhook_retry_max_secs = 1
+# A delivery claimed by the killed process is taken over once its lease ends.
+webhook_timeout_secs = 1
+webhook_lease_secs = 2
 
 [[apps]]
 appid = "{appid}"
@@ -425,20 +428,52 @@ async fn every_acknowledged_notification_survives_a_kill_9_and_makes_one_event()
         .collect();
     // Each step is one retry interval (15 s); the server checks a notification's timestamp
     // against its own (wall) clock within 5 minutes, so the clock moves on only while
-    // notifications are still missing and never more than 12 steps.
+    // notifications are still unacknowledged and never more than 12 steps.
+    let all_acked = |s: &Setup| {
+        let acked: HashSet<String> = s
+            .relay
+            .seen()
+            .iter()
+            .filter(|c| (200..300).contains(&c.status))
+            .map(|c| out_trade_no(&apiv3, &c.body))
+            .collect();
+        acked.len() == ORDERS
+    };
     for _ in 0..12 {
-        if s.sink.paid().len() == ORDERS {
+        if all_acked(&s) {
             break;
         }
         s.advance(15).await;
         for _ in 0..30 {
-            if s.sink.paid().len() == ORDERS {
+            if all_acked(&s) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    assert_eq!(s.sink.paid().len(), ORDERS, "every order evented");
+    // Deliveries the killed process had claimed are taken over when their lease (2 s) ends.
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while s.sink.paid().len() < ORDERS {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let paid = s.sink.paid();
+    let missing: Vec<String> = (0..ORDERS)
+        .map(|i| format!("crash_{i:04}"))
+        .filter(|no| !paid.contains_key(no))
+        .collect();
+    let attempts: Vec<(String, u16)> = s
+        .relay
+        .seen()
+        .iter()
+        .map(|c| (out_trade_no(&apiv3, &c.body), c.status))
+        .filter(|(no, _)| missing.contains(no))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "orders never evented: {missing:?}; their attempts: {attempts:?}"
+    );
     let paid = s.sink.paid();
     for no in &acked_orders {
         assert!(
