@@ -291,6 +291,96 @@ async fn invalid_or_forged_keys_and_taken_apps_are_refused_and_nothing_is_stored
         .await;
 }
 
+/// One column of a runtime merchant's row in a SQLite database.
+async fn merchant_column(database_url: &str, mchid: &str, column: &str) -> String {
+    use sqlx::Row;
+    let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+    sqlx::query(&format!(
+        "SELECT {column} AS v FROM pay_merchants WHERE mchid = $1"
+    ))
+    .bind(mchid)
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+    .get::<String, _>("v")
+}
+
+/// Writes one column of a runtime merchant's row directly (someone with write access to the
+/// database, not the admin API).
+async fn set_merchant_column(database_url: &str, mchid: &str, column: &str, value: &str) {
+    let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE pay_merchants SET {column} = $1 WHERE mchid = $2"
+    ))
+    .bind(value)
+    .bind(mchid)
+    .execute(&pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_key_or_apps_changed_in_the_database_make_the_merchant_not_load() {
+    let t = PayWorld::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    let other = t.w.other_appid.clone();
+    let mchid = t.other_mchid();
+    let path = format!("/v1/admin/merchants/{mchid}");
+    let (st, v) = t
+        .admin(&s, "POST", "/v1/admin/merchants", Some(t.admin_body()))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    t.order_and_pay(&s, &other, "seal_order_0001", 100).await;
+    let served = |want: bool| {
+        let (t, s, path) = (&t, &s, &path);
+        async move {
+            common::within(
+                std::time::Duration::from_secs(10),
+                if want { "served" } else { "not served" },
+                || async move { t.admin(s, "GET", path, None).await.1["served"] == want },
+            )
+            .await;
+        }
+    };
+
+    // Someone who can write the table swaps in a public key of their own (here: another
+    // merchant's WeChat Pay key, valid and different): notifications signed with its private
+    // key would verify. The sealed keys no longer open, so the merchant is not served at all.
+    let original = merchant_column(&db, &mchid, "settings").await;
+    let mut settings: Value = serde_json::from_str(&original).unwrap();
+    assert_eq!(
+        settings["public_key"],
+        t.other_issued["wechatpay_public_key"]
+    );
+    settings["public_key"] = t.issued["wechatpay_public_key"].clone();
+    set_merchant_column(&db, &mchid, "settings", &settings.to_string()).await;
+    served(false).await;
+    let (st, v) = t.order(&s, &other, "seal_order_0002", 100).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, _) =
+        t.w.call(
+            "POST",
+            format!("{}/v1/pay/{mchid}/notify", s.url()),
+            None,
+            Some(json!({"id": "forged"})),
+        )
+        .await;
+    assert_eq!(st, 404, "no merchant here to verify it");
+
+    // The settings as the admin API wrote them: served again (the same sealed keys).
+    set_merchant_column(&db, &mchid, "settings", &original).await;
+    served(true).await;
+    t.order_and_pay(&s, &other, "seal_order_0003", 100).await;
+
+    // An app added in the database (to take its orders): not served either.
+    let appids = json!([other, t.w.appid]).to_string();
+    set_merchant_column(&db, &mchid, "appids", &appids).await;
+    served(false).await;
+    let (st, v) = t.order(&s, &other, "seal_order_0004", 100).await;
+    assert_eq!(st, 404, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_created_at_one_instance_serves_orders_and_notifications_at_another_on_postgres()
 {

@@ -13,7 +13,10 @@ use common::sqlite_url;
 use pay_world::{PayWorld, OPENID};
 use serde_json::{json, Value};
 use weapp::pay::{Fen, JsapiPrepayRequest, OrderRef, RefundRequest};
+use weapp_server::payments::reconcile::STALE_CLAIM_MS;
 use weapp_server::payments::MerchantRuntime;
+use weapp_server::store::{ReconciliationRecord, StoreOptions};
+use weapp_sim::Fault;
 use weapp_test_support::PgDatabase;
 
 /// Runs `statement` against a SQLite or PostgreSQL database.
@@ -25,6 +28,43 @@ async fn exec(database_url: &str, statement: &str) {
         let pool = sqlx::PgPool::connect(database_url).await.unwrap();
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
+}
+
+/// One number out of a SQLite or PostgreSQL database (`statement` names it `n`).
+async fn count(database_url: &str, statement: &str) -> i64 {
+    use sqlx::Row;
+    if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        sqlx::query(statement)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get("n")
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        sqlx::query(statement)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get("n")
+    }
+}
+
+/// The sum of `weapp_pay_reconciliations_total` of `mchid` over every outcome.
+async fn runs_counted(t: &PayWorld, s: &weapp_server::ServerHandle, mchid: &str) -> u64 {
+    let (_, m) =
+        t.w.call("GET", format!("{}/metrics", s.url()), None, None)
+            .await;
+    m.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!(
+                "weapp_pay_reconciliations_total{{mchid=\"{mchid}\""
+            ))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
 }
 
 /// The app's merchant's own client, as a merchant's other systems would use it: orders and
@@ -312,4 +352,204 @@ async fn two_instances_make_one_report_and_one_event_after_ten_o_clock_on_postgr
             .sum::<u64>();
     }
     assert_eq!(runs, 1, "one run for the fleet");
+}
+
+/// The store's side of a takeover: a run thought dead (its claim older than
+/// [`STALE_CLAIM_MS`]) is taken over; when it finishes after all, it writes nothing over the
+/// run that replaced it — before or after that one finished.
+async fn a_taken_over_claim_writes_nothing(database_url: &str) {
+    let store = weapp_server::store::connect(database_url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let (mchid, day) = ("1900000001", "2026-01-01");
+    let report = |claimed_at: i64, status: &str, discrepancies: i64| ReconciliationRecord {
+        mchid: mchid.into(),
+        bill_date: day.into(),
+        status: status.into(),
+        bill_rows: 3,
+        discrepancies,
+        report: "[]".into(),
+        claimed_at,
+        created_at: claimed_at + 5,
+    };
+    let first = 1_000_000;
+    let second = first + STALE_CLAIM_MS + 1;
+    assert!(store
+        .claim_pay_reconciliation(mchid, day, first, first - STALE_CLAIM_MS, false)
+        .await
+        .unwrap());
+    // Not stale yet: not taken.
+    assert!(!store
+        .claim_pay_reconciliation(mchid, day, first + 1, first + 1 - STALE_CLAIM_MS, false)
+        .await
+        .unwrap());
+    assert!(store
+        .claim_pay_reconciliation(mchid, day, second, second - STALE_CLAIM_MS, false)
+        .await
+        .unwrap());
+    // The first run ends while the second runs: nothing written, the day still running.
+    assert!(!store
+        .finish_pay_reconciliation(&report(first, "discrepancies", 2))
+        .await
+        .unwrap());
+    assert_eq!(store.pay_reconciliation(mchid, day).await.unwrap(), None);
+    assert!(store
+        .finish_pay_reconciliation(&report(second, "clean", 0))
+        .await
+        .unwrap());
+    // …or after it: the second's report stays.
+    assert!(!store
+        .finish_pay_reconciliation(&report(first, "discrepancies", 2))
+        .await
+        .unwrap());
+    let stored = store.pay_reconciliation(mchid, day).await.unwrap().unwrap();
+    assert_eq!(stored, report(second, "clean", 0));
+    // A failed run's release does not remove another's report either.
+    store
+        .release_pay_reconciliation(mchid, day, first)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pay_reconciliation(mchid, day).await.unwrap(),
+        Some(stored)
+    );
+}
+
+#[tokio::test]
+async fn a_taken_over_claim_writes_nothing_on_sqlite() {
+    a_taken_over_claim_writes_nothing(&sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn a_taken_over_claim_writes_nothing_on_postgres() {
+    let db = PgDatabase::create().await;
+    a_taken_over_claim_writes_nothing(db.url()).await;
+}
+
+/// A run still working after the claim went stale (WeChat's bill slow to come) is taken over
+/// by another; whichever ends first, the day has one report (the second run's), counted once
+/// and sent as one event, and the first run answers 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_taken_over_while_running_stores_counts_and_sends_nothing() {
+    let t = PayWorld::new().await;
+    t.next_beijing_day_at(1, 0);
+    let db = sqlite_url();
+    let mut config = t.config(&db);
+    config.pay_reconcile_at = "off".into();
+    let s = t.spawn_with(config).await;
+    let appid = t.w.appid.clone();
+    let mchid = t.mchid();
+    t.order_and_pay(&s, &appid, "takeover_0001", 500).await;
+    exec(
+        &db,
+        "UPDATE pay_orders SET amount = 499 WHERE out_trade_no = 'takeover_0001'",
+    )
+    .await;
+    let day = t.next_beijing_day_at(10, 5);
+    let runs = format!("/v1/admin/merchants/{mchid}/reconciliations");
+    // The first bill download is slow: the first run is still at it when taken over.
+    t.w.sim
+        .sim()
+        .add_fault(Fault::latency("/v3/billdownload/file", 3000).times(1));
+    let first = t.admin(&s, "POST", &runs, Some(json!({"bill_date": day})));
+    let second = async {
+        common::within(Duration::from_secs(30), "the first run's claim", || async {
+            count(
+                &db,
+                "SELECT COUNT(*) AS n FROM pay_reconciliations WHERE status = 'running'",
+            )
+            .await
+                == 1
+        })
+        .await;
+        // Its claim is now older than STALE_CLAIM_MS, as if its instance had died.
+        exec(
+            &db,
+            &format!(
+                "UPDATE pay_reconciliations SET claimed_at = claimed_at - {}",
+                STALE_CLAIM_MS + 60_000
+            ),
+        )
+        .await;
+        let answer = t
+            .admin(&s, "POST", &runs, Some(json!({"bill_date": day})))
+            .await;
+        // Other findings for a first run that would still compare after this.
+        exec(
+            &db,
+            "UPDATE pay_orders SET amount = 498 WHERE out_trade_no = 'takeover_0001'",
+        )
+        .await;
+        answer
+    };
+    let ((st1, v1), (st2, v2)) = tokio::join!(first, second);
+    assert_eq!(st2, 200, "{v2}");
+    assert_eq!(v2["discrepancies"], 1, "{v2}");
+    assert_eq!(st1, 409, "the run taken over: {v1}");
+    let (st, stored) = t.admin(&s, "GET", &format!("{runs}/{day}"), None).await;
+    assert_eq!(st, 200, "{stored}");
+    assert_eq!(stored["created_at"], v2["created_at"], "{stored}");
+    assert_eq!(stored["items"], v2["items"], "{stored}");
+    assert_eq!(
+        t.events(&s, &appid, "PAYMENT.RECONCILIATION").await.len(),
+        1
+    );
+    assert_eq!(runs_counted(&t, &s, &mchid).await, 1, "counted once");
+}
+
+/// A discrepancy about an app this merchant does not serve (an order of another app under the
+/// same mchid) is in the administrator's report, and in no app's event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_apps_items_stay_in_the_admin_report() {
+    let t = PayWorld::new().await;
+    t.next_beijing_day_at(1, 0);
+    let db = sqlite_url();
+    let mut config = t.config(&db);
+    config.pay_reconcile_at = "off".into();
+    let s = t.spawn_with(config).await;
+    let appid = t.w.appid.clone();
+    let mchid = t.mchid();
+    t.order_and_pay(&s, &appid, "own_0001", 500).await;
+    exec(
+        &db,
+        "UPDATE pay_orders SET amount = 499 WHERE out_trade_no = 'own_0001'",
+    )
+    .await;
+    // Paid here that day for another app, absent from the bill: `missing_there`, its appid.
+    exec(
+        &db,
+        "INSERT INTO pay_orders (mchid, out_trade_no, appid, description, amount, openid, attach, \
+         time_expire, state, prepay_id, transaction_id, success_time, paid_at, refunded, created_at, updated_at) \
+         SELECT mchid, 'foreign_0002', 'wxforeignapp00001', description, 777, openid, attach, time_expire, \
+         state, prepay_id, '4200000000foreign', success_time, paid_at, refunded, created_at, updated_at \
+         FROM pay_orders WHERE out_trade_no = 'own_0001'",
+    )
+    .await;
+    let day = t.next_beijing_day_at(10, 5);
+    let runs = format!("/v1/admin/merchants/{mchid}/reconciliations");
+    let (st, report) = t
+        .admin(&s, "POST", &runs, Some(json!({"bill_date": day})))
+        .await;
+    assert_eq!(st, 200, "{report}");
+    assert_eq!(
+        kinds(&report["items"]),
+        vec![
+            ("amount_differs".into(), "own_0001".into(), None),
+            ("missing_there".into(), "foreign_0002".into(), None),
+        ],
+        "{report}"
+    );
+    let events = t.events(&s, &appid, "PAYMENT.RECONCILIATION").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        kinds(&events[0]["payload"]["items"]),
+        vec![("amount_differs".into(), "own_0001".into(), None)],
+        "only the app's own item: {}",
+        events[0]["payload"]
+    );
+    assert!(
+        !events[0]["payload"].to_string().contains("foreign"),
+        "{}",
+        events[0]["payload"]
+    );
 }

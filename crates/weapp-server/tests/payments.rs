@@ -383,6 +383,55 @@ async fn orders_need_the_scope_the_app_and_valid_input_and_can_be_closed() {
     assert_eq!(st, 403);
 }
 
+/// WeChat's trade bill writes the description and attach verbatim, unquoted, each value
+/// starting with a back-tick: a line break or `` ,` `` in them would break the reconciliation's
+/// parse (rows skipped, columns shifted), so orders carrying them are refused; commas are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_that_would_break_the_trade_bill_is_refused_by_the_order_api() {
+    let t = T::new().await;
+    let s = t.spawn(&sqlite_url()).await;
+    let appid = t.w.appid.clone();
+    let with = |field: &str, value: &str| {
+        let mut b = order_body("order_bill_01", 100);
+        b[field] = json!(value);
+        b
+    };
+    for (body, what) in [
+        (
+            with("attach", "table 7\nsecond line"),
+            "a line break in attach",
+        ),
+        (with("attach", "table 7\r"), "a carriage return in attach"),
+        (with("attach", "a`,`b"), "a back-tick in attach"),
+        (
+            with("description", "Tea`,`9.99"),
+            "a back-tick in the description",
+        ),
+        (
+            with("description", "Tea\ngreen"),
+            "a line break in the description",
+        ),
+    ] {
+        let (st, v) = t.order(&s, SHOP_KEY, &appid, body).await;
+        assert_eq!(st, 400, "{what}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_order", "{what}: {v}");
+    }
+    let (st, _) =
+        t.w.call(
+            "GET",
+            format!("{}/v1/apps/{appid}/pay/orders/order_bill_01", s.url()),
+            Some(SHOP_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404, "nothing stored");
+    // Commas alone are fine: the bill keeps them inside a value.
+    let mut body = with("description", "Tea, green");
+    body["attach"] = json!("table 7, seat 2");
+    let (st, v) = t.order(&s, SHOP_KEY, &appid, body).await;
+    assert_eq!(st, 200, "{v}");
+}
+
 #[tokio::test]
 async fn merchant_settings_are_checked_at_start_with_clear_errors() {
     let t = T::new().await;

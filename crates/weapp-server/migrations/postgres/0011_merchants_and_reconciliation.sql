@@ -1,6 +1,7 @@
 -- Merchants added at runtime through the admin API (issue 27): their settings in the clear
--- (JSON), their private key and APIv3 key sealed with the data key, bound to the mchid and its
--- API host (base64; never shown again).
+-- (JSON), their private key and APIv3 key sealed with the data key, bound to the mchid, its
+-- apps and its settings as stored (base64; never shown again): settings or apps changed here
+-- rather than through the admin API make the merchant not load.
 CREATE TABLE pay_merchants (
     mchid TEXT PRIMARY KEY,
     appids TEXT NOT NULL,

@@ -1,6 +1,6 @@
 //! WeChat Pay merchants in the admin API (`/v1/admin/merchants…`): merchants added at runtime
 //! (stored in `pay_merchants`, the private key and the APIv3 key sealed with the data key and
-//! bound to the mchid and its API host; every instance serves a change within
+//! bound to the mchid, its apps and its stored settings; every instance serves a change within
 //! `registry_poll_ms`), the file's `[[merchants]]` shown read-only (`source: "config"`), and
 //! each merchant's daily reconciliation reports (listed, shown, run on demand).
 //!
@@ -303,15 +303,17 @@ fn checked_record(
             "app {appid} is served by merchant {other}: an app is served by one merchant"
         )));
     }
-    let (sealed_secrets, key_id) =
-        state
-            .payments
-            .seal_merchant_secrets(mchid, &settings.api_base, secrets);
+    // Sealed bound to the settings and apps exactly as stored: changed in the database
+    // instead of here, the keys no longer open.
+    let settings = serde_json::to_string(settings).expect("plain data");
+    let (sealed_secrets, key_id) = state
+        .payments
+        .seal_merchant_secrets(mchid, appids, &settings, secrets);
     let now = now_ms();
     Ok(PayMerchantRecord {
         mchid: mchid.to_owned(),
         appids: appids.to_vec(),
-        settings: serde_json::to_string(settings).expect("plain data"),
+        settings,
         sealed_secrets,
         key_id,
         created_at,

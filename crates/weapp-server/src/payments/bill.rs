@@ -3,6 +3,12 @@
 //! spreadsheets keep long numbers as text), then a summary header (`总交易单数,…`) and its
 //! line. Columns are found by their names, not their positions; amounts are yuan with two
 //! decimals, read exactly into fen.
+//!
+//! The format has no quoting: a value holding a line break or `` ,` `` (a merchant's own
+//! `attach` or description) would end a line early or shift its columns. So every line must
+//! have exactly the header's number of values, the rows end only at the summary header, and
+//! the summary's count must be the number of rows read; anything else is an error (the day is
+//! not reported clean on a bill read wrongly). The service refuses such text in orders.
 
 /// One line of the bill.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +48,8 @@ pub enum BillError {
     /// No header line, or one without the columns needed.
     #[error("the bill has no header naming the column {0}")]
     MissingColumn(&'static str),
-    /// A line whose value is not what its column holds.
+    /// A line whose value is not what its column holds, or with more or fewer values than
+    /// the header names.
     #[error("bill line {line}: {what}")]
     Line {
         /// 1-based.
@@ -50,7 +57,14 @@ pub enum BillError {
         /// What is wrong.
         what: String,
     },
+    /// The bill ends without its summary (`总交易单数`), or the summary's count is not the
+    /// number of rows read.
+    #[error("the bill's summary is missing or does not match its rows: {0}")]
+    Summary(String),
 }
+
+/// The first column of the summary header: the rows end at the line starting with it.
+const SUMMARY_HEADER: &str = "总交易单数";
 
 /// Yuan (`12.30`, `-0.01`, `5`) as fen, exactly; `None` for anything else.
 pub fn yuan_to_fen(text: &str) -> Option<i64> {
@@ -87,7 +101,9 @@ fn values(line: &str) -> Vec<String> {
 /// Parses a trade bill. An empty text (no bill) is no rows.
 ///
 /// # Errors
-/// A header without the columns needed; an amount that is not yuan.
+/// A header without the columns needed; a row with more or fewer values than the header, or
+/// a line that is neither a row nor the summary header; an amount that is not yuan; no
+/// summary, or a summary counting another number of rows.
 pub fn parse_trade_bill(text: &str) -> Result<Vec<BillRow>, BillError> {
     let text = text.trim_start_matches('\u{feff}');
     let mut lines = text
@@ -116,12 +132,29 @@ pub fn parse_trade_bill(text: &str) -> Result<Vec<BillRow>, BillError> {
     let asked = col("申请退款金额").ok();
     let refund_status = col("退款状态")?;
     let mut rows = Vec::new();
-    for (i, line) in lines {
-        if !line.starts_with('`') {
-            // The summary header: the rows are over.
+    let mut summary = None;
+    while let Some((i, line)) = lines.next() {
+        let bad = |what: String| BillError::Line { line: i + 1, what };
+        if line.starts_with(SUMMARY_HEADER) {
+            summary =
+                Some(lines.next().ok_or_else(|| {
+                    BillError::Summary("the summary header has no line".to_owned())
+                })?);
             break;
         }
+        if !line.starts_with('`') {
+            return Err(bad(
+                "neither a row nor the summary header (a line break inside a value?)".to_owned(),
+            ));
+        }
         let v = values(line);
+        if v.len() != names.len() {
+            return Err(bad(format!(
+                "{} values where the header names {} columns (a line break or ,` inside a value?)",
+                v.len(),
+                names.len()
+            )));
+        }
         let get = |c: usize| v.get(c).map_or("", String::as_str);
         let amount = |c: usize, what: &str| {
             yuan_to_fen(get(c)).ok_or_else(|| BillError::Line {
@@ -157,7 +190,23 @@ pub fn parse_trade_bill(text: &str) -> Result<Vec<BillRow>, BillError> {
             refund,
         });
     }
-    Ok(rows)
+    let Some((i, line)) = summary else {
+        return Err(BillError::Summary(
+            "no summary header (the bill is cut short?)".to_owned(),
+        ));
+    };
+    let count = values(line);
+    match count.first().and_then(|c| c.parse::<usize>().ok()) {
+        Some(n) if n == rows.len() => Ok(rows),
+        Some(n) => Err(BillError::Summary(format!(
+            "it counts {n} rows, {} were read",
+            rows.len()
+        ))),
+        None => Err(BillError::Summary(format!(
+            "line {}: the count is not a number",
+            i + 1
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -200,5 +249,85 @@ mod tests {
         );
         assert_eq!(parse_trade_bill("").unwrap(), Vec::new());
         assert!(parse_trade_bill("a,b\r\n").is_err());
+    }
+
+    const SUMMARY: &str = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
+
+    /// A payment line as the simulator writes it, `attach` and the description verbatim.
+    fn payment(no: &str, description: &str, attach: &str) -> String {
+        format!("`2026-01-01 10:00:00,`wxapp,`1900000001,`0,`,`42{no},`{no},`oUser,`JSAPI,`SUCCESS,`OTHERS,`CNY,`9.80,`0.00,`0,`0,`0.00,`0.00,`,`,`{description},`{attach},`0.05880,`0.60%,`9.80,`0.00,`")
+    }
+
+    fn bill(lines: &[String], count: usize) -> String {
+        let mut text = format!("{HEADER}\r\n");
+        for l in lines {
+            text.push_str(l);
+            text.push_str("\r\n");
+        }
+        text.push_str(&format!(
+            "{SUMMARY}\r\n`{count},`0.00,`0.00,`0.00,`0.00,`0.00,`0.00\r\n"
+        ));
+        text
+    }
+
+    #[test]
+    fn a_line_break_in_attach_is_an_error_not_the_end_of_the_rows() {
+        let lines = [
+            payment("order_1", "Tea", "first\r\nsecond"),
+            payment("order_2", "Tea", ""),
+        ];
+        let err = parse_trade_bill(&bill(&lines, 2)).unwrap_err();
+        assert!(
+            matches!(err, BillError::Line { line: 2, .. }),
+            "the cut row itself is refused: {err}"
+        );
+    }
+
+    #[test]
+    fn a_row_with_more_or_fewer_values_than_the_header_is_an_error() {
+        let long = payment("order_1", "Tea `,`green", "");
+        let err = parse_trade_bill(&bill(&[long], 1)).unwrap_err();
+        assert!(
+            matches!(&err, BillError::Line { line: 2, what } if what.contains("28 values")),
+            "{err}"
+        );
+        let short = payment("order_1", "Tea", "");
+        let short = short.rsplitn(3, ",`").last().unwrap().to_owned();
+        let err = parse_trade_bill(&bill(&[short], 1)).unwrap_err();
+        assert!(
+            matches!(&err, BillError::Line { line: 2, what } if what.contains("25 values")),
+            "{err}"
+        );
+        // Exact rows still read.
+        let rows = parse_trade_bill(&bill(&[payment("order_1", "Tea, green", "a,b")], 1)).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].total, 980);
+    }
+
+    #[test]
+    fn the_rows_end_only_at_the_summary_and_its_count_must_match() {
+        let lines = [payment("order_1", "Tea", ""), payment("order_2", "Tea", "")];
+        assert_eq!(parse_trade_bill(&bill(&lines, 2)).unwrap().len(), 2);
+        // A stray line between rows: an error, not the end of the rows.
+        let text = bill(&lines, 2).replacen(
+            &format!("{}\r\n", lines[1]),
+            &format!("stray\r\n{}\r\n", lines[1]),
+            1,
+        );
+        assert!(matches!(
+            parse_trade_bill(&text),
+            Err(BillError::Line { line: 3, .. })
+        ));
+        // A summary counting more rows than were read; no summary at all; a header alone.
+        assert!(matches!(
+            parse_trade_bill(&bill(&lines, 3)),
+            Err(BillError::Summary(_))
+        ));
+        let cut = format!("{HEADER}\r\n{}\r\n{}\r\n", lines[0], lines[1]);
+        assert!(matches!(parse_trade_bill(&cut), Err(BillError::Summary(_))));
+        let cut = format!("{HEADER}\r\n{}\r\n{SUMMARY}\r\n", lines[0]);
+        assert!(matches!(parse_trade_bill(&cut), Err(BillError::Summary(_))));
+        // A day without transactions: the header, a zero summary.
+        assert_eq!(parse_trade_bill(&bill(&[], 0)).unwrap(), Vec::new());
     }
 }

@@ -146,9 +146,12 @@ fn check_order(o: &CreateOrder) -> Result<Option<String>, PaymentsError> {
     {
         return bad("out_trade_no must be 6–32 characters of 0-9 A-Z a-z _ - | *");
     }
+    // WeChat's trade bill writes the description and attach verbatim in an unquoted CSV whose
+    // values start with a back-tick: a line break or a back-tick there breaks its parsing.
+    let unbillable = |c: char| c.is_control() || c == '`';
     let chars = o.description.chars().count();
-    if chars == 0 || chars > 127 || o.description.chars().any(char::is_control) {
-        return bad("description must be 1–127 characters, without control characters");
+    if chars == 0 || chars > 127 || o.description.chars().any(unbillable) {
+        return bad("description must be 1–127 characters, without control characters or `");
     }
     if o.amount <= 0 || Fen::try_new(o.amount).is_none() {
         return bad("amount must be a positive integer number of fen");
@@ -159,8 +162,11 @@ fn check_order(o: &CreateOrder) -> Result<Option<String>, PaymentsError> {
     {
         return bad("openid must be 1–128 printable ASCII characters");
     }
-    if o.attach.as_ref().is_some_and(|a| a.chars().count() > 128) {
-        return bad("attach must be at most 128 characters");
+    if o.attach
+        .as_ref()
+        .is_some_and(|a| a.chars().count() > 128 || a.chars().any(unbillable))
+    {
+        return bad("attach must be at most 128 characters, without control characters or `");
     }
     match &o.time_expire {
         None => Ok(None),

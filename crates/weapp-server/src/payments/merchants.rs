@@ -1,6 +1,9 @@
 //! Merchants added at runtime (the admin API writes them to `pay_merchants`): their settings,
-//! their keys sealed with the data key (bound to the mchid and its API host, so a sealed value
-//! copied to another merchant's row, or a row pointed at another host, does not open), and
+//! their keys sealed with the data key (bound to the mchid, its apps and its stored settings —
+//! API host, WeChat Pay public key and its id, serial, notify URL — so a sealed value copied
+//! to another merchant's row, or a row whose settings or apps were changed in the database, by
+//! anyone but the admin API, which seals again on every write, does not open: a public key
+//! swapped in there cannot make forged notifications verify), and
 //! the sync that every instance runs each `registry_poll_ms`, so that a merchant added at one
 //! instance takes orders and notifications at every other one after a poll.
 //!
@@ -63,13 +66,17 @@ impl Drop for MerchantSecrets {
     }
 }
 
-/// The associated data binding a merchant's sealed secrets to its mchid and API host.
-pub fn merchant_aad(mchid: &str, api_base: &str) -> Vec<u8> {
-    format!(
-        "weapp/pay_merchant\0{mchid}\0{}",
-        api_base.trim_end_matches('/')
-    )
-    .into_bytes()
+/// The associated data binding a merchant's sealed secrets to its mchid, its apps and its
+/// settings exactly as stored (`settings`: the JSON of `pay_merchants.settings`, which holds
+/// the API host and the public key verifying WeChat Pay's answers and notifications).
+pub fn merchant_aad(mchid: &str, appids: &[String], settings: &str) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_string(appids).expect("strings").as_bytes());
+    h.update([0]);
+    h.update(settings.as_bytes());
+    let mut aad = format!("weapp/pay_merchant/v2\0{mchid}\0").into_bytes();
+    aad.extend_from_slice(&h.finalize());
+    aad
 }
 
 /// The settings and secrets as a configuration entry (what the file's merchants are built
@@ -105,8 +112,9 @@ pub enum LoadError {
     /// Its settings do not parse.
     #[error("merchant {0}: its stored settings do not parse")]
     Settings(String),
-    /// Its secrets do not open with this instance's data keys (or were moved or altered).
-    #[error("merchant {0}: its sealed keys do not open with this instance's data keys")]
+    /// Its secrets do not open with this instance's data keys (or were moved or altered, or
+    /// its settings or apps were changed outside the admin API).
+    #[error("merchant {0}: its sealed keys do not open with this instance's data keys (or its stored settings or apps were altered)")]
     Unopenable(String),
     /// Its keys or client do not load.
     #[error(transparent)]
@@ -128,25 +136,28 @@ fn digest(rec: &PayMerchantRecord) -> [u8; 32] {
 }
 
 impl Payments {
-    /// Seals `secrets` for the merchant `mchid` at `api_base`: (base64, data key id).
+    /// Seals `secrets` for the merchant `mchid` with these apps and these settings (the JSON
+    /// stored as `pay_merchants.settings`, exactly): (base64, data key id).
     pub fn seal_merchant_secrets(
         &self,
         mchid: &str,
-        api_base: &str,
+        appids: &[String],
+        settings: &str,
         secrets: &MerchantSecrets,
     ) -> (String, String) {
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(secrets).expect("plain data"));
         let sealed = self
             .keys
             .keyring
-            .seal(&plain, &merchant_aad(mchid, api_base));
+            .seal(&plain, &merchant_aad(mchid, appids, settings));
         (B64.encode(sealed), self.keys.keyring.current_id())
     }
 
     /// The settings and secrets of a stored merchant, opened.
     ///
     /// # Errors
-    /// Settings that do not parse; secrets that do not open.
+    /// Settings that do not parse; secrets that do not open (with another data key, or moved
+    /// to another row, or the row's settings or apps changed since they were sealed).
     pub fn open_merchant(
         &self,
         rec: &PayMerchantRecord,
@@ -159,7 +170,10 @@ impl Payments {
         let plain = self
             .keys
             .keyring
-            .open(&sealed, &merchant_aad(&rec.mchid, &settings.api_base))
+            .open(
+                &sealed,
+                &merchant_aad(&rec.mchid, &rec.appids, &rec.settings),
+            )
             .map(zeroize::Zeroizing::new)
             .ok_or_else(|| LoadError::Unopenable(rec.mchid.clone()))?;
         let secrets: MerchantSecrets =

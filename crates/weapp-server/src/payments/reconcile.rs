@@ -12,8 +12,11 @@
 //! instance's claim is taken over after [`STALE_CLAIM_MS`]). The report is stored, counted in
 //! `/metrics`, and — only when something differs; a clean day is quiet — sent as one
 //! `PAYMENT.RECONCILIATION` event per app of the merchant (the summary and that app's items;
-//! the same findings for the same day are not sent twice). A bill WeChat does not have
-//! (`NO_STATEMENT_EXIST`: a day without transactions) is an empty bill.
+//! an item of an app the merchant does not serve is in the administrator's report only; the
+//! same findings for the same day are not sent twice). A run whose claim was taken over
+//! while it ran (it looked dead) writes, counts and sends nothing: the report is the other
+//! run's. A bill WeChat does not have (`NO_STATEMENT_EXIST`: a day without transactions) is
+//! an empty bill.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -286,8 +289,9 @@ async fn compare(
 /// `Ok(None)`.
 ///
 /// # Errors
-/// Another run holds the day (forced only); WeChat Pay, the bill or the database failed (the
-/// claim is released: the next tick tries again).
+/// Another run holds the day, or took this run's claim over while it ran (forced only;
+/// unforced, `Ok(None)`); WeChat Pay, the bill or the database failed (the claim is released:
+/// the next tick tries again).
 pub async fn reconcile(
     p: &Payments,
     m: &MerchantRuntime,
@@ -349,7 +353,18 @@ pub async fn reconcile(
         claimed_at,
         created_at: now_ms().max(claimed_at + 1),
     };
-    p.store.finish_pay_reconciliation(&record).await?;
+    if !p.store.finish_pay_reconciliation(&record).await? {
+        // Taken over while running (it looked dead) or released: the other run's report is
+        // the day's; this one is neither stored, counted nor sent.
+        tracing::warn!(mchid = %m.mchid, bill_date, "reconciliation: the claim was taken over while running; this run's report is dropped");
+        if force {
+            return Err(ReconcileError::InProgress {
+                mchid: m.mchid.clone(),
+                bill_date: bill_date.to_owned(),
+            });
+        }
+        return Ok(None);
+    }
     p.metrics
         .pay_reconciliation(&m.mchid, status, u64::try_from(items.len()).unwrap_or(0));
     let report = Report { record, items };
@@ -363,17 +378,17 @@ pub async fn reconcile(
 }
 
 /// One `PAYMENT.RECONCILIATION` event per app of the merchant: the summary and that app's
-/// items (an item naming none of its apps goes to each). The same findings for the same day
-/// are one event, however often the day is run.
+/// items. An item naming none of its apps (another app's payment under this mchid) is in the
+/// administrator's report only: no app is sent another's transactions. The same findings for
+/// the same day are one event, however often the day is run.
 async fn emit(p: &Payments, m: &MerchantRuntime, report: &Report) -> Result<(), StoreError> {
     let findings =
         hex::encode(&Sha256::digest(serde_json::to_vec(&report.items).expect("plain data"))[..8]);
     let mut by_app: HashMap<&str, Vec<&Item>> =
         m.appids.iter().map(|a| (a.as_str(), Vec::new())).collect();
     for item in &report.items {
-        match by_app.get_mut(item.appid.as_str()) {
-            Some(list) => list.push(item),
-            None => by_app.values_mut().for_each(|list| list.push(item)),
+        if let Some(list) = by_app.get_mut(item.appid.as_str()) {
+            list.push(item);
         }
     }
     let now = now_ms();

@@ -15,8 +15,8 @@ pub struct PayMerchantRecord {
     pub appids: Vec<String>,
     /// Its settings in the clear (JSON: serial, public key, API host, notify URL…).
     pub settings: String,
-    /// Its private key and APIv3 key (JSON) sealed with the data key, bound to the mchid and
-    /// its API host; base64.
+    /// Its private key and APIv3 key (JSON) sealed with the data key, bound to the mchid, its
+    /// apps and its settings as stored (SHA-256 in the associated data); base64.
     pub sealed_secrets: String,
     /// The data key that sealed them.
     pub key_id: String,
@@ -131,8 +131,10 @@ pub trait PayLedgerStore: Send + Sync {
         force: bool,
     ) -> Result<bool, StoreError>;
 
-    /// Writes the finished report over the claim.
-    async fn finish_pay_reconciliation(&self, r: &ReconciliationRecord) -> Result<(), StoreError>;
+    /// Writes the finished report over the claim `r.claimed_at`; whether it did (not when the
+    /// claim was taken over by another run, or released, meanwhile: nothing is written).
+    async fn finish_pay_reconciliation(&self, r: &ReconciliationRecord)
+        -> Result<bool, StoreError>;
 
     /// Gives up a claim (a failed run): the row goes, and the next tick tries again.
     async fn release_pay_reconciliation(

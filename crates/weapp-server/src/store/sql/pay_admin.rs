@@ -4,7 +4,8 @@
 //!
 //! "An appid is served by one merchant" is the primary key of `pay_merchant_apps`, so two
 //! instances creating merchants for one app at once cannot both win. A reconciliation's row
-//! is its claim: `claimed_at > created_at` means a run is in progress (until it is stale).
+//! is its claim: `claimed_at > created_at` means a run is in progress (until it is stale);
+//! `claimed_at` names the run, and only that run may write the report.
 
 use super::super::pay_ledger::{LedgerRefund, PayMerchantRecord, ReconciliationRecord};
 
@@ -183,10 +184,12 @@ macro_rules! impl_pay_admin {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn finish_pay_reconciliation(&self, r: &ReconciliationRecord) -> Result<(), StoreError> {
-                sqlx::query(
+            async fn finish_pay_reconciliation(&self, r: &ReconciliationRecord) -> Result<bool, StoreError> {
+                // Only over this run's own claim: a run taken over (thought dead) or released
+                // writes nothing.
+                let done = sqlx::query(
                     "UPDATE pay_reconciliations SET status = $3, bill_rows = $4, discrepancies = $5, report = $6, created_at = $7 \
-                     WHERE mchid = $1 AND bill_date = $2",
+                     WHERE mchid = $1 AND bill_date = $2 AND claimed_at = $8",
                 )
                 .bind(&r.mchid)
                 .bind(&r.bill_date)
@@ -195,9 +198,10 @@ macro_rules! impl_pay_admin {
                 .bind(r.discrepancies)
                 .bind(&r.report)
                 .bind(r.created_at.max(r.claimed_at + 1))
+                .bind(r.claimed_at)
                 .execute(&self.pool)
                 .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             }
 
             async fn release_pay_reconciliation(&self, mchid: &str, bill_date: &str, claimed_at: i64) -> Result<(), StoreError> {
