@@ -256,3 +256,108 @@ async fn the_payment_routes_are_rate_limited_per_client() {
         .await;
     assert_eq!(st, 429);
 }
+
+/// More than a batch (50) of due orders and refunds of a merchant no longer served (deleted,
+/// dropped from the configuration), older than anything else: the served merchant's lost
+/// payment and lost refund are still found, and the other merchant's rows are left alone.
+async fn unserved_merchant(t: &T, s: &ServerHandle, db: &str) {
+    for i in 0..60 {
+        let no = format!("gone_{i:04}");
+        run(
+            db,
+            "INSERT INTO pay_orders (mchid, out_trade_no, appid, description, amount, openid, state, \
+             created_at, updated_at, next_query_at, refunded, refund_reserved) \
+             VALUES ('1999999999', $1, 'wxgone', 'tea', 100, 'o', 'SUCCESS', 0, 0, 0, 0, 100)",
+            &no,
+        )
+        .await;
+        run(
+            db,
+            "INSERT INTO pay_refunds (mchid, out_refund_no, out_trade_no, appid, amount, status, \
+             next_query_at, created_at, updated_at) \
+             VALUES ('1999999999', $1, $1, 'wxgone', 100, 'PROCESSING', 0, 0, 0)",
+            &no,
+        )
+        .await;
+    }
+    let created = t.placed(s, "kept_0001", 1000).await;
+    t.pay(&created).await;
+    t.wait_paid(s, "kept_0001").await;
+    let (st, v) = t
+        .refund(
+            s,
+            json!({"out_trade_no": "kept_0001", "out_refund_no": "kept_r1", "amount": 100}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    t.deliver(false).await;
+    let created = t.placed(s, "kept_0002", 1200).await;
+    t.pay(&created).await;
+    t.end_refund("kept_r1", "SUCCESS").await;
+    t.advance(61);
+    t.wait_paid(s, "kept_0002").await;
+    t.wait_refund(s, "kept_r1", "SUCCESS").await;
+    assert_eq!(
+        next_query_at(db, "gone_0000").await,
+        Some(0),
+        "not this instance's to query"
+    );
+    assert_eq!(refund_next_query_at(db, "gone_0000").await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unserved_merchants_due_rows_do_not_stop_the_fallback_on_sqlite() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    unserved_merchant(&t, &s, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unserved_merchants_due_rows_do_not_stop_the_fallback_on_postgres() {
+    let t = T::new().await;
+    let db = PgDatabase::create().await;
+    let s = t.spawn(db.url()).await;
+    unserved_merchant(&t, &s, db.url()).await;
+}
+
+/// A payment WeChat reports that does not match its order (here: the stored amount changed):
+/// one `PAYMENT.MISMATCH` alert, not marked paid, and the order is queried no more.
+async fn mismatch_stops_queries(t: &T, s: &ServerHandle, db: &str) {
+    t.deliver(false).await;
+    let created = t.placed(s, "odd_0001", 500).await;
+    t.pay(&created).await;
+    run(
+        db,
+        "UPDATE pay_orders SET amount = 499 WHERE out_trade_no = $1",
+        "odd_0001",
+    )
+    .await;
+    t.advance(61);
+    let alerts = t.wait_events(s, "PAYMENT.MISMATCH", 1).await;
+    assert_eq!(alerts[0]["payload"]["field"], "amount");
+    assert_eq!(alerts[0]["payload"]["out_trade_no"], "odd_0001");
+    assert_eq!(t.get_order(s, "odd_0001").await["state"], "NOTPAY");
+    assert_eq!(
+        next_query_at(db, "odd_0001").await,
+        None,
+        "asking again answers the same: queried no more"
+    );
+    assert!(t.events(s, "TRANSACTION.SUCCESS").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_payment_is_one_alert_and_queried_no_more_on_sqlite() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    mismatch_stops_queries(&t, &s, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_payment_is_one_alert_and_queried_no_more_on_postgres() {
+    let t = T::new().await;
+    let db = PgDatabase::create().await;
+    let s = t.spawn(db.url()).await;
+    mismatch_stops_queries(&t, &s, db.url()).await;
+}

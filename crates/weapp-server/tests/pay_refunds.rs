@@ -330,3 +330,257 @@ async fn refund_notifications_kept_deferred_are_applied_by_the_sweep() {
     assert_eq!(t.get_order(&s, "old_0001").await["refunded"], 300);
     assert_eq!(t.events(&s, "REFUND.SUCCESS").await.len(), 1);
 }
+
+/// Refund numbers asked through the service (the answer unknown: kept PENDING) that WeChat
+/// has for another order (used in the merchant platform): its notification and its query
+/// answer the other order's refund. Nothing changes here, each is one `PAYMENT.MISMATCH`
+/// alert, and the refunds are queried no more.
+async fn refund_mismatch(t: &T, s: &ServerHandle, db: &str) {
+    paid(t, s, "mx_0001").await;
+    paid(t, s, "mx_0002").await;
+    t.fault("/v3/refund/domestic/refunds", 500).await;
+    for no in ["mx_r1", "mx_r2"] {
+        let (st, v) = t.refund(s, refund_body("mx_0002", no, 300)).await;
+        assert_eq!(st, 503, "{v}");
+        assert_eq!(v["error"]["code"], "refund_pending");
+    }
+    t.w.sim.sim().clear_faults();
+    // The merchant platform: the same numbers, for the other order.
+    let (client, notify_url) = t.merchant_client();
+    for (no, amount) in [("mx_r1", 100), ("mx_r2", 50)] {
+        let req = weapp::pay::RefundRequest::new(
+            weapp::pay::OrderRef::OutTradeNo("mx_0001".into()),
+            no,
+            weapp::pay::Fen::new(amount),
+            weapp::pay::Fen::new(1000),
+        )
+        .notify_url(notify_url.clone());
+        client.refund(&req).await.unwrap();
+    }
+    // mx_r1 by notification.
+    t.end_refund("mx_r1", "SUCCESS").await;
+    let alerts = t.wait_events(s, "PAYMENT.MISMATCH", 1).await;
+    assert_eq!(alerts[0]["payload"]["out_refund_no"], "mx_r1");
+    assert_eq!(alerts[0]["payload"]["field"], "out_trade_no");
+    assert_eq!(inbox(db, "mx_r1").await[0].0.as_deref(), Some("mismatch"));
+    assert_eq!(refund_next_query_at(db, "mx_r1").await, None);
+    // mx_r2 by the query fallback.
+    t.deliver(false).await;
+    t.end_refund("mx_r2", "SUCCESS").await;
+    t.advance(61);
+    let alerts = t.wait_events(s, "PAYMENT.MISMATCH", 2).await;
+    assert_eq!(alerts[1]["payload"]["out_refund_no"], "mx_r2");
+    assert_eq!(alerts[1]["payload"]["notification_id"], "query");
+    assert_eq!(refund_next_query_at(db, "mx_r2").await, None);
+    for no in ["mx_r1", "mx_r2"] {
+        assert_eq!(t.get_refund(s, no).await["status"], "PENDING");
+    }
+    let order = t.get_order(s, "mx_0002").await;
+    assert_eq!(order["refunded"], 0, "{order}");
+    assert_eq!(order["state"], "SUCCESS", "{order}");
+    assert!(t.events(s, "REFUND.SUCCESS").await.is_empty());
+    assert_eq!(t.events(s, "PAYMENT.MISMATCH").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_wechat_has_for_another_order_changes_nothing_and_alerts_on_sqlite() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    refund_mismatch(&t, &s, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_wechat_has_for_another_order_changes_nothing_and_alerts_on_postgres() {
+    let t = T::new().await;
+    let db = PgDatabase::create().await;
+    let s = t.spawn(db.url()).await;
+    refund_mismatch(&t, &s, db.url()).await;
+}
+
+/// ABNORMAL is not final: the refund is still asked about, hourly (its outcome's notification
+/// may be lost).
+async fn abnormal(t: &T, s: &ServerHandle, db: &str) {
+    paid(t, s, "ab_0001").await;
+    let (st, v) = t.refund(s, refund_body("ab_0001", "ab_r1", 300)).await;
+    assert_eq!(st, 200, "{v}");
+    t.end_refund("ab_r1", "ABNORMAL").await;
+    t.wait_refund(s, "ab_r1", "ABNORMAL").await;
+    let first = refund_next_query_at(db, "ab_r1").await;
+    assert!(first.is_some(), "still scheduled");
+    t.advance(3601);
+    for _ in 0..400 {
+        if refund_next_query_at(db, "ab_r1").await != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let next = refund_next_query_at(db, "ab_r1").await;
+    assert!(
+        next > first,
+        "asked again and rescheduled: {first:?} → {next:?}"
+    );
+    assert_eq!(t.get_refund(s, "ab_r1").await["status"], "ABNORMAL");
+    assert_eq!(t.events(s, "REFUND.ABNORMAL").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abnormal_refund_is_still_queried_on_sqlite() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    abnormal(&t, &s, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abnormal_refund_is_still_queried_on_postgres() {
+    let t = T::new().await;
+    let db = PgDatabase::create().await;
+    let s = t.spawn(db.url()).await;
+    abnormal(&t, &s, db.url()).await;
+}
+
+/// A refund of i64::MAX fen: refused (409), not a database overflow (500 on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_refund_amount_is_refused_not_overflowed_on_postgres() {
+    let t = T::new().await;
+    let db = PgDatabase::create().await;
+    let s = t.spawn(db.url()).await;
+    paid(&t, &s, "big_0001").await;
+    // Something reserved already: `reserved + i64::MAX` would overflow a BIGINT.
+    let (st, v) = t.refund(&s, refund_body("big_0001", "big_r0", 100)).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = t
+        .refund(&s, refund_body("big_0001", "big_r1", i64::MAX))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["error"]["code"], "refund_exceeds");
+    assert_eq!(
+        v["error"]["message"],
+        "order big_0001 has 900 fen left to refund"
+    );
+    let (st, v) = t.refund(&s, refund_body("big_0001", "big_r2", 900)).await;
+    assert_eq!(st, 200, "{v}");
+}
+
+/// WeChat refusing a refund with a code that does not say it was not created (here 403
+/// NO_AUTH): the refund stays stored and reserved (503 `refund_pending`), and the same
+/// request later goes through.
+async fn unsure_refusal(t: &T, s: &ServerHandle) {
+    paid(t, s, "ns_0001").await;
+    t.fault("/v3/refund/domestic/refunds", 403).await;
+    let (st, v) = t.refund(s, refund_body("ns_0001", "ns_r1", 400)).await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "refund_pending");
+    assert_eq!(t.get_refund(s, "ns_r1").await["status"], "PENDING");
+    let (st, v) = t.refund(s, refund_body("ns_0001", "ns_r2", 601)).await;
+    assert_eq!(st, 409, "still reserved: {v}");
+    t.w.sim.sim().clear_faults();
+    let (st, v) = t.refund(s, refund_body("ns_0001", "ns_r1", 400)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["status"], "PROCESSING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_may_not_be_final_keeps_the_refund_on_sqlite() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    unsure_refusal(&t, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_may_not_be_final_keeps_the_refund_on_postgres() {
+    let t = T::new().await;
+    let db = PgDatabase::create().await;
+    let s = t.spawn(db.url()).await;
+    unsure_refusal(&t, &s).await;
+}
+
+/// A refund notification kept `deferred` (its order not paid at WeChat: it never got there)
+/// is retried with a growing wait and given up (`abandoned`) a day after it was received.
+async fn given_up(t: &T, s: &ServerHandle, db: &str) {
+    let mchid = t.mchid();
+    let appid = t.w.appid.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    run(
+        db,
+        &format!(
+            "INSERT INTO pay_orders (mchid, out_trade_no, appid, description, amount, openid, state, \
+             created_at, updated_at) VALUES ('{mchid}', $1, '{appid}', 'tea', 1000, 'o', 'PENDING', 0, 0)"
+        ),
+        "ghost_0001",
+    )
+    .await;
+    for (no, received) in [
+        ("ghost_r1", now - 25 * 3600 * 1000),
+        ("ghost_r2", now - 120_000),
+    ] {
+        let resource = json!({"mchid": mchid, "out_trade_no": "ghost_0001", "out_refund_no": no,
+            "refund_id": "50000000001", "refund_status": "SUCCESS", "amount": {"refund": 100, "total": 1000}});
+        run(
+            db,
+            &format!(
+                "INSERT INTO pay_notifications (mchid, notification_id, event_type, business_no, serial, envelope, \
+                 resource, received_at, outcome, applied_at) VALUES ('{mchid}', 'n-' || $1, 'REFUND.SUCCESS', $1, 's', '{{}}', \
+                 '{resource}', {received}, 'deferred', 0)"
+            ),
+            no,
+        )
+        .await;
+    }
+    let outcome = |no: &'static str| async move {
+        let rows = inbox(db, no).await;
+        rows[0].0.clone()
+    };
+    for _ in 0..1000 {
+        if outcome("ghost_r1").await.as_deref() == Some("abandoned") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(outcome("ghost_r1").await.as_deref(), Some("abandoned"));
+    for _ in 0..1000 {
+        let tried = scalar(
+            db,
+            "SELECT attempts FROM pay_notifications WHERE business_no = $1",
+            "ghost_r2",
+        )
+        .await;
+        if tried >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(outcome("ghost_r2").await.as_deref(), Some("deferred"));
+    assert_eq!(
+        scalar(
+            db,
+            "SELECT attempts FROM pay_notifications WHERE business_no = $1",
+            "ghost_r2"
+        )
+        .await,
+        Some(1),
+        "tried once, then waits"
+    );
+    let _ = s;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_deferred_for_a_day_is_given_up_on_sqlite() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let s = t.spawn(&db).await;
+    given_up(&t, &s, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_deferred_for_a_day_is_given_up_on_postgres() {
+    let t = T::new().await;
+    let db = PgDatabase::create().await;
+    let s = t.spawn(db.url()).await;
+    given_up(&t, &s, db.url()).await;
+}

@@ -824,3 +824,100 @@ async fn authentic_notifications_naming_another_merchant_or_app_are_refused_and_
     assert!(t.events(&s, "TRANSACTION.SUCCESS").await.is_empty());
     assert!(t.events(&s, "PAYMENT.MISMATCH").await.is_empty());
 }
+
+/// Two apps of one merchant: app B asking for a number app A's order (or refund) has is 409
+/// without being told which field differs (nor that it is another app's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_apps_number_is_taken_without_naming_a_field() {
+    const OTHER_SHOP: &str = "other-shop-key-0123456789";
+    let t = T::new().await;
+    let db = sqlite_url();
+    let other = t.w.other_appid.clone();
+    let s = t
+        .spawn_with(&db, |c| {
+            c.merchants.truncate(1);
+            c.merchants[0].appids.push(other.clone());
+            c.clients.push(weapp_server::config::ClientConfig {
+                name: "other-shop".into(),
+                key: Some(OTHER_SHOP.into()),
+                key_env: None,
+                key_sha256: None,
+                apps: vec![other.clone()],
+                scopes: Some(vec!["pay:write".into()]),
+            });
+        })
+        .await;
+    let created = t.placed(&s, "dup_0001", 1000).await;
+    t.pay(&created).await;
+    t.wait_paid(&s, "dup_0001").await;
+    let (st, v) = t
+        .order(&s, OTHER_SHOP, &other, order_body("dup_0001", 1000))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["error"]["code"], "order_conflict");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("appid"), "{message}");
+    assert!(message.contains("taken"), "{message}");
+
+    let (st, v) = t
+        .refund(
+            &s,
+            json!({"out_trade_no": "dup_0001", "out_refund_no": "dup_r1", "amount": 100}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // App B's own paid order (stored as paid), and A's refund number.
+    let mchid = t.mchid();
+    run(
+        &db,
+        &format!(
+            "INSERT INTO pay_orders (mchid, out_trade_no, appid, description, amount, openid, state, \
+             created_at, updated_at) VALUES ('{mchid}', $1, '{other}', 'tea', 1000, 'o', 'SUCCESS', 0, 0)"
+        ),
+        "dup_0002",
+    )
+    .await;
+    let (st, v) =
+        t.w.call(
+            "POST",
+            format!("{}/v1/apps/{other}/pay/refunds", s.url()),
+            Some(OTHER_SHOP),
+            Some(json!({"out_trade_no": "dup_0002", "out_refund_no": "dup_r1", "amount": 100})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["error"]["code"], "refund_conflict");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("appid"), "{message}");
+    assert!(message.contains("taken"), "{message}");
+}
+
+/// An app moved to another merchant: a payment of an order placed with the first merchant is
+/// still that merchant's, and its notification is taken (the stored order says so), not
+/// refused until WeChat gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_apps_earlier_order_is_still_notified() {
+    let t = T::new().await;
+    let db = sqlite_url();
+    let first = t.spawn(&db).await;
+    t.deliver(false).await;
+    let created = t.placed(&first, "moved_0001", 800).await;
+    t.pay(&created).await;
+    first.shutdown().await.unwrap();
+    t.relay.targets.lock().unwrap().clear();
+    // Now the app's orders go to the other merchant; the first serves the other app.
+    let (appid, other) = (t.w.appid.clone(), t.w.other_appid.clone());
+    let _moved = t
+        .spawn_with(&db, |c| {
+            c.merchants[0].appids = vec![other.clone()];
+            c.merchants[1].appids = vec![appid.clone()];
+        })
+        .await;
+    t.deliver(true).await;
+    t.again("moved_0001", "notify").await;
+    let seen = t.relay.wait_for(1).await;
+    assert_eq!(seen[0].status, 204);
+    let rows = inbox(&db, "moved_0001").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0.as_deref(), Some("applied"));
+}

@@ -32,3 +32,7 @@ CREATE TABLE pay_refunds (
 );
 CREATE INDEX pay_refunds_order ON pay_refunds (mchid, out_trade_no);
 CREATE INDEX pay_refunds_due ON pay_refunds (next_query_at) WHERE next_query_at IS NOT NULL;
+-- The inbox's retries of rows kept `deferred`: each apply counts an attempt; the sweep waits
+-- longer after each (attempts² minutes, at most an hour), and a row still deferred a day after
+-- it was received is `abandoned` (an operator's matter: logged and counted).
+ALTER TABLE pay_notifications ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;

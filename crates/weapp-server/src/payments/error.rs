@@ -75,6 +75,13 @@ pub enum PaymentsError {
         /// The first field that differs.
         field: &'static str,
     },
+    /// The `out_refund_no` names a refund this request may not see (another app's, or one
+    /// WeChat has for another order): 409 `refund_conflict`, naming no field.
+    #[error("refund {0} is taken: an out_refund_no names one refund; choose another")]
+    RefundTaken(String),
+    /// The `out_trade_no` names another app's order: 409 `order_conflict`, naming no field.
+    #[error("order {0} is taken: an out_trade_no names one order; choose another")]
+    OrderTaken(String),
     /// More than is left of the order (409 `refund_exceeds`): nothing stored.
     #[error("order {out_trade_no} has {left} fen left to refund")]
     RefundExceeds {
@@ -103,12 +110,14 @@ impl From<PaymentsError> for AppError {
             e @ (PaymentsError::NoMerchant(_)
             | PaymentsError::OrderNotFound(_)
             | PaymentsError::RefundNotFound(_)) => AppError::NotFound(e.to_string()),
-            e @ PaymentsError::RefundConflict { .. } => AppError::Coded {
-                status: StatusCode::CONFLICT,
-                code: "refund_conflict",
-                message: e.to_string(),
-                rid: None,
-            },
+            e @ (PaymentsError::RefundConflict { .. } | PaymentsError::RefundTaken(_)) => {
+                AppError::Coded {
+                    status: StatusCode::CONFLICT,
+                    code: "refund_conflict",
+                    message: e.to_string(),
+                    rid: None,
+                }
+            }
             e @ PaymentsError::RefundExceeds { .. } => AppError::Coded {
                 status: StatusCode::CONFLICT,
                 code: "refund_exceeds",
@@ -121,12 +130,14 @@ impl From<PaymentsError> for AppError {
                 message: e.to_string(),
                 rid: None,
             },
-            e @ PaymentsError::OrderConflict { .. } => AppError::Coded {
-                status: StatusCode::CONFLICT,
-                code: "order_conflict",
-                message: e.to_string(),
-                rid: None,
-            },
+            e @ (PaymentsError::OrderConflict { .. } | PaymentsError::OrderTaken(_)) => {
+                AppError::Coded {
+                    status: StatusCode::CONFLICT,
+                    code: "order_conflict",
+                    message: e.to_string(),
+                    rid: None,
+                }
+            }
             e @ PaymentsError::OrderState { .. } => AppError::Coded {
                 status: StatusCode::CONFLICT,
                 code: "order_state",

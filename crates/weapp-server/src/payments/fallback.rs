@@ -2,9 +2,10 @@
 //! schedule — `pay_query_after_secs` after they were placed, then on a backoff — until they
 //! are paid (the same guarded change and single event as a notification's), closed, or
 //! expired (their `time_expire`, else two hours: then closed at WeChat and here). PROCESSING
-//! refunds are asked about the same way. Every instance runs it; each query is claimed first
-//! by moving the row's `next_query_at` with a conditional update, so two instances never ask
-//! about the same order at the same moment.
+//! refunds are asked about the same way (and ABNORMAL ones hourly: their outcome's
+//! notification may be lost). Only the merchants served here are listed. Every instance runs
+//! it; each query is claimed first by moving the row's `next_query_at` with a conditional
+//! update, so two instances never ask about the same order at the same moment.
 
 use weapp::pay::{PayErrorCode, PayTime, TradeState};
 
@@ -18,6 +19,9 @@ pub const DEFAULT_EXPIRY_MS: i64 = 2 * 3600 * 1000;
 
 /// How many due orders (and refunds) one pass takes.
 const BATCH: i64 = 50;
+
+/// How long a due row of a merchant no longer served is put off when met.
+const UNSERVED_MS: i64 = 3600 * 1000;
 
 /// The wait before the next query, growing with the time since the order (or refund) was
 /// made: 1, 2, 5, 10, 30 minutes, then hourly.
@@ -50,7 +54,10 @@ pub fn expiry_ms(o: &PayOrderRecord) -> i64 {
 pub async fn tick(p: &Payments) -> Result<usize, StoreError> {
     let now = p.now();
     let mut queried = 0;
-    for o in p.store.due_pay_orders(now, BATCH).await? {
+    // Only the merchants served here: another's rows (deleted, dropped from the configuration,
+    // keys that do not open here) wait for it and never fill the batch.
+    let served: Vec<String> = p.merchants().by_mchid.keys().cloned().collect();
+    for o in p.store.due_pay_orders(now, BATCH, &served).await? {
         match order(p, &o, now).await {
             Ok(true) => queried += 1,
             Ok(false) => {}
@@ -59,7 +66,7 @@ pub async fn tick(p: &Payments) -> Result<usize, StoreError> {
             }
         }
     }
-    for r in p.store.due_pay_refunds(now, BATCH).await? {
+    for r in p.store.due_pay_refunds(now, BATCH, &served).await? {
         match refund(p, &r, now).await {
             Ok(true) => queried += 1,
             Ok(false) => {}
@@ -73,7 +80,14 @@ pub async fn tick(p: &Payments) -> Result<usize, StoreError> {
 
 /// Claims and queries one due order; whether this instance did.
 async fn order(p: &Payments, o: &PayOrderRecord, now: i64) -> Result<bool, settle::QueryError> {
-    let (Some(m), Some(seen)) = (p.merchant(&o.mchid), o.next_query_at) else {
+    let Some(seen) = o.next_query_at else {
+        return Ok(false);
+    };
+    let Some(m) = p.merchant(&o.mchid) else {
+        // Gone since the list was read: put off, not read again at every pass.
+        p.store
+            .claim_pay_order_query(&o.mchid, &o.out_trade_no, seen, now + UNSERVED_MS)
+            .await?;
         return Ok(false);
     };
     let expiry = expiry_ms(o);
@@ -123,10 +137,20 @@ async fn order(p: &Payments, o: &PayOrderRecord, now: i64) -> Result<bool, settl
 
 /// Claims and queries one due refund; whether this instance did.
 async fn refund(p: &Payments, r: &PayRefundRecord, now: i64) -> Result<bool, settle::QueryError> {
-    let (Some(m), Some(seen)) = (p.merchant(&r.mchid), r.next_query_at) else {
+    let Some(seen) = r.next_query_at else {
         return Ok(false);
     };
-    let next = now + backoff_ms(now - r.created_at);
+    let Some(m) = p.merchant(&r.mchid) else {
+        p.store
+            .claim_pay_refund_query(&r.mchid, &r.out_refund_no, seen, now + UNSERVED_MS)
+            .await?;
+        return Ok(false);
+    };
+    let next = if r.status == "ABNORMAL" {
+        now + refunds::ABNORMAL_QUERY_MS
+    } else {
+        now + backoff_ms(now - r.created_at)
+    };
     if !p
         .store
         .claim_pay_refund_query(&r.mchid, &r.out_refund_no, seen, next)

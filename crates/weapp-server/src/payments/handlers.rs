@@ -177,10 +177,10 @@ fn check_order(o: &CreateOrder) -> Result<Option<String>, PaymentsError> {
     }
 }
 
-/// The first field in which a stored order differs from a request for the same number.
+/// The first field in which a stored order of the same app differs from a request for the same
+/// number (another app's order is answered without naming a field).
 fn differs(stored: &PayOrderRecord, wanted: &PayOrderRecord) -> Option<&'static str> {
     [
-        ("appid", stored.appid == wanted.appid),
         ("description", stored.description == wanted.description),
         ("amount", stored.amount == wanted.amount),
         ("openid", stored.openid == wanted.openid),
@@ -267,6 +267,10 @@ pub async fn create_order(
         .await
         .map_err(PaymentsError::from)?;
     if !new {
+        if stored.appid != wanted.appid {
+            // Another app's order: which field differs is none of this app's business.
+            return Err(PaymentsError::OrderTaken(stored.out_trade_no).into());
+        }
         if let Some(field) = differs(&stored, &wanted) {
             return Err(PaymentsError::OrderConflict {
                 out_trade_no: stored.out_trade_no,
@@ -504,9 +508,22 @@ pub async fn notify(
     };
     // Authentic, but whose? Merchants that share a verifying key and an APIv3 key (a service
     // provider's) could be sent each other's notifications: one naming another merchant, or an
-    // app this merchant does not serve, is refused and stored nowhere.
+    // app this merchant does not serve (and has no stored order of), is refused and stored
+    // nowhere.
     let foreign = match &n.event {
-        NotificationEvent::Transaction(t) => t.mchid != mchid || !m.appids.contains(&t.appid),
+        NotificationEvent::Transaction(t) if t.mchid == mchid && !m.appids.contains(&t.appid) => {
+            // An app moved to another merchant since: its orders placed with this one are
+            // still this merchant's (the stored order says so).
+            match p.store.pay_order(&mchid, &t.out_trade_no).await {
+                Ok(o) => o.is_none_or(|o| o.appid != t.appid),
+                Err(e) => {
+                    p.metrics.pay_notification(&mchid, "store_failed");
+                    tracing::warn!(mchid, notification = %n.id, error = %e, "payment notification: the order could not be read; WeChat will retry");
+                    return NotifyResponse::failure(500, "not stored; retry").into_response();
+                }
+            }
+        }
+        NotificationEvent::Transaction(t) => t.mchid != mchid,
         NotificationEvent::Refund(r) => r.mchid != mchid,
         _ => false,
     };

@@ -10,9 +10,11 @@
 //! `unknown_order` (an `out_trade_no` this service never stored, e.g. an order made outside
 //! it: kept, nothing changed, no event), `unknown_refund` (a refund made outside the service,
 //! e.g. in the merchant platform: kept, nothing changed), `deferred` (a refund whose payment
-//! is not known here yet, even after asking WeChat: tried again by the sweep, as are rows kept
-//! `deferred` by the version that did not act on refunds), `ignored` (a notification that
-//! changes nothing here, e.g. a state other than SUCCESS).
+//! is not known here yet, even after asking WeChat: tried again by the sweep, waiting longer
+//! after each attempt, as are rows kept `deferred` by the version that did not act on
+//! refunds), `abandoned` (still deferred a day after it was received: given up, logged and
+//! counted), `ignored` (a notification that changes nothing here, e.g. a state other than
+//! SUCCESS).
 
 use weapp::pay::{RefundNotice, Transaction};
 
@@ -22,7 +24,8 @@ use super::{refunds, settle};
 use crate::shared::now_ms;
 use crate::store::{PayNotificationRecord, StoreError};
 
-/// How long a `deferred` row waits before the sweep tries it again.
+/// How long a `deferred` row waits before the sweep tries it again, after its first attempt
+/// (then attempts² times this, at most an hour).
 const DEFERRED_RETRY_MS: i64 = 60_000;
 
 /// Applies the inbox row `inbox_id` (`n`) once: see the module's outcomes.
@@ -39,8 +42,16 @@ pub async fn apply(
         let Ok(notice) = serde_json::from_str::<RefundNotice>(&n.resource) else {
             return settle::outcome(p, inbox, Applied::Ignored).await;
         };
-        return refunds::apply_notice(p, inbox, &n.mchid, &n.event_type, &notice, &n.resource)
-            .await;
+        return refunds::apply_notice(
+            p,
+            inbox,
+            &n.mchid,
+            &n.event_type,
+            &notice,
+            &n.resource,
+            &n.notification_id,
+        )
+        .await;
     }
     if n.event_type != "TRANSACTION.SUCCESS" {
         return settle::outcome(p, inbox, Applied::Ignored).await;
@@ -63,7 +74,7 @@ pub async fn apply(
 pub async fn apply_unapplied(p: &Payments, grace_ms: i64) -> Result<usize, StoreError> {
     let rows = p
         .store
-        .unapplied_pay_notifications(now_ms() - grace_ms, now_ms() - DEFERRED_RETRY_MS, 100)
+        .unapplied_pay_notifications(now_ms() - grace_ms, now_ms(), DEFERRED_RETRY_MS, 100)
         .await?;
     let mut n = 0;
     for (id, row) in rows {

@@ -29,6 +29,9 @@ pub struct RefundAsk {
     pub reason: Option<String>,
 }
 
+/// How often an `ABNORMAL` refund is asked about (its outcome's notification may be lost).
+pub(crate) const ABNORMAL_QUERY_MS: i64 = 3600 * 1000;
+
 /// The event type of a refund status (none for `PROCESSING`).
 fn event_type(status: &RefundStatus) -> Option<&'static str> {
     match status {
@@ -91,6 +94,9 @@ pub(crate) async fn apply_status(
         RefundStatus::Closed => ("CLOSED", &["SUCCESS", "CLOSED"], 0, refund.amount),
         _ => ("ABNORMAL", &["SUCCESS", "CLOSED", "ABNORMAL"], 0, 0),
     };
+    // ABNORMAL is not final: the merchant resolves it, then WeChat reports SUCCESS or CLOSED.
+    // That notification may be lost, so the refund is still asked about, hourly.
+    let next_query_at = (to == "ABNORMAL").then(|| p.now() + ABNORMAL_QUERY_MS);
     // The event log and the outbox run on the wall clock.
     let now = crate::shared::now_ms();
     let dedup = format!(
@@ -109,6 +115,7 @@ pub(crate) async fn apply_status(
                 success_time,
                 refunded,
                 release,
+                next_query_at,
                 event: Some(NewEvent {
                     appid: &refund.appid,
                     dedup_key: &dedup,
@@ -132,6 +139,60 @@ pub(crate) async fn apply_status(
     }
 }
 
+/// The first field in which WeChat's report of a refund (by notification or query) differs
+/// from the stored refund: its order or its amount.
+/// (`None`: not reported.)
+fn differs(
+    refund: &PayRefundRecord,
+    out_trade_no: Option<&str>,
+    amount: Option<i64>,
+) -> Option<&'static str> {
+    if out_trade_no.is_some_and(|o| o != refund.out_trade_no) {
+        Some("out_trade_no")
+    } else if amount.is_some_and(|a| a != refund.amount) {
+        Some("amount")
+    } else {
+        None
+    }
+}
+
+/// A report of a refund that does not match it (e.g. its number used for another order in the
+/// merchant platform): nothing changes, one `PAYMENT.MISMATCH` alert per `source` (the
+/// notification id, or `query`), and the refund is queried no more (asking again answers the
+/// same). Its reservation stays until someone acts.
+async fn mismatch(
+    p: &Payments,
+    inbox_id: Option<i64>,
+    refund: &PayRefundRecord,
+    field: &'static str,
+    event_type: &str,
+    resource: &str,
+    source: &str,
+) -> Result<Applied, StoreError> {
+    tracing::error!(mchid = %refund.mchid, out_refund_no = %refund.out_refund_no, field, source, "WeChat's report of a refund does not match it: not applied, alert raised");
+    let payload = serde_json::json!({
+        "field": field,
+        "mchid": refund.mchid,
+        "out_refund_no": refund.out_refund_no,
+        "out_trade_no": refund.out_trade_no,
+        "notification_id": source,
+        "event_type": event_type,
+        "expected": {"out_trade_no": refund.out_trade_no, "amount": refund.amount},
+        "received": serde_json::from_str::<serde_json::Value>(resource).unwrap_or_default(),
+    })
+    .to_string();
+    let dedup = format!(
+        "pay:{}:refund:{}:{}:{source}",
+        refund.mchid,
+        refund.out_refund_no,
+        settle::MISMATCH_EVENT
+    );
+    p.store
+        .stop_pay_refund_queries(&refund.mchid, &refund.out_refund_no)
+        .await?;
+    settle::alert_mismatch(p, inbox_id, &refund.appid, &dedup, &payload).await
+}
+
 /// Applies a refund notification. A refund this service stored changes once. One it never
 /// stored (made in the merchant platform) changes nothing — but when its order is known here
 /// and not paid yet (the payment's notification lost or late), WeChat is asked about the order
@@ -147,6 +208,7 @@ pub(crate) async fn apply_notice(
     event_type: &str,
     notice: &RefundNotice,
     resource: &str,
+    source: &str,
 ) -> Result<Applied, StoreError> {
     let order = p.store.pay_order(mchid, &notice.out_trade_no).await?;
     if let Some(order) = order
@@ -178,9 +240,8 @@ pub(crate) async fn apply_notice(
         return settle::outcome(p, inbox_id, applied).await;
     };
     let amount = notice.amount.refund.map(|f| f.as_i64());
-    if refund.out_trade_no != notice.out_trade_no || amount.is_some_and(|a| a != refund.amount) {
-        tracing::error!(mchid, out_refund_no = %refund.out_refund_no, "a refund notification does not match its refund: not applied");
-        return settle::outcome(p, inbox_id, Applied::Mismatch).await;
+    if let Some(field) = differs(&refund, Some(&notice.out_trade_no), amount) {
+        return mismatch(p, inbox_id, &refund, field, event_type, resource, source).await;
     }
     if event_type.strip_prefix("REFUND.") != Some(notice.refund_status.as_str()) {
         return settle::outcome(p, inbox_id, Applied::Ignored).await;
@@ -225,7 +286,10 @@ pub(crate) async fn submit(
     }
     match m.client.refund(&req).await {
         Ok(r) => {
-            record_answer(p, refund, &r).await?;
+            if record_answer(p, refund, &r).await? == Applied::Mismatch {
+                // WeChat answered about another refund under this number: not this one.
+                return Err(PaymentsError::RefundTaken(refund.out_refund_no.clone()));
+            }
         }
         Err(e) if e.is_outcome_unknown() || !is_definite(&e) => {
             tracing::warn!(mchid = %m.mchid, out_refund_no = %refund.out_refund_no, error = %e, "refund outcome unknown: kept PENDING and reserved");
@@ -245,11 +309,19 @@ pub(crate) async fn submit(
         .ok_or_else(|| PaymentsError::RefundNotFound(refund.out_refund_no.clone()))
 }
 
-/// Whether WeChat's refusal is definite (it did not take the refund): a 4xx answer other
-/// than a rate limit.
+/// Whether WeChat's refusal is definite (it did not take the refund): only the 4xx codes
+/// WeChat documents for a refund it did not create — the request's values (`PARAM_ERROR`,
+/// `INVALID_REQUEST`: e.g. more than is left, the number used with other values), the balance
+/// (`NOT_ENOUGH`), no such order (`RESOURCE_NOT_EXISTS`). Any other (a rate limit, a system
+/// error, an authorization or account failure, a code not known here) may have met a copy
+/// WeChat took: the refund stays stored and reserved, and the query fallback learns its fate.
 fn is_definite(e: &PayError) -> bool {
     matches!(e, PayError::Api { status, code, .. }
-        if *status < 500 && !matches!(code, PayErrorCode::FrequencyLimited | PayErrorCode::SystemError))
+        if *status < 500 && matches!(code,
+            PayErrorCode::ParamError
+                | PayErrorCode::InvalidRequest
+                | PayErrorCode::NotEnough
+                | PayErrorCode::ResourceNotExists))
 }
 
 /// Records WeChat's answer about a refund (creation or query).
@@ -261,6 +333,15 @@ pub(crate) async fn record_answer(
     refund: &PayRefundRecord,
     r: &Refund,
 ) -> Result<Applied, StoreError> {
+    // The same check as a notification's: an answer about another order's refund (the number
+    // used elsewhere) changes nothing here.
+    let reported = Some(r.out_trade_no.as_str()).filter(|o| !o.is_empty());
+    let amount = r.amount.refund.map(|f| f.as_i64());
+    if let Some(field) = differs(refund, reported, amount) {
+        let payload = notice_of(&refund.mchid, r).to_string();
+        let kind = event_type(&r.status).unwrap_or("REFUND.PROCESSING");
+        return mismatch(p, None, refund, field, kind, &payload, "query").await;
+    }
     if r.status == RefundStatus::Processing {
         let next = p.now() + query_after_ms(p);
         p.store
@@ -308,6 +389,13 @@ pub async fn create(
     ask: &RefundAsk,
 ) -> Result<PayRefundRecord, PaymentsError> {
     let mut order = order_of(p, m, appid, &ask.out_trade_no).await?;
+    if ask.amount > order.amount {
+        // Never more than the order, whatever is reserved (and no arithmetic on it).
+        return Err(PaymentsError::RefundExceeds {
+            out_trade_no: ask.out_trade_no.clone(),
+            left: order.amount - order.refund_reserved,
+        });
+    }
     if !matches!(order.state.as_str(), "SUCCESS" | "REFUND") {
         if let Err(e) = settle::query_order(p, m, &order).await {
             tracing::info!(mchid = %m.mchid, out_trade_no = %order.out_trade_no, error = %e, "order not paid here and not found paid at WeChat");
@@ -332,6 +420,10 @@ pub async fn create(
     let stored = match p.store.insert_pay_refund(&wanted).await? {
         PayRefundInsert::Stored(r) => r,
         PayRefundInsert::Exists(r) => {
+            if r.appid != wanted.appid {
+                // Another app's refund: which field differs is none of this app's business.
+                return Err(PaymentsError::RefundTaken(r.out_refund_no));
+            }
             let field = [
                 ("appid", r.appid == wanted.appid),
                 ("out_trade_no", r.out_trade_no == wanted.out_trade_no),

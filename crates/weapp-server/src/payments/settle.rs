@@ -35,6 +35,9 @@ pub enum Applied {
     UnknownRefund,
     /// An event this service does not act on.
     Ignored,
+    /// Deferred for a day and still not applicable: given up (logged and counted; an
+    /// operator's matter).
+    Abandoned,
 }
 
 impl Applied {
@@ -48,6 +51,7 @@ impl Applied {
             Applied::UnknownRefund => "unknown_refund",
             Applied::Ignored => "ignored",
             Applied::Deferred => "deferred",
+            Applied::Abandoned => "abandoned",
         }
     }
 }
@@ -61,18 +65,69 @@ pub(crate) fn next_attempt(p: &Payments, appid: &str, now: i64) -> i64 {
     }
 }
 
-/// Writes the inbox row's outcome alone (no change, no event).
+/// How long an inbox row may stay `deferred` (since it was received) before it is given up.
+pub const GIVE_UP_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+/// Writes the inbox row's outcome alone (no change, no event). A row deferred again a day
+/// after it was received is given up (`abandoned`) instead.
 pub(crate) async fn outcome(
     p: &Payments,
     inbox_id: Option<i64>,
     applied: Applied,
 ) -> Result<Applied, StoreError> {
-    if inbox_id.is_some() {
-        p.store
-            .apply_pay_notification(inbox_id, applied.as_str(), None, None, now_ms())
-            .await?;
+    let Some(id) = inbox_id else {
+        return Ok(applied);
+    };
+    let now = now_ms();
+    if applied == Applied::Deferred {
+        if p.store
+            .defer_pay_notification(id, now, now - GIVE_UP_AFTER_MS)
+            .await?
+        {
+            tracing::error!(
+                inbox_id = id,
+                "a notification deferred for a day is given up (abandoned): see the inbox row"
+            );
+            return Ok(Applied::Abandoned);
+        }
+        return Ok(applied);
     }
+    p.store
+        .apply_pay_notification(inbox_id, applied.as_str(), None, None, now)
+        .await?;
     Ok(applied)
+}
+
+/// Raises a `PAYMENT.MISMATCH` alert (an event for `appid`, once per `dedup` key) and writes
+/// the inbox row's outcome `mismatch`, in one transaction.
+pub(crate) async fn alert_mismatch(
+    p: &Payments,
+    inbox_id: Option<i64>,
+    appid: &str,
+    dedup: &str,
+    payload: &str,
+) -> Result<Applied, StoreError> {
+    let now = now_ms();
+    let applied = p
+        .store
+        .apply_pay_notification(
+            inbox_id,
+            Applied::Mismatch.as_str(),
+            None,
+            Some(&NewEvent {
+                appid,
+                dedup_key: dedup,
+                kind: MISMATCH_EVENT,
+                payload,
+                next_attempt_at: next_attempt(p, appid, now),
+            }),
+            now,
+        )
+        .await?;
+    if applied.event.is_some() {
+        p.push.outbox.notify_one();
+    }
+    Ok(Applied::Mismatch)
 }
 
 /// Applies a transaction (`resource`: its JSON as WeChat sent it) to its stored `order`:
@@ -121,26 +176,12 @@ pub(crate) async fn transaction(
             "pay:{mchid}:{}:{MISMATCH_EVENT}:{source}",
             order.out_trade_no
         );
-        let applied = p
-            .store
-            .apply_pay_notification(
-                inbox_id,
-                Applied::Mismatch.as_str(),
-                None,
-                Some(&NewEvent {
-                    appid: &order.appid,
-                    dedup_key: &dedup,
-                    kind: MISMATCH_EVENT,
-                    payload: &payload,
-                    next_attempt_at: next_attempt(p, &order.appid, now),
-                }),
-                now,
-            )
+        // Asking WeChat again answers the same: the order is queried no more (the alert is
+        // someone's to act on), not every minute for ever.
+        p.store
+            .stop_pay_order_queries(mchid, &order.out_trade_no)
             .await?;
-        if applied.event.is_some() {
-            p.push.outbox.notify_one();
-        }
-        return Ok(Applied::Mismatch);
+        return alert_mismatch(p, inbox_id, &order.appid, &dedup, &payload).await;
     }
     if !paid {
         return outcome(p, inbox_id, Applied::Ignored).await;

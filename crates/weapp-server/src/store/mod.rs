@@ -1050,13 +1050,25 @@ pub trait PayStore: Send + Sync {
     ) -> Result<PayApplied, StoreError>;
 
     /// Inbox rows not applied yet (a crash between storing and applying), received before
-    /// `before`, and rows kept `deferred` last tried before `deferred_before`, oldest first.
+    /// `before`, and rows kept `deferred` whose next try is due at `now` (attempts² ×
+    /// `retry_ms` after the last, at most 60 × `retry_ms`), oldest first.
     async fn unapplied_pay_notifications(
         &self,
         before: i64,
-        deferred_before: i64,
+        now: i64,
+        retry_ms: i64,
         limit: i64,
     ) -> Result<Vec<(i64, PayNotificationRecord)>, StoreError>;
+
+    /// Keeps the inbox row `id` for a later try (`deferred`, one more attempt counted) — or,
+    /// when it was received before `give_up_before`, gives it up (`abandoned`). Whether it was
+    /// given up.
+    async fn defer_pay_notification(
+        &self,
+        id: i64,
+        now: i64,
+        give_up_before: i64,
+    ) -> Result<bool, StoreError>;
 
     /// The inbox's outcome of a notification (`Some(None)`: stored, not applied).
     async fn pay_notification_outcome(

@@ -74,6 +74,9 @@ pub struct PayRefundChange<'a> {
     pub refunded: i64,
     /// Fen released from the order's reservation when the refund changed.
     pub release: i64,
+    /// The refund's next query once changed (`None`: final, queried no more; `ABNORMAL` is
+    /// asked about again later, its notification of the outcome may be lost).
+    pub next_query_at: Option<i64>,
     /// The event appended when the refund changed.
     pub event: Option<NewEvent<'a>>,
     /// The inbox row and the outcome written to it (`no_change` when the guard failed).
@@ -83,9 +86,30 @@ pub struct PayRefundChange<'a> {
 /// The query fallback's schedule and refunds (the payments domain).
 #[async_trait]
 pub trait PayFlowStore: Send + Sync {
-    /// Orders whose next query is due at `now`, earliest first.
-    async fn due_pay_orders(&self, now: i64, limit: i64)
-        -> Result<Vec<PayOrderRecord>, StoreError>;
+    /// Orders of the merchants `mchids` (those served here) whose next query is due at `now`,
+    /// earliest first. Another merchant's rows (deleted, dropped from the configuration, its
+    /// keys unreadable here) are never listed: they cannot hold back the served ones.
+    async fn due_pay_orders(
+        &self,
+        now: i64,
+        limit: i64,
+        mchids: &[String],
+    ) -> Result<Vec<PayOrderRecord>, StoreError>;
+
+    /// Stops an order's queries (`next_query_at` cleared): a payment that does not match it,
+    /// which asking again cannot change. Whether it was scheduled.
+    async fn stop_pay_order_queries(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Stops a refund's queries, as [`PayFlowStore::stop_pay_order_queries`] does an order's.
+    async fn stop_pay_refund_queries(
+        &self,
+        mchid: &str,
+        out_refund_no: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Claims an order's query: moves its `next_query_at` from `seen` to `next` (and counts the
     /// attempt) only if it is still `seen`; whether this caller won.
@@ -98,8 +122,8 @@ pub trait PayFlowStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Stores a refund (`PENDING`) and reserves its amount on its paid order, in one
-    /// transaction: the reservation is one conditional update (`refund_reserved + amount <=
-    /// amount`), so refunds racing on any number of instances never promise more than paid.
+    /// transaction: the reservation is one conditional update (`amount <= order amount -
+    /// refund_reserved`, which cannot overflow), so refunds racing on any number of instances never promise more than paid.
     async fn insert_pay_refund(
         &self,
         refund: &PayRefundRecord,
@@ -131,7 +155,7 @@ pub trait PayFlowStore: Send + Sync {
         now: i64,
     ) -> Result<bool, StoreError>;
 
-    /// In one transaction: the refund's guarded change (no further queries), its order's
+    /// In one transaction: the refund's guarded change (its next query as the change says), its order's
     /// `refunded`/reservation and its event when it changed, and the inbox row's outcome.
     async fn apply_pay_refund(
         &self,
@@ -139,11 +163,13 @@ pub trait PayFlowStore: Send + Sync {
         now: i64,
     ) -> Result<PayApplied, StoreError>;
 
-    /// Refunds whose next query is due at `now`, earliest first.
+    /// Refunds of the merchants `mchids` whose next query is due at `now`, earliest first
+    /// (as [`PayFlowStore::due_pay_orders`]).
     async fn due_pay_refunds(
         &self,
         now: i64,
         limit: i64,
+        mchids: &[String],
     ) -> Result<Vec<PayRefundRecord>, StoreError>;
 
     /// Claims a refund's query as [`PayFlowStore::claim_pay_order_query`] does an order's.

@@ -617,3 +617,79 @@ pub async fn run(database_url: &str, statement: &str, no: &str) {
             .unwrap();
     }
 }
+
+/// One integer (or NULL) a statement binding `no` selects, on SQLite or PostgreSQL.
+pub async fn scalar(database_url: &str, statement: &str, no: &str) -> Option<i64> {
+    use sqlx::Row;
+    if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        let row = sqlx::query(statement)
+            .bind(no)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        row.get::<Option<i64>, _>(0)
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        let row = sqlx::query(statement)
+            .bind(no)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        row.get::<Option<i64>, _>(0)
+    }
+}
+
+/// A refund's `next_query_at` as stored.
+pub async fn refund_next_query_at(database_url: &str, no: &str) -> Option<i64> {
+    scalar(
+        database_url,
+        "SELECT next_query_at FROM pay_refunds WHERE out_refund_no = $1",
+        no,
+    )
+    .await
+}
+
+impl T {
+    /// Waits until the app has `n` events of `kind`; them.
+    pub async fn wait_events(&self, server: &ServerHandle, kind: &str, n: usize) -> Vec<Value> {
+        for _ in 0..400 {
+            let events = self.events(server, kind).await;
+            if events.len() >= n {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "never {n} {kind} events: {:?}",
+            self.events(server, kind).await
+        );
+    }
+
+    /// Makes the simulator answer every request to `path` with `status` (until cleared).
+    pub async fn fault(&self, path: &str, status: u16) {
+        let (s, v) = self
+            .w
+            .call(
+                "POST",
+                format!("{}/_sim/faults", self.w.sim.url()),
+                None,
+                Some(json!({"path": path, "http_status": status})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    /// A WeChat Pay client of the app's merchant, as the merchant platform (outside the
+    /// service) would use it.
+    pub fn merchant_client(&self) -> (weapp::pay::PayClient, String) {
+        let m = merchant(&self.issued, &self.w.appid, self.w.sim.url(), &self.relay);
+        let keys = m.resolve_keys().unwrap();
+        let mut builder = weapp::pay::PayClient::builder(keys.merchant, keys.apiv3_key)
+            .base_url(self.w.sim.url().to_owned());
+        if let Some((id, key)) = keys.public_key {
+            builder = builder.wechatpay_public_key(id, key);
+        }
+        (builder.build().unwrap(), m.notify_url)
+    }
+}

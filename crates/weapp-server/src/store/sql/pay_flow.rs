@@ -3,7 +3,8 @@
 //!
 //! Two guards carry the promises: a query is claimed by moving `next_query_at` from the value
 //! read (`… WHERE next_query_at = $seen`: one instance wins), and a refund's amount is
-//! reserved by one conditional update of its order (`refund_reserved + amount <= amount`).
+//! reserved by one conditional update of its order (`amount <= order amount - refund_reserved`:
+//! written so, it cannot overflow a BIGINT whatever the amount asked).
 
 /// The columns of `pay_refunds`, in [`refund_from`]'s order.
 pub(super) const REFUND_COLUMNS: &str =
@@ -15,13 +16,21 @@ macro_rules! impl_pay_flow {
     ($name:ident, $pool:ty, $kind:literal) => {
         #[async_trait]
         impl PayFlowStore for $name {
-            async fn due_pay_orders(&self, now: i64, limit: i64) -> Result<Vec<PayOrderRecord>, StoreError> {
+            async fn due_pay_orders(&self, now: i64, limit: i64, mchids: &[String]) -> Result<Vec<PayOrderRecord>, StoreError> {
+                if mchids.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let sql = format!(
                     "SELECT {} FROM pay_orders WHERE next_query_at IS NOT NULL AND next_query_at <= $1 \
-                     ORDER BY next_query_at LIMIT $2",
-                    payments::ORDER_COLUMNS
+                     AND mchid IN ({}) ORDER BY next_query_at LIMIT $2",
+                    payments::ORDER_COLUMNS,
+                    pay_flow::placeholders(3, mchids.len())
                 );
-                let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                let mut q = sqlx::query(&sql).bind(now).bind(limit);
+                for m in mchids {
+                    q = q.bind(m);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
                 Ok(rows.iter().map(|r| payments::order_from(r)).collect::<Result<_, _>>()?)
             }
 
@@ -34,6 +43,28 @@ macro_rules! impl_pay_flow {
                 .bind(mchid)
                 .bind(out_trade_no)
                 .bind(seen)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn stop_pay_order_queries(&self, mchid: &str, out_trade_no: &str) -> Result<bool, StoreError> {
+                let r = sqlx::query(
+                    "UPDATE pay_orders SET next_query_at = NULL WHERE mchid = $1 AND out_trade_no = $2 AND next_query_at IS NOT NULL",
+                )
+                .bind(mchid)
+                .bind(out_trade_no)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn stop_pay_refund_queries(&self, mchid: &str, out_refund_no: &str) -> Result<bool, StoreError> {
+                let r = sqlx::query(
+                    "UPDATE pay_refunds SET next_query_at = NULL WHERE mchid = $1 AND out_refund_no = $2 AND next_query_at IS NOT NULL",
+                )
+                .bind(mchid)
+                .bind(out_refund_no)
                 .execute(&self.pool)
                 .await?;
                 Ok(r.rows_affected() == 1)
@@ -68,7 +99,7 @@ macro_rules! impl_pay_flow {
                 let reserved = sqlx::query(
                     "UPDATE pay_orders SET refund_reserved = refund_reserved + $1, updated_at = $2 \
                      WHERE mchid = $3 AND out_trade_no = $4 AND state IN ('SUCCESS', 'REFUND') \
-                     AND refund_reserved + $1 <= amount",
+                     AND $1 <= amount - refund_reserved",
                 )
                 .bind(f.amount)
                 .bind(f.created_at)
@@ -144,10 +175,10 @@ macro_rules! impl_pay_flow {
 
             async fn apply_pay_refund(&self, c: &PayRefundChange<'_>, now: i64) -> Result<PayApplied, StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let guard: Vec<String> = (0..c.unless.len()).map(|i| format!("${}", i + 7)).collect();
+                let guard: Vec<String> = (0..c.unless.len()).map(|i| format!("${}", i + 8)).collect();
                 let sql = format!(
                     "UPDATE pay_refunds SET status = $1, refund_id = COALESCE($2, refund_id), \
-                     success_time = COALESCE($3, success_time), next_query_at = NULL, updated_at = $4 \
+                     success_time = COALESCE($3, success_time), next_query_at = $7, updated_at = $4 \
                      WHERE mchid = $5 AND out_refund_no = $6{} RETURNING out_trade_no",
                     if guard.is_empty() { String::new() } else { format!(" AND status NOT IN ({})", guard.join(", ")) }
                 );
@@ -157,7 +188,8 @@ macro_rules! impl_pay_flow {
                     .bind(c.success_time)
                     .bind(now)
                     .bind(c.mchid)
-                    .bind(c.out_refund_no);
+                    .bind(c.out_refund_no)
+                    .bind(c.next_query_at);
                 for s in c.unless {
                     q = q.bind(*s);
                 }
@@ -198,7 +230,7 @@ macro_rules! impl_pay_flow {
                 }
                 if let Some((inbox_id, outcome)) = c.inbox {
                     sqlx::query(
-                        "UPDATE pay_notifications SET outcome = $1, applied_at = $2 \
+                        "UPDATE pay_notifications SET outcome = $1, applied_at = $2, attempts = attempts + 1 \
                          WHERE id = $3 AND (outcome IS NULL OR outcome = 'deferred')",
                     )
                     .bind(if changed { outcome } else { "no_change" })
@@ -211,13 +243,21 @@ macro_rules! impl_pay_flow {
                 Ok(PayApplied { changed, event: appended, alert: None })
             }
 
-            async fn due_pay_refunds(&self, now: i64, limit: i64) -> Result<Vec<PayRefundRecord>, StoreError> {
+            async fn due_pay_refunds(&self, now: i64, limit: i64, mchids: &[String]) -> Result<Vec<PayRefundRecord>, StoreError> {
+                if mchids.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let sql = format!(
                     "SELECT {} FROM pay_refunds WHERE next_query_at IS NOT NULL AND next_query_at <= $1 \
-                     ORDER BY next_query_at LIMIT $2",
-                    pay_flow::REFUND_COLUMNS
+                     AND mchid IN ({}) ORDER BY next_query_at LIMIT $2",
+                    pay_flow::REFUND_COLUMNS,
+                    pay_flow::placeholders(3, mchids.len())
                 );
-                let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                let mut q = sqlx::query(&sql).bind(now).bind(limit);
+                for m in mchids {
+                    q = q.bind(m);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
                 Ok(rows.iter().map(|r| pay_flow::refund_from(r)).collect::<Result<_, _>>()?)
             }
 
@@ -238,6 +278,14 @@ macro_rules! impl_pay_flow {
     };
 }
 pub(super) use impl_pay_flow;
+
+/// `$first, $first+1, …`: `n` placeholders for an `IN (…)` list.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A refund from a row of [`REFUND_COLUMNS`].
 pub(super) fn refund_from<R: sqlx::Row>(row: &R) -> Result<super::PayRefundRecord, sqlx::Error>

@@ -202,7 +202,7 @@ macro_rules! impl_payments {
                 let outcome = if transition.is_some() && !changed { "no_change" } else { outcome };
                 if let Some(inbox_id) = inbox_id {
                     sqlx::query(
-                        "UPDATE pay_notifications SET outcome = $1, applied_at = $2 \
+                        "UPDATE pay_notifications SET outcome = $1, applied_at = $2, attempts = attempts + 1 \
                          WHERE id = $3 AND (outcome IS NULL OR outcome = 'deferred')",
                     )
                     .bind(outcome)
@@ -215,7 +215,7 @@ macro_rules! impl_payments {
                 Ok(PayApplied { changed, event: appended, alert })
             }
 
-            async fn unapplied_pay_notifications(&self, before: i64, deferred_before: i64, limit: i64) -> Result<Vec<(i64, PayNotificationRecord)>, StoreError> {
+            async fn unapplied_pay_notifications(&self, before: i64, now: i64, retry_ms: i64, limit: i64) -> Result<Vec<(i64, PayNotificationRecord)>, StoreError> {
                 let mut rows = sqlx::query(
                     "SELECT id, mchid, notification_id, event_type, business_no, serial, envelope, resource, received_at \
                      FROM pay_notifications WHERE outcome IS NULL AND received_at < $1 ORDER BY id LIMIT $2",
@@ -225,14 +225,18 @@ macro_rules! impl_payments {
                 .fetch_all(&self.pool)
                 .await?;
                 // Rows kept `deferred` (a refund before its payment, or by a version that did
-                // not act on refunds) are tried again, each at most once per period.
+                // not act on refunds) are tried again, each waiting longer after every attempt:
+                // attempts² times the period, at most an hour.
                 rows.extend(
                     sqlx::query(
                         "SELECT id, mchid, notification_id, event_type, business_no, serial, envelope, resource, received_at \
-                         FROM pay_notifications WHERE outcome = 'deferred' AND COALESCE(applied_at, 0) < $1 ORDER BY id LIMIT $2",
+                         FROM pay_notifications WHERE outcome = 'deferred' \
+                         AND COALESCE(applied_at, 0) + $3 * CASE WHEN attempts > 7 THEN 60 ELSE attempts * attempts END < $1 \
+                         ORDER BY id LIMIT $2",
                     )
-                    .bind(deferred_before)
+                    .bind(now)
                     .bind(limit)
+                    .bind(retry_ms)
                     .fetch_all(&self.pool)
                     .await?,
                 );
@@ -253,6 +257,23 @@ macro_rules! impl_payments {
                         ))
                     })
                     .collect()
+            }
+
+            async fn defer_pay_notification(&self, id: i64, now: i64, give_up_before: i64) -> Result<bool, StoreError> {
+                let row = sqlx::query(
+                    "UPDATE pay_notifications SET outcome = CASE WHEN received_at < $3 THEN 'abandoned' ELSE 'deferred' END, \
+                     applied_at = $2, attempts = attempts + 1 \
+                     WHERE id = $1 AND (outcome IS NULL OR outcome = 'deferred') RETURNING outcome",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(give_up_before)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some(r) => r.try_get::<Option<String>, _>("outcome")?.as_deref() == Some("abandoned"),
+                    None => false,
+                })
             }
 
             async fn pay_notification_outcome(&self, mchid: &str, notification_id: &str) -> Result<Option<Option<String>>, StoreError> {
