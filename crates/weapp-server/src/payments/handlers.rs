@@ -26,15 +26,24 @@ const SCOPE: &str = "pay:write";
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     /// The order number: 6–32 characters of `0-9 A-Z a-z _ - | *`, unique per merchant.
+    #[schema(min_length = 6, max_length = 32, pattern = r"^[0-9A-Za-z_\-|*]+$")]
     pub out_trade_no: String,
     /// What the user sees (1–127 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\u0000-\u001f\u007f`]+$"
+    )]
     pub description: String,
     /// The total in fen (分): a positive integer, never a decimal of yuan.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// The payer's openid in this app.
+    #[schema(min_length = 1, max_length = 128)]
     pub openid: String,
     /// Echoed in the notification and queries (≤ 128 characters).
     #[serde(default)]
+    #[schema(max_length = 128, pattern = r"^[^\u0000-\u001f\u007f`]*$")]
     pub attach: Option<String>,
     /// When the order stops being payable (RFC 3339, e.g. `2026-01-01T12:00:00+08:00`).
     #[serde(default)]

@@ -20,14 +20,18 @@ use crate::store::PayRefundRecord;
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
     /// The order to refund (paid through this service).
+    #[schema(min_length = 1, max_length = 32)]
     pub out_trade_no: String,
     /// The refund's number: 1–64 characters of `0-9 A-Z a-z _ - | * @`, unique per merchant.
     /// The same request again answers the same refund.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[0-9A-Za-z_\-|*@]+$")]
     pub out_refund_no: String,
     /// Fen to refund: positive, at most what is left of the order.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// Shown to the user (≤ 80 characters).
     #[serde(default)]
+    #[schema(max_length = 80)]
     pub reason: Option<String>,
 }
 
