@@ -343,6 +343,16 @@ notify_url = "{relay_url}/notify/{mchid}"
     }
 }
 
+/// A `weapp serve` child killed when the test ends, also when an assertion fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn notification_id(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body).unwrap()["id"]
         .as_str()
@@ -358,7 +368,7 @@ fn remove(dir: &Path) {
 async fn every_acknowledged_notification_survives_a_kill_9_and_makes_one_event() {
     let s = Setup::new("pay-crash").await;
     let server = s.start();
-    let (mut child, base) = (server.child, server.url);
+    let (mut child, base) = (Reaped(server.child), server.url);
 
     const ORDERS: usize = 40;
     let mut rps = Vec::new();
@@ -391,7 +401,7 @@ async fn every_acknowledged_notification_survives_a_kill_9_and_makes_one_event()
         }));
     }
     // The plug is pulled as soon as ten notifications have been acknowledged.
-    kill_once(&mut child, 10, || s.relay.acked()).await;
+    kill_once(&mut child.0, 10, || s.relay.acked()).await;
     s.relay.point_at(None);
     for p in payers {
         p.await.unwrap();
@@ -420,7 +430,7 @@ async fn every_acknowledged_notification_survives_a_kill_9_and_makes_one_event()
 
     // Restart; the simulator's retries (its clock moved through the schedule) bring the rest.
     let server = s.start();
-    let (mut child, _base) = (server.child, server.url);
+    let (mut child, _base) = (Reaped(server.child), server.url);
     let apiv3 = s.apiv3();
     let acked_orders: HashSet<String> = acked
         .iter()
@@ -484,8 +494,8 @@ async fn every_acknowledged_notification_survives_a_kill_9_and_makes_one_event()
     for (no, ids) in &paid {
         assert_eq!(ids.len(), 1, "order {no} has {} events: {ids:?}", ids.len());
     }
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
     remove(&s.dir);
 }
 
@@ -493,11 +503,11 @@ async fn every_acknowledged_notification_survives_a_kill_9_and_makes_one_event()
 async fn a_notification_sent_while_the_server_is_down_arrives_by_wechats_retries() {
     let s = Setup::new("pay-down").await;
     let server = s.start();
-    let (mut child, base) = (server.child, server.url);
+    let (mut child, base) = (Reaped(server.child), server.url);
     let rp = s.order(&base, "down_0001").await;
     // The server dies; the phone pays; WeChat's first attempt finds nobody.
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
     s.relay.point_at(None);
     s.pay(&rp).await;
     until(Duration::from_secs(10), "the first attempt", async || {
@@ -514,7 +524,7 @@ async fn a_notification_sent_while_the_server_is_down_arrives_by_wechats_retries
 
     // Back up. Nothing arrives until WeChat's next attempt is due (15 s on its clock).
     let server = s.start();
-    let (mut child, _base) = (server.child, server.url);
+    let (mut child, _base) = (Reaped(server.child), server.url);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.sink.paid().is_empty(), "no event before the retry");
     s.advance(15).await;
@@ -543,7 +553,7 @@ async fn a_notification_sent_while_the_server_is_down_arrives_by_wechats_retries
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(s.relay.seen().len(), attempts, "no attempt after a 2xx");
     assert_eq!(s.sink.paid()["down_0001"].len(), 1);
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
     remove(&s.dir);
 }
