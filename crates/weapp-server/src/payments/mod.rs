@@ -5,12 +5,14 @@
 //!
 //! Owns the merchants' clients (their keys never leave the server), the tables `pay_orders`
 //! and `pay_notifications`. Asks the broker (client keys) and push (the event log, the
-//! outbox's wake-up).
+//! outbox's wake-up); the sandbox's demo shop ([`shop`], `--sandbox` only) asks sessions who
+//! the buyer is.
 
 mod error;
 pub mod handlers;
 pub mod inbox;
 mod service;
+pub mod shop;
 
 use axum::Router;
 
