@@ -28,6 +28,8 @@ use super::state::AppState;
         crate::payments::handlers::create_order, crate::payments::handlers::get_order,
         crate::payments::handlers::close_order, crate::payments::handlers::notify,
         crate::payments::shop::buy,
+        crate::payments::refund_handlers::create_refund,
+        crate::payments::refund_handlers::get_refund,
         crate::admin::apps::create_app, crate::admin::apps::list_apps, crate::admin::apps::get_app,
         crate::admin::apps::update_app, crate::admin::apps::delete_app,
         crate::admin::apps::app_events, crate::admin::apps::redeliver_event,

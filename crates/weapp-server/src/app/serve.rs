@@ -78,6 +78,7 @@ pub async fn serve(
     let purger = tasks::spawn_session_purger(state.shared.clone(), stop_rx.clone());
     let reconciler = tasks::spawn_platform_reconciler(state.platforms.clone(), stop_rx.clone());
     let pay_sweeper = tasks::spawn_pay_inbox_sweeper(state.payments.clone(), stop_rx.clone());
+    let pay_queries = tasks::spawn_pay_query_fallback(state.payments.clone(), stop_rx.clone());
     let outbox = crate::push::outbox::spawn_outbox(
         state.push.clone(),
         std::sync::Arc::new(state.platforms.clone()),
@@ -93,6 +94,7 @@ pub async fn serve(
     let _ = purger.await;
     let _ = reconciler.await;
     let _ = pay_sweeper.await;
+    let _ = pay_queries.await;
     let _ = outbox.await;
     tracing::info!("server stopped");
     Ok(())

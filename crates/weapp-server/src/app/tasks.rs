@@ -174,3 +174,32 @@ pub(super) fn spawn_pay_inbox_sweeper(
         }
     })
 }
+
+/// How often every instance looks for orders and refunds whose query is due (one indexed
+/// query; each due row is claimed before WeChat is asked).
+const PAY_QUERY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The query fallback (补单): orders without a notification and PROCESSING refunds asked about
+/// at WeChat on their schedule (`payments::fallback`). Every instance runs it; a query is
+/// claimed in the database first, so no two ask about the same row at once.
+pub(super) fn spawn_pay_query_fallback(
+    payments: crate::payments::Payments,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !payments.has_merchants() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(PAY_QUERY_TICK) => {}
+                _ = stop.changed() => break,
+            }
+            match crate::payments::fallback::tick(&payments).await {
+                Ok(n) if n > 0 => tracing::debug!(queried = n, "payment queries made"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "payment query fallback failed"),
+            }
+        }
+    })
+}

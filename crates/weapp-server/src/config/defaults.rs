@@ -122,3 +122,9 @@ pub(crate) fn default_pool_size() -> u32 {
 pub(crate) fn default_acquire_timeout_ms() -> u64 {
     3000
 }
+pub(crate) fn default_pay_query_after() -> u64 {
+    60
+}
+pub(crate) fn default_pay_rate() -> u32 {
+    600
+}

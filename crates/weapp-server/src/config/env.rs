@@ -71,6 +71,8 @@ pub(crate) const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("signing_key_rotate_days", Kind::Scalar),
     ("signing_key_publish_ahead_secs", Kind::Scalar),
     ("platform_reconcile_secs", Kind::Scalar),
+    ("pay_query_after_secs", Kind::Scalar),
+    ("pay_rate_limit_per_minute", Kind::Scalar),
 ];
 
 /// Older names still read.

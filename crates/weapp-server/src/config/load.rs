@@ -340,6 +340,7 @@ impl Config {
                 0,
                 31 * 86_400,
             ),
+            ("pay_query_after_secs", self.pay_query_after_secs, 1, 86_400),
             (
                 "access_token_ttl_secs",
                 self.access_token_ttl_secs,

@@ -18,6 +18,7 @@ use super::defaults::{
     default_session_ttl, default_timeout, default_timeout_webhook, default_warmup_spread,
     default_webhook_attempts, default_webhook_lease,
 };
+use super::defaults::{default_pay_query_after, default_pay_rate};
 use super::secret::{redact_url, Secret};
 
 /// A callback told of every managed app loaded (appid, secret): the sandbox registers them in
@@ -249,6 +250,16 @@ pub struct Config {
     /// notifications received at `/v1/pay/{mchid}/notify`.
     #[serde(default)]
     pub merchants: Vec<super::MerchantConfig>,
+    /// An order with no notification this long after it was placed is queried at WeChat Pay
+    /// (补单), then on a backoff (1, 2, 5, 10, 30, 60 minutes) until it is paid, closed or
+    /// expired (its `time_expire`, else two hours: then it is closed at WeChat and here). Env
+    /// `WEAPP_PAY_QUERY_AFTER_SECS`. Default 60; 1–86,400.
+    #[serde(default = "default_pay_query_after")]
+    pub pay_query_after_secs: u64,
+    /// Requests per minute each client key may make to the payment routes (orders, refunds).
+    /// Env `WEAPP_PAY_RATE_LIMIT_PER_MINUTE`. Default 600; 0 disables.
+    #[serde(default = "default_pay_rate")]
+    pub pay_rate_limit_per_minute: u32,
     /// How often every platform's merchants are reconciled with WeChat's authorizer list
     /// (refresh tokens restored, missed de-authorizations applied); 0: never. Env
     /// `WEAPP_PLATFORM_RECONCILE_SECS`. Default 86,400 (nightly).

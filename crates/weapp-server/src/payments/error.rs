@@ -59,6 +59,34 @@ pub enum PaymentsError {
     /// stored as `PENDING`, and the same request later asks again (503 `prepay_pending`).
     #[error("WeChat Pay's answer is unknown; the order {0} is stored as PENDING: send the same request again")]
     PrepayPending(String),
+    /// A field of a refund request is invalid (400 `invalid_refund`).
+    #[error("{0}")]
+    InvalidRefund(String),
+    /// No such refund for this app (404).
+    #[error("refund {0} does not exist for this app")]
+    RefundNotFound(String),
+    /// The `out_refund_no` is taken by a refund with other values (409 `refund_conflict`).
+    #[error(
+        "refund {out_refund_no} exists with another {field}: an out_refund_no names one refund"
+    )]
+    RefundConflict {
+        /// The refund.
+        out_refund_no: String,
+        /// The first field that differs.
+        field: &'static str,
+    },
+    /// More than is left of the order (409 `refund_exceeds`): nothing stored.
+    #[error("order {out_trade_no} has {left} fen left to refund")]
+    RefundExceeds {
+        /// The order.
+        out_trade_no: String,
+        /// Fen not yet promised to a refund.
+        left: i64,
+    },
+    /// WeChat Pay's answer to the refund is unknown: it stays stored as `PENDING` with its
+    /// amount reserved, and the same request asks again (503 `refund_pending`).
+    #[error("WeChat Pay's answer is unknown; the refund {0} is stored as PENDING: send the same request again")]
+    RefundPending(String),
     /// WeChat Pay refused or failed.
     #[error("WeChat Pay: {0}")]
     WeChatPay(#[source] Box<PayError>),
@@ -71,9 +99,28 @@ impl From<PaymentsError> for AppError {
     fn from(e: PaymentsError) -> Self {
         match e {
             PaymentsError::InvalidOrder(m) => AppError::bad_request("invalid_order", m),
-            e @ (PaymentsError::NoMerchant(_) | PaymentsError::OrderNotFound(_)) => {
-                AppError::NotFound(e.to_string())
-            }
+            PaymentsError::InvalidRefund(m) => AppError::bad_request("invalid_refund", m),
+            e @ (PaymentsError::NoMerchant(_)
+            | PaymentsError::OrderNotFound(_)
+            | PaymentsError::RefundNotFound(_)) => AppError::NotFound(e.to_string()),
+            e @ PaymentsError::RefundConflict { .. } => AppError::Coded {
+                status: StatusCode::CONFLICT,
+                code: "refund_conflict",
+                message: e.to_string(),
+                rid: None,
+            },
+            e @ PaymentsError::RefundExceeds { .. } => AppError::Coded {
+                status: StatusCode::CONFLICT,
+                code: "refund_exceeds",
+                message: e.to_string(),
+                rid: None,
+            },
+            e @ PaymentsError::RefundPending(_) => AppError::Coded {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "refund_pending",
+                message: e.to_string(),
+                rid: None,
+            },
             e @ PaymentsError::OrderConflict { .. } => AppError::Coded {
                 status: StatusCode::CONFLICT,
                 code: "order_conflict",

@@ -228,8 +228,7 @@ pub async fn create_order(
     headers: HeaderMap,
     body: Result<JsonBody<CreateOrder>, AppError>,
 ) -> Result<Json<OrderCreated>, AppError> {
-    let (_, client) =
-        crate::broker::handlers::authorize(&p.broker, &headers, ip, &appid, SCOPE).await?;
+    let client = authorize(&p, &headers, ip, &appid).await?;
     let JsonBody(req) = body?;
     place_order(&p, &appid, req, &client.name).await
 }
@@ -245,7 +244,7 @@ pub(crate) async fn place_order(
     let appid = appid.to_owned();
     let m = merchant_of(p, &appid)?;
     let time_expire = check_order(&req)?;
-    let now = now_ms();
+    let now = p.now();
     let wanted = PayOrderRecord {
         mchid: m.mchid.clone(),
         out_trade_no: req.out_trade_no,
@@ -263,6 +262,10 @@ pub(crate) async fn place_order(
         refunded: 0,
         created_at: now,
         updated_at: now,
+        prepay_at: None,
+        next_query_at: Some(now + super::refunds::query_after_ms(&p)),
+        refund_reserved: 0,
+        paid_from: None,
     };
     let (stored, new) = p
         .store
@@ -284,7 +287,13 @@ pub(crate) async fn place_order(
             }
             .into());
         }
-        if let Some(prepay_id) = &stored.prepay_id {
+        // A prepay is valid two hours at WeChat: an older one is not handed out again, WeChat
+        // is asked for a fresh one (it answers a new id for the same order).
+        if let Some(prepay_id) = stored
+            .prepay_id
+            .as_ref()
+            .filter(|_| stored.prepay_at.unwrap_or(0) >= renew_before(p.now()))
+        {
             return Ok(created(&m, &stored, prepay_id)?);
         }
     }
@@ -345,7 +354,13 @@ pub(crate) async fn place_order(
     };
     let order = p
         .store
-        .set_pay_prepay(&m.mchid, &stored.out_trade_no, &prepay.prepay_id, now_ms())
+        .set_pay_prepay(
+            &m.mchid,
+            &stored.out_trade_no,
+            &prepay.prepay_id,
+            p.now(),
+            renew_before(p.now()),
+        )
         .await
         .map_err(PaymentsError::from)?
         .ok_or_else(|| PaymentsError::OrderNotFound(stored.out_trade_no.clone()))?;
@@ -364,6 +379,34 @@ pub(crate) async fn place_order(
     let prepay_id = order.prepay_id.clone().unwrap_or(prepay.prepay_id);
     tracing::info!(client = %placed_by, appid, mchid = %m.mchid, out_trade_no = %order.out_trade_no, "order placed");
     Ok(created(&m, &order, &prepay_id)?)
+}
+
+/// How long a stored prepay is handed out: WeChat's two hours, less a minute for the
+/// difference between its clock and this one.
+const PREPAY_VALID_MS: i64 = 2 * 3600 * 1000 - 60_000;
+
+/// Prepays made before this (at `now`) are renewed.
+fn renew_before(now: i64) -> i64 {
+    now - PREPAY_VALID_MS
+}
+
+/// Authorizes a payment route: the client key, its app and `pay:write`, then the client's
+/// rate limit (`pay_rate_limit_per_minute`, 429 with the envelope).
+pub(crate) async fn authorize(
+    p: &Payments,
+    headers: &HeaderMap,
+    ip: ClientIp,
+    appid: &str,
+) -> Result<std::sync::Arc<crate::broker::BrokerClient>, AppError> {
+    let (_, client) =
+        crate::broker::handlers::authorize(&p.broker, headers, ip, appid, SCOPE).await?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(client.name.as_bytes());
+    let key = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
+    if let Err(retry_after_secs) = p.pay_limiter.hit(key).await {
+        tracing::debug!(client = %client.name, appid, "payment route limited");
+        return Err(AppError::RateLimited { retry_after_secs });
+    }
+    Ok(client)
 }
 
 /// The stored order of this app.
@@ -389,7 +432,7 @@ pub async fn get_order(
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<OrderOut>, AppError> {
-    crate::broker::handlers::authorize(&p.broker, &headers, ip, &appid, SCOPE).await?;
+    authorize(&p, &headers, ip, &appid).await?;
     let (_, order) = order_of(&p, &appid, &no).await?;
     Ok(Json(order.into()))
 }
@@ -405,8 +448,7 @@ pub async fn close_order(
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<OrderOut>, AppError> {
-    let (_, client) =
-        crate::broker::handlers::authorize(&p.broker, &headers, ip, &appid, SCOPE).await?;
+    let client = authorize(&p, &headers, ip, &appid).await?;
     let (m, order) = order_of(&p, &appid, &no).await?;
     match order.state.as_str() {
         "CLOSED" => return Ok(Json(order.into())),
@@ -424,7 +466,7 @@ pub async fn close_order(
         .await
         .map_err(|e| PaymentsError::WeChatPay(Box::new(e)))?;
     p.store
-        .close_pay_order(&m.mchid, &no, now_ms())
+        .close_pay_order(&m.mchid, &no, p.now())
         .await
         .map_err(PaymentsError::from)?;
     tracing::info!(client = %client.name, appid, mchid = %m.mchid, out_trade_no = %no, "order closed");
@@ -520,7 +562,7 @@ async fn intake(
     record: PayNotificationRecord,
 ) -> Result<&'static str, crate::store::StoreError> {
     let (id, outcome, _new) = p.store.insert_pay_notification(&record).await?;
-    if outcome.is_some() {
+    if outcome.is_some_and(|o| o != "deferred") {
         return Ok("duplicate");
     }
     let applied = inbox::apply(&p, id, &record).await?;
@@ -537,4 +579,12 @@ pub fn router() -> Router<Payments> {
             post(close_order),
         )
         .route("/v1/pay/{mchid}/notify", post(notify))
+        .route(
+            "/v1/apps/{appid}/pay/refunds",
+            post(super::refund_handlers::create_refund),
+        )
+        .route(
+            "/v1/apps/{appid}/pay/refunds/{out_refund_no}",
+            get(super::refund_handlers::get_refund),
+        )
 }

@@ -9,9 +9,13 @@
 //! the buyer is.
 
 mod error;
+pub mod fallback;
 pub mod handlers;
 pub mod inbox;
+pub mod refund_handlers;
+pub mod refunds;
 mod service;
+pub mod settle;
 pub mod shop;
 
 use axum::Router;

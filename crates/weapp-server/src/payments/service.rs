@@ -81,6 +81,8 @@ pub struct PaymentsInner {
     merchants: HashMap<String, Arc<MerchantRuntime>>,
     /// Which merchant takes each app's orders.
     by_app: HashMap<String, String>,
+    /// Per-client limiter of the payment routes (`pay_rate_limit_per_minute`).
+    pub pay_limiter: crate::ratelimit::RateLimiter,
 }
 
 crate::shared::service_handle!(Payments, PaymentsInner);
@@ -100,13 +102,41 @@ impl Payments {
             }
             merchants.insert(runtime.mchid.clone(), Arc::new(runtime));
         }
+        let limits = match (&shared.redis, shared.config.rate_limit_backend) {
+            (Some(r), crate::config::RateLimitBackend::Redis) => Some(
+                crate::ratelimit::Shared::new(r.connection(), shared.config.redis_prefix.clone()),
+            ),
+            _ => None,
+        };
+        let pay_limiter = crate::ratelimit::RateLimiter::new(
+            "pay",
+            shared.config.pay_rate_limit_per_minute,
+            shared.config.rate_limit_max_keys,
+        )
+        .shared(limits);
         Ok(Payments(Arc::new(PaymentsInner {
             shared,
             broker,
             push,
             merchants,
             by_app,
+            pay_limiter,
         })))
+    }
+
+    /// Now, Unix ms, on the payments clock: orders' schedules, expiry and prepay ages are
+    /// measured with it (the configuration's clock — a simulator's virtual one in tests —
+    /// else the system's).
+    pub fn now(&self) -> i64 {
+        self.config
+            .clock
+            .as_ref()
+            .map_or_else(crate::shared::now_ms, |c| c.now_ms())
+    }
+
+    /// The merchants served here.
+    pub fn merchants(&self) -> impl Iterator<Item = &Arc<MerchantRuntime>> {
+        self.merchants.values()
     }
 
     /// Whether any merchant is served here.

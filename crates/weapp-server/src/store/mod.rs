@@ -2,6 +2,7 @@
 //! and a PostgreSQL implementation sharing their SQL (see `sql.rs`).
 
 mod lite_error;
+mod pay_flow;
 mod sql;
 mod sqlite_writer;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use pay_flow::{PayFlowStore, PayRefundChange, PayRefundInsert, PayRefundRecord};
 pub use sql::{PgStore, SqliteStore};
 
 /// `next_attempt_at` of events that have no webhook to go to: never due (they can be pulled).
@@ -890,6 +892,14 @@ pub struct PayOrderRecord {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// When WeChat made the stored prepay (Unix ms, the payments clock): valid two hours.
+    pub prepay_at: Option<i64>,
+    /// When the query fallback next asks WeChat about it (none once paid or closed).
+    pub next_query_at: Option<i64>,
+    /// Fen promised to refunds not closed (never above `amount`).
+    pub refund_reserved: i64,
+    /// The state it was in when it was marked paid (`CLOSED`: paid after closing here).
+    pub paid_from: Option<String>,
 }
 
 /// A verified, decrypted notification as the inbox keeps it.
@@ -930,6 +940,9 @@ pub struct PayTransition<'a> {
     pub success_time: Option<&'a str>,
     /// Unix ms of the payment, as learnt here.
     pub paid_at: Option<i64>,
+    /// An alert appended too when the order was in the given state before the change (e.g.
+    /// `CLOSED`: paid after it was closed here).
+    pub alert: Option<(&'a str, NewEvent<'a>)>,
 }
 
 /// An event to append to an app's log (deduplicated by `(appid, dedup_key)`).
@@ -954,13 +967,15 @@ pub struct PayApplied {
     pub changed: bool,
     /// The event appended, when one was new: its id.
     pub event: Option<i64>,
+    /// The transition's alert appended, when its state matched and it was new: its id.
+    pub alert: Option<i64>,
 }
 
 /// Payments: orders and the notification inbox (the payments domain).
 #[async_trait]
 pub trait PayStore: Send + Sync {
-    /// Stores `order` unless one with its (mchid, out_trade_no) exists; returns the stored
-    /// order and whether it is the one given.
+    /// Stores `order` (with its `next_query_at`) unless one with its (mchid, out_trade_no)
+    /// exists; returns the stored order and whether it is the one given.
     async fn insert_pay_order(
         &self,
         order: &PayOrderRecord,
@@ -973,17 +988,19 @@ pub trait PayStore: Send + Sync {
         out_trade_no: &str,
     ) -> Result<Option<PayOrderRecord>, StoreError>;
 
-    /// Records the prepay id (kept if one is there already); a `PENDING` order becomes
-    /// `NOTPAY`. Returns the order as stored.
+    /// Records the prepay id made at `now`: kept if one is there already made at or after
+    /// `renew_before` (replaced if older: WeChat made a fresh one; `prepay_at` moves only when
+    /// the id changes). A `PENDING` order becomes `NOTPAY`. Returns the order as stored.
     async fn set_pay_prepay(
         &self,
         mchid: &str,
         out_trade_no: &str,
         prepay_id: &str,
         now: i64,
+        renew_before: i64,
     ) -> Result<Option<PayOrderRecord>, StoreError>;
 
-    /// `PENDING`/`NOTPAY` → `CLOSED`; whether it changed.
+    /// `PENDING`/`NOTPAY` → `CLOSED` (no further queries); whether it changed.
     async fn close_pay_order(
         &self,
         mchid: &str,
@@ -1008,12 +1025,14 @@ pub trait PayStore: Send + Sync {
         n: &PayNotificationRecord,
     ) -> Result<(i64, Option<String>, bool), StoreError>;
 
-    /// In one transaction: the transition (if any, guarded), the event (if any: only when
-    /// the transition changed the order, or when there is no transition), and the inbox
-    /// row's outcome (`outcome`, or `no_change` when a transition's guard failed).
+    /// In one transaction: the transition (if any, guarded; a paid order is queried no more),
+    /// the event (if any: only when the transition changed the order, or when there is no
+    /// transition), the transition's alert (when the order was in its state), and the inbox
+    /// row's outcome (`outcome`, or `no_change` when a transition's guard failed) when
+    /// `inbox_id` is given (a change found by a query has none).
     async fn apply_pay_notification(
         &self,
-        inbox_id: i64,
+        inbox_id: Option<i64>,
         outcome: &str,
         transition: Option<&PayTransition<'_>>,
         event: Option<&NewEvent<'_>>,
@@ -1021,10 +1040,11 @@ pub trait PayStore: Send + Sync {
     ) -> Result<PayApplied, StoreError>;
 
     /// Inbox rows not applied yet (a crash between storing and applying), received before
-    /// `before`, oldest first.
+    /// `before`, and rows kept `deferred` last tried before `deferred_before`, oldest first.
     async fn unapplied_pay_notifications(
         &self,
         before: i64,
+        deferred_before: i64,
         limit: i64,
     ) -> Result<Vec<(i64, PayNotificationRecord)>, StoreError>;
 
@@ -1047,6 +1067,7 @@ pub trait Store:
     + PlatformStore
     + KeyStore
     + PayStore
+    + PayFlowStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -5,6 +5,7 @@
 mod events;
 mod keys;
 mod meta;
+mod pay_flow;
 mod payments;
 mod platforms;
 mod registry;
@@ -22,9 +23,9 @@ use super::KeyRecord;
 use super::{
     AuditRecord, EventRecord, EventStore, KeyStore, LegacySealed, LoginRecorded, LoginWrite,
     ManagedAppRecord, ManagedClientRecord, ManagedPlatformRecord, NewEvent, OutboxStats,
-    PayApplied, PayNotificationRecord, PayOrderRecord, PayStore, PayTransition, PlatformAuthorizer,
-    PlatformStore, RegistryStore, SessionRecord, SessionStore, Store, StoreError, StoreOptions,
-    UserRecord, NEVER,
+    PayApplied, PayFlowStore, PayNotificationRecord, PayOrderRecord, PayRefundChange,
+    PayRefundInsert, PayRefundRecord, PayStore, PayTransition, PlatformAuthorizer, PlatformStore,
+    RegistryStore, SessionRecord, SessionStore, Store, StoreError, StoreOptions, UserRecord, NEVER,
 };
 
 /// Migrations compiled into the binary.
@@ -339,6 +340,7 @@ macro_rules! sql_store {
         keys::impl_keys!($name, $pool, $kind);
         meta::impl_meta!($name, $pool, $kind);
         payments::impl_payments!($name, $pool, $kind);
+        pay_flow::impl_pay_flow!($name, $pool, $kind);
     };
 }
 

@@ -9,7 +9,8 @@
 /// The columns of `pay_orders`, in [`order_from`]'s order.
 pub(super) const ORDER_COLUMNS: &str =
     "mchid, out_trade_no, appid, description, amount, openid, attach, time_expire, state, \
-     prepay_id, transaction_id, success_time, paid_at, refunded, created_at, updated_at";
+     prepay_id, transaction_id, success_time, paid_at, refunded, created_at, updated_at, \
+     prepay_at, next_query_at, refund_reserved, paid_from";
 
 /// `impl PayStore for $name` (a pool field `pool`; `$kind` names the backend).
 macro_rules! impl_payments {
@@ -18,8 +19,8 @@ macro_rules! impl_payments {
         impl PayStore for $name {
             async fn insert_pay_order(&self, o: &PayOrderRecord) -> Result<(PayOrderRecord, bool), StoreError> {
                 let r = sqlx::query(
-                    "INSERT INTO pay_orders (mchid, out_trade_no, appid, description, amount, openid, attach, time_expire, state, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (mchid, out_trade_no) DO NOTHING",
+                    "INSERT INTO pay_orders (mchid, out_trade_no, appid, description, amount, openid, attach, time_expire, state, created_at, updated_at, next_query_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) ON CONFLICT (mchid, out_trade_no) DO NOTHING",
                 )
                 .bind(&o.mchid)
                 .bind(&o.out_trade_no)
@@ -31,6 +32,7 @@ macro_rules! impl_payments {
                 .bind(&o.time_expire)
                 .bind(&o.state)
                 .bind(o.created_at)
+                .bind(o.next_query_at)
                 .execute(&self.pool)
                 .await?;
                 let stored = self
@@ -46,9 +48,12 @@ macro_rules! impl_payments {
                 Ok(row.map(|r| payments::order_from(&r)).transpose()?)
             }
 
-            async fn set_pay_prepay(&self, mchid: &str, out_trade_no: &str, prepay_id: &str, now: i64) -> Result<Option<PayOrderRecord>, StoreError> {
+            async fn set_pay_prepay(&self, mchid: &str, out_trade_no: &str, prepay_id: &str, now: i64, renew_before: i64) -> Result<Option<PayOrderRecord>, StoreError> {
+                // Every SET expression reads the row as it was: the time moves only with a new id.
                 sqlx::query(
-                    "UPDATE pay_orders SET prepay_id = COALESCE(prepay_id, $1), \
+                    "UPDATE pay_orders SET \
+                     prepay_at = CASE WHEN prepay_id IS NULL OR (prepay_id <> $1 AND COALESCE(prepay_at, 0) < $5) THEN $2 ELSE prepay_at END, \
+                     prepay_id = CASE WHEN prepay_id IS NULL OR COALESCE(prepay_at, 0) < $5 THEN $1 ELSE prepay_id END, \
                      state = CASE WHEN state = 'PENDING' THEN 'NOTPAY' ELSE state END, updated_at = $2 \
                      WHERE mchid = $3 AND out_trade_no = $4",
                 )
@@ -56,6 +61,7 @@ macro_rules! impl_payments {
                 .bind(now)
                 .bind(mchid)
                 .bind(out_trade_no)
+                .bind(renew_before)
                 .execute(&self.pool)
                 .await?;
                 self.pay_order(mchid, out_trade_no).await
@@ -75,7 +81,7 @@ macro_rules! impl_payments {
 
             async fn close_pay_order(&self, mchid: &str, out_trade_no: &str, now: i64) -> Result<bool, StoreError> {
                 let r = sqlx::query(
-                    "UPDATE pay_orders SET state = 'CLOSED', updated_at = $1 \
+                    "UPDATE pay_orders SET state = 'CLOSED', next_query_at = NULL, updated_at = $1 \
                      WHERE mchid = $2 AND out_trade_no = $3 AND state IN ('PENDING', 'NOTPAY')",
                 )
                 .bind(now)
@@ -116,7 +122,7 @@ macro_rules! impl_payments {
 
             async fn apply_pay_notification(
                 &self,
-                inbox_id: i64,
+                inbox_id: Option<i64>,
                 outcome: &str,
                 transition: Option<&PayTransition<'_>>,
                 event: Option<&NewEvent<'_>>,
@@ -125,13 +131,16 @@ macro_rules! impl_payments {
                 let mut tx = self.pool.begin().await?;
                 // The write comes first: SQLite takes its write lock at once (no read-then-write
                 // upgrade to fail), PostgreSQL locks the order's row.
-                let changed = match transition {
+                let (changed, from) = match transition {
                     Some(t) => {
                         let guard: Vec<String> = (0..t.unless.len()).map(|i| format!("${}", i + 8)).collect();
+                        // `paid_from = state` reads the state before the change: RETURNING says
+                        // whence the order came, atomically.
                         let sql = format!(
                             "UPDATE pay_orders SET state = $1, transaction_id = COALESCE($2, transaction_id), \
-                             success_time = COALESCE($3, success_time), paid_at = COALESCE($4, paid_at), updated_at = $5 \
-                             WHERE mchid = $6 AND out_trade_no = $7{}",
+                             success_time = COALESCE($3, success_time), paid_at = COALESCE($4, paid_at), updated_at = $5, \
+                             paid_from = state, next_query_at = NULL \
+                             WHERE mchid = $6 AND out_trade_no = $7{} RETURNING paid_from",
                             if guard.is_empty() { String::new() } else { format!(" AND state NOT IN ({})", guard.join(", ")) }
                         );
                         let mut q = sqlx::query(&sql)
@@ -145,9 +154,12 @@ macro_rules! impl_payments {
                         for s in t.unless {
                             q = q.bind(*s);
                         }
-                        q.execute(&mut *tx).await?.rows_affected() == 1
+                        match q.fetch_optional(&mut *tx).await? {
+                            Some(r) => (true, r.try_get::<Option<String>, _>("paid_from")?),
+                            None => (false, None),
+                        }
                     }
-                    None => false,
+                    None => (false, None),
                 };
                 let mut appended = None;
                 if let Some(e) = event.filter(|_| changed || transition.is_none()) {
@@ -167,19 +179,44 @@ macro_rules! impl_payments {
                         appended = Some(r.try_get("id")?);
                     }
                 }
+                let mut alert = None;
+                if let Some((state, e)) = transition.and_then(|t| t.alert.as_ref()) {
+                    if changed && from.as_deref() == Some(*state) {
+                        let row = sqlx::query(
+                            "INSERT INTO push_events (appid, dedup_key, kind, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                             ON CONFLICT (appid, dedup_key) DO NOTHING RETURNING id",
+                        )
+                        .bind(e.appid)
+                        .bind(e.dedup_key)
+                        .bind(e.kind)
+                        .bind(e.payload)
+                        .bind(now)
+                        .bind(e.next_attempt_at)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(r) = row {
+                            alert = Some(r.try_get("id")?);
+                        }
+                    }
+                }
                 let outcome = if transition.is_some() && !changed { "no_change" } else { outcome };
-                sqlx::query("UPDATE pay_notifications SET outcome = $1, applied_at = $2 WHERE id = $3 AND outcome IS NULL")
+                if let Some(inbox_id) = inbox_id {
+                    sqlx::query(
+                        "UPDATE pay_notifications SET outcome = $1, applied_at = $2 \
+                         WHERE id = $3 AND (outcome IS NULL OR outcome = 'deferred')",
+                    )
                     .bind(outcome)
                     .bind(now)
                     .bind(inbox_id)
                     .execute(&mut *tx)
                     .await?;
+                }
                 tx.commit().await?;
-                Ok(PayApplied { changed, event: appended })
+                Ok(PayApplied { changed, event: appended, alert })
             }
 
-            async fn unapplied_pay_notifications(&self, before: i64, limit: i64) -> Result<Vec<(i64, PayNotificationRecord)>, StoreError> {
-                let rows = sqlx::query(
+            async fn unapplied_pay_notifications(&self, before: i64, deferred_before: i64, limit: i64) -> Result<Vec<(i64, PayNotificationRecord)>, StoreError> {
+                let mut rows = sqlx::query(
                     "SELECT id, mchid, notification_id, event_type, business_no, serial, envelope, resource, received_at \
                      FROM pay_notifications WHERE outcome IS NULL AND received_at < $1 ORDER BY id LIMIT $2",
                 )
@@ -187,6 +224,18 @@ macro_rules! impl_payments {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
+                // Rows kept `deferred` (a refund before its payment, or by a version that did
+                // not act on refunds) are tried again, each at most once per period.
+                rows.extend(
+                    sqlx::query(
+                        "SELECT id, mchid, notification_id, event_type, business_no, serial, envelope, resource, received_at \
+                         FROM pay_notifications WHERE outcome = 'deferred' AND COALESCE(applied_at, 0) < $1 ORDER BY id LIMIT $2",
+                    )
+                    .bind(deferred_before)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                );
                 rows.iter()
                     .map(|r| {
                         Ok((
@@ -245,5 +294,9 @@ where
         refunded: row.try_get("refunded")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        prepay_at: row.try_get("prepay_at")?,
+        next_query_at: row.try_get("next_query_at")?,
+        refund_reserved: row.try_get("refund_reserved")?,
+        paid_from: row.try_get("paid_from")?,
     })
 }
