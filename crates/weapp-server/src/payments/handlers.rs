@@ -263,7 +263,7 @@ pub(crate) async fn place_order(
         created_at: now,
         updated_at: now,
         prepay_at: None,
-        next_query_at: Some(now + super::refunds::query_after_ms(&p)),
+        next_query_at: Some(now + super::refunds::query_after_ms(p)),
         refund_reserved: 0,
         paid_from: None,
     };
