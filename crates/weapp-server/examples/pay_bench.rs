@@ -191,7 +191,7 @@ impl Server {
         let path = work.join(format!("server{i}.toml"));
         std::fs::write(&path, config).unwrap();
         let out = std::fs::File::create(work.join(format!("server{i}.out"))).unwrap();
-        let child = std::process::Command::new(bin)
+        let mut child = std::process::Command::new(bin)
             .args(["serve", "--config"])
             .arg(&path)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -209,6 +209,8 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         let log = std::fs::read_to_string(work.join(format!("server{i}.out"))).unwrap_or_default();
         die(format!("server {i} did not listen:\n{log}"))
     }

@@ -99,12 +99,11 @@ async fn order(p: &Payments, o: &PayOrderRecord, now: i64) -> Result<bool, settl
     match state {
         Some(TradeState::Success | TradeState::Refund) => {}
         Some(TradeState::Closed | TradeState::Revoked | TradeState::PayError) => {
-            if p.store
+            let closed = p
+                .store
                 .close_pay_order(&o.mchid, &o.out_trade_no, now)
-                .await?
-            {
-                tracing::info!(mchid = %o.mchid, out_trade_no = %o.out_trade_no, "order closed at WeChat: closed here");
-            }
+                .await?;
+            tracing::info!(mchid = %o.mchid, out_trade_no = %o.out_trade_no, closed, "order closed at WeChat: closed here");
         }
         _ if expired => {
             // Unpaid at its expiry: closed at WeChat first (a payment there after this fails),

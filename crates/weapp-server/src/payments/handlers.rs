@@ -579,12 +579,4 @@ pub fn router() -> Router<Payments> {
             post(close_order),
         )
         .route("/v1/pay/{mchid}/notify", post(notify))
-        .route(
-            "/v1/apps/{appid}/pay/refunds",
-            post(super::refund_handlers::create_refund),
-        )
-        .route(
-            "/v1/apps/{appid}/pay/refunds/{out_refund_no}",
-            get(super::refund_handlers::get_refund),
-        )
 }

@@ -63,7 +63,7 @@ pub async fn apply(
 pub async fn apply_unapplied(p: &Payments, grace_ms: i64) -> Result<usize, StoreError> {
     let rows = p
         .store
-        .unapplied_pay_notifications(now_ms() - grace_ms, p.now() - DEFERRED_RETRY_MS, 100)
+        .unapplied_pay_notifications(now_ms() - grace_ms, now_ms() - DEFERRED_RETRY_MS, 100)
         .await?;
     let mut n = 0;
     for (id, row) in rows {

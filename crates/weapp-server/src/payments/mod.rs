@@ -1,12 +1,15 @@
 //! Payments (WeChat Pay, issue 27): orders any backend can place with a client key that has
 //! `pay:write` ([`handlers`]), and WeChat Pay's notifications verified over the raw bytes,
 //! written to a durable inbox before the 2xx and applied once ([`inbox`]): every business
-//! change becomes exactly one event in the app's event log and signed webhooks.
+//! change becomes exactly one event in the app's event log and signed webhooks. A payment is
+//! made true in one place ([`settle`]) whoever learnt of it: a notification, the query
+//! fallback ([`fallback`]: 补单, expiry) or a refund asking first. Refunds ([`refunds`],
+//! [`refund_handlers`]) are reserved on their order, idempotent, and changed once.
 //!
-//! Owns the merchants' clients (their keys never leave the server), the tables `pay_orders`
-//! and `pay_notifications`. Asks the broker (client keys) and push (the event log, the
-//! outbox's wake-up); the sandbox's demo shop ([`shop`], `--sandbox` only) asks sessions who
-//! the buyer is.
+//! Owns the merchants' clients (their keys never leave the server), the tables `pay_orders`,
+//! `pay_notifications` and `pay_refunds`. Asks the broker (client keys) and push (the event
+//! log, the outbox's wake-up); the sandbox's demo shop ([`shop`], `--sandbox` only) asks
+//! sessions who the buyer is.
 
 mod error;
 pub mod fallback;
@@ -25,5 +28,7 @@ pub use service::{MerchantRuntime, Payments, PaymentsInner};
 
 /// The routes of this domain.
 pub fn router(payments: Payments) -> Router {
-    handlers::router().with_state(payments)
+    handlers::router()
+        .merge(refund_handlers::router())
+        .with_state(payments)
 }

@@ -3,7 +3,8 @@
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -170,4 +171,14 @@ pub async fn get_refund(
         Some(r) if r.appid == appid => Ok(Json(r.into())),
         _ => Err(PaymentsError::RefundNotFound(no).into()),
     }
+}
+
+/// The refund routes.
+pub fn router() -> Router<Payments> {
+    Router::new()
+        .route("/v1/apps/{appid}/pay/refunds", post(create_refund))
+        .route(
+            "/v1/apps/{appid}/pay/refunds/{out_refund_no}",
+            get(get_refund),
+        )
 }

@@ -91,7 +91,8 @@ pub(crate) async fn apply_status(
         RefundStatus::Closed => ("CLOSED", &["SUCCESS", "CLOSED"], 0, refund.amount),
         _ => ("ABNORMAL", &["SUCCESS", "CLOSED", "ABNORMAL"], 0, 0),
     };
-    let now = p.now();
+    // The event log and the outbox run on the wall clock.
+    let now = crate::shared::now_ms();
     let dedup = format!(
         "pay:{}:refund:{}:{kind}",
         refund.mchid, refund.out_refund_no

@@ -7,6 +7,7 @@
 use weapp::pay::{PayError, TradeState, Transaction};
 
 use super::service::{MerchantRuntime, Payments};
+use crate::shared::now_ms;
 use crate::store::{NewEvent, PayOrderRecord, PayTransition, StoreError, NEVER};
 
 /// The event type of an alert: a notification that does not match its stored order.
@@ -68,7 +69,7 @@ pub(crate) async fn outcome(
 ) -> Result<Applied, StoreError> {
     if inbox_id.is_some() {
         p.store
-            .apply_pay_notification(inbox_id, applied.as_str(), None, None, p.now())
+            .apply_pay_notification(inbox_id, applied.as_str(), None, None, now_ms())
             .await?;
     }
     Ok(applied)
@@ -90,7 +91,8 @@ pub(crate) async fn transaction(
     resource: &str,
     source: &str,
 ) -> Result<Applied, StoreError> {
-    let now = p.now();
+    // The event log and the outbox run on the wall clock.
+    let now = now_ms();
     let mchid = &order.mchid;
     let total = t.amount.as_ref().and_then(|a| a.total).map(|f| f.as_i64());
     let paid = matches!(t.trade_state, TradeState::Success | TradeState::Refund);
