@@ -315,3 +315,65 @@ async fn a_server_that_is_not_a_sandbox_has_no_demo_shop() {
     drop(server);
     remove_db(&db);
 }
+
+#[tokio::test]
+async fn only_apps_without_a_configured_merchant_get_a_simulator_merchant() {
+    let db = temp_db();
+    let file = db.with_extension("toml");
+    // A configured merchant for the first app (its keys are only read when the server builds
+    // it: the sandbox just leaves that app alone).
+    std::fs::write(
+        &file,
+        r#"
+[[apps]]
+appid = "wxsandboxpaya0001"
+secret = "sandboxpaysecreta"
+
+[[apps]]
+appid = "wxsandboxpayb0001"
+secret = "sandboxpaysecretb"
+
+[[merchants]]
+mchid = "1900000109"
+appids = ["wxsandboxpaya0001"]
+serial_no = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+private_key_file = "/nonexistent/apiclient_key.pem"
+apiv3_key = "0123456789abcdef0123456789abcdef"
+public_key_id = "PUB_KEY_ID_0119000001092025"
+public_key_file = "/nonexistent/pub_key.pem"
+notify_url = "https://pay.example.test/v1/pay/1900000109/notify"
+"#,
+    )
+    .unwrap();
+    let mut config = Config::load(Some(&file)).unwrap();
+    config.listen = "127.0.0.1:18080".parse().unwrap();
+    config.database_url = format!("sqlite://{}", db.display());
+    let s = sandbox::prepare(config, None).await.unwrap();
+    assert_eq!(s.pay_merchants.len(), 1, "{:?}", s.pay_merchants);
+    assert_eq!(s.pay_merchants[0].appid, "wxsandboxpayb0001");
+    let mchids: Vec<&str> = s
+        .config
+        .merchants
+        .iter()
+        .map(|m| m.mchid.as_str())
+        .collect();
+    assert_eq!(mchids, ["1900000109", s.pay_merchants[0].mchid.as_str()]);
+    let added = &s.config.merchants[1];
+    assert_eq!(added.appids, ["wxsandboxpayb0001"]);
+    assert_eq!(added.api_base, s.sim.url());
+    // Notified where the server listens.
+    assert_eq!(
+        added.notify_url,
+        format!(
+            "http://127.0.0.1:18080/v1/pay/{}/notify",
+            s.pay_merchants[0].mchid
+        )
+    );
+    // The simulator has no merchant for the app the configuration serves.
+    let listed = s.sim.sim().pay_merchants();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["appids"], json!(["wxsandboxpayb0001"]));
+    drop(s);
+    let _ = std::fs::remove_file(&file);
+    remove_db(&db);
+}
