@@ -13,7 +13,8 @@
 //!   notifications captured and replayed by C workers (notifications per second, server CPU per
 //!   notification ingested — stored before the 204, applied, its event written), events == N.
 //! - `pay_bench fleet WEAPP_BIN DATABASE_URL REDIS_URL N LOSS_PERCENT QUERY_AFTER_SECS`: three
-//!   servers on one database and Redis; N orders spread over them, paid; the relay loses
+//!   servers on one database and Redis; N orders spread over them, each paid as soon as it is
+//!   placed; the relay loses
 //!   LOSS_PERCENT % of the notifications (answering the simulator 204, as a lost packet after
 //!   the fact would look); prints how long until every order is paid and has its event, how
 //!   many queries the fallback made, and events == orders.
@@ -342,24 +343,26 @@ notify_url = {notify}
     /// Pays `orders` (`(out_trade_no, openid, request_payment)`) on the simulator.
     fn pay(&self, orders: &[(String, String, Value)]) {
         for (_, openid, rp) in orders {
-            let s = |k: &str| rp[k].as_str().map(str::to_owned);
-            let msg = self
-                .sim
-                .sim()
-                .request_payment(&weapp_sim::pay::RequestPayment {
-                    appid: APPID.into(),
-                    openid: openid.clone(),
-                    time_stamp: s("timeStamp"),
-                    nonce_str: s("nonceStr"),
-                    package: s("package"),
-                    sign_type: s("signType"),
-                    pay_sign: s("paySign"),
-                    action: None,
-                });
-            if msg != "requestPayment:ok" {
-                die(format!("wx.requestPayment: {msg}"));
-            }
+            pay_one(self.sim.sim(), openid, rp);
         }
+    }
+}
+
+/// `wx.requestPayment` with `rp` on the phone of `openid`.
+fn pay_one(sim: &weapp_sim::Sim, openid: &str, rp: &Value) {
+    let s = |k: &str| rp[k].as_str().map(str::to_owned);
+    let msg = sim.request_payment(&weapp_sim::pay::RequestPayment {
+        appid: APPID.into(),
+        openid: openid.to_owned(),
+        time_stamp: s("timeStamp"),
+        nonce_str: s("nonceStr"),
+        package: s("package"),
+        sign_type: s("signType"),
+        pay_sign: s("paySign"),
+        action: None,
+    });
+    if msg != "requestPayment:ok" {
+        die(format!("wx.requestPayment: {msg}"));
     }
 }
 
@@ -377,25 +380,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Creates `n` orders with `c` workers, spread over `servers` round robin: the orders and
-/// each request's latency.
+/// Creates `n` orders with `c` workers, spread over `servers` round robin — each paid at once
+/// on `pay_at` when given (a user paying as soon as the sheet shows): the orders and each
+/// request's latency.
 async fn create_orders(
     http: &reqwest::Client,
     servers: &[String],
     n: usize,
     c: usize,
     tag: &str,
+    pay_at: Option<weapp_sim::Sim>,
 ) -> (Vec<(String, String, Value)>, Vec<Duration>) {
     let next = Arc::new(AtomicUsize::new(0));
     let out = Arc::new(Mutex::new((Vec::new(), Vec::new())));
     let mut workers = Vec::new();
     for _ in 0..c {
-        let (http, servers, next, out, tag) = (
+        let (http, servers, next, out, tag, pay_at) = (
             http.clone(),
             servers.to_vec(),
             next.clone(),
             out.clone(),
             tag.to_owned(),
+            pay_at.clone(),
         );
         workers.push(tokio::spawn(async move {
             loop {
@@ -422,6 +428,9 @@ async fn create_orders(
                     die(format!("order {no}: {status} {body}"));
                 }
                 let took = started.elapsed();
+                if let Some(sim) = &pay_at {
+                    pay_one(sim, &openid, &body["request_payment"]);
+                }
                 let mut o = out.lock().unwrap();
                 o.0.push((no, openid, body["request_payment"].clone()));
                 o.1.push(took);
@@ -483,12 +492,12 @@ async fn single(args: &[String]) {
     let servers = vec![server.url.clone()];
     // Warm-up (connections, the merchant's first calls), not counted.
     let tag = format!("b{}", rand::random::<u32>() % 100_000);
-    let (warm, _) = create_orders(&http, &servers, 50, c, &format!("{tag}w")).await;
+    let (warm, _) = create_orders(&http, &servers, 50, c, &format!("{tag}w"), None).await;
     w.pay(&warm);
 
     let cpu0 = cpu_secs(server.pid());
     let t0 = Instant::now();
-    let (orders, lat) = create_orders(&http, &servers, n, c, &tag).await;
+    let (orders, lat) = create_orders(&http, &servers, n, c, &tag, None).await;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs(server.pid()) - cpu0;
     println!(
@@ -613,9 +622,7 @@ async fn fleet(args: &[String]) {
         .unwrap();
     let tag = format!("f{}", rand::random::<u32>() % 100_000);
     let t0 = Instant::now();
-    let (orders, _) = create_orders(&http, &urls, n, 24, &tag).await;
-    let created = t0.elapsed().as_secs_f64();
-    w.pay(&orders);
+    let (orders, _) = create_orders(&http, &urls, n, 24, &tag, Some(w.sim.sim().clone())).await;
     let paid_at = t0.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut events;
@@ -647,10 +654,10 @@ async fn fleet(args: &[String]) {
         }
     }
     // Settle: no more events come (a late copy, a racing query would show here).
-    tokio::time::sleep(Duration::from_secs(after.max(5) * 2)).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let settled = count_events(&http, &urls[1], "TRANSACTION.SUCCESS").await;
     println!(
-        "fleet of 3 on one database + Redis: {n} orders created in {created:.1} s, paid by {paid_at:.1} s; \
+        "fleet of 3 on one database + Redis: {n} orders created and each paid at once, by {paid_at:.1} s; \
          notifications lost by the relay: {} of {}; every order paid and evented {:.1} s after the first order \
          ({:.1} s after the last payment; pay_query_after_secs = {after}); fallback queries at WeChat: {}; \
          events: {settled} (orders: {n}); sampled orders not SUCCESS: {unpaid}",
