@@ -86,10 +86,15 @@ async fn relay_handler(
         })
         .collect();
     if r.capture.load(Ordering::SeqCst) {
-        r.captured.lock().unwrap().push(Captured {
-            headers: kept,
-            body,
-        });
+        // The simulator sends a notification again when an answer is slow (a loaded machine):
+        // each is kept once (the same body), so N notifications are N orders.
+        let mut captured = r.captured.lock().unwrap();
+        if !captured.iter().rev().any(|c| c.body == body) {
+            captured.push(Captured {
+                headers: kept,
+                body,
+            });
+        }
         return StatusCode::NO_CONTENT.into_response();
     }
     if rand::random::<u64>() % 100 < r.loss_percent.load(Ordering::SeqCst) {
@@ -449,17 +454,26 @@ async fn create_orders(
 async fn count_events(http: &reqwest::Client, server: &str, kind: &str) -> usize {
     let (mut after, mut n) = (0u64, 0usize);
     loop {
-        let v: Value = http
+        let r = http
             .get(format!(
                 "{server}/v1/apps/{APPID}/events?after={after}&limit=500"
             ))
             .bearer_auth(CLIENT_KEY)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        if r.status() == 429 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        if !r.status().is_success() {
+            die(format!(
+                "events: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ));
+        }
+        let v: Value = r.json().await.unwrap();
         let events = v["events"].as_array().cloned().unwrap_or_default();
         if events.is_empty() {
             return n;
@@ -540,6 +554,17 @@ async fn single(args: &[String]) {
         n + warm_seen
     );
     if events != n + warm_seen {
+        let metrics = http
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        for line in metrics.lines().filter(|l| l.contains("pay_")) {
+            eprintln!("{line}");
+        }
         die("events != orders");
     }
     drop(server);
