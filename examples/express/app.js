@@ -7,12 +7,20 @@
 //   node:crypto.
 // - POST /api/notify sends the signed-in user a subscribe message with an access token from
 //   weapp-server's broker (plain fetch; no WeChat SDK), reporting a rejected token once.
+// - POST /api/orders places a WeChat Pay order for the signed-in user through weapp-server
+//   (POST /v1/apps/{appid}/pay/orders, client key with pay:write; the price is ours, never the
+//   mini program's) and answers the wx.requestPayment parameters. The payment arrives as the
+//   signed webhook TRANSACTION.SUCCESS; POST /api/orders/:no/refund refunds a paid order
+//   (POST /v1/apps/{appid}/pay/refunds) and REFUND.SUCCESS follows. weapp-server holds the
+//   merchant's keys; this backend never sees them.
 import crypto from 'node:crypto';
 import express from 'express';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 // How far a webhook's timestamp may be from our clock (older ones are refused as replays).
 const WEBHOOK_TOLERANCE_SECS = 300;
+// What the shop sells, in fen (分): the backend decides the amount, never the mini program.
+const CATALOG = { coffee: ['咖啡 coffee', 990], tea: ['茶 tea', 660] };
 // Tokens WeChat rejects because another was issued, or it expired.
 const STALE_TOKEN_ERRCODES = new Set([40001, 40014, 42001]);
 
@@ -33,6 +41,8 @@ export function createApp({
   const jwks = createRemoteJWKSet(new URL(`${weappUrl}/.well-known/jwks.json`), { cacheMaxAge: jwksCacheMs });
   const app = express();
   app.locals.events = [];
+  // Orders by out_trade_no (a real backend keeps them in its database): who, what, state.
+  app.locals.orders = new Map();
   const seenEventIds = new Set();
 
   async function currentUser(req) {
@@ -83,8 +93,72 @@ export function createApp({
     if (!seenEventIds.has(event.id)) {
       seenEventIds.add(event.id);
       app.locals.events.push(event);
+      onPaymentEvent(event);
     }
     res.status(204).end();
+  });
+
+  // WeChat Pay's news, verified and decrypted by weapp-server (which cross-checked the amount
+  // and the merchant against the order it stored): mark our order.
+  function onPaymentEvent(event) {
+    const order = app.locals.orders.get(event.payload?.out_trade_no);
+    if (!order) return;
+    if (event.type === 'TRANSACTION.SUCCESS' && event.payload.trade_state === 'SUCCESS') {
+      order.state = 'PAID';
+      order.transactionId = event.payload.transaction_id;
+    } else if (event.type === 'REFUND.SUCCESS') {
+      order.state = 'REFUNDED';
+    } else if (event.type === 'REFUND.ABNORMAL' || event.type === 'REFUND.CLOSED') {
+      order.refundProblem = event.type;
+    }
+  }
+
+  // A call to weapp-server's payments API with our client key: its JSON, or an error.
+  async function payments(path, body) {
+    const r = await fetch(`${weappUrl}/v1/apps/${appid}/pay/${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${clientKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const answer = await r.json().catch(() => null);
+    if (!r.ok) {
+      throw Object.assign(new Error(`weapp-server answered ${r.status} (${answer?.error?.code ?? '?'})`), { status: 502 });
+    }
+    return answer;
+  }
+
+  app.post('/api/orders', express.json(), async (req, res) => {
+    const user = await currentUser(req);
+    const item = req.body?.item ?? 'coffee';
+    if (!Object.hasOwn(CATALOG, item)) {
+      return res.status(400).json({ error: { code: 'invalid_item', message: `we sell ${Object.keys(CATALOG).join(', ')}` } });
+    }
+    const [description, amount] = CATALOG[item];
+    const outTradeNo = `ex${Date.now()}${crypto.randomBytes(4).toString('hex')}`;
+    // Stored before weapp-server is asked (a retry after a timeout sends the same number, and
+    // weapp-server answers the same prepay).
+    app.locals.orders.set(outTradeNo, { openid: user.openid, item, amount, state: 'NOTPAY' });
+    const placed = await payments('orders', { out_trade_no: outTradeNo, description, amount, openid: user.openid });
+    res.json({ out_trade_no: outTradeNo, amount, request_payment: placed.request_payment });
+  });
+
+  app.post('/api/orders/:no/refund', express.json(), async (req, res) => {
+    const user = await currentUser(req);
+    const order = app.locals.orders.get(req.params.no);
+    if (!order || order.openid !== user.openid) {
+      return res.status(404).json({ error: { code: 'not_found', message: 'no such order' } });
+    }
+    if (order.state !== 'PAID') {
+      return res.status(409).json({ error: { code: 'not_paid', message: `the order is ${order.state}` } });
+    }
+    // One refund per order, kept with it: asking again (a timeout, a double click) sends the
+    // same request, which weapp-server answers with the same refund, never a second.
+    if (!order.refund) {
+      order.refund = { out_trade_no: req.params.no, out_refund_no: `${req.params.no}-r`, amount: order.amount };
+      if (req.body?.reason) order.refund.reason = String(req.body.reason).slice(0, 80);
+    }
+    const refund = await payments('refunds', order.refund);
+    res.json({ out_refund_no: refund.out_refund_no, status: refund.status });
   });
 
   async function brokerToken() {

@@ -7,6 +7,12 @@ backend never sees a WeChat secret or a session_key.
   decrypted there) and checks ``Weapp-Signature`` with the standard library.
 - ``POST /api/notify`` sends the signed-in user a subscribe message with an access token from
   weapp-server's broker (plain ``requests``; no WeChat SDK), reporting a rejected token once.
+- ``POST /api/orders`` places a WeChat Pay order for the signed-in user through weapp-server
+  (``POST /v1/apps/{appid}/pay/orders``, client key with ``pay:write``; the price is ours, never
+  the mini program's) and answers the ``wx.requestPayment`` parameters. The payment arrives as the
+  signed webhook ``TRANSACTION.SUCCESS``; ``POST /api/orders/<out_trade_no>/refund`` refunds a paid
+  order (``POST /v1/apps/{appid}/pay/refunds``), and ``REFUND.SUCCESS`` follows as a webhook.
+  weapp-server holds the merchant's keys; this backend never sees them.
 
 Configuration (environment, or arguments of ``create_app``): ``WEAPP_URL``, ``WEAPP_APPID``,
 ``WEAPP_ISSUER``, ``WEAPP_CLIENT_KEY``, ``WEAPP_WEBHOOK_SECRET``, ``WECHAT_API_BASE`` (against
@@ -34,6 +40,8 @@ from flask import Flask, jsonify, request
 
 # How far a webhook's timestamp may be from our clock (replays older than this are refused).
 WEBHOOK_TOLERANCE_SECS = 300
+# What the shop sells, in fen (分): the backend decides the amount, never the mini program.
+CATALOG = {"coffee": ("咖啡 coffee", 990), "tea": ("茶 tea", 660)}
 # Tokens WeChat rejects because another was issued, or it expired.
 STALE_TOKEN_ERRCODES = {40001, 40014, 42001}
 
@@ -109,6 +117,8 @@ def create_app(
         f"{weapp_url}/.well-known/jwks.json", cache_keys=True, lifespan=jwks_cache_secs
     )
     app.config["EVENTS"] = []
+    # Orders by out_trade_no (a real backend keeps them in its database): who, what, state.
+    app.config["ORDERS"] = {}
     seen_event_ids = set()
 
     def current_user():
@@ -169,7 +179,23 @@ def create_app(
         if event["id"] not in seen_event_ids:
             seen_event_ids.add(event["id"])
             app.config["EVENTS"].append(event)
+            on_payment_event(event)
         return "", 204
+
+    def on_payment_event(event):
+        """WeChat Pay's news, verified and decrypted by weapp-server (which cross-checked the
+        amount and the merchant against the order it stored): mark our order."""
+        payload = event.get("payload") or {}
+        order = app.config["ORDERS"].get(payload.get("out_trade_no"))
+        if order is None:
+            return
+        if event["type"] == "TRANSACTION.SUCCESS" and payload.get("trade_state") == "SUCCESS":
+            order["state"] = "PAID"
+            order["transaction_id"] = payload.get("transaction_id")
+        elif event["type"] == "REFUND.SUCCESS":
+            order["state"] = "REFUNDED"
+        elif event["type"] in ("REFUND.ABNORMAL", "REFUND.CLOSED"):
+            order["refund_problem"] = event["type"]
 
     def broker(method, path, **kwargs):
         """A call to weapp-server's broker with our client key; its failures as ``Upstream``."""
@@ -243,6 +269,46 @@ def create_app(
             break
         status = 200 if answer.get("errcode", 0) == 0 else 502
         return jsonify(answer), status
+
+    @app.post("/api/orders")
+    def create_order():
+        user = current_user()
+        item = (request.get_json(silent=True) or {}).get("item", "coffee")
+        if item not in CATALOG:
+            return jsonify(error={"code": "invalid_item", "message": f"we sell {', '.join(CATALOG)}"}), 400
+        description, amount = CATALOG[item]
+        out_trade_no = f"fl{int(time.time() * 1000)}{os.urandom(4).hex()}"
+        # Stored before weapp-server is asked (a retry after a timeout sends the same number,
+        # and weapp-server answers the same prepay).
+        app.config["ORDERS"][out_trade_no] = {
+            "openid": user["openid"], "item": item, "amount": amount, "state": "NOTPAY",
+        }
+        placed = broker("POST", "pay/orders", json={
+            "out_trade_no": out_trade_no, "description": description, "amount": amount,
+            "openid": user["openid"],
+        }).json()
+        return jsonify(out_trade_no=out_trade_no, amount=amount,
+                       request_payment=placed["request_payment"])
+
+    @app.post("/api/orders/<out_trade_no>/refund")
+    def refund_order(out_trade_no):
+        user = current_user()
+        order = app.config["ORDERS"].get(out_trade_no)
+        if order is None or order["openid"] != user["openid"]:
+            return jsonify(error={"code": "not_found", "message": "no such order"}), 404
+        if order["state"] != "PAID":
+            return jsonify(error={"code": "not_paid", "message": f"the order is {order['state']}"}), 409
+        # One refund per order, kept with it: asking again (a timeout, a double click) sends
+        # the same request, which weapp-server answers with the same refund, never a second.
+        if "refund" not in order:
+            order["refund"] = {"out_trade_no": out_trade_no, "out_refund_no": f"{out_trade_no}-r",
+                               "amount": order["amount"]}
+            reason = (request.get_json(silent=True) or {}).get("reason")
+            if reason:
+                order["refund"]["reason"] = str(reason)[:80]
+        body = order["refund"]
+        refund = broker("POST", "pay/refunds", json=body).json()
+        return jsonify(out_refund_no=refund["out_refund_no"], status=refund["status"])
 
     return app
 

@@ -2,7 +2,8 @@
 WeChat simulator): login through weapp-server, access tokens verified by Flask alone (and
 refused when forged, expired, for another app or from another issuer), refresh and logout,
 signed webhooks of a real push, a subscribe message sent with a broker token, failures of
-WeChat that leak no token, and the README's run command as printed.
+WeChat that leak no token, the README's run command as printed, and a WeChat Pay order placed,
+paid, refunded, with TRANSACTION.SUCCESS and REFUND.SUCCESS as signed webhooks.
 
 The binary: `WEAPP_BIN`, else target/debug/weapp or target/release/weapp (weapp_sandbox.py)."""
 
@@ -384,3 +385,73 @@ def test_an_unforeseen_exception_is_logged_without_the_token(caplog, capfd):
     assert "Traceback" in caplog.text and f"{SEND}?access_token=***" in caplog.text
     out, err = capfd.readouterr()
     assert_nowhere([token], r.get_data(as_text=True), caplog.text, out, err)
+
+
+def wait_for_event(w, kind, out_trade_no, timeout=20):
+    """The webhook event of ``kind`` about ``out_trade_no`` the backend received (verified)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = [e for e in w["app"].config["EVENTS"]
+               if e["type"] == kind and (e.get("payload") or {}).get("out_trade_no") == out_trade_no]
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"no {kind} for {out_trade_no}: {w['app'].config['EVENTS']}")
+
+
+def test_an_order_is_paid_and_refunded_with_signed_webhooks(world):
+    """The payment flow: the backend (client key with pay:write) places the order through
+    weapp-server, the phone pays it (the simulator's wx.requestPayment), TRANSACTION.SUCCESS
+    arrives as a signed webhook, the backend refunds it, and REFUND.SUCCESS follows."""
+    s = login(world)
+    auth = {"Authorization": f"Bearer {s['access_token']}"}
+    # The price is the backend's: an unknown item is refused, and nothing is placed.
+    assert requests.post(f"{world['flask']}/api/orders", json={"item": "caviar"},
+                         headers=auth).status_code == 400
+    assert requests.post(f"{world['flask']}/api/orders", json={"item": "coffee"}).status_code == 401
+    r = requests.post(f"{world['flask']}/api/orders", json={"item": "coffee"}, headers=auth)
+    assert r.status_code == 200, r.text
+    order = r.json()
+    no, rp = order["out_trade_no"], order["request_payment"]
+    assert order["amount"] == 990 and rp["appId"] == APPID and rp["signType"] == "RSA"
+    # Not paid yet: no refund.
+    assert requests.post(f"{world['flask']}/api/orders/{no}/refund", headers=auth).status_code == 409
+
+    # What the mini program does with the five parameters: wx.requestPayment (the simulator).
+    paid = requests.post(f"{world['sim']}/_sim/pay/request_payment", json={
+        "appid": APPID, "openid": s["openid"],
+        **{k: rp[k] for k in ("timeStamp", "nonceStr", "package", "signType", "paySign")},
+    })
+    assert paid.json()["errMsg"] == "requestPayment:ok", paid.text
+    event = wait_for_event(world, "TRANSACTION.SUCCESS", no)
+    assert len(event) == 1
+    assert event[0]["payload"]["amount"]["total"] == 990
+    assert event[0]["payload"]["payer"]["openid"] == s["openid"]
+    assert world["app"].config["ORDERS"][no]["state"] == "PAID"
+
+    # Someone else cannot refund it.
+    other = login(world)
+    assert requests.post(f"{world['flask']}/api/orders/{no}/refund",
+                         headers={"Authorization": f"Bearer {other['access_token']}"}).status_code == 404
+    r = requests.post(f"{world['flask']}/api/orders/{no}/refund", json={"reason": "changed my mind"},
+                      headers=auth)
+    assert r.status_code == 200, r.text
+    refund = r.json()
+    assert refund["out_refund_no"] == f"{no}-r"
+    assert refund["status"] in ("PROCESSING", "SUCCESS"), refund
+    # Asked again (a double click): the same refund, not a second one.
+    again = requests.post(f"{world['flask']}/api/orders/{no}/refund", headers=auth)
+    assert again.status_code == 200 and again.json()["out_refund_no"] == refund["out_refund_no"]
+    # WeChat finishes the refund (the simulator, now rather than after its delay).
+    ended = requests.post(f"{world['sim']}/_sim/pay/refunds/{refund['out_refund_no']}",
+                          json={"status": "SUCCESS"})
+    assert ended.status_code == 200, ended.text
+    refunded = wait_for_event(world, "REFUND.SUCCESS", no)
+    assert len(refunded) == 1
+    assert refunded[0]["payload"]["out_refund_no"] == refund["out_refund_no"]
+    assert refunded[0]["payload"]["amount"]["refund"] == 990
+    assert world["app"].config["ORDERS"][no]["state"] == "REFUNDED"
+    # One event each, however often WeChat or the outbox delivered them.
+    kinds = [e["type"] for e in world["app"].config["EVENTS"]
+             if (e.get("payload") or {}).get("out_trade_no") == no]
+    assert sorted(kinds) == ["REFUND.SUCCESS", "TRANSACTION.SUCCESS"], kinds

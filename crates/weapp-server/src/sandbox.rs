@@ -2,11 +2,15 @@
 //! demo app) are registered there, and the real service runs against it on SQLite.
 //!
 //! A sandbox remembers: what it generates for the caller — the demo app's secret, the broker
-//! client key, the admin key, the subscribe template ids, the simulator's port — is kept in its
-//! database (the `vault` module), so a restart on the same database prints and accepts the same
-//! values, and the new simulator is seeded with them.
+//! client key, the admin key, the subscribe template ids, the simulator's port, the WeChat Pay
+//! merchants — is kept in its database (the `vault` module), so a restart on the same database
+//! prints and accepts the same values, and the new simulator is seeded with them.
+//!
+//! Each app no `[[merchants]]` serves gets a simulator merchant (`merchants`), and the
+//! sandbox-only demo shop (`payments::shop`) lets the console's phone buy something from it.
 
 mod error;
+mod merchants;
 mod vault;
 
 use std::net::SocketAddr;
@@ -24,6 +28,7 @@ pub const DEMO_APPID: &str = "wxdemo0000000001";
 pub const SUBSCRIBE_TEMPLATE: (i64, &[i64]) = (1001, &[2, 3, 7]);
 
 pub use error::SandboxError;
+pub use merchants::{SandboxMerchant, MERCHANT_NAME};
 
 /// A subscribe message template the sandbox seeded in its simulator.
 #[derive(Debug, Clone)]
@@ -52,6 +57,9 @@ pub struct Sandbox {
     pub demo_app_secret: Option<String>,
     /// One subscribe template per app, seeded in the simulator.
     pub subscribe_templates: Vec<SubscribeTemplate>,
+    /// The simulator merchants of the apps no `[[merchants]]` serves (in `config.merchants`
+    /// too), the same on every start.
+    pub pay_merchants: Vec<SandboxMerchant>,
     /// True when the generated values above come from an earlier start on this database.
     pub remembered: bool,
 }
@@ -66,6 +74,7 @@ impl std::fmt::Debug for Sandbox {
             .field("demo_admin_key", &shown(&self.demo_admin_key))
             .field("demo_app_secret", &shown(&self.demo_app_secret))
             .field("subscribe_templates", &self.subscribe_templates)
+            .field("pay_merchants", &self.pay_merchants)
             .field("remembered", &self.remembered)
             .finish()
     }
@@ -87,7 +96,17 @@ impl Sandbox {
                 .set_backend(&app.appid, {
                     // The console warns when its clock runs past the window this server
                     // accepts pushes in (they would be refused as stale).
-                    let backend = weapp_sim::Backend::weapp_server(server_url);
+                    let mut backend = weapp_sim::Backend::weapp_server(server_url);
+                    // The phone's "request payment" buys from the demo shop as the signed-in
+                    // user, when a merchant takes the app's orders.
+                    if self
+                        .config
+                        .merchants
+                        .iter()
+                        .any(|m| m.appids.contains(&app.appid))
+                    {
+                        backend.pay = Some(shop_request());
+                    }
                     match &app.push {
                         Some(p) => backend.replay_window(p.replay_window_secs),
                         None => backend,
@@ -155,6 +174,37 @@ impl Sandbox {
     }
 }
 
+/// What the console's phone sends to buy from the demo shop: `POST
+/// /v1/sandbox/shop/{appid}/buy` with the session token the login answered.
+fn shop_request() -> weapp_sim::RequestTemplate {
+    weapp_sim::RequestTemplate {
+        method: "POST".into(),
+        path: "/v1/sandbox/shop/{{appid}}/buy".into(),
+        headers: [(
+            "Authorization".to_owned(),
+            serde_json::Value::String("Bearer {{storage.token}}".into()),
+        )]
+        .into_iter()
+        .collect(),
+        body: "{}".into(),
+    }
+}
+
+/// The URL the server will be reached at when it listens on `listen` (loopback for an
+/// unspecified address).
+fn reach(listen: SocketAddr) -> String {
+    let addr = match listen {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        a => a,
+    };
+    format!("http://{addr}")
+}
+
 /// Starts the simulator on `listen`; without one, on the address of the last start if it is
 /// free (the console's URL and a backend's `WECHAT_API_BASE` stay valid across restarts), on a
 /// free port otherwise.
@@ -191,11 +241,13 @@ async fn spawn_simulator(
 
 /// Opens the sandbox database, starts the simulator and rewrites `config` to use it. Values
 /// generated for the caller are those an earlier start on the same database kept, or new ones,
-/// kept for the next start.
+/// kept for the next start. Each app no `[[merchants]]` serves gets the simulator merchant kept
+/// for it, notified at `config.listen` (bind first and put the bound address there).
 ///
 /// # Errors
 /// The database cannot be opened or is not a sandbox one, a kept value does not open with the
-/// data keys, the simulator cannot listen, or an app's secret cannot be resolved.
+/// data keys, the simulator cannot listen or refuses a merchant, or an app's secret cannot be
+/// resolved.
 pub async fn prepare(
     mut config: Config,
     sim_listen: Option<SocketAddr>,
@@ -275,6 +327,11 @@ pub async fn prepare(
             keys: template.keys,
         });
     }
+    // WeChat Pay: a merchant for each app without one, notifying the server where it listens
+    // (`config.listen`: the caller binds first and passes the address it got).
+    let server_url = reach(config.listen);
+    let pay_merchants = merchants::ensure(&vault, &sim, &mut config, &server_url).await?;
+    remembered |= pay_merchants.iter().any(|m| m.remembered);
     // Sandbox data is throwaway: without a configured key, one is generated and kept in the
     // (sandbox) database, so a restart still opens what the last run sealed.
     config.sandbox = true;
@@ -335,6 +392,7 @@ pub async fn prepare(
         demo_admin_key,
         demo_app_secret,
         subscribe_templates,
+        pay_merchants,
         remembered,
     })
 }

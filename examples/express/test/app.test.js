@@ -1,7 +1,8 @@
 // Runs the Express example against a real `weapp serve --sandbox` (weapp-server with its
 // built-in WeChat simulator): login through weapp-server, access tokens verified by Express
 // alone (and refused when forged, expired, for another app or from another issuer), refresh
-// and logout, signed webhooks of a real push, a subscribe message sent with a broker token.
+// and logout, signed webhooks of a real push, a subscribe message sent with a broker token, and
+// a WeChat Pay order placed, paid and refunded (TRANSACTION.SUCCESS, REFUND.SUCCESS as webhooks).
 // WEAPP_BIN names the weapp binary (default: target/debug/weapp of this repository).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -203,4 +204,68 @@ test('a key rotation is followed, and old tokens keep verifying', async () => {
   assert.equal((await profile(after.access_token)).status, 200);
   // The retired key stays published: its tokens still verify.
   assert.equal((await profile(before.access_token)).status, 200);
+});
+
+// The webhook events of `type` about `outTradeNo` the backend received (verified).
+async function eventsAbout(type, outTradeNo) {
+  for (let i = 0; i < 200; i++) {
+    const got = app.locals.events.filter((e) => e.type === type && e.payload?.out_trade_no === outTradeNo);
+    if (got.length) return got;
+    await sleep(100);
+  }
+  throw new Error(`no ${type} for ${outTradeNo}: ${JSON.stringify(app.locals.events)}`);
+}
+
+test('an order is paid and refunded, with signed webhooks', async () => {
+  const s = await login();
+  const auth = { authorization: `Bearer ${s.access_token}` };
+  // The price is the backend's: an unknown item is refused, and nothing is placed.
+  assert.equal((await post(`${expressUrl}/api/orders`, { item: 'caviar' }, auth)).status, 400);
+  assert.equal((await post(`${expressUrl}/api/orders`, { item: 'coffee' })).status, 401);
+  const r = await post(`${expressUrl}/api/orders`, { item: 'coffee' }, auth);
+  assert.equal(r.status, 200, await r.clone().text());
+  const order = await r.json();
+  const no = order.out_trade_no;
+  const rp = order.request_payment;
+  assert.equal(order.amount, 990);
+  assert.equal(rp.appId, APPID);
+  assert.equal(rp.signType, 'RSA');
+  // Not paid yet: no refund.
+  assert.equal((await post(`${expressUrl}/api/orders/${no}/refund`, {}, auth)).status, 409);
+
+  // What the mini program does with the five parameters: wx.requestPayment (the simulator).
+  const { timeStamp, nonceStr, package: pkg, signType, paySign } = rp;
+  const paid = await (await post(`${sim}/_sim/pay/request_payment`, {
+    appid: APPID, openid: s.openid, timeStamp, nonceStr, package: pkg, signType, paySign,
+  })).json();
+  assert.equal(paid.errMsg, 'requestPayment:ok');
+  const event = await eventsAbout('TRANSACTION.SUCCESS', no);
+  assert.equal(event.length, 1);
+  assert.equal(event[0].payload.amount.total, 990);
+  assert.equal(event[0].payload.payer.openid, s.openid);
+  assert.equal(app.locals.orders.get(no).state, 'PAID');
+
+  // Someone else cannot refund it.
+  const other = await login();
+  assert.equal((await post(`${expressUrl}/api/orders/${no}/refund`, {}, { authorization: `Bearer ${other.access_token}` })).status, 404);
+  const refunded = await post(`${expressUrl}/api/orders/${no}/refund`, { reason: 'changed my mind' }, auth);
+  assert.equal(refunded.status, 200, await refunded.clone().text());
+  const refund = await refunded.json();
+  assert.equal(refund.out_refund_no, `${no}-r`);
+  assert.ok(['PROCESSING', 'SUCCESS'].includes(refund.status), refund.status);
+  // Asked again (a double click): the same refund, not a second one.
+  const again = await post(`${expressUrl}/api/orders/${no}/refund`, {}, auth);
+  assert.equal(again.status, 200);
+  assert.equal((await again.json()).out_refund_no, refund.out_refund_no);
+  // WeChat finishes the refund (the simulator, now rather than after its delay).
+  const ended = await post(`${sim}/_sim/pay/refunds/${refund.out_refund_no}`, { status: 'SUCCESS' });
+  assert.equal(ended.status, 200, await ended.text());
+  const done = await eventsAbout('REFUND.SUCCESS', no);
+  assert.equal(done.length, 1);
+  assert.equal(done[0].payload.out_refund_no, refund.out_refund_no);
+  assert.equal(done[0].payload.amount.refund, 990);
+  assert.equal(app.locals.orders.get(no).state, 'REFUNDED');
+  // One event each, however often WeChat or the outbox delivered them.
+  const kinds = app.locals.events.filter((e) => e.payload?.out_trade_no === no).map((e) => e.type).sort();
+  assert.deepEqual(kinds, ['REFUND.SUCCESS', 'TRANSACTION.SUCCESS']);
 });

@@ -68,6 +68,8 @@ pub async fn run(args: Args) -> CmdResult {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let sandbox = if args.sandbox {
+        // The sandbox's merchants are notified where this server listens (port 0 resolved).
+        config.listen = addr;
         let prepared = weapp_server::sandbox::prepare(config, args.sim_listen)
             .await
             .map_err(|e| e.to_string())?;
@@ -128,6 +130,13 @@ fn banner(config: &Config, addr: SocketAddr, sandbox: Option<&Sandbox>) -> Strin
                 t.template_id,
                 t.title,
                 t.keys.join(", ")
+            );
+        }
+        for m in &s.pay_merchants {
+            let _ = writeln!(
+                b,
+                "  WeChat Pay merchant of {}: {} (simulator; the console's phone buys from the demo shop POST /v1/sandbox/shop/{}/buy)",
+                m.appid, m.mchid, m.appid
             );
         }
         if let Some(key) = &s.demo_client_key {
@@ -220,6 +229,13 @@ fn backend_env(config: &Config, addr: SocketAddr, s: &Sandbox) -> String {
             "WEAPP_TEMPLATE_ID",
             &t.template_id,
             &format!("subscribe message template ({})", t.keys.join(", ")),
+        );
+    }
+    if let Some(m) = s.pay_merchants.iter().find(|m| m.appid == app.appid) {
+        export(
+            "WEAPP_MCHID",
+            &m.mchid,
+            "the app's WeChat Pay merchant (simulator)",
         );
     }
     if let Some(secret) = app.push.as_ref().and_then(|p| p.webhook_secret.as_ref()) {

@@ -27,6 +27,7 @@ use super::state::AppState;
         crate::push::handlers::redeliver,
         crate::payments::handlers::create_order, crate::payments::handlers::get_order,
         crate::payments::handlers::close_order, crate::payments::handlers::notify,
+        crate::payments::shop::buy,
         crate::payments::refund_handlers::create_refund,
         crate::payments::refund_handlers::get_refund,
         crate::admin::apps::create_app, crate::admin::apps::list_apps, crate::admin::apps::get_app,

@@ -20,6 +20,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::platforms::router(state.platforms.clone()))
         .merge(crate::push::router(state.push.clone()))
         .merge(crate::payments::router(state.payments.clone()))
+        .merge(crate::payments::shop::router(
+            state.payments.clone(),
+            state.sessions.clone(),
+        ))
         .merge(ops::router(state.clone()))
         .merge(crate::admin::router(state.admin.clone()));
     crate::http::layers(routes, state.shared.clone())

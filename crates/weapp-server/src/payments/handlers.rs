@@ -245,7 +245,19 @@ pub async fn create_order(
 ) -> Result<Json<OrderCreated>, AppError> {
     let client = authorize(&p, &headers, ip, &appid).await?;
     let JsonBody(req) = body?;
-    let m = merchant_of(&p, &appid)?;
+    place_order(&p, &appid, req, &client.name).await
+}
+
+/// Places an order for `appid` on behalf of `placed_by` (a client's name, or the sandbox's
+/// demo shop): what [`create_order`] does once the caller is authorized.
+pub(crate) async fn place_order(
+    p: &Payments,
+    appid: &str,
+    req: CreateOrder,
+    placed_by: &str,
+) -> Result<Json<OrderCreated>, AppError> {
+    let appid = appid.to_owned();
+    let m = merchant_of(p, &appid)?;
     let time_expire = check_order(&req)?;
     let now = p.now();
     let wanted = PayOrderRecord {
@@ -266,7 +278,7 @@ pub async fn create_order(
         created_at: now,
         updated_at: now,
         prepay_at: None,
-        next_query_at: Some(now + super::refunds::query_after_ms(&p)),
+        next_query_at: Some(now + super::refunds::query_after_ms(p)),
         refund_reserved: 0,
         paid_from: None,
     };
@@ -384,7 +396,7 @@ pub async fn create_order(
         .into());
     }
     let prepay_id = order.prepay_id.clone().unwrap_or(prepay.prepay_id);
-    tracing::info!(client = %client.name, appid, mchid = %m.mchid, out_trade_no = %order.out_trade_no, "order placed");
+    tracing::info!(client = %placed_by, appid, mchid = %m.mchid, out_trade_no = %order.out_trade_no, "order placed");
     Ok(created(&m, &order, &prepay_id)?)
 }
 

@@ -11,7 +11,8 @@
 //! `pay_orders`, `pay_refunds`, `pay_notifications`, `pay_merchants` and
 //! `pay_reconciliations`, the query fallback ([`fallback`]), refunds ([`refunds`]) and the
 //! daily reconciliation with WeChat's trade bill ([`reconcile`], [`bill`]). Asks keys
-//! (sealing), the broker (client keys) and push (the event log, the outbox's wake-up).
+//! (sealing), the broker (client keys) and push (the event log, the outbox's wake-up); the
+//! sandbox's demo shop ([`shop`], `--sandbox` only) asks sessions who the buyer is.
 
 pub mod bill;
 mod error;
@@ -24,6 +25,7 @@ pub mod refund_handlers;
 pub mod refunds;
 mod service;
 pub mod settle;
+pub mod shop;
 
 use axum::Router;
 

@@ -1,6 +1,6 @@
 //! What a sandbox keeps in its own database so that a restart on it is the same sandbox: the
-//! demo app's secret, the broker client key and the admin key (sealed with the data keyring,
-//! each bound to its name); the ids of the subscribe templates it seeds and the simulator's
+//! demo app's secret, the broker client key, the admin key and the simulator merchants' keys
+//! (sealed with the data keyring, each bound to its name); the ids of the subscribe templates it seeds and the simulator's
 //! address (not secrets: plain).
 //!
 //! Values live in the `meta` key/value table, under `sandbox/…` keys, written with
@@ -99,6 +99,23 @@ impl Vault {
 }
 
 impl Vault {
+    /// The secret kept under `name`, if an earlier start stored one (for a value that cannot
+    /// be generated before it is known whether one is kept: a simulator merchant).
+    pub(super) async fn kept_secret(&self, name: &str) -> Result<Option<String>, SandboxError> {
+        let Some(stored) = self.store.meta_get(&format!("sandbox/{name}")).await? else {
+            return Ok(None);
+        };
+        let blob = B64.decode(&stored).ok();
+        blob.as_deref()
+            .and_then(|b| self.ring.open(b, &aad(name)))
+            .and_then(|plain| String::from_utf8(plain).ok())
+            .map(Some)
+            .ok_or_else(|| SandboxError::Unreadable {
+                name: name.to_owned(),
+                key_id: blob.as_deref().and_then(Keyring::key_id_of),
+            })
+    }
+
     /// The plain value under `name`, if an earlier start stored one.
     pub(super) async fn get(&self, name: &str) -> Result<Option<String>, SandboxError> {
         Ok(self.store.meta_get(&format!("sandbox/{name}")).await?)

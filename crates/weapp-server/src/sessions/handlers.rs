@@ -308,7 +308,7 @@ enum Presented {
 
 /// The user behind the request's session token; 401 for a missing, unknown, expired or idle
 /// one (counted against the source's failed-authentication budget).
-async fn session_user(
+pub(crate) async fn session_user(
     state: &Sessions,
     headers: &HeaderMap,
     ip: ClientIp,
