@@ -6,9 +6,10 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::http::{Body, Call, Endpoint, Http, Method, RawOutput, RetryPolicy};
-use crate::secret::{AccessToken, AppSecret};
+use crate::secret::{AccessToken, AppSecret, BrokerClientKey};
 use crate::token::{
-    MemoryStore, TokenKey, TokenManager, TokenMode, TokenPolicy, TokenSource, TokenStore,
+    BrokerTokenSource, MemoryStore, TokenKey, TokenManager, TokenMode, TokenPolicy, TokenSource,
+    TokenStore,
 };
 
 /// WeChat's production API host.
@@ -220,6 +221,7 @@ pub struct ClientBuilder {
     token_mode: TokenMode,
     token_store: Option<Arc<dyn TokenStore>>,
     token_source: Option<Arc<dyn TokenSource>>,
+    broker: Option<(String, BrokerClientKey)>,
     token_policy: TokenPolicy,
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
@@ -237,6 +239,7 @@ impl ClientBuilder {
             token_mode: TokenMode::Stable,
             token_store: None,
             token_source: None,
+            broker: None,
             token_policy: TokenPolicy::default(),
             clock: Arc::new(SystemClock),
             retry: RetryPolicy::default(),
@@ -288,6 +291,28 @@ impl ClientBuilder {
         self
     }
 
+    /// Takes every access token from the weapp-server token broker at `base_url` with
+    /// `client_key` (scopes `token:read` and `token:invalidate`) — a
+    /// [`BrokerTokenSource`] on this builder's HTTP client, each request bounded by its
+    /// [`timeout`](ClientBuilder::timeout). Replaces the built-in token manager and any
+    /// [`token_source`](ClientBuilder::token_source); the broker owns the token.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), weapp::Error> {
+    /// let client = weapp::Client::builder("wx1234567890abcdef", "")
+    ///     .broker("http://tokens.internal:8080", weapp::BrokerClientKey::new("ck_…"))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn broker(
+        mut self,
+        base_url: impl Into<String>,
+        client_key: impl Into<BrokerClientKey>,
+    ) -> Self {
+        self.broker = Some((base_url.into(), client_key.into()));
+        self
+    }
+
     /// Refresh margin, lease, fetch deadline, polling, caching and failure handling of the
     /// token manager (checked by [`ClientBuilder::build`]).
     pub fn token_policy(mut self, policy: TokenPolicy) -> Self {
@@ -319,7 +344,7 @@ impl ClientBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::InvalidArgument("timeouts must be positive".into()));
         }
-        if self.token_source.is_none() {
+        if self.token_source.is_none() && self.broker.is_none() {
             self.token_policy.validate()?;
         }
         let client = match self.http_client {
@@ -331,8 +356,18 @@ impl ClientBuilder {
                 .build()
                 .map_err(|e| Error::InvalidArgument(format!("http client: {e}")))?,
         };
-        let http = Http::new(client, &self.base_url, self.retry)?;
-        let (tokens, manager): (Arc<dyn TokenSource>, _) = match self.token_source {
+        let http = Http::new(client.clone(), &self.base_url, self.retry)?;
+        let token_source = match self.broker {
+            Some((url, key)) => Some(Arc::new(BrokerTokenSource::with_http_client(
+                client.clone(),
+                url,
+                key,
+                self.appid.clone(),
+                self.timeout,
+            )?) as Arc<dyn TokenSource>),
+            None => self.token_source,
+        };
+        let (tokens, manager): (Arc<dyn TokenSource>, _) = match token_source {
             Some(source) => (source, None),
             None => {
                 let store = self

@@ -493,6 +493,22 @@ pub enum Error {
     /// An argument was rejected before any request was made.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A weapp-server token broker refused a request (a wrong client key, a missing scope, an
+    /// app it does not serve, rate limiting, …) — see
+    /// [`BrokerTokenSource`](crate::token::BrokerTokenSource). Never carries the client key or
+    /// a token.
+    #[error("{endpoint}: broker refused with HTTP {status} ({code}): {message}")]
+    Broker {
+        /// The broker path, e.g. `/v1/apps/{appid}/access_token`.
+        endpoint: Cow<'static, str>,
+        /// The HTTP status (401 unknown key, 403 scope or app not allowed, 404 app not
+        /// configured, 429 rate limited, 5xx broker or upstream failure).
+        status: u16,
+        /// The broker's machine-readable code (`unauthorized`, `forbidden`, …).
+        code: String,
+        /// The broker's explanation.
+        message: String,
+    },
 }
 
 impl Error {
@@ -527,7 +543,9 @@ impl Error {
                 matches!(code, ErrCode::SystemError | ErrCode::MinuteQuotaExceeded)
             }
             Error::Transport { .. } | Error::TimedOut { .. } => true,
-            Error::HttpStatus { status, .. } => *status >= 500 || *status == 429,
+            Error::HttpStatus { status, .. } | Error::Broker { status, .. } => {
+                *status >= 500 || *status == 429
+            }
             _ => false,
         }
     }

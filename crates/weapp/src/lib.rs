@@ -42,7 +42,7 @@ mod token_source;
 
 pub use client::{Client, ClientBuilder, TokenCheck, DEFAULT_BASE_URL};
 pub use error::{CryptoError, ErrCode, Error, Result, StoreError};
-pub use secret::{AccessToken, AppSecret, SessionKey};
+pub use secret::{AccessToken, AppSecret, BrokerClientKey, SessionKey};
 pub use token::{TokenManager, TokenMode, TokenSource};
 
 /// The README's Rust examples, compiled as doc tests so they cannot drift from the API.

@@ -71,3 +71,8 @@ secret_type!(
     /// login-state calls, so it must stay on the server.
     SessionKey
 );
+secret_type!(
+    /// A client key of a weapp-server token broker (`Authorization: Bearer <client key>`). It
+    /// lets its holder read the broker's access tokens, so it is as sensitive as they are.
+    BrokerClientKey
+);

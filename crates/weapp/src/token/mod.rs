@@ -41,6 +41,7 @@
 //!   the default since Redis 5 (older servers are asked for it). A fencing watermark of 2^53 or
 //!   more — only a foreign writer could set one — defeats Lua's number arithmetic.
 
+mod broker;
 mod manager;
 pub mod store;
 
@@ -54,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrCode, Error, Result};
 use crate::http::{Auth, Body, Endpoint, JsonResponse, Method};
 use crate::secret::{AccessToken, AppSecret};
+pub use broker::BrokerTokenSource;
 pub use manager::{Refresher, TokenManager, TokenStatus};
 pub use store::{Lease, MemoryStore, StoreState, StoredToken, TokenKey, TokenMode, TokenStore};
 // Defined apart, below both this module and `crate::http` (which asks it for tokens).
