@@ -58,6 +58,18 @@ async fn broker_reads(w: &World, base: &str) -> u64 {
         .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
 }
 
+/// Broker token reads answered `status` so far, from the server's own metrics.
+async fn status_count(w: &World, base: &str, status: &str) -> u64 {
+    let (_, m) = w.call("GET", format!("{base}/metrics"), None, None).await;
+    let m = m.as_str().unwrap().to_owned();
+    let prefix = format!(
+        r#"weapp_http_requests_total{{route="/v1/apps/{{appid}}/access_token",status="{status}"}}"#
+    );
+    m.lines()
+        .find(|l| l.starts_with(&prefix))
+        .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
 /// Two foreign classic fetches and the 300 s grace period: the broker's classic token dies.
 fn kill_upstream(w: &World) {
     let sim = w.sim.sim();
@@ -257,4 +269,25 @@ async fn a_wrong_key_or_a_missing_scope_is_a_typed_error_without_the_key() {
         BrokerTokenSource::new(&base, BrokerClientKey::new(KEY), "wx/../x"),
         Err(Error::InvalidArgument(_))
     ));
+    // A query, a fragment or credentials in the base URL would send the request elsewhere
+    // (or with a second Authorization header): refused, and the password is not repeated.
+    for url in [
+        format!("{base}/?x=1"),
+        format!("{base}/#f"),
+        base.replace("http://", "http://user:pa55word@"),
+    ] {
+        let err = BrokerTokenSource::new(&url, BrokerClientKey::new(KEY), &w.appid).unwrap_err();
+        assert!(matches!(&err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(!err.to_string().contains("pa55word"), "{err}");
+    }
+    // A refusal is answered from memory for a moment: a misconfigured key does not send a
+    // request (and count a failed authentication at the broker) per call.
+    let refused = BrokerTokenSource::new(&base, BrokerClientKey::new(wrong), &w.appid).unwrap();
+    let before = status_count(&w, &base, "401").await;
+    for _ in 0..50 {
+        let err = refused.token().await.unwrap_err();
+        assert!(matches!(&err, Error::Broker { status: 401, .. }), "{err:?}");
+    }
+    let sent = status_count(&w, &base, "401").await - before;
+    assert!(sent < 5, "{sent} refused requests sent for 50 calls");
 }

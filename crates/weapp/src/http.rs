@@ -437,7 +437,11 @@ impl Http {
                 if err.is_token_invalid() && !token_retried {
                     token_retried = true;
                     tracing::info!(endpoint = call.path, errcode = ?err.errcode(), "access token rejected; invalidating and retrying once");
-                    tokens.invalidate(token).await?;
+                    // A source that cannot report the token (a broker that is down, a key
+                    // without the scope) has still dropped its copy: the retry asks again.
+                    if let Err(e) = tokens.invalidate(token).await {
+                        tracing::warn!(endpoint = call.path, error = %e, "reporting the rejected token failed; retrying with a fresh read");
+                    }
                     continue;
                 }
             }

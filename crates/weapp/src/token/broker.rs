@@ -72,7 +72,21 @@ struct State {
     flights: u64,
     /// The outcome of the last flight, when it failed.
     last_error: Option<Error>,
+    /// When the last flight failed with a refusal that retrying at once cannot cure (a wrong
+    /// key, a missing scope, a rate limit): callers get that error for [`REFUSAL_BACKOFF`]
+    /// instead of each asking again (every 401 counts against the address at the broker).
+    refused_at: Option<Instant>,
+    /// Bumped whenever the local copy is dropped on purpose ([`BrokerTokenSource::forget`],
+    /// [`TokenSource::invalidate`]): an answer to a read sent before that is returned to its
+    /// caller but not kept, so it cannot overwrite a newer token.
+    generation: u64,
 }
+
+/// How long a refusal (401, 403, 429) is answered from memory.
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The largest broker answer read (a token answer is well under 1 KiB).
+const MAX_BODY: usize = 64 * 1024;
 
 struct Cached {
     token: AccessToken,
@@ -131,8 +145,9 @@ impl BrokerTokenSource {
         appid: impl Into<String>,
     ) -> Result<Self> {
         let timeout = Duration::from_secs(10);
+        // No reqwest-level timeout: every request is bounded by `timeout` (which
+        // `with_timeout` may change) around the whole exchange.
         let http = reqwest::Client::builder()
-            .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("weapp-rs/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -175,13 +190,17 @@ impl BrokerTokenSource {
             ));
         }
         match reqwest::Url::parse(&base_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "broker base URL {} is not an http(s) URL",
-                    redact_url(&base_url)
-                )))
-            }
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none() => {}
+            _ => return Err(Error::InvalidArgument(format!(
+                "broker base URL {} is not an http(s) URL without query, fragment or credentials",
+                redact_url(&base_url)
+            ))),
         }
         let root = base_url.trim_end_matches('/');
         let read_url = format!("{root}/v1/apps/{appid}/access_token");
@@ -255,7 +274,9 @@ impl BrokerTokenSource {
     /// Drops the local copy, so the next [`TokenSource::token`] asks the broker. The broker's
     /// token is left alone (use [`TokenSource::invalidate`] for a token WeChat rejected).
     pub fn forget(&self) {
-        self.state().cached = None;
+        let mut state = self.state();
+        state.cached = None;
+        state.generation += 1;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -274,19 +295,20 @@ impl BrokerTokenSource {
             .map(|c| c.token.clone())
     }
 
-    /// Keeps `token` as the local copy, `expires_in` seconds from `sent`.
-    fn keep(&self, token: AccessToken, expires_in: i64, sent: Instant) -> Result<AccessToken> {
+    /// The local copy of `token`, `expires_in` seconds from `sent`.
+    fn cached(&self, token: &AccessToken, expires_in: i64, sent: Instant) -> Cached {
         let lifetime = Duration::from_secs(expires_in.clamp(0, MAX_TOKEN_LIFETIME_SECS) as u64);
         let early = self.inner.refresh_margin.min(lifetime / 2);
-        let fresh_until = sent + (lifetime - early);
-        self.state().cached = Some(Cached {
+        Cached {
             token: token.clone(),
-            fresh_until,
-        });
-        Ok(token)
+            fresh_until: sent + (lifetime - early),
+        }
     }
 
+    /// Reads the broker's token; keeps it as the local copy unless the copy was dropped on
+    /// purpose since the read was sent.
     async fn fetch(&self) -> Result<AccessToken> {
+        let generation = self.state().generation;
         let sent = Instant::now();
         let req = self
             .inner
@@ -297,7 +319,13 @@ impl BrokerTokenSource {
         let body: TokenBody =
             serde_json::from_slice(&bytes).map_err(|e| decode(READ_ENDPOINT, &e))?;
         check_token(&body.access_token, READ_ENDPOINT)?;
-        self.keep(AccessToken::new(body.access_token), body.expires_in, sent)
+        let token = AccessToken::new(body.access_token);
+        let cached = self.cached(&token, body.expires_in, sent);
+        let mut state = self.state();
+        if state.generation == generation {
+            state.cached = Some(cached);
+        }
+        Ok(token)
     }
 
     /// Sends `req` within the timeout; the body of a 200, or the broker's refusal as a typed
@@ -312,10 +340,23 @@ impl BrokerTokenSource {
             source: Arc::new(e.without_url()),
         };
         let exchange = async {
-            let resp = req.send().await.map_err(transport)?;
+            let mut resp = req.send().await.map_err(transport)?;
             let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.map_err(transport)?;
-            Ok::<_, Error>((status, bytes))
+            let too_big = || Error::Decode {
+                endpoint: Cow::Borrowed(endpoint),
+                message: format!("an answer over {MAX_BODY} bytes: not the broker"),
+            };
+            if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+                return Err(too_big());
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(too_big());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, Error>((status, bytes::Bytes::from(body)))
         };
         let (status, bytes) = tokio::time::timeout(self.inner.timeout, exchange)
             .await
@@ -393,28 +434,50 @@ impl TokenSource for BrokerTokenSource {
         if let Some(token) = self.fresh() {
             return Ok(token);
         }
-        let seen = self.state().flights;
-        let _flight = self.inner.flight.lock().await;
+        let seen = {
+            let state = self.state();
+            if let (Some(at), Some(err)) = (state.refused_at, state.last_error.as_ref()) {
+                if at.elapsed() < REFUSAL_BACKOFF {
+                    return Err(err.clone());
+                }
+            }
+            state.flights
+        };
+        // The wait is bounded too: a leader whose future is not being polled (held in a
+        // stream nobody drives) must not stall every other caller; past the bound this caller
+        // asks the broker itself.
+        let _flight = tokio::time::timeout(self.inner.timeout, self.inner.flight.lock())
+            .await
+            .ok();
         {
             let state = self.state();
-            if state.flights != seen {
-                // A flight finished while this caller waited: share its outcome.
-                if let Some(c) = state.cached.as_ref() {
-                    if Instant::now() < c.fresh_until {
-                        return Ok(c.token.clone());
-                    }
+            if let Some(c) = state.cached.as_ref() {
+                if Instant::now() < c.fresh_until {
+                    return Ok(c.token.clone());
                 }
+            }
+            if state.flights != seen {
+                // A flight finished while this caller waited and failed: share its outcome.
                 if let Some(err) = state.last_error.clone() {
                     return Err(err);
                 }
             }
         }
         let outcome = self.fetch().await;
-        let mut state = self.state();
-        state.flights += 1;
-        state.last_error = outcome.as_ref().err().cloned();
-        if outcome.is_err() {
-            tracing::warn!(appid = %self.inner.appid, error = %outcome.as_ref().err().map(ToString::to_string).unwrap_or_default(), "broker token read failed");
+        {
+            let mut state = self.state();
+            state.flights += 1;
+            state.last_error = outcome.as_ref().err().cloned();
+            state.refused_at = match &outcome {
+                Err(Error::Broker {
+                    status: 401 | 403 | 429,
+                    ..
+                }) => Some(Instant::now()),
+                _ => None,
+            };
+        }
+        if let Err(e) = &outcome {
+            tracing::warn!(appid = %self.inner.appid, error = %e, "broker token read failed");
         }
         outcome
     }
@@ -428,6 +491,7 @@ impl TokenSource for BrokerTokenSource {
                 .is_some_and(|c| c.token.ct_eq(stale.expose()))
             {
                 state.cached = None;
+                state.generation += 1;
             }
         }
         let sent = Instant::now();
@@ -447,15 +511,16 @@ impl TokenSource for BrokerTokenSource {
             (body.access_token, body.expires_in, body.refreshed)
         {
             if check_token(&token, INVALIDATE_ENDPOINT).is_ok() && !stale.ct_eq(&token) {
-                let empty = {
-                    let state = self.state();
-                    state
-                        .cached
-                        .as_ref()
-                        .is_none_or(|c| c.token.ct_eq(stale.expose()))
-                };
-                if empty {
-                    self.keep(AccessToken::new(token), expires_in, sent)?;
+                let token = AccessToken::new(token);
+                let cached = self.cached(&token, expires_in, sent);
+                // Checked and stored under one lock: a newer copy kept meanwhile stays.
+                let mut state = self.state();
+                if state
+                    .cached
+                    .as_ref()
+                    .is_none_or(|c| c.token.ct_eq(stale.expose()))
+                {
+                    state.cached = Some(cached);
                 }
             }
         }
