@@ -197,10 +197,12 @@ impl BrokerTokenSource {
                     && u.fragment().is_none()
                     && u.username().is_empty()
                     && u.password().is_none() => {}
-            _ => return Err(Error::InvalidArgument(format!(
+            _ => {
+                return Err(Error::InvalidArgument(format!(
                 "broker base URL {} is not an http(s) URL without query, fragment or credentials",
                 redact_url(&base_url)
-            ))),
+            )))
+            }
         }
         let root = base_url.trim_end_matches('/');
         let read_url = format!("{root}/v1/apps/{appid}/access_token");
