@@ -82,6 +82,31 @@ pub fn decrypt_user_data(
     encrypted_data: &str,
     options: &DecryptOptions,
 ) -> Result<Value, CryptoError> {
+    decrypt(Some(appid), session_key, iv, encrypted_data, options)
+}
+
+/// Like [`decrypt_user_data`] for a caller that does not know which app the data is for: the
+/// watermark must be there (and, with `max_age_secs`, fresh), but its appid is not compared.
+/// Prefer [`decrypt_user_data`] whenever the appid is known.
+///
+/// # Errors
+/// As [`decrypt_user_data`], without [`CryptoError::AppidMismatch`].
+pub fn decrypt_user_data_any_app(
+    session_key: &SessionKey,
+    iv: &str,
+    encrypted_data: &str,
+    options: &DecryptOptions,
+) -> Result<Value, CryptoError> {
+    decrypt(None, session_key, iv, encrypted_data, options)
+}
+
+fn decrypt(
+    appid: Option<&str>,
+    session_key: &SessionKey,
+    iv: &str,
+    encrypted_data: &str,
+    options: &DecryptOptions,
+) -> Result<Value, CryptoError> {
     let key = b64("session_key", session_key.expose())?;
     let iv = b64("iv", iv)?;
     let data = b64("encrypted_data", encrypted_data)?;
@@ -115,7 +140,7 @@ pub fn decrypt_user_data(
         .get("appid")
         .and_then(Value::as_str)
         .ok_or(CryptoError::MissingWatermark)?;
-    if actual != appid {
+    if let Some(appid) = appid.filter(|appid| *appid != actual) {
         return Err(CryptoError::AppidMismatch {
             expected: appid.to_owned(),
             actual: actual.to_owned(),

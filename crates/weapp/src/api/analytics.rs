@@ -121,7 +121,7 @@ fn range(endpoint: &'static str, start: &str, span: Span) -> Result<(String, Str
 }
 
 /// A row of `dailysummarytrend`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct SummaryRow {
     /// yyyymmdd
@@ -135,7 +135,7 @@ pub struct SummaryRow {
 }
 
 /// A row of the visit trends.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct VisitTrend {
     /// yyyymmdd, `yyyymmdd-yyyymmdd` (week) or yyyymm (month).
@@ -157,7 +157,7 @@ pub struct VisitTrend {
 }
 
 /// A `{key, value}` item.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct KeyValue {
     /// Key (days or weeks since, a bucket, …).
@@ -167,7 +167,7 @@ pub struct KeyValue {
 }
 
 /// Retention.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct Retain {
     /// The period.
@@ -179,7 +179,7 @@ pub struct Retain {
 }
 
 /// A page's numbers.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct PageRow {
     /// Page.
@@ -201,7 +201,7 @@ pub struct PageRow {
 }
 
 /// `visitpage`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct VisitPage {
     /// The day.
@@ -211,7 +211,7 @@ pub struct VisitPage {
 }
 
 /// One distribution (`access_source_session_cnt`, `access_staytime_info`, …).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct Distribution {
     /// Which distribution.
@@ -221,7 +221,7 @@ pub struct Distribution {
 }
 
 /// `visitdistribution`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct VisitDistribution {
     /// The day.
@@ -231,7 +231,7 @@ pub struct VisitDistribution {
 }
 
 /// One bucket of a portrait dimension.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PortraitItem {
     /// Bucket id (absent for devices).
@@ -244,7 +244,7 @@ pub struct PortraitItem {
 }
 
 /// Users by province, city, gender, platform, device and age.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct PortraitDimensions {
@@ -263,7 +263,7 @@ pub struct PortraitDimensions {
 }
 
 /// `userportrait`: the new and the active users of a period.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct UserPortrait {
     /// The period.
@@ -532,7 +532,7 @@ pub enum PerformanceModule {
 }
 
 /// One value of a performance table.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PerformanceField {
     /// yyyymmdd
@@ -542,7 +542,7 @@ pub struct PerformanceField {
 }
 
 /// A line of a performance table.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PerformanceLine {
     /// Its values.
@@ -550,7 +550,7 @@ pub struct PerformanceLine {
 }
 
 /// A performance table.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PerformanceTable {
     /// Table id, e.g. `startup_total_cost`.

@@ -98,7 +98,7 @@ struct PhoneResponse {
 impl JsonResponse for PhoneResponse {}
 
 /// One entry of `getuserencryptkey`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct EncryptKeyInfo {
     /// The key.

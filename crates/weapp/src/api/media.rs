@@ -1,6 +1,6 @@
 //! Temporary media (3 days): upload an image for customer-service messages, download by id.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -22,7 +22,7 @@ impl Client {
 }
 
 /// An uploaded medium.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct Media {
     /// `image`.

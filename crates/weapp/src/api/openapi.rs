@@ -23,7 +23,7 @@ impl Client {
 }
 
 /// Daily quota of one API.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Quota {
     /// Calls allowed per day.
@@ -35,7 +35,7 @@ pub struct Quota {
 }
 
 /// Frequency limit of one API.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateLimit {
     /// Calls allowed per period.
@@ -45,7 +45,7 @@ pub struct RateLimit {
 }
 
 /// The answer of `openapi/quota/get`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct QuotaInfo {
     /// The daily quota.
@@ -57,7 +57,7 @@ pub struct QuotaInfo {
 impl JsonResponse for QuotaInfo {}
 
 /// A request WeChat recorded under a `rid`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct RidRequest {
     /// Unix seconds.

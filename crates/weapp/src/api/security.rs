@@ -55,7 +55,7 @@ struct MediaCheckAsync<'a> {
 }
 
 /// The answer of `media_check_async`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct MediaCheckTicket {
     /// Matches the `trace_id` of the `wxa_media_check` push carrying the verdict.
@@ -85,6 +85,18 @@ pub enum Suggest {
     Risky,
     /// A value this version does not know.
     Other(String),
+}
+
+/// Written as WeChat writes it: `pass`, `review`, `risky` or the text received.
+impl Serialize for Suggest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Suggest::Pass => "pass",
+            Suggest::Review => "review",
+            Suggest::Risky => "risky",
+            Suggest::Other(text) => text,
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for Suggest {
@@ -126,6 +138,32 @@ pub enum Label {
     Unknown(i64),
 }
 
+impl Label {
+    /// WeChat's numeric code (`100`, `20001`, …).
+    pub fn code(self) -> i64 {
+        match self {
+            Label::Normal => 100,
+            Label::Ad => 10001,
+            Label::Politics => 20001,
+            Label::Porn => 20002,
+            Label::Abuse => 20003,
+            Label::Illegal => 20006,
+            Label::Fraud => 20008,
+            Label::Vulgar => 20012,
+            Label::Copyright => 20013,
+            Label::Other => 21000,
+            Label::Unknown(n) => n,
+        }
+    }
+}
+
+/// Written as WeChat writes it: the numeric code.
+impl Serialize for Label {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_i64(self.code())
+    }
+}
+
 impl<'de> Deserialize<'de> for Label {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(match i64::deserialize(d)? {
@@ -145,7 +183,7 @@ impl<'de> Deserialize<'de> for Label {
 }
 
 /// The overall verdict.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Verdict {
     /// Advice.
@@ -155,7 +193,7 @@ pub struct Verdict {
 }
 
 /// One strategy's verdict.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct VerdictDetail {
     /// Strategy name.
@@ -177,7 +215,7 @@ pub struct VerdictDetail {
 }
 
 /// The answer of `msg_sec_check` v2.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct TextCheck {
     /// The overall verdict.
@@ -314,7 +352,7 @@ pub struct UserRiskRank {
 }
 
 /// A user's risk rank.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct RiskRank {
     /// 0 (lowest) to 4 (highest).

@@ -280,7 +280,7 @@ pub struct SendSubscribe {
 }
 
 /// The answer of a send.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct Sent {
     /// The message id (matches `subscribe_msg_sent_event`).
@@ -343,7 +343,7 @@ impl Endpoint for SendSubscribe {
 }
 
 /// A category of the public template library.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Category {
     /// Category id.
@@ -353,7 +353,7 @@ pub struct Category {
 }
 
 /// A public template.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PubTemplate {
     /// Template id in the library.
@@ -382,7 +382,7 @@ fn string_or_int<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<i64, D:
 }
 
 /// A page of public templates.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct PubTemplates {
     /// Total matching.
@@ -394,7 +394,7 @@ pub struct PubTemplates {
 impl JsonResponse for PubTemplates {}
 
 /// A keyword of a public template.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PubKeyword {
     /// Keyword id (for `kidList`).
@@ -408,7 +408,7 @@ pub struct PubKeyword {
 }
 
 /// A private template of the app.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PrivateTemplate {
     /// The `template_id` to send with.

@@ -181,7 +181,7 @@ impl GenerateScheme {
 }
 
 /// The answer of a scheme generation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct OpenLink {
     /// The generated value.
@@ -287,7 +287,7 @@ impl GenerateUrlLink {
 }
 
 /// The answer of `generate_urllink`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct UrlLinkOut {
     /// The generated value.
@@ -363,7 +363,7 @@ impl ShortLink {
 }
 
 /// The answer of `genwxashortlink`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct LinkOut {
     /// The generated value.
@@ -385,7 +385,7 @@ impl Endpoint for ShortLink {
 }
 
 /// What a scheme or link resolves to.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LinkDetails {
     /// The app.
@@ -403,7 +403,7 @@ pub struct LinkDetails {
 }
 
 /// Visits left.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VisitQuota {
     /// Visits left.
@@ -411,7 +411,7 @@ pub struct VisitQuota {
 }
 
 /// The answer of a query call.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct LinkInfo {
     /// What it resolves to.

@@ -1,0 +1,104 @@
+"""weapp: the server side of WeChat Mini Programs, on a Rust core.
+
+    import weapp
+    client = weapp.Client("wx…", secret, token_store="redis://127.0.0.1:6379/0")
+    session = client.auth.code2session(js_code)
+
+See https://github.com/weapp-rs/weapp (python/README.md).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from typing import Any, Dict, Optional
+
+from . import _native
+from ._client import AsyncClient, Client
+from ._secret import SessionKey
+from .exceptions import (
+    ApiError,
+    BrokerError,
+    CryptoError,
+    DecodeError,
+    DecryptError,
+    HttpStatusError,
+    InvalidArgumentError,
+    InvalidCodeError,
+    IpNotAllowedError,
+    NotificationError,
+    OutcomeUnknownError,
+    PayApiError,
+    PayError,
+    PushError,
+    QuotaError,
+    SignatureError,
+    StoreError,
+    TokenInvalidError,
+    TransportError,
+    WeappError,
+    WeappTimeoutError,
+)
+from .push import PushEvent, PushReceiver
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "SessionKey",
+    "PushReceiver",
+    "PushEvent",
+    "decrypt_user_data",
+    "verify_raw_signature",
+    "WeappError",
+    "ApiError",
+    "InvalidCodeError",
+    "TokenInvalidError",
+    "QuotaError",
+    "IpNotAllowedError",
+    "TransportError",
+    "WeappTimeoutError",
+    "HttpStatusError",
+    "DecodeError",
+    "OutcomeUnknownError",
+    "StoreError",
+    "CryptoError",
+    "DecryptError",
+    "SignatureError",
+    "PushError",
+    "PayError",
+    "PayApiError",
+    "NotificationError",
+    "BrokerError",
+    "InvalidArgumentError",
+]
+
+# A library configures no handler: the application decides (logging HOWTO).
+logging.getLogger("weapp").addHandler(logging.NullHandler())
+atexit.register(_native.stop_logging)
+
+
+def decrypt_user_data(
+    session_key: Any,
+    encrypted_data: str,
+    iv: str,
+    appid: Optional[str] = None,
+    *,
+    max_age_secs: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Decrypts ``encryptedData`` from the mini program (AES-128-CBC, strict padding) with the
+    user's session_key (``str`` or :class:`SessionKey`). The watermark must be present; its
+    appid is checked when ``appid`` is given, its age when ``max_age_secs`` is. Every bad input
+    raises :class:`DecryptError`."""
+    key = session_key.reveal() if isinstance(session_key, SessionKey) else session_key
+    if not all(isinstance(v, str) for v in (key, encrypted_data, iv)):
+        raise DecryptError("session_key, encrypted_data and iv must be text")
+    return dict(_native.decrypt_user_data(key, encrypted_data, iv, appid, max_age_secs))
+
+
+def verify_raw_signature(session_key: Any, raw_data: str, signature: str) -> bool:
+    """Checks the legacy ``signature`` of ``rawData`` (``sha1(rawData + session_key)``) in
+    constant time."""
+    key = session_key.reveal() if isinstance(session_key, SessionKey) else session_key
+    return bool(_native.verify_raw_signature(key, raw_data, signature))
