@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, Optional, Union
+
+if TYPE_CHECKING:
+    import asyncio
 
 from . import _native
 from ._secret import SessionKey
@@ -512,6 +514,8 @@ class AsyncClient(_Base):
     awaited. Cancelling the awaiting task drops the Rust future (its request is abandoned)."""
 
     async def _run(self, op: str, args: Dict[str, Any], post: _Post, blob: Optional[bytes]) -> Any:
+        import asyncio  # here, not at import: `import weapp` stays fast for sync users
+
         loop = asyncio.get_running_loop()
         future: "asyncio.Future[Any]" = loop.create_future()
 

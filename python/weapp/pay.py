@@ -6,9 +6,11 @@ Amounts are integer fen. Requests are signed and every answer is verified in Rus
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
+
+if TYPE_CHECKING:
+    import asyncio
 
 from . import _native
 
@@ -116,6 +118,8 @@ class AsyncPayClient(_PayBase):
     """WeChat Pay for asyncio: the calls are awaited."""
 
     async def _run(self, op: str, args: Dict[str, Any]) -> Any:
+        import asyncio  # here, not at import: `import weapp` stays fast for sync users
+
         loop = asyncio.get_running_loop()
         future: "asyncio.Future[Any]" = loop.create_future()
 
