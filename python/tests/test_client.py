@@ -234,3 +234,14 @@ def test_rust_events_reach_python_logging_without_secrets(weapp_sim: Sim, caplog
     assert any("40013" in r.getMessage() for r in records)
     for r in caplog.records:
         assert app.secret not in r.getMessage() and token not in r.getMessage()
+
+
+def test_garbage_answer_is_a_decode_error(weapp_sim: Sim) -> None:
+    app = weapp_sim.create_app()
+    client = weapp_sim.client(app)
+    client.access_token()
+    weapp_sim.fault("/cgi-bin/openapi/quota/get", body='{"quota": "not an object"', count=1)
+    with pytest.raises(weapp.DecodeError) as err:
+        client.openapi.quota("/wxa/getwxacodeunlimit")
+    assert err.value.endpoint == "/cgi-bin/openapi/quota/get"
+    assert pickle.loads(pickle.dumps(err.value)).endpoint == err.value.endpoint

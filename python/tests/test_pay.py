@@ -100,3 +100,27 @@ def test_bad_merchant_settings_are_refused() -> None:
         PayClient("1900000001", "SERIAL", "not a key", "0" * 32, public_key_id="PUB_KEY_ID_1", public_key="x")
     with pytest.raises(ValueError):
         PayClient("1900000001", "SERIAL", "k", "0" * 32)
+
+
+def test_an_answer_signed_by_another_key_is_a_signature_error(weapp_sim: Sim) -> None:
+    app = weapp_sim.create_app()
+    mine = weapp_sim.pay_merchant([app.appid])
+    other = weapp_sim.pay_merchant([app.appid])
+
+    def client(public_key: str) -> PayClient:
+        return PayClient(
+            mine["mchid"], mine["merchant_serial_no"], mine["merchant_private_key"], mine["apiv3_key"],
+            public_key_id=mine["wechatpay_public_key_id"], public_key=public_key, base_url=weapp_sim.url,
+        )
+
+    _, openid = weapp_sim.login(app)
+    no = "S" + uuid.uuid4().hex[:20]
+    client(mine["wechatpay_public_key"]).jsapi_prepay(
+        {"appid": app.appid, "mchid": mine["mchid"], "description": "d", "out_trade_no": no,
+         "notify_url": "https://example.com/n", "amount": {"total": 1}, "payer": {"openid": openid}}
+    )
+    # The same merchant verifying WeChat's answers with another merchant's WeChat Pay key: the
+    # signed 200 answer does not verify.
+    with pytest.raises(weapp.SignatureError) as err:
+        client(other["wechatpay_public_key"]).query_by_out_trade_no(no)
+    assert mine["merchant_private_key"] not in str(err.value) and mine["apiv3_key"] not in str(err.value)

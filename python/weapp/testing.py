@@ -106,10 +106,12 @@ class Sim:
         http_status: Optional[int] = None,
         latency_ms: Optional[int] = None,
         count: Optional[int] = None,
+        body: Optional[str] = None,
     ) -> None:
-        """Makes calls to ``path`` fail (or stall) — ``count`` times, or until cleared."""
-        body = {"path": path, "errcode": errcode, "http_status": http_status, "latency_ms": latency_ms, "count": count}
-        self.control("POST", "/_sim/faults", {k: v for k, v in body.items() if v is not None})
+        """Makes calls to ``path`` fail (or stall, or answer ``body`` verbatim) — ``count``
+        times, or until cleared."""
+        fault = {"path": path, "errcode": errcode, "http_status": http_status, "latency_ms": latency_ms, "count": count, "body": body}
+        self.control("POST", "/_sim/faults", {k: v for k, v in fault.items() if v is not None})
 
     def clear_faults(self) -> None:
         """Removes every fault."""
