@@ -92,13 +92,29 @@ def decrypt_user_data(
     appid is checked when ``appid`` is given, its age when ``max_age_secs`` is. Every bad input
     raises :class:`DecryptError`."""
     key = session_key.reveal() if isinstance(session_key, SessionKey) else session_key
-    if not all(isinstance(v, str) for v in (key, encrypted_data, iv)):
-        raise DecryptError("session_key, encrypted_data and iv must be text")
+    if not all(_utf8(v) for v in (key, encrypted_data, iv)) or not (appid is None or _utf8(appid)):
+        raise DecryptError("session_key, encrypted_data, iv and appid must be text")
+    if max_age_secs is not None and (
+        isinstance(max_age_secs, bool) or not isinstance(max_age_secs, int) or not 0 <= max_age_secs < 2**63
+    ):
+        raise DecryptError("max_age_secs must be a non-negative int")
     return dict(_native.decrypt_user_data(key, encrypted_data, iv, appid, max_age_secs))
+
+
+def _utf8(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def verify_raw_signature(session_key: Any, raw_data: str, signature: str) -> bool:
     """Checks the legacy ``signature`` of ``rawData`` (``sha1(rawData + session_key)``) in
     constant time."""
     key = session_key.reveal() if isinstance(session_key, SessionKey) else session_key
+    if not (_utf8(key) and _utf8(raw_data) and _utf8(signature)):
+        return False  # what is not text cannot be the signature
     return bool(_native.verify_raw_signature(key, raw_data, signature))

@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     import asyncio
 
 from . import _native
-from ._secret import SessionKey
+from ._secret import SessionKey, text
+from .exceptions import InvalidArgumentError
 
 __all__ = ["Client", "AsyncClient"]
 
@@ -21,6 +22,11 @@ _Post = Optional[Callable[[Any], Any]]
 
 def _args(**kwargs: Any) -> Dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _color(value: Optional[Mapping[str, int]]) -> Any:
+    # A mapping is sent as given; anything else goes through to be refused by the core.
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 def _key(value: Union[str, SessionKey]) -> str:
@@ -102,7 +108,7 @@ class WxacodeApi(_Domain):
                 path=path,
                 width=width,
                 auto_color=auto_color,
-                line_color=dict(line_color) if line_color else None,
+                line_color=_color(line_color),
                 is_hyaline=is_hyaline,
                 env_version=env_version,
             ),
@@ -129,7 +135,7 @@ class WxacodeApi(_Domain):
                 check_path=check_path,
                 width=width,
                 auto_color=auto_color,
-                line_color=dict(line_color) if line_color else None,
+                line_color=_color(line_color),
                 is_hyaline=is_hyaline,
                 env_version=env_version,
             ),
@@ -279,7 +285,9 @@ class CustomerServiceApi(_Domain):
     def send(self, touser: str, message: Mapping[str, Any]) -> Any:
         """``custom/send`` with WeChat's message object, e.g. ``{"msgtype": "text", "text":
         {"content": "hi"}}`` (also ``image``, ``link``, ``miniprogrampage``)."""
-        return self._invoke("customer_service.send", _args(touser=touser, **dict(message)))
+        args = dict(message)
+        args["touser"] = touser
+        return self._invoke("customer_service.send", args)
 
     def send_text(self, touser: str, content: str) -> Any:
         """A text message."""
@@ -428,8 +436,30 @@ def _native_client(
     broker_key: Optional[str],
 ) -> Any:
     return _native.NativeClient(
-        appid, secret, token_store, token_mode, base_url, float(timeout), redis_prefix, broker_url, broker_key
+        text("appid", appid),
+        text("secret", secret),
+        text("token_store", token_store, optional=True),
+        text("token_mode", token_mode),
+        text("base_url", base_url, optional=True),
+        _seconds(timeout),
+        text("redis_prefix", redis_prefix),
+        text("broker_url", broker_url, optional=True),
+        text("broker_key", broker_key, optional=True),
     )
+
+
+def _seconds(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidArgumentError("timeout must be a number of seconds")
+    return float(timeout)
+
+
+def _json(args: Dict[str, Any]) -> str:
+    """The arguments as JSON; a value JSON cannot carry is refused before anything is sent."""
+    try:
+        return json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"an argument cannot be sent: {e}") from None
 
 
 class _Base:
@@ -487,7 +517,7 @@ class Client(_Base):
     """
 
     def _invoke(self, op: str, args: Dict[str, Any], post: _Post = None, blob: Optional[bytes] = None) -> Any:
-        result = self._native.invoke(op, json.dumps(args), blob)
+        result = self._native.invoke(op, _json(args), blob)
         return post(result) if post is not None else result
 
     def access_token(self) -> str:
@@ -533,7 +563,7 @@ class AsyncClient(_Base):
             except RuntimeError:
                 pass  # the loop is closed: nobody is waiting any more
 
-        handle = self._native.spawn(op, json.dumps(args), done, blob)
+        handle = self._native.spawn(op, _json(args), done, blob)
         try:
             result = await future
         except asyncio.CancelledError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-__all__ = ["SessionKey"]
+__all__ = ["SessionKey", "text"]
 
 
 class SessionKey:
@@ -39,3 +39,20 @@ class SessionKey:
 
     def __reduce__(self) -> Any:
         return (SessionKey, (self._value,))
+
+
+def text(name: str, value: Any, *, optional: bool = False) -> Any:
+    """``value`` if it is text that encodes as UTF-8 (or ``None`` when ``optional``); otherwise
+    ``InvalidArgumentError`` naming the argument — never an error that quotes the value (a
+    secret read from the environment may hold a lone surrogate)."""
+    from .exceptions import InvalidArgumentError
+
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name} must be a str")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{name} is not valid UTF-8 text") from None
+    return value

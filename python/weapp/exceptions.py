@@ -61,6 +61,10 @@ __all__ = [
 class WeappError(Exception):
     """Base class of every error raised by :mod:`weapp`."""
 
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # The message rebuilds it; ``__dict__`` keeps anything added later (notes, tags).
+        return (type(self), (self.message,), self.__dict__)
+
     def __init__(self, message: str = "", *fields: Any) -> None:
         # Only the message goes to Exception (and so to ``args``); classes with more fields
         # define ``__reduce__`` so that pickling rebuilds them with every attribute.
@@ -88,7 +92,7 @@ class ApiError(WeappError):
         self.endpoint = endpoint
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.errcode, self.errmsg, self.rid, self.endpoint))
+        return (type(self), (self.errcode, self.errmsg, self.rid, self.endpoint), self.__dict__)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(errcode={self.errcode!r}, errmsg={self.errmsg!r}, rid={self.rid!r}, endpoint={self.endpoint!r})"
@@ -116,7 +120,7 @@ class _EndpointError(WeappError):
         self.endpoint = endpoint
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.endpoint, self.message))
+        return (type(self), (self.endpoint, self.message), self.__dict__)
 
 
 class TransportError(_EndpointError):
@@ -143,7 +147,7 @@ class WeappTimeoutError(WeappError, TimeoutError):
         self.after = after
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.endpoint, self.after, self.message))
+        return (type(self), (self.endpoint, self.after, self.message), self.__dict__)
 
 
 class HttpStatusError(WeappError):
@@ -155,7 +159,7 @@ class HttpStatusError(WeappError):
         self.status = status
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.endpoint, self.status, self.message))
+        return (type(self), (self.endpoint, self.status, self.message), self.__dict__)
 
 
 class StoreError(WeappError):
@@ -210,6 +214,7 @@ class PayApiError(PayError):
         return (
             type(self),
             (self.endpoint, self.status, self.code, self.pay_message, self.detail, self.request_id, self.message),
+            self.__dict__,
         )
 
 
@@ -228,7 +233,7 @@ class BrokerError(WeappError):
         self.broker_message = broker_message
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.endpoint, self.status, self.code, self.broker_message, self.message))
+        return (type(self), (self.endpoint, self.status, self.code, self.broker_message, self.message), self.__dict__)
 
 
 class InvalidArgumentError(WeappError, ValueError):

@@ -6,13 +6,14 @@ Amounts are integer fen. Requests are signed and every answer is verified in Rus
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 
 if TYPE_CHECKING:
     import asyncio
 
 from . import _native
+from ._client import _json
+from ._secret import text
 
 __all__ = ["PayClient", "AsyncPayClient"]
 
@@ -32,14 +33,14 @@ class _PayBase:
         timeout: float = 10.0,
     ) -> None:
         self._native = _native.NativePayClient(
-            mchid,
-            serial_no,
-            private_key,
-            apiv3_key,
-            public_key_id,
-            public_key,
-            platform_certificates,
-            base_url,
+            text("mchid", mchid),
+            text("serial_no", serial_no),
+            text("private_key", private_key),
+            text("apiv3_key", apiv3_key),
+            text("public_key_id", public_key_id, optional=True),
+            text("public_key", public_key, optional=True),
+            bool(platform_certificates),
+            text("base_url", base_url, optional=True),
             float(timeout),
         )
 
@@ -59,7 +60,7 @@ class _PayBase:
         ``kind`` is ``transaction``, ``refund`` or ``other``; ``resource`` the decrypted object.
         Answer WeChat 204 when it is stored; raise → answer 4xx/5xx and WeChat retries."""
         raw = body.encode() if isinstance(body, str) else bytes(body)
-        return dict(self._native.parse_notification({str(k): str(v) for k, v in headers.items()}, raw))
+        return dict(self._native.parse_notification({str(k): str(headers[k]) for k in headers}, raw))
 
     def _ops(self, op: str, args: Dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -111,7 +112,7 @@ class PayClient(_PayBase):
     """WeChat Pay, synchronous."""
 
     def _ops(self, op: str, args: Dict[str, Any]) -> Any:
-        return self._native.invoke(op, json.dumps(args))
+        return self._native.invoke(op, _json(args))
 
 
 class AsyncPayClient(_PayBase):
@@ -137,7 +138,7 @@ class AsyncPayClient(_PayBase):
             except RuntimeError:
                 pass
 
-        handle = self._native.spawn(op, json.dumps(args), done)
+        handle = self._native.spawn(op, _json(args), done)
         try:
             return await future
         except asyncio.CancelledError:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Mapping, Optional, Union
 
 from . import _native
+from ._secret import text
 
 __all__ = ["PushReceiver", "PushEvent"]
 
@@ -31,6 +32,12 @@ class PushEvent:
     raw: Dict[str, Any] = field(default_factory=dict)
 
 
+def _query(query: Mapping[str, Any]) -> Dict[str, str]:
+    # `query[k]` is the (last) value in every framework's mapping: a dict, Werkzeug's
+    # MultiDict, Django's QueryDict (whose dict() would give lists), Starlette's QueryParams.
+    return {str(k): str(query[k]) for k in query}
+
+
 class PushReceiver:
     """Verifies and opens the pushes WeChat sends to one app's URL.
 
@@ -52,21 +59,27 @@ class PushReceiver:
         mode: Optional[Literal["plain", "compatible", "safe"]] = None,
         replay_window_secs: int = 300,
     ) -> None:
-        self._native = _native.NativePushReceiver(appid, token, encoding_aes_key, mode, replay_window_secs)
+        self._native = _native.NativePushReceiver(
+            text("appid", appid),
+            text("token", token),
+            text("encoding_aes_key", encoding_aes_key, optional=True),
+            text("mode", mode, optional=True),
+            int(replay_window_secs),
+        )
 
     @property
     def mode(self) -> str:
         """``plain``, ``compatible`` or ``safe``."""
         return str(self._native.mode)
 
-    def verify_url(self, query: Mapping[str, str]) -> str:
+    def verify_url(self, query: Mapping[str, Any]) -> str:
         """The ``echostr`` to answer the GET handshake with (raises ``PushError``)."""
-        return str(self._native.verify_url(dict(query)))
+        return str(self._native.verify_url(_query(query)))
 
-    def parse(self, query: Mapping[str, str], body: Union[bytes, str]) -> PushEvent:
+    def parse(self, query: Mapping[str, Any], body: Union[bytes, str]) -> PushEvent:
         """The push, verified and decrypted (raises ``PushError``)."""
         raw = body.encode() if isinstance(body, str) else bytes(body)
-        fields = self._native.parse(dict(query), raw)
+        fields = self._native.parse(_query(query), raw)
         return PushEvent(**fields)
 
     def __repr__(self) -> str:

@@ -27,6 +27,11 @@ pub fn error(py: Python<'_>, e: OpError) -> PyErr {
         OpError::Sdk(e) => errors::api(py, e),
         OpError::Pay(e) => errors::pay(py, e),
         OpError::Invalid(m) => errors::invalid(py, m),
+        OpError::Panicked => errors::make(
+            py,
+            "weapp",
+            ("weapp: internal error (the operation panicked; please report it)",),
+        ),
     }
 }
 
@@ -92,29 +97,41 @@ impl TaskHandle {
 
 /// Starts `fut` on this process's runtime; `done(ok, value)` is called from a runtime thread
 /// with the result (`ok` true) or the exception (`ok` false). A cancelled operation never
-/// calls `done`.
+/// calls `done`; one that panics calls it with a `WeappError`, so no awaiter waits for ever.
 pub fn spawn<F>(py: Python<'_>, done: Py<PyAny>, fut: F) -> TaskHandle
 where
     F: Future<Output = Result<Output, OpError>> + Send + 'static,
 {
     let guard = InFlight::new();
-    let task = py.detach(move || {
-        runtime::runtime().spawn(async move {
+    let abort = py.detach(move || {
+        let runtime = runtime::runtime();
+        let work = runtime.spawn(async move {
             let outcome = fut.await;
             // The future is finished: it no longer counts as alive, whoever reads the result.
             drop(guard);
-            Python::attach(|py| {
-                let (ok, value) = match finish(py, outcome) {
-                    Ok(v) => (true, v),
-                    Err(e) => (false, e.into_value(py).into_any()),
-                };
-                if let Err(e) = done.call1(py, (ok, value)) {
-                    e.write_unraisable(py, None);
-                }
-            });
-        })
+            outcome
+        });
+        let abort = work.abort_handle();
+        runtime.spawn(async move {
+            let outcome = match work.await {
+                Ok(outcome) => Some(outcome),
+                // Cancelled from Python: nobody waits for an answer.
+                Err(e) if e.is_cancelled() => None,
+                Err(_) => Some(Err(OpError::Panicked)),
+            };
+            if let Some(outcome) = outcome {
+                Python::attach(|py| {
+                    let (ok, value) = match finish(py, outcome) {
+                        Ok(v) => (true, v),
+                        Err(e) => (false, e.into_value(py).into_any()),
+                    };
+                    if let Err(e) = done.call1(py, (ok, value)) {
+                        e.write_unraisable(py, None);
+                    }
+                });
+            }
+        });
+        abort
     });
-    TaskHandle {
-        abort: task.abort_handle(),
-    }
+    TaskHandle { abort }
 }

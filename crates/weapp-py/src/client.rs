@@ -70,6 +70,12 @@ impl NativeClient {
 async fn build(config: &Config) -> Result<Arc<Client>, weapp::Error> {
     let mut builder = Client::builder(config.appid.clone(), config.secret.clone())
         .token_mode(config.mode)
+        // `timeout` bounds each request; a token refresh, every attempt included, gets twice
+        // that (the SDK's default is 30 s whatever the request timeout).
+        .token_policy(weapp::token::TokenPolicy {
+            fetch_timeout: config.timeout * 2,
+            ..weapp::token::TokenPolicy::default()
+        })
         .timeout(config.timeout)
         .connect_timeout(config.timeout.min(Duration::from_secs(5)));
     if let Some(url) = &config.base_url {
@@ -269,9 +275,10 @@ pub fn redact_url(url: &str) -> String {
     let Some(scheme) = url.find("://") else {
         return url.to_owned();
     };
+    // Everything up to the last `@` goes: a password may itself hold `@`, `/`, `?` or `#`,
+    // and hiding too much is the safe error.
     let rest = &url[scheme + 3..];
-    let authority = rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end]);
-    match authority.rfind('@') {
+    match rest.rfind('@') {
         Some(at) => format!("{}://***@{}", &url[..scheme], &rest[at + 1..]),
         None => url.to_owned(),
     }

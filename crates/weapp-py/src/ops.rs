@@ -30,6 +30,8 @@ pub enum OpError {
     Pay(weapp::pay::PayError),
     /// The arguments do not have the shape the operation needs.
     Invalid(String),
+    /// The operation panicked (a bug): reported as a `WeappError`, never a hang.
+    Panicked,
 }
 
 impl From<weapp::pay::PayError> for OpError {
@@ -535,7 +537,12 @@ async fn wxacode(client: &Client, op: &str, a: &Args) -> OpResult {
             if let Some(auto) = a.opt_bool("auto_color")? {
                 call = call.auto_color(auto);
             }
-            if let Some(Value::Object(c)) = a.present("line_color") {
+            if let Some(c) = a.present("line_color") {
+                let Value::Object(c) = c else {
+                    return Err(OpError::Invalid(
+                        "line_color must be a dict with r, g and b".into(),
+                    ));
+                };
                 let part = |k: &str| {
                     c.get(k)
                         .and_then(Value::as_u64)
