@@ -2,6 +2,7 @@
 from typing import Any, Callable, Dict, List, Optional, Tuple, final
 
 __version__: str
+__debug_build__: bool
 
 @final
 class TaskHandle:

@@ -23,6 +23,8 @@ mod sim;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Whether this is an unoptimised (dev-profile) build: benchmarks say so next to figures.
+    m.add("__debug_build__", cfg!(debug_assertions))?;
     m.add_class::<client::NativeClient>()?;
     m.add_class::<bridge::TaskHandle>()?;
     m.add_class::<pay::NativePayClient>()?;
