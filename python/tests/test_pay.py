@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 import uuid
 
 import pytest
@@ -70,6 +71,16 @@ def test_payment_and_refund_end_to_end(weapp_sim: Sim) -> None:
         assert err.value.code == "ORDER_NOT_EXIST" and err.value.status == 404
         again = pickle.loads(pickle.dumps(err.value))
         assert (again.code, again.status, again.request_id) == (err.value.code, err.value.status, err.value.request_id)
+        # A past day's trade bill (WeChat makes a day's bill the next morning; the merchant's
+        # signatures carry the real time, so the simulator's clock stays where it is).
+        day = time.strftime("%Y-%m-%d", time.gmtime(weapp_sim.advance(0) + 8 * 3600 - 3 * 86400))
+        info = pay.trade_bill(day)
+        assert info["hash_type"] == "SHA1"
+        bill = pay.download_bill(info)
+        assert isinstance(bill, bytes) and "交易时间".encode() in bill
+        tampered = dict(info, hash_value="0" * 40)
+        with pytest.raises(weapp.PayError):
+            pay.download_bill(tampered)
     finally:
         server.shutdown()
 

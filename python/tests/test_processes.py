@@ -98,3 +98,28 @@ def test_rust_and_python_processes_agree_on_one_token(weapp_sim: Sim, redis_serv
         w.join(timeout=30)
     assert python_tokens == rust_tokens and len(rust_tokens) == 1
     assert weapp_sim.tokens_issued(app) == 1
+
+
+def test_the_gil_is_released_while_rust_waits(weapp_sim: Sim) -> None:
+    app = weapp_sim.create_app()
+    client = weapp_sim.client(app)
+    client.access_token()
+    weapp_sim.fault("/cgi-bin/openapi/quota/get", latency_ms=1000, count=1)
+    spins = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal spins
+        while not stop.is_set():
+            spins += 1
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        client.openapi.quota("/wxa/getwxacodeunlimit")  # waits a second in Rust
+    finally:
+        stop.set()
+        spinner.join()
+    # Had the waiting thread kept the GIL, the spinner would have run only in the
+    # interpreter's 5 ms switch slices it never gets: a few hundred spins at most.
+    assert spins > 100_000, spins
