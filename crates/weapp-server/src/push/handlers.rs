@@ -248,18 +248,24 @@ async fn intake(state: Push, appid: String, incoming: Incoming) -> Result<(i64, 
         crate::store::NEVER
     };
     let stored = match serde_json::to_string(&message.raw) {
-        Ok(payload) => state
-            .store
-            .insert_event(
-                &appid,
-                &message.dedup_key(),
-                message.type_name(),
-                &payload,
-                now_ms(),
-                next_attempt,
-            )
-            .await
-            .map_err(AppError::from),
+        Ok(payload) => {
+            let started = std::time::Instant::now();
+            let r = state
+                .store
+                .insert_event(
+                    &appid,
+                    &message.dedup_key(),
+                    message.type_name(),
+                    &payload,
+                    now_ms(),
+                    next_attempt,
+                )
+                .await;
+            if r.is_ok() {
+                state.metrics.db_commit("push_event", started.elapsed());
+            }
+            r.map_err(AppError::from)
+        }
         Err(e) => Err(AppError::Internal(e.to_string())),
     };
     if let Some(r) = reservation {
