@@ -87,7 +87,12 @@ fn json_log_format_writes_one_json_object_a_line_and_no_escape_codes() {
 #[test]
 fn text_logs_to_a_file_carry_no_colour_escapes() {
     let logged = serve_and_log(&scratch("text"), "");
-    assert!(logged.lines().any(|l| l.contains("DEBUG") || l.contains("INFO")), "{logged}");
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("DEBUG") || l.contains("INFO")),
+        "{logged}"
+    );
     assert!(!logged.contains("\x1b["), "{logged:?}");
     assert!(
         serde_json::from_str::<serde_json::Value>(logged.lines().next().unwrap()).is_err(),
