@@ -137,6 +137,7 @@ pub(crate) async fn reserve(
             .arg(&holder)
             .invoke_async(&mut conn)
             .await;
+        redis.observe("push_reserve", &answer);
         match answer.as_deref() {
             Ok("reserved") => return Ok(Some(Reservation::Shared(key, holder))),
             Ok(v) if v.starts_with("pending") => return Err(Refusal::InFlight),
@@ -205,6 +206,7 @@ pub(crate) async fn settle(
                 .await
                 .map(|_| ())
             };
+            redis.observe("push_settle", &result);
             if let Err(e) = result {
                 if stored {
                     tracing::warn!(error = %e, "could not mark a push stored; a retry of it meanwhile is answered 503 until the window passes");
