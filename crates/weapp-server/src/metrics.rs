@@ -558,8 +558,9 @@ impl weapp::observe::RedisObserver for Metrics {
     }
 }
 
-/// One app's SDK client reports each upstream attempt here: the upstream histogram, and for
-/// the token endpoints the refresh outcome.
+/// One app's SDK client (or a platform's component, with its authorizers' clients) reports
+/// each upstream attempt here: the upstream histogram, and for the token endpoints the refresh
+/// outcome under the app's appid (a platform's: its component appid).
 #[derive(Debug)]
 pub struct UpstreamObserver {
     appid: String,
@@ -580,7 +581,13 @@ impl weapp::observe::CallObserver for UpstreamObserver {
     fn call(&self, e: &weapp::observe::CallEvent<'_>) {
         let errcode = e.outcome.errcode();
         self.metrics.upstream_call(e.path, errcode, e.elapsed);
-        if matches!(e.path, "/cgi-bin/token" | "/cgi-bin/stable_token") {
+        if matches!(
+            e.path,
+            "/cgi-bin/token"
+                | "/cgi-bin/stable_token"
+                | "/cgi-bin/component/api_component_token"
+                | "/cgi-bin/component/api_authorizer_token"
+        ) {
             self.metrics.token_refresh(&self.appid, errcode);
         }
     }

@@ -340,6 +340,11 @@ impl Http {
         self
     }
 
+    /// The observer of every attempt, if one was set.
+    pub(crate) fn observer(&self) -> Option<std::sync::Arc<dyn crate::observe::CallObserver>> {
+        self.observer.clone()
+    }
+
     /// `base_url` followed by `path` (which starts with `/`).
     fn url(&self, path: &str) -> reqwest::Url {
         let mut url = self.base.clone();
