@@ -20,9 +20,10 @@ struct Cli {
     /// Log filter (e.g. `info`, `weapp=debug`); logs go to stderr.
     #[arg(long, global = true, env = "WEAPP_LOG", default_value = "info")]
     log: String,
-    /// Log line format: `text` or `json`.
-    #[arg(long, global = true, env = "WEAPP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log line format: `text` (default; coloured only on a terminal) or `json` (one object a
+    /// line). `weapp serve` also reads `log_format` from its configuration file.
+    #[arg(long, global = true, env = "WEAPP_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,13 +67,22 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The flag (or its variable) wins; `weapp serve` falls back to its file's `log_format`
+    // (a file that does not load logs as text, and its error is reported as usual).
+    let json = match (&cli.log_format, &cli.command) {
+        (Some(f), _) => f == "json",
+        (None, Command::Serve(args)) => args.log_format() == weapp_server::config::LogFormat::Json,
+        (None, _) => false,
+    };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
-    if cli.log_format == "json" {
+    if json {
         builder.json().init();
     } else {
-        builder.init();
+        // Colour escapes only for a person at a terminal: a file or a pipe gets plain text.
+        use std::io::IsTerminal;
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

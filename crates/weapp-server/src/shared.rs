@@ -27,8 +27,9 @@ pub struct SharedInner {
     pub config: Config,
     /// Shared Redis (also the token store), if configured.
     pub redis: Option<RedisStore>,
-    /// Counters for `/metrics`.
-    pub metrics: Metrics,
+    /// Counters and histograms for `/metrics` (shared with the SDK clients' and the Redis
+    /// store's observers).
+    pub metrics: Arc<Metrics>,
     /// Where webhooks and API hosts may point (`webhook_allow_private`), and the resolver
     /// their names go through.
     pub egress: Egress,

@@ -193,7 +193,10 @@ async fn a_bad_login_fails_alone(url: &str) {
         "half a batch was written"
     );
     // Through the writer: three logins at once, the middle one colliding.
-    let writer = weapp_server::sessions::writer::LoginWriter::spawn(store.clone());
+    let writer = weapp_server::sessions::writer::LoginWriter::spawn(
+        store.clone(),
+        std::sync::Arc::new(weapp_server::metrics::Metrics::default()),
+    );
     let (a, b, c) = tokio::join!(
         writer.write(login("oA", 3)),
         writer.write(login("oB", 1)),

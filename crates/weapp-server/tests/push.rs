@@ -603,3 +603,59 @@ async fn media_check_verdicts_arrive_as_pushes() {
         "pass"
     );
 }
+
+/// The value of the `/metrics` sample line `series` (name and labels, exactly), if present.
+async fn metric(w: &World, server: &ServerHandle, series: &str) -> Option<f64> {
+    let (_, text) = w
+        .call("GET", format!("{}/metrics", server.url()), None, None)
+        .await;
+    text.as_str()?
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushs_commit_and_its_webhook_deliveries_are_timed_in_the_metrics() {
+    let w = world().await;
+    let sink = Sink::start().await;
+    let server = weapp_server::spawn(push_config(&w, &sqlite_url(), &sink))
+        .await
+        .unwrap();
+    let t = target(&server, &w.appid, PushMode::Safe, PushFormat::Json);
+    w.sim.sim().set_push_target(&w.appid, t).unwrap();
+    let d = w
+        .sim
+        .sim()
+        .push(&w.appid, text("oUser", "one", 1))
+        .await
+        .unwrap();
+    assert!(d.delivered, "{d:?}");
+    sink.wait_for(1).await;
+    let commits = "weapp_db_commit_duration_seconds_count{operation=\"push_event\"}";
+    let ok = "weapp_webhook_delivery_duration_seconds_count{outcome=\"ok\"}";
+    common::within(Duration::from_secs(5), "the delivery counted", || async {
+        metric(&w, &server, ok).await == Some(1.0)
+    })
+    .await;
+    assert_eq!(metric(&w, &server, commits).await, Some(1.0));
+    // A failing webhook: its attempts are timed under `failed`.
+    sink.fail.store(true, Ordering::SeqCst);
+    w.sim
+        .sim()
+        .push(&w.appid, text("oUser", "two", 2))
+        .await
+        .unwrap();
+    let failed = "weapp_webhook_delivery_duration_seconds_count{outcome=\"failed\"}";
+    common::within(Duration::from_secs(5), "a failed attempt timed", || async {
+        metric(&w, &server, failed).await.is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(metric(&w, &server, commits).await, Some(2.0));
+    assert!(metric(
+        &w,
+        &server,
+        "weapp_webhook_delivery_duration_seconds_bucket{le=\"+Inf\",outcome=\"failed\"}"
+    )
+    .await
+    .is_some_and(|n| n >= 1.0));
+}

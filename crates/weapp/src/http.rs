@@ -304,6 +304,8 @@ pub(crate) struct Http {
     /// request parses a URL (and runs its host through IDNA) again.
     base: reqwest::Url,
     pub(crate) retry: RetryPolicy,
+    /// Sees every attempt (path, errcode, time taken), when one was set.
+    observer: Option<std::sync::Arc<dyn crate::observe::CallObserver>>,
 }
 
 impl Http {
@@ -320,12 +322,27 @@ impl Http {
                 base_url,
                 base,
                 retry,
+                observer: None,
             }),
             None => Err(Error::InvalidArgument(format!(
                 "base_url `{}` must be an http(s) URL without a query or fragment",
                 redact_url(&base_url)
             ))),
         }
+    }
+
+    /// Reports every attempt to `observer`.
+    pub(crate) fn with_observer(
+        mut self,
+        observer: Option<std::sync::Arc<dyn crate::observe::CallObserver>>,
+    ) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The observer of every attempt, if one was set.
+    pub(crate) fn observer(&self) -> Option<std::sync::Arc<dyn crate::observe::CallObserver>> {
+        self.observer.clone()
     }
 
     /// `base_url` followed by `path` (which starts with `/`).
@@ -405,10 +422,33 @@ impl Http {
         call: &Call<'_>,
         token: Option<&AccessToken>,
     ) -> Result<O> {
-        let raw = self
+        let Some(observer) = &self.observer else {
+            let raw = self
+                .send_once(call.method, call.path, &call.query, token, &call.body)
+                .await?;
+            return O::from_response(raw, call.path);
+        };
+        let started = std::time::Instant::now();
+        let result = match self
             .send_once(call.method, call.path, &call.query, token, &call.body)
-            .await?;
-        O::from_response(raw, call.path)
+            .await
+        {
+            Ok(raw) => O::from_response(raw, call.path),
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(_) => crate::observe::CallOutcome::Ok,
+            Err(e) => match e.errcode() {
+                Some(code) => crate::observe::CallOutcome::ErrCode(code.code()),
+                None => crate::observe::CallOutcome::Failed,
+            },
+        };
+        observer.call(&crate::observe::CallEvent {
+            path: call.path,
+            outcome,
+            elapsed: started.elapsed(),
+        });
+        result
     }
 
     /// The one request pipeline: adds the access token (from `tokens`, when the call needs one),

@@ -33,6 +33,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod observe;
 pub mod open_platform;
 pub mod pay;
 pub mod push;

@@ -626,6 +626,7 @@ pub struct ComponentBuilder {
     clock: Option<Arc<dyn Clock>>,
     policy: TokenPolicy,
     window_secs: i64,
+    observer: Option<Arc<dyn crate::observe::CallObserver>>,
 }
 
 impl std::fmt::Debug for ComponentBuilder {
@@ -681,6 +682,14 @@ impl ComponentBuilder {
         self
     }
 
+    /// Reports every upstream attempt — the component's own calls and its token fetches, and
+    /// those of the authorizer clients it makes ([`Component::authorizer`]) — to `observer`
+    /// (see [`ClientBuilder::observer`](crate::ClientBuilder::observer)).
+    pub fn observer(mut self, observer: Arc<dyn crate::observe::CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// How far an event's timestamp may be from now (default 300 s; 0: unchecked).
     pub fn event_window_secs(mut self, secs: u64) -> Self {
         self.window_secs = secs as i64;
@@ -719,7 +728,8 @@ impl ComponentBuilder {
                 .build()
                 .map_err(|e| Error::InvalidArgument(format!("http client: {e}")))?,
         };
-        let http = Http::new(client, &self.base_url, RetryPolicy::default())?;
+        let http =
+            Http::new(client, &self.base_url, RetryPolicy::default())?.with_observer(self.observer);
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = self
             .store
@@ -969,6 +979,7 @@ impl Component {
             clock: None,
             policy: TokenPolicy::default(),
             window_secs: 300,
+            observer: None,
         }
     }
 
@@ -1551,11 +1562,14 @@ impl Component {
     /// [`Error::InvalidArgument`] for an empty appid.
     pub fn authorizer(&self, authorizer_appid: &str) -> Result<Client> {
         let manager = self.authorizer_manager(authorizer_appid)?;
-        Client::builder(authorizer_appid, AppSecret::new(String::new()))
+        let mut builder = Client::builder(authorizer_appid, AppSecret::new(String::new()))
             .base_url(&self.inner.http.base_url)
             .http_client(self.inner.http.client.clone())
-            .token_source(Arc::new(manager))
-            .build()
+            .token_source(Arc::new(manager));
+        if let Some(observer) = self.inner.http.observer() {
+            builder = builder.observer(observer);
+        }
+        builder.build()
     }
 
     /// The token manager of a merchant's authorizer tokens (for a background refresher, or a

@@ -38,6 +38,17 @@ pub struct Args {
     redis_url: Option<String>,
 }
 
+impl Args {
+    /// The `log_format` of the configuration this command would load (the file, then the
+    /// environment); `text` when it does not load (the error is reported when it is loaded for
+    /// real).
+    pub fn log_format(&self) -> weapp_server::config::LogFormat {
+        Config::load(self.config.as_deref())
+            .map(|c| c.log_format)
+            .unwrap_or_default()
+    }
+}
+
 /// The database of `--sandbox` when neither the flags, the file nor the environment name one.
 const SANDBOX_DATABASE_URL: &str = "sqlite://weapp-sandbox.db";
 

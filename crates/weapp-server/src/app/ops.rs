@@ -160,19 +160,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             None
         }
     };
-    let mut body = state.metrics.render(
-        &state.broker.token_gauges(),
-        outbox.as_ref(),
-        crate::shared::now_ms(),
-    );
-    // The login writer's group commit: logins per commit is the ratio of the two.
-    let (commits, logins) = state.sessions.login_writer.counts();
-    body.push_str(&format!(
-        "# HELP weapp_login_commits_total Transactions the login writer committed.\n\
-         # TYPE weapp_login_commits_total counter\nweapp_login_commits_total {commits}\n\
-         # HELP weapp_login_writes_total Logins the login writer recorded (per commit: divide by weapp_login_commits_total).\n\
-         # TYPE weapp_login_writes_total counter\nweapp_login_writes_total {logins}\n"
-    ));
+    let body = state.metrics.render(&crate::metrics::Scrape {
+        tokens: &state.broker.token_gauges(),
+        outbox: outbox.as_ref(),
+        now_ms: crate::shared::now_ms(),
+        // The login writer's group commit: logins per commit is the ratio of the two.
+        login_writer: state.sessions.login_writer.counts(),
+    });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

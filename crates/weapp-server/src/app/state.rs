@@ -170,6 +170,7 @@ impl AppState {
         }
         check_sandbox_marker(store.as_ref(), config.sandbox).await?;
         let keyring = open_keyring(store.as_ref(), &config).await?;
+        let metrics = Arc::new(Metrics::new(config.metrics_histograms));
         let redis = match &config.redis_url {
             Some(url) => Some(
                 RedisStore::connect(url, config.redis_prefix.clone())
@@ -177,7 +178,8 @@ impl AppState {
                     .map_err(|source| StartError::Redis {
                         url: redact_url(url),
                         source,
-                    })?,
+                    })?
+                    .with_observer(metrics.clone()),
             ),
             None => None,
         };
@@ -216,6 +218,7 @@ impl AppState {
             fleet: redis.is_some(),
             refresher_poll: Duration::from_millis(config.refresher_poll_ms),
             clock: config.clock.clone(),
+            metrics: metrics.clone(),
         };
         // Third-party platforms: tickets and refresh tokens in the database.
         let platform_store = Arc::new(DbPlatformStore::new(store.clone(), keyring.clone()));
@@ -285,7 +288,7 @@ impl AppState {
             store,
             config,
             redis,
-            metrics: Metrics::default(),
+            metrics,
             egress,
             instance_id: hex::encode(rand::random::<[u8; 8]>()),
             trusted_proxies,

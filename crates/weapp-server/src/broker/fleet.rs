@@ -242,7 +242,12 @@ pub fn spawn(state: Broker, mut stop: watch::Receiver<bool>) -> tokio::task::Joi
             round += 1;
             let held: HashSet<u32> = match &mut leases {
                 Some(l) => {
-                    if let Err(e) = l.tick().await {
+                    let ticked = l.tick().await;
+                    // Counted with the token store's commands (`weapp_redis_errors_total`, failovers).
+                    if let Some(r) = &state.redis {
+                        r.observe("fleet_leases", &ticked);
+                    }
+                    if let Err(e) = ticked {
                         tracing::warn!(error = %e, "fleet: redis unavailable; keeping the shards held until their leases would have run out");
                     }
                     // Whatever else made this round slow, leases not renewed for their lifetime

@@ -36,6 +36,8 @@ pub struct RuntimeDeps {
     pub refresher_poll: Duration,
     /// The clock of token expiry (`None`: the system clock).
     pub clock: Option<Arc<dyn weapp::clock::Clock>>,
+    /// Where every app's upstream calls are measured (its SDK client's observer).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One configured mini program.
@@ -126,7 +128,11 @@ impl AppRuntime {
                 },
                 refresher_poll: deps.refresher_poll,
                 ..TokenPolicy::default()
-            });
+            })
+            .observer(Arc::new(crate::metrics::UpstreamObserver::new(
+                &app.appid,
+                deps.metrics.clone(),
+            )));
         if let Some(clock) = &deps.clock {
             builder = builder.clock(clock.clone());
         }

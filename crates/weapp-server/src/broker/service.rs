@@ -117,7 +117,9 @@ impl Broker {
             }
             pipe.cmd("EXPIRE").arg(&key).arg(3 * 86_400).ignore();
             let mut conn = redis.connection();
-            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            let added = pipe.query_async::<()>(&mut conn).await;
+            redis.observe("fetch_counters", &added);
+            if let Err(e) = added {
                 tracing::warn!(error = %e, "could not add to the fleet's fetch counters");
             }
         }
@@ -135,6 +137,7 @@ impl Broker {
                 .arg(appids)
                 .query_async(&mut conn)
                 .await;
+            redis.observe("fetch_counters", &got);
             if let Ok(v) = got {
                 return v.into_iter().map(Option::unwrap_or_default).collect();
             }
@@ -201,6 +204,7 @@ impl Broker {
                 .arg(interval.as_millis() as u64)
                 .invoke_async(&mut conn)
                 .await;
+            redis.observe("invalidate_interval", &left);
             match left {
                 Ok(0) => return None,
                 Ok(ms) => return Some(Duration::from_millis(ms.unsigned_abs())),
@@ -246,6 +250,7 @@ impl Broker {
             );
             let done: redis::RedisResult<i64> =
                 script.key(&key).arg(&digest).invoke_async(&mut conn).await;
+            redis.observe("invalidate_interval", &done);
             if let Err(e) = done {
                 tracing::warn!(appid = %app.appid, error = %e, "could not record a finished invalidation");
             }

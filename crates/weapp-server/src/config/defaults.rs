@@ -133,3 +133,6 @@ pub(crate) fn default_pay_query_after() -> u64 {
 pub(crate) fn default_pay_rate() -> u32 {
     600
 }
+pub(crate) fn default_true() -> bool {
+    true
+}

@@ -74,6 +74,8 @@ pub(crate) const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("pay_reconcile_at", Kind::Text),
     ("pay_query_after_secs", Kind::Scalar),
     ("pay_rate_limit_per_minute", Kind::Scalar),
+    ("log_format", Kind::Text),
+    ("metrics_histograms", Kind::Scalar),
 ];
 
 /// Older names still read.
@@ -88,7 +90,6 @@ pub(crate) const ENV_ALIASES: &[(&str, &str)] =
 pub const OTHER_ENV_VARS: &[&str] = &[
     // the `weapp` command
     "WEAPP_LOG",
-    "WEAPP_LOG_FORMAT",
     "WEAPP_APPID",
     "WEAPP_SECRET",
     "WEAPP_API_BASE",

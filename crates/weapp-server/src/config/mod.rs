@@ -25,4 +25,6 @@ pub use env::{setting_env_vars, unknown_env_vars, UnknownEnvVar};
 pub use errors::{ConfigError, PlatformConfigError, PushConfigError};
 pub use merchants::{MerchantConfig, MerchantKeys};
 pub use secret::{redact_url, redact_webhook_url, Secret};
-pub use server::{AppHook, AppHookFn, Config, RateLimitBackend, SessionTokens, SqliteSync};
+pub use server::{
+    AppHook, AppHookFn, Config, LogFormat, RateLimitBackend, SessionTokens, SqliteSync,
+};

@@ -18,7 +18,7 @@ use super::defaults::{
     default_session_ttl, default_timeout, default_timeout_webhook, default_warmup_spread,
     default_webhook_attempts, default_webhook_lease,
 };
-use super::defaults::{default_pay_query_after, default_pay_rate};
+use super::defaults::{default_pay_query_after, default_pay_rate, default_true};
 use super::errors::ConfigError;
 use super::secret::{redact_url, Secret};
 
@@ -74,6 +74,18 @@ pub enum RateLimitBackend {
     /// In Redis (`redis_url`): the fleet shares one budget. Falls back to the local counters
     /// while Redis is unreachable.
     Redis,
+}
+
+/// How log lines are written (`weapp serve` sets up logging from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only when the output is a terminal. The
+    /// default.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans): for log shippers.
+    Json,
 }
 
 /// The whole configuration.
@@ -330,6 +342,15 @@ pub struct Config {
     /// `WEAPP_SIGNING_KEY_PUBLISH_AHEAD_SECS`. Default 600.
     #[serde(default = "default_publish_ahead")]
     pub signing_key_publish_ahead_secs: u64,
+    /// Log line format: `text` (default) or `json`. Env `WEAPP_LOG_FORMAT` (also read by the
+    /// `weapp` command's `--log-format`, which wins).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Whether `/metrics` keeps its latency histograms (default `true`). Off only to measure
+    /// what they cost (BENCHMARKS.md); the counters are kept either way. Env
+    /// `WEAPP_METRICS_HISTOGRAMS`.
+    #[serde(default = "default_true")]
+    pub metrics_histograms: bool,
     /// The clock token expiry is measured with (not from the file): tests and simulations drive
     /// a virtual day with a manual clock shared with weapp-sim. Default: the system clock.
     #[serde(skip)]
@@ -372,6 +393,8 @@ impl std::fmt::Debug for Config {
             .field("merchants", &self.merchants)
             .field("pay_reconcile_at", &self.pay_reconcile_at)
             .field("warm", &self.warm)
+            .field("log_format", &self.log_format)
+            .field("metrics_histograms", &self.metrics_histograms)
             .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
     }

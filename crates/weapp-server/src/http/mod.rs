@@ -172,13 +172,19 @@ pub async fn auth_failed(state: &Shared, ip: ClientIp, surface: &'static str) {
     let _ = state.auth_failures.hit(ip.key()).await;
 }
 
-/// Counts each request by route template and status.
+/// Counts each request by route template and status, and times it (histograms enabled).
 async fn count(State(state): State<Shared>, req: Request, next: Next) -> Response {
     // MatchedPath is a shared string: cloned, not copied.
     let route = req.extensions().get::<MatchedPath>().cloned();
+    let started = state
+        .metrics
+        .histograms_enabled()
+        .then(std::time::Instant::now);
     let resp = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state.metrics.request(route, resp.status().as_u16());
+    state
+        .metrics
+        .request(route, resp.status().as_u16(), started.map(|t| t.elapsed()));
     resp
 }
 

@@ -161,7 +161,11 @@ impl PlatformRuntime {
         .http_client(deps.http.clone())
         .token_store(deps.token_store.clone())
         .ticket_store(store.clone())
-        .refresh_token_store(store);
+        .refresh_token_store(store)
+        .observer(Arc::new(crate::metrics::UpstreamObserver::new(
+            &config.component_appid,
+            deps.metrics.clone(),
+        )));
         if let Some(clock) = &deps.clock {
             builder = builder.clock(clock.clone());
         }

@@ -137,6 +137,7 @@ pub(crate) async fn reserve(
             .arg(&holder)
             .invoke_async(&mut conn)
             .await;
+        redis.observe("push_reserve", &answer);
         match answer.as_deref() {
             Ok("reserved") => return Ok(Some(Reservation::Shared(key, holder))),
             Ok(v) if v.starts_with("pending") => return Err(Refusal::InFlight),
@@ -205,6 +206,7 @@ pub(crate) async fn settle(
                 .await
                 .map(|_| ())
             };
+            redis.observe("push_settle", &result);
             if let Err(e) = result {
                 if stored {
                     tracing::warn!(error = %e, "could not mark a push stored; a retry of it meanwhile is answered 503 until the window passes");
@@ -248,18 +250,24 @@ async fn intake(state: Push, appid: String, incoming: Incoming) -> Result<(i64, 
         crate::store::NEVER
     };
     let stored = match serde_json::to_string(&message.raw) {
-        Ok(payload) => state
-            .store
-            .insert_event(
-                &appid,
-                &message.dedup_key(),
-                message.type_name(),
-                &payload,
-                now_ms(),
-                next_attempt,
-            )
-            .await
-            .map_err(AppError::from),
+        Ok(payload) => {
+            let started = std::time::Instant::now();
+            let r = state
+                .store
+                .insert_event(
+                    &appid,
+                    &message.dedup_key(),
+                    message.type_name(),
+                    &payload,
+                    now_ms(),
+                    next_attempt,
+                )
+                .await;
+            if r.is_ok() {
+                state.metrics.db_commit("push_event", started.elapsed());
+            }
+            r.map_err(AppError::from)
+        }
         Err(e) => Err(AppError::Internal(e.to_string())),
     };
     if let Some(r) = reservation {

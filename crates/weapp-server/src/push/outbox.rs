@@ -167,6 +167,7 @@ async fn deliver_to(
     url: &str,
     secret: &crate::config::Secret,
 ) {
+    let started = std::time::Instant::now();
     let outcome = match send(state, http, &event, url, secret).await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) if r.status().is_redirection() => Err(format!(
@@ -181,23 +182,24 @@ async fn deliver_to(
             None => e.without_url().to_string(),
         }),
     };
+    let took = Some(started.elapsed());
     let stored = match outcome {
         Ok(()) => {
-            state.metrics.webhook(&event.appid, "ok");
+            state.metrics.webhook(&event.appid, "ok", took);
             state.store.mark_delivered(event.id, now_ms()).await
         }
         Err(error) => {
             let attempts = event.attempts + 1;
             let next = now_ms() + backoff(state, event.attempts).as_millis() as i64;
             if attempts >= state.config.webhook_max_attempts {
-                state.metrics.webhook(&event.appid, "dead");
+                state.metrics.webhook(&event.appid, "dead", took);
                 tracing::warn!(event = event.id, appid = %event.appid, attempts, %error, "webhook delivery failed for the last time; dead-lettered (redeliver through POST /v1/apps/{{appid}}/events/{{id}}/redeliver)");
                 state
                     .store
                     .mark_failed(event.id, next, &error, Some(now_ms()))
                     .await
             } else {
-                state.metrics.webhook(&event.appid, "failed");
+                state.metrics.webhook(&event.appid, "failed", took);
                 tracing::info!(event = event.id, appid = %event.appid, attempts, %error, "webhook delivery failed; will retry");
                 state.store.mark_failed(event.id, next, &error, None).await
             }

@@ -58,7 +58,7 @@ impl Sessions {
         platforms: Platforms,
         limits: SessionLimits,
     ) -> Self {
-        let login_writer = LoginWriter::spawn(shared.store.clone());
+        let login_writer = LoginWriter::spawn(shared.store.clone(), shared.metrics.clone());
         Sessions(Arc::new(SessionsInner {
             shared,
             broker,

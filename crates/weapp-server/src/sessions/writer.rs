@@ -28,8 +28,8 @@ pub struct LoginWriter {
 }
 
 impl LoginWriter {
-    /// Starts the writer over `store`.
-    pub fn spawn(store: Arc<dyn Store>) -> Self {
+    /// Starts the writer over `store`; each batch's commit is timed into `metrics`.
+    pub fn spawn(store: Arc<dyn Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(LoginWrite, Reply)>(4 * MAX_BATCH);
         let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let c = counts.clone();
@@ -64,8 +64,10 @@ impl LoginWriter {
                     c.0.fetch_add(1, Ordering::Relaxed);
                     c.1.fetch_add(logins as u64, Ordering::Relaxed);
                 };
+                let started = std::time::Instant::now();
                 match store.record_logins(&writes).await {
                     Ok(done) => {
+                        metrics.db_commit("login_batch", started.elapsed());
                         committed(done.len());
                         for (reply, r) in replies.into_iter().zip(done) {
                             let _ = reply.send(Ok(r));

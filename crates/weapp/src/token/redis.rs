@@ -21,17 +21,19 @@
 //!   next refresh overwrites it under the lock; a value of a newer schema than this code knows
 //!   reads as absent too.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{ErrorKind, Script};
 use serde::{Deserialize, Serialize};
 
 use super::store::{Lease, StoreState, StoredToken, TokenKey, TokenStore};
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
+use crate::observe::{RedisEvent, RedisObserver};
 use crate::secret::AccessToken;
 
 /// The schema version written into every stored value.
@@ -118,6 +120,11 @@ pub struct RedisStore {
     prefix: String,
     scripts: Arc<[Script; 5]>,
     clock: Arc<dyn Clock>,
+    /// Sees errors and failovers, when set ([`RedisStore::with_observer`]).
+    observer: Option<Arc<dyn RedisObserver>>,
+    /// Whether the last command failed for want of a connection: the next success is a
+    /// connection re-established (a failover seen). Shared by clones, as the connection is.
+    failing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -204,7 +211,52 @@ impl RedisStore {
                 Script::new(RENEW),
             ]),
             clock: Arc::new(SystemClock),
+            observer: None,
+            failing: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Reports every command's failure, and every failover seen, to `observer` (see
+    /// [`RedisEvent`]): how a service counts Redis errors without wrapping the store. Applies
+    /// to this store and the clones made after.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn RedisObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Tells the observer (if any) how the command `op` (a fixed name, never a key) on
+    /// [`RedisStore::connection`] went: for code that runs its own commands on the shared
+    /// connection, so its errors are counted with the store's.
+    pub fn observe<T>(&self, op: &'static str, result: &redis::RedisResult<T>) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    observer.redis(RedisEvent::Failover);
+                }
+            }
+            Err(e) => {
+                observer.redis(RedisEvent::Error { op });
+                if matches!(e.kind(), ErrorKind::ReadOnly | ErrorKind::Moved) {
+                    observer.redis(RedisEvent::Failover);
+                } else if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                {
+                    self.failing.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// `result` observed, its error made a [`StoreError`].
+    fn checked<T>(&self, op: &'static str, result: redis::RedisResult<T>) -> Result<T, StoreError> {
+        self.observe(op, &result);
+        result.map_err(store_err(op))
     }
 
     /// The underlying connection (multiplexed, reconnecting): for an application that keeps
@@ -233,11 +285,8 @@ impl RedisStore {
     /// [`StoreError`] when it does not.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(store_err("PING"))
+        let r = redis::cmd("PING").query_async::<String>(&mut conn).await;
+        self.checked("PING", r).map(|_| ())
     }
 
     /// The Redis key of `suffix` (`token`, `written`, `lock`, `fence`) for `key`.
@@ -258,11 +307,8 @@ impl TokenStore for RedisStore {
         let name = self.redis_key(key, "token");
         // MGET, not GET: a value of another type reads as absent instead of failing, so it
         // cannot keep the fleet in degraded mode (the next refresh overwrites it).
-        let raw: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&name)
-            .query_async(&mut conn)
-            .await
-            .map_err(store_err("MGET"))?;
+        let r = redis::cmd("MGET").arg(&name).query_async(&mut conn).await;
+        let raw: Vec<Option<String>> = self.checked("MGET", r)?;
         Ok(raw
             .into_iter()
             .next()
@@ -273,12 +319,12 @@ impl TokenStore for RedisStore {
     async fn load_state(&self, key: &TokenKey) -> Result<StoreState, StoreError> {
         let mut conn = self.conn.clone();
         let name = self.redis_key(key, "token");
-        let (raw, written): (Option<String>, Option<String>) = redis::cmd("MGET")
+        let r = redis::cmd("MGET")
             .arg(&name)
             .arg(self.redis_key(key, "written"))
             .query_async(&mut conn)
-            .await
-            .map_err(store_err("MGET"))?;
+            .await;
+        let (raw, written): (Option<String>, Option<String>) = self.checked("MGET", r)?;
         Ok(StoreState {
             token: raw.and_then(|s| decode(&name, &s)),
             // An unparsable watermark is as good as lost.
@@ -294,52 +340,52 @@ impl TokenStore for RedisStore {
         .map_err(|e| StoreError::new("encode token", Some(Box::new(e))))?;
         let ttl = (token.expires_at_ms - self.clock.now_ms()).max(1000);
         let mut conn = self.conn.clone();
-        let written: i64 = self.scripts[0]
+        let r = self.scripts[0]
             .key(self.redis_key(key, "token"))
             .key(self.redis_key(key, "written"))
             .arg(json)
             .arg(token.version)
             .arg(ttl)
             .invoke_async(&mut conn)
-            .await
-            .map_err(store_err("store"))?;
+            .await;
+        let written: i64 = self.checked("store", r)?;
         Ok(written == 1)
     }
 
     async fn invalidate(&self, key: &TokenKey, stale: &AccessToken) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let removed: i64 = self.scripts[1]
+        let r = self.scripts[1]
             .key(self.redis_key(key, "token"))
             .arg(stale.expose())
             .invoke_async(&mut conn)
-            .await
-            .map_err(store_err("invalidate"))?;
+            .await;
+        let removed: i64 = self.checked("invalidate", r)?;
         Ok(removed == 1)
     }
 
     async fn try_lock(&self, key: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
         let id = hex::encode(rand::random::<[u8; 16]>());
         let mut conn = self.conn.clone();
-        let fence: u64 = self.scripts[2]
+        let r = self.scripts[2]
             .key(self.redis_key(key, "lock"))
             .key(self.redis_key(key, "fence"))
             .key(self.redis_key(key, "written"))
             .arg(&id)
             .arg(ttl.as_millis().max(1) as u64)
             .invoke_async(&mut conn)
-            .await
-            .map_err(store_err("lock"))?;
+            .await;
+        let fence: u64 = self.checked("lock", r)?;
         Ok((fence > 0).then_some(Lease { id, fence }))
     }
 
     async fn unlock(&self, key: &TokenKey, lease: &Lease) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = self.scripts[3]
+        let r = self.scripts[3]
             .key(self.redis_key(key, "lock"))
             .arg(&lease.id)
             .invoke_async(&mut conn)
-            .await
-            .map_err(store_err("unlock"))?;
+            .await;
+        let _: i64 = self.checked("unlock", r)?;
         Ok(())
     }
 
@@ -350,13 +396,13 @@ impl TokenStore for RedisStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let renewed: i64 = self.scripts[4]
+        let r = self.scripts[4]
             .key(self.redis_key(key, "lock"))
             .arg(&lease.id)
             .arg(ttl.as_millis().max(1) as u64)
             .invoke_async(&mut conn)
-            .await
-            .map_err(store_err("renew"))?;
+            .await;
+        let renewed: i64 = self.checked("renew", r)?;
         Ok(renewed == 1)
     }
 }
