@@ -321,3 +321,119 @@ pub fn beijing_date(offset_days: i64) -> String {
         .unwrap_or(0);
     weapp_sim::datacube::yyyymmdd(weapp_sim::datacube::beijing_day(now_ms) + offset_days)
 }
+
+/// A TCP proxy in front of a server (a Redis, say) that can be made to hang like a network
+/// partition: in [`HangingProxy::hang`] mode it keeps every connection open, reads and
+/// discards what it is sent and never answers nor closes; new connections are accepted and
+/// treated the same. [`HangingProxy::resume`] forwards new connections again; a connection that
+/// saw the hang stays dead (as one whose peer gave up on it would).
+#[derive(Debug)]
+pub struct HangingProxy {
+    addr: SocketAddr,
+    hanging: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl HangingProxy {
+    /// A proxy on a free loopback port in front of `target`, forwarding.
+    ///
+    /// # Panics
+    /// When it cannot bind a port.
+    pub async fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let hanging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mode = hanging.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mode = mode.clone();
+                tokio::spawn(async move {
+                    // Dead once it has seen the hang: bytes either way are dropped from then on.
+                    let dead = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+                        mode.load(Ordering::SeqCst),
+                    ));
+                    let (mut cr, mut cw) = client.into_split();
+                    let upstream = if dead.load(Ordering::SeqCst) {
+                        None
+                    } else {
+                        tokio::net::TcpStream::connect(target).await.ok()
+                    };
+                    let Some(upstream) = upstream else {
+                        // Black hole: read and discard until the peer closes; never answer.
+                        let mut buf = [0u8; 4096];
+                        while matches!(cr.read(&mut buf).await, Ok(n) if n > 0) {}
+                        // Held until the peer is gone.
+                        drop(cw);
+                        return;
+                    };
+                    let (mut ur, mut uw) = upstream.into_split();
+                    let (d1, m1) = (dead.clone(), mode.clone());
+                    let up = tokio::spawn(async move {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                            if m1.load(Ordering::SeqCst) {
+                                d1.store(true, Ordering::SeqCst);
+                            }
+                            if !d1.load(Ordering::SeqCst) && uw.write_all(&buf[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = ur.read(&mut buf).await {
+                        if mode.load(Ordering::SeqCst) {
+                            dead.store(true, Ordering::SeqCst);
+                        }
+                        if !dead.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Upstream closed: keep the client side open if dead (a hang never closes).
+                    let _ = up.await;
+                    drop(cw);
+                });
+            }
+        });
+        Self {
+            addr,
+            hanging,
+            accept,
+        }
+    }
+
+    /// `redis://` at the proxy.
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops forwarding without closing anything.
+    pub fn hang(&self) {
+        self.hanging
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards new connections again.
+    pub fn resume(&self) {
+        self.hanging
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for HangingProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
