@@ -22,7 +22,7 @@
 //!   reads as absent too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,11 +112,54 @@ struct WireIn {
     token: StoredToken,
 }
 
+/// How long Redis may take: to answer one command, and to accept a connection (each attempt).
+///
+/// A Redis that hangs (a network partition: packets dropped, nothing closed) costs a command
+/// `response` at most; the store then opens a fresh connection in the background (one attempt
+/// at a time, each bounded by `connect`), so service resumes on its own once Redis answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisTimeouts {
+    /// Per command. Default 1 s.
+    pub response: Duration,
+    /// Per connection attempt (TCP connect and handshake). Default 500 ms.
+    pub connect: Duration,
+}
+
+impl Default for RedisTimeouts {
+    fn default() -> Self {
+        Self {
+            response: Duration::from_secs(1),
+            connect: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RedisTimeouts {
+    fn manager_config(self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(self.connect)
+            .set_response_timeout(self.response)
+            .set_number_of_retries(1)
+            .set_max_delay(200)
+    }
+}
+
+/// The connection shared by a store and its clones, replaced after a command timed out.
+struct Link {
+    client: redis::Client,
+    timeouts: RedisTimeouts,
+    current: RwLock<ConnectionManager>,
+    /// A replacement connection is being opened.
+    replacing: AtomicBool,
+}
+
 /// Redis-backed token store. Cheap to clone; clones share one multiplexed connection that
-/// reconnects on its own after Redis comes back.
+/// reconnects on its own after Redis comes back — after a refused or reset connection (the
+/// `redis` crate's connection manager) and after a command timed out (a hang: this store opens
+/// a new connection in the background, see [`RedisTimeouts`]).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    link: Arc<Link>,
     prefix: String,
     scripts: Arc<[Script; 5]>,
     clock: Arc<dyn Clock>,
@@ -186,22 +229,35 @@ impl RedisStore {
     /// [`StoreError`] when the URL is invalid or the first connection fails. The message never
     /// contains the URL (it may carry a password).
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
+        Self::connect_with(url, prefix, RedisTimeouts::default()).await
+    }
+
+    /// [`RedisStore::connect`] with other timeouts than the default (1 s per command, 500 ms
+    /// per connection attempt).
+    ///
+    /// # Errors
+    /// As [`RedisStore::connect`].
+    pub async fn connect_with(
+        url: &str,
+        prefix: impl Into<String>,
+        timeouts: RedisTimeouts,
+    ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|_| {
             StoreError::new(
                 "redis url is not valid (expected redis://host:port/db)",
                 None,
             )
         })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_millis(500))
-            .set_response_timeout(Duration::from_secs(1))
-            .set_number_of_retries(1)
-            .set_max_delay(200);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), timeouts.manager_config())
             .await
             .map_err(store_err("connect"))?;
         Ok(Self {
-            conn,
+            link: Arc::new(Link {
+                client,
+                timeouts,
+                current: RwLock::new(conn),
+                replacing: AtomicBool::new(false),
+            }),
             prefix: prefix.into(),
             scripts: Arc::new([
                 Script::new(STORE),
@@ -228,7 +284,17 @@ impl RedisStore {
     /// Tells the observer (if any) how the command `op` (a fixed name, never a key) on
     /// [`RedisStore::connection`] went: for code that runs its own commands on the shared
     /// connection, so its errors are counted with the store's.
+    ///
+    /// A timed-out command (`op` times out after [`RedisTimeouts::response`]; code with a
+    /// shorter deadline of its own reports an [`std::io::ErrorKind::TimedOut`] error) also has
+    /// the connection replaced in the background: on a hang the connection manager would keep
+    /// using the dead one.
     pub fn observe<T>(&self, op: &'static str, result: &redis::RedisResult<T>) {
+        if let Err(e) = result {
+            if e.is_timeout() {
+                self.replace_connection();
+            }
+        }
         let Some(observer) = &self.observer else {
             return;
         };
@@ -260,9 +326,45 @@ impl RedisStore {
     }
 
     /// The underlying connection (multiplexed, reconnecting): for an application that keeps
-    /// other keys in the same Redis.
+    /// other keys in the same Redis. Take it for each use (it is replaced after a timeout), and
+    /// pass each command's result to [`RedisStore::observe`].
     pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.link
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The timeouts the store was connected with.
+    pub fn timeouts(&self) -> RedisTimeouts {
+        self.link.timeouts
+    }
+
+    /// Opens a new connection in the background and puts it in place of the current one (a
+    /// command on it timed out: Redis hangs, or the network to it does). One attempt at a time;
+    /// a failed attempt leaves the current connection, and the next timeout tries again.
+    fn replace_connection(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.link.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let link = self.link.clone();
+        rt.spawn(async move {
+            let config = link.timeouts.manager_config();
+            match ConnectionManager::new_with_config(link.client.clone(), config).await {
+                Ok(fresh) => {
+                    *link.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                    tracing::info!("redis: a command timed out; a new connection is in place");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "redis: a command timed out and a new connection could not be opened yet");
+                }
+            }
+            link.replacing.store(false, Ordering::Release);
+        });
     }
 
     /// The key prefix.
@@ -284,7 +386,7 @@ impl RedisStore {
     /// # Errors
     /// [`StoreError`] when it does not.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let r = redis::cmd("PING").query_async::<String>(&mut conn).await;
         self.checked("PING", r).map(|_| ())
     }
@@ -303,7 +405,7 @@ impl RedisStore {
 #[async_trait]
 impl TokenStore for RedisStore {
     async fn load(&self, key: &TokenKey) -> Result<Option<StoredToken>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let name = self.redis_key(key, "token");
         // MGET, not GET: a value of another type reads as absent instead of failing, so it
         // cannot keep the fleet in degraded mode (the next refresh overwrites it).
@@ -317,7 +419,7 @@ impl TokenStore for RedisStore {
     }
 
     async fn load_state(&self, key: &TokenKey) -> Result<StoreState, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let name = self.redis_key(key, "token");
         let r = redis::cmd("MGET")
             .arg(&name)
@@ -339,7 +441,7 @@ impl TokenStore for RedisStore {
         })
         .map_err(|e| StoreError::new("encode token", Some(Box::new(e))))?;
         let ttl = (token.expires_at_ms - self.clock.now_ms()).max(1000);
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let r = self.scripts[0]
             .key(self.redis_key(key, "token"))
             .key(self.redis_key(key, "written"))
@@ -353,7 +455,7 @@ impl TokenStore for RedisStore {
     }
 
     async fn invalidate(&self, key: &TokenKey, stale: &AccessToken) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let r = self.scripts[1]
             .key(self.redis_key(key, "token"))
             .arg(stale.expose())
@@ -365,7 +467,7 @@ impl TokenStore for RedisStore {
 
     async fn try_lock(&self, key: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
         let id = hex::encode(rand::random::<[u8; 16]>());
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let r = self.scripts[2]
             .key(self.redis_key(key, "lock"))
             .key(self.redis_key(key, "fence"))
@@ -379,7 +481,7 @@ impl TokenStore for RedisStore {
     }
 
     async fn unlock(&self, key: &TokenKey, lease: &Lease) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let r = self.scripts[3]
             .key(self.redis_key(key, "lock"))
             .arg(&lease.id)
@@ -395,7 +497,7 @@ impl TokenStore for RedisStore {
         lease: &Lease,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let r = self.scripts[4]
             .key(self.redis_key(key, "lock"))
             .arg(&lease.id)
