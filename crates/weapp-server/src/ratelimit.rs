@@ -82,25 +82,22 @@ const EVICTION_SCAN: usize = 16;
 /// Redis counters shared by a fleet.
 #[derive(Clone)]
 pub struct Shared {
-    conn: redis::aio::ConnectionManager,
-    prefix: String,
+    redis: weapp::token::redis::RedisStore,
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.redis.prefix())
             .finish_non_exhaustive()
     }
 }
 
 impl Shared {
-    /// Counters under `prefix` in the Redis behind `conn`.
-    pub fn new(conn: redis::aio::ConnectionManager, prefix: impl Into<String>) -> Self {
-        Self {
-            conn,
-            prefix: prefix.into(),
-        }
+    /// Counters under the store's prefix in its Redis (its connection, taken for each count, so
+    /// one replaced after a hang is used; errors and timeouts are reported to it).
+    pub fn new(redis: weapp::token::redis::RedisStore) -> Self {
+        Self { redis }
     }
 }
 
@@ -176,9 +173,19 @@ impl RateLimiter {
         // A check passes while the count is below the limit; a hit passes if it stays within.
         let over = |n: u32| if add == 0 { n >= limit } else { n > limit };
         if let Some(shared) = &self.shared {
-            match tokio::time::timeout(SHARED_TIMEOUT, self.count_shared(shared, key, minute, add))
-                .await
-            {
+            let counted =
+                tokio::time::timeout(SHARED_TIMEOUT, self.count_shared(shared, key, minute, add))
+                    .await;
+            // A deadline of our own, shorter than the store's: reported as the timeout it is,
+            // so a hanging Redis has its connection replaced.
+            match &counted {
+                Ok(r) => shared.redis.observe("rate_limit", r),
+                Err(_) => shared.redis.observe::<()>(
+                    "rate_limit",
+                    &Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+                ),
+            }
+            match counted {
                 Ok(Ok(n)) => return if over(n) { Err(wait) } else { Ok(()) },
                 Ok(Err(e)) => {
                     tracing::debug!(limiter = self.name, error = %e, "shared rate limit unavailable; counting locally")
@@ -231,8 +238,12 @@ impl RateLimiter {
         minute: u64,
         add: u32,
     ) -> redis::RedisResult<u32> {
-        let k = format!("{}:rl:{}:{minute}:{key:032x}", shared.prefix, self.name);
-        let mut conn = shared.conn.clone();
+        let k = format!(
+            "{}:rl:{}:{minute}:{key:032x}",
+            shared.redis.prefix(),
+            self.name
+        );
+        let mut conn = shared.redis.connection();
         if add == 0 {
             let n: Option<u32> = redis::cmd("GET").arg(&k).query_async(&mut conn).await?;
             return Ok(n.unwrap_or(0));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weapp::token::redis::RedisStore;
+use weapp::token::redis::{RedisStore, RedisTimeouts};
 use weapp::token::{MemoryStore, TokenStore};
 
 use super::errors::StartError;
@@ -173,28 +173,29 @@ impl AppState {
         let metrics = Arc::new(Metrics::new(config.metrics_histograms));
         let redis = match &config.redis_url {
             Some(url) => Some(
-                RedisStore::connect(url, config.redis_prefix.clone())
-                    .await
-                    .map_err(|source| StartError::Redis {
-                        url: redact_url(url),
-                        source,
-                    })?
-                    .with_observer(metrics.clone()),
+                RedisStore::connect_with(
+                    url,
+                    config.redis_prefix.clone(),
+                    RedisTimeouts {
+                        response: Duration::from_millis(config.redis_timeout_ms),
+                        connect: Duration::from_millis(config.redis_connect_timeout_ms),
+                    },
+                )
+                .await
+                .map_err(|source| StartError::Redis {
+                    url: redact_url(url),
+                    source,
+                })?
+                .with_observer(metrics.clone()),
             ),
             None => None,
         };
         let admin_shared = match (&redis, config.rate_limit_backend) {
-            (Some(r), RateLimitBackend::Redis) => Some(crate::ratelimit::Shared::new(
-                r.connection(),
-                config.redis_prefix.clone(),
-            )),
+            (Some(r), RateLimitBackend::Redis) => Some(crate::ratelimit::Shared::new(r.clone())),
             _ => None,
         };
         let shared_limits = match (&redis, config.rate_limit_backend) {
-            (Some(r), RateLimitBackend::Redis) => Some(crate::ratelimit::Shared::new(
-                r.connection(),
-                config.redis_prefix.clone(),
-            )),
+            (Some(r), RateLimitBackend::Redis) => Some(crate::ratelimit::Shared::new(r.clone())),
             _ => None,
         };
         let token_store: Arc<dyn TokenStore> = match (&redis, &config.clock) {

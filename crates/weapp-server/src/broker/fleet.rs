@@ -242,6 +242,11 @@ pub fn spawn(state: Broker, mut stop: watch::Receiver<bool>) -> tokio::task::Joi
             round += 1;
             let held: HashSet<u32> = match &mut leases {
                 Some(l) => {
+                    // The store's connection of the moment: it is replaced after a command timed
+                    // out (a hanging Redis), which this round then uses.
+                    if let Some(r) = &state.redis {
+                        l.conn = r.connection();
+                    }
                     let ticked = l.tick().await;
                     // Counted with the token store's commands (`weapp_redis_errors_total`, failovers).
                     if let Some(r) = &state.redis {

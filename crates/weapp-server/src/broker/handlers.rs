@@ -307,6 +307,15 @@ async fn handed_before(
             .query_async::<Option<String>>(&mut conn),
     )
     .await;
+    match &previous {
+        Ok(r) => redis.observe("mirror_handed", r),
+        // Our own deadline, shorter than the store's: reported as the timeout it is, so a
+        // hanging Redis has its connection replaced.
+        Err(_) => redis.observe::<()>(
+            "mirror_handed",
+            &Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+        ),
+    }
     match previous {
         Ok(Ok(previous)) => here || previous.as_deref() == Some(digest.as_str()),
         Ok(Err(e)) => {

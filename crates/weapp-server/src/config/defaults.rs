@@ -122,6 +122,12 @@ pub(crate) fn default_pool_size() -> u32 {
 pub(crate) fn default_acquire_timeout_ms() -> u64 {
     3000
 }
+pub(crate) fn default_redis_timeout_ms() -> u64 {
+    1000
+}
+pub(crate) fn default_redis_connect_timeout_ms() -> u64 {
+    500
+}
 
 /// WeChat's trade bills are ready from 10:00 Beijing time the next day.
 pub(crate) fn default_pay_reconcile_at() -> String {

@@ -28,6 +28,8 @@ pub(crate) const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("sqlite_synchronous", Kind::Text),
     ("redis_url", Kind::Text),
     ("redis_prefix", Kind::Text),
+    ("redis_timeout_ms", Kind::Scalar),
+    ("redis_connect_timeout_ms", Kind::Scalar),
     ("session_ttl_secs", Kind::Scalar),
     ("session_tokens", Kind::Text),
     ("session_idle_timeout_secs", Kind::Scalar),

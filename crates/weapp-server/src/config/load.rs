@@ -421,6 +421,13 @@ impl Config {
                 1,
                 600_000,
             ),
+            ("redis_timeout_ms", self.redis_timeout_ms, 1, 60_000),
+            (
+                "redis_connect_timeout_ms",
+                self.redis_connect_timeout_ms,
+                1,
+                60_000,
+            ),
         ] {
             if v < min || v > max {
                 return bad(format!("{name} must be between {min} and {max}, got {v}"));
@@ -430,6 +437,12 @@ impl Config {
             return bad(format!(
                 "webhook_lease_secs ({}) must exceed webhook_timeout_secs ({}): a delivery still running when its lease ends is sent twice",
                 self.webhook_lease_secs, self.webhook_timeout_secs
+            ));
+        }
+        if self.redis_timeout_ms >= self.request_timeout_secs.saturating_mul(1000) {
+            return bad(format!(
+                "redis_timeout_ms ({}) must be shorter than request_timeout_secs ({} s): a request waiting on a hanging Redis must still be answered from the local copy",
+                self.redis_timeout_ms, self.request_timeout_secs
             ));
         }
         if self.database_acquire_timeout_ms >= self.request_timeout_secs.saturating_mul(1000) {

@@ -13,10 +13,11 @@ use super::defaults::{
     default_invalidate_interval, default_issuer, default_listen, default_login_rate,
     default_max_connections, default_max_connections_per_ip, default_phone_rate,
     default_platform_reconcile, default_pool_size, default_prefix, default_publish_ahead,
-    default_rate_limit_max_keys, default_refresher_poll, default_registry_poll,
-    default_registry_reconcile, default_retry_base, default_retry_max, default_rotate_days,
-    default_session_ttl, default_timeout, default_timeout_webhook, default_warmup_spread,
-    default_webhook_attempts, default_webhook_lease,
+    default_rate_limit_max_keys, default_redis_connect_timeout_ms, default_redis_timeout_ms,
+    default_refresher_poll, default_registry_poll, default_registry_reconcile, default_retry_base,
+    default_retry_max, default_rotate_days, default_session_ttl, default_timeout,
+    default_timeout_webhook, default_warmup_spread, default_webhook_attempts,
+    default_webhook_lease,
 };
 use super::defaults::{default_pay_query_after, default_pay_rate, default_true};
 use super::errors::ConfigError;
@@ -117,6 +118,16 @@ pub struct Config {
     /// Key prefix in Redis. Env `WEAPP_REDIS_PREFIX`. Default `weapp`.
     #[serde(default = "default_prefix")]
     pub redis_prefix: String,
+    /// How long a Redis command may take before it counts as failed (Redis hangs, or the
+    /// network to it does): the token module then serves its local copy, rate limits count
+    /// locally, and a new connection is opened in the background. Env `WEAPP_REDIS_TIMEOUT_MS`.
+    /// Default 1000.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// How long one attempt to connect to Redis (TCP and handshake) may take. Env
+    /// `WEAPP_REDIS_CONNECT_TIMEOUT_MS`. Default 500.
+    #[serde(default = "default_redis_connect_timeout_ms")]
+    pub redis_connect_timeout_ms: u64,
     /// The session tokens logins issue: `timed` (default) or `random` (the earlier releases'
     /// kind, which they can look up: set it on every instance while a fleet still runs one).
     /// Env `WEAPP_SESSION_TOKENS`.
@@ -380,6 +391,8 @@ impl std::fmt::Debug for Config {
             .field("database_pool_size", &self.database_pool_size)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("redis_connect_timeout_ms", &self.redis_connect_timeout_ms)
             .field("session_ttl_secs", &self.session_ttl_secs)
             .field("session_tokens", &self.session_tokens)
             .field("data_key", &self.data_key)

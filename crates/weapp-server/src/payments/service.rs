@@ -147,9 +147,9 @@ impl Payments {
             merchants.insert(runtime.mchid.clone(), Arc::new(runtime));
         }
         let limits = match (&shared.redis, shared.config.rate_limit_backend) {
-            (Some(r), crate::config::RateLimitBackend::Redis) => Some(
-                crate::ratelimit::Shared::new(r.connection(), shared.config.redis_prefix.clone()),
-            ),
+            (Some(r), crate::config::RateLimitBackend::Redis) => {
+                Some(crate::ratelimit::Shared::new(r.clone()))
+            }
             _ => None,
         };
         let pay_limiter = crate::ratelimit::RateLimiter::new(
