@@ -515,3 +515,42 @@ async fn store_is_used_again_after_redis_comes_back() {
     );
     assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 1);
 }
+
+/// A Redis that hangs (a partition: nothing answers, nothing closes) costs each command the
+/// configured timeout, and the store opens a new connection on its own once Redis answers again
+/// (the `redis` crate's connection manager alone keeps the dead one after a timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_costs_one_timeout_per_command_and_is_used_again_after() {
+    use std::time::Instant;
+    use weapp::token::redis::RedisTimeouts;
+    let redis = RedisServer::start();
+    let proxy = weapp_test_support::HangingProxy::start(
+        format!("127.0.0.1:{}", redis.port()).parse().unwrap(),
+    )
+    .await;
+    let timeouts = RedisTimeouts {
+        response: Duration::from_millis(300),
+        connect: Duration::from_millis(300),
+    };
+    let store = RedisStore::connect_with(&proxy.redis_url(), unique_prefix("hang"), timeouts)
+        .await
+        .unwrap();
+    assert_eq!(store.timeouts(), timeouts);
+    store.ping().await.unwrap();
+    proxy.hang();
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert!(store.ping().await.is_err());
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(800), "a ping took {took:?}");
+    }
+    proxy.resume();
+    let start = Instant::now();
+    while store.ping().await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "Redis not used again after the hang"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
