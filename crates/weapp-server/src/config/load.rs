@@ -439,7 +439,11 @@ impl Config {
                 self.webhook_lease_secs, self.webhook_timeout_secs
             ));
         }
-        if self.redis_timeout_ms >= self.request_timeout_secs.saturating_mul(1000) {
+        // Only with a Redis: a configuration without one (a short request timeout, say) is
+        // not refused for a setting it does not use.
+        if self.redis_url.is_some()
+            && self.redis_timeout_ms >= self.request_timeout_secs.saturating_mul(1000)
+        {
             return bad(format!(
                 "redis_timeout_ms ({}) must be shorter than request_timeout_secs ({} s): a request waiting on a hanging Redis must still be answered from the local copy",
                 self.redis_timeout_ms, self.request_timeout_secs

@@ -114,9 +114,13 @@ struct WireIn {
 
 /// How long Redis may take: to answer one command, and to accept a connection (each attempt).
 ///
-/// A Redis that hangs (a network partition: packets dropped, nothing closed) costs a command
-/// `response` at most; the store then opens a fresh connection in the background (one attempt
-/// at a time, each bounded by `connect`), so service resumes on its own once Redis answers.
+/// A Redis that hangs while the connection's buffers still take the command (packets dropped,
+/// nothing closed) costs a command about `response`; the store then checks the connection in
+/// the background and, if it does not answer, opens fresh ones until one does, so service
+/// resumes on its own once Redis answers. Not bounded yet: a command whose bytes cannot even
+/// be written because a long partition filled the socket's buffers waits for the send (see the
+/// CHANGELOG); and after a refused or reset connection the connection manager's own reconnect
+/// (one retry, about a second apart) comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedisTimeouts {
     /// Per command. Default 1 s.
@@ -151,6 +155,22 @@ struct Link {
     current: RwLock<ConnectionManager>,
     /// A replacement connection is being opened.
     replacing: AtomicBool,
+}
+
+/// Clears [`Link::replacing`] when the replacing task ends, however it ends.
+struct Replacing(Arc<Link>);
+
+impl Drop for Replacing {
+    fn drop(&mut self) {
+        self.0.replacing.store(false, Ordering::Release);
+    }
+}
+
+/// Whether `conn` answers a `PING` within `within`.
+async fn answers(mut conn: ConnectionManager, within: Duration) -> bool {
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut conn);
+    matches!(tokio::time::timeout(within, ping).await, Ok(Ok(_)))
 }
 
 /// Redis-backed token store. Cheap to clone; clones share one multiplexed connection that
@@ -341,9 +361,13 @@ impl RedisStore {
         self.link.timeouts
     }
 
-    /// Opens a new connection in the background and puts it in place of the current one (a
-    /// command on it timed out: Redis hangs, or the network to it does). One attempt at a time;
-    /// a failed attempt leaves the current connection, and the next timeout tries again.
+    /// After a command timed out (Redis hangs, or the network to it does): a background task
+    /// first asks the current connection (`PING`, within [`RedisTimeouts::response`]) and keeps
+    /// it if it answers — a late timeout of a request sent before a heal, or a caller's own
+    /// shorter deadline on a slow but healthy Redis, replaces nothing. Otherwise it opens a new
+    /// connection and puts it in place once that one answers, trying again (backing off up to
+    /// 1 s) until one does, so the store rejoins on its own after an outage, without waiting
+    /// for another command to time out. One such task per store at a time.
     fn replace_connection(&self) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -353,17 +377,37 @@ impl RedisStore {
         }
         let link = self.link.clone();
         rt.spawn(async move {
-            let config = link.timeouts.manager_config();
-            match ConnectionManager::new_with_config(link.client.clone(), config).await {
-                Ok(fresh) => {
-                    *link.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-                    tracing::info!("redis: a command timed out; a new connection is in place");
+            // Clears the flag however the task ends (a runtime shutting down drops it).
+            let _replacing = Replacing(link.clone());
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let current = link
+                    .current
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if answers(current, link.timeouts.response).await {
+                    return;
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "redis: a command timed out and a new connection could not be opened yet");
+                let config = link.timeouts.manager_config();
+                let opened = tokio::time::timeout(
+                    link.timeouts.connect * 2 + link.timeouts.response,
+                    ConnectionManager::new_with_config(link.client.clone(), config),
+                )
+                .await;
+                match opened {
+                    Ok(Ok(fresh)) if answers(fresh.clone(), link.timeouts.response).await => {
+                        *link.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                        tracing::info!(
+                            "redis: the connection stopped answering; a new one is in place"
+                        );
+                        return;
+                    }
+                    _ => tracing::debug!("redis: no answering connection yet; trying again"),
                 }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
-            link.replacing.store(false, Ordering::Release);
         });
     }
 
