@@ -13,32 +13,11 @@ import atexit
 import logging
 from typing import Any, Dict, Optional
 
-from . import _native
+from . import _native, exceptions
 from ._client import AsyncClient, Client
 from ._secret import SessionKey
-from .exceptions import (
-    ApiError,
-    BrokerError,
-    CryptoError,
-    DecodeError,
-    DecryptError,
-    HttpStatusError,
-    InvalidArgumentError,
-    InvalidCodeError,
-    IpNotAllowedError,
-    NotificationError,
-    OutcomeUnknownError,
-    PayApiError,
-    PayError,
-    PushError,
-    QuotaError,
-    SignatureError,
-    StoreError,
-    TokenInvalidError,
-    TransportError,
-    WeappError,
-    WeappTimeoutError,
-)
+from .exceptions import *  # noqa: F403 (the exceptions are the package's too)
+from .exceptions import DecryptError
 from .push import PushEvent, PushReceiver
 
 __version__: str = _native.__version__
@@ -51,28 +30,8 @@ __all__ = [
     "PushEvent",
     "decrypt_user_data",
     "verify_raw_signature",
-    "WeappError",
-    "ApiError",
-    "InvalidCodeError",
-    "TokenInvalidError",
-    "QuotaError",
-    "IpNotAllowedError",
-    "TransportError",
-    "WeappTimeoutError",
-    "HttpStatusError",
-    "DecodeError",
-    "OutcomeUnknownError",
-    "StoreError",
-    "CryptoError",
-    "DecryptError",
-    "SignatureError",
-    "PushError",
-    "PayError",
-    "PayApiError",
-    "NotificationError",
-    "BrokerError",
-    "InvalidArgumentError",
 ]
+__all__ += exceptions.__all__
 
 # A library configures no handler: the application decides (logging HOWTO).
 logging.getLogger("weapp").addHandler(logging.NullHandler())

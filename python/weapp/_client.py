@@ -454,6 +454,38 @@ def _seconds(timeout: Any) -> float:
     return float(timeout)
 
 
+async def awaited(start: Callable[[Callable[[bool, Any], None]], Any]) -> Any:
+    """Awaits a native operation: ``start(done)`` begins it on the extension's runtime and
+    returns its handle; ``done(ok, value)`` is called from a runtime thread with the result or
+    the exception. Cancelling the awaiting task cancels the handle (the Rust future is dropped).
+    """
+    import asyncio  # here, not at import: `import weapp` stays fast for sync users
+
+    loop = asyncio.get_running_loop()
+    future: "asyncio.Future[Any]" = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def done(ok: bool, value: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+    handle = start(done)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        handle.cancel()
+        raise
+
+
 def _json(args: Dict[str, Any]) -> str:
     """The arguments as JSON; a value JSON cannot carry is refused before anything is sent."""
     try:
@@ -544,31 +576,8 @@ class AsyncClient(_Base):
     awaited. Cancelling the awaiting task drops the Rust future (its request is abandoned)."""
 
     async def _run(self, op: str, args: Dict[str, Any], post: _Post, blob: Optional[bytes]) -> Any:
-        import asyncio  # here, not at import: `import weapp` stays fast for sync users
-
-        loop = asyncio.get_running_loop()
-        future: "asyncio.Future[Any]" = loop.create_future()
-
-        def settle(ok: bool, value: Any) -> None:
-            if future.done():
-                return
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-        def done(ok: bool, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(settle, ok, value)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is waiting any more
-
-        handle = self._native.spawn(op, _json(args), done, blob)
-        try:
-            result = await future
-        except asyncio.CancelledError:
-            handle.cancel()
-            raise
+        text = _json(args)
+        result = await awaited(lambda done: self._native.spawn(op, text, done, blob))
         return post(result) if post is not None else result
 
     def _invoke(self, op: str, args: Dict[str, Any], post: _Post = None, blob: Optional[bytes] = None) -> Any:

@@ -6,13 +6,11 @@ Amounts are integer fen. Requests are signed and every answer is verified in Rus
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
-if TYPE_CHECKING:
-    import asyncio
 
 from . import _native
-from ._client import _json
+from ._client import _json, awaited
 from ._secret import text
 
 __all__ = ["PayClient", "AsyncPayClient"]
@@ -119,31 +117,8 @@ class AsyncPayClient(_PayBase):
     """WeChat Pay for asyncio: the calls are awaited."""
 
     async def _run(self, op: str, args: Dict[str, Any]) -> Any:
-        import asyncio  # here, not at import: `import weapp` stays fast for sync users
-
-        loop = asyncio.get_running_loop()
-        future: "asyncio.Future[Any]" = loop.create_future()
-
-        def settle(ok: bool, value: Any) -> None:
-            if future.done():
-                return
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-        def done(ok: bool, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(settle, ok, value)
-            except RuntimeError:
-                pass
-
-        handle = self._native.spawn(op, _json(args), done)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            handle.cancel()
-            raise
+        text = _json(args)
+        return await awaited(lambda done: self._native.spawn(op, text, done))
 
     def _ops(self, op: str, args: Dict[str, Any]) -> Any:
         return self._run(op, args)
