@@ -545,7 +545,8 @@ class Client(_Base):
     while Rust waits. Nothing is connected until the first call, in each process, so a client
     made before a fork (gunicorn ``--preload``, Celery, ``multiprocessing``) works in the
     children. ``token_store="redis://…"`` shares tokens (and their one refresh) with every
-    process — Python or Rust — using the same Redis and prefix.
+    process — Python or Rust — using the same Redis and prefix (``rediss://``,
+    ``redis+sentinel://h:p,h:p/<master>`` and ``redis+cluster://h:p,h:p`` too).
     """
 
     def _invoke(self, op: str, args: Dict[str, Any], post: _Post = None, blob: Optional[bytes] = None) -> Any:

@@ -133,7 +133,7 @@ impl NativeClient {
         let store = match (token_store.as_deref(), broker_url, broker_key) {
             (None | Some("memory"), None, None) => Store::Memory,
             (Some(url), None, None)
-                if url.starts_with("redis://") || url.starts_with("rediss://") =>
+                if weapp::token::redis::RedisTopology::is_redis_scheme(url) =>
             {
                 Store::Redis {
                     url: url.to_owned(),
@@ -147,7 +147,7 @@ impl NativeClient {
             (Some(_), None, None) => {
                 return Err(errors::invalid(
                     py,
-                    "token_store must be None, \"memory\" or a redis:// or rediss:// URL",
+                    "token_store must be None, \"memory\" or a Redis URL (redis://, rediss://, redis+sentinel://, redis+cluster://)",
                 ))
             }
             (Some(_), _, _) => {

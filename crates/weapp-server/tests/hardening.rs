@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use weapp::TokenMode;
 use weapp_server::config::{ClientConfig, PushConfig};
 use weapp_server::{Config, ServerHandle};
-use weapp_test_support::{PgDatabase, RedisServer};
+use weapp_test_support::{PgDatabase, RedisCluster, RedisSentinels, RedisServer};
 
 const AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 const TOKEN: &str = "pushtoken123";
@@ -110,11 +110,38 @@ async fn stored_events(w: &World, server: &ServerHandle) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_is_refused_by_every_instance_that_shares_redis() {
-    let w = world().await;
     let redis = RedisServer::start();
+    a_replay_is_refused_by_every_instance(redis.url()).await;
+}
+
+/// The replay memory, the login budget and the invalidation interval are the fleet's, on a
+/// Redis Cluster as on one node (every script's keys in one slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_a_redis_cluster_shares_replays_budgets_and_intervals() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    a_replay_is_refused_by_every_instance(cluster.url()).await;
+    a_fleet_shares_one_login_budget(cluster.url()).await;
+    a_fleet_shares_one_invalidation_interval(cluster.url()).await;
+}
+
+/// The same behind Sentinel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_behind_sentinel_shares_replays_budgets_and_intervals() {
+    let sentinels = tokio::task::spawn_blocking(RedisSentinels::start)
+        .await
+        .unwrap();
+    a_replay_is_refused_by_every_instance(sentinels.url()).await;
+    a_fleet_shares_one_login_budget(sentinels.url()).await;
+    a_fleet_shares_one_invalidation_interval(sentinels.url()).await;
+}
+
+async fn a_replay_is_refused_by_every_instance(redis_url: String) {
+    let w = world().await;
     let db = sqlite_url();
     // One fleet: the same database, Redis and key prefix.
-    let config = push_config(&w, &db, Some(redis.url()));
+    let config = push_config(&w, &db, Some(redis_url));
     let a = weapp_server::spawn(config.clone()).await.unwrap();
     let b = weapp_server::spawn(config).await.unwrap();
     let ts = now_secs();
@@ -641,10 +668,14 @@ async fn a_spoofed_forwarded_for_does_not_escape_the_login_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_shares_one_login_budget_through_redis() {
+    let redis = RedisServer::start();
+    a_fleet_shares_one_login_budget(redis.url()).await;
+}
+
+async fn a_fleet_shares_one_login_budget(redis_url: String) {
     inside_one_minute().await;
     let w = world().await;
-    let redis = RedisServer::start();
-    let mut config = w.config(&sqlite_url(), Some(redis.url()), TokenMode::Stable);
+    let mut config = w.config(&sqlite_url(), Some(redis_url), TokenMode::Stable);
     config.login_rate_limit_per_minute = 4;
     config.rate_limit_backend = weapp_server::config::RateLimitBackend::Redis;
     let a = weapp_server::spawn(config.clone()).await.unwrap();
@@ -655,6 +686,44 @@ async fn a_fleet_shares_one_login_budget_through_redis() {
         statuses.push(w.post_login(url, &w.appid, "bogus").await.0);
     }
     assert_eq!(statuses, [400, 400, 400, 400, 429, 429]);
+}
+
+/// Two instances told at once that the token is dead refresh it once, and a report of the new
+/// token within the interval is throttled on the other instance: the interval is the fleet's.
+async fn a_fleet_shares_one_invalidation_interval(redis_url: String) {
+    let w = world().await;
+    let mut config = w.config(&sqlite_url(), Some(redis_url), TokenMode::Classic);
+    config.invalidate_min_interval_secs = 3600;
+    let a = weapp_server::spawn(config.clone()).await.unwrap();
+    let b = weapp_server::spawn(config).await.unwrap();
+    let (_, t) = w
+        .call(
+            "GET",
+            format!("{}/v1/apps/{}/access_token", a.url(), w.appid),
+            Some(KEY),
+            None,
+        )
+        .await;
+    let first = t["access_token"].as_str().unwrap().to_owned();
+    let issued = || {
+        w.sim
+            .sim()
+            .tokens_issued(&w.appid, weapp_sim::TokenKind::Classic)
+    };
+    let before = issued();
+    let (ra, rb) = tokio::join!(
+        report(&w, a.url(), KEY, &first),
+        report(&w, b.url(), KEY, &first)
+    );
+    assert_eq!((ra.0, rb.0), (200, 200), "{ra:?} {rb:?}");
+    assert_eq!(issued() - before, 1, "two instances, one refresh");
+    let second = ra.1["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(rb.1["access_token"].as_str(), Some(second.as_str()));
+    // WeChat still accepts the new token: a report of it within the interval is throttled on
+    // the other instance too.
+    let (s, v) = report(&w, b.url(), KEY, &second).await;
+    assert_eq!((s, v["refreshed"].as_bool()), (200, Some(false)), "{v}");
+    assert_eq!(issued() - before, 1);
 }
 
 async fn report(w: &World, url: &str, key: &str, token: &str) -> (u16, Value) {

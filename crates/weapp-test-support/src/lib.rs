@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 pub use weapp_sim::{spawn as spawn_sim, Sim, SimConfig, SimHandle};
 
+mod topologies;
+pub use topologies::{cut_replication, redis_cli, RedisCluster, RedisSentinels, SENTINEL_MASTER};
+
 /// A simulator with one registered app; returns the handle, appid and secret.
 pub async fn sim_with_app() -> (SimHandle, String, String) {
     let handle = spawn_sim(SimConfig::default())
@@ -326,11 +329,14 @@ pub fn beijing_date(offset_days: i64) -> String {
 /// partition: in [`HangingProxy::hang`] mode it keeps every connection open, reads and
 /// discards what it is sent and never answers nor closes; new connections are accepted and
 /// treated the same. [`HangingProxy::resume`] forwards new connections again; a connection that
-/// saw the hang stays dead (as one whose peer gave up on it would).
+/// saw the hang stays dead (as one whose peer gave up on it would). [`HangingProxy::stall`] is
+/// the harsher partition: the proxy stops *reading* too, so once the socket buffers are full a
+/// sender's writes block.
 #[derive(Debug)]
 pub struct HangingProxy {
     addr: SocketAddr,
     hanging: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -347,13 +353,16 @@ impl HangingProxy {
             .expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let hanging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mode = hanging.clone();
+        let stall = stalled.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 let mode = mode.clone();
+                let stall = stall.clone();
                 tokio::spawn(async move {
                     // Dead once it has seen the hang: bytes either way are dropped from then on.
                     let dead = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
@@ -374,10 +383,17 @@ impl HangingProxy {
                         return;
                     };
                     let (mut ur, mut uw) = upstream.into_split();
-                    let (d1, m1) = (dead.clone(), mode.clone());
+                    let (d1, m1, s1) = (dead.clone(), mode.clone(), stall.clone());
                     let up = tokio::spawn(async move {
                         let mut buf = [0u8; 4096];
-                        while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        loop {
+                            if s1.load(Ordering::SeqCst) {
+                                // Stalled: never read again, never close.
+                                std::future::pending::<()>().await;
+                            }
+                            let Ok(n @ 1..) = cr.read(&mut buf).await else {
+                                break;
+                            };
                             if m1.load(Ordering::SeqCst) {
                                 d1.store(true, Ordering::SeqCst);
                             }
@@ -388,7 +404,13 @@ impl HangingProxy {
                         }
                     });
                     let mut buf = [0u8; 4096];
-                    while let Ok(n @ 1..) = ur.read(&mut buf).await {
+                    loop {
+                        if stall.load(Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        let Ok(n @ 1..) = ur.read(&mut buf).await else {
+                            break;
+                        };
                         if mode.load(Ordering::SeqCst) {
                             dead.store(true, Ordering::SeqCst);
                         }
@@ -405,6 +427,7 @@ impl HangingProxy {
         Self {
             addr,
             hanging,
+            stalled,
             accept,
         }
     }
@@ -425,8 +448,20 @@ impl HangingProxy {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Forwards new connections again.
+    /// Stops reading from either side, for good, without closing anything: once the socket
+    /// buffers are full, whoever writes to the proxy blocks.
+    pub fn stall(&self) {
+        self.hanging
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stalled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards new connections again (after [`HangingProxy::hang`] or
+    /// [`HangingProxy::stall`]); connections that saw either stay dead.
     pub fn resume(&self) {
+        self.stalled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.hanging
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }

@@ -1,6 +1,8 @@
 //! Token read latency: how long `access_token()` takes once a token is cached, per store,
 //! next to the raw operation underneath (a mutex-guarded clone; a plain Redis GET) measured in
-//! the same run as the baseline. Run: `cargo bench -p weapp --features redis --bench token_read`.
+//! the same run as the baseline — and the Redis store on each topology (one node, a Sentinel
+//! primary, a 3-primary Cluster; all on loopback, started here) without the local cache, so
+//! every read is one round trip. Run: `cargo bench -p weapp --features redis --bench token_read`.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -12,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use weapp::token::redis::RedisStore;
 use weapp::token::TokenPolicy;
 use weapp::{AppSecret, Client, TokenMode};
-use weapp_test_support::{sim_with_app, unique_prefix, RedisServer};
+use weapp_test_support::{sim_with_app, unique_prefix, RedisCluster, RedisSentinels, RedisServer};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -47,7 +49,26 @@ fn bench(c: &mut Criterion) {
         ))
         .unwrap();
     let redis_cached = build(Some(store), Duration::from_secs(60));
-    for client in [&memory, &redis_client, &redis_cached] {
+    let sentinels = RedisSentinels::start();
+    let store = rt
+        .block_on(RedisStore::connect(
+            &sentinels.url(),
+            unique_prefix("bench"),
+        ))
+        .unwrap();
+    let sentinel_client = build(Some(store), Duration::ZERO);
+    let cluster = RedisCluster::start();
+    let store = rt
+        .block_on(RedisStore::connect(&cluster.url(), unique_prefix("bench")))
+        .unwrap();
+    let cluster_client = build(Some(store), Duration::ZERO);
+    for client in [
+        &memory,
+        &redis_client,
+        &redis_cached,
+        &sentinel_client,
+        &cluster_client,
+    ] {
         rt.block_on(client.access_token()).unwrap();
     }
     let raw_redis = rt
@@ -82,6 +103,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("redis_store", |b| {
         b.to_async(&rt)
             .iter(|| async { redis_client.access_token().await.unwrap() })
+    });
+    g.bench_function("redis_store_sentinel", |b| {
+        b.to_async(&rt)
+            .iter(|| async { sentinel_client.access_token().await.unwrap() })
+    });
+    g.bench_function("redis_store_cluster", |b| {
+        b.to_async(&rt)
+            .iter(|| async { cluster_client.access_token().await.unwrap() })
     });
     g.bench_function("redis_store_local_cache", |b| {
         b.to_async(&rt)

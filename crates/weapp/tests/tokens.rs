@@ -554,3 +554,53 @@ async fn a_hanging_redis_costs_one_timeout_per_command_and_is_used_again_after()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The harsher partition: the peer stops reading too. One big write fills the socket's
+/// buffers, and every command after it waits to be *sent* — which the `redis` crate's response
+/// timeout does not cover (it starts once a command is queued; the queue is bounded). The
+/// store's own deadline around every command does: each of 200 commands fired after the big
+/// one ends within it, none waits for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_fills_the_send_buffers_still_costs_one_deadline_per_command() {
+    use std::time::Instant;
+    use weapp::token::redis::RedisTimeouts;
+    let redis = RedisServer::start();
+    let proxy = weapp_test_support::HangingProxy::start(
+        format!("127.0.0.1:{}", redis.port()).parse().unwrap(),
+    )
+    .await;
+    let timeouts = RedisTimeouts {
+        response: Duration::from_millis(300),
+        connect: Duration::from_millis(300),
+    };
+    let store = RedisStore::connect_with(&proxy.redis_url(), unique_prefix("stall"), timeouts)
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    proxy.stall();
+    let mut conn = store.connection();
+    let big = vec![b'x'; 32 << 20];
+    let set: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query_async(&mut conn)
+        .await;
+    assert!(set.is_err(), "nothing answers a stalled peer");
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let r = store.ping().await;
+                (r.is_err(), start.elapsed())
+            })
+        })
+        .collect();
+    let all = tokio::time::timeout(Duration::from_secs(20), join_all(tasks))
+        .await
+        .expect("no command waits for ever on a full send buffer");
+    assert!(all.iter().all(|(failed, _)| *failed));
+    let slowest = all.iter().map(|(_, took)| *took).max().unwrap();
+    println!("slowest of 200 commands behind a full send buffer: {slowest:?} (deadline 300 ms)");
+    assert!(slowest < Duration::from_secs(3), "{slowest:?}");
+}

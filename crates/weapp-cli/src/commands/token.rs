@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weapp::token::redis::RedisStore;
+use weapp::token::redis::{RedisStore, RedisTopology};
 use weapp::token::TokenPolicy;
 use weapp::{AppSecret, Client, TokenMode};
 
@@ -25,7 +25,8 @@ pub struct Args {
     /// `stable` (stable_token, the default) or `classic` (/cgi-bin/token).
     #[arg(long, default_value = "stable")]
     mode: TokenMode,
-    /// `memory` (this process only) or a `redis://…` URL shared with other processes.
+    /// `memory` (this process only) or a Redis URL shared with other processes: `redis://…`,
+    /// `rediss://…`, `redis+sentinel://h:p,h:p/<master>` or `redis+cluster://h:p,h:p`.
     #[arg(long, env = "WEAPP_TOKEN_STORE", default_value = "memory")]
     store: String,
     /// Key prefix in Redis.
@@ -77,7 +78,7 @@ pub async fn run(args: Args) -> CmdResult {
             fetch_timeout: Duration::from_millis(args.fetch_timeout_ms),
             ..TokenPolicy::default()
         });
-    if args.store.starts_with("redis://") || args.store.starts_with("rediss://") {
+    if RedisTopology::is_redis_scheme(&args.store) {
         let store = RedisStore::connect(&args.store, args.redis_prefix)
             .await
             .map_err(|e| format!("{e}"))?;
@@ -89,7 +90,7 @@ pub async fn run(args: Args) -> CmdResult {
             args.store.clone()
         };
         return Err(format!(
-            "--store must be `memory` or a redis:// URL, not `{shown}`"
+            "--store must be `memory` or a Redis URL (redis://, rediss://, redis+sentinel://, redis+cluster://), not `{shown}`"
         ));
     }
     let client = builder.build().map_err(|e| e.to_string())?;

@@ -24,8 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
+use weapp::token::redis::RedisConnection;
 use weapp::token::Refresher;
 
 use super::runtime::AppRuntime;
@@ -51,7 +51,7 @@ struct Running {
 
 /// The Redis side: membership and shard leases.
 struct Leases {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
     id: String,
     shards: u32,
@@ -84,12 +84,19 @@ end
 return out
 ";
 
+// A shard already leased to this instance counts as taken (and is renewed): an ACQUIRE that
+// timed out may still have run on Redis later, leasing shards the instance never heard of —
+// the next one adopts them instead of leaving their apps without a refresher until the lease
+// runs out.
 const ACQUIRE: &str = r"
 local got = {}
 local want = tonumber(ARGV[3])
 for i, k in ipairs(KEYS) do
   if #got >= want then break end
   if redis.call('SET', k, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    table.insert(got, i)
+  elseif redis.call('GET', k) == ARGV[1] then
+    redis.call('PEXPIRE', k, ARGV[2])
     table.insert(got, i)
   end
 end
@@ -109,14 +116,16 @@ return n
 
 impl Leases {
     /// The shard count is part of the key: instances disagreeing on it during a rollout hold
-    /// different keys instead of one key standing for two sets of apps.
+    /// different keys instead of one key standing for two sets of apps. Every fleet key carries
+    /// the hash tag `{fleet}`, so in a Redis Cluster the scripts that take many shards at once
+    /// (and the pipelines of app use) stay in one slot.
     fn key(&self, shard: u32) -> String {
-        format!("{}:fleet:{}:shard:{shard}", self.prefix, self.shards)
+        format!("{}:{{fleet}}:{}:shard:{shard}", self.prefix, self.shards)
     }
 
     /// Heartbeat, renew, then take or give shards towards this instance's share.
     async fn tick(&mut self) -> redis::RedisResult<()> {
-        let members = format!("{}:fleet:members", self.prefix);
+        let members = members_key(&self.prefix);
         let n: i64 = redis::Script::new(HEARTBEAT)
             .key(&members)
             .arg(&self.id)
@@ -425,7 +434,7 @@ pub fn spawn(state: Broker, mut stop: watch::Receiver<bool>) -> tokio::task::Joi
             if let Err(e) = l.release(&held).await {
                 tracing::warn!(error = %e, "fleet: could not release the shards at shutdown (they free themselves when their leases run out)");
             }
-            let members = format!("{}:fleet:members", l.prefix);
+            let members = members_key(&l.prefix);
             let _: redis::RedisResult<i64> = redis::cmd("ZREM")
                 .arg(&members)
                 .arg(&l.id)
@@ -448,7 +457,11 @@ fn errcode_of(message: &str) -> Option<i64> {
 }
 
 fn used_key(prefix: &str, appid: &str) -> String {
-    format!("{prefix}:fleet:used:{appid}")
+    format!("{prefix}:{{fleet}}:used:{appid}")
+}
+
+fn members_key(prefix: &str) -> String {
+    format!("{prefix}:{{fleet}}:members")
 }
 
 /// Tells the fleet which apps this instance served lately (a key per app living
@@ -536,5 +549,46 @@ mod tests {
         );
         assert_eq!(errcode_of("x: WeChat error -1: system error"), Some(-1));
         assert_eq!(errcode_of("timed out"), None);
+    }
+
+    /// An ACQUIRE that timed out may still run on Redis afterwards: the shards it leased to
+    /// this instance are adopted at the next tick, not left without a refresher until their
+    /// lease runs out (before, the next ACQUIRE's `SET NX` failed on them like on anyone's).
+    #[tokio::test]
+    async fn a_shard_leased_to_us_by_a_late_acquire_is_adopted() {
+        let redis = weapp_test_support::RedisServer::start();
+        let prefix = weapp_test_support::unique_prefix("late-acquire");
+        let store = weapp::token::redis::RedisStore::connect(&redis.url(), prefix.clone())
+            .await
+            .unwrap();
+        let mut l = Leases {
+            conn: store.connection(),
+            prefix,
+            id: "me".into(),
+            shards: 4,
+            lease_ms: 30_000,
+            held: HashSet::new(),
+            renewed_at: None,
+            instances: 1,
+        };
+        for (shard, holder) in [(2, "me"), (3, "someone-else")] {
+            let _: () = redis::cmd("SET")
+                .arg(l.key(shard))
+                .arg(holder)
+                .arg("PX")
+                .arg(10_000)
+                .query_async(&mut l.conn)
+                .await
+                .unwrap();
+        }
+        l.tick().await.unwrap();
+        assert_eq!(l.held, HashSet::from([0, 1, 2]));
+        // Renewed as ours (it had 10 s left).
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(l.key(2))
+            .query_async(&mut l.conn)
+            .await
+            .unwrap();
+        assert!(ttl > 29_000, "{ttl}");
     }
 }

@@ -480,11 +480,8 @@ impl Config {
             return bad("redis_prefix must be non-empty without spaces".into());
         }
         if let Some(url) = &self.redis_url {
-            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-                return bad(format!(
-                    "redis_url must start with redis:// or rediss://, got {}",
-                    redact_url(url)
-                ));
+            if let Err(e) = weapp::token::redis::RedisTopology::of(url) {
+                return bad(format!("redis_url {}: {e}", redact_url(url)));
             }
         }
         if !self.database_url.starts_with("sqlite:")

@@ -491,6 +491,8 @@ impl TokenManager {
         }
         // A token that is due but still alive: served if the refresh cannot happen right now.
         let mut fallback = None;
+        // Ours must go back into the store: no shortcut past the flight.
+        let mut put_back = false;
         let mut store_reached = false;
         if let Some(ticket) = self.store_ticket() {
             match self.inner.store.load_state(&self.inner.key).await {
@@ -504,6 +506,17 @@ impl TokenManager {
                         Some(t) if self.fresh_at(&t, now) && !self.local_supersedes(Some(&t)) => {
                             self.remember(&t, true);
                             return Ok(t);
+                        }
+                        Some(t) if self.local_supersedes(Some(&t)) => {
+                            // The store holds an older token than ours (it lost our write in a
+                            // failover, or ours was fetched while it was down): the flight
+                            // below puts ours back under the lease — even with a background
+                            // refresher, which would otherwise serve the older one until due —
+                            // and ours is served if it cannot.
+                            if let Some(ours) = self.supersedes(Some(&t)) {
+                                fallback = Some(ours);
+                                put_back = true;
+                            }
                         }
                         Some(t) if self.usable(&t, now) => fallback = Some(t),
                         Some(_) => {}
@@ -553,7 +566,10 @@ impl TokenManager {
         if let Some(t) = &fallback {
             // A background refresher will get to it (at its jittered moment): leave it to it,
             // unless it is overdue.
-            if refresher && now < t.refresh_at_ms.saturating_add(self.refresher_grace_ms()) {
+            if refresher
+                && !put_back
+                && now < t.refresh_at_ms.saturating_add(self.refresher_grace_ms())
+            {
                 return Ok(t.clone());
             }
         }
@@ -567,7 +583,7 @@ impl TokenManager {
             Err(remembered) => return fallback.ok_or(remembered),
         };
         if let Some(t) = &fallback {
-            if refresher {
+            if refresher && !put_back {
                 return Ok(t.clone());
             }
         }
@@ -856,11 +872,15 @@ impl TokenManager {
         });
     }
 
-    /// Our unpublished token (fetched while the store was down), if it should replace what
-    /// the store holds: fresh, not rejected, and newer than `stored`.
+    /// Our token, if it should replace what the store holds: fresh, not rejected, and either
+    /// fetched while the store was down and newer than `stored`, or published and newer than
+    /// `stored` — the store went back to an older token (a failover to a replica that missed
+    /// our write, a restore from a backup): versions only grow, so an older one under the key
+    /// means the newer write was lost, not replaced.
     fn supersedes(&self, stored: Option<&StoredToken>) -> Option<StoredToken> {
         let local = self.state().local.clone()?;
-        if local.published
+        let rolled_back = stored.is_some_and(|s| s.version < local.token.version);
+        if (local.published && !rolled_back)
             || !self.fresh_at(&local.token, self.now())
             || self.is_rejected(&local.token.access_token)
         {

@@ -22,11 +22,10 @@
 //!   reads as absent too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, Script};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +34,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::observe::{RedisEvent, RedisObserver};
 use crate::secret::AccessToken;
+
+mod connection;
+
+use connection::Link;
+pub use connection::{RedisConnection, RedisTimeouts, RedisTopology};
 
 /// The schema version written into every stored value.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -112,67 +116,6 @@ struct WireIn {
     token: StoredToken,
 }
 
-/// How long Redis may take: to answer one command, and to accept a connection (each attempt).
-///
-/// A Redis that hangs while the connection's buffers still take the command (packets dropped,
-/// nothing closed) costs a command about `response`; the store then checks the connection in
-/// the background and, if it does not answer, opens fresh ones until one does, so service
-/// resumes on its own once Redis answers. Not bounded yet: a command whose bytes cannot even
-/// be written because a long partition filled the socket's buffers waits for the send (see the
-/// CHANGELOG); and after a refused or reset connection the connection manager's own reconnect
-/// (one retry, about a second apart) comes first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RedisTimeouts {
-    /// Per command. Default 1 s.
-    pub response: Duration,
-    /// Per connection attempt (TCP connect and handshake). Default 500 ms.
-    pub connect: Duration,
-}
-
-impl Default for RedisTimeouts {
-    fn default() -> Self {
-        Self {
-            response: Duration::from_secs(1),
-            connect: Duration::from_millis(500),
-        }
-    }
-}
-
-impl RedisTimeouts {
-    fn manager_config(self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(self.connect)
-            .set_response_timeout(self.response)
-            .set_number_of_retries(1)
-            .set_max_delay(200)
-    }
-}
-
-/// The connection shared by a store and its clones, replaced after a command timed out.
-struct Link {
-    client: redis::Client,
-    timeouts: RedisTimeouts,
-    current: RwLock<ConnectionManager>,
-    /// A replacement connection is being opened.
-    replacing: AtomicBool,
-}
-
-/// Clears [`Link::replacing`] when the replacing task ends, however it ends.
-struct Replacing(Arc<Link>);
-
-impl Drop for Replacing {
-    fn drop(&mut self) {
-        self.0.replacing.store(false, Ordering::Release);
-    }
-}
-
-/// Whether `conn` answers a `PING` within `within`.
-async fn answers(mut conn: ConnectionManager, within: Duration) -> bool {
-    let cmd = redis::cmd("PING");
-    let ping = cmd.query_async::<String>(&mut conn);
-    matches!(tokio::time::timeout(within, ping).await, Ok(Ok(_)))
-}
-
 /// Redis-backed token store. Cheap to clone; clones share one multiplexed connection that
 /// reconnects on its own after Redis comes back — after a refused or reset connection (the
 /// `redis` crate's connection manager) and after a command timed out (a hang: this store opens
@@ -240,10 +183,19 @@ fn decode(key: &str, raw: &str) -> Option<StoredToken> {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`) with keys under `prefix` (e.g. `weapp`).
+    /// Connects to `url` with keys under `prefix` (e.g. `weapp`). The URL names the
+    /// deployment ([`RedisTopology`]):
+    /// - `redis://[user:password@]host:port/db`, or `rediss://…` for TLS (the system's roots, or
+    ///   `SSL_CERT_FILE`): one node;
+    /// - `redis+sentinel://[user:password@]host:port,host:port/<master-name>[/db]`: the primary
+    ///   the sentinels name, followed across failovers (the credentials are the data nodes';
+    ///   the sentinels are asked without);
+    /// - `redis+cluster://[user:password@]host:port,host:port`: a Redis Cluster (any reachable
+    ///   nodes; the rest is discovered), `MOVED`/`ASK` and failovers followed. The store's keys
+    ///   carry a hash tag per app, so each script's keys are in one slot.
     ///
-    /// Operations time out after one second, so an unreachable Redis degrades the client to
-    /// its local copy quickly instead of stalling every call.
+    /// Commands time out after one second, so an unreachable or hanging Redis degrades the
+    /// client to its local copy quickly instead of stalling every call.
     ///
     /// # Errors
     /// [`StoreError`] when the URL is invalid or the first connection fails. The message never
@@ -262,22 +214,8 @@ impl RedisStore {
         prefix: impl Into<String>,
         timeouts: RedisTimeouts,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|_| {
-            StoreError::new(
-                "redis url is not valid (expected redis://host:port/db)",
-                None,
-            )
-        })?;
-        let conn = ConnectionManager::new_with_config(client.clone(), timeouts.manager_config())
-            .await
-            .map_err(store_err("connect"))?;
         Ok(Self {
-            link: Arc::new(Link {
-                client,
-                timeouts,
-                current: RwLock::new(conn),
-                replacing: AtomicBool::new(false),
-            }),
+            link: Link::open(url, timeouts).await?,
             prefix: prefix.into(),
             scripts: Arc::new([
                 Script::new(STORE),
@@ -312,7 +250,7 @@ impl RedisStore {
     pub fn observe<T>(&self, op: &'static str, result: &redis::RedisResult<T>) {
         if let Err(e) = result {
             if e.is_timeout() {
-                self.replace_connection();
+                self.link.replace();
             }
         }
         let Some(observer) = &self.observer else {
@@ -348,67 +286,18 @@ impl RedisStore {
     /// The underlying connection (multiplexed, reconnecting): for an application that keeps
     /// other keys in the same Redis. Take it for each use (it is replaced after a timeout), and
     /// pass each command's result to [`RedisStore::observe`].
-    pub fn connection(&self) -> ConnectionManager {
-        self.link
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub fn connection(&self) -> RedisConnection {
+        self.link.connection()
+    }
+
+    /// The deployment the store's URL named.
+    pub fn topology(&self) -> RedisTopology {
+        self.link.topology()
     }
 
     /// The timeouts the store was connected with.
     pub fn timeouts(&self) -> RedisTimeouts {
         self.link.timeouts
-    }
-
-    /// After a command timed out (Redis hangs, or the network to it does): a background task
-    /// first asks the current connection (`PING`, within [`RedisTimeouts::response`]) and keeps
-    /// it if it answers — a late timeout of a request sent before a heal, or a caller's own
-    /// shorter deadline on a slow but healthy Redis, replaces nothing. Otherwise it opens a new
-    /// connection and puts it in place once that one answers, trying again (backing off up to
-    /// 1 s) until one does, so the store rejoins on its own after an outage, without waiting
-    /// for another command to time out. One such task per store at a time.
-    fn replace_connection(&self) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if self.link.replacing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let link = self.link.clone();
-        rt.spawn(async move {
-            // Clears the flag however the task ends (a runtime shutting down drops it).
-            let _replacing = Replacing(link.clone());
-            let mut pause = Duration::from_millis(100);
-            loop {
-                let current = link
-                    .current
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                if answers(current, link.timeouts.response).await {
-                    return;
-                }
-                let config = link.timeouts.manager_config();
-                let opened = tokio::time::timeout(
-                    link.timeouts.connect * 2 + link.timeouts.response,
-                    ConnectionManager::new_with_config(link.client.clone(), config),
-                )
-                .await;
-                match opened {
-                    Ok(Ok(fresh)) if answers(fresh.clone(), link.timeouts.response).await => {
-                        *link.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-                        tracing::info!(
-                            "redis: the connection stopped answering; a new one is in place"
-                        );
-                        return;
-                    }
-                    _ => tracing::debug!("redis: no answering connection yet; trying again"),
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        });
     }
 
     /// The key prefix.
