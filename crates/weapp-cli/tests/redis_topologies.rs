@@ -411,42 +411,53 @@ async fn a_tls_redis_is_verified_and_shared() {
         "-out",
         "server.pem",
     ]);
-    let port = weapp_test_support::free_port();
     let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .args([
-            "--tls-cert-file",
-            &path("server.pem"),
-            "--tls-key-file",
-            &path("server.key"),
-        ])
-        .args([
-            "--tls-ca-cert-file",
-            &path("ca.pem"),
-            "--tls-auth-clients",
-            "no",
-        ])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "redis-server (TLS) did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    // Killed on drop, also when an assertion fails; a port taken meanwhile by another test
+    // (the server then exits) is tried again with another.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
+    let mut started = None;
+    for _ in 0..5 {
+        let port = weapp_test_support::free_port();
+        let mut server = Killed(
+            Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--tls-cert-file", &path("server.pem")])
+                .args(["--tls-key-file", &path("server.key")])
+                .args([
+                    "--tls-ca-cert-file",
+                    &path("ca.pem"),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server"),
+        );
+        let since = Instant::now();
+        while since.elapsed() < Duration::from_secs(10) {
+            if matches!(server.0.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                started = Some((server, port));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if started.is_some() {
+            break;
+        }
+    }
+    let (_server, port) = started.expect("redis-server (TLS) started");
     let sim = weapp_sim::spawn(weapp_sim::SimConfig::default())
         .await
         .unwrap();
@@ -504,7 +515,5 @@ async fn a_tls_redis_is_verified_and_shared() {
     assert!(err.contains("redis connect"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 1);
-    let _ = server.kill();
-    let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -143,8 +143,9 @@ pub fn cut_replication(primary: u16, replica: u16) {
     );
 }
 
-/// A Redis Cluster: three primaries with one replica each, `cluster-node-timeout` 1 s (a dead
-/// primary's replica takes over within a few seconds) and `cluster-replica-validity-factor` 0
+/// A Redis Cluster: three primaries with one replica each, `cluster-node-timeout` 2 s (a dead
+/// primary's replica takes over within a few seconds; a loaded test machine does not fail one over
+/// by mistake) and `cluster-replica-validity-factor` 0
 /// (a replica takes over however long its link has been down: availability over the writes
 /// it missed, which is what [`cut_replication`] tests).
 #[derive(Debug)]
@@ -177,7 +178,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     conf.to_str().unwrap(),
                     "--cluster-node-timeout",
-                    "1000",
+                    "2000",
                     // A replica whose link went down before its primary died still takes over
                     // (Redis 7.0 counts a link that failed to resync as down for ever).
                     "--cluster-replica-validity-factor",
@@ -395,7 +396,7 @@ impl Drop for RedisCluster {
 }
 
 /// A primary and its replica behind three sentinels (quorum 2, `down-after-milliseconds`
-/// 1000), the master named `weapp`.
+/// 2000), the master named `weapp`.
 #[derive(Debug)]
 pub struct RedisSentinels {
     data: Vec<Node>,
@@ -458,7 +459,7 @@ impl RedisSentinels {
                 format!(
                     "port {port}\nbind 127.0.0.1\ndir {}\n\
                      sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary} 2\n\
-                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n\
                      sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
                      sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
                     dir.display()
@@ -491,6 +492,14 @@ impl RedisSentinels {
             },
         );
         setup
+    }
+
+    /// The sentinels' addresses.
+    pub fn sentinel_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.sentinels
+            .iter()
+            .map(|n| std::net::SocketAddr::from(([127, 0, 0, 1], n.port)))
+            .collect()
     }
 
     /// `redis+sentinel://s1,s2,s3/weapp`.

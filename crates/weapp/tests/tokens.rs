@@ -604,3 +604,88 @@ async fn a_partition_that_fills_the_send_buffers_still_costs_one_deadline_per_co
     println!("slowest of 200 commands behind a full send buffer: {slowest:?} (deadline 300 ms)");
     assert!(slowest < Duration::from_secs(3), "{slowest:?}");
 }
+
+/// A failover to a replica that missed the last writes leaves the store an *older* token than
+/// the ones processes hold. Versions only grow, so a holder puts its own back — with the version
+/// it was written with — instead of adopting the older one (which WeChat kills five minutes
+/// after the newer was issued): with two writes lost and two holders, the newest wins, and no
+/// token is fetched for it. (Before: the older token was adopted; and a put-back under a fresh
+/// fence would have buried the newest under the middle one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_gone_back_to_an_older_token_gets_the_newest_one_back() {
+    let redis = RedisServer::start();
+    let (sim, appid, secret) = sim_with_app().await;
+    let prefix = unique_prefix("rollback");
+    let policy = TokenPolicy {
+        local_cache: Duration::from_millis(50),
+        ..TokenPolicy::default()
+    };
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::connect(&redis.url(), prefix.clone())
+            .await
+            .unwrap();
+        clients.push(
+            builder(sim.url(), &appid, &secret)
+                .token_mode(TokenMode::Classic)
+                .token_policy(policy.clone())
+                .token_store(Arc::new(store))
+                .build()
+                .unwrap(),
+        );
+    }
+    let (a, b) = (&clients[0], &clients[1]);
+    let t1 = a.access_token().await.unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = |suffix: &str| format!("{prefix}:{{{appid}:classic}}:{suffix}");
+    let (old_value, old_written): (String, String) = redis::cmd("MGET")
+        .arg(key("token"))
+        .arg(key("written"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let t2 = a.token_manager().unwrap().force_refresh().await.unwrap();
+    let t3 = b.token_manager().unwrap().force_refresh().await.unwrap();
+    assert!(t3.version > t2.version);
+    // The failover: the store is back where it was before both refreshes.
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(key("token"))
+        .arg(&old_value)
+        .arg("PX")
+        .arg(7_000_000)
+        .cmd("SET")
+        .arg(key("written"))
+        .arg(&old_written)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // The holder of the middle token reads first and puts it back…
+    assert_eq!(a.access_token().await.unwrap(), t2.access_token);
+    // …the holder of the newest puts its own back over it…
+    assert_eq!(b.access_token().await.unwrap(), t3.access_token);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // …and everyone converges on the newest, which the store holds with its own version.
+    assert_eq!(a.access_token().await.unwrap(), t3.access_token);
+    let store = RedisStore::connect(&redis.url(), prefix.clone())
+        .await
+        .unwrap();
+    let held = store
+        .load(&TokenKey::new(appid.clone(), TokenMode::Classic))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.access_token, t3.access_token);
+    assert_eq!(held.version, t3.version);
+    assert_ne!(t1, t3.access_token);
+    assert_eq!(
+        sim.sim().tokens_issued(&appid, TokenKind::Classic),
+        3,
+        "no fetch for the lost writes"
+    );
+}

@@ -117,10 +117,10 @@ return n
 impl Leases {
     /// The shard count is part of the key: instances disagreeing on it during a rollout hold
     /// different keys instead of one key standing for two sets of apps. Every fleet key carries
-    /// the hash tag `{fleet}`, so in a Redis Cluster the scripts that take many shards at once
-    /// (and the pipelines of app use) stay in one slot.
+    /// the hash tag `{fleet:<prefix>}` ([`fleet_tag`]), so in a Redis Cluster the scripts that
+    /// take many shards at once (and the pipelines of app use) stay in one slot — one per fleet.
     fn key(&self, shard: u32) -> String {
-        format!("{}:{{fleet}}:{}:shard:{shard}", self.prefix, self.shards)
+        format!("{}:{}:shard:{shard}", fleet_tag(&self.prefix), self.shards)
     }
 
     /// Heartbeat, renew, then take or give shards towards this instance's share.
@@ -456,12 +456,18 @@ fn errcode_of(message: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
+/// `<prefix>:{fleet:<prefix>}`: the start of every fleet key — under the prefix, and in one
+/// Cluster slot per fleet (the hash tag names the prefix, so fleets sharing a Cluster spread).
+fn fleet_tag(prefix: &str) -> String {
+    format!("{prefix}:{{fleet:{prefix}}}")
+}
+
 fn used_key(prefix: &str, appid: &str) -> String {
-    format!("{prefix}:{{fleet}}:used:{appid}")
+    format!("{}:used:{appid}", fleet_tag(prefix))
 }
 
 fn members_key(prefix: &str) -> String {
-    format!("{prefix}:{{fleet}}:members")
+    format!("{}:members", fleet_tag(prefix))
 }
 
 /// Tells the fleet which apps this instance served lately (a key per app living

@@ -50,19 +50,28 @@ impl From<&str> for Secret {
 }
 
 /// `url` without its password (`redis://:pw@host` → `redis://***@host`), for logs and errors.
+///
+/// Everything up to the **last** `@` is hidden, wherever it is: a password with an unencoded
+/// `/`, `?` or `#` (base64 passwords often have a `/`) makes the URL invalid, and is exactly
+/// when it gets shown in an error — it must not show there.
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
+            let (hidden, rest) = match rest.rsplit_once('@') {
+                Some((_, after)) => (true, after),
+                None => (false, rest),
+            };
             // The authority ends at the first `/`, `?` or `#` (a URL without a path may still
-            // carry a query).
+            // carry a query, which may carry a password); the query and fragment are dropped.
             let (authority, path) = match rest.find(['/', '?', '#']) {
                 Some(i) => rest.split_at(i),
                 None => (rest, ""),
             };
             let path = path.split(['?', '#']).next().unwrap_or("");
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-                None => format!("{scheme}://{authority}{path}"),
+            if hidden {
+                format!("{scheme}://***@{authority}{path}")
+            } else {
+                format!("{scheme}://{authority}{path}")
             }
         }
         None => "<not a URL>".into(),

@@ -359,6 +359,38 @@ fn debug_output_shows_no_secret() {
         redact_url("redis://:pw@h:1/2?password=x"),
         "redis://***@h:1/2"
     );
+    // A password with an unencoded `/`, `?`, `#` or `@` (an invalid URL, so shown in an error).
+    for (url, shown) in [
+        ("redis://:ab/cd+ef@h:6379/0", "redis://***@h:6379/0"),
+        ("redis://:ab?cd@h:6379", "redis://***@h:6379"),
+        ("redis://:ab#cd@h:6379/1", "redis://***@h:6379/1"),
+        (
+            "redis+sentinel://:p@ss/w@a:1,b:2/m",
+            "redis+sentinel://***@a:1,b:2/m",
+        ),
+    ] {
+        assert_eq!(redact_url(url), shown, "{url}");
+    }
+}
+
+/// A `redis_url` the configuration refuses is named in the error without its password, however
+/// broken the URL is.
+#[test]
+fn a_refused_redis_url_never_shows_its_password() {
+    for url in [
+        "redis://:ab/cd+ef@h:6379/0",
+        "memcached://:zz/pw9+x@h:1",
+        "redis+sentinel://:sentpw/9@a:1",
+        "redis+cluster://:clupw/9@a:1/4",
+    ] {
+        let mut c: Config = toml::from_str(DESIGN_EXAMPLE).unwrap();
+        c.redis_url = Some(url.into());
+        let e = c.validate().unwrap_err().to_string();
+        for secret in ["cd+ef", "pw9", "sentpw", "clupw"] {
+            assert!(!e.contains(secret), "{secret} in {e}");
+        }
+        assert!(e.contains("redis_url"), "{e}");
+    }
 }
 
 #[test]

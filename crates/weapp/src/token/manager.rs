@@ -1149,6 +1149,10 @@ impl TokenManager {
                 // lease runs out (then we take it ourselves).
                 let now = self.now();
                 if !want.force {
+                    // Ours, when the store lost it: the lease holder puts one back or fetches.
+                    if let Some(t) = self.supersedes(state.token.as_ref()) {
+                        return Ok(t);
+                    }
                     if let Some(t) = state
                         .token
                         .filter(|t| self.usable(t, now) && !self.is_rejected(&t.access_token))
@@ -1201,6 +1205,15 @@ impl TokenManager {
         if !want.force {
             if let Some(t) = self.publish_ours(lease, state.as_ref(), want).await {
                 return Ok(t);
+            }
+            if state.is_none() {
+                // The store stopped answering between the lease and this read: a copy that is
+                // not due yet (a put-back that could not happen) is no reason to ask WeChat.
+                if let Some(t) = self.local_copy().filter(|t| {
+                    self.fresh_at(t, want.due_before) && !self.is_rejected(&t.access_token)
+                }) {
+                    return Ok(t);
+                }
             }
         }
         let token = self
@@ -1262,8 +1275,22 @@ impl TokenManager {
         if self.is_rejected(&candidate.access_token) {
             return None;
         }
+        // A token the store once held and lost (a flush, a failover) goes back with the version
+        // it was written with, so tokens keep the order they were issued in: when a failover
+        // lost two writes, the holder of the newer one puts it back over the older one's, not
+        // under it. One fetched while the store was down (version 0) takes the lease's fence.
+        let published = self
+            .state()
+            .local
+            .as_ref()
+            .is_some_and(|l| l.published && l.token.access_token == candidate.access_token);
+        let version = if published && candidate.version > state.written.unwrap_or(0) {
+            candidate.version
+        } else {
+            lease.fence
+        };
         let token = StoredToken {
-            version: lease.fence,
+            version,
             ..candidate
         };
         match self.inner.store.store(&self.inner.key, &token).await {

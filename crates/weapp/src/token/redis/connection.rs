@@ -3,15 +3,17 @@
 //! when it stops answering (a hang) or, behind Sentinel, when the primary it points at is gone
 //! or demoted (a failover).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, RedisError, RedisFuture, Value,
+};
 
 use crate::error::StoreError;
 
@@ -50,10 +52,15 @@ impl RedisTimeouts {
             .set_max_delay(200)
     }
 
-    /// The most one attempt to open a connection may take (a Sentinel lookup, then the
-    /// primary's connection; a Cluster's slot map).
+    /// The most one attempt to open a connection may take: a node's connection (one retry),
+    /// or a Cluster's slot map.
     fn open_within(self) -> Duration {
         self.connect * 2 + self.response
+    }
+
+    /// What asking one sentinel may take: connecting, and its answer.
+    fn per_sentinel(self) -> Duration {
+        self.connect + self.response
     }
 }
 
@@ -101,10 +108,15 @@ impl RedisTopology {
 enum Target {
     Node(redis::Client),
     Sentinel {
-        /// `&mut` to ask (it caches its connections to the sentinels).
-        sentinel: tokio::sync::Mutex<Sentinel>,
+        /// Asked in turn, each within [`RedisTimeouts::per_sentinel`]: one that hangs costs a
+        /// lookup that much, not the lookup.
+        sentinels: Vec<ConnectionInfo>,
         master: String,
-        node: SentinelNodeConnectionInfo,
+        /// The data nodes' credentials and database.
+        node: RedisConnectionInfo,
+        /// Where the next lookup starts, so consecutive ones do not all begin with the same
+        /// (perhaps unreachable) sentinel.
+        next: AtomicUsize,
     },
     Cluster(ClusterClient),
 }
@@ -127,13 +139,26 @@ fn split_multi(rest: &str) -> Result<(Option<&str>, Vec<&str>, &str), StoreError
         Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
         None => (None, rest),
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let hosts: Vec<&str> = rest[..end].split(',').map(str::trim).collect();
-    if hosts.iter().any(|h| h.is_empty() || !h.contains(':')) {
-        return Err(invalid("every host needs a port (host:port)"));
+    // `host:port` or `[v6]:port`: a bare `[::1]` would otherwise pass for having a port.
+    let has_port = |h: &str| match h.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once("]:")
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+        None => h
+            .rsplit_once(':')
+            .is_some_and(|(host, p)| !host.is_empty() && p.parse::<u16>().is_ok()),
+    };
+    if hosts.iter().any(|h| !has_port(h)) {
+        return Err(invalid("every host needs a port (host:port, [v6]:port)"));
     }
-    let path = rest[end..].split('?').next().unwrap_or("");
-    Ok((credentials, hosts, path))
+    if rest[end..].contains(['?', '#']) {
+        return Err(invalid(
+            "Sentinel and Cluster URLs take no query or fragment",
+        ));
+    }
+    Ok((credentials, hosts, &rest[end..]))
 }
 
 fn node_url(credentials: Option<&str>, host: &str, db: &str) -> String {
@@ -158,27 +183,28 @@ impl Target {
             }
             // The sentinels are asked without credentials; those in the URL are the data
             // nodes' (the primary's and its replicas').
-            let sentinels: Vec<String> = hosts.iter().map(|h| format!("redis://{h}")).collect();
+            let sentinels = hosts
+                .iter()
+                .map(|h| format!("redis://{h}").into_connection_info())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| invalid("sentinel hosts"))?;
             let info = node_url(credentials, "localhost:6379", db)
                 .into_connection_info()
                 .map_err(|_| invalid("credentials or database"))?;
-            let sentinel = Sentinel::build(sentinels).map_err(|_| invalid("sentinel hosts"))?;
             return Ok((
                 Target::Sentinel {
-                    sentinel: tokio::sync::Mutex::new(sentinel),
+                    sentinels,
                     master,
-                    node: SentinelNodeConnectionInfo {
-                        tls_mode: None,
-                        redis_connection_info: Some(info.redis),
-                    },
+                    node: info.redis,
+                    next: AtomicUsize::new(0),
                 },
                 RedisTopology::Sentinel,
             ));
         }
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
             let (credentials, hosts, path) = split_multi(rest)?;
-            if !path.trim_start_matches('/').is_empty() {
-                return Err(invalid("a Cluster has only database 0 (no path)"));
+            if !matches!(path.trim_start_matches('/'), "" | "0") {
+                return Err(invalid("a Cluster has only database 0"));
             }
             let nodes: Vec<String> = hosts
                 .iter()
@@ -201,6 +227,19 @@ impl Target {
             return Ok((Target::Node(client), RedisTopology::Node));
         }
         Err(invalid("unknown scheme"))
+    }
+}
+
+impl Target {
+    /// The most one attempt to open a connection may take.
+    fn open_budget(&self, timeouts: RedisTimeouts) -> Duration {
+        match self {
+            Target::Sentinel { sentinels, .. } => {
+                timeouts.per_sentinel() * u32::try_from(sentinels.len()).unwrap_or(u32::MAX)
+                    + timeouts.open_within()
+            }
+            _ => timeouts.open_within(),
+        }
     }
 }
 
@@ -251,12 +290,15 @@ pub(super) struct Link {
     replacing: AtomicBool,
 }
 
-/// Clears [`Link::replacing`] when the replacing task ends, however it ends.
-struct Replacing(Arc<Link>);
+/// Clears [`Link::replacing`] when the replacing task ends, however it ends (if the link is
+/// still there).
+struct Replacing(Weak<Link>);
 
 impl Drop for Replacing {
     fn drop(&mut self) {
-        self.0.replacing.store(false, Ordering::Release);
+        if let Some(link) = self.0.upgrade() {
+            link.replacing.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -267,32 +309,49 @@ fn timed_out() -> RedisError {
     ))
 }
 
+/// `fut` within `within`, its expiry a timeout error.
+async fn within<T>(
+    within: Duration,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(within, fut)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+/// Whether `e` says the node is a replica: `READONLY`, or (Redis before 7) a script's write
+/// refused with `ERR Error running script … READONLY …`.
+fn read_only(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::ReadOnly
+        || (e.kind() == ErrorKind::ResponseError
+            && e.detail().is_some_and(|d| d.contains("READONLY")))
+}
+
 impl Link {
     /// Parses `url` and opens the first connection.
     pub(super) async fn open(url: &str, timeouts: RedisTimeouts) -> Result<Arc<Self>, StoreError> {
         let (target, topology) = Target::parse(url, timeouts)?;
         // One attempt for a single node (refused is refused). Behind Sentinel or in a Cluster a
         // failover may be under way — the sentinels still naming the dead primary, slots not
-        // yet served: attempts go on, 100 ms apart, for the open budget.
-        let deadline = tokio::time::Instant::now() + timeouts.open_within();
+        // yet served: attempts go on, 100 ms apart, for the open budget. The error is the last
+        // real one (a wrong password stays a wrong password), not the budget running out.
+        let budget = target.open_budget(timeouts);
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut last = None;
         let conn = loop {
-            let attempt = tokio::time::timeout_at(deadline, connect(&target, timeouts)).await;
-            match attempt {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, connect(&target, timeouts)).await {
                 Ok(Ok(conn)) => break conn,
-                Ok(Err(e))
-                    if topology == RedisTopology::Node
-                        || tokio::time::Instant::now() + Duration::from_millis(100) >= deadline =>
-                {
-                    return Err(StoreError::new("redis connect", Some(Box::new(e))))
-                }
-                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(_) => {
-                    return Err(StoreError::new(
-                        "redis connect",
-                        Some(Box::new(timed_out())),
-                    ))
-                }
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {}
             }
+            if topology == RedisTopology::Node
+                || tokio::time::Instant::now() + Duration::from_millis(100) >= deadline
+            {
+                let e = last.unwrap_or_else(timed_out);
+                return Err(StoreError::new("redis connect", Some(Box::new(e))));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         };
         Ok(Arc::new(Link {
             target,
@@ -326,7 +385,7 @@ impl Link {
     fn after_error(self: &Arc<Self>, e: &RedisError) {
         let replace = e.is_timeout()
             || (self.topology == RedisTopology::Sentinel
-                && (e.kind() == ErrorKind::ReadOnly
+                && (read_only(e)
                     || e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()));
@@ -337,22 +396,8 @@ impl Link {
 
     /// Whether `conn` is usable: it answers within the deadline, and behind Sentinel it is
     /// still the primary (a demoted one answers, read-only).
-    async fn usable(&self, mut conn: Conn) -> bool {
-        let within = self.timeouts.response;
-        if self.topology == RedisTopology::Sentinel {
-            let role = redis::cmd("ROLE");
-            let asked = role.query_async::<Value>(&mut conn);
-            return match tokio::time::timeout(within, asked).await {
-                Ok(Ok(Value::Array(v))) => matches!(
-                    v.first(),
-                    Some(Value::BulkString(b)) if b.as_slice() == b"master"
-                ),
-                _ => false,
-            };
-        }
-        let ping = redis::cmd("PING");
-        let asked = ping.query_async::<String>(&mut conn);
-        matches!(tokio::time::timeout(within, asked).await, Ok(Ok(_)))
+    async fn usable(&self, conn: Conn) -> bool {
+        usable(self.topology, conn, self.timeouts.response).await
     }
 
     /// After a command timed out, or behind Sentinel after the primary went away: a background
@@ -362,7 +407,11 @@ impl Link {
     /// sentinels again for the primary) and puts it in place once that one is usable, trying
     /// again (backing off up to 1 s) until one is, so the store rejoins on its own after an
     /// outage or a failover, without waiting for another command to fail. One such task per
-    /// store at a time.
+    /// store at a time; it ends when the store is gone.
+    ///
+    /// A Cluster's connection is one per node: whether one node answers says nothing of the
+    /// node that did not, so after a timeout a new Cluster connection is opened at once (and
+    /// put in place once a node answers through it).
     pub(super) fn replace(self: &Arc<Self>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -370,17 +419,24 @@ impl Link {
         if self.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let link = self.clone();
+        let weak = Arc::downgrade(self);
         rt.spawn(async move {
             // Clears the flag however the task ends (a runtime shutting down drops it).
-            let _replacing = Replacing(link.clone());
+            let _replacing = Replacing(weak.clone());
             let mut pause = Duration::from_millis(100);
+            let mut first = true;
             loop {
-                if link.usable(link.current()).await {
+                // Not kept alive by this task: a store dropped meanwhile ends it.
+                let Some(link) = weak.upgrade() else {
+                    return;
+                };
+                let check_current = !(first && link.topology == RedisTopology::Cluster);
+                first = false;
+                if check_current && link.usable(link.current()).await {
                     return;
                 }
                 let opened = tokio::time::timeout(
-                    link.timeouts.open_within(),
+                    link.target.open_budget(link.timeouts),
                     connect(&link.target, link.timeouts),
                 )
                 .await;
@@ -395,6 +451,7 @@ impl Link {
                     }
                     _ => tracing::debug!("redis: no usable connection yet; trying again"),
                 }
+                drop(link);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
@@ -402,7 +459,71 @@ impl Link {
     }
 }
 
-/// Opens a connection to `target` (not bounded: callers put it under a deadline).
+/// Whether `conn` answers within `deadline` — behind Sentinel, as the primary (`ROLE`); in a
+/// Cluster, through any node (`ECHO`: a `PING` would go to every primary and fail while one
+/// is down).
+async fn usable(topology: RedisTopology, mut conn: Conn, deadline: Duration) -> bool {
+    match topology {
+        RedisTopology::Sentinel => {
+            let role = redis::cmd("ROLE");
+            matches!(
+                within(deadline, role.query_async::<Value>(&mut conn)).await,
+                Ok(Value::Array(v)) if matches!(
+                    v.first(),
+                    Some(Value::BulkString(b)) if b.as_slice() == b"master"
+                )
+            )
+        }
+        RedisTopology::Cluster => {
+            let mut echo = redis::cmd("ECHO");
+            echo.arg("weapp");
+            within(deadline, echo.query_async::<String>(&mut conn))
+                .await
+                .is_ok()
+        }
+        RedisTopology::Node => {
+            let ping = redis::cmd("PING");
+            within(deadline, ping.query_async::<String>(&mut conn))
+                .await
+                .is_ok()
+        }
+    }
+}
+
+/// Asks the sentinel at `at` where `master` is, within the per-sentinel budget.
+async fn ask_sentinel(
+    at: &ConnectionInfo,
+    master: &str,
+    timeouts: RedisTimeouts,
+) -> redis::RedisResult<(String, u16)> {
+    let client = redis::Client::open(at.clone())?;
+    let answer = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(timeouts.connect)
+                    .set_response_timeout(timeouts.response),
+            )
+            .await?;
+        redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(master)
+            .query_async::<Option<(String, u16)>>(&mut conn)
+            .await
+    };
+    within(timeouts.per_sentinel(), answer)
+        .await?
+        .ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::ResponseError,
+                "the sentinel does not know the master name",
+            ))
+        })
+}
+
+/// Opens a connection to `target` (not bounded: callers put it under a deadline). Behind
+/// Sentinel: the sentinels are asked in turn (from a rotating start), and the first primary
+/// they name that accepts a connection and says `ROLE master` is used.
 async fn connect(target: &Target, timeouts: RedisTimeouts) -> redis::RedisResult<Conn> {
     match target {
         Target::Node(client) => {
@@ -411,18 +532,49 @@ async fn connect(target: &Target, timeouts: RedisTimeouts) -> redis::RedisResult
                 .map(|c| Conn::Node(Box::new(c)))
         }
         Target::Sentinel {
-            sentinel,
+            sentinels,
             master,
             node,
+            next,
         } => {
-            let client = sentinel
-                .lock()
-                .await
-                .async_master_for(master, Some(node))
-                .await?;
-            ConnectionManager::new_with_config(client, timeouts.manager_config())
-                .await
-                .map(|c| Conn::Node(Box::new(c)))
+            let n = sentinels.len();
+            let start = next.fetch_add(1, Ordering::Relaxed);
+            let mut last = None;
+            for i in 0..n {
+                let (host, port) =
+                    match ask_sentinel(&sentinels[(start + i) % n], master, timeouts).await {
+                        Ok(addr) => addr,
+                        Err(e) => {
+                            last = Some(e);
+                            continue;
+                        }
+                    };
+                let client = redis::Client::open(ConnectionInfo {
+                    addr: ConnectionAddr::Tcp(host, port),
+                    redis: node.clone(),
+                })?;
+                let opened = within(
+                    timeouts.open_within(),
+                    ConnectionManager::new_with_config(client, timeouts.manager_config()),
+                )
+                .await;
+                match opened {
+                    Ok(c) => {
+                        let conn = Conn::Node(Box::new(c));
+                        if usable(RedisTopology::Sentinel, conn.clone(), timeouts.response).await {
+                            return Ok(conn);
+                        }
+                        last = Some(RedisError::from((
+                            ErrorKind::ReadOnly,
+                            "the node a sentinel named is not the primary (yet)",
+                        )));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                RedisError::from((ErrorKind::ClientError, "no sentinel to ask"))
+            }))
         }
         Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
     }
@@ -528,6 +680,15 @@ mod tests {
             topology("redis+cluster://user:pw@a:7000/"),
             Ok(RedisTopology::Cluster)
         );
+        assert_eq!(
+            topology("redis+cluster://[::1]:7000,[::1]:7001/0"),
+            Ok(RedisTopology::Cluster)
+        );
+        // A password with `@`, `,` or `/` (percent-encoded, as a URL must have it).
+        assert_eq!(
+            topology("redis+sentinel://:p%40s%2Cs%2F@a:26379/m"),
+            Ok(RedisTopology::Sentinel)
+        );
         for bad in [
             "memcached://a:1",
             "redis+sentinel://a:26379",
@@ -537,6 +698,10 @@ mod tests {
             "redis+cluster://a:7000,,b:7001",
             "redis+cluster://a:7000/3",
             "redis+cluster://",
+            "redis+cluster://[::1],[::1]:7001",
+            "redis+cluster://a:7000?password=x",
+            "redis+sentinel://a:1/m?db=2",
+            "redis+sentinel://a:notaport/m",
         ] {
             let e = topology(bad).unwrap_err();
             assert!(e.contains("redis url is not valid"), "{bad}: {e}");
