@@ -164,7 +164,10 @@ impl RedisCluster {
         let dir = scratch_dir("cluster");
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let port = free_port();
+            // A node's cluster bus listens on its port + 10000, which must be a port too.
+            let port = std::iter::repeat_with(free_port)
+                .find(|p| *p <= 55_535)
+                .expect("a free port");
             let conf = dir.join(format!("nodes-{port}.conf"));
             let node = Node::start(
                 port,

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::env::{env, env_value, Kind, ENV_ALIASES, ENV_SETTINGS};
 use super::errors::ConfigError;
 use super::parse_errors::{one_line, redact_quoted, shape_hint};
-use super::secret::{redact_url, Secret};
+use super::secret::Secret;
 use super::server::{Config, RateLimitBackend};
 
 impl Config {
@@ -481,7 +481,7 @@ impl Config {
         }
         if let Some(url) = &self.redis_url {
             if let Err(e) = weapp::token::redis::RedisTopology::of(url) {
-                return bad(format!("redis_url {}: {e}", redact_url(url)));
+                return bad(format!("redis_url: {e}"));
             }
         }
         if !self.database_url.starts_with("sqlite:")
