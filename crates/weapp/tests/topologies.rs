@@ -279,6 +279,32 @@ async fn exercise(mut deployment: Deployment, topology: RedisTopology) {
     sim.sim().advance(301);
     assert!(sim.sim().check_token(Some(second.expose())).is_ok());
     assert!(sim.sim().check_token(Some(first.expose())).is_err());
+
+    if let Deployment::Cluster(c) = &mut deployment {
+        // A node without the store's scripts (restarted, just promoted) while another primary
+        // is unreachable: the script runs on the key's node all the same (`EVAL` there; the
+        // `redis` crate's `SCRIPT LOAD` goes to every node and fails on the dead one).
+        let k = TokenKey::new(
+            format!("wxnoscript{}", rand::random::<u32>()),
+            TokenMode::Classic,
+        );
+        let home = c.primary_for(&fresh.redis_key(&k, "lock"));
+        let other = c
+            .primaries()
+            .into_iter()
+            .find(|p| *p != home)
+            .expect("another primary");
+        c.kill(other);
+        assert_eq!(
+            weapp_test_support::redis_cli(home, &["SCRIPT", "FLUSH"]).trim(),
+            "OK"
+        );
+        let lease = fresh.try_lock(&k, Duration::from_secs(5)).await;
+        assert!(
+            matches!(lease, Ok(Some(_))),
+            "a script on a healthy slot while a node is down: {lease:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

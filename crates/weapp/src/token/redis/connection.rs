@@ -302,7 +302,7 @@ impl Drop for Replacing {
     }
 }
 
-fn timed_out() -> RedisError {
+pub(super) fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         "redis did not answer within the command deadline",

@@ -99,6 +99,14 @@ end
 return 0
 ";
 
+/// The store's scripts, in the order of the `*_SCRIPT` indexes.
+const SOURCES: [&str; 5] = [STORE, INVALIDATE, LOCK, UNLOCK, RENEW];
+const STORE_SCRIPT: usize = 0;
+const INVALIDATE_SCRIPT: usize = 1;
+const LOCK_SCRIPT: usize = 2;
+const UNLOCK_SCRIPT: usize = 3;
+const RENEW_SCRIPT: usize = 4;
+
 /// The value under the token key.
 #[derive(Serialize)]
 struct WireOut<'a> {
@@ -124,6 +132,7 @@ struct WireIn {
 pub struct RedisStore {
     link: Arc<Link>,
     prefix: String,
+    /// The scripts of [`SOURCES`], for their hashes.
     scripts: Arc<[Script; 5]>,
     clock: Arc<dyn Clock>,
     /// Sees errors and failovers, when set ([`RedisStore::with_observer`]).
@@ -217,13 +226,7 @@ impl RedisStore {
         Ok(Self {
             link: Link::open(url, timeouts).await?,
             prefix: prefix.into(),
-            scripts: Arc::new([
-                Script::new(STORE),
-                Script::new(INVALIDATE),
-                Script::new(LOCK),
-                Script::new(UNLOCK),
-                Script::new(RENEW),
-            ]),
+            scripts: Arc::new(SOURCES.map(Script::new)),
             clock: Arc::new(SystemClock),
             observer: None,
             failing: Arc::new(AtomicBool::new(false)),
@@ -300,6 +303,38 @@ impl RedisStore {
         self.link.timeouts
     }
 
+    /// Runs the store's script `which` (an index into [`SOURCES`]) on `keys` with `args`:
+    /// `EVALSHA`, and on `NOSCRIPT` (a restarted node, a replica just promoted) `EVAL` of its
+    /// source on the keys' node, which also caches it there — not the `redis` crate's
+    /// `SCRIPT LOAD`, which a Cluster sends to every node and which fails while any node is
+    /// unreachable. Both under one deadline, [`RedisTimeouts::response`].
+    async fn eval<T: redis::FromRedisValue + Send>(
+        &self,
+        op: &'static str,
+        which: usize,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connection();
+        let hash = self.scripts[which].get_hash();
+        let run = async {
+            let mut sha = redis::cmd("EVALSHA");
+            sha.arg(hash).arg(keys.len()).arg(keys).arg(args);
+            match sha.query_async::<T>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                    let mut eval = redis::cmd("EVAL");
+                    eval.arg(SOURCES[which]).arg(keys.len()).arg(keys).arg(args);
+                    eval.query_async::<T>(&mut conn).await
+                }
+                other => other,
+            }
+        };
+        let r = tokio::time::timeout(self.link.timeouts.response, run)
+            .await
+            .unwrap_or_else(|_| Err(connection::timed_out()));
+        self.checked(op, r)
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -374,53 +409,43 @@ impl TokenStore for RedisStore {
         })
         .map_err(|e| StoreError::new("encode token", Some(Box::new(e))))?;
         let ttl = (token.expires_at_ms - self.clock.now_ms()).max(1000);
-        let mut conn = self.connection();
-        let r = self.scripts[0]
-            .key(self.redis_key(key, "token"))
-            .key(self.redis_key(key, "written"))
-            .arg(json)
-            .arg(token.version)
-            .arg(ttl)
-            .invoke_async(&mut conn)
-            .await;
-        let written: i64 = self.checked("store", r)?;
+        let keys = [self.redis_key(key, "token"), self.redis_key(key, "written")];
+        let args = [json, token.version.to_string(), ttl.to_string()];
+        let written: i64 = self.eval("store", STORE_SCRIPT, &keys, &args).await?;
         Ok(written == 1)
     }
 
     async fn invalidate(&self, key: &TokenKey, stale: &AccessToken) -> Result<bool, StoreError> {
-        let mut conn = self.connection();
-        let r = self.scripts[1]
-            .key(self.redis_key(key, "token"))
-            .arg(stale.expose())
-            .invoke_async(&mut conn)
-            .await;
-        let removed: i64 = self.checked("invalidate", r)?;
+        let keys = [self.redis_key(key, "token")];
+        let args = [stale.expose().to_owned()];
+        let removed: i64 = self
+            .eval("invalidate", INVALIDATE_SCRIPT, &keys, &args)
+            .await?;
         Ok(removed == 1)
     }
 
     async fn try_lock(&self, key: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
         let id = hex::encode(rand::random::<[u8; 16]>());
-        let mut conn = self.connection();
-        let r = self.scripts[2]
-            .key(self.redis_key(key, "lock"))
-            .key(self.redis_key(key, "fence"))
-            .key(self.redis_key(key, "written"))
-            .arg(&id)
-            .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut conn)
-            .await;
-        let fence: u64 = self.checked("lock", r)?;
+        let keys = [
+            self.redis_key(key, "lock"),
+            self.redis_key(key, "fence"),
+            self.redis_key(key, "written"),
+        ];
+        let args = [id.clone(), (ttl.as_millis().max(1) as u64).to_string()];
+        let fence: u64 = self.eval("lock", LOCK_SCRIPT, &keys, &args).await?;
         Ok((fence > 0).then_some(Lease { id, fence }))
     }
 
     async fn unlock(&self, key: &TokenKey, lease: &Lease) -> Result<(), StoreError> {
-        let mut conn = self.connection();
-        let r = self.scripts[3]
-            .key(self.redis_key(key, "lock"))
-            .arg(&lease.id)
-            .invoke_async(&mut conn)
-            .await;
-        let _: i64 = self.checked("unlock", r)?;
+        let keys = [self.redis_key(key, "lock")];
+        let _: i64 = self
+            .eval(
+                "unlock",
+                UNLOCK_SCRIPT,
+                &keys,
+                std::slice::from_ref(&lease.id),
+            )
+            .await?;
         Ok(())
     }
 
@@ -430,14 +455,12 @@ impl TokenStore for RedisStore {
         lease: &Lease,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.connection();
-        let r = self.scripts[4]
-            .key(self.redis_key(key, "lock"))
-            .arg(&lease.id)
-            .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut conn)
-            .await;
-        let renewed: i64 = self.checked("renew", r)?;
+        let keys = [self.redis_key(key, "lock")];
+        let args = [
+            lease.id.clone(),
+            (ttl.as_millis().max(1) as u64).to_string(),
+        ];
+        let renewed: i64 = self.eval("renew", RENEW_SCRIPT, &keys, &args).await?;
         Ok(renewed == 1)
     }
 }
