@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{serve, until, Server};
+use common::{printed_tokens, serve, token_process, until, Server};
 use serde_json::Value;
 use weapp_sim::TokenKind;
 use weapp_test_support::{unique_prefix, PgDatabase, RedisCluster, RedisSentinels};
@@ -56,18 +56,6 @@ impl Deployment {
     }
 }
 
-fn token_process(sim_url: &str, appid: &str, secret: &str, store: &str, prefix: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weapp"))
-        .args(["token", "--appid", appid, "--api-base", sim_url])
-        .args(["--mode", "classic", "--store", store])
-        .args(["--redis-prefix", prefix])
-        .env("WEAPP_SECRET", secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run weapp")
-}
-
 /// Six `weapp token` processes started at once; the tokens they printed.
 async fn six_processes(
     sim_url: &str,
@@ -76,24 +64,10 @@ async fn six_processes(
     store: &str,
     prefix: &str,
 ) -> Vec<String> {
-    let children: Vec<Child> = (0..6)
-        .map(|_| token_process(sim_url, appid, secret, store, prefix))
+    let children = (0..6)
+        .map(|_| token_process(sim_url, appid, secret, store, prefix, &[]))
         .collect();
-    let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect()
-    })
-    .await
-    .unwrap();
-    outputs
-        .iter()
-        .map(|o| {
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            String::from_utf8_lossy(&o.stdout).trim().to_owned()
-        })
-        .collect()
+    printed_tokens(children).await
 }
 
 async fn fleet(http: &reqwest::Client, url: &str) -> Option<Value> {
@@ -488,22 +462,10 @@ async fn a_tls_redis_is_verified_and_shared() {
     };
     let children: Vec<Child> = (0..4).map(|_| spawn(true)).collect();
     let untrusting = spawn(false);
-    let (outputs, refused) = tokio::task::spawn_blocking(move || {
-        let outputs: Vec<Output> = children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect();
-        (outputs, untrusting.wait_with_output().unwrap())
-    })
-    .await
-    .unwrap();
-    let tokens: Vec<String> = outputs
-        .iter()
-        .map(|o| {
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            String::from_utf8_lossy(&o.stdout).trim().to_owned()
-        })
-        .collect();
+    let tokens = printed_tokens(children).await;
+    let refused = tokio::task::spawn_blocking(move || untrusting.wait_with_output().unwrap())
+        .await
+        .unwrap();
     assert!(tokens.windows(2).all(|p| p[0] == p[1]), "{tokens:?}");
     assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 1);
     let err = String::from_utf8_lossy(&refused.stderr);

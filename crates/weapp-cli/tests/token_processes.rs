@@ -2,34 +2,16 @@
 //! children started over time against a slow simulator, and a refresher killed with SIGKILL in
 //! the middle of its fetch.
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{printed_tokens, token_process};
 use weapp::token::redis::RedisStore;
 use weapp::{AccessToken, AppSecret, Client, TokenMode};
 use weapp_sim::{Fault, TokenKind};
 use weapp_test_support::{sim_with_app, unique_prefix, RedisServer};
-
-fn token_process(
-    sim_url: &str,
-    appid: &str,
-    secret: &str,
-    redis: &RedisServer,
-    prefix: &str,
-    extra: &[&str],
-) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weapp"))
-        .args(["token", "--appid", appid, "--api-base", sim_url])
-        .args(["--mode", "classic", "--store", &redis.url()])
-        .args(["--redis-prefix", prefix])
-        .args(extra)
-        .env("WEAPP_SECRET", secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run weapp")
-}
 
 /// The reported incident: six processes started over time while WeChat answers the first two
 /// `/cgi-bin/token` calls later than the request timeout — which equals the lease. Before the
@@ -48,27 +30,13 @@ async fn processes_sharing_redis_under_a_slow_upstream_print_one_token() {
             sim.url(),
             &appid,
             &secret,
-            &redis,
+            &redis.url(),
             &prefix,
             &["--timeout-ms", "1000", "--lock-ttl-ms", "1000"],
         ));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect()
-    })
-    .await
-    .unwrap();
-    let tokens: Vec<String> = outputs
-        .iter()
-        .map(|o| {
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            String::from_utf8_lossy(&o.stdout).trim().to_owned()
-        })
-        .collect();
+    let tokens = printed_tokens(children).await;
     assert!(
         tokens.windows(2).all(|p| p[0] == p[1]),
         "every process printed the same token: {tokens:?}"
@@ -96,7 +64,7 @@ async fn a_refresher_killed_mid_fetch_hands_over_within_its_lease() {
         sim.url(),
         &appid,
         &secret,
-        &redis,
+        &redis.url(),
         &prefix,
         &["--lock-ttl-ms", "1000"],
     );

@@ -121,9 +121,7 @@ async fn a_fleet_on_a_redis_cluster_shares_replays_budgets_and_intervals() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start)
         .await
         .unwrap();
-    a_replay_is_refused_by_every_instance(cluster.url()).await;
-    a_fleet_shares_one_login_budget(cluster.url()).await;
-    a_fleet_shares_one_invalidation_interval(cluster.url()).await;
+    a_fleet_shares_replays_budgets_and_intervals(cluster.url()).await;
 }
 
 /// The same behind Sentinel.
@@ -132,9 +130,13 @@ async fn a_fleet_behind_sentinel_shares_replays_budgets_and_intervals() {
     let sentinels = tokio::task::spawn_blocking(RedisSentinels::start)
         .await
         .unwrap();
-    a_replay_is_refused_by_every_instance(sentinels.url()).await;
-    a_fleet_shares_one_login_budget(sentinels.url()).await;
-    a_fleet_shares_one_invalidation_interval(sentinels.url()).await;
+    a_fleet_shares_replays_budgets_and_intervals(sentinels.url()).await;
+}
+
+async fn a_fleet_shares_replays_budgets_and_intervals(redis_url: String) {
+    a_replay_is_refused_by_every_instance(redis_url.clone()).await;
+    a_fleet_shares_one_login_budget(redis_url.clone()).await;
+    a_fleet_shares_one_invalidation_interval(redis_url).await;
 }
 
 async fn a_replay_is_refused_by_every_instance(redis_url: String) {

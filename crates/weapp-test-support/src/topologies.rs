@@ -410,6 +410,17 @@ pub struct RedisSentinels {
 /// The master name the sentinels of [`RedisSentinels`] watch.
 pub const SENTINEL_MASTER: &str = "weapp";
 
+/// The port of the primary the sentinel on `sentinel` names.
+fn named_primary(sentinel: u16) -> Option<u16> {
+    redis_cli(
+        sentinel,
+        &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+    )
+    .lines()
+    .nth(1)
+    .and_then(|p| p.trim().parse().ok())
+}
+
 impl RedisSentinels {
     /// Starts the primary, its replica and three sentinels, and waits until every sentinel
     /// knows the replica and the two other sentinels.
@@ -520,15 +531,7 @@ impl RedisSentinels {
         self.sentinels
             .iter()
             .find(|s| s.child.is_some())
-            .and_then(|s| {
-                redis_cli(
-                    s.port,
-                    &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
-                )
-                .lines()
-                .nth(1)
-                .and_then(|p| p.trim().parse().ok())
-            })
+            .and_then(|s| named_primary(s.port))
     }
 
     /// The port of the data node that is not the primary now.
@@ -592,15 +595,7 @@ impl RedisSentinels {
             let named: Vec<Option<u16>> = self
                 .sentinels
                 .iter()
-                .map(|s| {
-                    redis_cli(
-                        s.port,
-                        &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
-                    )
-                    .lines()
-                    .nth(1)
-                    .and_then(|p| p.trim().parse().ok())
-                })
+                .map(|s| named_primary(s.port))
                 .collect();
             // Every sentinel names the new primary, and it says it is one.
             named.iter().all(|p| p.is_some() && *p == named[0])

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weapp::clock::{Clock, ManualClock};
+use weapp::clock::ManualClock;
 use weapp::token::redis::RedisStore;
-use weapp::token::{Lease, MemoryStore, StoredToken, TokenKey, TokenPolicy, TokenStore};
-use weapp::{AccessToken, AppSecret, Client, ErrCode, Error, TokenMode};
+use weapp::token::{MemoryStore, TokenKey, TokenPolicy, TokenStore};
+use weapp::{AppSecret, Client, ErrCode, Error, TokenMode};
 use weapp_sim::{Fault, TokenKind};
 use weapp_test_support::{sim_with_app, unique_prefix, RedisServer};
+
+mod store_contract;
 
 fn builder(url: &str, appid: &str, secret: &str) -> weapp::ClientBuilder {
     Client::builder(appid, AppSecret::new(secret)).base_url(url)
@@ -272,86 +274,9 @@ async fn http_failures_are_typed_and_transport_errors_hide_the_url() {
     assert!(!text.contains(&secret), "{text}");
 }
 
-async fn fencing_contract(store: &dyn TokenStore) {
-    let key = TokenKey::new(format!("wxfence{}", rand_suffix()), TokenMode::Classic);
-    let tok = |s: &str, v: u64| StoredToken {
-        access_token: AccessToken::new(s),
-        expires_at_ms: weapp::clock::SystemClock.now_ms() + 7_200_000,
-        refresh_at_ms: weapp::clock::SystemClock.now_ms() + 6_900_000,
-        version: v,
-    };
-    let slow: Lease = store
-        .try_lock(&key, Duration::from_millis(100))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        store
-            .try_lock(&key, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .is_none(),
-        "one lease at a time"
-    );
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let fast = store
-        .try_lock(&key, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(fast.fence > slow.fence);
-    assert!(store.store(&key, &tok("NEW", fast.fence)).await.unwrap());
-    assert!(
-        !store.store(&key, &tok("OLD", slow.fence)).await.unwrap(),
-        "stale writer refused"
-    );
-    assert_eq!(
-        store
-            .load(&key)
-            .await
-            .unwrap()
-            .unwrap()
-            .access_token
-            .expose(),
-        "NEW"
-    );
-    // The slow refresher's unlock must not release the fast one's lock.
-    store.unlock(&key, &slow).await.unwrap();
-    assert!(store
-        .try_lock(&key, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .is_none());
-    store.unlock(&key, &fast).await.unwrap();
-
-    // CAS invalidation: a stale token does not remove the current one; the current one goes once.
-    assert!(!store
-        .invalidate(&key, &AccessToken::new("OLD"))
-        .await
-        .unwrap());
-    assert!(store
-        .invalidate(&key, &AccessToken::new("NEW"))
-        .await
-        .unwrap());
-    assert!(!store
-        .invalidate(&key, &AccessToken::new("NEW"))
-        .await
-        .unwrap());
-    assert!(store.load(&key).await.unwrap().is_none());
-    // Fencing survives invalidation.
-    assert!(!store.store(&key, &tok("OLD", slow.fence)).await.unwrap());
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 #[tokio::test]
 async fn stale_writer_cannot_overwrite_a_newer_token_in_memory() {
-    fencing_contract(&MemoryStore::new()).await;
+    store_contract::fencing_contract(&MemoryStore::new(), "wxfence").await;
 }
 
 #[tokio::test]
@@ -360,7 +285,7 @@ async fn stale_writer_cannot_overwrite_a_newer_token_in_redis() {
     let store = RedisStore::connect(&redis.url(), unique_prefix("fence"))
         .await
         .unwrap();
-    fencing_contract(&store).await;
+    store_contract::fencing_contract(&store, "wxfence").await;
 }
 
 #[tokio::test]
@@ -516,12 +441,11 @@ async fn store_is_used_again_after_redis_comes_back() {
     assert_eq!(sim.sim().tokens_issued(&appid, TokenKind::Classic), 1);
 }
 
-/// A Redis that hangs (a partition: nothing answers, nothing closes) costs each command the
-/// configured timeout, and the store opens a new connection on its own once Redis answers again
-/// (the `redis` crate's connection manager alone keeps the dead one after a timeout).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_redis_costs_one_timeout_per_command_and_is_used_again_after() {
-    use std::time::Instant;
+/// A private Redis behind a [`weapp_test_support::HangingProxy`], and a store on the proxy
+/// with 300 ms timeouts.
+async fn store_behind_a_proxy(
+    name: &str,
+) -> (RedisServer, weapp_test_support::HangingProxy, RedisStore) {
     use weapp::token::redis::RedisTimeouts;
     let redis = RedisServer::start();
     let proxy = weapp_test_support::HangingProxy::start(
@@ -532,10 +456,20 @@ async fn a_hanging_redis_costs_one_timeout_per_command_and_is_used_again_after()
         response: Duration::from_millis(300),
         connect: Duration::from_millis(300),
     };
-    let store = RedisStore::connect_with(&proxy.redis_url(), unique_prefix("hang"), timeouts)
+    let store = RedisStore::connect_with(&proxy.redis_url(), unique_prefix(name), timeouts)
         .await
         .unwrap();
     assert_eq!(store.timeouts(), timeouts);
+    (redis, proxy, store)
+}
+
+/// A Redis that hangs (a partition: nothing answers, nothing closes) costs each command the
+/// configured timeout, and the store opens a new connection on its own once Redis answers again
+/// (the `redis` crate's connection manager alone keeps the dead one after a timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_costs_one_timeout_per_command_and_is_used_again_after() {
+    use std::time::Instant;
+    let (_redis, proxy, store) = store_behind_a_proxy("hang").await;
     store.ping().await.unwrap();
     proxy.hang();
     for _ in 0..3 {
@@ -563,19 +497,7 @@ async fn a_hanging_redis_costs_one_timeout_per_command_and_is_used_again_after()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_that_fills_the_send_buffers_still_costs_one_deadline_per_command() {
     use std::time::Instant;
-    use weapp::token::redis::RedisTimeouts;
-    let redis = RedisServer::start();
-    let proxy = weapp_test_support::HangingProxy::start(
-        format!("127.0.0.1:{}", redis.port()).parse().unwrap(),
-    )
-    .await;
-    let timeouts = RedisTimeouts {
-        response: Duration::from_millis(300),
-        connect: Duration::from_millis(300),
-    };
-    let store = RedisStore::connect_with(&proxy.redis_url(), unique_prefix("stall"), timeouts)
-        .await
-        .unwrap();
+    let (_redis, proxy, store) = store_behind_a_proxy("stall").await;
     store.ping().await.unwrap();
     proxy.stall();
     let mut conn = store.connection();

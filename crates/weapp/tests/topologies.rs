@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weapp::token::redis::{RedisStore, RedisTopology};
-use weapp::token::{StoredToken, TokenKey, TokenPolicy, TokenStore};
-use weapp::{AccessToken, AppSecret, Client, TokenMode};
+use weapp::token::{TokenKey, TokenPolicy, TokenStore};
+use weapp::{AppSecret, Client, TokenMode};
 use weapp_sim::TokenKind;
 use weapp_test_support::{sim_with_app, unique_prefix, RedisCluster, RedisSentinels};
+
+mod store_contract;
 
 enum Deployment {
     Cluster(RedisCluster),
@@ -57,60 +59,10 @@ async fn store(url: &str, prefix: &str) -> RedisStore {
     RedisStore::connect(url, prefix.to_owned()).await.unwrap()
 }
 
-fn tok(s: &str, v: u64) -> StoredToken {
-    let now = weapp::clock::Clock::now_ms(&weapp::clock::SystemClock);
-    StoredToken {
-        access_token: AccessToken::new(s),
-        expires_at_ms: now + 7_200_000,
-        refresh_at_ms: now + 6_900_000,
-        version: v,
-    }
-}
-
-/// One lease at a time, a stalled holder fenced out, an unlock that is not its own refused,
-/// compare-and-swap invalidation: for keys spread over the slots (and so over primaries).
+/// The store's contract for keys spread over the slots (and so over primaries).
 async fn contract(store: &RedisStore) {
     for i in 0..6 {
-        let key = TokenKey::new(
-            format!("wxtopo{i}{}", rand::random::<u32>()),
-            TokenMode::Classic,
-        );
-        let slow = store
-            .try_lock(&key, Duration::from_millis(100))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(store
-            .try_lock(&key, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .is_none());
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let fast = store
-            .try_lock(&key, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(fast.fence > slow.fence);
-        assert!(store.store(&key, &tok("NEW", fast.fence)).await.unwrap());
-        assert!(!store.store(&key, &tok("OLD", slow.fence)).await.unwrap());
-        store.unlock(&key, &slow).await.unwrap();
-        assert!(store
-            .try_lock(&key, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .is_none());
-        store.unlock(&key, &fast).await.unwrap();
-        assert!(!store
-            .invalidate(&key, &AccessToken::new("OLD"))
-            .await
-            .unwrap());
-        assert!(store
-            .invalidate(&key, &AccessToken::new("NEW"))
-            .await
-            .unwrap());
-        assert!(store.load(&key).await.unwrap().is_none());
-        assert!(!store.store(&key, &tok("OLD", slow.fence)).await.unwrap());
+        store_contract::fencing_contract(store, &format!("wxtopo{i}")).await;
     }
 }
 

@@ -1,4 +1,5 @@
-//! Shared helpers of the CLI's process tests: `weapp serve` as a child process.
+//! Shared helpers of the CLI's process tests: `weapp serve` and `weapp token` as child
+//! processes.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -57,4 +58,45 @@ pub async fn kill_once(child: &mut Child, at_least: usize, landed: impl Fn() -> 
     }
     child.kill().expect("SIGKILL");
     let _ = child.wait();
+}
+
+/// `weapp token` for `appid` (classic tokens) sharing `store` under `prefix`, with `extra`
+/// arguments; stdout and stderr piped.
+pub fn token_process(
+    sim_url: &str,
+    appid: &str,
+    secret: &str,
+    store: &str,
+    prefix: &str,
+    extra: &[&str],
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_weapp"))
+        .args(["token", "--appid", appid, "--api-base", sim_url])
+        .args(["--mode", "classic", "--store", store])
+        .args(["--redis-prefix", prefix])
+        .args(extra)
+        .env("WEAPP_SECRET", secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run weapp")
+}
+
+/// Waits for every `weapp token` child; the tokens they printed (each must have succeeded).
+pub async fn printed_tokens(children: Vec<Child>) -> Vec<String> {
+    let outputs: Vec<std::process::Output> = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap();
+    outputs
+        .iter()
+        .map(|o| {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        })
+        .collect()
 }
